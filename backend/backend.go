@@ -1,0 +1,138 @@
+// Package backend defines the systems of record that Mandate acts on:
+// payments (refunds), orders (lookups, cancellation) and customers (lookups,
+// account changes). Adapters live in sub-packages: store is the embedded
+// SQLite default; real services (Stripe, in-house HTTP APIs) satisfy the same
+// interfaces.
+//
+// Every state-changing call carries an idempotency key: an adapter that sees
+// the same key twice returns the first result and changes nothing more.
+// Errors are *mandate.Error with codes not_found, invalid, conflict (the
+// system refuses in its current state) or unavailable (nothing happened).
+package backend
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// Order statuses.
+const (
+	StatusPending    = "pending"
+	StatusProcessing = "processing"
+	StatusShipped    = "shipped"
+	StatusDelivered  = "delivered"
+	StatusCancelled  = "cancelled"
+)
+
+// Statuses lists every order status, in lifecycle order.
+var Statuses = []string{StatusPending, StatusProcessing, StatusShipped, StatusDelivered, StatusCancelled}
+
+// Customer fields an agent may change with update_account.
+const (
+	FieldEmail           = "email"
+	FieldPhone           = "phone"
+	FieldShippingAddress = "shipping_address"
+	FieldName            = "name"
+)
+
+// UpdatableFields lists the customer fields update_account may change.
+var UpdatableFields = []string{FieldEmail, FieldPhone, FieldShippingAddress, FieldName}
+
+// Customer is a customer account. Its contact details are PII: LogValue
+// keeps them out of logs.
+type Customer struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Email           string    `json:"email"`
+	Phone           string    `json:"phone"`
+	ShippingAddress string    `json:"shipping_address"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// LogValue logs a customer by id only.
+func (c Customer) LogValue() slog.Value { return slog.StringValue(c.ID) }
+
+// Order is an order with what was paid and what has been refunded so far,
+// both in the order's currency.
+type Order struct {
+	ID         string        `json:"id"`
+	CustomerID string        `json:"customer_id"`
+	Status     string        `json:"status"`
+	Total      mandate.Money `json:"total"`
+	Refunded   mandate.Money `json:"refunded"`
+	CreatedAt  time.Time     `json:"created_at"`
+}
+
+// Refundable is what can still be refunded on the order.
+func (o Order) Refundable() mandate.Money {
+	return mandate.Money{Minor: o.Total.Minor - o.Refunded.Minor, Currency: o.Total.Currency}
+}
+
+// Refund is money returned to the customer against an order.
+type Refund struct {
+	ID             string        `json:"id"`
+	OrderID        string        `json:"order_id"`
+	Amount         mandate.Money `json:"amount"`
+	Reason         string        `json:"reason"`
+	IdempotencyKey string        `json:"idempotency_key"`
+	CreatedAt      time.Time     `json:"created_at"`
+}
+
+// RefundRequest asks to return Amount (in the order's currency) on an order.
+type RefundRequest struct {
+	OrderID        string
+	Amount         mandate.Money
+	Reason         string
+	IdempotencyKey string
+}
+
+// CancelRequest asks to cancel an order that has not shipped.
+type CancelRequest struct {
+	OrderID        string
+	Reason         string
+	IdempotencyKey string
+}
+
+// UpdateRequest asks to set one field of a customer's account.
+type UpdateRequest struct {
+	CustomerID     string
+	Field          string
+	Value          string
+	IdempotencyKey string
+}
+
+// Payments moves money back to customers.
+type Payments interface {
+	// Refund returns money on an order. The same IdempotencyKey returns the
+	// first refund and moves no more money.
+	Refund(ctx context.Context, req RefundRequest) (Refund, error)
+	// RefundByKey finds the refund made with an idempotency key, for
+	// reconciling after a crash; not_found means none was made.
+	RefundByKey(ctx context.Context, key string) (Refund, error)
+}
+
+// Orders looks up and cancels orders.
+type Orders interface {
+	Order(ctx context.Context, id string) (Order, error)
+	// CancelOrder cancels an order that is pending or processing.
+	CancelOrder(ctx context.Context, req CancelRequest) (Order, error)
+}
+
+// Customers looks up and changes customer accounts.
+type Customers interface {
+	Customer(ctx context.Context, id string) (Customer, error)
+	CustomerByEmail(ctx context.Context, email string) (Customer, error)
+	// UpdateCustomer sets one field of UpdatableFields.
+	UpdateCustomer(ctx context.Context, req UpdateRequest) (Customer, error)
+}
+
+// Backend is the set of systems of record one deployment talks to. The
+// embedded store implements all three; a deployment may mix adapters.
+type Backend struct {
+	Payments  Payments
+	Orders    Orders
+	Customers Customers
+}

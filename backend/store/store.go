@@ -1,0 +1,150 @@
+// Package store is Mandate's embedded default system of record: customers,
+// orders and refunds in a SQLite file of their own. It refuses invalid
+// changes itself (over-refunds, cancelling shipped orders, duplicate emails)
+// inside one BEGIN IMMEDIATE transaction, so the checks hold even when
+// several processes share the file.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// The store satisfies every backend interface, so a deployment can use it for
+// all three systems of record.
+var (
+	_ backend.Payments  = (*Store)(nil)
+	_ backend.Orders    = (*Store)(nil)
+	_ backend.Customers = (*Store)(nil)
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Store is a handle on one database file. Several handles, in one process or
+// many, may share a file: every read-then-write runs in a BEGIN IMMEDIATE
+// transaction, which SQLite serializes across connections and processes.
+type Store struct {
+	db *sql.DB
+
+	// Now is the clock used for created_at stamps and for Seed; tests fix it.
+	Now func() time.Time
+}
+
+// Open opens the database at path, creating it if needed, and applies any
+// migrations it has not seen yet. Every pragma is in the DSN because a PRAGMA
+// sent through Exec would reach only one pooled connection.
+func Open(path string) (*Store, error) {
+	if path == "" {
+		return nil, mandate.Errorf(mandate.EINVALID, "store: database path is empty")
+	}
+	dsn := "file:" + path +
+		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)" +
+		"&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, dbError(err)
+	}
+	s := &Store{db: db, Now: time.Now}
+	if err := s.migrate(context.Background()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// migrate applies the embedded migrations in name order, each in its own
+// transaction, recording each in the migrations table so it runs once.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx,
+		`CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return dbError(err)
+	}
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := s.migrateFile(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateFile applies one migration unless it is recorded as applied. The
+// check and the apply share a transaction so two processes opening a new
+// file at once do not both run it.
+func (s *Store) migrateFile(ctx context.Context, name string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError(err)
+	}
+	defer tx.Rollback()
+
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM migrations WHERE name = ?`, name).Scan(&n); err != nil {
+		return dbError(err)
+	} else if n != 0 {
+		return nil
+	}
+	buf, err := fs.ReadFile(migrationFS, name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, string(buf)); err != nil {
+		return dbError(fmt.Errorf("migration %s: %w", name, err))
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO migrations (name, applied_at) VALUES (?, ?)`,
+		name, formatTime(s.now())); err != nil {
+		return dbError(err)
+	}
+	return dbError(tx.Commit())
+}
+
+// now reads the injected clock, falling back to time.Now for a Store built
+// without Open.
+func (s *Store) now() time.Time {
+	if s.Now == nil {
+		return time.Now().UTC()
+	}
+	return s.Now().UTC()
+}
+
+// timeFormat is RFC 3339 with fixed-width nanoseconds, so stored times sort
+// as text.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func parseTime(s string) (time.Time, error) { return time.Parse(time.RFC3339Nano, s) }
+
+// dbError reports a database failure as unavailable. The driver's error stays
+// in the chain (Error, errors.Is) for the server log, never in Message, which
+// may reach an agent. Errors that already carry a code pass through; nil
+// stays nil.
+func dbError(err error) error {
+	var e *mandate.Error
+	if err == nil || errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("%w: %w",
+		mandate.Errorf(mandate.EUNAVAILABLE, "the order database is unavailable; nothing was changed, try again later"), err)
+}
