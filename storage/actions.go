@@ -1,0 +1,153 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// Action statuses.
+const (
+	StatusPending   = "pending"   // waiting for a person to approve or deny
+	StatusExecuting = "executing" // the backend was called; the outcome is not recorded yet
+	StatusExecuted  = "executed"
+	StatusFailed    = "failed"
+	StatusDenied    = "denied"
+	StatusApproved  = "approved"
+	StatusExpired   = "expired"
+)
+
+// Action is the state of one action tool call.
+type Action struct {
+	ID            string          `json:"action_id"`
+	Agent         string          `json:"agent"`
+	Tool          string          `json:"tool"`
+	Args          json.RawMessage `json:"args"`
+	ArgsDigest    string          `json:"args_digest"`
+	Decision      string          `json:"decision"`
+	Rule          string          `json:"rule"`
+	PolicyVersion string          `json:"policy_version"`
+	Status        string          `json:"status"`
+	Result        json.RawMessage `json:"result,omitempty"`
+	Error         string          `json:"error,omitempty"`
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	ExpiresAt     time.Time       `json:"expires_at"`
+}
+
+// Digest is the SHA-256 of canonical arguments: it binds an approval to
+// exactly the arguments that were asked for.
+func Digest(args []byte) string {
+	sum := sha256.Sum256(args)
+	return hex.EncodeToString(sum[:])
+}
+
+// RecordAttempt durably records a decided call before anything is done: the
+// action row and the attempt audit record, in one transaction. If it fails,
+// the caller must not act.
+func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
+	now := db.Now()
+	a.CreatedAt, a.UpdatedAt = now, now
+	if a.ExpiresAt.IsZero() {
+		a.ExpiresAt = now
+	}
+	a.ArgsDigest = Digest(a.Args)
+	rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
+
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("begin attempt", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
+			status, result, error, created_at, updated_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`,
+		a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
+		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt)); err != nil {
+		return unavailable("insert action", err)
+	}
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return unavailable("append attempt", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable("commit attempt", err)
+	}
+	return nil
+}
+
+// RecordOutcome records what the backend did for an action: its final
+// status and result on the action row and an outcome audit record, in one
+// transaction.
+func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
+	now := db.Now()
+	a.UpdatedAt = now
+	rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
+
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("begin outcome", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?`,
+		a.Status, string(a.Result), a.Error, timeText(now), a.ID); err != nil {
+		return unavailable("update action", err)
+	}
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return unavailable("append outcome", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable("commit outcome", err)
+	}
+	return nil
+}
+
+// Action returns the action with id, or a not_found error.
+func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
+	var a Action
+	var args, result, created, updated, expires string
+	err := db.db.QueryRowContext(ctx, `
+		SELECT id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
+			created_at, updated_at, expires_at
+		FROM actions WHERE id = ?`, id).Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision,
+		&a.Rule, &a.PolicyVersion, &a.Status, &result, &a.Error, &created, &updated, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", id)
+	} else if err != nil {
+		return nil, unavailable("read action", err)
+	}
+	a.Args = json.RawMessage(args)
+	if result != "" {
+		a.Result = json.RawMessage(result)
+	}
+	a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	a.UpdatedAt, _ = time.Parse(time.RFC3339Nano, updated)
+	a.ExpiresAt, _ = time.Parse(time.RFC3339Nano, expires)
+	return &a, nil
+}
+
+// Append adds one audit record that belongs to no action state, such as a
+// read, in its own transaction.
+func (db *DB) Append(ctx context.Context, rec *Record) error {
+	if rec.Time.IsZero() {
+		rec.Time = db.Now()
+	}
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("begin append", err)
+	}
+	defer tx.Rollback()
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return unavailable("append", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable("commit append", err)
+	}
+	return nil
+}

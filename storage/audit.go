@@ -1,0 +1,112 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Audit phases: the attempt is written before anything is done, the outcome
+// after; approval records a person's decision on a pending action.
+const (
+	PhaseAttempt  = "attempt"
+	PhaseOutcome  = "outcome"
+	PhaseApproval = "approval"
+)
+
+// Record is one audit record. The JSON field names are the export format.
+type Record struct {
+	Seq           int64           `json:"seq"`
+	Time          time.Time       `json:"time"`
+	Agent         string          `json:"agent"`
+	Tool          string          `json:"tool"`
+	Args          json.RawMessage `json:"args"`
+	Attrs         json.RawMessage `json:"attrs"`
+	Decision      string          `json:"decision"`
+	Rule          string          `json:"rule"`
+	PolicyVersion string          `json:"policy_version"`
+	ActionID      string          `json:"action_id"`
+	Phase         string          `json:"phase"`
+	Outcome       string          `json:"outcome"`
+	Error         string          `json:"error"`
+	// Duration is how long the step took, in microseconds in the export.
+	Duration time.Duration `json:"-"`
+	PrevHash string        `json:"prev_hash"`
+	Hash     string        `json:"hash"`
+}
+
+// MarshalJSON writes the record with duration as integer microseconds.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record
+	return json.Marshal(struct {
+		plain
+		Duration int64 `json:"duration"`
+	}{plain(r), r.Duration.Microseconds()})
+}
+
+// genesis is the previous hash of the first record.
+const genesis = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// hashRecord chains a record to its predecessor: SHA-256 over the previous
+// hash and every stored field, each length-prefixed so no two different
+// records can encode alike.
+func hashRecord(prev string, seq int64, f []string) string {
+	h := sha256.New()
+	h.Write([]byte(prev))
+	var n [8]byte
+	put := func(s string) {
+		l := uint64(len(s))
+		for i := range n {
+			n[i] = byte(l >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	put(strconv.FormatInt(seq, 10))
+	for _, s := range f {
+		put(s)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fields lists the hashed, stored form of a record, in column order.
+func (r *Record) fields() []string {
+	return []string{
+		timeText(r.Time), r.Agent, r.Tool, string(orEmptyObject(r.Args)), string(orEmptyObject(r.Attrs)),
+		r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
+		strconv.FormatInt(r.Duration.Microseconds(), 10),
+	}
+}
+
+func orEmptyObject(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("{}")
+	}
+	return b
+}
+
+// appendRecord adds r at the head of the chain inside tx, which must be a
+// write (IMMEDIATE) transaction so the head cannot move under it, even from
+// another process. It sets r.Seq, r.PrevHash and r.Hash.
+func appendRecord(ctx context.Context, tx *sql.Tx, r *Record) error {
+	var seq int64
+	prev := genesis
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+	if err != nil && err != sql.ErrNoRows {
+		return err
+	}
+	r.Seq, r.PrevHash = seq+1, prev
+	f := r.fields()
+	r.Hash = hashRecord(prev, r.Seq, f)
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
+		r.Duration.Microseconds(), r.PrevHash, r.Hash)
+	return err
+}

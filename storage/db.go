@@ -1,0 +1,120 @@
+// Package storage is Mandate's own database: the audit trail and the state
+// of every action. It is SQLite (modernc, no cgo) in WAL mode, shared by
+// every `mandate serve` process and `mandate admin`: anything that must be
+// serialized across them (the audit chain head, an action's status) is read
+// and written inside one BEGIN IMMEDIATE transaction.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// DB is the gateway database.
+type DB struct {
+	db   *sql.DB
+	Path string
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// DSN returns the connection string for a SQLite file with every pragma in
+// it, because a PRAGMA run with Exec reaches only one pooled connection.
+// synchronous(FULL) makes each commit durable before it returns.
+func DSN(path string) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() +
+		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)" +
+		"&_pragma=foreign_keys(1)&_txlock=immediate"
+}
+
+// Open opens or creates the database at path and brings its schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	sdb, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{db: sdb, Path: path, Now: time.Now}
+	if err := db.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error { return db.db.Close() }
+
+// migrate applies the embedded migrations not yet applied, in name order,
+// each in its own transaction.
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)`); err != nil {
+		return err
+	}
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := db.migrateFile(ctx, name); err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) migrateFile(ctx context.Context, name string) error {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM migrations WHERE name = ?`, name).Scan(&n); err != nil {
+		return err
+	} else if n > 0 {
+		return nil
+	}
+	body, err := migrationFS.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO migrations (name) VALUES (?)`, name); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// unavailable wraps a database failure as an error safe to show: the
+// details stay in the wrapped error for the log.
+func unavailable(op string, err error) error {
+	return &dbError{op: op, err: err}
+}
+
+type dbError struct {
+	op  string
+	err error
+}
+
+func (e *dbError) Error() string { return fmt.Sprintf("storage: %s: %v", e.op, e.err) }
+func (e *dbError) Unwrap() []error {
+	return []error{e.err, mandate.Errorf(mandate.EUNAVAILABLE, "the audit database is unavailable, so nothing was done; try again later")}
+}
+
+// timeText formats t the one way it is stored and hashed.
+func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -1,0 +1,62 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Filter selects audit records; zero fields select everything.
+type Filter struct {
+	Since, Until time.Time
+	Agent, Tool  string
+	Decision     string
+	ActionID     string
+	AfterSeq     int64
+}
+
+// Records calls fn for each record matching f, in chain order.
+func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
+	q := `SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
+		phase, outcome, error, duration_us, prev_hash, hash FROM audit WHERE seq > ?`
+	args := []any{f.AfterSeq}
+	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
+	if !f.Since.IsZero() {
+		add("time >= ?", timeText(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("time < ?", timeText(f.Until))
+	}
+	if f.Agent != "" {
+		add("agent = ?", f.Agent)
+	}
+	if f.Tool != "" {
+		add("tool = ?", f.Tool)
+	}
+	if f.Decision != "" {
+		add("decision = ?", f.Decision)
+	}
+	if f.ActionID != "" {
+		add("action_id = ?", f.ActionID)
+	}
+	rows, err := db.db.QueryContext(ctx, q+" ORDER BY seq", args...)
+	if err != nil {
+		return unavailable("read audit", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		var ts, a, attrs string
+		var us int64
+		if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
+			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash); err != nil {
+			return unavailable("scan audit", err)
+		}
+		r.Time, _ = time.Parse(time.RFC3339Nano, ts)
+		r.Args, r.Attrs, r.Duration = json.RawMessage(a), json.RawMessage(attrs), time.Duration(us)*time.Microsecond
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -1,0 +1,52 @@
+package tools
+
+import (
+	"context"
+
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+type cancelArgs struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+func (a *cancelArgs) validate() error {
+	if err := required("order_id", a.OrderID, 100); err != nil {
+		return err
+	}
+	return required("reason", a.Reason, maxText)
+}
+
+func cancelOrder() entry {
+	return spec[cancelArgs]{
+		tool: mcp.NewTool("cancel_order", options(actionHints(),
+			mcp.WithTitleAnnotation("Cancel an order"),
+			mcp.WithDescription("Cancel an order that has not shipped yet (status pending or processing). Cancelling does not refund: use refund_order for money. "+
+				"The operator's rules decide: \"allow\" means it was cancelled; \"require_approval\" means a person must approve it (give the customer the action_id); \"deny\" means it was refused, e.g. because the order has shipped."),
+			mcp.WithString("order_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The order to cancel, e.g. \"ord_1004\".")),
+			mcp.WithString("reason", mcp.Required(), mcp.MaxLength(maxText), mcp.Description("Why the order is being cancelled, in a sentence.")),
+			mcp.WithOutputSchema[ActionResult](),
+		)...),
+		load: func(ctx context.Context, d *Deps, a *cancelArgs) (map[string]any, error) {
+			o, err := d.Backend.Orders.Order(ctx, a.OrderID)
+			if err != nil {
+				return nil, err
+			}
+			c, err := d.Backend.Customers.Customer(ctx, o.CustomerID)
+			if err != nil {
+				return nil, err
+			}
+			return orderFacts(d.Now(), o, c), nil
+		},
+		describe: func(a *cancelArgs) string { return "cancellation of order " + a.OrderID },
+		run: func(ctx context.Context, d *Deps, a *cancelArgs, key string) (any, error) {
+			o, err := d.Backend.Orders.CancelOrder(ctx, backend.CancelRequest{OrderID: a.OrderID, Reason: a.Reason, IdempotencyKey: key})
+			if err != nil {
+				return nil, err
+			}
+			return orderView(o), nil
+		},
+	}
+}

@@ -1,0 +1,249 @@
+package tools
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// spec is what one tool file declares. The guard is the only code that
+// turns a spec into a handler, so no tool can skip the permission check or
+// the audit record.
+type spec[A any] struct {
+	tool mcp.Tool
+	// load reads from the systems of record everything the rules test about
+	// this call and returns it as policy attributes. It may keep what it read
+	// in a for run. A failure here is a deny: no facts, no action.
+	load func(ctx context.Context, d *Deps, a *A) (map[string]any, error)
+	// describe names the call for people: "refund of 30.00 USD on ord_1001".
+	describe func(a *A) string
+	// run performs the read or the action. key is the idempotency key the
+	// backend must honour.
+	run func(ctx context.Context, d *Deps, a *A, key string) (any, error)
+}
+
+// entry is a spec of any argument type, ready to register.
+type entry interface {
+	serverTool(d *Deps) server.ServerTool
+}
+
+func (s spec[A]) serverTool(d *Deps) server.ServerTool {
+	return server.ServerTool{Tool: s.tool, Handler: func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return guard(ctx, d, s, req), nil
+	}}
+}
+
+// ActionResult is what every action tool returns.
+type ActionResult struct {
+	ActionID string `json:"action_id"`
+	Decision string `json:"decision" jsonschema:"enum=allow,enum=deny,enum=require_approval"`
+	Rule     string `json:"rule"`
+	Status   string `json:"status"`
+	Message  string `json:"message"`
+	Result   any    `json:"result,omitempty"`
+}
+
+// guard runs one tool call: bind arguments, load facts, decide, record the
+// attempt durably, act only on allow, record the outcome, answer. Any
+// failure on the way to acting is a refusal.
+func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolRequest) *mcp.CallToolResult {
+	start := d.Now()
+	name := s.tool.Name
+	agent := AgentFrom(ctx)
+	log := d.Logger.With("tool", name, "agent", agent)
+	action := policy.Tools[name].Action
+
+	var a A
+	if err := bind(req.Params.Arguments, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+		log.Info("invalid arguments", "err", err)
+		return errorResult(err)
+	}
+	args := canonical(a)
+
+	attrs, loadErr := map[string]any{}, error(nil)
+	if s.load != nil {
+		attrs, loadErr = s.load(ctx, d, &a)
+		if mandate.ErrorCode(loadErr) == mandate.EINVALID {
+			// Bad input that needed a fact to judge (an amount with more
+			// decimals than the order's currency has): fix and resend.
+			log.Info("invalid arguments", "err", loadErr)
+			return errorResult(loadErr)
+		}
+	}
+	var dec policy.Decision
+	if agent == "" {
+		dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: d.Policy.Policy().Version}
+	} else if loadErr != nil {
+		dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: d.Policy.Policy().Version}
+	} else {
+		dec = d.Policy.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
+	}
+	log = log.With("decision", dec.Effect)
+
+	act := &storage.Action{
+		ID: newActionID(), Agent: agent, Tool: name, Args: args,
+		Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version,
+		Status: initialStatus(dec.Effect, action),
+	}
+	if dec.Effect == policy.RequireApproval {
+		act.ExpiresAt = d.Now().Add(d.ApprovalTTL)
+	}
+	rec := &storage.Record{
+		Agent: agent, Tool: name, Args: args, Attrs: canonical(attrs),
+		Decision: dec.Effect, Rule: act.Rule, PolicyVersion: dec.Version,
+		Duration: d.Now().Sub(start),
+	}
+	switch dec.Effect {
+	case policy.Deny:
+		rec.Outcome = "refused"
+	case policy.RequireApproval:
+		rec.Outcome = storage.StatusPending
+	}
+	var err error
+	if action {
+		err = d.DB.RecordAttempt(ctx, act, rec)
+	} else {
+		// A read changes nothing, so it has no action state: one record of
+		// who looked at what, and whether the rules let them.
+		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
+		if dec.Effect == policy.Allow {
+			rec.Outcome = "read"
+		}
+		err = d.DB.Append(ctx, rec)
+	}
+	if err != nil {
+		log.Error("audit write failed; refusing", "err", err)
+		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+	}
+	log = log.With("action_id", act.ID)
+
+	switch dec.Effect {
+	case policy.Allow:
+	case policy.RequireApproval:
+		log.Info("pending approval", "rule", act.Rule)
+		return pendingResult(act, s.describe(&a))
+	default:
+		log.Info("denied", "rule", act.Rule, "reason", dec.Reason)
+		if !action {
+			if loadErr != nil {
+				return errorResult(loadErr)
+			}
+			return errorResult(mandate.Errorf(mandate.EDENIED, "the rules do not allow %s to use %s", agent, name))
+		}
+		return denyResult(act, s.describe(&a), dec, loadErr)
+	}
+
+	if !action {
+		out, err := s.run(ctx, d, &a, act.ID)
+		if err != nil {
+			return errorResult(err)
+		}
+		return mcp.NewToolResultStructuredOnly(out)
+	}
+	return execute(ctx, d, s, &a, act, log)
+}
+
+// execute calls the backend for an allowed action and records the outcome.
+func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Action, log *slog.Logger) *mcp.CallToolResult {
+	start := d.Now()
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.BackendTimeout)
+	out, err := s.run(bctx, d, a, act.ID)
+	cancel()
+	rec := &storage.Record{
+		Agent: act.Agent, Tool: act.Tool, Args: act.Args, Decision: act.Decision,
+		Rule: act.Rule, PolicyVersion: act.PolicyVersion, Duration: d.Now().Sub(start),
+	}
+	if err != nil {
+		act.Status, act.Error = storage.StatusFailed, mandate.ErrorMessage(err)
+		rec.Outcome, rec.Error = storage.StatusFailed, act.Error
+		log.Warn("backend refused or failed", "err", err)
+	} else {
+		act.Status, act.Result = storage.StatusExecuted, canonical(out)
+		rec.Outcome = storage.StatusExecuted
+	}
+	// The outcome is recorded even if the agent hung up: the action happened.
+	if rerr := d.DB.RecordOutcome(context.WithoutCancel(ctx), act, rec); rerr != nil {
+		// The backend acted but the outcome is not recorded; the action stays
+		// "executing" and is reconciled against the backend on next start.
+		log.Error("outcome not recorded", "err", rerr)
+	}
+	if err != nil {
+		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
+			Message: fmt.Sprintf("The %s was allowed but the system of record refused or failed: %s", s.describe(a), act.Error)}
+		return structuredError(res)
+	}
+	log.Info("executed")
+	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
+		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: out}
+	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
+}
+
+func initialStatus(effect string, action bool) string {
+	switch {
+	case effect == policy.Deny:
+		return storage.StatusDenied
+	case effect == policy.RequireApproval:
+		return storage.StatusPending
+	case !action:
+		return storage.StatusExecuted
+	}
+	return storage.StatusExecuting
+}
+
+func pendingResult(act *storage.Action, what string) *mcp.CallToolResult {
+	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
+		Message: fmt.Sprintf("The %s needs a person's approval, so it has not happened yet. Tell the customer that a member of staff will review it and give them the reference %s. Check back with get_action_status(action_id=%q); the request expires at %s.",
+			what, act.ID, act.ID, act.ExpiresAt.UTC().Format(time.RFC3339))}
+	return mcp.NewToolResultStructured(res, res.Message)
+}
+
+func denyResult(act *storage.Action, what string, dec policy.Decision, loadErr error) *mcp.CallToolResult {
+	why := "the rules do not allow it"
+	if dec.Rule != nil {
+		why = "the rules refuse it (" + dec.Rule.File + fmt.Sprintf(":%d)", dec.Rule.Line)
+	}
+	if loadErr != nil {
+		why = mandate.ErrorMessage(loadErr)
+	}
+	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
+		Message: fmt.Sprintf("Refused: the %s was not done because %s. Retrying will not change this; tell the customer it cannot be done here and offer to pass it to a human agent.", what, why)}
+	return structuredError(res)
+}
+
+func structuredError(res *ActionResult) *mcp.CallToolResult {
+	r := mcp.NewToolResultStructured(res, res.Message)
+	r.IsError = true
+	return r
+}
+
+// ErrorResult is the structured content of a tool error.
+type ErrorResult struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// errorResult turns an error into a tool result the agent can act on: its
+// code and safe message, never internals.
+func errorResult(err error) *mcp.CallToolResult {
+	res := &ErrorResult{Error: mandate.ErrorCode(err), Message: mandate.ErrorMessage(err)}
+	r := mcp.NewToolResultStructured(res, res.Error+": "+res.Message)
+	r.IsError = true
+	return r
+}
+
+func newActionID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return "act_" + hex.EncodeToString(b[:])
+}

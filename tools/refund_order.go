@@ -1,0 +1,92 @@
+package tools
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+type refundArgs struct {
+	OrderID string    `json:"order_id"`
+	Amount  amountArg `json:"amount"`
+	Reason  string    `json:"reason"`
+
+	amount mandate.Money // Amount in the order's currency, set by load
+}
+
+func (a *refundArgs) validate() error {
+	if err := required("order_id", a.OrderID, 100); err != nil {
+		return err
+	}
+	if err := required("amount", string(a.Amount), 40); err != nil {
+		return err
+	}
+	return required("reason", a.Reason, maxText)
+}
+
+// parseAmount reads the agent's amount in the order's currency: the amount
+// is always in the order's currency, so a refund in another is impossible.
+func parseAmount(s amountArg, currency string) (mandate.Money, error) {
+	if strings.HasPrefix(strings.TrimSpace(string(s)), "-") {
+		return mandate.Money{}, mandate.Errorf(mandate.EINVALID, "amount must be greater than zero")
+	}
+	m, err := mandate.ParseMoney(strings.TrimSpace(string(s)), currency)
+	if err != nil {
+		return m, err
+	}
+	if m.Minor == 0 {
+		return m, mandate.Errorf(mandate.EINVALID, "amount must be greater than zero")
+	}
+	return m, nil
+}
+
+func refundOrder() entry {
+	return spec[refundArgs]{
+		tool: mcp.NewTool("refund_order", options(actionHints(),
+			mcp.WithTitleAnnotation("Refund an order"),
+			mcp.WithDescription("Refund part or all of an order to the customer. The amount is in the order's own currency (see get_order) and cannot exceed what is still refundable. "+
+				"The operator's rules decide: \"allow\" means the refund was made; \"require_approval\" means a person must approve it first (tell the customer it is under review and give them the action_id; check back with get_action_status); "+
+				"\"deny\" means it was refused and retrying will not help."),
+			mcp.WithString("order_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The order to refund, e.g. \"ord_1001\".")),
+			mcp.WithString("amount", mcp.Required(), mcp.MaxLength(40), mcp.Pattern(`^[0-9]+(\.[0-9]+)?$`),
+				mcp.Description("How much to refund, as a decimal string in the order's currency with at most its number of decimal places, e.g. \"30.00\" for thirty dollars on a USD order. Must be greater than zero.")),
+			mcp.WithString("reason", mcp.Required(), mcp.MaxLength(maxText), mcp.Description("Why the customer is owed this refund, in a sentence. A person reviewing the request reads it.")),
+			mcp.WithOutputSchema[ActionResult](),
+		)...),
+		load: func(ctx context.Context, d *Deps, a *refundArgs) (map[string]any, error) {
+			o, err := d.Backend.Orders.Order(ctx, a.OrderID)
+			if err != nil {
+				return nil, err
+			}
+			if a.amount, err = parseAmount(a.Amount, o.Total.Currency); err != nil {
+				return nil, err
+			}
+			c, err := d.Backend.Customers.Customer(ctx, o.CustomerID)
+			if err != nil {
+				return nil, err
+			}
+			attrs := orderFacts(d.Now(), o, c)
+			attrs["amount"] = a.amount.Major()
+			return attrs, nil
+		},
+		describe: func(a *refundArgs) string {
+			if a.amount.Currency == "" {
+				return fmt.Sprintf("refund of %s on order %s", a.Amount, a.OrderID)
+			}
+			return fmt.Sprintf("refund of %s %s on order %s", a.amount, a.amount.Currency, a.OrderID)
+		},
+		run: func(ctx context.Context, d *Deps, a *refundArgs, key string) (any, error) {
+			r, err := d.Backend.Payments.Refund(ctx, backend.RefundRequest{
+				OrderID: a.OrderID, Amount: a.amount, Reason: a.Reason, IdempotencyKey: key,
+			})
+			if err != nil {
+				return nil, err
+			}
+			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
+		},
+	}
+}
