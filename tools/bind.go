@@ -126,4 +126,3 @@ func argNames(props map[string]any) []string {
 	}
 	return names
 }
-
