@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/mail"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+)
+
+// maxFieldLen bounds every customer field, in characters.
+const maxFieldLen = 500
+
+var phonePattern = regexp.MustCompile(`^\+?[0-9 ()-]{6,20}$`)
+
+// Customer returns the customer with id, or not_found.
+func (s *Store) Customer(ctx context.Context, id string) (backend.Customer, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	defer tx.Rollback()
+	return findCustomer(ctx, tx, "id", id)
+}
+
+// CustomerByEmail returns the customer whose email matches, ignoring case, as
+// people type addresses in any case.
+func (s *Store) CustomerByEmail(ctx context.Context, email string) (backend.Customer, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	defer tx.Rollback()
+	return findCustomer(ctx, tx, "email", strings.TrimSpace(email)) // email is COLLATE NOCASE
+}
+
+// UpdateCustomer sets one field of backend.UpdatableFields. A repeat with the
+// same idempotency key returns the customer as the first call left it and
+// changes nothing, even if the account changed since.
+func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (backend.Customer, error) {
+	if err := requireKey(req.IdempotencyKey); err != nil {
+		return backend.Customer{}, err
+	}
+	value := strings.TrimSpace(req.Value)
+	if err := validateField(req.Field, value); err != nil {
+		return backend.Customer{}, err
+	}
+	dig := digest(kindUpdateCustomer, struct{ CustomerID, Field, Value string }{req.CustomerID, req.Field, value})
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	defer tx.Rollback()
+
+	var c backend.Customer
+	if done, err := findOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, &c); err != nil || done {
+		return c, err
+	}
+	if c, err = findCustomer(ctx, tx, "id", req.CustomerID); err != nil {
+		return backend.Customer{}, err
+	}
+	if req.Field == backend.FieldEmail {
+		if err := emailFree(ctx, tx, value, c.ID); err != nil {
+			return backend.Customer{}, err
+		}
+	}
+
+	// The column name comes from the fixed list checked by validateField.
+	if _, err := tx.ExecContext(ctx, `UPDATE customers SET `+req.Field+` = ? WHERE id = ?`, value, c.ID); err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	switch req.Field {
+	case backend.FieldEmail:
+		c.Email = value
+	case backend.FieldPhone:
+		c.Phone = value
+	case backend.FieldShippingAddress:
+		c.ShippingAddress = value
+	case backend.FieldName:
+		c.Name = value
+	}
+	if err := recordOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, c, s.now()); err != nil {
+		return backend.Customer{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	return c, nil
+}
+
+// validateField checks a new value for a customer field. Import applies the
+// same rules, so no path can store what an update would refuse.
+func validateField(field, value string) error {
+	if !slices.Contains(backend.UpdatableFields, field) {
+		return mandate.Errorf(mandate.EINVALID, "field %q cannot be changed; use one of %s",
+			field, strings.Join(backend.UpdatableFields, ", "))
+	}
+	if value == "" {
+		return mandate.Errorf(mandate.EINVALID, "%s must not be empty", field)
+	}
+	if n := utf8.RuneCountInString(value); n > maxFieldLen {
+		return mandate.Errorf(mandate.EINVALID, "%s is %d characters long; at most %d are allowed", field, n, maxFieldLen)
+	}
+	switch field {
+	case backend.FieldEmail:
+		if a, err := mail.ParseAddress(value); err != nil || a.Name != "" || a.Address != value {
+			return mandate.Errorf(mandate.EINVALID, "%q is not an email address like name@example.com", value)
+		}
+	case backend.FieldPhone:
+		if !phonePattern.MatchString(value) {
+			return mandate.Errorf(mandate.EINVALID,
+				"%q is not a phone number: use 6 to 20 digits, spaces, brackets or dashes, optionally starting with +", value)
+		}
+	}
+	return nil
+}
+
+// emailFree refuses an email another customer already uses, ignoring case,
+// because CustomerByEmail must find exactly one account. The message does
+// not name the other account.
+func emailFree(ctx context.Context, tx *sql.Tx, email, customerID string) error {
+	var n int
+	if err := tx.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM customers WHERE email = ? AND id <> ?`, email, customerID).Scan(&n); err != nil {
+		return dbError(err)
+	} else if n > 0 {
+		return mandate.Errorf(mandate.ECONFLICT, "another customer account already uses the email %s", email)
+	}
+	return nil
+}
+
+// findCustomer reads the customer whose column (id or email, both unique)
+// equals value, or returns not_found naming what was looked up.
+func findCustomer(ctx context.Context, tx *sql.Tx, column, value string) (backend.Customer, error) {
+	var c backend.Customer
+	var created string
+	err := tx.QueryRowContext(ctx,
+		`SELECT id, name, email, phone, shipping_address, created_at FROM customers WHERE `+column+` = ?`, value,
+	).Scan(&c.ID, &c.Name, &c.Email, &c.Phone, &c.ShippingAddress, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return backend.Customer{}, mandate.Errorf(mandate.ENOTFOUND, "no customer with %s %q", column, value)
+	} else if err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	if c.CreatedAt, err = parseTime(created); err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	return c, nil
+}

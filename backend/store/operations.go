@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// Operation kinds recorded in the operations table.
+const (
+	kindCancelOrder    = "cancel_order"
+	kindUpdateCustomer = "update_customer"
+)
+
+// requireKey refuses a change without an idempotency key: without one a
+// retried call could act twice.
+func requireKey(key string) error {
+	if strings.TrimSpace(key) == "" {
+		return mandate.Errorf(mandate.EINVALID, "an idempotency key is required")
+	}
+	return nil
+}
+
+// digest fingerprints a request (without its key) so a repeat can be told
+// apart from a different request reusing the key.
+func digest(kind string, req any) string {
+	buf, _ := json.Marshal(struct {
+		Kind string
+		Req  any
+	}{kind, req})
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:])
+}
+
+// findOperation looks for an operation recorded under key. It reports true
+// and fills result when the same request was already done, and refuses a key
+// that was used for another request or for a refund.
+func findOperation(ctx context.Context, tx *sql.Tx, key, kind, dig string, result any) (bool, error) {
+	var gotKind, gotDigest, buf string
+	err := tx.QueryRowContext(ctx,
+		`SELECT kind, digest, result FROM operations WHERE idempotency_key = ?`, key,
+	).Scan(&gotKind, &gotDigest, &buf)
+	if errors.Is(err, sql.ErrNoRows) {
+		var n int
+		if err := tx.QueryRowContext(ctx,
+			`SELECT COUNT(*) FROM refunds WHERE idempotency_key = ?`, key).Scan(&n); err != nil {
+			return false, dbError(err)
+		} else if n > 0 {
+			return false, keyReused(key, "refund")
+		}
+		return false, nil
+	} else if err != nil {
+		return false, dbError(err)
+	}
+	if gotKind != kind || gotDigest != dig {
+		return false, keyReused(key, strings.ReplaceAll(gotKind, "_", " "))
+	}
+	if err := json.Unmarshal([]byte(buf), result); err != nil {
+		return false, dbError(err)
+	}
+	return true, nil
+}
+
+// recordOperation stores the result of a change under its key, in the
+// change's own transaction, so the change and its record commit together.
+func recordOperation(ctx context.Context, tx *sql.Tx, key, kind, dig string, result any, now time.Time) error {
+	buf, err := json.Marshal(result)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO operations (idempotency_key, kind, digest, result, created_at) VALUES (?, ?, ?, ?, ?)`,
+		key, kind, dig, string(buf), formatTime(now))
+	return dbError(err)
+}
+
+// keyReused is the conflict for an idempotency key already spent on a
+// different request.
+func keyReused(key, what string) error {
+	return mandate.Errorf(mandate.ECONFLICT,
+		"idempotency key %q was already used for a different %s request; use a new key for a new request",
+		key, what)
+}
