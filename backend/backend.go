@@ -119,6 +119,9 @@ type Orders interface {
 	Order(ctx context.Context, id string) (Order, error)
 	// CancelOrder cancels an order that is pending or processing.
 	CancelOrder(ctx context.Context, req CancelRequest) (Order, error)
+	// CancellationByKey returns the order as cancelled with an idempotency
+	// key, for reconciling after a crash; not_found means it was not.
+	CancellationByKey(ctx context.Context, key string) (Order, error)
 }
 
 // Customers looks up and changes customer accounts.
@@ -127,6 +130,9 @@ type Customers interface {
 	CustomerByEmail(ctx context.Context, email string) (Customer, error)
 	// UpdateCustomer sets one field of UpdatableFields.
 	UpdateCustomer(ctx context.Context, req UpdateRequest) (Customer, error)
+	// UpdateByKey returns the customer as updated with an idempotency key,
+	// for reconciling after a crash; not_found means no update was made.
+	UpdateByKey(ctx context.Context, key string) (Customer, error)
 }
 
 // Backend is the set of systems of record one deployment talks to. The

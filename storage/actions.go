@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -39,7 +40,13 @@ type Action struct {
 	CreatedAt     time.Time       `json:"created_at"`
 	UpdatedAt     time.Time       `json:"updated_at"`
 	ExpiresAt     time.Time       `json:"expires_at"`
+	// IdempotencyKey is the agent's key for this action, if it sent one.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
+
+// ErrDuplicateKey is returned by RecordAttempt when the agent already used
+// the action's idempotency key: read that action with ActionByKey instead.
+var ErrDuplicateKey = errors.New("storage: idempotency key already used by this agent")
 
 // Digest is the SHA-256 of canonical arguments: it binds an approval to
 // exactly the arguments that were asked for.
@@ -67,10 +74,13 @@ func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
-			status, result, error, created_at, updated_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`,
+			status, result, error, created_at, updated_at, expires_at, idempotency_key)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)`,
 		a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
-		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt)); err != nil {
+		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey); err != nil {
+		if a.IdempotencyKey != "" && strings.Contains(err.Error(), "UNIQUE constraint failed: actions.agent, actions.idempotency_key") {
+			return ErrDuplicateKey
+		}
 		return unavailable("insert action", err)
 	}
 	if err := appendRecord(ctx, tx, rec); err != nil {
@@ -82,9 +92,10 @@ func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
 	return nil
 }
 
-// RecordOutcome records what the backend did for an action: its final
-// status and result on the action row and an outcome audit record, in one
-// transaction.
+// RecordOutcome records what the backend did for an action that is
+// executing: its final status and result on the action row and an outcome
+// audit record, in one transaction. Exactly one outcome is ever recorded:
+// if the action is no longer executing, it returns a conflict error.
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 	now := db.Now()
 	a.UpdatedAt = now
@@ -95,9 +106,16 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 		return unavailable("begin outcome", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?`,
-		a.Status, string(a.Result), a.Error, timeText(now), a.ID); err != nil {
+	res, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ? AND status = ?`,
+		a.Status, string(a.Result), a.Error, timeText(now), a.ID, StatusExecuting)
+	if err != nil {
 		return unavailable("update action", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return unavailable("update action", err)
+	} else if n == 0 {
+		// Someone else (crash recovery) already recorded this action's outcome.
+		return mandate.Errorf(mandate.ECONFLICT, "action %s is no longer executing; its outcome was already recorded", a.ID)
 	}
 	if err := appendRecord(ctx, tx, rec); err != nil {
 		return unavailable("append outcome", err)
@@ -110,17 +128,54 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 
 // Action returns the action with id, or a not_found error.
 func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
-	var a Action
-	var args, result, created, updated, expires string
-	err := db.db.QueryRowContext(ctx, `
-		SELECT id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
-			created_at, updated_at, expires_at
-		FROM actions WHERE id = ?`, id).Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision,
-		&a.Rule, &a.PolicyVersion, &a.Status, &result, &a.Error, &created, &updated, &expires)
+	a, err := scanBaseAction(db.db.QueryRowContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", id)
 	} else if err != nil {
 		return nil, unavailable("read action", err)
+	}
+	return a, nil
+}
+
+// ActionByKey returns the action agent made with an idempotency key, or a
+// not_found error.
+func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
+	a, err := scanBaseAction(db.db.QueryRowContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ?`, agent, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action with that idempotency key")
+	} else if err != nil {
+		return nil, unavailable("read action", err)
+	}
+	return a, nil
+}
+
+// ActionsWithStatus returns the actions in status, oldest first, up to limit.
+func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) ([]*Action, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
+	if err != nil {
+		return nil, unavailable("list actions", err)
+	}
+	defer rows.Close()
+	var out []*Action
+	for rows.Next() {
+		a, err := scanBaseAction(rows)
+		if err != nil {
+			return nil, unavailable("scan action", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+const baseActionColumns = `id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
+	created_at, updated_at, expires_at, idempotency_key`
+
+func scanBaseAction(row interface{ Scan(...any) error }) (*Action, error) {
+	var a Action
+	var args, result, created, updated, expires string
+	if err := row.Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision, &a.Rule, &a.PolicyVersion,
+		&a.Status, &result, &a.Error, &created, &updated, &expires, &a.IdempotencyKey); err != nil {
+		return nil, err
 	}
 	a.Args = json.RawMessage(args)
 	if result != "" {

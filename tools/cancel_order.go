@@ -27,6 +27,7 @@ func cancelOrder() entry {
 				"The operator's rules decide: \"allow\" means it was cancelled; \"require_approval\" means a person must approve it (give the customer the action_id); \"deny\" means it was refused, e.g. because the order has shipped."),
 			mcp.WithString("order_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The order to cancel, e.g. \"ord_1004\".")),
 			mcp.WithString("reason", mcp.Required(), mcp.MaxLength(maxText), mcp.Description("Why the order is being cancelled, in a sentence.")),
+			idempotencyKeyArg(),
 			mcp.WithOutputSchema[ActionResult](),
 		)...),
 		load: func(ctx context.Context, d *Deps, a *cancelArgs) (map[string]any, error) {
@@ -43,6 +44,13 @@ func cancelOrder() entry {
 		describe: func(a *cancelArgs) string { return "cancellation of order " + a.OrderID },
 		run: func(ctx context.Context, d *Deps, a *cancelArgs, key string) (any, error) {
 			o, err := d.Backend.Orders.CancelOrder(ctx, backend.CancelRequest{OrderID: a.OrderID, Reason: a.Reason, IdempotencyKey: key})
+			if err != nil {
+				return nil, err
+			}
+			return orderView(o), nil
+		},
+		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
+			o, err := d.Backend.Orders.CancellationByKey(ctx, key)
 			if err != nil {
 				return nil, err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -29,11 +30,23 @@ type spec[A any] struct {
 	// run performs the read or the action. key is the idempotency key the
 	// backend must honour.
 	run func(ctx context.Context, d *Deps, a *A, key string) (any, error)
+	// reconcile asks the backend whether the action with this idempotency
+	// key happened, after a crash between acting and recording: its result
+	// if so, a not_found error if not. Actions only.
+	reconcile func(ctx context.Context, d *Deps, key string) (any, error)
 }
 
 // entry is a spec of any argument type, ready to register.
 type entry interface {
 	serverTool(d *Deps) server.ServerTool
+	name() string
+	reconciler() func(ctx context.Context, d *Deps, key string) (any, error)
+}
+
+func (s spec[A]) name() string { return s.tool.Name }
+
+func (s spec[A]) reconciler() func(ctx context.Context, d *Deps, key string) (any, error) {
+	return s.reconcile
 }
 
 func (s spec[A]) serverTool(d *Deps) server.ServerTool {
@@ -62,12 +75,21 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	log := d.Logger.With("tool", name, "agent", agent)
 	action := policy.Tools[name].Action
 
+	raw, key, err := splitKey(req.Params.Arguments, action)
+	if err != nil {
+		return errorResult(err)
+	}
 	var a A
-	if err := bind(req.Params.Arguments, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+	if err := bind(raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
 		log.Info("invalid arguments", "err", err)
 		return errorResult(err)
 	}
 	args := canonical(a)
+	if key != "" {
+		if res, done := replay(ctx, d, agent, name, key, args); done {
+			return res
+		}
+	}
 
 	attrs, loadErr := map[string]any{}, error(nil)
 	if s.load != nil {
@@ -92,7 +114,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	act := &storage.Action{
 		ID: newActionID(), Agent: agent, Tool: name, Args: args,
 		Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version,
-		Status: initialStatus(dec.Effect, action),
+		Status: initialStatus(dec.Effect, action), IdempotencyKey: key,
 	}
 	if dec.Effect == policy.RequireApproval {
 		act.ExpiresAt = d.Now().Add(d.ApprovalTTL)
@@ -108,9 +130,15 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	case policy.RequireApproval:
 		rec.Outcome = storage.StatusPending
 	}
-	var err error
 	if action {
 		err = d.DB.RecordAttempt(ctx, act, rec)
+		if errors.Is(err, storage.ErrDuplicateKey) {
+			// A concurrent retry with the same key won the race: answer
+			// with its action rather than acting twice.
+			if res, done := replay(ctx, d, agent, name, key, args); done {
+				return res
+			}
+		}
 	} else {
 		// A read changes nothing, so it has no action state: one record of
 		// who looked at what, and whether the rules let them.

@@ -55,6 +55,7 @@ func refundOrder() entry {
 			mcp.WithString("amount", mcp.Required(), mcp.MaxLength(40), mcp.Pattern(`^[0-9]+(\.[0-9]+)?$`),
 				mcp.Description("How much to refund, as a decimal string in the order's currency with at most its number of decimal places, e.g. \"30.00\" for thirty dollars on a USD order. Must be greater than zero.")),
 			mcp.WithString("reason", mcp.Required(), mcp.MaxLength(maxText), mcp.Description("Why the customer is owed this refund, in a sentence. A person reviewing the request reads it.")),
+			idempotencyKeyArg(),
 			mcp.WithOutputSchema[ActionResult](),
 		)...),
 		load: func(ctx context.Context, d *Deps, a *refundArgs) (map[string]any, error) {
@@ -83,6 +84,13 @@ func refundOrder() entry {
 			r, err := d.Backend.Payments.Refund(ctx, backend.RefundRequest{
 				OrderID: a.OrderID, Amount: a.amount, Reason: a.Reason, IdempotencyKey: key,
 			})
+			if err != nil {
+				return nil, err
+			}
+			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
+		},
+		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
+			r, err := d.Backend.Payments.RefundByKey(ctx, key)
 			if err != nil {
 				return nil, err
 			}

@@ -35,6 +35,7 @@ func updateAccount() entry {
 			mcp.WithString("customer_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The customer whose account changes, e.g. \"cus_ada\".")),
 			mcp.WithString("field", mcp.Required(), mcp.Enum(backend.UpdatableFields...), mcp.Description("Which detail to change.")),
 			mcp.WithString("value", mcp.Required(), mcp.MaxLength(500), mcp.Description("The new value: an email address, a phone number such as \"+441234567890\", a full postal address, or a name.")),
+			idempotencyKeyArg(),
 			mcp.WithOutputSchema[ActionResult](),
 		)...),
 		load: func(ctx context.Context, d *Deps, a *updateArgs) (map[string]any, error) {
@@ -50,6 +51,13 @@ func updateAccount() entry {
 			c, err := d.Backend.Customers.UpdateCustomer(ctx, backend.UpdateRequest{
 				CustomerID: a.CustomerID, Field: a.Field, Value: a.Value, IdempotencyKey: key,
 			})
+			if err != nil {
+				return nil, err
+			}
+			return customerView(c), nil
+		},
+		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
+			c, err := d.Backend.Customers.UpdateByKey(ctx, key)
 			if err != nil {
 				return nil, err
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
 )
 
 // Operation kinds recorded in the operations table.
@@ -87,4 +88,36 @@ func keyReused(key, what string) error {
 	return mandate.Errorf(mandate.ECONFLICT,
 		"idempotency key %q was already used for a different %s request; use a new key for a new request",
 		key, what)
+}
+
+// CancellationByKey returns the order as the cancellation made with key left
+// it, or not_found if no cancellation was made with key.
+func (s *Store) CancellationByKey(ctx context.Context, key string) (backend.Order, error) {
+	var o backend.Order
+	return o, s.operationByKey(ctx, key, kindCancelOrder, &o)
+}
+
+// UpdateByKey returns the customer as the update made with key left it, or
+// not_found if no update was made with key.
+func (s *Store) UpdateByKey(ctx context.Context, key string) (backend.Customer, error) {
+	var c backend.Customer
+	return c, s.operationByKey(ctx, key, kindUpdateCustomer, &c)
+}
+
+func (s *Store) operationByKey(ctx context.Context, key, kind string, result any) error {
+	if err := requireKey(key); err != nil {
+		return err
+	}
+	var buf string
+	err := s.db.QueryRowContext(ctx,
+		`SELECT result FROM operations WHERE idempotency_key = ? AND kind = ?`, key, kind).Scan(&buf)
+	if errors.Is(err, sql.ErrNoRows) {
+		return mandate.Errorf(mandate.ENOTFOUND, "no %s was made with idempotency key %q", strings.ReplaceAll(kind, "_", " "), key)
+	} else if err != nil {
+		return dbError(err)
+	}
+	if err := json.Unmarshal([]byte(buf), result); err != nil {
+		return dbError(err)
+	}
+	return nil
 }

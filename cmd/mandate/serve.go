@@ -21,6 +21,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	ttl := fs.Duration("approval-ttl", envDuration("MANDATE_APPROVAL_TTL", 24*time.Hour), "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
+	backendTimeout := fs.Duration("backend-timeout", envDuration("MANDATE_BACKEND_TIMEOUT", 10*time.Second), "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
+	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed --backend-timeout (env MANDATE_RECOVER_AFTER)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
 	var pf policyFlags
@@ -30,6 +32,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if *agent == "" {
 		return usageError{"serve: no agent identity. Set --agent NAME or MANDATE_AGENT=NAME to an identity in policy.csv, e.g. MANDATE_AGENT=demo-agent"}
+	}
+	if *recoverAfter <= *backendTimeout {
+		return usageError{fmt.Sprintf("serve: --recover-after (%s) must be longer than --backend-timeout (%s), or a live call could be reconciled as not done", *recoverAfter, *backendTimeout)}
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
@@ -56,8 +61,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		log.Info("created the embedded store with demo data", "store", *storePath)
 	}
 
-	deps := &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl}
+	deps := &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
 	s := tools.NewServer(deps, version)
+	go reconcileLoop(ctx, deps, *recoverAfter)
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
@@ -91,4 +97,25 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return v
 	}
 	return def
+}
+
+// reconcileLoop reconciles actions that a stopped process left executing:
+// once at start, then periodically, since another server sharing the
+// database may have died at any time.
+func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
+	tick := time.NewTicker(grace / 2)
+	defer tick.Stop()
+	for {
+		rep, err := tools.Recover(ctx, d, grace)
+		if err != nil && ctx.Err() == nil {
+			d.Logger.Error("reconciling stopped actions failed", "err", err)
+		} else if rep.Executed+rep.NotExecuted > 0 {
+			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "unknown", rep.Unknown)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -1,0 +1,82 @@
+package tools
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// idempotencyKeyArg is the optional argument every action tool takes.
+func idempotencyKeyArg() mcp.ToolOption {
+	return mcp.WithString("idempotency_key", mcp.MaxLength(200),
+		mcp.Description("Optional. A unique string you choose for this action, e.g. a UUID. If you retry with the same key and the same arguments, you get the first result back and nothing happens twice; the same key with different arguments is an error."))
+}
+
+// splitKey takes idempotency_key out of an action's arguments, so the
+// arguments that are audited and digested are the action's own.
+func splitKey(raw any, action bool) (any, string, error) {
+	m, ok := raw.(map[string]any)
+	if !ok || !action {
+		return raw, "", nil
+	}
+	v, present := m["idempotency_key"]
+	if !present {
+		return raw, "", nil
+	}
+	key, ok := v.(string)
+	if !ok {
+		return nil, "", mandate.Errorf(mandate.EINVALID, "argument idempotency_key must be a string")
+	}
+	if strings.TrimSpace(key) == "" || len(key) > 200 {
+		return nil, "", mandate.Errorf(mandate.EINVALID, "argument idempotency_key must be 1 to 200 characters")
+	}
+	rest := make(map[string]any, len(m)-1)
+	for k, v := range m {
+		if k != "idempotency_key" {
+			rest[k] = v
+		}
+	}
+	return rest, key, nil
+}
+
+// replay answers a retry: if agent already made an action with key, it
+// returns that action's result (done=true) without deciding or acting
+// again; the same key with other arguments is an error.
+func replay(ctx context.Context, d *Deps, agent, tool, key string, args []byte) (*mcp.CallToolResult, bool) {
+	act, err := d.DB.ActionByKey(ctx, agent, key)
+	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+		return nil, false
+	} else if err != nil {
+		return errorResult(err), true
+	}
+	if act.Tool != tool || act.ArgsDigest != storage.Digest(args) {
+		return errorResult(mandate.Errorf(mandate.EINVALID,
+			"idempotency_key %q was already used for a different action (%s %s); use a new key for a new action", key, act.Tool, act.ID)), true
+	}
+	return actionResult(act), true
+}
+
+// actionResult describes a recorded action as a tool result, for retries.
+func actionResult(act *storage.Action) *mcp.CallToolResult {
+	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status, Result: act.Result}
+	switch act.Status {
+	case storage.StatusExecuted:
+		res.Message = fmt.Sprintf("Already done earlier (action %s); nothing was repeated.", act.ID)
+	case storage.StatusPending:
+		res.Message = fmt.Sprintf("This was already asked for and is waiting for a person's approval (reference %s). Check back with get_action_status.", act.ID)
+	case storage.StatusExecuting, storage.StatusApproved:
+		res.Message = fmt.Sprintf("This is being carried out now (action %s). Check back with get_action_status.", act.ID)
+	default:
+		res.Message = fmt.Sprintf("This was already tried and did not happen (action %s, %s). %s", act.ID, act.Status, act.Error)
+		if act.Decision == policy.Deny {
+			res.Message = fmt.Sprintf("This was already refused by the rules (action %s); retrying will not change it.", act.ID)
+		}
+		return structuredError(res)
+	}
+	return mcp.NewToolResultStructured(res, res.Message)
+}
