@@ -200,6 +200,7 @@ func compile(cond string, tool Tool) (*govaluate.EvaluableExpression, error) {
 var sampleAttrs = map[string]any{
 	AttrAmount: 1.0, AttrCurrency: "USD", AttrOrderTotal: 1.0, AttrOrderRefunded: 0.0,
 	AttrOrderRefundable: 1.0, AttrOrderStatus: "pending", AttrCustomerAgeDays: 1.0, AttrField: "email",
+	AttrAgentRefunded24h: 0.0, AttrAgentRefunds24h: 0.0, AttrCustomerRefunds30d: 0.0, AttrAgentCancellations1h: 0.0,
 }
 
 // Version names a model and policy pair: the first 16 hex digits of a

@@ -23,13 +23,25 @@ const (
 	AttrOrderStatus     = "order_status"      // pending, processing, shipped, delivered, cancelled
 	AttrCustomerAgeDays = "customer_age_days" // days since the customer's account was created
 	AttrField           = "field"             // update_account: email, phone, shipping_address, name
+
+	// Limits over time: what was already allowed in a rolling window,
+	// counted in Mandate's database in the same transaction that records
+	// the attempt, so racing calls cannot all squeeze under a limit.
+	AttrAgentRefunded24h     = "agent_refunded_24h"     // refunds this agent made in the last 24 h, in the order's currency
+	AttrAgentRefunds24h      = "agent_refunds_24h"      // how many refunds this agent made in the last 24 h
+	AttrCustomerRefunds30d   = "customer_refunds_30d"   // how many refunds this customer got in the last 30 days
+	AttrAgentCancellations1h = "agent_cancellations_1h" // how many orders this agent cancelled in the last hour
 )
 
 // Tool describes one MCP tool as the policy sees it: whether it changes
 // anything, and which attributes the guard supplies for its conditions.
+// An Approval tool is no MCP tool: it names a person's approving of an
+// action ("approve_refund_order"), decided for the approver with the
+// action's attributes.
 type Tool struct {
-	Action bool
-	Attrs  []string
+	Action   bool
+	Approval bool
+	Attrs    []string
 }
 
 // Tools is the contract between the guard and the policy: every tool an
@@ -40,14 +52,39 @@ var Tools = map[string]Tool{
 	"get_customer":      {},
 	"find_customer":     {},
 	"get_action_status": {},
-	"refund_order": {Action: true, Attrs: []string{
+	"refund_order":      {Action: true, Attrs: refundAttrs},
+	"cancel_order":      {Action: true, Attrs: cancelAttrs},
+	"update_account":    {Action: true, Attrs: updateAttrs},
+
+	ApprovalPrefix + "refund_order":   {Approval: true, Attrs: refundAttrs},
+	ApprovalPrefix + "cancel_order":   {Approval: true, Attrs: cancelAttrs},
+	ApprovalPrefix + "update_account": {Approval: true, Attrs: updateAttrs},
+}
+
+// ApprovalPrefix names the approval pseudo-tool of an action:
+// "approve_" + "refund_order".
+const ApprovalPrefix = "approve_"
+
+var (
+	refundAttrs = []string{
 		AttrAmount, AttrCurrency, AttrOrderTotal, AttrOrderRefunded, AttrOrderRefundable,
 		AttrOrderStatus, AttrCustomerAgeDays,
-	}},
-	"cancel_order": {Action: true, Attrs: []string{
-		AttrCurrency, AttrOrderTotal, AttrOrderRefunded, AttrOrderStatus, AttrCustomerAgeDays,
-	}},
-	"update_account": {Action: true, Attrs: []string{AttrField, AttrCustomerAgeDays}},
+		AttrAgentRefunded24h, AttrAgentRefunds24h, AttrCustomerRefunds30d,
+	}
+	cancelAttrs = []string{AttrCurrency, AttrOrderTotal, AttrOrderRefunded, AttrOrderStatus, AttrCustomerAgeDays, AttrAgentCancellations1h}
+	updateAttrs = []string{AttrField, AttrCustomerAgeDays}
+)
+
+// MCPToolNames returns the names of the tools agents call, sorted: Tools
+// without the approval pseudo-tools.
+func MCPToolNames() []string {
+	var names []string
+	for _, n := range ToolNames() {
+		if !Tools[n].Approval {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // ToolNames returns the names in Tools, sorted.

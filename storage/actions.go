@@ -42,6 +42,11 @@ type Action struct {
 	ExpiresAt     time.Time       `json:"expires_at"`
 	// IdempotencyKey is the agent's key for this action, if it sent one.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// CustomerID, AmountMinor and Currency are the facts limits over time
+	// count: whose account, and how much money in which currency.
+	CustomerID  string `json:"customer_id,omitempty"`
+	AmountMinor int64  `json:"amount_minor,omitempty"`
+	Currency    string `json:"currency,omitempty"`
 }
 
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
@@ -59,25 +64,41 @@ func Digest(args []byte) string {
 // action row and the attempt audit record, in one transaction. If it fails,
 // the caller must not act.
 func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
+	return db.DecideAndRecord(ctx, a, rec, nil)
+}
+
+// DecideAndRecord is RecordAttempt with the decision made inside the write
+// transaction: decide is called with the usage counted for a's agent and
+// customer and must fill in a's and rec's decision fields. Counting, deciding
+// and recording (which debits the limits, as an executing action counts) are
+// one transaction, serialized across processes.
+func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decide func(Usage)) error {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("begin attempt", err)
+	}
+	defer tx.Rollback()
 	now := db.Now()
+	if decide != nil {
+		u, err := usage(ctx, tx, a, now)
+		if err != nil {
+			return unavailable("count usage", err)
+		}
+		decide(u)
+	}
 	a.CreatedAt, a.UpdatedAt = now, now
 	if a.ExpiresAt.IsZero() {
 		a.ExpiresAt = now
 	}
 	a.ArgsDigest = Digest(a.Args)
 	rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
-
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return unavailable("begin attempt", err)
-	}
-	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
-			status, result, error, created_at, updated_at, expires_at, idempotency_key)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)`,
+			status, result, error, created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
-		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey); err != nil {
+		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey,
+		a.CustomerID, a.AmountMinor, a.Currency); err != nil {
 		if a.IdempotencyKey != "" && strings.Contains(err.Error(), "UNIQUE constraint failed: actions.agent, actions.idempotency_key") {
 			return ErrDuplicateKey
 		}

@@ -10,6 +10,8 @@ import (
 type cancelArgs struct {
 	OrderID string `json:"order_id"`
 	Reason  string `json:"reason"`
+
+	customerID, currency string // set by load
 }
 
 func (a *cancelArgs) validate() error {
@@ -39,6 +41,7 @@ func cancelOrder() entry {
 			if err != nil {
 				return nil, err
 			}
+			a.customerID, a.currency = c.ID, o.Total.Currency
 			return orderFacts(d.Now(), o, c), nil
 		},
 		describe: func(a *cancelArgs) string { return "cancellation of order " + a.OrderID },

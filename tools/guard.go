@@ -101,37 +101,44 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			return errorResult(loadErr)
 		}
 	}
+	act := &storage.Action{ID: newActionID(), Agent: agent, Tool: name, Args: args, IdempotencyKey: key}
+	if sc, ok := any(&a).(scoped); ok {
+		act.CustomerID, act.AmountMinor, act.Currency = sc.scope()
+	}
+	rec := &storage.Record{Agent: agent, Tool: name, Args: args}
 	var dec policy.Decision
-	if agent == "" {
-		dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: d.Policy.Policy().Version}
-	} else if loadErr != nil {
-		dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: d.Policy.Policy().Version}
-	} else {
-		dec = d.Policy.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
-	}
-	log = log.With("decision", dec.Effect)
-
-	act := &storage.Action{
-		ID: newActionID(), Agent: agent, Tool: name, Args: args,
-		Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version,
-		Status: initialStatus(dec.Effect, action), IdempotencyKey: key,
-	}
-	if dec.Effect == policy.RequireApproval {
-		act.ExpiresAt = d.Now().Add(d.ApprovalTTL)
-	}
-	rec := &storage.Record{
-		Agent: agent, Tool: name, Args: args, Attrs: canonical(attrs),
-		Decision: dec.Effect, Rule: act.Rule, PolicyVersion: dec.Version,
-		Duration: d.Now().Sub(start),
-	}
-	switch dec.Effect {
-	case policy.Deny:
-		rec.Outcome = "refused"
-	case policy.RequireApproval:
-		rec.Outcome = storage.StatusPending
+	// decide runs inside the transaction that records the attempt, with the
+	// usage counted there, so limits over time cannot be raced.
+	decide := func(u storage.Usage) {
+		if attrs != nil && act.Currency != "" {
+			for k, v := range usageAttrs(u, act.Currency) {
+				attrs[k] = v
+			}
+		}
+		switch {
+		case agent == "":
+			dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: d.Policy.Policy().Version}
+		case loadErr != nil:
+			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: d.Policy.Policy().Version}
+		default:
+			dec = d.Policy.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
+		}
+		act.Decision, act.Rule, act.PolicyVersion = dec.Effect, dec.RuleText(), dec.Version
+		act.Status = initialStatus(dec.Effect, action)
+		if dec.Effect == policy.RequireApproval {
+			act.ExpiresAt = d.Now().Add(d.ApprovalTTL)
+		}
+		rec.Attrs, rec.Decision, rec.Rule, rec.PolicyVersion = canonical(attrs), dec.Effect, act.Rule, dec.Version
+		rec.Duration = d.Now().Sub(start)
+		switch dec.Effect {
+		case policy.Deny:
+			rec.Outcome = "refused"
+		case policy.RequireApproval:
+			rec.Outcome = storage.StatusPending
+		}
 	}
 	if action {
-		err = d.DB.RecordAttempt(ctx, act, rec)
+		err = d.DB.DecideAndRecord(ctx, act, rec, decide)
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer
 			// with its action rather than acting twice.
@@ -142,12 +149,14 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	} else {
 		// A read changes nothing, so it has no action state: one record of
 		// who looked at what, and whether the rules let them.
+		decide(storage.Usage{})
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
 		err = d.DB.Append(ctx, rec)
 	}
+	log = log.With("decision", dec.Effect)
 	if err != nil {
 		log.Error("audit write failed; refusing", "err", err)
 		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))

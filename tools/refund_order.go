@@ -15,7 +15,8 @@ type refundArgs struct {
 	Amount  amountArg `json:"amount"`
 	Reason  string    `json:"reason"`
 
-	amount mandate.Money // Amount in the order's currency, set by load
+	amount     mandate.Money // Amount in the order's currency, set by load
+	customerID string        // the order's customer, set by load
 }
 
 func (a *refundArgs) validate() error {
@@ -70,6 +71,7 @@ func refundOrder() entry {
 			if err != nil {
 				return nil, err
 			}
+			a.customerID = c.ID
 			attrs := orderFacts(d.Now(), o, c)
 			attrs["amount"] = a.amount.Major()
 			return attrs, nil
