@@ -29,7 +29,11 @@ type ActionStatus struct {
 	CreatedAt time.Time       `json:"created_at"`
 	UpdatedAt time.Time       `json:"updated_at"`
 	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
-	Message   string          `json:"message"`
+	// DecidedBy and Comment are the person who approved or denied it, and
+	// what they said; pass a denial's comment on to the customer.
+	DecidedBy string `json:"decided_by,omitempty"`
+	Comment   string `json:"comment,omitempty"`
+	Message   string `json:"message"`
 }
 
 var statusMessages = map[string]string{
@@ -56,7 +60,7 @@ func getActionStatus() entry {
 			if err != nil {
 				return nil, err
 			}
-			if act.Agent != AgentFrom(ctx) {
+			if act.Agent != d.identity(ctx) {
 				// Another agent's action does not exist as far as this one knows.
 				return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", a.ActionID)
 			}
@@ -72,6 +76,21 @@ func getActionStatus() entry {
 				}
 			}
 			st.Message = statusMessages[st.Status]
+			ap, err := d.DB.Approval(ctx, act.ID)
+			if err != nil {
+				return nil, err
+			}
+			st.DecidedBy, st.Comment = ap.Approver, ap.Comment
+			if ap.Approver != "" {
+				switch st.Status {
+				case storage.StatusDenied:
+					st.Message = "A person reviewed it and denied it, so it will not happen. Their comment: " + ap.Comment
+				case storage.StatusExecuted:
+					st.Message = "A person approved it and it was carried out; see result."
+				case storage.StatusFailed:
+					st.Message = "A person approved it, but the system of record refused or failed; see error."
+				}
+			}
 			return st, nil
 		},
 	}

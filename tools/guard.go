@@ -71,7 +71,7 @@ type ActionResult struct {
 func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolRequest) *mcp.CallToolResult {
 	start := d.Now()
 	name := s.tool.Name
-	agent := AgentFrom(ctx)
+	agent := d.identity(ctx)
 	log := d.Logger.With("tool", name, "agent", agent)
 	action := policy.Tools[name].Action
 

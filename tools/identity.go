@@ -1,11 +1,6 @@
 package tools
 
-import (
-	"context"
-
-	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
-)
+import "context"
 
 type agentKey struct{}
 
@@ -17,20 +12,18 @@ func WithAgent(ctx context.Context, agent string) context.Context {
 	return context.WithValue(ctx, agentKey{}, agent)
 }
 
-// AgentFrom returns the identity in ctx, or "" when the transport set none;
-// the guard denies every call without one.
+// AgentFrom returns the identity in ctx, or "" when the transport set none.
 func AgentFrom(ctx context.Context) string {
 	s, _ := ctx.Value(agentKey{}).(string)
 	return s
 }
 
-// FixedIdentity is a server option for in-process transports (the demo,
-// tests) that have no transport of their own to authenticate with: every
-// call acts as agent, as configured by whoever built the server.
-func FixedIdentity(agent string) server.ServerOption {
-	return server.WithToolHandlerMiddleware(func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
-		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			return next(WithAgent(ctx, agent), req)
-		}
-	})
+// identity is who a call acts as: the transport's identity in ctx, else the
+// identity this server was configured with (Deps.Agent: stdio and in-process
+// servers serve exactly one agent). "" means nobody, and the guard denies.
+func (d *Deps) identity(ctx context.Context) string {
+	if a := AgentFrom(ctx); a != "" {
+		return a
+	}
+	return d.Agent
 }

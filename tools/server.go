@@ -4,17 +4,23 @@
 package tools
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
 // Deps is everything the tools need, built once in cmd.
 type Deps struct {
+	// Agent is the identity a stdio or in-process server acts as, from its
+	// configuration (--agent). Transports that authenticate each request
+	// (HTTP) leave it empty and put the identity in the context instead.
+	Agent   string
 	Policy  *policy.Engine
 	DB      *storage.DB
 	Backend backend.Backend
@@ -63,9 +69,29 @@ func NewServer(d *Deps, version string, opts ...server.ServerOption) *server.MCP
 		server.WithRecovery(),
 		server.WithInstructions(instructions),
 	}, opts...)
+	hooks := &server.Hooks{}
+	hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
+		res.Tools = visible(d, d.identity(ctx), res.Tools)
+	})
+	opts = append(opts, server.WithHooks(hooks))
 	s := server.NewMCPServer("mandate", version, opts...)
 	s.AddTools(ServerTools(d)...)
 	return s
+}
+
+// visible keeps the tools agent can ever get allow or require_approval on,
+// so an agent is not offered what it may never do. Listing is a courtesy,
+// not the check: a call to a hidden tool still goes through the guard,
+// which refuses and audits it.
+func visible(d *Deps, agent string, all []mcp.Tool) []mcp.Tool {
+	p := d.Policy.Policy()
+	out := make([]mcp.Tool, 0, len(all))
+	for _, t := range all {
+		if p.CanEverUse(agent, t.Name) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 const instructions = `Mandate publishes customer-service tools. Every action (refund_order, cancel_order, update_account) is checked against the operator's rules before it happens and recorded in an audit trail. An action result has a decision: "allow" (it was done), "deny" (it was refused; do not retry, tell the customer a person must handle it), or "require_approval" (a person must approve it; give the customer the action_id as a reference and check back with get_action_status). Money amounts are decimal strings in the order's currency, e.g. "30.00".`

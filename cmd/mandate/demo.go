@@ -147,7 +147,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func demoClient(ctx context.Context, deps *tools.Deps, agent string) (*client.Client, error) {
-	c, err := client.NewInProcessClient(tools.NewServer(deps, version, tools.FixedIdentity(agent)))
+	d := *deps
+	d.Agent = agent // an in-process server serves one configured identity, like stdio
+	c, err := client.NewInProcessClient(tools.NewServer(&d, version))
 	if err != nil {
 		return nil, err
 	}

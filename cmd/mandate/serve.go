@@ -61,17 +61,14 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		log.Info("created the embedded store with demo data", "store", *storePath)
 	}
 
-	deps := &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
+	deps := &tools.Deps{Agent: *agent, Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
 	s := tools.NewServer(deps, version)
 	go reconcileLoop(ctx, deps, *recoverAfter)
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
-	// The identity comes from this server's configuration, never from a
+	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
-	server.WithStdioContextFunc(func(ctx context.Context) context.Context {
-		return tools.WithAgent(ctx, *agent)
-	})(stdio)
 	err = stdio.Listen(ctx, stdin, stdout)
 	if ctx.Err() != nil || err == io.EOF {
 		return nil

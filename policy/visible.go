@@ -1,0 +1,18 @@
+package policy
+
+// CanEverUse reports whether some rule could ever give agent allow or
+// require_approval on tool: a rule of the agent's scope for the tool, or a
+// rule for *, with either effect, whatever its condition. It decides what
+// tools/list shows; the decision itself is always Decide.
+func (p *Policy) CanEverUse(agent, tool string) bool {
+	if !p.known[agent] {
+		return false
+	}
+	scope := p.scopes[agent+"\x00"+tool]
+	for _, r := range p.Rules {
+		if r.Tool == tool && r.Effect != Deny && (r.Subject == "*" || scope[r.Subject]) {
+			return true
+		}
+	}
+	return false
+}
