@@ -73,44 +73,38 @@ func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
 // and recording (which debits the limits, as an executing action counts) are
 // one transaction, serialized across processes.
 func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decide func(Usage)) error {
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return unavailable("begin attempt", err)
-	}
-	defer tx.Rollback()
-	now := db.Now()
-	if decide != nil {
-		u, err := usage(ctx, tx, a, now)
-		if err != nil {
-			return unavailable("count usage", err)
+	return db.write(func(tx *sql.Tx) error {
+		now := db.Now()
+		if decide != nil {
+			u, err := usage(ctx, tx, a, now)
+			if err != nil {
+				return unavailable("count usage", err)
+			}
+			decide(u)
 		}
-		decide(u)
-	}
-	a.CreatedAt, a.UpdatedAt = now, now
-	if a.ExpiresAt.IsZero() {
-		a.ExpiresAt = now
-	}
-	a.ArgsDigest = Digest(a.Args)
-	rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
-			status, result, error, created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
-		a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey,
-		a.CustomerID, a.AmountMinor, a.Currency); err != nil {
-		if a.IdempotencyKey != "" && strings.Contains(err.Error(), "UNIQUE constraint failed: actions.agent, actions.idempotency_key") {
-			return ErrDuplicateKey
+		a.CreatedAt, a.UpdatedAt = now, now
+		if a.ExpiresAt.IsZero() {
+			a.ExpiresAt = now
 		}
-		return unavailable("insert action", err)
-	}
-	if err := appendRecord(ctx, tx, rec); err != nil {
-		return unavailable("append attempt", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return unavailable("commit attempt", err)
-	}
-	return nil
+		a.ArgsDigest = Digest(a.Args)
+		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
+				status, result, error, created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
+			a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey,
+			a.CustomerID, a.AmountMinor, a.Currency); err != nil {
+			if a.IdempotencyKey != "" && strings.Contains(err.Error(), "UNIQUE constraint failed: actions.agent, actions.idempotency_key") {
+				return ErrDuplicateKey
+			}
+			return unavailable("insert action", err)
+		}
+		if err := appendRecord(ctx, tx, rec); err != nil {
+			return unavailable("append attempt", err)
+		}
+		return nil
+	})
 }
 
 // RecordOutcome records what the backend did for an action that is
@@ -118,33 +112,26 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 // audit record, in one transaction. Exactly one outcome is ever recorded:
 // if the action is no longer executing, it returns a conflict error.
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
-	now := db.Now()
-	a.UpdatedAt = now
-	rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
-
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return unavailable("begin outcome", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ? AND status = ?`,
-		a.Status, string(a.Result), a.Error, timeText(now), a.ID, StatusExecuting)
-	if err != nil {
-		return unavailable("update action", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return unavailable("update action", err)
-	} else if n == 0 {
-		// Someone else (crash recovery) already recorded this action's outcome.
-		return mandate.Errorf(mandate.ECONFLICT, "action %s is no longer executing; its outcome was already recorded", a.ID)
-	}
-	if err := appendRecord(ctx, tx, rec); err != nil {
-		return unavailable("append outcome", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return unavailable("commit outcome", err)
-	}
-	return nil
+	return db.write(func(tx *sql.Tx) error {
+		now := db.Now()
+		a.UpdatedAt = now
+		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
+		res, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ? AND status = ?`,
+			a.Status, string(a.Result), a.Error, timeText(now), a.ID, StatusExecuting)
+		if err != nil {
+			return unavailable("update action", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return unavailable("update action", err)
+		} else if n == 0 {
+			// Someone else (crash recovery) already recorded this action's outcome.
+			return mandate.Errorf(mandate.ECONFLICT, "action %s is no longer executing; its outcome was already recorded", a.ID)
+		}
+		if err := appendRecord(ctx, tx, rec); err != nil {
+			return unavailable("append outcome", err)
+		}
+		return nil
+	})
 }
 
 // Action returns the action with id, or a not_found error.
@@ -211,19 +198,13 @@ func scanBaseAction(row interface{ Scan(...any) error }) (*Action, error) {
 // Append adds one audit record that belongs to no action state, such as a
 // read, in its own transaction.
 func (db *DB) Append(ctx context.Context, rec *Record) error {
-	if rec.Time.IsZero() {
-		rec.Time = db.Now()
-	}
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return unavailable("begin append", err)
-	}
-	defer tx.Rollback()
-	if err := appendRecord(ctx, tx, rec); err != nil {
-		return unavailable("append", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return unavailable("commit append", err)
-	}
-	return nil
+	return db.write(func(tx *sql.Tx) error {
+		if rec.Time.IsZero() {
+			rec.Time = db.Now()
+		}
+		if err := appendRecord(ctx, tx, rec); err != nil {
+			return unavailable("append", err)
+		}
+		return nil
+	})
 }

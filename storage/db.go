@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/url"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -28,6 +29,11 @@ type DB struct {
 	Path string
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+
+	writes     chan writeReq // to the group-commit writer (writer.go)
+	writerDone chan struct{}
+	closeMu    sync.RWMutex
+	closed     bool
 }
 
 // DSN returns the connection string for a SQLite file with every pragma in
@@ -50,11 +56,22 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	db.startWriter()
 	return db, nil
 }
 
-// Close closes the database.
-func (db *DB) Close() error { return db.db.Close() }
+// Close finishes the queued writes and closes the database. Writes after
+// Close fail with an unavailable error.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if !db.closed {
+		db.closed = true
+		close(db.writes)
+	}
+	db.closeMu.Unlock()
+	<-db.writerDone
+	return db.db.Close()
+}
 
 // migrate applies the embedded migrations not yet applied, in name order,
 // each in its own transaction.
