@@ -16,3 +16,12 @@ func (p *Policy) CanEverUse(agent, tool string) bool {
 	}
 	return false
 }
+
+// Names returns every identity and role the policy names.
+func (p *Policy) Names() []string {
+	names := make([]string, 0, len(p.known))
+	for n := range p.known {
+		names = append(names, n)
+	}
+	return names
+}

@@ -100,6 +100,11 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			}
 			return unavailable("insert action", err)
 		}
+		if a.Status == StatusExecuting {
+			if err := count(ctx, tx, a, now, +1); err != nil {
+				return unavailable("debit limits", err)
+			}
+		}
 		if err := appendRecord(ctx, tx, rec); err != nil {
 			return unavailable("append attempt", err)
 		}
@@ -126,6 +131,19 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 		} else if n == 0 {
 			// Someone else (crash recovery) already recorded this action's outcome.
 			return mandate.Errorf(mandate.ECONFLICT, "action %s is no longer executing; its outcome was already recorded", a.ID)
+		}
+		if a.Status == StatusFailed {
+			// Nothing moved: give the limits back, in the minute they were taken.
+			var prior Action
+			var created string
+			if err := tx.QueryRowContext(ctx, `SELECT agent, tool, customer_id, amount_minor, currency, created_at FROM actions WHERE id = ?`, a.ID).
+				Scan(&prior.Agent, &prior.Tool, &prior.CustomerID, &prior.AmountMinor, &prior.Currency, &created); err != nil {
+				return unavailable("read action", err)
+			}
+			at, _ := time.Parse(time.RFC3339Nano, created)
+			if err := count(ctx, tx, &prior, at, -1); err != nil {
+				return unavailable("credit limits", err)
+			}
 		}
 		if err := appendRecord(ctx, tx, rec); err != nil {
 			return unavailable("append outcome", err)

@@ -63,6 +63,9 @@ type ActionResult struct {
 	Status   string `json:"status"`
 	Message  string `json:"message"`
 	Result   any    `json:"result,omitempty"`
+	// Error is set when the action could not even be decided: not_found for
+	// an unknown id (fix it and retry), unavailable for a failing backend.
+	Error string `json:"error,omitempty"`
 }
 
 // guard runs one tool call: bind arguments, load facts, decide, record the
@@ -248,11 +251,18 @@ func denyResult(act *storage.Action, what string, dec policy.Decision, loadErr e
 	if dec.Rule != nil {
 		why = "the rules refuse it (" + dec.Rule.File + fmt.Sprintf(":%d)", dec.Rule.Line)
 	}
-	if loadErr != nil {
-		why = mandate.ErrorMessage(loadErr)
-	}
 	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
 		Message: fmt.Sprintf("Refused: the %s was not done because %s. Retrying will not change this; tell the customer it cannot be done here and offer to pass it to a human agent.", what, why)}
+	if loadErr != nil {
+		// No facts, no action; but an unknown id is the agent's to fix.
+		res.Error = mandate.ErrorCode(loadErr)
+		res.Message = fmt.Sprintf("Not done: the %s could not be checked because %s.", what, mandate.ErrorMessage(loadErr))
+		if res.Error == mandate.ENOTFOUND {
+			res.Message += " Check the id (get_order, find_customer) and try again."
+		} else {
+			res.Message += " Nothing was changed; try again later."
+		}
+	}
 	return structuredError(res)
 }
 

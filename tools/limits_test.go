@@ -63,7 +63,7 @@ func limitFixture(t *testing.T, n int) (dir string, deps [2]*tools.Deps) {
 	return dir, deps
 }
 
-func handler(t *testing.T, d *tools.Deps, name string) server.ToolHandlerFunc {
+func handler(t testing.TB, d *tools.Deps, name string) server.ToolHandlerFunc {
 	t.Helper()
 	for _, st := range tools.ServerTools(d) {
 		if st.Tool.Name == name {

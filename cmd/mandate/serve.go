@@ -77,14 +77,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func knownNames(p *policy.Policy) string {
-	seen := map[string]bool{}
-	for _, g := range p.Grants {
-		seen[g.Member] = true
-	}
-	var names []string
-	for n := range seen {
-		names = append(names, n)
-	}
+	names := p.Names()
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
