@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+)
+
+// The policy commands let an admin see what an edit does before it is live:
+// check lints it, explain says why a call gets its decision, test runs the
+// admin's expected decisions, replay re-decides past traffic.
+func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"policy: name a subcommand: check, explain, test or replay"}
+	}
+	switch args[0] {
+	case "check":
+		return runPolicyCheck(args[1:], stdout, stderr)
+	case "explain":
+		return runPolicyExplain(ctx, args[1:], stdout, stderr)
+	case "test":
+		return runPolicyTest(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runPolicyReplay(ctx, args[1:], stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("policy: unknown subcommand %q; use check, explain, test or replay", args[0])}
+}
+
+// sources reads the model and policy files without loading them.
+func (p *policyFlags) sources() (policy.Source, policy.Source, error) {
+	m, err := source(p.model, "model.conf", mandate.DefaultModel)
+	if err != nil {
+		return m, policy.Source{}, err
+	}
+	pol, err := source(p.policy, "policy.csv", mandate.DefaultPolicy)
+	return m, pol, err
+}
+
+func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("policy check", "mandate policy check [--model F] [--policy F] [--strict] [--notes]", stderr)
+	var pf policyFlags
+	pf.register(fs)
+	strict := fs.Bool("strict", false, "fail on warnings too, not only on errors")
+	notes := fs.Bool("notes", false, "print notes too: role rules that member roles replace, often by design")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	m, pol, err := pf.sources()
+	if err != nil {
+		return err
+	}
+	p, findings := policy.Check(m, pol)
+	count := map[string]int{}
+	for _, f := range findings {
+		if f.Severity != policy.SevNote || *notes {
+			fmt.Fprintln(stdout, f)
+		}
+		count[f.Severity]++
+	}
+	summary := fmt.Sprintf("%d errors, %d warnings, %d notes", count[policy.SevError], count[policy.SevWarning], count[policy.SevNote])
+	if count[policy.SevNote] > 0 && !*notes {
+		summary += " (--notes shows them)"
+	}
+	if p != nil {
+		fmt.Fprintf(stdout, "%s: %d rules, %d role grants, version %s: %s\n", pol.Name, len(p.Rules), len(p.Grants), p.Version, summary)
+	} else {
+		fmt.Fprintf(stdout, "%s: does not load: %s\n", pol.Name, summary)
+	}
+	if count[policy.SevError] > 0 || (*strict && count[policy.SevWarning] > 0) {
+		return fmt.Errorf("policy check: %s", summary)
+	}
+	return nil
+}
+
+func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON] [--model F] [--policy F]", stderr)
+	agent := fs.String("agent", "", "the identity that calls (required)")
+	tool := fs.String("tool", "", "the tool it calls (required)")
+	argsJSON := fs.String("args", "", "the call's arguments as a JSON object; facts are read from --store as the guard reads them")
+	attrsJSON := fs.String("attrs", "", "attribute values as a JSON object: alone, all of them; with --args, they replace the facts read (e.g. a usage counter)")
+	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to read facts from; must exist (env MANDATE_STORE)")
+	var pf policyFlags
+	pf.register(fs)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *agent == "" || *tool == "" || (*argsJSON == "" && *attrsJSON == "") {
+		return usageError{"policy explain: --agent, --tool and --args (or --attrs) are required"}
+	}
+	p, err := pf.load()
+	if err != nil {
+		return err
+	}
+	var override map[string]any
+	if *attrsJSON != "" {
+		if err := json.Unmarshal([]byte(*attrsJSON), &override); err != nil || override == nil {
+			return usageError{fmt.Sprintf("policy explain: --attrs must be a JSON object: %v", err)}
+		}
+	}
+	attrs := override
+	if *argsJSON != "" {
+		var callArgs map[string]any
+		if err := json.Unmarshal([]byte(*argsJSON), &callArgs); err != nil || callArgs == nil {
+			return usageError{fmt.Sprintf("policy explain: --args must be a JSON object: %v", err)}
+		}
+		if _, err := os.Stat(*storePath); err != nil {
+			return fmt.Errorf("policy explain: no store at %s (set --store, or give only --attrs): %w", *storePath, err)
+		}
+		st, err := store.Open(*storePath)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		attrs, err = tools.Facts(ctx, &tools.Deps{Backend: backendOf(st)}, *tool, callArgs)
+		if err != nil {
+			// The guard denies when facts cannot be read; say so plainly.
+			fmt.Fprintf(stdout, "decision: %s\nwhy:      facts could not be loaded: %s\n", policy.Deny, mandate.ErrorMessage(err))
+			return nil
+		}
+		for k, v := range override {
+			attrs[k] = v
+		}
+	}
+	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
+	return nil
+}
+
+func backendOf(st *store.Store) backend.Backend {
+	return backend.Backend{Payments: st, Orders: st, Customers: st}
+}
+
+func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("policy test", "mandate policy test [--model F] [--policy F] [--store F] CASES.yaml", stderr)
+	storePath := fs.String("store", "", "read facts from this existing store instead of the case file's store:")
+	verbose := fs.Bool("v", false, "print every case, not only failures")
+	var pf policyFlags
+	pf.register(fs)
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"policy test: name one cases file"}
+	}
+	file := fs.Arg(0)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	cf, err := policy.LoadCases(file, data)
+	if err != nil {
+		return err
+	}
+	p, err := pf.load()
+	if err != nil {
+		return err
+	}
+	facts, closeStore, err := caseFacts(ctx, cf, file, *storePath)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	results := policy.RunCases(p, cf.Cases, facts)
+	failed := 0
+	for _, r := range results {
+		if !r.Pass {
+			failed++
+			fmt.Fprint(stdout, r.Diff(file))
+		} else if *verbose {
+			fmt.Fprintf(stdout, "ok   %s:%d: %s: %s\n", file, r.Case.Line, r.Case.Name, r.Got.Effect)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d cases, %d passed, %d failed (policy version %s)\n", file, len(results), len(results)-failed, failed, p.Version)
+	if failed > 0 {
+		return fmt.Errorf("policy test: %d of %d cases failed", failed, len(results))
+	}
+	return nil
+}
+
+// caseFacts opens the store a case file names: an existing store given
+// with --store, the demo data ("demo"), or a data file relative to the case
+// file, each of the last two seeded into a throwaway store rebased to now.
+func caseFacts(ctx context.Context, cf *policy.CaseFile, file, storePath string) (policy.FactsFunc, func(), error) {
+	var st *store.Store
+	var err error
+	cleanup := func() {}
+	switch {
+	case storePath != "":
+		if _, err := os.Stat(storePath); err != nil {
+			return nil, nil, fmt.Errorf("policy test: no store at %s: %w", storePath, err)
+		}
+		st, err = store.Open(storePath)
+	case cf.Store == "":
+		return nil, cleanup, nil
+	default:
+		data := store.DemoData
+		if cf.Store != "demo" {
+			path := cf.Store
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(file), path)
+			}
+			if data, err = os.ReadFile(path); err != nil {
+				return nil, nil, fmt.Errorf("%s: store: %w", file, err)
+			}
+		}
+		dir, err := os.MkdirTemp("", "mandate-policy-test-")
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		if st, err = store.Open(filepath.Join(dir, "store.db")); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		if _, err := st.Seed(ctx, data); err != nil {
+			st.Close()
+			cleanup()
+			return nil, nil, fmt.Errorf("%s: store %s: %s", file, cf.Store, mandate.ErrorMessage(err))
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &tools.Deps{Backend: backendOf(st)}
+	facts := func(tool string, args map[string]any) (map[string]any, error) {
+		return tools.Facts(ctx, d, tool, args)
+	}
+	return facts, func() { st.Close(); cleanup() }, nil
+}
+
+// transition names a change of decision for the replay summary.
+type transition struct{ from, to string }
+
+// replayOrder is how the summary lists transitions.
+var replayOrder = []transition{
+	{policy.Allow, policy.Deny}, {policy.Deny, policy.Allow},
+	{policy.Allow, policy.RequireApproval}, {policy.RequireApproval, policy.Allow},
+	{policy.Deny, policy.RequireApproval}, {policy.RequireApproval, policy.Deny},
+}
+
+func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("policy replay", "mandate policy replay --policy CANDIDATE [--db F] [--model F] [--since 24h]", stderr)
+	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database with the audit trail (env MANDATE_DB)")
+	since := fs.Duration("since", 24*time.Hour, "replay the attempts of this long ago until now; 0 replays all")
+	var pf policyFlags
+	pf.register(fs)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if pf.policy == "" {
+		return usageError{"policy replay: name the candidate with --policy FILE"}
+	}
+	candidate, err := pf.load()
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var f storage.Filter
+	if *since > 0 {
+		f.Since = time.Now().Add(-*since)
+	}
+	counts := map[transition]int{}
+	var total, unchanged, skipped int
+	var flipped []string
+	err = db.Records(ctx, f, func(r *storage.Record) error {
+		if r.Phase != storage.PhaseAttempt {
+			return nil
+		}
+		total++
+		// The guard refused these before the rules saw them; their attrs are
+		// empty, so re-deciding them would say nothing about the candidate.
+		if strings.HasPrefix(r.Rule, "default deny: facts could not be loaded") || strings.HasPrefix(r.Rule, "default deny: no identity") {
+			skipped++
+			return nil
+		}
+		attrs := map[string]any{}
+		if len(r.Attrs) > 0 {
+			if err := json.Unmarshal(r.Attrs, &attrs); err != nil {
+				return fmt.Errorf("audit record %d: attrs: %w", r.Seq, err)
+			}
+		}
+		dec := candidate.Decide(policy.Request{Agent: r.Agent, Tool: r.Tool, Attrs: attrs})
+		if dec.Effect == r.Decision {
+			unchanged++
+			return nil
+		}
+		counts[transition{r.Decision, dec.Effect}]++
+		flipped = append(flipped, fmt.Sprintf("  #%d %s %s %s %s\n      was %s by %s (policy %s)\n      now %s by %s\n",
+			r.Seq, r.Time.UTC().Format(time.RFC3339), r.Agent, r.Tool, r.Args, r.Decision, r.Rule, r.PolicyVersion, dec.Effect, dec.RuleText()))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	window := "all recorded attempts"
+	if *since > 0 {
+		window = "attempts of the last " + since.String()
+	}
+	fmt.Fprintf(stdout, "replayed %d %s in %s under %s (version %s)\n", total, window, *dbPath, pf.policy, candidate.Version)
+	fmt.Fprintf(stdout, "  %-28s %d\n", "unchanged", unchanged)
+	for _, t := range replayOrder {
+		fmt.Fprintf(stdout, "  %-28s %d\n", t.from+" -> "+t.to, counts[t])
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, or facts not loaded)\n", "not replayed", skipped)
+	}
+	if len(flipped) > 0 {
+		fmt.Fprintf(stdout, "\n%d would change:\n", len(flipped))
+		for _, s := range flipped {
+			fmt.Fprint(stdout, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// The shipped model and policy, from the repo root.
+var (
+	polModel  = filepath.Join("..", "..", "model.conf")
+	polPolicy = filepath.Join("..", "..", "policy.csv")
+)
+
+// polRun runs mandate in process and returns its stdout.
+func polRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+	return stdout.String() + stderr.String(), err
+}
+
+// TestPolicyCheckRefusesMalformed runs `mandate policy check` over each
+// malformed file in testdata/policies: each must fail with a message that
+// names the file and the line.
+func TestPolicyCheckRefusesMalformed(t *testing.T) {
+	dir := filepath.Join("testdata", "policies")
+	tests := []struct {
+		file string
+		want string // after "FILE:"
+	}{
+		{"effect-typo.csv", `4: error: unknown effect "alow": use allow, deny or require_approval`},
+		{"effect-comment.csv", `4: error: text after the effect "allow": a # comment must be on its own line`},
+		{"effect-empty.csv", `4: error: unknown effect ""`},
+		{"effect-capital.csv", `4: error: unknown effect "Allow"`},
+		{"unknown-tool.csv", `4: error: unknown tool "refund_orders"; tools are`},
+		{"bare-quote.csv", `4: error: bare " in non-quoted-field (put a field that contains a comma or a quote in double quotes`},
+		{"unterminated-quote.csv", `4: error: extraneous or missing " in quoted-field`},
+		{"unquoted-comma.csv", `4: error: a rule has 5 fields (p, subject, tool, condition, effect), this line has 6; quote a condition that contains a comma`},
+		{"too-few-fields.csv", `4: error: a rule has 5 fields (p, subject, tool, condition, effect), this line has 4`},
+		{"unknown-attribute.csv", `4: error: condition "amout <= 50.00": unknown attribute "amout"; this tool has amount,`},
+		{"attribute-of-another-tool.csv", `4: error: condition "field == 'email'": unknown attribute "field"`},
+		{"lookup-with-attribute.csv", `4: error: condition "order_status == 'pending'": unknown attribute "order_status": this tool has no attributes, use true`},
+		{"text-compared-as-number.csv", `4: error: condition "order_status > 5": does not evaluate: Value 'pending' cannot be used with the comparator '>'`},
+		{"not-a-boolean.csv", `4: error: condition "amount + 1": is not true or false`},
+		{"syntax-error.csv", `4: error: condition "amount <=": Unexpected end of expression`},
+		{"empty-condition.csv", `4: error: empty condition: write true for a rule without one`},
+		{"duplicate.csv", `4: error: duplicate of the rule on line 3`},
+		{"empty-subject.csv", `4: error: empty subject: name an identity, a role, or * for everyone`},
+		{"subject-with-space.csv", `4: error: subject "support agent" cannot contain spaces or #`},
+		{"grant-two-fields.csv", `4: error: a role grant has 3 fields (g, member, role), this line has 2`},
+		{"grant-star.csv", `4: error: * means everyone in rules; it cannot be granted or be a role`},
+		{"grant-self.csv", `4: error: "support_agent" cannot be a member of itself`},
+		{"grant-comment.csv", `4: error: identity and role names cannot contain spaces or #; a # comment must be on its own line`},
+		{"unknown-line-type.csv", `4: error: a line starts with p (a rule) or g (a role grant), not "r"`},
+		{"role-chain-too-deep.csv", `4: error: role chain from "r0" is deeper than 10`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join(dir, tt.file)
+			out, err := polRun(t, "policy", "check", "--model", polModel, "--policy", path)
+			if err == nil {
+				t.Fatalf("check accepted %s:\n%s", tt.file, out)
+			}
+			if want := path + ":" + tt.want; !strings.Contains(out, want) {
+				t.Fatalf("output lacks %q:\n%s", want, out)
+			}
+			if !strings.Contains(out, "does not load") {
+				t.Fatalf("no summary:\n%s", out)
+			}
+		})
+	}
+	// Every malformed file in the directory is in the table.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, tt := range tests {
+		listed[tt.file] = true
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasSuffix(n, ".csv") && !strings.HasPrefix(n, "warn-") && !listed[n] {
+			t.Errorf("%s is not in the table", n)
+		}
+	}
+}
+
+func TestPolicyCheckModel(t *testing.T) {
+	dir := filepath.Join("testdata", "policies")
+	tests := []struct{ file, want string }{
+		{"wrong-rule.conf", ":6: error: p must be defined as p = sub, tool, cond, eft"},
+		{"wrong-request.conf", ":3: error: r must be defined as r = sub, tool, attrs"},
+		{"missing-matchers.conf", ": error: missing required sections: matchers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join(dir, tt.file)
+			out, err := polRun(t, "policy", "check", "--model", path, "--policy", polPolicy)
+			if err == nil || !strings.Contains(out, path+tt.want) {
+				t.Fatalf("err = %v, want output with %q:\n%s", err, path+tt.want, out)
+			}
+		})
+	}
+}
+
+func TestPolicyCheckWarnings(t *testing.T) {
+	dir := filepath.Join("testdata", "policies")
+	tests := []struct{ file, want string }{
+		{"warn-never-matches.csv", `:4: warning: condition "amount > 10 && amount < 5" is false for every value probed`},
+		{"warn-overridden.csv", ":4: warning: always overridden by line 5 (p, *, cancel_order, true, deny)"},
+		{"warn-role-typo.csv", `:4: warning: role "suport_agent" reaches no rules`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join(dir, tt.file)
+			out, err := polRun(t, "policy", "check", "--model", polModel, "--policy", path)
+			if err != nil || !strings.Contains(out, path+tt.want) {
+				t.Fatalf("without --strict: err = %v, want success with %q:\n%s", err, path+tt.want, out)
+			}
+			if _, err := polRun(t, "policy", "check", "--strict", "--model", polModel, "--policy", path); err == nil {
+				t.Fatal("--strict accepted a policy with warnings")
+			}
+		})
+	}
+}
+
+func TestPolicyCheckShipped(t *testing.T) {
+	out, err := polRun(t, "policy", "check", "--strict", "--model", polModel, "--policy", polPolicy)
+	if err != nil {
+		t.Fatalf("the shipped policy fails check --strict: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "0 errors, 0 warnings") || strings.Contains(out, ": note: ") {
+		t.Fatalf("no clean summary, or notes without --notes:\n%s", out)
+	}
+	out, err = polRun(t, "policy", "check", "--notes", "--model", polModel, "--policy", polPolicy)
+	if err != nil || !strings.Contains(out, ": note: does not apply to senior_agent") {
+		t.Fatalf("--notes: err = %v\n%s", err, out)
+	}
+}
+
+// polStore creates the demo store in a temp dir and returns its path.
+func polStore(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "store.db")
+	st, _, err := store.OpenSeeded(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return path
+}
+
+func TestPolicyExplain(t *testing.T) {
+	storePath := polStore(t)
+	base := []string{"policy", "explain", "--model", polModel, "--policy", polPolicy, "--store", storePath}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"small refund from the store's facts", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`},
+			[]string{"decision: allow", "only " + polPolicy + ":", "=> " + polPolicy + ":", "amount <= 50.00, allow", "order_status = 'processing'", "order_total = 120", "amount = 30"}},
+		{"the store's partial refund leaves 50.00", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1006","amount":"60.00","reason":"damaged"}`},
+			[]string{"decision: deny", "amount > order_refundable, deny", "order_refundable = 50", "a matching deny always wins"}},
+		{"a usage counter overridden", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`, "--attrs", `{"agent_refunded_24h":490}`},
+			[]string{"decision: require_approval", "agent_refunded_24h = 490"}},
+		{"senior's own rules replace the inherited ones", []string{"--agent", "senior-bot", "--tool", "update_account", "--args", `{"customer_id":"cus_ada","field":"email","value":"a@b.example"}`},
+			[]string{"decision: allow", "senior-bot has support_agent, but the rules of senior_agent for update_account replace those it inherits"}},
+		{"attributes given directly", []string{"--agent", "demo-agent", "--tool", "cancel_order", "--attrs", `{"order_status":"shipped","currency":"USD","order_total":1,"order_refunded":0,"customer_age_days":100,"agent_cancellations_1h":0}`},
+			[]string{"decision: deny", "order_status == 'shipped'"}},
+		{"unknown order: facts fail, so deny", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_404","amount":"1.00","reason":"x"}`},
+			[]string{"decision: deny", "facts could not be loaded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := polRun(t, append(base, tt.args...)...)
+			if err != nil {
+				t.Fatalf("explain: %v\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Fatalf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	t.Run("a store that does not exist is an error, not a new store", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "nope.db")
+		_, err := polRun(t, "policy", "explain", "--store", missing, "--agent", "demo-agent", "--tool", "get_order", "--args", `{"order_id":"ord_1001"}`)
+		if err == nil || !strings.Contains(err.Error(), "no store at") {
+			t.Fatalf("err = %v", err)
+		}
+		if _, serr := os.Stat(missing); serr == nil {
+			t.Fatal("explain created the store")
+		}
+	})
+}
+
+func TestPolicyTestShippedCases(t *testing.T) {
+	out, err := polRun(t, "policy", "test", "--model", polModel, "--policy", polPolicy, filepath.Join("..", "..", "testdata", "policy-cases.yaml"))
+	if err != nil {
+		t.Fatalf("the shipped cases fail: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, " 0 failed") {
+		t.Fatalf("no summary:\n%s", out)
+	}
+}
+
+func TestPolicyTestReportsMismatch(t *testing.T) {
+	dir := t.TempDir()
+	cases := filepath.Join(dir, "cases.yaml")
+	if err := os.WriteFile(cases, []byte(`store: demo
+cases:
+  - name: right
+    agent: demo-agent
+    tool: cancel_order
+    args: {order_id: ord_1004, reason: asked}
+    expect: allow
+  - name: wrong
+    agent: demo-agent
+    tool: refund_order
+    args: {order_id: ord_1001, amount: "80.00", reason: damaged}
+    expect: allow
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := polRun(t, "policy", "test", "--model", polModel, "--policy", polPolicy, cases)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 cases failed") {
+		t.Fatalf("err = %v\n%s", err, out)
+	}
+	for _, w := range []string{cases + ":8: wrong", "- want: allow", "+ got:  require_approval by " + polPolicy + ":", "amount=80"} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, ": right") {
+		t.Fatalf("a passing case was reported without -v:\n%s", out)
+	}
+}
+
+// TestPolicyReplay records real traffic through the guard with real
+// storage and the demo store, then replays it under a candidate that
+// tightens refunds.
+func TestPolicyReplay(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	modelData, err := os.ReadFile(polModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := os.ReadFile(polPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := policy.Load(policy.Source{Name: "model.conf", Data: modelData}, policy.Source{Name: "policy.csv", Data: shipped})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbPath := filepath.Join(dir, "mandate.db")
+	db, err := storage.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := &tools.Deps{Policy: policy.NewEngine(live), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
+	handlers := map[string]func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error){}
+	for _, s := range tools.ServerTools(deps) {
+		handlers[s.Tool.Name] = s.Handler
+	}
+	agentCtx := tools.WithAgent(ctx, "demo-agent")
+	calls := []struct {
+		tool string
+		args map[string]any
+		want string // the live decision
+	}{
+		{"refund_order", map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "damaged"}, policy.Allow},
+		{"refund_order", map[string]any{"order_id": "ord_1004", "amount": "45.00", "reason": "late"}, policy.Allow},
+		{"refund_order", map[string]any{"order_id": "ord_1001", "amount": "10.00", "reason": "damaged"}, policy.Allow},
+		{"refund_order", map[string]any{"order_id": "ord_1002", "amount": "80.00", "reason": "late"}, policy.RequireApproval},
+		{"refund_order", map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "late"}, policy.Deny},
+		{"cancel_order", map[string]any{"order_id": "ord_1003", "reason": "asked"}, policy.Deny},
+		{"get_order", map[string]any{"order_id": "ord_1001"}, policy.Allow},
+	}
+	for _, c := range calls {
+		res, err := handlers[c.tool](agentCtx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: c.tool, Arguments: c.args}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if ar, ok := res.StructuredContent.(*tools.ActionResult); ok {
+			got = ar.Decision
+		} else if !res.IsError {
+			got = policy.Allow
+		}
+		if got != c.want {
+			t.Fatalf("%s %v: live decision %q, want %q", c.tool, c.args, got, c.want)
+		}
+	}
+	db.Close()
+	st.Close()
+
+	// The candidate allows only 20.00 without approval.
+	tighten := strings.NewReplacer(
+		"p, support_agent, refund_order, amount <= 50.00, allow", "p, support_agent, refund_order, amount <= 20.00, allow",
+		"amount > 50.00 && amount <= 200.00, require_approval", "amount > 20.00 && amount <= 200.00, require_approval")
+	candidateText := tighten.Replace(string(shipped))
+	if !strings.Contains(candidateText, "amount <= 20.00, allow") || !strings.Contains(candidateText, "amount > 20.00 && amount <= 200.00") {
+		t.Fatal("the shipped policy no longer has the refund rules this test tightens")
+	}
+	candidate := filepath.Join(dir, "candidate.csv")
+	if err := os.WriteFile(candidate, []byte(candidateText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", candidate)
+	if err != nil {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	for _, w := range []string{
+		"replayed 7 attempts of the last 24h0m0s",
+		"unchanged                    5",
+		"allow -> require_approval    2",
+		"allow -> deny                0",
+		"deny -> allow                0",
+		"2 would change:",
+		`{"amount":"30.00","order_id":"ord_1001","reason":"damaged"}`,
+		`{"amount":"45.00","order_id":"ord_1004","reason":"late"}`,
+		"now require_approval by " + candidate + ":",
+	} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("replay output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, `"amount":"10.00"`) {
+		t.Fatalf("the 10.00 refund is still allowed under the candidate but was listed:\n%s", out)
+	}
+
+	t.Run("the shipped policy replays unchanged", func(t *testing.T) {
+		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", polPolicy, "--since", "0")
+		if err != nil || !strings.Contains(out, "unchanged                    7") || strings.Contains(out, "would change") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+	t.Run("--since leaves out older attempts", func(t *testing.T) {
+		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", candidate, "--since", "1ns")
+		if err != nil || !strings.Contains(out, "replayed 0 attempts") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+	t.Run("a missing database is an error", func(t *testing.T) {
+		_, err := polRun(t, "policy", "replay", "--db", filepath.Join(dir, "none.db"), "--policy", candidate)
+		if err == nil || !strings.Contains(err.Error(), "no audit database") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}

@@ -1,0 +1,159 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watcher reloads the policy when an admin saves model.conf or policy.csv.
+// It watches the directories holding them, not the files, because editors
+// save by writing a new file and renaming it over the old one, which ends a
+// watch on the file itself. A burst of events within Debounce is one reload.
+//
+// A reload builds a whole new Policy with Load and swaps it into Engine only
+// if it loads; a broken file leaves the last good policy live and logs every
+// problem with file:line. Decisions already running finish on the policy
+// they started with.
+type Watcher struct {
+	Engine *Engine
+	// ModelPath and PolicyPath are the files to watch. An empty ModelPath
+	// means Model is used as is and not watched (the embedded model).
+	ModelPath  string
+	PolicyPath string
+	Model      Source
+	// Logger receives one line per reload or failure; nil discards.
+	Logger *slog.Logger
+	// Debounce is how long to wait for more events after one; 0 is 100 ms.
+	Debounce time.Duration
+	// OnSwap, when set, is called after a new policy went live, e.g. to tell
+	// clients that the list of tools they may call changed.
+	OnSwap func(old, new *Policy)
+
+	mu sync.Mutex // one reload at a time
+}
+
+// Run watches until ctx is done. It returns an error only if watching could
+// not start.
+func (w *Watcher) Run(ctx context.Context) error {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	targets := map[string]bool{}
+	for _, p := range []string{w.ModelPath, w.PolicyPath} {
+		if p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		targets[abs] = true
+	}
+	if len(targets) == 0 {
+		return errors.New("policy watcher: no files to watch")
+	}
+	dirs := map[string]bool{}
+	for t := range targets {
+		dir := filepath.Dir(t)
+		if dirs[dir] {
+			continue
+		}
+		if err := fw.Add(dir); err != nil {
+			return fmt.Errorf("policy watcher: watch %s: %w", dir, err)
+		}
+		dirs[dir] = true
+	}
+
+	debounce := w.Debounce
+	if debounce <= 0 {
+		debounce = 100 * time.Millisecond
+	}
+	timer := time.NewTimer(debounce)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return nil
+			}
+			abs, err := filepath.Abs(ev.Name)
+			if err != nil || !targets[abs] || ev.Op == fsnotify.Chmod {
+				continue
+			}
+			timer.Reset(debounce)
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return nil
+			}
+			w.logger().Warn("policy watcher", "err", err)
+		case <-timer.C:
+			_ = w.Reload() // Reload logs its own outcome
+		}
+	}
+}
+
+// Reload reads the files, and swaps in the policy they hold if it loads and
+// differs from the live one. It returns the load error, if any, after
+// logging it; the live policy is then unchanged.
+func (w *Watcher) Reload() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	log := w.logger()
+	m := w.Model
+	if w.ModelPath != "" {
+		b, err := os.ReadFile(w.ModelPath)
+		if err != nil {
+			log.Error("policy not reloaded; the last good policy stays live", "err", err)
+			return err
+		}
+		m = Source{Name: w.ModelPath, Data: b}
+	}
+	b, err := os.ReadFile(w.PolicyPath)
+	if err != nil {
+		log.Error("policy not reloaded; the last good policy stays live", "err", err)
+		return err
+	}
+	old := w.Engine.Policy()
+	p, err := Load(m, Source{Name: w.PolicyPath, Data: b})
+	if err != nil {
+		var le *LoadError
+		if errors.As(err, &le) {
+			for _, problem := range le.Problems {
+				log.Error("policy not reloaded; the last good policy stays live", "problem", problem, "version", old.Version)
+			}
+		} else {
+			log.Error("policy not reloaded; the last good policy stays live", "err", err, "version", old.Version)
+		}
+		return err
+	}
+	if p.Version == old.Version {
+		log.Debug("policy files touched but unchanged", "version", p.Version)
+		return nil
+	}
+	w.Engine.Swap(p)
+	log.Info("policy reloaded", "version", p.Version, "previous", old.Version, "rules", len(p.Rules), "grants", len(p.Grants))
+	if w.OnSwap != nil {
+		w.OnSwap(old, p)
+	}
+	return nil
+}
+
+func (w *Watcher) logger() *slog.Logger {
+	if w.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return w.Logger
+}

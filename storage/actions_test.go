@@ -1,0 +1,223 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// readAll returns the records f selects, in chain order.
+func readAll(t testing.TB, db *DB, f Filter) []*Record {
+	t.Helper()
+	var out []*Record
+	if err := db.Records(context.Background(), f, func(r *Record) error {
+		out = append(out, r)
+		return nil
+	}); err != nil {
+		t.Fatalf("Records(%+v): %v", f, err)
+	}
+	return out
+}
+
+// sameRecord fails t unless got holds every field of want.
+func sameRecord(t *testing.T, got, want *Record) {
+	t.Helper()
+	if got.Seq != want.Seq || !got.Time.Equal(want.Time) || got.Agent != want.Agent || got.Tool != want.Tool ||
+		!bytes.Equal(got.Args, want.Args) || !bytes.Equal(got.Attrs, want.Attrs) ||
+		got.Decision != want.Decision || got.Rule != want.Rule || got.PolicyVersion != want.PolicyVersion ||
+		got.ActionID != want.ActionID || got.Phase != want.Phase || got.Outcome != want.Outcome ||
+		got.Error != want.Error || got.Duration != want.Duration || got.PrevHash != want.PrevHash || got.Hash != want.Hash {
+		t.Fatalf("record read back differs:\n got %+v\n     args %s attrs %s\nwant %+v\n     args %s attrs %s",
+			*got, got.Args, got.Attrs, *want, want.Args, want.Attrs)
+	}
+}
+
+func TestActionRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	// A clock in another zone with nanoseconds: times must come back as the
+	// same instant.
+	clock := &stepClock{t: time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.FixedZone("CET", 3600)), step: 1500 * time.Millisecond}
+	db.Now = clock.Now
+
+	// Canonical JSON, non-ASCII and escapes included, must be stored byte for byte.
+	args := []byte(`{"amount":"30.00","currency":"USD","note":"caf\u00e9 \"ok\" ✓","order_id":"ord_1001"}`)
+	attrs := []byte(`{"order":{"customer_id":"cus_ada","status":"processing","total":"120.00"}}`)
+	expires := time.Date(2025, 3, 15, 9, 0, 0, 0, time.UTC)
+	a := &Action{
+		ID: "act_01", Agent: "demo-agent", Tool: "refund_order", Args: args,
+		Decision: "allow", Rule: "policy.csv:24", PolicyVersion: "sha256:abc123",
+		Status: StatusExecuting, ExpiresAt: expires, IdempotencyKey: "key-1",
+	}
+	attempt := &Record{
+		Agent: "demo-agent", Tool: "refund_order", Args: args, Attrs: attrs,
+		Decision: "allow", Rule: "policy.csv:24", PolicyVersion: "sha256:abc123",
+		Duration: 1234567 * time.Nanosecond, // 1234.567 µs: stored as 1234 µs
+	}
+	attemptAt := clock.t
+	if err := db.RecordAttempt(ctx, a, attempt); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(args)
+	if a.ArgsDigest != hex.EncodeToString(sum[:]) {
+		t.Fatalf("ArgsDigest = %s, want the SHA-256 of the arguments", a.ArgsDigest)
+	}
+	if attempt.Seq != 1 || attempt.ActionID != a.ID || attempt.Phase != PhaseAttempt || !attempt.Time.Equal(attemptAt) {
+		t.Fatalf("attempt record after RecordAttempt: seq %d action %q phase %q time %v", attempt.Seq, attempt.ActionID, attempt.Phase, attempt.Time)
+	}
+
+	got, err := db.Action(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"ID", got.ID, a.ID},
+		{"Agent", got.Agent, "demo-agent"},
+		{"Tool", got.Tool, "refund_order"},
+		{"Args", string(got.Args), string(args)},
+		{"ArgsDigest", got.ArgsDigest, a.ArgsDigest},
+		{"Decision", got.Decision, "allow"},
+		{"Rule", got.Rule, "policy.csv:24"},
+		{"PolicyVersion", got.PolicyVersion, "sha256:abc123"},
+		{"Status", got.Status, StatusExecuting},
+		{"Result", string(got.Result), ""},
+		{"Error", got.Error, ""},
+		{"CreatedAt", got.CreatedAt.Equal(attemptAt), true},
+		{"UpdatedAt", got.UpdatedAt.Equal(attemptAt), true},
+		{"ExpiresAt", got.ExpiresAt.Equal(expires), true},
+		{"IdempotencyKey", got.IdempotencyKey, "key-1"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("after attempt, %s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+
+	a.Status, a.Result, a.Error = StatusFailed, []byte(`{"refund_id":"re_1","amount":"30.00"}`), "the backend timed out"
+	outcome := &Record{
+		Agent: "demo-agent", Tool: "refund_order", Args: args, Attrs: attrs,
+		Decision: "allow", Rule: "policy.csv:24", PolicyVersion: "sha256:abc123",
+		Outcome: StatusFailed, Error: "the backend timed out", Duration: 2 * time.Second,
+	}
+	outcomeAt := clock.t
+	if err := db.RecordOutcome(ctx, a, outcome); err != nil {
+		t.Fatal(err)
+	}
+	got, err = db.Action(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks = []struct {
+		name      string
+		got, want any
+	}{
+		{"Status", got.Status, StatusFailed},
+		{"Result", string(got.Result), `{"refund_id":"re_1","amount":"30.00"}`},
+		{"Error", got.Error, "the backend timed out"},
+		{"CreatedAt", got.CreatedAt.Equal(attemptAt), true},
+		{"UpdatedAt", got.UpdatedAt.Equal(outcomeAt), true},
+		{"Args", string(got.Args), string(args)},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("after outcome, %s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+
+	recs := readAll(t, db, Filter{ActionID: a.ID})
+	if len(recs) != 2 {
+		t.Fatalf("%d records for %s, want attempt and outcome", len(recs), a.ID)
+	}
+	wantAttempt := *attempt
+	wantAttempt.Duration = 1234 * time.Microsecond
+	sameRecord(t, recs[0], &wantAttempt)
+	sameRecord(t, recs[1], outcome)
+	if recs[1].Phase != PhaseOutcome || recs[1].Outcome != StatusFailed || !recs[1].Time.Equal(outcomeAt) {
+		t.Fatalf("outcome record: phase %q outcome %q time %v", recs[1].Phase, recs[1].Outcome, recs[1].Time)
+	}
+
+	var us int64
+	if err := db.db.QueryRow(`SELECT duration_us FROM audit WHERE seq = 1`).Scan(&us); err != nil {
+		t.Fatal(err)
+	}
+	if us != 1234 {
+		t.Fatalf("stored duration_us = %d, want 1234", us)
+	}
+}
+
+func TestRecordAttemptDefaults(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+
+	a := &Action{ID: "act_1", Agent: "demo-agent", Tool: "cancel_order", Args: []byte(`{"order_id":"ord_1004"}`), Status: StatusExecuting}
+	rec := &Record{Agent: "demo-agent", Tool: "cancel_order", Args: a.Args}
+	if err := db.RecordAttempt(ctx, a, rec); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Action(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.ExpiresAt.Equal(now) {
+		t.Fatalf("ExpiresAt = %v, want the attempt time %v when none is given", got.ExpiresAt, now)
+	}
+	// No attrs: stored, hashed and read back as an empty object.
+	recs := readAll(t, db, Filter{})
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+	if string(recs[0].Attrs) != "{}" {
+		t.Fatalf("attrs = %q, want {} when none are given", recs[0].Attrs)
+	}
+}
+
+func TestRecordAttemptDuplicateWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	newAttempt := func() (*Action, *Record) {
+		return &Action{ID: "act_1", Agent: "demo-agent", Tool: "refund_order", Args: []byte(`{}`), Status: StatusExecuting},
+			&Record{Agent: "demo-agent", Tool: "refund_order"}
+	}
+	a, rec := newAttempt()
+	if err := db.RecordAttempt(ctx, a, rec); err != nil {
+		t.Fatal(err)
+	}
+	a, rec = newAttempt()
+	if err := db.RecordAttempt(ctx, a, rec); err == nil {
+		t.Fatal("a second attempt with the same action id succeeded")
+	}
+	// The action row and its audit record are one transaction: the refused
+	// attempt left no audit record behind.
+	if n := countRows(t, db, "audit"); n != 1 {
+		t.Fatalf("%d audit records, want 1", n)
+	}
+}
+
+func TestActionNotFound(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	if err := db.RecordAttempt(ctx, &Action{ID: "act_known", Args: []byte(`{}`), Status: StatusExecuting}, &Record{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"act_unknown", "", "ACT_KNOWN", "act_known "} {
+		t.Run(id, func(t *testing.T) {
+			a, err := db.Action(ctx, id)
+			if a != nil {
+				t.Fatalf("Action(%q) = %+v, want nil", id, a)
+			}
+			if got := mandate.ErrorCode(err); got != mandate.ENOTFOUND {
+				t.Fatalf("Action(%q): ErrorCode = %q, want %q (err: %v)", id, got, mandate.ENOTFOUND, err)
+			}
+		})
+	}
+}
