@@ -43,7 +43,7 @@ type RuleResult struct {
 func (p *Policy) Explain(req Request) Explanation {
 	dec := p.Decide(req)
 	ex := Explanation{Request: req, Decision: dec}
-	if _, ok := Tools[req.Tool]; !ok || req.Agent == "" || !p.known[req.Agent] {
+	if _, ok := Tools[req.Tool]; !ok || req.Agent == "" || !p.identities[req.Agent] {
 		ex.Why = "denied before any rule: " + dec.Reason
 		return ex
 	}
@@ -112,6 +112,18 @@ func (p *Policy) Explain(req Request) Explanation {
 		}
 		if winner == nil {
 			ex.Why = "no rule that applies to " + req.Agent + " matched, so it is denied"
+			break
+		}
+		granted := false
+		for _, r := range ex.Rules {
+			if r.Matched && (r.Rule.Subject != "*" || r.Rule.Effect == Allow) {
+				granted = true
+			}
+		}
+		if !granted && winner.Rule.Effect != Deny {
+			ex.Why = fmt.Sprintf("only rules for * matched (%s:%d), and a * rule that escalates only restricts what some other rule grants; nothing grants this to %s, so it is denied",
+				winner.Rule.File, winner.Rule.Line, req.Agent)
+			winner = nil
 			break
 		}
 		winner.Won = true

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/casbin/casbin/v2"
 	"github.com/casbin/casbin/v2/effector"
@@ -51,11 +52,14 @@ type Policy struct {
 	Rules   []Rule
 	Grants  []Grant
 
-	byKey  map[string]*Rule
-	conds  map[string]*govaluate.EvaluableExpression
-	shards map[string]*casbin.Enforcer // one enforcer per tool, holding only that tool's rules
-	scopes map[string]map[string]bool  // identity + "\x00" + tool → subjects whose rules apply
-	known  map[string]bool             // every identity and role named in the policy
+	modelText  string
+	byKey      map[string]*Rule
+	conds      map[string]*govaluate.EvaluableExpression
+	scopes     map[string]map[string]bool // identity + "\x00" + tool → subjects whose rules apply
+	known      map[string]bool            // every identity and role named in the policy
+	identities map[string]bool            // names that may act: never a role
+	byTool     map[string]map[string][]*Rule
+	shards     sync.Map // scope key → *shard, built on first use
 }
 
 // maxRoleDepth matches Casbin's own limit; deeper chains are refused at load
@@ -77,19 +81,23 @@ func Load(modelSrc, policySrc Source) (*Policy, error) {
 		return nil, err
 	}
 	p := &Policy{
-		Version: Version(modelSrc.Data, policySrc.Data),
-		Rules:   parsed.rules,
-		Grants:  parsed.grants,
-		byKey:   map[string]*Rule{},
-		conds:   parsed.conds,
-		shards:  map[string]*casbin.Enforcer{},
-		known:   map[string]bool{},
+		Version:    Version(modelSrc.Data, policySrc.Data),
+		Rules:      parsed.rules,
+		Grants:     parsed.grants,
+		modelText:  string(modelSrc.Data),
+		byKey:      map[string]*Rule{},
+		conds:      parsed.conds,
+		known:      map[string]bool{},
+		identities: map[string]bool{},
+		byTool:     map[string]map[string][]*Rule{},
 	}
-	byTool := map[string][][]string{}
 	for i := range p.Rules {
 		r := &p.Rules[i]
-		p.byKey[strings.Join([]string{r.Subject, r.Tool, r.Cond, r.Effect}, "\x00")] = r
-		byTool[r.Tool] = append(byTool[r.Tool], []string{r.Subject, r.Tool, r.Cond, r.Effect})
+		p.byKey[r.key()] = r
+		if p.byTool[r.Tool] == nil {
+			p.byTool[r.Tool] = map[string][]*Rule{}
+		}
+		p.byTool[r.Tool][r.Subject] = append(p.byTool[r.Tool][r.Subject], r)
 		if r.Subject != "*" {
 			p.known[r.Subject] = true
 		}
@@ -97,12 +105,17 @@ func Load(modelSrc, policySrc Source) (*Policy, error) {
 	if err := p.buildScopes(); err != nil {
 		return nil, err
 	}
-	for tool, rows := range byTool {
-		e, err := p.newShard(string(modelSrc.Data), rows)
-		if err != nil {
-			return nil, &LoadError{[]string{fmt.Sprintf("%s: %v", modelSrc.Name, err)}}
+	// Enforce one rule now, with every attribute present, so a model whose
+	// matcher Casbin cannot compile or evaluate fails at load, not at the
+	// first request.
+	if len(p.Rules) > 0 {
+		sh, err := p.newShard([]*Rule{&p.Rules[0]})
+		if err == nil {
+			_, _, err = sh.e.EnforceEx("", p.Rules[0].Tool, sampleAttrs)
 		}
-		p.shards[tool] = e
+		if err != nil {
+			return nil, &LoadError{[]string{fmt.Sprintf("%s: the matcher does not work: %v", modelSrc.Name, err)}}
+		}
 	}
 	return p, nil
 }
@@ -127,36 +140,38 @@ func checkModel(m model.Model, name string) error {
 // buildScopes resolves, for every identity and tool, which rule subjects
 // apply: the identity's own rules for the tool if it has any, else those of
 // its nearest roles that do (a role's rules for a tool replace the ones it
-// inherits for that tool). Rules for * are added at decision time.
+// inherits for that tool). Rules for * are added at decision time. Role
+// cycles and chains deeper than Casbin's limit are refused with file:line.
 func (p *Policy) buildScopes() error {
 	rm := defaultrolemanager.NewRoleManagerImpl(maxRoleDepth + 1)
+	isRole := map[string]bool{}
+	firstGrant := map[string]Grant{}
 	for _, g := range p.Grants {
 		if err := rm.AddLink(g.Member, g.Role); err != nil {
 			return err
 		}
 		p.known[g.Member], p.known[g.Role] = true, true
-	}
-	hasRules := map[string]map[string]bool{}
-	for _, r := range p.Rules {
-		if hasRules[r.Tool] == nil {
-			hasRules[r.Tool] = map[string]bool{}
+		isRole[g.Role] = true
+		if _, ok := firstGrant[g.Member]; !ok {
+			firstGrant[g.Member] = g
 		}
-		hasRules[r.Tool][r.Subject] = true
+	}
+	for name := range p.known {
+		if !isRole[name] {
+			p.identities[name] = true
+		}
+	}
+	if err := p.checkRoleGraph(rm, firstGrant); err != nil {
+		return err
 	}
 	p.scopes = map[string]map[string]bool{}
-	var problems []string
 	for name := range p.known {
-		for tool := range hasRules {
+		for tool, subjects := range p.byTool {
 			level, seen := []string{name}, map[string]bool{name: true}
-			for depth := 0; len(level) > 0; depth++ {
-				if depth > maxRoleDepth {
-					problems = append(problems, fmt.Sprintf("role chain from %q is deeper than %d or has a cycle", name, maxRoleDepth))
-					break
-				}
-				var found []string
-				var next []string
+			for len(level) > 0 {
+				var found, next []string
 				for _, s := range level {
-					if hasRules[tool][s] {
+					if len(subjects[s]) > 0 {
 						found = append(found, s)
 					}
 					parents, _ := rm.GetRoles(s) // direct roles of s
@@ -179,6 +194,49 @@ func (p *Policy) buildScopes() error {
 			}
 		}
 	}
+	return nil
+}
+
+// checkRoleGraph refuses cycles and chains deeper than maxRoleDepth, naming
+// the grant line where the problem starts.
+func (p *Policy) checkRoleGraph(rm *defaultrolemanager.RoleManagerImpl, firstGrant map[string]Grant) error {
+	var problems []string
+	state := map[string]int{} // 0 unvisited, 1 on the current path, 2 done
+	depth := map[string]int{} // longest chain above a name
+	var visit func(name string, path []string) int
+	visit = func(name string, path []string) int {
+		switch state[name] {
+		case 1:
+			g := firstGrant[name]
+			cycle := append(path[slices.Index(path, name):], name)
+			problems = append(problems, fmt.Sprintf("%s:%d: role cycle: %s", g.File, g.Line, strings.Join(cycle, " → ")))
+			return 0
+		case 2:
+			return depth[name]
+		}
+		state[name] = 1
+		longest := 0
+		parents, _ := rm.GetRoles(name)
+		for _, parent := range parents {
+			if d := visit(parent, append(path, name)) + 1; d > longest {
+				longest = d
+			}
+		}
+		state[name], depth[name] = 2, longest
+		return longest
+	}
+	names := make([]string, 0, len(p.known))
+	for n := range p.known {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if visit(n, nil) > maxRoleDepth {
+			if g, ok := firstGrant[n]; ok && p.identities[n] {
+				problems = append(problems, fmt.Sprintf("%s:%d: the role chain from %q is %d links deep; the limit is %d", g.File, g.Line, n, depth[n], maxRoleDepth))
+			}
+		}
+	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return &LoadError{slices.Compact(problems)}
@@ -186,8 +244,46 @@ func (p *Policy) buildScopes() error {
 	return nil
 }
 
-func (p *Policy) newShard(modelText string, rows [][]string) (*casbin.Enforcer, error) {
-	m, err := model.NewModelFromString(modelText)
+// A shard is a Casbin enforcer holding exactly the rules that can apply to
+// one set of subjects for one tool: the index that keeps a decision to one
+// Enforce over a handful of rules however large the policy is. grant[i]
+// says whether rule i can grant (any rule of the identity's scope, or an
+// allow for *); rules for * that deny or escalate only restrict.
+type shard struct {
+	e     *casbin.Enforcer
+	rules []*Rule
+}
+
+// shardFor returns the shard for agent's scope on tool, building it on
+// first use. Identities with the same scope share it.
+func (p *Policy) shardFor(agent, tool string) (*shard, error) {
+	scope := p.scopes[agent+"\x00"+tool]
+	subjects := make([]string, 0, len(scope)+1)
+	for s := range scope {
+		subjects = append(subjects, s)
+	}
+	slices.Sort(subjects)
+	key := tool + "\x00" + strings.Join(subjects, "\x00")
+	if sh, ok := p.shards.Load(key); ok {
+		return sh.(*shard), nil
+	}
+	var rules []*Rule
+	for _, s := range subjects {
+		rules = append(rules, p.byTool[tool][s]...)
+	}
+	rules = append(rules, p.byTool[tool]["*"]...)
+	// File order, so "the first match" means the same here as in Explain.
+	slices.SortFunc(rules, func(a, b *Rule) int { return a.Line - b.Line })
+	sh, err := p.newShard(rules)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := p.shards.LoadOrStore(key, sh)
+	return actual.(*shard), nil
+}
+
+func (p *Policy) newShard(rules []*Rule) (*shard, error) {
+	m, err := model.NewModelFromString(p.modelText)
 	if err != nil {
 		return nil, err
 	}
@@ -195,17 +291,29 @@ func (p *Policy) newShard(modelText string, rows [][]string) (*casbin.Enforcer, 
 	if err != nil {
 		return nil, err
 	}
-	e.SetEffector(mostRestrictive{})
+	grant := make([]bool, len(rules))
+	rows := make([][]string, len(rules))
+	for i, r := range rules {
+		rows[i] = []string{r.Subject, r.Tool, r.Cond, r.Effect}
+		grant[i] = r.Subject != "*" || r.Effect == Allow
+	}
+	e.SetEffector(mostRestrictive{grant: grant})
 	e.AddFunction("applies", p.applies)
 	e.AddFunction("cond", p.cond)
-	if _, err := e.AddPolicies(rows); err != nil {
-		return nil, err
+	if len(rows) > 0 {
+		// Rows are added to the model directly: Casbin's AddPolicies would
+		// also build role links and check each row for duplicates, which
+		// Load has already done.
+		for _, row := range rows {
+			e.GetModel()["p"]["p"].Policy = append(e.GetModel()["p"]["p"].Policy, row)
+		}
 	}
-	return e, nil
+	return &shard{e: e, rules: rules}, nil
 }
 
-// applies(identity, tool, subject) is the matcher function that says whether
-// a rule's subject speaks for the identity on this tool.
+// applies(identity, tool, subject) says whether a rule's subject speaks for
+// the identity on this tool. Shards hold only such rules; the function is
+// there for matchers that test it and for Explain.
 func (p *Policy) applies(args ...any) (any, error) {
 	if len(args) != 3 {
 		return nil, errors.New("applies takes (r.sub, r.tool, p.sub)")
@@ -214,7 +322,7 @@ func (p *Policy) applies(args ...any) (any, error) {
 	tool, _ := args[1].(string)
 	subject, _ := args[2].(string)
 	if subject == "*" {
-		return p.known[sub], nil
+		return p.identities[sub], nil
 	}
 	return p.scopes[sub+"\x00"+tool][subject], nil
 }
@@ -243,7 +351,8 @@ func (p *Policy) cond(args ...any) (any, error) {
 }
 
 // Decide returns the decision for req. It never fails open: an unknown
-// identity or tool, a tool without rules, or any evaluation error is a deny.
+// identity or tool, nothing granting the action, or any evaluation error is
+// a deny.
 func (p *Policy) Decide(req Request) Decision {
 	deny := func(reason string) Decision {
 		return Decision{Effect: Deny, Reason: reason, Version: p.Version}
@@ -251,19 +360,22 @@ func (p *Policy) Decide(req Request) Decision {
 	if _, ok := Tools[req.Tool]; !ok {
 		return deny(fmt.Sprintf("unknown tool %q", req.Tool))
 	}
-	if req.Agent == "" || !p.known[req.Agent] {
+	if req.Agent == "" || !p.identities[req.Agent] {
 		return deny(fmt.Sprintf("unknown identity %q", req.Agent))
 	}
-	shard, ok := p.shards[req.Tool]
-	if !ok {
-		return deny("no rule mentions " + req.Tool)
+	sh, err := p.shardFor(req.Agent, req.Tool)
+	if err != nil {
+		return deny("policy error: " + err.Error())
 	}
-	_, explain, err := shard.EnforceEx(req.Agent, req.Tool, req.Attrs)
+	if len(sh.rules) == 0 {
+		return deny("no rule matched: none for " + req.Tool + " applies to " + req.Agent)
+	}
+	_, explain, err := sh.e.EnforceEx(req.Agent, req.Tool, req.Attrs)
 	if err != nil {
 		return deny("policy error: " + err.Error())
 	}
 	if len(explain) == 0 {
-		return deny("no rule matched")
+		return deny("no rule matched that grants this")
 	}
 	rule, ok := p.byKey[strings.Join(explain, "\x00")]
 	if !ok {
@@ -275,18 +387,34 @@ func (p *Policy) Decide(req Request) Decision {
 // Known reports whether name appears in the policy as an identity or role.
 func (p *Policy) Known(name string) bool { return p.known[name] }
 
-// mostRestrictive is the Casbin effector for three-valued decisions: any
-// matching deny wins at once; otherwise the first matching require_approval
-// (which Casbin reports as Indeterminate), else the first matching allow;
-// nothing matching is a deny.
-type mostRestrictive struct{}
+// IsIdentity reports whether name can act: it is named in the policy and is
+// nobody's role.
+func (p *Policy) IsIdentity(name string) bool { return p.identities[name] }
 
-func (mostRestrictive) MergeEffects(_ string, effects []effector.Effect, matches []float64, i, n int) (effector.Effect, int, error) {
+// mostRestrictive is the Casbin effector for three-valued decisions: any
+// matching deny wins at once; otherwise, if some matching rule grants the
+// action, the first matching require_approval (which Casbin reports as
+// Indeterminate), else the first matching allow; otherwise a deny. A rule
+// for * that escalates restricts what a grant allows but grants nothing by
+// itself, so an identity with no rights cannot ask for an action.
+type mostRestrictive struct{ grant []bool }
+
+func (m mostRestrictive) MergeEffects(_ string, effects []effector.Effect, matches []float64, i, n int) (effector.Effect, int, error) {
 	if matches[i] != 0 && effects[i] == effector.Deny {
 		return effector.Deny, i, nil
 	}
 	if i < n-1 {
 		return effector.Indeterminate, -1, nil
+	}
+	granted := false
+	for j := 0; j < n; j++ {
+		if matches[j] != 0 && j < len(m.grant) && m.grant[j] {
+			granted = true
+			break
+		}
+	}
+	if !granted {
+		return effector.Deny, -1, nil
 	}
 	for _, want := range []effector.Effect{effector.Indeterminate, effector.Allow} {
 		for j := 0; j < n; j++ {

@@ -1,16 +1,16 @@
 package policy
 
 // CanEverUse reports whether some rule could ever give agent allow or
-// require_approval on tool: a rule of the agent's scope for the tool, or a
-// rule for *, with either effect, whatever its condition. It decides what
+// require_approval on tool: a rule of the agent's scope for the tool with
+// either effect, or an allow for *, whatever its condition. It decides what
 // tools/list shows; the decision itself is always Decide.
 func (p *Policy) CanEverUse(agent, tool string) bool {
-	if !p.known[agent] {
+	if !p.identities[agent] {
 		return false
 	}
 	scope := p.scopes[agent+"\x00"+tool]
 	for _, r := range p.Rules {
-		if r.Tool == tool && r.Effect != Deny && (r.Subject == "*" || scope[r.Subject]) {
+		if r.Tool == tool && r.Effect != Deny && (scope[r.Subject] || (r.Subject == "*" && r.Effect == Allow)) {
 			return true
 		}
 	}

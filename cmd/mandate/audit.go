@@ -3,27 +3,56 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
+const auditUsage = `Usage:
+  mandate audit verify [--db FILE]
+      check the hash chain; exit status 1 names the first broken record
+  mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
+                       [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--redact]
+      print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
+  mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
+      print the last records and, with -f, follow new ones
+`
+
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"audit: name a subcommand: export"}
+		fmt.Fprint(stderr, auditUsage)
+		return usageError{"audit: name a subcommand: verify, export or tail"}
 	}
 	switch args[0] {
+	case "verify":
+		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	case "export":
 		return runAuditExport(ctx, args[1:], stdout, stderr)
+	case "tail":
+		return runAuditTail(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, auditUsage)
+		return nil
 	}
-	return usageError{fmt.Sprintf("audit: unknown subcommand %q; use export", args[0])}
+	fmt.Fprint(stderr, auditUsage)
+	return usageError{fmt.Sprintf("audit: unknown subcommand %q; use verify, export or tail", args[0])}
 }
 
-func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit export", "mandate audit export [--db FILE]", stderr)
-	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database (env MANDATE_DB)")
+// errStop ends a walk over records early.
+var errStop = errors.New("stop")
+
+func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit verify", "mandate audit verify [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -32,11 +61,440 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer db.Close()
+	res, err := db.Verify(ctx)
+	var broken *storage.ChainError
+	if !errors.As(err, &broken) {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ok: %d records, head %s\n", res.Count, res.Head)
+		return nil
+	}
+	fmt.Fprintf(stdout, "broken: record %d: %s\n", broken.Seq, broken.Reason)
+	// Show the record as it is stored now, when there is one at that seq.
+	err = db.Records(ctx, storage.Filter{AfterSeq: broken.Seq - 1}, func(r *storage.Record) error {
+		if r.Seq == broken.Seq {
+			fmt.Fprintf(stdout, "record %d as stored: ", r.Seq)
+			if err := newEncoder(stdout).Encode(r); err != nil {
+				return err
+			}
+		}
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		fmt.Fprintf(stderr, "mandate: record %d could not be shown: %v\n", broken.Seq, err)
+	}
+	fmt.Fprintf(stdout, "the %d records before it are intact, ending at hash %s\n", res.Count, res.Head)
+	return fmt.Errorf("audit verify: the audit chain is broken at record %d", broken.Seq)
+}
+
+func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit export", "mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [filters] [--redact]", stderr)
+	dbPath := dbFlag(fs)
+	format := fs.String("format", "jsonl", "output format: jsonl, csv or ocsf (OCSF 1.3 API Activity events, one per line)")
+	var ff filterFlags
+	ff.register(fs)
+	redact := fs.Bool("redact", false, "mask customer personal data (email, phone, address, name) in arguments and errors")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	filter, err := ff.filter(time.Now())
+	if err != nil {
+		return err
+	}
 	w := bufio.NewWriter(stdout)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	if err := db.Records(ctx, storage.Filter{}, func(r *storage.Record) error { return enc.Encode(r) }); err != nil {
+	out, err := newRecordWriter(*format, w)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	err = db.Records(ctx, filter, func(r *storage.Record) error {
+		if *redact {
+			r = r.Redacted()
+		}
+		return out.write(r)
+	})
+	if err != nil {
+		return err
+	}
+	if err := out.flush(); err != nil {
 		return err
 	}
 	return w.Flush()
+}
+
+// tailPoll is how often `audit tail -f` looks for new records.
+const tailPoll = 200 * time.Millisecond
+
+func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit tail", "mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]", stderr)
+	dbPath := dbFlag(fs)
+	follow := fs.Bool("f", false, "keep printing new records as they are written, until interrupted")
+	n := fs.Int("n", 10, "how many of the last records to print first")
+	format := fs.String("format", "text", "output format: text, jsonl, csv or ocsf")
+	redact := fs.Bool("redact", false, "mask customer personal data (email, phone, address, name) in arguments and errors")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *n < 0 {
+		return usageError{"audit tail: -n must not be negative"}
+	}
+	w := bufio.NewWriter(stdout)
+	out, err := newRecordWriter(*format, w)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	head, _, err := db.Head(ctx)
+	if err != nil {
+		return err
+	}
+	last := max(head-int64(*n), 0)
+	emit := func() error {
+		err := db.Records(ctx, storage.Filter{AfterSeq: last}, func(r *storage.Record) error {
+			last = r.Seq
+			if *redact {
+				r = r.Redacted()
+			}
+			return out.write(r)
+		})
+		if err != nil {
+			return err
+		}
+		if err := out.flush(); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
+	if err := emit(); err != nil || !*follow {
+		return err
+	}
+	tick := time.NewTicker(tailPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if err := emit(); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// filterFlags are export's record filters.
+type filterFlags struct{ since, until, agent, tool, decision, action string }
+
+func (f *filterFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.since, "since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d")
+	fs.StringVar(&f.until, "until", "", "only records before this time, in the same forms as --since")
+	fs.StringVar(&f.agent, "agent", "", "only records of this agent (or, for approvals, approver)")
+	fs.StringVar(&f.tool, "tool", "", "only records of this tool")
+	fs.StringVar(&f.decision, "decision", "", "only records with this decision: allow, deny or require_approval")
+	fs.StringVar(&f.action, "action", "", "only records of this action_id")
+}
+
+func (f *filterFlags) filter(now time.Time) (storage.Filter, error) {
+	since, err := parseWhen("since", f.since, now)
+	if err != nil {
+		return storage.Filter{}, err
+	}
+	until, err := parseWhen("until", f.until, now)
+	if err != nil {
+		return storage.Filter{}, err
+	}
+	switch f.decision {
+	case "", policy.Allow, policy.Deny, policy.RequireApproval:
+	default:
+		return storage.Filter{}, usageError{fmt.Sprintf("--decision %q: use allow, deny or require_approval", f.decision)}
+	}
+	return storage.Filter{Since: since, Until: until, Agent: f.agent, Tool: f.tool, Decision: f.decision, ActionID: f.action}, nil
+}
+
+// parseWhen reads a time as RFC 3339, a date (midnight UTC), or a duration
+// before now: "90m", "24h", "7d".
+func parseWhen(name, s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	}
+	if err != nil || d < 0 {
+		return time.Time{}, usageError{fmt.Sprintf("--%s %q: use an RFC 3339 time such as 2026-11-25T09:00:00Z, a date, or a duration ago such as 24h or 7d", name, s)}
+	}
+	return now.Add(-d), nil
+}
+
+// recordWriter writes audit records in one output format.
+type recordWriter interface {
+	write(r *storage.Record) error
+	flush() error
+}
+
+func newRecordWriter(format string, w io.Writer) (recordWriter, error) {
+	switch format {
+	case "jsonl":
+		return jsonWriter{newEncoder(w), func(r *storage.Record) any { return r }}, nil
+	case "ocsf":
+		return jsonWriter{newEncoder(w), func(r *storage.Record) any { return ocsfEvent(r) }}, nil
+	case "csv":
+		cw := csv.NewWriter(w)
+		return csvWriter{cw}, cw.Write(csvHeader)
+	case "text":
+		return textWriter{w}, nil
+	}
+	return nil, usageError{fmt.Sprintf("--format %q: use jsonl, csv, ocsf or text", format)}
+}
+
+func newEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+type jsonWriter struct {
+	enc  *json.Encoder
+	form func(*storage.Record) any
+}
+
+func (j jsonWriter) write(r *storage.Record) error { return j.enc.Encode(j.form(r)) }
+func (j jsonWriter) flush() error                  { return nil }
+
+// csvHeader names the CSV columns as the JSON Lines export names its fields.
+var csvHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
+	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash"}
+
+type csvWriter struct{ w *csv.Writer }
+
+func (c csvWriter) write(r *storage.Record) error {
+	return c.w.Write([]string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
+		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
+		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash})
+}
+
+func (c csvWriter) flush() error { c.w.Flush(); return c.w.Error() }
+
+// textWriter prints one line per record for people following the trail.
+type textWriter struct{ w io.Writer }
+
+func (t textWriter) write(r *storage.Record) error {
+	line := fmt.Sprintf("%6d  %s  %-8s %-12s %-16s %-16s %-8s %-9s %s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
+		r.Phase, r.Agent, r.Tool, r.Decision, r.Outcome, r.ActionID, r.Args)
+	if r.Error != "" {
+		line += "  error: " + r.Error
+	}
+	_, err := fmt.Fprintln(t.w, line)
+	return err
+}
+
+func (t textWriter) flush() error { return nil }
+
+// OCSF (https://schema.ocsf.io) API Activity: what SIEMs ingest. Each audit
+// record becomes one event; what OCSF has no attribute for is in unmapped.
+const (
+	ocsfVersion       = "1.3.0"
+	ocsfClassUID      = 6003
+	ocsfCategoryUID   = 6
+	ocsfOther         = 99
+	ocsfInformational = 1
+)
+
+type ocsfAPIActivity struct {
+	ActivityID   int               `json:"activity_id"`
+	ActivityName string            `json:"activity_name"`
+	CategoryUID  int               `json:"category_uid"`
+	CategoryName string            `json:"category_name"`
+	ClassUID     int               `json:"class_uid"`
+	ClassName    string            `json:"class_name"`
+	TypeUID      int               `json:"type_uid"`
+	TypeName     string            `json:"type_name"`
+	Time         int64             `json:"time"`
+	Duration     int64             `json:"duration"`
+	SeverityID   int               `json:"severity_id"`
+	Severity     string            `json:"severity"`
+	StatusID     int               `json:"status_id"`
+	Status       string            `json:"status"`
+	StatusDetail string            `json:"status_detail,omitempty"`
+	Message      string            `json:"message"`
+	Actor        ocsfActor         `json:"actor"`
+	API          ocsfAPI           `json:"api"`
+	SrcEndpoint  ocsfEndpoint      `json:"src_endpoint"`
+	Resources    []ocsfResource    `json:"resources,omitempty"`
+	Metadata     ocsfMetadata      `json:"metadata"`
+	Unmapped     ocsfUnmappedAudit `json:"unmapped"`
+}
+
+type ocsfActor struct {
+	User struct {
+		Name string `json:"name"`
+	} `json:"user"`
+}
+
+type ocsfAPI struct {
+	Operation string `json:"operation"`
+	Request   struct {
+		UID string `json:"uid"`
+	} `json:"request"`
+	Response *ocsfResponse `json:"response,omitempty"`
+}
+
+type ocsfResponse struct {
+	Error        string `json:"error"`
+	ErrorMessage string `json:"error_message,omitempty"`
+}
+
+type ocsfEndpoint struct {
+	Name string `json:"name"`
+}
+
+type ocsfResource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type ocsfMetadata struct {
+	Version string `json:"version"`
+	Product struct {
+		Name       string `json:"name"`
+		VendorName string `json:"vendor_name"`
+		Version    string `json:"version"`
+	} `json:"product"`
+	UID            string `json:"uid"`
+	CorrelationUID string `json:"correlation_uid"`
+	Sequence       int64  `json:"sequence"`
+	LogName        string `json:"log_name"`
+	EventCode      string `json:"event_code"`
+	OriginalTime   string `json:"original_time"`
+}
+
+type ocsfUnmappedAudit struct {
+	Seq           int64           `json:"seq"`
+	Decision      string          `json:"decision"`
+	Rule          string          `json:"rule"`
+	PolicyVersion string          `json:"policy_version"`
+	ActionID      string          `json:"action_id"`
+	Phase         string          `json:"phase"`
+	Outcome       string          `json:"outcome"`
+	Args          json.RawMessage `json:"args,omitempty"`
+	Attrs         json.RawMessage `json:"attrs,omitempty"`
+	PrevHash      string          `json:"prev_hash"`
+	Hash          string          `json:"hash"`
+}
+
+// ocsfActivities maps each tool to an API Activity activity_id: reads are
+// Read, a refund creates one, the other actions update what exists.
+var ocsfActivities = map[string]struct {
+	id   int
+	name string
+}{
+	"get_order": {2, "Read"}, "get_customer": {2, "Read"}, "find_customer": {2, "Read"}, "get_action_status": {2, "Read"},
+	"refund_order": {1, "Create"}, "cancel_order": {3, "Update"}, "update_account": {3, "Update"},
+}
+
+func ocsfEvent(r *storage.Record) ocsfAPIActivity {
+	act, ok := ocsfActivities[r.Tool]
+	switch {
+	case r.Phase == storage.PhaseApproval:
+		act.id, act.name = ocsfOther, "Approval"
+	case !ok:
+		act.id, act.name = ocsfOther, "Other"
+	}
+	statusID, status, detail := ocsfStatus(r)
+	e := ocsfAPIActivity{
+		ActivityID: act.id, ActivityName: act.name,
+		CategoryUID: ocsfCategoryUID, CategoryName: "Application Activity",
+		ClassUID: ocsfClassUID, ClassName: "API Activity",
+		TypeUID: ocsfClassUID*100 + act.id, TypeName: "API Activity: " + act.name,
+		Time: r.Time.UnixMilli(), Duration: r.Duration.Milliseconds(),
+		SeverityID: ocsfInformational, Severity: "Informational",
+		StatusID: statusID, Status: status, StatusDetail: detail,
+		Message:     fmt.Sprintf("%s %s %s: %s", r.Agent, r.Phase, r.Tool, status),
+		SrcEndpoint: ocsfEndpoint{Name: r.Agent},
+		Unmapped: ocsfUnmappedAudit{Seq: r.Seq, Decision: r.Decision, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
+			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
+			PrevHash: r.PrevHash, Hash: r.Hash},
+	}
+	e.Actor.User.Name = r.Agent
+	e.API.Operation = r.Tool
+	e.API.Request.UID = r.ActionID
+	if r.Error != "" {
+		e.API.Response = &ocsfResponse{Error: r.Outcome, ErrorMessage: r.Error}
+	}
+	e.Resources = ocsfResources(r.Args)
+	m := &e.Metadata
+	m.Version = ocsfVersion
+	m.Product.Name, m.Product.VendorName, m.Product.Version = "Mandate", "Mandate", version
+	m.UID, m.CorrelationUID, m.Sequence = r.Hash, r.ActionID, r.Seq
+	m.LogName, m.EventCode, m.OriginalTime = "audit", r.Phase, r.Time.UTC().Format(time.RFC3339Nano)
+	return e
+}
+
+// ocsfStatus maps a record's decision and outcome to an OCSF status:
+// success when something was done or read, failure when it was refused or
+// failed, other while it is still under way or waiting for a person.
+func ocsfStatus(r *storage.Record) (int, string, string) {
+	switch r.Outcome {
+	case storage.StatusExecuted, "read", storage.StatusApproved:
+		return 1, "Success", r.Outcome
+	case storage.StatusFailed, "refused", storage.StatusDenied, storage.StatusExpired:
+		detail := r.Outcome
+		if r.Decision == policy.Deny {
+			detail = "refused by the rules: " + r.Rule
+		}
+		if r.Error != "" {
+			detail += ": " + r.Error
+		}
+		return 2, "Failure", detail
+	case storage.StatusPending:
+		return ocsfOther, "Pending approval", "a person must approve it: " + r.Rule
+	case "":
+		return ocsfOther, "Attempted", "allowed; the outcome is recorded separately"
+	}
+	return ocsfOther, r.Outcome, r.Error
+}
+
+// ocsfResources names the order or customer a call was about.
+func ocsfResources(args json.RawMessage) []ocsfResource {
+	var ids struct {
+		OrderID    string `json:"order_id"`
+		CustomerID string `json:"customer_id"`
+		ActionID   string `json:"action_id"`
+	}
+	_ = json.Unmarshal(args, &ids)
+	var out []ocsfResource
+	for _, r := range []ocsfResource{{"order", ids.OrderID}, {"customer", ids.CustomerID}, {"action", ids.ActionID}} {
+		if r.UID != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func jsonOrNil(b json.RawMessage) json.RawMessage {
+	if !json.Valid(b) {
+		return nil
+	}
+	return b
 }

@@ -29,6 +29,13 @@ Usage:
   mandate audit export [--db FILE]       print the audit trail as JSON Lines
   mandate store import --store FILE DATA.json
                                          load customers and orders into the embedded store
+  mandate policy check|explain|test|replay
+                                         lint, explain, test or replay the rules (docs/policy.md)
+  mandate approvals list [--status S] | show ID | approve ID --as NAME [--comment C] | deny ID --as NAME --comment C
+                                         review actions waiting for a person
+  mandate admin   [--listen 127.0.0.1:8080]
+                                         the approvals and audit web page
+  mandate admin user add NAME            add an approver (password on stdin)
   mandate version
 
 Run 'mandate COMMAND -h' for a command's flags. Every flag has an environment
@@ -73,6 +80,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runAudit(ctx, rest, stdout, stderr)
 	case "store":
 		return runStore(ctx, rest, stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, rest, stdout, stderr)
+	case "approvals":
+		return runApprovals(ctx, rest, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, rest, stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mandate", version)
 		return nil

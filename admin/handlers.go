@@ -1,0 +1,319 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+)
+
+var funcs = template.FuncMap{
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05")
+	},
+	"isAction": func(tool string) bool { return policy.Tools[tool].Action },
+	"args":     argsText,
+	// ruleRef is the file:line of a rule's text, or the text when it has none
+	// (a default deny).
+	"ruleRef": func(rule string) string {
+		if ref, _, ok := strings.Cut(rule, ": p, "); ok {
+			return ref
+		}
+		return rule
+	},
+	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"short": func(s string, n int) string {
+		if len(s) <= n {
+			return s
+		}
+		return s[:n] + "…"
+	},
+}
+
+// item is one action as a person reviewing it needs to see it: what the
+// agent wanted and why, on whose account, and why it was escalated.
+type item struct {
+	*storage.Action
+	Approval storage.Approval
+	Args     map[string]string
+	What     string
+	Reason   string
+	Amount   string
+	Field    string
+	Value    string
+	TimeLeft string
+	Urgent   bool
+	Order    *tools.OrderView
+	Customer *tools.CustomerView
+	// Missing says what context could not be read from the store.
+	Missing string
+}
+
+func (s *Server) item(ctx context.Context, a *storage.Action) item {
+	it := item{Action: a, Args: map[string]string{}}
+	var raw map[string]any
+	_ = json.Unmarshal(a.Args, &raw)
+	for k, v := range raw {
+		it.Args[k] = fmt.Sprint(v)
+	}
+	it.Reason, it.Field, it.Value = it.Args["reason"], it.Args["field"], it.Args["value"]
+	be := s.cfg.Deps.Backend
+	customerID := it.Args["customer_id"]
+	if id := it.Args["order_id"]; id != "" && be.Orders != nil {
+		if o, err := be.Orders.Order(ctx, id); err == nil {
+			v := tools.OrderView{ID: o.ID, CustomerID: o.CustomerID, Status: o.Status, Currency: o.Total.Currency,
+				Total: o.Total.String(), Refunded: o.Refunded.String(), Refundable: o.Refundable().String(), CreatedAt: o.CreatedAt}
+			it.Order, customerID = &v, o.CustomerID
+		} else {
+			it.Missing = "order " + id + ": " + mandate.ErrorMessage(err)
+		}
+	}
+	if customerID != "" && be.Customers != nil {
+		if c, err := be.Customers.Customer(ctx, customerID); err == nil {
+			it.Customer = &tools.CustomerView{ID: c.ID, Name: c.Name, Email: c.Email, Phone: c.Phone, ShippingAddress: c.ShippingAddress, CreatedAt: c.CreatedAt}
+		} else {
+			it.Missing = "customer " + customerID + ": " + mandate.ErrorMessage(err)
+		}
+	}
+	switch a.Tool {
+	case "refund_order":
+		it.Amount = it.Args["amount"]
+		if it.Order != nil {
+			it.Amount += " " + it.Order.Currency
+		}
+		it.What = "Refund " + it.Amount + " on order " + it.Args["order_id"]
+	case "cancel_order":
+		it.What = "Cancel order " + it.Args["order_id"]
+	case "update_account":
+		it.What = "Change the " + strings.ReplaceAll(it.Field, "_", " ") + " of customer " + customerID
+	default:
+		it.What = a.Tool
+	}
+	if a.Status == storage.StatusPending {
+		left := a.ExpiresAt.Sub(s.now())
+		it.TimeLeft, it.Urgent = remaining(left), left < time.Hour
+	}
+	return it
+}
+
+// argsText shows JSON arguments as key=value pairs for a table cell.
+func argsText(raw json.RawMessage) string {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return string(raw)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%v", k, m[k])
+	}
+	return b.String()
+}
+
+// remaining formats time left for people: "3 h 12 min", "9 min", "expired".
+func remaining(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "expired"
+	case d < time.Minute:
+		return "under a minute"
+	case d < time.Hour:
+		return fmt.Sprintf("%d min", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
+}
+
+type queueData struct {
+	Items []item
+}
+
+func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	if _, err := s.cfg.Deps.DB.ExpirePending(ctx, s.now()); err != nil {
+		s.fail(w, err)
+		return
+	}
+	acts, err := s.cfg.Deps.DB.Actions(ctx, storage.ActionFilter{Status: storage.StatusPending})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var d queueData
+	// Soonest to expire first: that is the order to work through them.
+	for i := len(acts) - 1; i >= 0; i-- {
+		d.Items = append(d.Items, s.item(ctx, acts[i]))
+	}
+	s.render(w, http.StatusOK, "queue", page{Title: "Approvals", User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
+}
+
+type actionData struct {
+	Item      item
+	Records   []*storage.Record
+	CanDecide bool
+	Error     string
+}
+
+func (s *Server) action(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.renderAction(w, r, sess, http.StatusOK, "")
+}
+
+func (s *Server) renderAction(w http.ResponseWriter, r *http.Request, sess *session, code int, msg string) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	a, err := s.cfg.Deps.DB.Action(ctx, id)
+	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+		http.NotFound(w, r)
+		return
+	} else if err != nil {
+		s.fail(w, err)
+		return
+	}
+	d := actionData{Item: s.item(ctx, a), Error: msg}
+	if d.Item.Approval, err = s.cfg.Deps.DB.Approval(ctx, id); err != nil {
+		s.fail(w, err)
+		return
+	}
+	err = s.cfg.Deps.DB.Records(ctx, storage.Filter{ActionID: id}, func(rec *storage.Record) error {
+		d.Records = append(d.Records, rec)
+		return nil
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	d.CanDecide = a.Status == storage.StatusPending && s.now().Before(a.ExpiresAt) && a.Agent != sess.User
+	s.render(w, code, "action", page{Title: d.Item.What, User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
+}
+
+// decide approves or denies the action in the path as the logged-in user.
+func (s *Server) decide(approve bool) func(http.ResponseWriter, *http.Request, *session) {
+	return func(w http.ResponseWriter, r *http.Request, sess *session) {
+		id := r.PathValue("id")
+		comment := strings.TrimSpace(r.PostFormValue("comment"))
+		var err error
+		if approve {
+			_, err = tools.Approve(r.Context(), s.cfg.Deps, id, sess.User, comment)
+		} else {
+			_, err = tools.Deny(r.Context(), s.cfg.Deps, id, sess.User, comment)
+		}
+		s.cfg.Logger.Info("decision", "action_id", id, "user", sess.User, "approve", approve, "err", err)
+		if err != nil {
+			code := http.StatusConflict
+			switch mandate.ErrorCode(err) {
+			case mandate.ENOTFOUND:
+				http.NotFound(w, r)
+				return
+			case mandate.EDENIED:
+				code = http.StatusForbidden
+			case mandate.EINVALID:
+				code = http.StatusBadRequest
+			case mandate.EUNAVAILABLE, mandate.EINTERNAL:
+				code = http.StatusServiceUnavailable
+			}
+			s.renderAction(w, r, sess, code, mandate.ErrorMessage(err))
+			return
+		}
+		http.Redirect(w, r, "/actions/"+url.PathEscape(id), http.StatusSeeOther)
+	}
+}
+
+type auditData struct {
+	Filter     map[string]string
+	Records    []*storage.Record
+	Truncated  bool
+	Tools      []string
+	Decisions  []string
+	ChainOK    bool
+	ChainCount int64
+	ChainHead  string
+	ChainError string
+	FilterErr  string
+}
+
+// maxAuditRows bounds one page of the audit viewer: the newest matching.
+const maxAuditRows = 200
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	d := auditData{Filter: map[string]string{}, Tools: policy.ToolNames(),
+		Decisions: []string{policy.Allow, policy.RequireApproval, policy.Deny}}
+	for _, k := range []string{"agent", "tool", "decision", "action", "since", "until"} {
+		d.Filter[k] = strings.TrimSpace(q.Get(k))
+	}
+	f := storage.Filter{Agent: d.Filter["agent"], Tool: d.Filter["tool"], Decision: d.Filter["decision"], ActionID: d.Filter["action"]}
+	var err error
+	if f.Since, err = parseWhen(d.Filter["since"]); err != nil {
+		d.FilterErr = "since: " + err.Error()
+	}
+	if f.Until, err = parseWhen(d.Filter["until"]); err != nil {
+		d.FilterErr = "until: " + err.Error()
+	}
+	err = s.cfg.Deps.DB.Records(ctx, f, func(rec *storage.Record) error {
+		d.Records = append(d.Records, rec)
+		if len(d.Records) > maxAuditRows {
+			d.Records, d.Truncated = d.Records[1:], true
+		}
+		return nil
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	// Newest first.
+	for i, j := 0, len(d.Records)-1; i < j; i, j = i+1, j-1 {
+		d.Records[i], d.Records[j] = d.Records[j], d.Records[i]
+	}
+	res, err := s.cfg.Deps.DB.Verify(ctx)
+	var ce *storage.ChainError
+	switch {
+	case err == nil:
+		d.ChainOK, d.ChainCount, d.ChainHead = true, res.Count, res.Head
+	case errors.As(err, &ce):
+		d.ChainCount, d.ChainError = res.Count, ce.Error()
+	default:
+		s.fail(w, err)
+		return
+	}
+	s.render(w, http.StatusOK, "audit", page{Title: "Audit trail", User: sess.User, CSRF: sess.CSRF, Nav: "audit", Data: d})
+}
+
+// parseWhen reads a filter time as the browser's datetime-local input sends
+// it (taken as UTC) or as RFC 3339.
+func parseWhen(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339, "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time like 2026-03-01T14:00", s)
+}
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	s.cfg.Logger.Error("admin request failed", "err", err)
+	http.Error(w, "Something went wrong: "+mandate.ErrorMessage(err), http.StatusServiceUnavailable)
+}

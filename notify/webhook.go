@@ -1,0 +1,215 @@
+// Package notify tells people that an action is waiting for them: a
+// webhook posted when an agent's call ends pending approval, in a JSON body
+// that Slack's incoming webhooks accept ({"text": …}) and that other
+// receivers can read field by field.
+//
+// Posting never holds up the agent: the call's result is returned first,
+// and a background worker posts and retries with backoff. A notification
+// that still fails after its retries is logged and dropped; the pending
+// action itself is durable in the database and visible on the admin page
+// whatever happens to the notification.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// Message is the webhook's JSON body. Text is what Slack shows; the other
+// fields are for receivers that route or link.
+type Message struct {
+	Text      string    `json:"text"`
+	ActionID  string    `json:"action_id"`
+	Agent     string    `json:"agent"`
+	Tool      string    `json:"tool"`
+	Rule      string    `json:"rule"`
+	ExpiresAt time.Time `json:"expires_at"`
+	URL       string    `json:"url,omitempty"`
+}
+
+// Webhook posts Messages to URL from a background worker.
+type Webhook struct {
+	URL string
+	// DB is where the worker reads the pending action.
+	DB *storage.DB
+	// AdminURL, when set, is the admin page's base URL; messages link to
+	// the action there.
+	AdminURL string
+	Client   *http.Client
+	Logger   *slog.Logger
+	// Attempts is how many times one message is tried; Backoff is the wait
+	// before the second try, doubling after each failure.
+	Attempts int
+	Backoff  time.Duration
+
+	queue chan string
+	wg    sync.WaitGroup
+	stop  context.CancelFunc
+}
+
+// queueSize bounds messages waiting to be posted; beyond it new ones are
+// dropped (and logged) rather than held in memory or blocking a call.
+const queueSize = 256
+
+// Start starts the worker. Close stops it.
+func (w *Webhook) Start(ctx context.Context) {
+	if w.Client == nil {
+		w.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if w.Logger == nil {
+		w.Logger = slog.New(slog.DiscardHandler)
+	}
+	if w.Attempts <= 0 {
+		w.Attempts = 5
+	}
+	if w.Backoff <= 0 {
+		w.Backoff = time.Second
+	}
+	w.queue = make(chan string, queueSize)
+	ctx, w.stop = context.WithCancel(ctx)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id := <-w.queue:
+				a, err := w.DB.Action(ctx, id)
+				if err != nil {
+					w.Logger.Error("notification: action not readable", "action_id", id, "err", err)
+					continue
+				}
+				w.deliver(ctx, w.message(a))
+			}
+		}
+	}()
+}
+
+// Close stops the worker, abandoning messages not yet delivered, and waits
+// for it to finish.
+func (w *Webhook) Close() {
+	if w.stop != nil {
+		w.stop()
+	}
+	w.wg.Wait()
+}
+
+// Pending queues a notification about the pending action id. It never
+// blocks: the action is read and the message posted by the worker.
+func (w *Webhook) Pending(id string) {
+	select {
+	case w.queue <- id:
+	default:
+		w.Logger.Warn("notification queue full; dropped", "action_id", id)
+	}
+}
+
+// message describes a pending action for people. It names the order or
+// customer and the amount, never the new value of an account change.
+func (w *Webhook) message(a *storage.Action) Message {
+	m := Message{ActionID: a.ID, Agent: a.Agent, Tool: a.Tool, Rule: a.Rule, ExpiresAt: a.ExpiresAt.UTC()}
+	if w.AdminURL != "" {
+		m.URL = strings.TrimRight(w.AdminURL, "/") + "/actions/" + a.ID
+	}
+	var args map[string]any
+	_ = json.Unmarshal(a.Args, &args)
+	var what []string
+	for _, k := range []string{"order_id", "customer_id", "amount", "field"} {
+		if v, ok := args[k]; ok {
+			what = append(what, fmt.Sprintf("%s %v", k, v))
+		}
+	}
+	m.Text = fmt.Sprintf("Approval needed: %s wants %s (%s). Reference %s, expires %s.",
+		a.Agent, a.Tool, strings.Join(what, ", "), a.ID, m.ExpiresAt.Format(time.RFC3339))
+	if m.URL != "" {
+		m.Text += " Review it: " + m.URL
+	}
+	return m
+}
+
+// deliver posts m, retrying with doubling backoff on errors and on 429 and
+// 5xx answers; a 4xx other than 429 will not improve and is not retried.
+func (w *Webhook) deliver(ctx context.Context, m Message) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		w.Logger.Error("notification not encodable", "err", err)
+		return
+	}
+	wait := w.Backoff
+	for attempt := 1; ; attempt++ {
+		retry, err := w.post(ctx, body)
+		if err == nil {
+			w.Logger.Debug("notified", "action_id", m.ActionID, "attempt", attempt)
+			return
+		}
+		if !retry || attempt >= w.Attempts {
+			w.Logger.Warn("notification failed; giving up", "action_id", m.ActionID, "attempts", attempt, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func (w *Webhook) post(ctx context.Context, body []byte) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.Client.Do(req)
+	if err != nil {
+		return true, err
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode < 300:
+		return false, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return true, fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return false, fmt.Errorf("webhook answered %s", resp.Status)
+}
+
+// Middleware is an MCP server option that queues a notification whenever a
+// tool call ends pending approval; the call's result goes back to the agent
+// unchanged and at once.
+//
+//	tools.NewServer(deps, version, notify.Middleware(hook))
+func Middleware(w *Webhook) server.ServerOption {
+	return server.WithToolHandlerMiddleware(func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
+		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			res, err := next(ctx, req)
+			if err == nil && res != nil {
+				switch r := res.StructuredContent.(type) {
+				case *tools.ActionResult:
+					if r.Status == storage.StatusPending {
+						w.Pending(r.ActionID)
+					}
+				case tools.ActionResult:
+					if r.Status == storage.StatusPending {
+						w.Pending(r.ActionID)
+					}
+				}
+			}
+			return res, err
+		}
+	})
+}

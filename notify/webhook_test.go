@@ -1,0 +1,201 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// receiver is a webhook endpoint on 127.0.0.1 that answers with the codes
+// in plan, in turn (200 once they run out), and keeps every body.
+type receiver struct {
+	mu     sync.Mutex
+	plan   []int
+	bodies [][]byte
+	hold   chan struct{} // if set, each request waits for it to close
+	srv    *httptest.Server
+}
+
+func newReceiver(t *testing.T, plan ...int) *receiver {
+	r := &receiver{plan: plan}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.hold != nil {
+			select {
+			case <-r.hold:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		b, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.bodies = append(r.bodies, b)
+		code := http.StatusOK
+		if len(r.plan) > 0 {
+			code, r.plan = r.plan[0], r.plan[1:]
+		}
+		r.mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) first() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bodies[0]
+}
+
+func (r *receiver) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.bodies)
+}
+
+// waitFor polls until cond holds or a few seconds pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// agentClient serves the real tools as demo-agent in process, with the
+// webhook middleware, over a fresh database and demo store.
+func agentClient(t *testing.T, hook *Webhook) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	db, err := storage.Open(ctx, filepath.Join(dir, "mandate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	hook.DB = db
+	hook.Start(ctx)
+	t.Cleanup(hook.Close)
+	d := &tools.Deps{Agent: "demo-agent", Policy: policy.NewEngine(pol), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
+	c, err := client.NewInProcessClient(tools.NewServer(d, "test", Middleware(hook)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func refund(t *testing.T, c *client.Client, order, amount string) tools.ActionResult {
+	t.Helper()
+	res, err := c.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order",
+		Arguments: map[string]any{"order_id": order, "amount": amount, "reason": "late"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out tools.ActionResult
+	b, _ := json.Marshal(res.StructuredContent)
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestWebhookDelivery(t *testing.T) {
+	tests := []struct {
+		name         string
+		plan         []int
+		wantAttempts int
+	}{
+		{"first try", nil, 1},
+		{"retried after server errors", []int{503, 500}, 3},
+		{"retried after 429", []int{429}, 2},
+		{"gives up after its attempts", []int{500, 500, 500, 500, 500, 500}, 3},
+		{"a client error is not retried", []int{400}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReceiver(t, tt.plan...)
+			hook := &Webhook{URL: r.srv.URL, AdminURL: "http://127.0.0.1:8080/", Attempts: 3, Backoff: 5 * time.Millisecond}
+			c := agentClient(t, hook)
+			if res := refund(t, c, "ord_1001", "10.00"); res.Status != storage.StatusExecuted {
+				t.Fatalf("small refund: %+v", res)
+			}
+			pending := refund(t, c, "ord_1002", "150.00")
+			if pending.Status != storage.StatusPending {
+				t.Fatalf("middle refund: %+v, want pending", pending)
+			}
+			waitFor(t, "the webhook", func() bool { return r.count() >= tt.wantAttempts })
+			time.Sleep(50 * time.Millisecond) // room for a wrong extra attempt
+			if n := r.count(); n != tt.wantAttempts {
+				t.Fatalf("%d posts, want %d", n, tt.wantAttempts)
+			}
+			var m Message
+			if err := json.Unmarshal(r.first(), &m); err != nil {
+				t.Fatalf("body %s: %v", r.first(), err)
+			}
+			if m.ActionID != pending.ActionID || m.Agent != "demo-agent" || m.Tool != "refund_order" ||
+				m.URL != "http://127.0.0.1:8080/actions/"+pending.ActionID || m.ExpiresAt.IsZero() {
+				t.Fatalf("message = %+v", m)
+			}
+			for _, want := range []string{"Approval needed", "demo-agent", "order_id ord_1002", "amount 150.00", pending.ActionID} {
+				if !strings.Contains(m.Text, want) {
+					t.Fatalf("text %q lacks %q", m.Text, want)
+				}
+			}
+		})
+	}
+}
+
+// TestWebhookNeverBlocks holds the receiver's answer: the agent's call
+// still returns at once, and the message arrives once released.
+func TestWebhookNeverBlocks(t *testing.T) {
+	r := newReceiver(t)
+	r.hold = make(chan struct{})
+	hook := &Webhook{URL: r.srv.URL, Attempts: 1}
+	c := agentClient(t, hook)
+	start := time.Now()
+	res := refund(t, c, "ord_1002", "150.00")
+	if took := time.Since(start); took > 2*time.Second || res.Status != storage.StatusPending {
+		t.Fatalf("pending call took %s (%+v)", took, res)
+	}
+	if n := r.count(); n != 0 {
+		t.Fatalf("%d bodies received while the receiver is held", n)
+	}
+	close(r.hold)
+	waitFor(t, "the held webhook", func() bool { return r.count() == 1 })
+}

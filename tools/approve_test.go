@@ -1,0 +1,302 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// approvalEnv is the real path: the shipped policy, a gateway database and
+// the embedded store seeded with the demo shop, in temporary files.
+type approvalEnv struct {
+	d     *Deps
+	st    *store.Store
+	path  string // the gateway database
+	skew  atomic.Int64
+	tools map[string]server.ServerTool
+}
+
+func newApprovalEnv(t *testing.T, policyText []byte) *approvalEnv {
+	t.Helper()
+	ctx := context.Background()
+	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: policyText})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	e := &approvalEnv{path: filepath.Join(dir, "mandate.db")}
+	db, err := storage.Open(ctx, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.Now = e.now
+	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e.st = st
+	e.d = &Deps{Policy: policy.NewEngine(pol), DB: db, Now: e.now, ApprovalTTL: time.Hour,
+		Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
+	e.tools = map[string]server.ServerTool{}
+	for _, s := range ServerTools(e.d) {
+		e.tools[s.Tool.Name] = s
+	}
+	return e
+}
+
+// now is the real time moved on by the skew a test sets.
+func (e *approvalEnv) now() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
+
+func (e *approvalEnv) call(t *testing.T, agent, tool string, args map[string]any, out any) {
+	t.Helper()
+	ctx := WithAgent(context.Background(), agent)
+	res, err := e.tools[tool].Handler(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: tool, Arguments: args}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res.StructuredContent)
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s result %s: %v", tool, b, err)
+	}
+}
+
+// pendingRefund asks for a refund through the real guard and returns the
+// pending action's id.
+func (e *approvalEnv) pendingRefund(t *testing.T, agent, order, amount string) string {
+	t.Helper()
+	var res ActionResult
+	e.call(t, agent, "refund_order", map[string]any{"order_id": order, "amount": amount, "reason": "late delivery"}, &res)
+	if res.Decision != policy.RequireApproval || res.Status != storage.StatusPending {
+		t.Fatalf("refund of %s on %s by %s: %+v, want a pending approval", amount, order, agent, res)
+	}
+	return res.ActionID
+}
+
+func (e *approvalEnv) status(t *testing.T, agent, id string) ActionStatus {
+	t.Helper()
+	var st ActionStatus
+	e.call(t, agent, "get_action_status", map[string]any{"action_id": id}, &st)
+	return st
+}
+
+func (e *approvalEnv) refunded(t *testing.T, order string) string {
+	t.Helper()
+	o, err := e.st.Order(context.Background(), order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Refunded.String()
+}
+
+func (e *approvalEnv) approvalRecords(t *testing.T, id string) []string {
+	t.Helper()
+	var out []string
+	err := e.d.DB.Records(context.Background(), storage.Filter{ActionID: id}, func(r *storage.Record) error {
+		out = append(out, r.Phase+"/"+r.Outcome+"/"+r.Agent)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestApprove(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		policy     string // replaces the shipped policy's text old→new, if set
+		agent      string
+		amount     string
+		approver   string
+		deny       bool
+		before     func(t *testing.T, e *approvalEnv)
+		wantErr    string // error code
+		wantStatus string // the agent's view afterwards
+		refunded   string // ord_1002 afterwards
+		wantTrail  []string
+	}{
+		{name: "supervisor approves: executes once", agent: "demo-agent", amount: "150.00", approver: "alice",
+			wantStatus: storage.StatusExecuted, refunded: "150.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/approved/alice", "outcome/executed/demo-agent"}},
+		{name: "supervisor denies", agent: "demo-agent", amount: "150.00", approver: "bob", deny: true,
+			wantStatus: storage.StatusDenied, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/denied/bob"}},
+		{name: "requester cannot approve its own action", agent: "demo-agent", amount: "150.00", approver: "demo-agent",
+			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent"}},
+		{name: "an agent without an approval rule cannot approve", agent: "demo-agent", amount: "150.00", approver: "senior-bot",
+			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/senior-bot"}},
+		{name: "approver's own limit", policy: "amount <= 2000.00, allow|amount <= 100.00, allow",
+			agent: "demo-agent", amount: "150.00", approver: "alice",
+			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/alice"}},
+		{name: "expired", agent: "demo-agent", amount: "150.00", approver: "alice",
+			before:  func(t *testing.T, e *approvalEnv) { e.skew.Store(int64(2 * time.Hour)) },
+			wantErr: mandate.ECONFLICT, wantStatus: storage.StatusExpired, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/expired/" + storage.ExpiryAgent}},
+		{name: "no longer refundable: the current policy denies it", agent: "senior-bot", amount: "1500.00", approver: "alice",
+			before: func(t *testing.T, e *approvalEnv) {
+				if _, err := e.st.Refund(ctx, backend.RefundRequest{OrderID: "ord_1002", Amount: mandate.Money{Minor: 200000, Currency: "USD"},
+					Reason: "elsewhere", IdempotencyKey: "k1"}); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: mandate.EDENIED, wantStatus: storage.StatusDenied, refunded: "2000.00",
+			wantTrail: []string{"attempt/pending/senior-bot", "approval/denied/alice"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := string(mandate.DefaultPolicy)
+			if tt.policy != "" {
+				old, repl, _ := strings.Cut(tt.policy, "|")
+				text = strings.Replace(text, old, repl, 1)
+			}
+			e := newApprovalEnv(t, []byte(text))
+			id := e.pendingRefund(t, tt.agent, "ord_1002", tt.amount)
+			if tt.before != nil {
+				tt.before(t, e)
+			}
+			var act *storage.Action
+			var err error
+			if tt.deny {
+				act, err = Deny(ctx, e.d, id, tt.approver, "already compensated <b>by phone</b>")
+			} else {
+				act, err = Approve(ctx, e.d, id, tt.approver, "fine")
+			}
+			if code := mandate.ErrorCode(err); code != tt.wantErr {
+				t.Fatalf("error = %v, want code %q", err, tt.wantErr)
+			}
+			if err == nil && act.Status != tt.wantStatus {
+				t.Fatalf("returned status %q, want %q", act.Status, tt.wantStatus)
+			}
+			st := e.status(t, tt.agent, id)
+			if st.Status != tt.wantStatus {
+				t.Fatalf("get_action_status = %+v, want %s", st, tt.wantStatus)
+			}
+			if got := e.refunded(t, "ord_1002"); got != tt.refunded {
+				t.Fatalf("ord_1002 refunded %s, want %s", got, tt.refunded)
+			}
+			trail := e.approvalRecords(t, id)
+			if strings.Join(trail, " ") != strings.Join(tt.wantTrail, " ") {
+				t.Fatalf("audit trail:\n got %v\nwant %v", trail, tt.wantTrail)
+			}
+			switch tt.wantStatus {
+			case storage.StatusExecuted:
+				if st.DecidedBy != tt.approver || len(st.Result) == 0 || !strings.Contains(st.Message, "approved") {
+					t.Fatalf("executed status lacks approver or result: %+v", st)
+				}
+			case storage.StatusDenied:
+				if st.DecidedBy != tt.approver || st.Comment == "" || !strings.Contains(st.Message, st.Comment) {
+					t.Fatalf("denied status lacks approver or comment: %+v", st)
+				}
+			}
+		})
+	}
+}
+
+func TestApproveOtherTools(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	var res ActionResult
+	e.call(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.l@example.com"}, &res)
+	if res.Status != storage.StatusPending {
+		t.Fatalf("email change: %+v, want pending", res)
+	}
+	act, err := Approve(ctx, e.d, res.ActionID, "bob", "")
+	if err != nil || act.Status != storage.StatusExecuted {
+		t.Fatalf("Approve = %+v, %v; want executed", act, err)
+	}
+	c, err := e.st.Customer(ctx, "cus_ada")
+	if err != nil || c.Email != "ada.l@example.com" {
+		t.Fatalf("cus_ada email = %q, %v", c.Email, err)
+	}
+	if _, err := Approve(ctx, e.d, res.ActionID, "alice", ""); mandate.ErrorCode(err) != mandate.ECONFLICT {
+		t.Fatalf("approving again: %v, want conflict", err)
+	}
+	if _, err := Deny(ctx, e.d, "act_missing", "alice", "no"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("unknown action: %v, want not_found", err)
+	}
+	if _, err := Deny(ctx, e.d, res.ActionID, "alice", ""); mandate.ErrorCode(err) != mandate.EINVALID {
+		t.Fatalf("deny without comment: %v, want invalid", err)
+	}
+}
+
+// TestApproveRace has two approvers on two database handles (two admin
+// processes) approve the same action at once, and in other rounds an
+// approver race the expiry sweep: the refund is made at most once, and
+// exactly once when an approval wins.
+func TestApproveRace(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	db2, err := storage.Open(ctx, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	db2.Now = e.now
+	d2 := *e.d
+	d2.DB = db2
+	want := int64(0)
+	for round := range 4 {
+		id := e.pendingRefund(t, "demo-agent", "ord_1002", "60.00")
+		var wg sync.WaitGroup
+		var executed atomic.Int32
+		for i, d := range []*Deps{e.d, &d2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if round%2 == 1 && i == 1 {
+					if _, err := d.DB.ExpirePending(ctx, e.now().Add(2*time.Hour)); err != nil {
+						t.Error(err)
+					}
+					return
+				}
+				act, err := Approve(ctx, d, id, []string{"alice", "bob"}[i], "")
+				if err == nil && act.Status == storage.StatusExecuted {
+					executed.Add(1)
+				} else if err != nil && mandate.ErrorCode(err) != mandate.ECONFLICT {
+					t.Errorf("Approve: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		st := e.status(t, "demo-agent", id)
+		switch executed.Load() {
+		case 1:
+			want += 6000
+			if st.Status != storage.StatusExecuted {
+				t.Fatalf("round %d: one execution but status %s", round, st.Status)
+			}
+		case 0:
+			if round%2 == 0 || st.Status != storage.StatusExpired {
+				t.Fatalf("round %d: no execution, status %s", round, st.Status)
+			}
+		default:
+			t.Fatalf("round %d: executed %d times", round, executed.Load())
+		}
+		o, err := e.st.Order(ctx, "ord_1002")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Refunded.Minor != want {
+			t.Fatalf("round %d: refunded %d minor units, want %d", round, o.Refunded.Minor, want)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+package tools
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/mandatehq/mandate"
+)
+
+// FuzzBindRefund feeds arbitrary JSON to bind with refund_order's argument
+// type, as a tools/call would. It must never panic, and either refuse with
+// an invalid error the agent can act on or produce arguments that validate
+// and survive being audited and bound again unchanged.
+func FuzzBindRefund(f *testing.F) {
+	for _, s := range []string{
+		`{"order_id":"ord_1001","amount":"30.00","reason":"Item arrived scratched"}`,
+		`{"order_id":"ord_1001","amount":30.5,"reason":"x"}`,
+		`{"order_id":"ord_1001","amount":1e400,"reason":"x"}`,
+		`{"order_id":"ord_1001","amount":{"value":"30.00"},"reason":"x"}`,
+		`{"order_id":7,"amount":"30.00","reason":"x"}`,
+		`{"order_id":"ord_1001","amount":"30.00","reason":"x","currency":"EUR"}`,
+		`{"order_id":"   ","amount":"30.00","reason":"x"}`,
+		`{"order_id":"ord_1001","amount":null,"reason":null}`,
+		`{}`, `null`, `[]`, `"ord_1001"`, `{"amount":"-5"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	names := argNames(refundOrder().(spec[refundArgs]).tool.InputSchema.Properties)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var raw any
+		if err := json.Unmarshal(data, &raw); err != nil {
+			return
+		}
+		var a refundArgs
+		err := bind(raw, &a, names)
+		if err != nil {
+			var me *mandate.Error
+			if !errors.As(err, &me) || me.Code != mandate.EINVALID || me.Message == "" {
+				t.Fatalf("bind(%s) = %#v, want a *mandate.Error with code invalid", data, err)
+			}
+			return
+		}
+		if err := a.validate(); err != nil {
+			t.Fatalf("bind(%s) accepted %+v, which does not validate: %v", data, a, err)
+		}
+		// What is audited is canonical(a); bound again it must be the same.
+		var again map[string]any
+		if err := json.Unmarshal(canonical(a), &again); err != nil {
+			t.Fatalf("canonical(%+v) is not a JSON object: %v", a, err)
+		}
+		var b refundArgs
+		if err := bind(again, &b, names); err != nil || b != a {
+			t.Fatalf("rebinding the canonical form %s gave %+v, %v; want %+v", canonical(a), b, err, a)
+		}
+	})
+}
