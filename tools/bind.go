@@ -40,7 +40,7 @@ func bind[A any](raw any, a *A, names []string) error {
 		case errors.As(err, &me):
 			return me
 		case errors.As(err, &te):
-			return mandate.Errorf(mandate.EINVALID, "argument %s must be a %s, not a %s", te.Field, jsonType(te.Type.Kind().String()), te.Value)
+			return mandate.Errorf(mandate.EINVALID, "argument %s must be a %s, not %s", te.Field, jsonType(te.Type.Kind().String()), article(jsonType(te.Value)))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			name := strings.TrimPrefix(err.Error(), "json: unknown field ")
 			sort.Strings(names)
@@ -65,6 +65,14 @@ func jsonType(kind string) string {
 		return "boolean"
 	}
 	return kind
+}
+
+// article puts "a" or "an" before a JSON type name.
+func article(name string) string {
+	if strings.ContainsAny(name[:1], "aeiou") {
+		return "an " + name
+	}
+	return "a " + name
 }
 
 // required checks that a string argument is present, not blank and short.

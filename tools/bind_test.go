@@ -48,9 +48,9 @@ func TestBindRefusesBadArguments(t *testing.T) {
 	}{
 		// Wrong JSON types.
 		{"id as number", "get_order", `{"order_id":1001}`, "argument order_id must be a string, not a number"},
-		{"id as bool", "get_customer", `{"customer_id":true}`, "argument customer_id must be a string, not a bool"},
-		{"reason as array", "refund_order", `{"order_id":"ord_1001","amount":"1.00","reason":["late"]}`, "argument reason must be a string, not a array"},
-		{"field as object", "update_account", `{"customer_id":"cus_ada","field":{"name":"phone"},"value":"+44"}`, "argument field must be a string, not a object"},
+		{"id as bool", "get_customer", `{"customer_id":true}`, "argument customer_id must be a string, not a boolean"},
+		{"reason as array", "refund_order", `{"order_id":"ord_1001","amount":"1.00","reason":["late"]}`, "argument reason must be a string, not an array"},
+		{"field as object", "update_account", `{"customer_id":"cus_ada","field":{"name":"phone"},"value":"+44"}`, "argument field must be a string, not an object"},
 		{"amount as bool", "refund_order", refund(`true`), `argument amount must be a decimal string like "30.00"`},
 		{"amount as object", "refund_order", refund(`{"value":"30.00"}`), `argument amount must be a decimal string like "30.00"`},
 		{"amount as array", "refund_order", refund(`["30.00"]`), `argument amount must be a decimal string like "30.00"`},
@@ -116,7 +116,7 @@ func TestBindRefusesBadArguments(t *testing.T) {
 			if got.Message != tt.want {
 				t.Fatalf("message %q, want %q", got.Message, tt.want)
 			}
-			if want := mandate.EINVALID + ": " + tt.want; text(res) != want {
+			if want, _ := json.Marshal(tools.ErrorResult{Error: mandate.EINVALID, Message: tt.want}); text(res) != string(want) {
 				t.Fatalf("text %q, want %q", text(res), want)
 			}
 			if w := h.be.Writes(); len(w) != 0 {

@@ -2,7 +2,6 @@ package tools
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -23,8 +22,8 @@ type ActionStatus struct {
 	Status    string          `json:"status" jsonschema:"enum=pending,enum=executing,enum=executed,enum=failed,enum=denied,enum=approved,enum=expired"`
 	Decision  string          `json:"decision"`
 	Rule      string          `json:"rule"`
-	Args      json.RawMessage `json:"args"`
-	Result    json.RawMessage `json:"result,omitempty"`
+	Args      map[string]any  `json:"args"`
+	Result    map[string]any  `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
 	UpdatedAt time.Time       `json:"updated_at"`
@@ -66,7 +65,7 @@ func getActionStatus() entry {
 			}
 			st := ActionStatus{
 				ActionID: act.ID, Tool: act.Tool, Status: act.Status, Decision: act.Decision, Rule: act.Rule,
-				Args: act.Args, Result: act.Result, Error: act.Error, CreatedAt: act.CreatedAt, UpdatedAt: act.UpdatedAt,
+				Args: object(act.Args), Result: object(act.Result), Error: act.Error, CreatedAt: act.CreatedAt, UpdatedAt: act.UpdatedAt,
 			}
 			if act.Status == storage.StatusPending {
 				exp := act.ExpiresAt

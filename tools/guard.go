@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,7 +63,9 @@ type ActionResult struct {
 	Rule     string `json:"rule"`
 	Status   string `json:"status"`
 	Message  string `json:"message"`
-	Result   any    `json:"result,omitempty"`
+	// Result is what the system of record returned: a refund, an order or
+	// a customer, as in the lookups.
+	Result map[string]any `json:"result,omitempty"`
 	// Error is set when the action could not even be decided: not_found for
 	// an unknown id (fix it and retry), unavailable for a failing backend.
 	Error string `json:"error,omitempty"`
@@ -223,7 +226,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	}
 	log.Info("executed")
 	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
-		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: out}
+		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: object(act.Result)}
 	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
 }
 
@@ -272,19 +275,30 @@ func structuredError(res *ActionResult) *mcp.CallToolResult {
 	return r
 }
 
-// ErrorResult is the structured content of a tool error.
+// ErrorResult is the body of a tool error that is not an action's
+// decision: invalid arguments, an unknown id, a refused lookup.
 type ErrorResult struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
 }
 
 // errorResult turns an error into a tool result the agent can act on: its
-// code and safe message, never internals.
+// code and safe message, never internals. It is JSON text with no
+// structuredContent, because structured content must match the tool's
+// output schema, which describes success.
 func errorResult(err error) *mcp.CallToolResult {
-	res := &ErrorResult{Error: mandate.ErrorCode(err), Message: mandate.ErrorMessage(err)}
-	r := mcp.NewToolResultStructured(res, res.Error+": "+res.Message)
-	r.IsError = true
-	return r
+	b, _ := json.Marshal(ErrorResult{Error: mandate.ErrorCode(err), Message: mandate.ErrorMessage(err)})
+	return mcp.NewToolResultError(string(b))
+}
+
+// object turns a recorded JSON object into a map for structured content;
+// anything else becomes nil.
+func object(raw []byte) map[string]any {
+	var m map[string]any
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	return m
 }
 
 func newActionID() string {

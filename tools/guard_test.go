@@ -372,6 +372,14 @@ type outcome struct {
 
 func decode(t testing.TB, res *mcp.CallToolResult) outcome {
 	t.Helper()
+	if res.StructuredContent == nil && res.IsError {
+		// A plain error: {error, message} as JSON text.
+		var o outcome
+		if err := json.Unmarshal([]byte(text(res)), &o); err != nil {
+			t.Fatalf("error text %q is not JSON: %v", text(res), err)
+		}
+		return o
+	}
 	b, err := json.Marshal(res.StructuredContent)
 	if err != nil {
 		t.Fatalf("marshal structured content: %v", err)

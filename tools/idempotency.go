@@ -63,7 +63,7 @@ func replay(ctx context.Context, d *Deps, agent, tool, key string, args []byte) 
 
 // actionResult describes a recorded action as a tool result, for retries.
 func actionResult(act *storage.Action) *mcp.CallToolResult {
-	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status, Result: act.Result}
+	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status, Result: object(act.Result)}
 	switch act.Status {
 	case storage.StatusExecuted:
 		res.Message = fmt.Sprintf("Already done earlier (action %s); nothing was repeated.", act.ID)

@@ -131,13 +131,8 @@ func TestToolSchemasAreComplete(t *testing.T) {
 			for _, sch := range []any{tool.InputSchema, tool.OutputSchema} {
 				bools = append(bools, booleanSubschemas(t, sch)...)
 			}
-			switch {
-			case len(bools) > 0 && policy.Tools[name].Action:
-				t.Skipf("BUG (tools/guard.go ActionResult.Result is any): boolean subschemas at %v make the TypeScript SDK reject tools/list", bools)
-			case len(bools) > 0:
+			if len(bools) > 0 {
 				t.Fatalf("boolean subschemas at %v: the TypeScript SDK rejects tools/list over them", bools)
-			case policy.Tools[name].Action:
-				t.Fatalf("no boolean subschema any more: remove the bug note")
 			}
 		})
 	}
@@ -202,35 +197,34 @@ func resolveOutput(t testing.TB, tool mcp.Tool) *jsonschema.Resolved {
 // so even when isError is set, and fails the call with -32602 on a
 // mismatch), so every result must pass.
 //
-// Cases with a bug note are known to fail; they are skipped while they do,
-// and fail once they pass so the note is removed.
+// An error that is not an action's decision carries no structured content
+// (its JSON is in the text), because clients validate structured content
+// against the output schema, which describes success.
 func TestStructuredContentMatchesOutputSchema(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, shippedPolicy(t), nil)
 	ctx := tools.WithAgent(context.Background(), "demo-agent")
 	refund := decode(t, h.call(ctx, "refund_order", validArgs["refund_order"]))
-	const rawMessageBug = "BUG (tools/get_action_status.go): ActionStatus.Args and Result are json.RawMessage, which the schema describes as an array of bytes, but they hold objects"
-	const errorShapeBug = "BUG (tools/guard.go errorResult): an error's structuredContent is {error, message}, which does not match the tool's outputSchema"
 	calls := []struct {
 		name, tool string
 		args       map[string]any
 		ctx        context.Context
-		bug        string
+		plainError bool // an error with its JSON in the text only
 	}{
-		{"get_order", "get_order", validArgs["get_order"], nil, ""},
-		{"get_customer", "get_customer", validArgs["get_customer"], nil, ""},
-		{"find_customer", "find_customer", validArgs["find_customer"], nil, ""},
-		{"get_action_status", "get_action_status", map[string]any{"action_id": refund.ActionID}, nil, rawMessageBug},
-		{"refund allowed", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "10.00", "reason": "x"}, nil, ""},
-		{"refund pending", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "150.00", "reason": "x"}, nil, ""},
-		{"refund denied", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "900.00", "reason": "x"}, nil, ""},
-		{"cancel allowed", "cancel_order", validArgs["cancel_order"], nil, ""},
-		{"cancel denied", "cancel_order", map[string]any{"order_id": "ord_1003", "reason": "x"}, nil, ""},
-		{"update allowed", "update_account", validArgs["update_account"], nil, ""},
-		{"update pending", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada@example.org"}, nil, ""},
-		{"read not found", "get_order", map[string]any{"order_id": "ord_9999"}, nil, errorShapeBug},
-		{"read denied", "get_customer", validArgs["get_customer"], tools.WithAgent(context.Background(), "intruder"), errorShapeBug},
-		{"invalid amount", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.005", "reason": "x"}, nil, errorShapeBug},
+		{"get_order", "get_order", validArgs["get_order"], nil, false},
+		{"get_customer", "get_customer", validArgs["get_customer"], nil, false},
+		{"find_customer", "find_customer", validArgs["find_customer"], nil, false},
+		{"get_action_status", "get_action_status", map[string]any{"action_id": refund.ActionID}, nil, false},
+		{"refund allowed", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "10.00", "reason": "x"}, nil, false},
+		{"refund pending", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "150.00", "reason": "x"}, nil, false},
+		{"refund denied", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "900.00", "reason": "x"}, nil, false},
+		{"cancel allowed", "cancel_order", validArgs["cancel_order"], nil, false},
+		{"cancel denied", "cancel_order", map[string]any{"order_id": "ord_1003", "reason": "x"}, nil, false},
+		{"update allowed", "update_account", validArgs["update_account"], nil, false},
+		{"update pending", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada@example.org"}, nil, false},
+		{"read not found", "get_order", map[string]any{"order_id": "ord_9999"}, nil, true},
+		{"read denied", "get_customer", validArgs["get_customer"], tools.WithAgent(context.Background(), "intruder"), true},
+		{"invalid amount", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.005", "reason": "x"}, nil, true},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
@@ -239,10 +233,18 @@ func TestStructuredContentMatchesOutputSchema(t *testing.T) {
 				cctx = c.ctx
 			}
 			res := h.call(cctx, c.tool, c.args)
+			if c.plainError {
+				var e tools.ErrorResult
+				if !res.IsError || res.StructuredContent != nil || json.Unmarshal([]byte(text(res)), &e) != nil || e.Error == "" || e.Message == "" {
+					t.Fatalf("want an error with {error, message} JSON text and no structured content; got isError=%v structured=%v text %s",
+						res.IsError, res.StructuredContent, text(res))
+				}
+				return
+			}
 			if res.StructuredContent == nil {
 				t.Fatalf("no structured content: %s", text(res))
 			}
-			if res.IsError && !policy.Tools[c.tool].Action && c.bug == "" {
+			if res.IsError && !policy.Tools[c.tool].Action {
 				t.Fatalf("unexpected error: %s", text(res))
 			}
 			b, err := json.Marshal(res.StructuredContent)
@@ -254,13 +256,8 @@ func TestStructuredContentMatchesOutputSchema(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = resolveOutput(t, h.tools[c.tool].Tool).Validate(instance)
-			switch {
-			case err != nil && c.bug != "":
-				t.Skipf("%s: %v", c.bug, err)
-			case err != nil:
+			if err != nil {
 				t.Fatalf("structuredContent %s does not match the outputSchema: %v", b, err)
-			case c.bug != "":
-				t.Fatalf("structuredContent %s now matches the outputSchema: remove the bug note %q", b, c.bug)
 			}
 		})
 	}

@@ -207,6 +207,13 @@ func call(t *testing.T, c *client.Client, tool string, args any) *mcp.CallToolRe
 // decode reads a result's structured content into v.
 func decode(t *testing.T, res *mcp.CallToolResult, v any) {
 	t.Helper()
+	if res.StructuredContent == nil && res.IsError {
+		// A plain error carries {error, message} as JSON text only.
+		if err := json.Unmarshal([]byte(text(res)), v); err != nil {
+			t.Fatalf("error text %q is not JSON: %v", text(res), err)
+		}
+		return
+	}
 	if res.StructuredContent == nil {
 		t.Fatalf("result has no structured content; text: %s", text(res))
 	}

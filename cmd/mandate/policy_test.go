@@ -63,7 +63,7 @@ func TestPolicyCheckRefusesMalformed(t *testing.T) {
 		{"grant-self.csv", `4: error: "support_agent" cannot be a member of itself`},
 		{"grant-comment.csv", `4: error: identity and role names cannot contain spaces or #; a # comment must be on its own line`},
 		{"unknown-line-type.csv", `4: error: a line starts with p (a rule) or g (a role grant), not "r"`},
-		{"role-chain-too-deep.csv", `4: error: role chain from "r0" is deeper than 10`},
+		{"role-chain-too-deep.csv", `4: error: the role chain from "r0" is 12 links deep; the limit is 10`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
