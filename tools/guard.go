@@ -144,7 +144,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 	}
 	if action {
-		err = d.DB.DecideAndRecord(ctx, act, rec, decide)
+		// Once decided, the attempt is recorded even if the client hangs
+		// up (a closed stdin cancels ctx): a half-made decision helps nobody.
+		err = d.DB.DecideAndRecord(context.WithoutCancel(ctx), act, rec, decide)
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer
 			// with its action rather than acting twice.
@@ -160,7 +162,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
-		err = d.DB.Append(ctx, rec)
+		err = d.DB.Append(context.WithoutCancel(ctx), rec)
 	}
 	log = log.With("decision", dec.Effect)
 	if err != nil {
@@ -201,6 +203,26 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.BackendTimeout)
 	out, err := s.run(bctx, d, a, act.ID)
 	cancel()
+	if err != nil && uncertain(err) && s.reconcile != nil {
+		// A timeout or a transport failure does not say whether the backend
+		// acted: ask it by the idempotency key instead of guessing.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.BackendTimeout)
+		found, rerr := s.reconcile(rctx, d, act.ID)
+		cancel()
+		switch mandate.ErrorCode(rerr) {
+		case "":
+			out, err = found, nil
+		case mandate.ENOTFOUND:
+			// It did not happen; record the failure below.
+		default:
+			// Still unknown: leave the action executing for Recover, which
+			// asks again later, and tell the agent not to retry.
+			log.Warn("backend outcome unknown; left for reconciliation", "err", err, "reconcile_err", rerr)
+			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: storage.StatusExecuting,
+				Message: fmt.Sprintf("The %s was sent, but the system of record did not confirm it in time. Do not retry: whether it happened is being checked; look with get_action_status(action_id=%q) in a minute.", s.describe(a), act.ID)}
+			return mcp.NewToolResultStructured(res, res.Message)
+		}
+	}
 	rec := &storage.Record{
 		Agent: act.Agent, Tool: act.Tool, Args: act.Args, Decision: act.Decision,
 		Rule: act.Rule, PolicyVersion: act.PolicyVersion, Duration: d.Now().Sub(start),
@@ -228,6 +250,20 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
 		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: object(act.Result)}
 	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
+}
+
+// uncertain reports whether a backend error leaves open whether the action
+// happened: a timeout, an unavailable system or an error with no code. A
+// coded refusal (conflict, invalid, not_found) means it did not.
+func uncertain(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch mandate.ErrorCode(err) {
+	case mandate.EUNAVAILABLE, mandate.EINTERNAL:
+		return true
+	}
+	return false
 }
 
 func initialStatus(effect string, action bool) string {
