@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
@@ -16,7 +17,13 @@ import (
 
 // policyFlags are the --model and --policy flags shared by commands that
 // load a policy.
-type policyFlags struct{ model, policy string }
+type policyFlags struct {
+	model, policy string
+	// Set by load: the files actually read ("" for an embedded copy) and
+	// the model as read, for the hot-reload watcher.
+	modelPath, policyPath string
+	modelSrc              policy.Source
+}
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.model, "model", env("MANDATE_MODEL", ""), "Casbin model file (env MANDATE_MODEL; default ./model.conf if present, else the embedded one)")
@@ -38,7 +45,17 @@ func (p *policyFlags) load() (*policy.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the policy does not load:\n%w", err)
 	}
+	p.modelSrc = m
+	p.modelPath, p.policyPath = fileOf(m), fileOf(pol)
 	return loaded, nil
+}
+
+// fileOf is the file a source was read from, or "" for an embedded copy.
+func fileOf(s policy.Source) string {
+	if strings.HasPrefix(s.Name, "embedded ") {
+		return ""
+	}
+	return s.Name
 }
 
 func source(path, def string, embedded []byte) (policy.Source, error) {

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mandatehq/mandate/notify"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -23,6 +25,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	ttl := fs.Duration("approval-ttl", envDuration("MANDATE_APPROVAL_TTL", 24*time.Hour), "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
 	backendTimeout := fs.Duration("backend-timeout", envDuration("MANDATE_BACKEND_TIMEOUT", 10*time.Second), "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
 	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed --backend-timeout (env MANDATE_RECOVER_AFTER)")
+	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
 	var pf policyFlags
@@ -44,8 +47,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	if !pol.Known(*agent) {
-		return usageError{fmt.Sprintf("serve: identity %q is not in the policy, so every call would be denied; identities and roles there: %s", *agent, knownNames(pol))}
+	if !pol.IsIdentity(*agent) {
+		return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; identities there: %s", *agent, knownNames(pol))}
 	}
 	db, err := storage.Open(ctx, *dbPath)
 	if err != nil {
@@ -61,9 +64,30 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		log.Info("created the embedded store with demo data", "store", *storePath)
 	}
 
-	deps := &tools.Deps{Agent: *agent, Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
-	s := tools.NewServer(deps, version)
+	engine := policy.NewEngine(pol)
+	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
+	var opts []server.ServerOption
+	if *notifyURL != "" {
+		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
+		hook.Start(ctx)
+		defer hook.Close()
+		opts = append(opts, notify.Middleware(hook))
+	}
+	s := tools.NewServer(deps, version, opts...)
 	go reconcileLoop(ctx, deps, *recoverAfter)
+	if pf.policyPath != "" {
+		// Hot reload: a new policy goes live only once it loads; a broken
+		// edit leaves the last good one live and logs file:line.
+		w := &policy.Watcher{Engine: engine, ModelPath: pf.modelPath, Model: pf.modelSrc, PolicyPath: pf.policyPath, Logger: log,
+			OnSwap: func(_, _ *policy.Policy) {
+				s.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+			}}
+		go func() {
+			if err := w.Run(ctx); err != nil {
+				log.Warn("policy hot reload is off", "err", err)
+			}
+		}()
+	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
@@ -77,7 +101,12 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func knownNames(p *policy.Policy) string {
-	names := p.Names()
+	var names []string
+	for _, n := range p.Names() {
+		if p.IsIdentity(n) {
+			names = append(names, n)
+		}
+	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
