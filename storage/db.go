@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +53,17 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{db: sdb, Path: path, Now: time.Now}
-	if err := db.migrate(ctx); err != nil {
+	// Switching a brand-new file to WAL takes a lock SQLite will not wait
+	// for, so several processes opening it at once can see SQLITE_BUSY
+	// once; they retry, briefly.
+	for attempt := 0; ; attempt++ {
+		err = db.migrate(ctx)
+		if err == nil || attempt == 20 || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+			break
+		}
+		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
+	}
+	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -133,5 +144,9 @@ func (e *dbError) Unwrap() []error {
 	return []error{e.err, mandate.Errorf(mandate.EUNAVAILABLE, "the audit database is unavailable, so nothing was done; try again later")}
 }
 
+// timeFormat is RFC 3339 in UTC with exactly nine fractional digits:
+// fixed width, so comparing the text (as SQL does) compares the times.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
 // timeText formats t the one way it is stored and hashed.
-func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+func timeText(t time.Time) string { return t.UTC().Format(timeFormat) }

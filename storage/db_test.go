@@ -207,8 +207,6 @@ func TestOpenConcurrently(t *testing.T) {
 		openConcurrently(t, path, 4)
 	})
 	t.Run("new file", func(t *testing.T) {
-		t.Skip("known bug, see report: two connections that switch a new file to WAL at once can fail " +
-			"with SQLITE_BUSY (busy_timeout does not apply to that lock upgrade), so Open fails in about 1% of concurrent first opens")
 		for range 100 {
 			openConcurrently(t, filepath.Join(t.TempDir(), "mandate.db"), 4)
 		}
