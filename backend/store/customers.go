@@ -111,12 +111,13 @@ func validateField(field, value string) error {
 	switch field {
 	case backend.FieldEmail:
 		if a, err := mail.ParseAddress(value); err != nil || a.Name != "" || a.Address != value {
-			return mandate.Errorf(mandate.EINVALID, "%q is not an email address like name@example.com", value)
+			// The value is personal data: the message does not repeat it.
+			return mandate.Errorf(mandate.EINVALID, "email is not an email address like name@example.com")
 		}
 	case backend.FieldPhone:
 		if !phonePattern.MatchString(value) {
 			return mandate.Errorf(mandate.EINVALID,
-				"%q is not a phone number: use 6 to 20 digits, spaces, brackets or dashes, optionally starting with +", value)
+				"phone is not a phone number: use 6 to 20 digits, spaces, brackets or dashes, optionally starting with +")
 		}
 	}
 	return nil
@@ -131,7 +132,7 @@ func emailFree(ctx context.Context, tx *sql.Tx, email, customerID string) error 
 		`SELECT COUNT(*) FROM customers WHERE email = ? AND id <> ?`, email, customerID).Scan(&n); err != nil {
 		return dbError(err)
 	} else if n > 0 {
-		return mandate.Errorf(mandate.ECONFLICT, "another customer account already uses the email %s", email)
+		return mandate.Errorf(mandate.ECONFLICT, "another customer account already uses that email")
 	}
 	return nil
 }

@@ -344,7 +344,7 @@ func TestUpdateCustomerRefused(t *testing.T) {
 		{"email with display name", "cus_ada", backend.FieldEmail, "Ada <ada2@example.com>", "k", mandate.EINVALID, "not an email address"},
 		{"phone with letters", "cus_ada", backend.FieldPhone, "call me maybe", "k", mandate.EINVALID, "not a phone number"},
 		{"phone too short", "cus_ada", backend.FieldPhone, "12345", "k", mandate.EINVALID, "not a phone number"},
-		{"email taken", "cus_ada", backend.FieldEmail, "GRACE@example.com", "k", mandate.ECONFLICT, "already uses the email"},
+		{"email taken", "cus_ada", backend.FieldEmail, "GRACE@example.com", "k", mandate.ECONFLICT, "already uses that email"},
 		{"unknown customer", "cus_zzz", backend.FieldName, "Zed", "k", mandate.ENOTFOUND, `"cus_zzz"`},
 		{"missing key", "cus_ada", backend.FieldName, "Ada", "", mandate.EINVALID, "idempotency key is required"},
 	} {
@@ -537,9 +537,9 @@ func TestImportRefused(t *testing.T) {
 		{name: "bad timestamp", edit: order(func(o *orderRecord) { o.CreatedAt = "2026-13-01" }),
 			want: `orders[3] (ord_4): created_at "2026-13-01" is not an RFC 3339 time`},
 		{name: "bad email", edit: customer(func(c *customerRecord) { c.Email = "c-at-example.com" }),
-			want: `customers[2] (cus_c): "c-at-example.com" is not an email address`},
+			want: `customers[2] (cus_c): email is not an email address`},
 		{name: "bad phone", edit: customer(func(c *customerRecord) { c.Phone = "ask reception" }),
-			want: `customers[2] (cus_c): "ask reception" is not a phone number`},
+			want: `customers[2] (cus_c): phone is not a phone number`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStore(t)
