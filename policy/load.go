@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/casbin/govaluate"
 )
@@ -133,10 +136,22 @@ func parse(src Source) (*parsed, error) {
 			bad(line, "a line starts with p (a rule) or g (a role grant), not %q", truncate(rec[0], 30))
 		}
 	}
+	problems = append(problems, p.compileAll(src.Name)...)
 	if len(problems) > 0 {
+		slices.SortStableFunc(problems, func(a, b string) int { return lineOf(a) - lineOf(b) })
 		return nil, &LoadError{problems}
 	}
 	return p, nil
+}
+
+// lineOf reads N from a "file:N: message" problem, for sorting.
+func lineOf(problem string) int {
+	parts := strings.SplitN(problem, ":", 3)
+	if len(parts) < 3 {
+		return 0
+	}
+	n, _ := strconv.Atoi(parts[1])
+	return n
 }
 
 // checkRule returns what is wrong with one rule, or "".
@@ -147,7 +162,7 @@ func (p *parsed) checkRule(rule Rule) string {
 	case strings.ContainsAny(rule.Subject, " #"):
 		return fmt.Sprintf("subject %q cannot contain spaces or #", truncate(rule.Subject, 40))
 	}
-	tool, ok := Tools[rule.Tool]
+	_, ok := Tools[rule.Tool]
 	if !ok {
 		return fmt.Sprintf("unknown tool %q; tools are %s", truncate(rule.Tool, 40), strings.Join(ToolNames(), ", "))
 	}
@@ -160,40 +175,144 @@ func (p *parsed) checkRule(rule Rule) string {
 	if rule.Cond == "" {
 		return "empty condition: write true for a rule without one"
 	}
-	if _, done := p.conds[rule.Cond]; done {
-		return ""
-	}
-	expr, err := compile(rule.Cond, tool)
-	if err != nil {
-		return fmt.Sprintf("condition %q: %v", truncate(rule.Cond, 80), err)
-	}
-	p.conds[rule.Cond] = expr
 	return ""
 }
 
-// compile parses a condition once and proves it evaluates to a bool with
-// attributes of the right types, so no malformed condition reaches a request.
-func compile(cond string, tool Tool) (*govaluate.EvaluableExpression, error) {
-	expr, err := govaluate.NewEvaluableExpression(cond)
-	if err != nil {
-		return nil, err
+// compileAll parses every distinct condition once, in parallel (parsing
+// dominates loading a large policy), then checks each rule's condition
+// against its own tool's attributes. It returns the rules that passed and a
+// problem per rule that did not.
+func (p *parsed) compileAll(file string) []string {
+	var texts []string
+	for _, r := range p.rules {
+		if _, ok := p.conds[r.Cond]; !ok {
+			p.conds[r.Cond] = nil
+			texts = append(texts, r.Cond)
+		}
 	}
+	exprs := make([]*govaluate.EvaluableExpression, len(texts))
+	errs := make([]error, len(texts))
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(texts); i += workers {
+				exprs[i], errs[i] = govaluate.NewEvaluableExpression(texts[i])
+			}
+		}()
+	}
+	wg.Wait()
+	parseErr := map[string]error{}
+	for i, t := range texts {
+		p.conds[t], parseErr[t] = exprs[i], errs[i]
+	}
+
+	var problems []string
+	checked := map[string]string{} // tool + cond → problem, "" when fine
+	kept := p.rules[:0]
+	for _, r := range p.rules {
+		key := r.Tool + "\x00" + r.Cond
+		msg, done := checked[key]
+		if !done {
+			if err := parseErr[r.Cond]; err != nil {
+				msg = err.Error()
+			} else if err := checkCond(p.conds[r.Cond], Tools[r.Tool]); err != nil {
+				msg = err.Error()
+			}
+			checked[key] = msg
+		}
+		if msg != "" {
+			problems = append(problems, fmt.Sprintf("%s:%d: condition %q: %s", file, r.Line, truncate(r.Cond, 80), msg))
+			continue
+		}
+		kept = append(kept, r)
+	}
+	p.rules = kept
+	return problems
+}
+
+// checkCond proves a compiled condition fits its tool before any request
+// sees it: it names only the tool's attributes, compares numbers with
+// numbers and text with text, and gives true or false, with no type error,
+// for a spread of values that reach past && and || short-circuits.
+func checkCond(expr *govaluate.EvaluableExpression, tool Tool) error {
 	for _, v := range expr.Vars() {
 		if !slices.Contains(tool.Attrs, v) {
 			if len(tool.Attrs) == 0 {
-				return nil, fmt.Errorf("unknown attribute %q: this tool has no attributes, use true", v)
+				return fmt.Errorf("unknown attribute %q: this tool has no attributes, use true", v)
 			}
-			return nil, fmt.Errorf("unknown attribute %q; this tool has %s", v, strings.Join(tool.Attrs, ", "))
+			return fmt.Errorf("unknown attribute %q; this tool has %s", v, strings.Join(tool.Attrs, ", "))
 		}
 	}
-	out, err := expr.Evaluate(sampleAttrs)
-	if err != nil {
-		return nil, fmt.Errorf("does not evaluate: %v (compare numbers with numbers and text with 'quoted text')", err)
+	tokens := expr.Tokens()
+	var texts []string
+	for i, t := range tokens {
+		if t.Kind == govaluate.STRING {
+			texts = append(texts, fmt.Sprint(t.Value))
+		}
+		if t.Kind != govaluate.COMPARATOR || i == 0 || i == len(tokens)-1 {
+			continue
+		}
+		// A comparison of an attribute with a literal of the other type is
+		// an error for < and >, and silently false for == and !=.
+		a, b := tokens[i-1], tokens[i+1]
+		if b.Kind == govaluate.VARIABLE {
+			a, b = b, a
+		}
+		if a.Kind != govaluate.VARIABLE || (b.Kind != govaluate.NUMERIC && b.Kind != govaluate.STRING) {
+			continue
+		}
+		name := fmt.Sprint(a.Value)
+		_, isText := sampleAttrs[name].(string)
+		if isText != (b.Kind == govaluate.STRING) {
+			what := "a number"
+			if isText {
+				what = "text"
+			}
+			return fmt.Errorf("compares %s (%s) with %v: compare numbers with numbers and text with 'quoted text'", name, what, literal(b))
+		}
 	}
-	if _, ok := out.(bool); !ok {
-		return nil, fmt.Errorf("is not true or false (it gives %v)", out)
+	for _, sample := range samples(texts) {
+		out, err := expr.Evaluate(sample)
+		if err != nil {
+			return fmt.Errorf("does not evaluate: %v (compare numbers with numbers and text with 'quoted text')", err)
+		}
+		if _, ok := out.(bool); !ok {
+			return fmt.Errorf("is not true or false (it gives %v)", out)
+		}
 	}
-	return expr, nil
+	return nil
+}
+
+func literal(t govaluate.ExpressionToken) string {
+	if t.Kind == govaluate.STRING {
+		return fmt.Sprintf("'%v'", t.Value)
+	}
+	return fmt.Sprint(t.Value)
+}
+
+// samples returns attribute sets to evaluate a condition with: every
+// number small, zero, negative or huge, and every text each literal the
+// condition mentions, so both sides of && and || get evaluated.
+func samples(texts []string) []map[string]any {
+	nums := []float64{1, 0, -1, 1e12}
+	strs := append([]string{"pending"}, texts...)
+	n := max(len(nums), len(strs))
+	out := make([]map[string]any, n)
+	for k := range n {
+		m := make(map[string]any, len(sampleAttrs))
+		for name, v := range sampleAttrs {
+			if _, isText := v.(string); isText {
+				m[name] = strs[k%len(strs)]
+			} else {
+				m[name] = nums[k%len(nums)]
+			}
+		}
+		out[k] = m
+	}
+	return out
 }
 
 // sampleAttrs has every attribute with a value of its real type.
