@@ -55,9 +55,10 @@ func (e *LoadError) Error() string { return strings.Join(e.Problems, "\n") }
 
 // parsed is the policy file read and checked, before Casbin sees it.
 type parsed struct {
-	rules  []Rule
-	grants []Grant
-	conds  map[string]*govaluate.EvaluableExpression
+	rules     []Rule
+	grants    []Grant
+	conds     map[string]*govaluate.EvaluableExpression
+	parseErrs map[string]string
 }
 
 // parse reads policy.csv with line numbers and refuses what Casbin's own
@@ -65,7 +66,7 @@ type parsed struct {
 // swallowed into the effect, unknown tools, conditions that do not compile
 // or test attributes the tool does not supply, and duplicate rules.
 func parse(src Source) (*parsed, error) {
-	p := &parsed{conds: map[string]*govaluate.EvaluableExpression{}}
+	p := &parsed{conds: map[string]*govaluate.EvaluableExpression{}, parseErrs: map[string]string{}}
 	var problems []string
 	bad := func(line int, format string, args ...any) {
 		problems = append(problems, fmt.Sprintf("%s:%d: %s", src.Name, line, fmt.Sprintf(format, args...)))
@@ -178,6 +179,22 @@ func (p *parsed) checkRule(rule Rule) string {
 	return ""
 }
 
+// parallel calls fn(0) … fn(n-1) on every CPU.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // compileAll parses every distinct condition once, in parallel (parsing
 // dominates loading a large policy), then checks each rule's condition
 // against its own tool's attributes. It returns the rules that passed and a
@@ -192,38 +209,41 @@ func (p *parsed) compileAll(file string) []string {
 	}
 	exprs := make([]*govaluate.EvaluableExpression, len(texts))
 	errs := make([]error, len(texts))
-	var wg sync.WaitGroup
-	workers := runtime.GOMAXPROCS(0)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(texts); i += workers {
-				exprs[i], errs[i] = govaluate.NewEvaluableExpression(texts[i])
-			}
-		}()
-	}
-	wg.Wait()
-	parseErr := map[string]error{}
+	parallel(len(texts), func(i int) { exprs[i], errs[i] = govaluate.NewEvaluableExpression(texts[i]) })
 	for i, t := range texts {
-		p.conds[t], parseErr[t] = exprs[i], errs[i]
+		p.conds[t] = exprs[i]
+		if errs[i] != nil {
+			p.parseErrs[t] = errs[i].Error()
+		}
+	}
+
+	// Check each distinct (tool, condition) pair, also in parallel.
+	var keys []Rule
+	checked := map[string]string{} // tool + cond → problem, "" when fine
+	for _, r := range p.rules {
+		key := r.Tool + "\x00" + r.Cond
+		if _, ok := checked[key]; !ok {
+			checked[key] = ""
+			keys = append(keys, r)
+		}
+	}
+	msgs := make([]string, len(keys))
+	parallel(len(keys), func(i int) {
+		r := keys[i]
+		if msg, bad := p.parseErrs[r.Cond]; bad {
+			msgs[i] = msg
+		} else if err := checkCond(p.conds[r.Cond], Tools[r.Tool]); err != nil {
+			msgs[i] = err.Error()
+		}
+	})
+	for i, r := range keys {
+		checked[r.Tool+"\x00"+r.Cond] = msgs[i]
 	}
 
 	var problems []string
-	checked := map[string]string{} // tool + cond → problem, "" when fine
 	kept := p.rules[:0]
 	for _, r := range p.rules {
-		key := r.Tool + "\x00" + r.Cond
-		msg, done := checked[key]
-		if !done {
-			if err := parseErr[r.Cond]; err != nil {
-				msg = err.Error()
-			} else if err := checkCond(p.conds[r.Cond], Tools[r.Tool]); err != nil {
-				msg = err.Error()
-			}
-			checked[key] = msg
-		}
-		if msg != "" {
+		if msg := checked[r.Tool+"\x00"+r.Cond]; msg != "" {
 			problems = append(problems, fmt.Sprintf("%s:%d: condition %q: %s", file, r.Line, truncate(r.Cond, 80), msg))
 			continue
 		}
@@ -297,23 +317,43 @@ func literal(t govaluate.ExpressionToken) string {
 // number small, zero, negative or huge, and every text each literal the
 // condition mentions, so both sides of && and || get evaluated.
 func samples(texts []string) []map[string]any {
-	nums := []float64{1, 0, -1, 1e12}
-	strs := append([]string{"pending"}, texts...)
-	n := max(len(nums), len(strs))
-	out := make([]map[string]any, n)
-	for k := range n {
-		m := make(map[string]any, len(sampleAttrs))
-		for name, v := range sampleAttrs {
-			if _, isText := v.(string); isText {
-				m[name] = strs[k%len(strs)]
-			} else {
-				m[name] = nums[k%len(nums)]
+	if len(texts) == 0 {
+		return numberSamples
+	}
+	out := append([]map[string]any(nil), numberSamples...)
+	for _, t := range texts {
+		for _, n := range []float64{1e12} {
+			m := make(map[string]any, len(sampleAttrs))
+			for name, v := range sampleAttrs {
+				if _, isText := v.(string); isText {
+					m[name] = t
+				} else {
+					m[name] = n
+				}
 			}
+			out = append(out, m)
 		}
-		out[k] = m
 	}
 	return out
 }
+
+// numberSamples vary the numbers and keep the texts of sampleAttrs. They
+// are only read.
+var numberSamples = func() []map[string]any {
+	var out []map[string]any
+	for _, n := range []float64{1, 0, -1, 1e12} {
+		m := make(map[string]any, len(sampleAttrs))
+		for name, v := range sampleAttrs {
+			if _, isText := v.(string); isText {
+				m[name] = v
+			} else {
+				m[name] = n
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}()
 
 // sampleAttrs has every attribute with a value of its real type.
 var sampleAttrs = map[string]any{
