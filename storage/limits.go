@@ -43,38 +43,24 @@ func minute(t time.Time) int64 { return t.Unix() / int64(counterUnit/time.Second
 // write lock, so concurrent calls cannot all squeeze under a limit.
 func usage(ctx context.Context, tx *sql.Tx, a *Action, now time.Time) (Usage, error) {
 	var u Usage
-	sum := func(scope string, window time.Duration, amount, count *int64) error {
-		var am, n int64
-		err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount_minor), 0), COALESCE(SUM(count), 0)
-			FROM usage_counters WHERE scope = ? AND minute > ?`, scope, minute(now.Add(-window))).Scan(&am, &n)
-		if amount != nil {
-			*amount = am
-		}
-		if count != nil {
-			*count = n
-		}
-		return err
-	}
-	if err := sum("agent_refund\x00"+a.Agent+"\x00"+a.Currency, 24*time.Hour, &u.AgentRefundedMinor24h, nil); err != nil {
-		return u, err
-	}
-	// The refund count spans currencies.
-	var n int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(count), 0) FROM usage_counters
-		WHERE scope >= ? AND scope < ? AND minute > ?`,
-		"agent_refund\x00"+a.Agent+"\x00", "agent_refund\x00"+a.Agent+"\x01", minute(now.Add(-24*time.Hour))).Scan(&n); err != nil {
-		return u, err
-	}
-	u.AgentRefunds24h = n
-	if a.CustomerID != "" {
-		if err := sum("customer_refund\x00"+a.CustomerID, 30*24*time.Hour, nil, &u.CustomerRefunds30d); err != nil {
-			return u, err
-		}
-	}
-	if err := sum("agent_cancel\x00"+a.Agent, time.Hour, nil, &u.AgentCancellations1h); err != nil {
-		return u, err
-	}
-	return u, nil
+	agentRefunds := "agent_refund\x00" + a.Agent + "\x00"
+	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-30*24*time.Hour)), minute(now.Add(-time.Hour))
+	// One statement for every window: the refund amount in this currency
+	// and the refund count in any currency (24 h), the customer's refunds
+	// (30 days), the agent's cancellations (1 h).
+	err := tx.QueryRowContext(ctx, `
+		SELECT
+			COALESCE(SUM(CASE WHEN scope = ?1 AND minute > ?4 THEN amount_minor END), 0),
+			COALESCE(SUM(CASE WHEN scope >= ?2 AND scope < ?3 AND minute > ?4 THEN count END), 0),
+			COALESCE(SUM(CASE WHEN scope = ?5 AND minute > ?6 THEN count END), 0),
+			COALESCE(SUM(CASE WHEN scope = ?7 AND minute > ?8 THEN count END), 0)
+		FROM usage_counters
+		WHERE (scope >= ?2 AND scope < ?3 AND minute > ?4) OR (scope = ?5 AND minute > ?6) OR (scope = ?7 AND minute > ?8)`,
+		agentRefunds+a.Currency, agentRefunds, "agent_refund\x00"+a.Agent+"\x01", day,
+		"customer_refund\x00"+a.CustomerID, month,
+		"agent_cancel\x00"+a.Agent, hour,
+	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h)
+	return u, err
 }
 
 // count adds (sign +1) or takes back (sign -1) a's use of its counters, in
