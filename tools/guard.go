@@ -42,6 +42,7 @@ type entry interface {
 	serverTool(d *Deps) server.ServerTool
 	name() string
 	reconciler() func(ctx context.Context, d *Deps, key string) (any, error)
+	resume(ctx context.Context, d *Deps, act *storage.Action) error
 }
 
 func (s spec[A]) name() string { return s.tool.Name }

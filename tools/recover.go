@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -11,6 +12,9 @@ import (
 // RecoverReport says what Recover found.
 type RecoverReport struct {
 	Executed, NotExecuted, Unknown int
+	// Resumed counts approved actions whose server stopped before it could
+	// claim them, now carried out.
+	Resumed int
 }
 
 // Recover reconciles actions left "executing" by a process that stopped
@@ -65,5 +69,54 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		}
 		d.Logger.Info("reconciled action", "action_id", act.ID, "tool", act.Tool, "status", act.Status)
 	}
+	// A person approved these, but the server stopped between recording the
+	// approval and claiming the action, so the backend was never called:
+	// carrying them out now completes the approval, it retries nothing.
+	approved, err := d.DB.ActionsWithStatus(ctx, storage.StatusApproved, 1000)
+	if err != nil {
+		return rep, err
+	}
+	for _, act := range approved {
+		if act.UpdatedAt.After(cutoff) {
+			continue
+		}
+		e, ok := byName[act.Tool]
+		if !ok {
+			rep.Unknown++
+			continue
+		}
+		if err := e.resume(ctx, d, act); err != nil {
+			if mandate.ErrorCode(err) != mandate.ECONFLICT { // a conflict: another server claimed it
+				d.Logger.Warn("could not resume approved action", "action_id", act.ID, "err", err)
+				rep.Unknown++
+			}
+			continue
+		}
+		rep.Resumed++
+	}
 	return rep, nil
+}
+
+// resume claims an approved action and carries it out through the guard's
+// execute path, with the facts read afresh.
+func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error {
+	var raw map[string]any
+	if err := json.Unmarshal(act.Args, &raw); err != nil {
+		return mandate.Errorf(mandate.EINVALID, "action %s: its stored arguments cannot be read", act.ID)
+	}
+	var a A
+	if err := bind(raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+		return err
+	}
+	if s.load != nil {
+		if _, err := s.load(ctx, d, &a); err != nil {
+			return err
+		}
+	}
+	claimed, err := d.DB.ClaimApproved(ctx, act.ID)
+	if err != nil {
+		return err
+	}
+	execute(ctx, d, s, &a, claimed, d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent))
+	return nil
 }

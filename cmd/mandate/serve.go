@@ -128,8 +128,8 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		rep, err := tools.Recover(ctx, d, grace)
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Error("reconciling stopped actions failed", "err", err)
-		} else if rep.Executed+rep.NotExecuted > 0 {
-			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "unknown", rep.Unknown)
+		} else if rep.Executed+rep.NotExecuted+rep.Resumed > 0 {
+			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed, "unknown", rep.Unknown)
 		}
 		select {
 		case <-ctx.Done():
