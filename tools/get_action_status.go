@@ -17,17 +17,17 @@ func (a *actionIDArgs) validate() error { return required("action_id", a.ActionI
 
 // ActionStatus is what an agent learns about one of its actions.
 type ActionStatus struct {
-	ActionID  string          `json:"action_id"`
-	Tool      string          `json:"tool"`
-	Status    string          `json:"status" jsonschema:"enum=pending,enum=executing,enum=executed,enum=failed,enum=denied,enum=approved,enum=expired"`
-	Decision  string          `json:"decision"`
-	Rule      string          `json:"rule"`
-	Args      map[string]any  `json:"args"`
-	Result    map[string]any  `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	CreatedAt time.Time       `json:"created_at"`
-	UpdatedAt time.Time       `json:"updated_at"`
-	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+	ActionID  string         `json:"action_id"`
+	Tool      string         `json:"tool"`
+	Status    string         `json:"status" jsonschema:"enum=pending,enum=executing,enum=executed,enum=failed,enum=denied,enum=approved,enum=expired"`
+	Decision  string         `json:"decision"`
+	Rule      string         `json:"rule"`
+	Args      map[string]any `json:"args"`
+	Result    map[string]any `json:"result,omitempty"`
+	Error     string         `json:"error,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+	ExpiresAt *time.Time     `json:"expires_at,omitempty"`
 	// DecidedBy and Comment are the person who approved or denied it, and
 	// what they said; pass a denial's comment on to the customer.
 	DecidedBy string `json:"decided_by,omitempty"`
