@@ -73,6 +73,12 @@ func (p *Policy) Explain(req Request) Explanation {
 		}
 		applies, _ := p.applies(req.Agent, req.Tool, r.Subject)
 		res.Applies, _ = applies.(bool)
+		if res.Applies && !r.appliesIn(p.tenantOf[req.Agent]) {
+			res.Applies = false
+			res.Note = "a rule for tenant " + r.Tenant + "; " + req.Agent + " is not in it"
+			ex.Rules = append(ex.Rules, res)
+			continue
+		}
 		if !res.Applies {
 			res.Note = p.whyNot(req.Agent, req.Tool, r.Subject)
 			ex.Rules = append(ex.Rules, res)

@@ -31,21 +31,40 @@ type Rule struct {
 	Tool    string
 	Cond    string
 	Effect  string
+	// Tenant, when set, limits the rule to identities of that tenant.
+	Tenant string
 }
 
 // String names the rule the way an admin finds it: file:line and the line.
 func (r Rule) String() string {
-	return fmt.Sprintf("%s:%d: p, %s, %s, %s, %s", r.File, r.Line, r.Subject, r.Tool, r.Cond, r.Effect)
+	s := fmt.Sprintf("%s:%d: p, %s, %s, %s, %s", r.File, r.Line, r.Subject, r.Tool, r.Cond, r.Effect)
+	if r.Tenant != "" {
+		s += ", " + r.Tenant
+	}
+	return s
 }
 
-func (r Rule) key() string { return r.Subject + "\x00" + r.Tool + "\x00" + r.Cond + "\x00" + r.Effect }
+// row is the rule as Casbin sees it: tenants are resolved before Casbin,
+// by choosing which rules it is given.
+func (r Rule) row() []string { return []string{r.Subject, r.Tool, r.Cond, r.Effect} }
 
-// Grant is one g line: Member (an identity or role) has Role.
+func (r Rule) key() string {
+	return r.Subject + "\x00" + r.Tool + "\x00" + r.Cond + "\x00" + r.Effect + "\x00" + r.Tenant
+}
+
+// appliesIn reports whether the rule holds in tenant ("" for an identity
+// with no tenant): rules without a tenant hold everywhere.
+func (r Rule) appliesIn(tenant string) bool { return r.Tenant == "" || r.Tenant == tenant }
+
+// Grant is one g line: Member (an identity or role) has Role, everywhere
+// or, with Tenant, only in that tenant. An identity granted a role in a
+// tenant belongs to that tenant.
 type Grant struct {
 	File   string
 	Line   int
 	Member string
 	Role   string
+	Tenant string
 }
 
 // LoadError lists everything wrong with a policy, each with file:line.
@@ -100,11 +119,19 @@ func parse(src Source) (*parsed, error) {
 		}
 		switch rec[0] {
 		case "p":
-			if len(rec) != 5 {
-				bad(line, "a rule has 5 fields (p, subject, tool, condition, effect), this line has %d; quote a condition that contains a comma", len(rec))
+			// A sixth field is a tenant, unless it looks like an effect: then
+			// a comma split the condition.
+			if len(rec) != 5 && (len(rec) != 6 || restrictiveness[rec[5]] != 0) {
+				bad(line, "a rule has 5 fields (p, subject, tool, condition, effect, and optionally a tenant), this line has %d; quote a condition that contains a comma", len(rec))
 				continue
 			}
 			rule := Rule{File: src.Name, Line: line, Subject: rec[1], Tool: rec[2], Cond: rec[3], Effect: rec[4]}
+			if len(rec) == 6 {
+				if rule.Tenant = rec[5]; !validName(rule.Tenant) {
+					bad(line, "tenant %q: use letters, digits, '-', '_' or '.'", truncate(rule.Tenant, 40))
+					continue
+				}
+			}
 			if msg := p.checkRule(rule); msg != "" {
 				bad(line, "%s", msg)
 				continue
@@ -116,11 +143,17 @@ func parse(src Source) (*parsed, error) {
 			seen[rule.key()] = line
 			p.rules = append(p.rules, rule)
 		case "g":
-			if len(rec) != 3 {
-				bad(line, "a role grant has 3 fields (g, member, role), this line has %d", len(rec))
+			if len(rec) != 3 && len(rec) != 4 {
+				bad(line, "a role grant has 3 fields (g, member, role, and optionally a tenant), this line has %d", len(rec))
 				continue
 			}
 			g := Grant{File: src.Name, Line: line, Member: rec[1], Role: rec[2]}
+			if len(rec) == 4 {
+				if g.Tenant = rec[3]; !validName(g.Tenant) {
+					bad(line, "tenant %q: use letters, digits, '-', '_' or '.'", truncate(g.Tenant, 40))
+					continue
+				}
+			}
 			switch {
 			case g.Member == "" || g.Role == "":
 				bad(line, "empty member or role")
@@ -143,6 +176,19 @@ func parse(src Source) (*parsed, error) {
 		return nil, &LoadError{problems}
 	}
 	return p, nil
+}
+
+// validName reports whether s is a usable tenant name.
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // lineOf reads N from a "file:N: message" problem, for sorting.

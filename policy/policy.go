@@ -58,6 +58,7 @@ type Policy struct {
 	scopes     map[string]map[string]bool // identity + "\x00" + tool → subjects whose rules apply
 	known      map[string]bool            // every identity and role named in the policy
 	identities map[string]bool            // names that may act: never a role
+	tenantOf   map[string]string          // identity → its tenant, if it has one
 	byTool     map[string]map[string][]*Rule
 	shards     sync.Map // scope key → *shard, built on first use
 }
@@ -89,6 +90,7 @@ func Load(modelSrc, policySrc Source) (*Policy, error) {
 		conds:      parsed.conds,
 		known:      map[string]bool{},
 		identities: map[string]bool{},
+		tenantOf:   map[string]string{},
 		byTool:     map[string]map[string][]*Rule{},
 	}
 	for i := range p.Rules {
@@ -143,12 +145,24 @@ func checkModel(m model.Model, name string) error {
 // inherits for that tool). Rules for * are added at decision time. Role
 // cycles and chains deeper than Casbin's limit are refused with file:line.
 func (p *Policy) buildScopes() error {
+	// Casbin's role manager holds the grants that hold everywhere; grants
+	// in a tenant are walked only for identities of that tenant.
 	rm := defaultrolemanager.NewRoleManagerImpl(maxRoleDepth + 1)
+	inTenant := map[string]map[string][]string{} // tenant → member → roles
 	isRole := map[string]bool{}
 	firstGrant := map[string]Grant{}
+	tenantGrant := map[string]Grant{}
+	var problems []string
 	for _, g := range p.Grants {
-		if err := rm.AddLink(g.Member, g.Role); err != nil {
-			return err
+		if g.Tenant == "" {
+			if err := rm.AddLink(g.Member, g.Role); err != nil {
+				return err
+			}
+		} else {
+			if inTenant[g.Tenant] == nil {
+				inTenant[g.Tenant] = map[string][]string{}
+			}
+			inTenant[g.Tenant][g.Member] = append(inTenant[g.Tenant][g.Member], g.Role)
 		}
 		p.known[g.Member], p.known[g.Role] = true, true
 		isRole[g.Role] = true
@@ -161,21 +175,51 @@ func (p *Policy) buildScopes() error {
 			p.identities[name] = true
 		}
 	}
-	if err := p.checkRoleGraph(rm, firstGrant); err != nil {
+	for _, g := range p.Grants {
+		if g.Tenant == "" || !p.identities[g.Member] {
+			continue
+		}
+		if prev, ok := tenantGrant[g.Member]; ok && prev.Tenant != g.Tenant {
+			problems = append(problems, fmt.Sprintf("%s:%d: %q is granted roles in tenant %q here and in tenant %q on line %d; an identity belongs to one tenant",
+				g.File, g.Line, g.Member, g.Tenant, prev.Tenant, prev.Line))
+			continue
+		}
+		tenantGrant[g.Member] = g
+		p.tenantOf[g.Member] = g.Tenant
+	}
+	if len(problems) > 0 {
+		return &LoadError{problems}
+	}
+	parentsIn := func(name, tenant string) []string {
+		parents, _ := rm.GetRoles(name) // direct roles of name, everywhere
+		if tenant != "" {
+			parents = append(parents, inTenant[tenant][name]...)
+		}
+		return parents
+	}
+	if err := p.checkRoleGraph(parentsIn, firstGrant, inTenant); err != nil {
 		return err
 	}
 	p.scopes = map[string]map[string]bool{}
 	for name := range p.known {
+		tenant := p.tenantOf[name]
 		for tool, subjects := range p.byTool {
+			has := func(s string) bool {
+				for _, r := range subjects[s] {
+					if r.appliesIn(tenant) {
+						return true
+					}
+				}
+				return false
+			}
 			level, seen := []string{name}, map[string]bool{name: true}
 			for len(level) > 0 {
 				var found, next []string
 				for _, s := range level {
-					if len(subjects[s]) > 0 {
+					if has(s) {
 						found = append(found, s)
 					}
-					parents, _ := rm.GetRoles(s) // direct roles of s
-					for _, parent := range parents {
+					for _, parent := range parentsIn(s, tenant) {
 						if !seen[parent] {
 							seen[parent] = true
 							next = append(next, parent)
@@ -199,7 +243,25 @@ func (p *Policy) buildScopes() error {
 
 // checkRoleGraph refuses cycles and chains deeper than maxRoleDepth, naming
 // the grant line where the problem starts.
-func (p *Policy) checkRoleGraph(rm *defaultrolemanager.RoleManagerImpl, firstGrant map[string]Grant) error {
+func (p *Policy) checkRoleGraph(parentsIn func(name, tenant string) []string, firstGrant map[string]Grant, inTenant map[string]map[string][]string) error {
+	tenants := []string{""}
+	for t := range inTenant {
+		tenants = append(tenants, t)
+	}
+	slices.Sort(tenants)
+	var problems []string
+	for _, tenant := range tenants {
+		problems = append(problems, p.checkRoleGraphIn(func(n string) []string { return parentsIn(n, tenant) }, firstGrant)...)
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return &LoadError{slices.Compact(problems)}
+	}
+	return nil
+}
+
+// checkRoleGraphIn walks the role graph as one tenant sees it.
+func (p *Policy) checkRoleGraphIn(parentsOf func(string) []string, firstGrant map[string]Grant) []string {
 	var problems []string
 	state := map[string]int{} // 0 unvisited, 1 on the current path, 2 done
 	depth := map[string]int{} // longest chain above a name
@@ -216,8 +278,7 @@ func (p *Policy) checkRoleGraph(rm *defaultrolemanager.RoleManagerImpl, firstGra
 		}
 		state[name] = 1
 		longest := 0
-		parents, _ := rm.GetRoles(name)
-		for _, parent := range parents {
+		for _, parent := range parentsOf(name) {
 			if d := visit(parent, append(path, name)) + 1; d > longest {
 				longest = d
 			}
@@ -237,11 +298,7 @@ func (p *Policy) checkRoleGraph(rm *defaultrolemanager.RoleManagerImpl, firstGra
 			}
 		}
 	}
-	if len(problems) > 0 {
-		slices.Sort(problems)
-		return &LoadError{slices.Compact(problems)}
-	}
-	return nil
+	return problems
 }
 
 // A shard is a Casbin enforcer holding exactly the rules that can apply to
@@ -252,6 +309,7 @@ func (p *Policy) checkRoleGraph(rm *defaultrolemanager.RoleManagerImpl, firstGra
 type shard struct {
 	e     *casbin.Enforcer
 	rules []*Rule
+	byRow map[string]*Rule // Casbin's row (without tenant) → the rule
 }
 
 // shardFor returns the shard for agent's scope on tool, building it on
@@ -263,15 +321,19 @@ func (p *Policy) shardFor(agent, tool string) (*shard, error) {
 		subjects = append(subjects, s)
 	}
 	slices.Sort(subjects)
-	key := tool + "\x00" + strings.Join(subjects, "\x00")
+	tenant := p.tenantOf[agent]
+	key := tenant + "\x00" + tool + "\x00" + strings.Join(subjects, "\x00")
 	if sh, ok := p.shards.Load(key); ok {
 		return sh.(*shard), nil
 	}
 	var rules []*Rule
-	for _, s := range subjects {
-		rules = append(rules, p.byTool[tool][s]...)
+	for _, s := range append(subjects, "*") {
+		for _, r := range p.byTool[tool][s] {
+			if r.appliesIn(tenant) {
+				rules = append(rules, r)
+			}
+		}
 	}
-	rules = append(rules, p.byTool[tool]["*"]...)
 	// File order, so "the first match" means the same here as in Explain.
 	slices.SortFunc(rules, func(a, b *Rule) int { return a.Line - b.Line })
 	sh, err := p.newShard(rules)
@@ -293,9 +355,13 @@ func (p *Policy) newShard(rules []*Rule) (*shard, error) {
 	}
 	grant := make([]bool, len(rules))
 	rows := make([][]string, len(rules))
+	byRow := make(map[string]*Rule, len(rules))
 	for i, r := range rules {
-		rows[i] = []string{r.Subject, r.Tool, r.Cond, r.Effect}
+		rows[i] = r.row()
 		grant[i] = r.Subject != "*" || r.Effect == Allow
+		if _, dup := byRow[strings.Join(rows[i], "\x00")]; !dup {
+			byRow[strings.Join(rows[i], "\x00")] = r
+		}
 	}
 	e.SetEffector(mostRestrictive{grant: grant})
 	e.AddFunction("applies", p.applies)
@@ -308,7 +374,7 @@ func (p *Policy) newShard(rules []*Rule) (*shard, error) {
 			e.GetModel()["p"]["p"].Policy = append(e.GetModel()["p"]["p"].Policy, row)
 		}
 	}
-	return &shard{e: e, rules: rules}, nil
+	return &shard{e: e, rules: rules, byRow: byRow}, nil
 }
 
 // applies(identity, tool, subject) says whether a rule's subject speaks for
@@ -377,7 +443,7 @@ func (p *Policy) Decide(req Request) Decision {
 	if len(explain) == 0 {
 		return deny("no rule matched that grants this")
 	}
-	rule, ok := p.byKey[strings.Join(explain, "\x00")]
+	rule, ok := sh.byRow[strings.Join(explain, "\x00")]
 	if !ok {
 		return deny("matched a rule the policy does not hold")
 	}
@@ -386,6 +452,9 @@ func (p *Policy) Decide(req Request) Decision {
 
 // Known reports whether name appears in the policy as an identity or role.
 func (p *Policy) Known(name string) bool { return p.known[name] }
+
+// TenantOf returns the tenant an identity belongs to, or "".
+func (p *Policy) TenantOf(identity string) string { return p.tenantOf[identity] }
 
 // IsIdentity reports whether name can act: it is named in the policy and is
 // nobody's role.

@@ -10,7 +10,7 @@ func (p *Policy) CanEverUse(agent, tool string) bool {
 	}
 	scope := p.scopes[agent+"\x00"+tool]
 	for _, r := range p.Rules {
-		if r.Tool == tool && r.Effect != Deny && (scope[r.Subject] || (r.Subject == "*" && r.Effect == Allow)) {
+		if r.Tool == tool && r.Effect != Deny && r.appliesIn(p.tenantOf[agent]) && (scope[r.Subject] || (r.Subject == "*" && r.Effect == Allow)) {
 			return true
 		}
 	}
