@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -193,7 +194,12 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, d
 
 // dummyHash is compared against when the user does not exist, so that a
 // wrong name takes as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+// It is computed on first use, not when the package loads, so commands
+// that never log anyone in do not pay for a bcrypt hash.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+	return h
+})
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(loginCookie)
@@ -204,7 +210,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
 	next := localPath(r.PostFormValue("next"))
 	u, err := s.cfg.Deps.DB.User(r.Context(), name)
-	hash := dummyHash
+	hash := dummyHash()
 	if err == nil {
 		hash = []byte(u.PasswordHash)
 	} else if mandate.ErrorCode(err) != mandate.ENOTFOUND {

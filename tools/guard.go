@@ -237,14 +237,24 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		rec.Outcome = storage.StatusExecuted
 	}
 	// The outcome is recorded even if the agent hung up: the action happened.
-	if rerr := d.DB.RecordOutcome(context.WithoutCancel(ctx), act, rec); rerr != nil {
+	if rerr := d.DB.RecordOutcome(context.WithoutCancel(ctx), act, rec); mandate.ErrorCode(rerr) == mandate.ECONFLICT {
+		// Recovery recorded the outcome first: answer from the record, which
+		// is what the audit will say.
+		if cur, err := d.DB.Action(context.WithoutCancel(ctx), act.ID); err == nil {
+			log.Warn("outcome was already recorded by recovery", "status", cur.Status)
+			return actionResult(cur)
+		}
+	} else if rerr != nil {
 		// The backend acted but the outcome is not recorded; the action stays
-		// "executing" and is reconciled against the backend on next start.
+		// "executing" and is reconciled against the backend by recovery.
 		log.Error("outcome not recorded", "err", rerr)
 	}
 	if err != nil {
 		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
-			Message: fmt.Sprintf("The %s was allowed but the system of record refused or failed: %s", s.describe(a), act.Error)}
+			Message: fmt.Sprintf("The %s was allowed but the system of record refused it: %s. Nothing was changed.", s.describe(a), act.Error)}
+		if uncertain(err) {
+			res.Message = fmt.Sprintf("The %s was allowed but the system of record failed, and confirmed that nothing was changed. You may try again later.", s.describe(a))
+		}
 		return structuredError(res)
 	}
 	log.Info("executed")

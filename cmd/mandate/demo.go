@@ -98,6 +98,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Error    string `json:"error"`
 		}
 		b, _ := json.Marshal(res.StructuredContent)
+		if res.StructuredContent == nil && len(res.Content) > 0 {
+			// A plain error: {error, message} as JSON text.
+			if tc, ok := res.Content[0].(mcp.TextContent); ok {
+				b = []byte(tc.Text)
+			}
+		}
 		_ = json.Unmarshal(b, &out)
 		switch {
 		case out.Decision != "":

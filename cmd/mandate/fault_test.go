@@ -58,7 +58,7 @@ func startFaultServer(t *testing.T, dbPath, storePath string) *faultServer {
 	s := &faultServer{stderr: &syncBuffer{}}
 	c, err := client.NewStdioMCPClientWithOptions(bin, faultEnv,
 		[]string{"serve", "--agent", "senior-bot", "--db", dbPath, "--store", storePath,
-			"--recover-after", "1s", "--backend-timeout", "500ms"},
+			"--recover-after", "1s", "--backend-timeout", "400ms"},
 		transport.WithCommandFunc(func(ctx context.Context, command string, env, args []string) (*exec.Cmd, error) {
 			cmd := exec.CommandContext(ctx, command, args...)
 			cmd.Env = childEnv(env)

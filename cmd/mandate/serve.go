@@ -24,7 +24,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	ttl := fs.Duration("approval-ttl", envDuration("MANDATE_APPROVAL_TTL", 24*time.Hour), "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
 	backendTimeout := fs.Duration("backend-timeout", envDuration("MANDATE_BACKEND_TIMEOUT", 10*time.Second), "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
-	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed --backend-timeout (env MANDATE_RECOVER_AFTER)")
+	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
@@ -36,8 +36,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *agent == "" {
 		return usageError{"serve: no agent identity. Set --agent NAME or MANDATE_AGENT=NAME to an identity in policy.csv, e.g. MANDATE_AGENT=demo-agent"}
 	}
-	if *recoverAfter <= *backendTimeout {
-		return usageError{fmt.Sprintf("serve: --recover-after (%s) must be longer than --backend-timeout (%s), or a live call could be reconciled as not done", *recoverAfter, *backendTimeout)}
+	// A live call can spend two backend timeouts (the call, then asking by
+	// key) before its outcome is recorded; recovery must wait longer.
+	if *recoverAfter <= 2**backendTimeout {
+		return usageError{fmt.Sprintf("serve: --recover-after (%s) must be longer than twice --backend-timeout (%s), or a live call could be reconciled as not done", *recoverAfter, *backendTimeout)}
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
