@@ -190,12 +190,15 @@ func (p *Policy) buildScopes() error {
 	if len(problems) > 0 {
 		return &LoadError{problems}
 	}
+	global := map[string][]string{}
+	for name := range p.known {
+		global[name], _ = rm.GetRoles(name) // direct roles of name, everywhere
+	}
 	parentsIn := func(name, tenant string) []string {
-		parents, _ := rm.GetRoles(name) // direct roles of name, everywhere
-		if tenant != "" {
-			parents = append(parents, inTenant[tenant][name]...)
+		if tenant == "" || len(inTenant[tenant][name]) == 0 {
+			return global[name]
 		}
-		return parents
+		return append(slices.Clip(global[name]), inTenant[tenant][name]...)
 	}
 	if err := p.checkRoleGraph(parentsIn, firstGrant, inTenant); err != nil {
 		return err
