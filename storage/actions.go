@@ -73,7 +73,7 @@ func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
 // and recording (which debits the limits, as an executing action counts) are
 // one transaction, serialized across processes.
 func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decide func(Usage)) error {
-	return db.write(func(tx *sql.Tx) error {
+	return db.write(func(tx *Tx) error {
 		now := db.Now()
 		if decide != nil {
 			u, err := usage(ctx, tx, a, now)
@@ -117,7 +117,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 // audit record, in one transaction. Exactly one outcome is ever recorded:
 // if the action is no longer executing, it returns a conflict error.
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
-	return db.write(func(tx *sql.Tx) error {
+	return db.write(func(tx *Tx) error {
 		now := db.Now()
 		a.UpdatedAt = now
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
@@ -216,7 +216,7 @@ func scanBaseAction(row interface{ Scan(...any) error }) (*Action, error) {
 // Append adds one audit record that belongs to no action state, such as a
 // read, in its own transaction.
 func (db *DB) Append(ctx context.Context, rec *Record) error {
-	return db.write(func(tx *sql.Tx) error {
+	return db.write(func(tx *Tx) error {
 		if rec.Time.IsZero() {
 			rec.Time = db.Now()
 		}

@@ -155,7 +155,7 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 	}
 	var a *Action
 	var refused error // a refusal that still commits (an expiry)
-	err := db.write(func(tx *sql.Tx) error {
+	err := db.write(func(tx *Tx) error {
 		now := db.Now()
 		var err error
 		if a, _, err = findAction(ctx, tx, id); err != nil {
@@ -218,7 +218,7 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 }
 
 // expire marks a pending action expired and records it, inside tx.
-func expire(ctx context.Context, tx *sql.Tx, a *Action, now time.Time) error {
+func expire(ctx context.Context, tx *Tx, a *Action, now time.Time) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ? WHERE id = ? AND status = ?`,
 		StatusExpired, timeText(now), a.ID, StatusPending); err != nil {
 		return unavailable("expire action", err)
@@ -245,7 +245,7 @@ func (db *DB) ExpirePending(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	n := 0
-	err = db.write(func(tx *sql.Tx) error {
+	err = db.write(func(tx *Tx) error {
 		due, err := db.duePending(ctx, tx, now)
 		if err != nil {
 			return err
@@ -298,7 +298,7 @@ func (db *DB) duePending(ctx context.Context, q rowsQuerier, now time.Time) ([]*
 // caller that gets the action is the one that executes it.
 func (db *DB) ClaimApproved(ctx context.Context, id string) (*Action, error) {
 	var a *Action
-	err := db.write(func(tx *sql.Tx) error {
+	err := db.write(func(tx *Tx) error {
 		now := db.Now()
 		var err error
 		if a, _, err = findAction(ctx, tx, id); err != nil {

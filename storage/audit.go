@@ -92,21 +92,28 @@ func orEmptyObject(b json.RawMessage) json.RawMessage {
 // appendRecord adds r at the head of the chain inside tx, which must be a
 // write (IMMEDIATE) transaction so the head cannot move under it, even from
 // another process. It sets r.Seq, r.PrevHash and r.Hash.
-func appendRecord(ctx context.Context, tx *sql.Tx, r *Record) error {
+func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	var seq int64
 	prev := genesis
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
-	if err != nil && err != sql.ErrNoRows {
+	if tx.head != nil {
+		// This transaction holds the write lock and appended the head
+		// itself, so it is still the head.
+		seq, prev = tx.head.seq, tx.head.hash
+	} else if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev); err != nil && err != sql.ErrNoRows {
 		return err
 	}
 	r.Seq, r.PrevHash = seq+1, prev
 	f := r.fields()
 	r.Hash = hashRecord(prev, r.Seq, f)
-	_, err = tx.ExecContext(ctx, `
+	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
 			action_id, phase, outcome, error, duration_us, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
 		r.Duration.Microseconds(), r.PrevHash, r.Hash)
-	return err
+	if err != nil {
+		return err
+	}
+	tx.head = &chainHead{seq: r.Seq, hash: r.Hash}
+	return nil
 }

@@ -35,6 +35,8 @@ type DB struct {
 	writerDone chan struct{}
 	closeMu    sync.RWMutex
 	closed     bool
+	stmtMu     sync.Mutex
+	stmts      map[string]*sql.Stmt // prepared once, see Tx
 }
 
 // DSN returns the connection string for a SQLite file with every pragma in
@@ -81,6 +83,11 @@ func (db *DB) Close() error {
 	}
 	db.closeMu.Unlock()
 	<-db.writerDone
+	db.stmtMu.Lock()
+	for _, st := range db.stmts {
+		st.Close()
+	}
+	db.stmtMu.Unlock()
 	return db.db.Close()
 }
 

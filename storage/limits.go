@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"time"
 )
 
@@ -41,7 +40,7 @@ func minute(t time.Time) int64 { return t.Unix() / int64(counterUnit/time.Second
 // usage sums a's counters inside tx, the transaction that will record a's
 // attempt: reading and debiting are serialized across processes by SQLite's
 // write lock, so concurrent calls cannot all squeeze under a limit.
-func usage(ctx context.Context, tx *sql.Tx, a *Action, now time.Time) (Usage, error) {
+func usage(ctx context.Context, tx *Tx, a *Action, now time.Time) (Usage, error) {
 	var u Usage
 	agentRefunds := "agent_refund\x00" + a.Agent + "\x00"
 	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-30*24*time.Hour)), minute(now.Add(-time.Hour))
@@ -65,7 +64,7 @@ func usage(ctx context.Context, tx *sql.Tx, a *Action, now time.Time) (Usage, er
 
 // count adds (sign +1) or takes back (sign -1) a's use of its counters, in
 // the minute it was recorded.
-func count(ctx context.Context, tx *sql.Tx, a *Action, at time.Time, sign int64) error {
+func count(ctx context.Context, tx *Tx, a *Action, at time.Time, sign int64) error {
 	for _, scope := range counterScopes(a) {
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO usage_counters (scope, minute, amount_minor, count) VALUES (?, ?, ?, ?)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 )
 
 // Group commit. Every audit write must be durable (synchronous=FULL), and
@@ -21,7 +20,7 @@ import (
 const maxBatch = 128
 
 type writeReq struct {
-	fn   func(tx *sql.Tx) error
+	fn   func(tx *Tx) error
 	done chan error
 }
 
@@ -69,19 +68,21 @@ func (db *DB) commitBatch(batch []writeReq) {
 		return
 	}
 	defer tx.Rollback()
+	wtx := &Tx{Tx: tx, db: db}
 	for i, r := range batch {
-		sp := fmt.Sprintf("w%d", i)
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT "+sp); err != nil {
+		if _, err := wtx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 			fail(unavailable("savepoint", err))
 			return
 		}
-		if errs[i] = r.fn(tx); errs[i] != nil {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO "+sp); err != nil {
+		head := wtx.head
+		if errs[i] = r.fn(wtx); errs[i] != nil {
+			wtx.head = head // what this write appended is rolled back
+			if _, err := wtx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
 				fail(unavailable("rollback to savepoint", err))
 				return
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE "+sp); err != nil {
+		if _, err := wtx.ExecContext(ctx, "RELEASE w"); err != nil {
 			fail(unavailable("release savepoint", err))
 			return
 		}
@@ -99,7 +100,7 @@ func (db *DB) commitBatch(batch []writeReq) {
 // other writes of this process, and returns fn's error, or the commit's.
 // fn must do all its reads of shared state (chain head, usage, statuses)
 // through tx.
-func (db *DB) write(fn func(tx *sql.Tx) error) (err error) {
+func (db *DB) write(fn func(tx *Tx) error) (err error) {
 	r := writeReq{fn: fn, done: make(chan error, 1)}
 	db.closeMu.RLock()
 	if db.closed {
@@ -109,4 +110,56 @@ func (db *DB) write(fn func(tx *sql.Tx) error) (err error) {
 	db.writes <- r
 	db.closeMu.RUnlock()
 	return <-r.done
+}
+
+// Tx is a write transaction whose statements are prepared once and reused:
+// preparing a statement costs more than running it, and the writer runs the
+// same few statements for every record.
+type Tx struct {
+	*sql.Tx
+	db   *DB
+	head *chainHead // the audit chain head this transaction appended, if any
+}
+
+type chainHead struct {
+	seq  int64
+	hash string
+}
+
+// ExecContext runs a cached prepared statement for query in the transaction.
+func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := t.db.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return t.Tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+}
+
+// QueryRowContext runs a cached prepared statement for query in the
+// transaction.
+func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := t.db.prepared(ctx, query)
+	if err != nil {
+		return t.Tx.QueryRowContext(ctx, query, args...) // reports the same error
+	}
+	return t.Tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+}
+
+// prepared returns the statement for query, preparing it on first use.
+// database/sql then prepares it once per connection and keeps it.
+func (db *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if st, ok := db.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := db.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if db.stmts == nil {
+		db.stmts = map[string]*sql.Stmt{}
+	}
+	db.stmts[query] = st
+	return st, nil
 }
