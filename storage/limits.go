@@ -20,20 +20,25 @@ type Usage struct {
 // refund made 24 h and 30 s ago may still count.
 const counterUnit = time.Minute
 
-// counterScopes names the counters an action debits.
+// counterScopes names the counters an action debits. Each window is read
+// with scope = ? AND minute > ?, a range of the primary key.
 func counterScopes(a *Action) []string {
 	switch a.Tool {
 	case "refund_order":
-		s := []string{"agent_refund\x00" + a.Agent + "\x00" + a.Currency}
+		s := []string{"agent_refunded\x00" + a.Agent + "\x00" + a.Currency, "agent_refunds\x00" + a.Agent}
 		if a.CustomerID != "" {
-			s = append(s, "customer_refund\x00"+a.CustomerID)
+			s = append(s, "customer_refunds\x00"+a.CustomerID)
 		}
 		return s
 	case "cancel_order":
-		return []string{"agent_cancel\x00" + a.Agent}
+		return []string{"agent_cancels\x00" + a.Agent}
 	}
 	return nil
 }
+
+// longestWindow is the longest window a limit looks at; older counters are
+// pruned.
+const longestWindow = 30 * 24 * time.Hour
 
 func minute(t time.Time) int64 { return t.Unix() / int64(counterUnit/time.Second) }
 
@@ -42,24 +47,30 @@ func minute(t time.Time) int64 { return t.Unix() / int64(counterUnit/time.Second
 // write lock, so concurrent calls cannot all squeeze under a limit.
 func usage(ctx context.Context, tx *Tx, a *Action, now time.Time) (Usage, error) {
 	var u Usage
-	agentRefunds := "agent_refund\x00" + a.Agent + "\x00"
-	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-30*24*time.Hour)), minute(now.Add(-time.Hour))
-	// One statement for every window: the refund amount in this currency
-	// and the refund count in any currency (24 h), the customer's refunds
-	// (30 days), the agent's cancellations (1 h).
+	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-longestWindow)), minute(now.Add(-time.Hour))
+	// One statement, each window a primary-key range: the refund amount in
+	// this currency and the refund count (24 h), the customer's refunds (30
+	// days), the agent's cancellations (1 h).
 	err := tx.QueryRowContext(ctx, `
 		SELECT
-			COALESCE(SUM(CASE WHEN scope = ?1 AND minute > ?4 THEN amount_minor END), 0),
-			COALESCE(SUM(CASE WHEN scope >= ?2 AND scope < ?3 AND minute > ?4 THEN count END), 0),
-			COALESCE(SUM(CASE WHEN scope = ?5 AND minute > ?6 THEN count END), 0),
-			COALESCE(SUM(CASE WHEN scope = ?7 AND minute > ?8 THEN count END), 0)
-		FROM usage_counters
-		WHERE (scope >= ?2 AND scope < ?3 AND minute > ?4) OR (scope = ?5 AND minute > ?6) OR (scope = ?7 AND minute > ?8)`,
-		agentRefunds+a.Currency, agentRefunds, "agent_refund\x00"+a.Agent+"\x01", day,
-		"customer_refund\x00"+a.CustomerID, month,
-		"agent_cancel\x00"+a.Agent, hour,
+			(SELECT COALESCE(SUM(amount_minor), 0) FROM usage_counters WHERE scope = ?1 AND minute > ?2),
+			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
+			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
+			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?6 AND minute > ?7)`,
+		"agent_refunded\x00"+a.Agent+"\x00"+a.Currency, day,
+		"agent_refunds\x00"+a.Agent,
+		"customer_refunds\x00"+a.CustomerID, month,
+		"agent_cancels\x00"+a.Agent, hour,
 	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h)
 	return u, err
+}
+
+// PruneCounters deletes limit counters older than any window looks at.
+func (db *DB) PruneCounters(ctx context.Context) error {
+	return db.write(func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM usage_counters WHERE minute <= ?`, minute(db.Now().Add(-longestWindow-time.Hour)))
+		return err
+	})
 }
 
 // count adds (sign +1) or takes back (sign -1) a's use of its counters, in

@@ -320,10 +320,10 @@ func checkConcLedger(t *testing.T, e *concEnv, calls []concRefund) concLedger {
 		}
 		l.executed[r.order] += minor
 		executed[id] = true
-		a := wantCounters["agent_refund\x00"+c.agent+"\x00USD"]
-		wantCounters["agent_refund\x00"+c.agent+"\x00USD"] = usage{a.minor + minor, a.count + 1}
-		cu := wantCounters["customer_refund\x00"+customerOf[r.order]]
-		wantCounters["customer_refund\x00"+customerOf[r.order]] = usage{cu.minor + minor, cu.count + 1}
+		for _, scope := range []string{"agent_refunded\x00" + c.agent + "\x00USD", "agent_refunds\x00" + c.agent, "customer_refunds\x00" + customerOf[r.order]} {
+			u := wantCounters[scope]
+			wantCounters[scope] = usage{u.minor + minor, u.count + 1}
+		}
 	}
 	for key, r := range refunds {
 		if !executed[key] {

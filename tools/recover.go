@@ -34,6 +34,9 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 	for _, e := range all() {
 		byName[e.name()] = e
 	}
+	if err := d.DB.PruneCounters(ctx); err != nil {
+		return rep, err
+	}
 	cutoff := d.Now().Add(-grace)
 	for _, act := range stale {
 		if act.UpdatedAt.After(cutoff) {

@@ -350,7 +350,7 @@ func checkFault(t *testing.T, db *storage.DB, dbPath, storePath string, told map
 	defer gdb.Close()
 	var counted, n int64
 	if err := gdb.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount_minor), 0), COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?`,
-		"agent_refund\x00senior-bot\x00USD").Scan(&counted, &n); err != nil {
+		"agent_refunded\x00senior-bot\x00USD").Scan(&counted, &n); err != nil {
 		t.Fatal(err)
 	}
 	if counted != tally.refundedMinor || n != int64(tally.executed) {
