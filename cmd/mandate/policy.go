@@ -85,7 +85,9 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON] [--model F] [--policy F]", stderr)
+	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON] [--model F] [--policy F]\n       mandate policy explain --action ACTION_ID [--db F] [--model F] [--policy F]", stderr)
+	actionID := fs.String("action", "", "explain a recorded decision: the attempt's identity, tool and the facts it was decided on, from the audit trail")
+	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database, for --action (env MANDATE_DB)")
 	agent := fs.String("agent", "", "the identity that calls (required)")
 	tool := fs.String("tool", "", "the tool it calls (required)")
 	argsJSON := fs.String("args", "", "the call's arguments as a JSON object; facts are read from --store as the guard reads them")
@@ -96,8 +98,11 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
+	if *actionID != "" {
+		return explainRecorded(ctx, *actionID, *dbPath, &pf, stdout)
+	}
 	if *agent == "" || *tool == "" || (*argsJSON == "" && *attrsJSON == "") {
-		return usageError{"policy explain: --agent, --tool and --args (or --attrs) are required"}
+		return usageError{"policy explain: --agent, --tool and --args (or --attrs) are required, or --action ID"}
 	}
 	p, err := pf.load()
 	if err != nil {
@@ -134,6 +139,47 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 	}
 	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
+	return nil
+}
+
+// explainRecorded explains a past decision from its attempt record: the
+// identity, tool and the attribute values it was decided on, under the
+// policy loaded now, saying whether that is the policy that decided then.
+func explainRecorded(ctx context.Context, id, dbPath string, pf *policyFlags, stdout io.Writer) error {
+	db, err := openExistingDB(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var rec *storage.Record
+	err = db.Records(ctx, storage.Filter{ActionID: id}, func(r *storage.Record) error {
+		if r.Phase == storage.PhaseAttempt && rec == nil {
+			rec = r
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return fmt.Errorf("policy explain: no attempt recorded for action %q in %s", id, dbPath)
+	}
+	p, err := pf.load()
+	if err != nil {
+		return err
+	}
+	var attrs map[string]any
+	if len(rec.Attrs) > 0 {
+		if err := json.Unmarshal(rec.Attrs, &attrs); err != nil {
+			return fmt.Errorf("policy explain: the recorded facts of %s cannot be read: %w", id, err)
+		}
+	}
+	fmt.Fprintf(stdout, "recorded: %s %s by %s at %s: %s (%s), policy version %s\n",
+		rec.ActionID, rec.Tool, rec.Agent, rec.Time.UTC().Format(time.RFC3339), rec.Decision, rec.Rule, rec.PolicyVersion)
+	if rec.PolicyVersion != p.Version {
+		fmt.Fprintf(stdout, "note:     the policy loaded now is version %s, not the one that decided; below is what it says about the same facts\n", p.Version)
+	}
+	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: rec.Agent, Tool: rec.Tool, Attrs: attrs}))
 	return nil
 }
 

@@ -350,6 +350,36 @@ func TestPolicyReplay(t *testing.T) {
 		t.Fatalf("the 10.00 refund is still allowed under the candidate but was listed:\n%s", out)
 	}
 
+	t.Run("explain a recorded decision", func(t *testing.T) {
+		rdb, err := storage.Open(ctx, dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id string
+		_ = rdb.Records(ctx, storage.Filter{Tool: "refund_order", Decision: policy.Allow}, func(r *storage.Record) error {
+			if id == "" && r.Phase == storage.PhaseAttempt {
+				id = r.ActionID
+			}
+			return nil
+		})
+		rdb.Close()
+		if id == "" {
+			t.Fatal("no allowed refund attempt recorded")
+		}
+		out, err := polRun(t, "policy", "explain", "--action", id, "--db", dbPath, "--model", polModel, "--policy", polPolicy)
+		if err != nil || !strings.Contains(out, "recorded: "+id+" refund_order by demo-agent") || !strings.Contains(out, "decision: allow") ||
+			!strings.Contains(out, "amount = 30") || strings.Contains(out, "note:") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+		// Under the candidate, the same recorded facts need approval.
+		out, err = polRun(t, "policy", "explain", "--action", id, "--db", dbPath, "--model", polModel, "--policy", candidate)
+		if err != nil || !strings.Contains(out, "decision: require_approval") || !strings.Contains(out, "note:     the policy loaded now is version") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+		if _, err := polRun(t, "policy", "explain", "--action", "act_nope", "--db", dbPath); err == nil {
+			t.Fatal("an unknown action was explained")
+		}
+	})
 	t.Run("the shipped policy replays unchanged", func(t *testing.T) {
 		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", polPolicy, "--since", "0")
 		if err != nil || !strings.Contains(out, "unchanged                    7") || strings.Contains(out, "would change") {
