@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -42,10 +43,14 @@ type Record struct {
 // MarshalJSON writes the record with duration as integer microseconds.
 func (r Record) MarshalJSON() ([]byte, error) {
 	type plain Record
-	return json.Marshal(struct {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // rules hold <= and >; keep them readable
+	err := enc.Encode(struct {
 		plain
 		Duration int64 `json:"duration"`
 	}{plain(r), r.Duration.Microseconds()})
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }
 
 // genesis is the previous hash of the first record.
