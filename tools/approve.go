@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"maps"
-	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
@@ -170,17 +168,6 @@ func recordRefusal(ctx context.Context, d *Deps, act *storage.Action, approver s
 // so a caller outside MCP (the CLI, the admin server) can pass a bare Deps.
 func withDefaults(d *Deps) *Deps {
 	dd := *d
-	if dd.Now == nil {
-		dd.Now = time.Now
-	}
-	if dd.ApprovalTTL == 0 {
-		dd.ApprovalTTL = 24 * time.Hour
-	}
-	if dd.BackendTimeout == 0 {
-		dd.BackendTimeout = 10 * time.Second
-	}
-	if dd.Logger == nil {
-		dd.Logger = slog.New(slog.DiscardHandler)
-	}
+	dd.setDefaults()
 	return &dd
 }

@@ -25,6 +25,7 @@ type RecoverReport struct {
 // happened. Nothing is retried: an action that did not happen is recorded
 // as failed, and the agent can ask again.
 func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, error) {
+	d = withDefaults(d)
 	var rep RecoverReport
 	stale, err := d.DB.ActionsWithStatus(ctx, storage.StatusExecuting, 1000)
 	if err != nil {

@@ -33,16 +33,9 @@ type Deps struct {
 	BackendTimeout time.Duration
 }
 
-// all is the flat list of every tool, in the order tools/list shows them.
-func all() []entry {
-	return []entry{
-		getOrder(), getCustomer(), findCustomer(), getActionStatus(),
-		refundOrder(), cancelOrder(), updateAccount(),
-	}
-}
-
-// ServerTools returns every tool wrapped by the guard, ready to register.
-func ServerTools(d *Deps) []server.ServerTool {
+// setDefaults fills in what was left zero: the real clock, a 24 h approval
+// window, a 10 s backend timeout, and a logger that discards.
+func (d *Deps) setDefaults() {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -55,6 +48,19 @@ func ServerTools(d *Deps) []server.ServerTool {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// all is the flat list of every tool, in the order tools/list shows them.
+func all() []entry {
+	return []entry{
+		getOrder(), getCustomer(), findCustomer(), getActionStatus(),
+		refundOrder(), cancelOrder(), updateAccount(),
+	}
+}
+
+// ServerTools returns every tool wrapped by the guard, ready to register.
+func ServerTools(d *Deps) []server.ServerTool {
+	d.setDefaults()
 	var out []server.ServerTool
 	for _, e := range all() {
 		out = append(out, e.serverTool(d))
