@@ -154,7 +154,7 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 
 // Action returns the action with id, or a not_found error.
 func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
-	a, err := scanBaseAction(db.db.QueryRowContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE id = ?`, id))
+	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", id)
 	} else if err != nil {
@@ -166,7 +166,7 @@ func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
 // ActionByKey returns the action agent made with an idempotency key, or a
 // not_found error.
 func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
-	a, err := scanBaseAction(db.db.QueryRowContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ?`, agent, key))
+	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ?`, agent, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action with that idempotency key")
 	} else if err != nil {
@@ -177,14 +177,14 @@ func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, erro
 
 // ActionsWithStatus returns the actions in status, oldest first, up to limit.
 func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) ([]*Action, error) {
-	rows, err := db.db.QueryContext(ctx, `SELECT `+baseActionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
+	rows, err := db.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
 	if err != nil {
 		return nil, unavailable("list actions", err)
 	}
 	defer rows.Close()
 	var out []*Action
 	for rows.Next() {
-		a, err := scanBaseAction(rows)
+		a, _, err := scanAction(rows)
 		if err != nil {
 			return nil, unavailable("scan action", err)
 		}
@@ -193,25 +193,6 @@ func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) (
 	return out, rows.Err()
 }
 
-const baseActionColumns = `id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
-	created_at, updated_at, expires_at, idempotency_key`
-
-func scanBaseAction(row interface{ Scan(...any) error }) (*Action, error) {
-	var a Action
-	var args, result, created, updated, expires string
-	if err := row.Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision, &a.Rule, &a.PolicyVersion,
-		&a.Status, &result, &a.Error, &created, &updated, &expires, &a.IdempotencyKey); err != nil {
-		return nil, err
-	}
-	a.Args = json.RawMessage(args)
-	if result != "" {
-		a.Result = json.RawMessage(result)
-	}
-	a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-	a.UpdatedAt, _ = time.Parse(time.RFC3339Nano, updated)
-	a.ExpiresAt, _ = time.Parse(time.RFC3339Nano, expires)
-	return &a, nil
-}
 
 // Append adds one audit record that belongs to no action state, such as a
 // read, in its own transaction.
