@@ -193,7 +193,6 @@ func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) (
 	return out, rows.Err()
 }
 
-
 // Append adds one audit record that belongs to no action state, such as a
 // read, in its own transaction.
 func (db *DB) Append(ctx context.Context, rec *Record) error {
