@@ -101,6 +101,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	attrs, loadErr := map[string]any{}, error(nil)
 	if s.load != nil {
 		attrs, loadErr = s.load(ctx, d, &a)
+		if loadErr != nil && mandate.ErrorCode(loadErr) != mandate.ENOTFOUND && mandate.ErrorCode(loadErr) != mandate.EINVALID {
+			log.Warn("facts could not be loaded", "err", loadErr)
+		}
 		if mandate.ErrorCode(loadErr) == mandate.EINVALID {
 			// Bad input that needed a fact to judge (an amount with more
 			// decimals than the order's currency has): fix and resend.
