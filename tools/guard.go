@@ -76,6 +76,11 @@ type ActionResult struct {
 // attempt durably, act only on allow, record the outcome, answer. Any
 // failure on the way to acting is a refusal.
 func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolRequest) *mcp.CallToolResult {
+	// A call runs to its end once started, bounded by the backend timeout:
+	// a client closing stdin (which cancels ctx) or giving up must not leave
+	// facts half-read, a decision unrecorded, or an action without its
+	// outcome. The server waits for calls in flight before it exits.
+	ctx = context.WithoutCancel(ctx)
 	start := d.Now()
 	name := s.tool.Name
 	agent := d.identity(ctx)
