@@ -69,6 +69,20 @@ func (db *DB) commitBatch(batch []writeReq) {
 	}
 	defer tx.Rollback()
 	wtx := &Tx{Tx: tx, db: db}
+	if len(batch) == 1 {
+		// Alone, a write needs no savepoint: its failure rolls back the
+		// whole transaction, which holds nothing else.
+		if err := batch[0].fn(wtx); err != nil {
+			batch[0].done <- err
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			fail(unavailable("commit", err))
+			return
+		}
+		batch[0].done <- nil
+		return
+	}
 	for i, r := range batch {
 		if _, err := wtx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 			fail(unavailable("savepoint", err))
