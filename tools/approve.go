@@ -2,7 +2,6 @@ package tools
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 
@@ -10,16 +9,6 @@ import (
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
-
-// reviewable is an action tool whose pending calls a person can decide.
-// Every spec is one; the method lives here so that approval reuses the
-// tool's own binding, facts and execution, and never a second copy of them.
-type reviewable interface {
-	toolName() string
-	review(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, approve bool) (*storage.Action, error)
-}
-
-func (s spec[A]) toolName() string { return s.tool.Name }
 
 // Approve approves the pending action id as approver and, if the approval
 // stands, executes it once. Before anything changes it re-reads the facts
@@ -58,14 +47,14 @@ func review(ctx context.Context, d *Deps, id, approver, comment string, approve 
 		// backend is read.
 		return nil, mandate.Errorf(mandate.EDENIED, "%s asked for action %s, so %s cannot decide it: another person must", act.Agent, id, approver)
 	}
-	for _, e := range all() {
-		if r, ok := e.(reviewable); ok && r.toolName() == act.Tool {
-			return r.review(ctx, dd, act, approver, comment, approve)
-		}
+	if e, ok := lookup(act.Tool); ok {
+		return e.review(ctx, dd, act, approver, comment, approve)
 	}
 	return nil, mandate.Errorf(mandate.EINVALID, "action %s is a %s, which has no approval", id, act.Tool)
 }
 
+// review decides a pending action with the tool's own binding, facts and
+// execution, never a second copy of them.
 func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, approve bool) (*storage.Action, error) {
 	log := d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent, "approver", approver)
 	if act.Status != storage.StatusPending {
@@ -74,12 +63,8 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	if storage.Digest(act.Args) != act.ArgsDigest {
 		return nil, mandate.Errorf(mandate.ECONFLICT, "action %s: its arguments do not match their digest, so it cannot be approved", act.ID)
 	}
-	var raw map[string]any
-	if err := json.Unmarshal(act.Args, &raw); err != nil {
-		return nil, mandate.Errorf(mandate.ECONFLICT, "action %s: its stored arguments cannot be read", act.ID)
-	}
-	var a A
-	if err := bind(raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+	a, err := s.bindStored(act, mandate.ECONFLICT)
+	if err != nil {
 		return nil, err
 	}
 	attrs := map[string]any{}

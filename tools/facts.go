@@ -2,29 +2,19 @@ package tools
 
 import (
 	"context"
-	"log/slog"
-	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
-// factSource is implemented by every spec: it binds raw arguments and loads
-// the attributes the rules test, exactly as the guard does before deciding.
-type factSource interface {
-	factTool() string
-	facts(ctx context.Context, d *Deps, args map[string]any) (map[string]any, error)
-}
-
-func (s spec[A]) factTool() string { return s.tool.Name }
-
+// facts binds raw arguments and loads the attributes the rules test,
+// exactly as the guard does before deciding.
 func (s spec[A]) facts(ctx context.Context, d *Deps, args map[string]any) (map[string]any, error) {
 	// The idempotency key is not an argument the rules see.
-	rest := make(map[string]any, len(args))
-	for k, v := range args {
-		if k != "idempotency_key" {
-			rest[k] = v
-		}
+	rest, _, err := splitKey(args, policy.Tools[s.tool.Name].Action)
+	if err != nil {
+		return nil, err
 	}
 	var a A
 	if err := bind(rest, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
@@ -56,17 +46,8 @@ func (s spec[A]) facts(ctx context.Context, d *Deps, args map[string]any) (map[s
 // the usage attributes of limits over time (agent_refunded_24h and the
 // like) are zero, as for an agent's first call.
 func Facts(ctx context.Context, d *Deps, tool string, args map[string]any) (map[string]any, error) {
-	dd := *d
-	if dd.Now == nil {
-		dd.Now = time.Now
-	}
-	if dd.Logger == nil {
-		dd.Logger = slog.New(slog.DiscardHandler)
-	}
-	for _, e := range all() {
-		if fs, ok := e.(factSource); ok && fs.factTool() == tool {
-			return fs.facts(ctx, &dd, args)
-		}
+	if e, ok := lookup(tool); ok {
+		return e.facts(ctx, withDefaults(d), args)
 	}
 	return nil, mandate.Errorf(mandate.ENOTFOUND, "unknown tool %q", tool)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,19 @@ type entry interface {
 	name() string
 	reconciler() func(ctx context.Context, d *Deps, key string) (any, error)
 	resume(ctx context.Context, d *Deps, act *storage.Action) error
+	review(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, approve bool) (*storage.Action, error)
+	facts(ctx context.Context, d *Deps, args map[string]any) (map[string]any, error)
+}
+
+// bindStored binds the arguments recorded with an action, for carrying out
+// or reviewing it later; unreadable arguments are an error with code.
+func (s spec[A]) bindStored(act *storage.Action, code string) (A, error) {
+	var a A
+	var raw map[string]any
+	if err := json.Unmarshal(act.Args, &raw); err != nil {
+		return a, mandate.Errorf(code, "action %s: its stored arguments cannot be read", act.ID)
+	}
+	return a, bind(raw, &a, argNames(s.tool.InputSchema.Properties))
 }
 
 func (s spec[A]) name() string { return s.tool.Name }
@@ -136,9 +150,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 	}
 	if action {
-		// Once decided, the attempt is recorded even if the client hangs
-		// up (a closed stdin cancels ctx): a half-made decision helps nobody.
-		err = d.DB.DecideAndRecord(context.WithoutCancel(ctx), act, rec, decide)
+		err = d.DB.DecideAndRecord(ctx, act, rec, decide)
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer
 			// with its action rather than acting twice.
@@ -154,7 +166,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
-		err = d.DB.Append(context.WithoutCancel(ctx), rec)
+		err = d.DB.Append(ctx, rec)
 	}
 	log = log.With("decision", dec.Effect)
 	if err != nil {
@@ -191,14 +203,17 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 
 // execute calls the backend for an allowed action and records the outcome.
 func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Action, log *slog.Logger) *mcp.CallToolResult {
+	// Once the backend may act, nobody hanging up may stop the outcome from
+	// being recorded; the backend timeout bounds the wait.
+	ctx = context.WithoutCancel(ctx)
 	start := d.Now()
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.BackendTimeout)
+	bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
 	out, err := s.run(bctx, d, a, act.ID)
 	cancel()
 	if err != nil && uncertain(err) && s.reconcile != nil {
 		// A timeout or a transport failure does not say whether the backend
 		// acted: ask it by the idempotency key instead of guessing.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.BackendTimeout)
+		rctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
 		found, rerr := s.reconcile(rctx, d, act.ID)
 		cancel()
 		switch mandate.ErrorCode(rerr) {
@@ -228,10 +243,10 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		rec.Outcome = storage.StatusExecuted
 	}
 	// The outcome is recorded even if the agent hung up: the action happened.
-	if rerr := d.DB.RecordOutcome(context.WithoutCancel(ctx), act, rec); mandate.ErrorCode(rerr) == mandate.ECONFLICT {
+	if rerr := d.DB.RecordOutcome(ctx, act, rec); mandate.ErrorCode(rerr) == mandate.ECONFLICT {
 		// Recovery recorded the outcome first: answer from the record, which
 		// is what the audit will say.
-		if cur, err := d.DB.Action(context.WithoutCancel(ctx), act.ID); err == nil {
+		if cur, err := d.DB.Action(ctx, act.ID); err == nil {
 			log.Warn("outcome was already recorded by recovery", "status", cur.Status)
 			return actionResult(cur)
 		}

@@ -2,7 +2,6 @@ package tools
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -31,10 +30,6 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 	if err != nil {
 		return rep, err
 	}
-	byName := map[string]entry{}
-	for _, e := range all() {
-		byName[e.name()] = e
-	}
 	if err := d.DB.PruneCounters(ctx); err != nil {
 		return rep, err
 	}
@@ -43,7 +38,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		if act.UpdatedAt.After(cutoff) {
 			continue
 		}
-		e, ok := byName[act.Tool]
+		e, ok := lookup(act.Tool)
 		if !ok || e.reconciler() == nil {
 			rep.Unknown++
 			continue
@@ -84,7 +79,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		if act.UpdatedAt.After(cutoff) {
 			continue
 		}
-		e, ok := byName[act.Tool]
+		e, ok := lookup(act.Tool)
 		if !ok {
 			rep.Unknown++
 			continue
@@ -104,12 +99,8 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 // resume claims an approved action and carries it out through the guard's
 // execute path, with the facts read afresh.
 func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error {
-	var raw map[string]any
-	if err := json.Unmarshal(act.Args, &raw); err != nil {
-		return mandate.Errorf(mandate.EINVALID, "action %s: its stored arguments cannot be read", act.ID)
-	}
-	var a A
-	if err := bind(raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+	a, err := s.bindStored(act, mandate.EINVALID)
+	if err != nil {
 		return err
 	}
 	if s.load != nil {

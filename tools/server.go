@@ -58,6 +58,16 @@ func all() []entry {
 	}
 }
 
+// lookup returns the tool named name.
+func lookup(name string) (entry, bool) {
+	for _, e := range all() {
+		if e.name() == name {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
 // ServerTools returns every tool wrapped by the guard, ready to register.
 func ServerTools(d *Deps) []server.ServerTool {
 	d.setDefaults()
