@@ -177,20 +177,8 @@ func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, erro
 
 // ActionsWithStatus returns the actions in status, oldest first, up to limit.
 func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) ([]*Action, error) {
-	rows, err := db.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
-	if err != nil {
-		return nil, unavailable("list actions", err)
-	}
-	defer rows.Close()
-	var out []*Action
-	for rows.Next() {
-		a, _, err := scanAction(rows)
-		if err != nil {
-			return nil, unavailable("scan action", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryActions(ctx, db.db, "list actions",
+		`SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
 }
 
 // Append adds one audit record that belongs to no action state, such as a

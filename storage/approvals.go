@@ -111,9 +111,14 @@ func (db *DB) Actions(ctx context.Context, f ActionFilter) ([]*Action, error) {
 	}
 	q += " ORDER BY created_at DESC, id LIMIT ?"
 	args = append(args, f.Limit)
-	rows, err := db.db.QueryContext(ctx, q, args...)
+	return queryActions(ctx, db.db, "list actions", q, args...)
+}
+
+// queryActions runs a query selecting actionColumns and scans every row.
+func queryActions(ctx context.Context, q rowsQuerier, op, query string, args ...any) ([]*Action, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, unavailable("list actions", err)
+		return nil, unavailable(op, err)
 	}
 	defer rows.Close()
 	var out []*Action
@@ -125,7 +130,7 @@ func (db *DB) Actions(ctx context.Context, f ActionFilter) ([]*Action, error) {
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, unavailable("list actions", err)
+		return nil, unavailable(op, err)
 	}
 	return out, nil
 }
@@ -270,25 +275,16 @@ type rowsQuerier interface {
 
 // duePending lists the pending actions whose time is up at now.
 func (db *DB) duePending(ctx context.Context, q rowsQuerier, now time.Time) ([]*Action, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at, id`, StatusPending)
+	pending, err := queryActions(ctx, q, "list pending",
+		`SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at, id`, StatusPending)
 	if err != nil {
-		return nil, unavailable("list pending", err)
+		return nil, err
 	}
-	defer rows.Close()
 	var due []*Action
-	for rows.Next() {
-		a, _, err := scanAction(rows)
-		if err != nil {
-			return nil, unavailable("scan pending", err)
-		}
-		// Compared as times: RFC 3339 text with trimmed fractions does not
-		// sort as time does.
+	for _, a := range pending {
 		if !now.Before(a.ExpiresAt) {
 			due = append(due, a)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, unavailable("list pending", err)
 	}
 	return due, nil
 }
