@@ -112,8 +112,17 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer db.Close()
-	err = db.Records(ctx, filter, func(r *storage.Record) error {
-		if *redact {
+	return printRecords(ctx, db, filter, *redact, out, w, nil)
+}
+
+// printRecords writes the records f selects, masked if redact, and flushes
+// them; seen, if set, is told of each record first.
+func printRecords(ctx context.Context, db *storage.DB, f storage.Filter, redact bool, out recordWriter, w *bufio.Writer, seen func(*storage.Record)) error {
+	err := db.Records(ctx, f, func(r *storage.Record) error {
+		if seen != nil {
+			seen(r)
+		}
+		if redact {
 			r = r.Redacted()
 		}
 		return out.write(r)
@@ -159,20 +168,7 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	last := max(head-int64(*n), 0)
 	emit := func() error {
-		err := db.Records(ctx, storage.Filter{AfterSeq: last}, func(r *storage.Record) error {
-			last = r.Seq
-			if *redact {
-				r = r.Redacted()
-			}
-			return out.write(r)
-		})
-		if err != nil {
-			return err
-		}
-		if err := out.flush(); err != nil {
-			return err
-		}
-		return w.Flush()
+		return printRecords(ctx, db, storage.Filter{AfterSeq: last}, *redact, out, w, func(r *storage.Record) { last = r.Seq })
 	}
 	if err := emit(); err != nil || !*follow {
 		return err
