@@ -453,9 +453,6 @@ func (p *Policy) Decide(req Request) Decision {
 	return Decision{Effect: rule.Effect, Rule: rule, Version: p.Version}
 }
 
-// Known reports whether name appears in the policy as an identity or role.
-func (p *Policy) Known(name string) bool { return p.known[name] }
-
 // TenantOf returns the tenant an identity belongs to, or "".
 func (p *Policy) TenantOf(identity string) string { return p.tenantOf[identity] }
 

@@ -8,9 +8,16 @@ func (p *Policy) CanEverUse(agent, tool string) bool {
 	if !p.identities[agent] {
 		return false
 	}
-	scope := p.scopes[agent+"\x00"+tool]
-	for _, r := range p.Rules {
-		if r.Tool == tool && r.Effect != Deny && r.appliesIn(p.tenantOf[agent]) && (scope[r.Subject] || (r.Subject == "*" && r.Effect == Allow)) {
+	tenant := p.tenantOf[agent]
+	for subject := range p.scopes[agent+"\x00"+tool] {
+		for _, r := range p.byTool[tool][subject] {
+			if r.Effect != Deny && r.appliesIn(tenant) {
+				return true
+			}
+		}
+	}
+	for _, r := range p.byTool[tool]["*"] {
+		if r.Effect == Allow && r.appliesIn(tenant) {
 			return true
 		}
 	}
