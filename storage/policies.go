@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -36,11 +37,15 @@ type PolicyLoad struct {
 
 // Where says where and by what the policy was loaded, for messages.
 func (l *PolicyLoad) Where() string {
-	who := "mandate " + l.Command
+	cmd, when, _ := strings.Cut(l.Command, " ")
+	who := "`mandate " + cmd + "`"
 	if l.Identity != "" {
 		who += " (agent " + l.Identity + ")"
 	}
-	return fmt.Sprintf("%s, loaded by %s, pid %d on %s, at %s", l.Files(), who, l.PID, l.Host, l.LoadedAt.UTC().Format(time.RFC3339))
+	if when != "" {
+		when = " on " + when
+	}
+	return fmt.Sprintf("%s, loaded by %s, pid %d on host %s, at %s%s", l.Files(), who, l.PID, l.Host, l.LoadedAt.UTC().Format(time.RFC3339), when)
 }
 
 // Files names the policy and model files of the load.
