@@ -177,11 +177,16 @@ func TestClaimApprovedUnder(t *testing.T) {
 	if last.Agent != RecoveryAgent || last.Outcome != StatusDenied || last.Approver != "alice" || last.Comment != "fine" || last.Error != "the rules now refuse it" {
 		t.Fatalf("denial record %+v", last)
 	}
-	c2, err := db.ClaimApprovedUnder(ctx, approved("act_ok").ID, held, func(*Action, Approval, Usage) (Review, error) {
+	c2, err := db.ClaimApprovedUnder(ctx, approved("act_ok").ID, held, func(_ *Action, _ Approval, u Usage) (Review, error) {
+		seen = u
 		return Review{Approve: true}, nil
 	})
 	if err != nil || c2.Status != StatusExecuting {
 		t.Fatalf("claim allowed now = %v, %v; want executing", c2, err)
+	}
+	// The denied action's debit was given back: only act_stale counts.
+	if seen.AgentRefunds24h != 1 || seen.AgentRefundedMinor24h != 15000 {
+		t.Fatalf("usage seen after the denial %+v, want act_stale's 150.00 only", seen)
 	}
 	if _, err := db.Verify(ctx); err != nil {
 		t.Fatalf("Verify: %v", err)
