@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/csv"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,4 +198,79 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestAuditExportApproverAndComment: an approval's approver and comment are
+// their own fields in every export format, not the error; a refused
+// self-approval is in the trail as a security event; CSV cells a spreadsheet
+// would evaluate are neutralised; the chain verifies.
+func TestAuditExportApproverAndComment(t *testing.T) {
+	db, st, ids := approvalFiles(t, "150.00")
+	id := ids[0]
+	if _, err := runCLI(t, "", "approvals", "approve", id, "--as", "demo-agent", "--db", db, "--store", st); err == nil {
+		t.Fatal("the requester approved its own action")
+	}
+	if out, err := runCLI(t, "", "approvals", "approve", id, "--as", "alice", "--comment", "=1+1 goodwill", "--db", db, "--store", st); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+
+	out, err := runCLI(t, "", "audit", "export", "--db", db, "--action", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self, approval map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		switch r["outcome"] {
+		case storage.OutcomeRefused:
+			self = r
+		case storage.StatusApproved:
+			approval = r
+		}
+	}
+	if self == nil || self["agent"] != "demo-agent" || self["approver"] != "demo-agent" || !strings.Contains(self["error"].(string), "self-approval refused") {
+		t.Fatalf("self-approval record %v, want a refusal naming demo-agent", self)
+	}
+	if approval == nil || approval["approver"] != "alice" || approval["comment"] != "=1+1 goodwill" || approval["error"] != "" {
+		t.Fatalf("approval record %v, want approver alice and the comment in its own field", approval)
+	}
+
+	out, err = runCLI(t, "", "audit", "export", "--db", db, "--action", id, "--format", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, k := range rows[0] {
+		col[k] = i
+	}
+	found := false
+	for _, row := range rows[1:] {
+		if row[col["approver"]] == "alice" {
+			found = true
+			if got := row[col["comment"]]; got != "'=1+1 goodwill" {
+				t.Fatalf("CSV comment cell %q, want it neutralised", got)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no CSV row with approver alice:\n%s", out)
+	}
+
+	out, err = runCLI(t, "", "audit", "export", "--db", db, "--action", id, "--format", "ocsf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"approver":"alice","comment":"=1+1 goodwill"`) {
+		t.Fatalf("OCSF export lacks the approver and comment:\n%s", out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--db", db); err != nil || !strings.HasPrefix(out, "ok:") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
 }

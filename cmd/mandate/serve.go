@@ -125,8 +125,16 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		rep, err := tools.Recover(ctx, d, grace)
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Error("reconciling stopped actions failed", "err", err)
-		} else if rep.Executed+rep.NotExecuted+rep.Resumed > 0 {
-			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed, "unknown", rep.Unknown)
+		} else if rep.Executed+rep.NotExecuted+rep.Resumed+rep.Refused > 0 {
+			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed,
+				"denied_by_live_policy", rep.Refused, "unknown", rep.Unknown)
+		}
+		// Recovery acts only under the live policy (tools.Recover checks it
+		// in the transaction that claims each action); a server whose
+		// policy was replaced by another process's leaves approved actions
+		// to a server that holds the live one.
+		if rep.Stale > 0 {
+			d.Logger.Warn("approved actions left alone: this server's policy is not the live one", "actions", rep.Stale)
 		}
 		select {
 		case <-ctx.Done():
