@@ -302,3 +302,12 @@ func TestCSVCellNeutralisesFormulas(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactedMasksComment: an approver's comment may quote the customer;
+// --redact masks personal data there as in the error.
+func TestRedactedMasksComment(t *testing.T) {
+	r := &Record{Approver: "alice", Comment: "called ada@example.com to confirm"}
+	if got := r.Redacted().Comment; strings.Contains(got, "ada@example.com") || !strings.Contains(got, "to confirm") {
+		t.Fatalf("redacted comment %q", got)
+	}
+}
