@@ -49,6 +49,10 @@ func newSite(t *testing.T) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	// What mandate admin does at start: record its policy as the live one.
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "admin start"}); err != nil {
+		t.Fatal(err)
+	}
 	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,16 @@ type Watcher struct {
 	// OnSwap, when set, is called after a new policy went live, e.g. to tell
 	// clients that the list of tools they may call changed.
 	OnSwap func(old, new *Policy)
+	// Record, when set, is called with a policy that loaded and differs
+	// from the live one, before it goes live: the process records the
+	// version it is about to decide under, so that every process sharing
+	// the database knows the live policy (storage.RecordPolicy). If Record
+	// fails, the new policy does not go live, and Run tries again after
+	// RetryRecord; a policy nobody knows is live is never decided under.
+	Record func(p *Policy, model, policy Source) error
+	// RetryRecord is how long Run waits to try a failed Record again; 0 is
+	// one second.
+	RetryRecord time.Duration
 
 	mu sync.Mutex // one reload at a time
 }
@@ -100,7 +110,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			w.logger().Warn("policy watcher", "err", err)
 		case <-timer.C:
-			_ = w.Reload() // Reload logs its own outcome
+			// Reload logs its own outcome. A broken file waits for the next
+			// edit; a policy that could not be recorded is tried again.
+			var re *recordError
+			if err := w.Reload(); errors.As(err, &re) {
+				retry := w.RetryRecord
+				if retry <= 0 {
+					retry = time.Second
+				}
+				timer.Reset(retry)
+			}
 		}
 	}
 }
@@ -127,7 +146,8 @@ func (w *Watcher) Reload() error {
 		return err
 	}
 	old := w.Engine.Policy()
-	p, err := Load(m, Source{Name: w.PolicyPath, Data: b})
+	ps := Source{Name: w.PolicyPath, Data: b}
+	p, err := Load(m, ps)
 	if err != nil {
 		var le *LoadError
 		if errors.As(err, &le) {
@@ -143,6 +163,12 @@ func (w *Watcher) Reload() error {
 		log.Debug("policy files touched but unchanged", "version", p.Version)
 		return nil
 	}
+	if w.Record != nil {
+		if err := w.Record(p, m, ps); err != nil {
+			log.Error("policy not reloaded: it could not be recorded as the live policy; will try again", "err", err, "version", p.Version, "live_here", old.Version)
+			return &recordError{err}
+		}
+	}
 	w.Engine.Swap(p)
 	log.Info("policy reloaded", "version", p.Version, "previous", old.Version, "rules", len(p.Rules), "grants", len(p.Grants))
 	if w.OnSwap != nil {
@@ -150,6 +176,12 @@ func (w *Watcher) Reload() error {
 	}
 	return nil
 }
+
+// recordError is a Reload that failed because Record did.
+type recordError struct{ err error }
+
+func (e *recordError) Error() string { return "policy watcher: record the policy: " + e.err.Error() }
+func (e *recordError) Unwrap() error { return e.err }
 
 func (w *Watcher) logger() *slog.Logger {
 	if w.Logger == nil {

@@ -234,3 +234,58 @@ func TestReloadWhileDeciding(t *testing.T) {
 		t.Fatal(e)
 	}
 }
+
+// TestWatcherRecordsBeforeSwap: a reloaded policy is recorded before it
+// goes live, with the texts and file names it was loaded from; if recording
+// fails it does not go live, and Run records and swaps it once recording
+// works again.
+func TestWatcherRecordsBeforeSwap(t *testing.T) {
+	w, _, policyPath := watchSetup(t)
+	var (
+		mu       sync.Mutex
+		fail     = true
+		failures int
+		recorded []string
+	)
+	w.RetryRecord = 10 * time.Millisecond
+	w.Record = func(p *policy.Policy, m, src policy.Source) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if live := w.Engine.Policy().Version; live == p.Version {
+			t.Errorf("Record called after %s went live", p.Version)
+		}
+		if src.Name != policyPath || string(src.Data) != watchPolicyB || len(m.Data) == 0 {
+			t.Errorf("Record got %s (%d bytes), want %s with policy B", src.Name, len(src.Data), policyPath)
+		}
+		if fail {
+			failures++
+			return os.ErrPermission
+		}
+		recorded = append(recorded, p.Version)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(50 * time.Millisecond) // let Run add its watch
+	// Reload directly first: a failed record leaves the old policy live.
+	watchReplace(t, policyPath, watchPolicyB)
+	if err := w.Reload(); err == nil || w.Engine.Policy().Version != watchVersion(watchPolicyA) {
+		t.Fatalf("Reload with a failing Record = %v, live %s; want an error and A still live", err, w.Engine.Policy().Version)
+	}
+	// Run saw the save too, failed to record, and keeps retrying.
+	watchWait(t, "Run retrying the record", func() bool { mu.Lock(); defer mu.Unlock(); return failures >= 3 })
+	if w.Engine.Policy().Version != watchVersion(watchPolicyA) {
+		t.Fatal("B went live without being recorded")
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	watchWait(t, "B recorded and live after a retry", func() bool { return w.Engine.Policy().Version == watchVersion(watchPolicyB) })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(recorded) != 1 || recorded[0] != watchVersion(watchPolicyB) {
+		t.Fatalf("recorded %v, want B once", recorded)
+	}
+}

@@ -15,6 +15,16 @@ import (
 // action: nobody decided, the clock did.
 const ExpiryAgent = "mandate"
 
+// RecoveryAgent is the audit agent of a decision recovery makes on an
+// approved action it finds the live policy now refuses.
+const RecoveryAgent = "mandate"
+
+// OutcomeRefused is the outcome of an approval record for a person who
+// tried to decide an action and was not let: not an approver of it, the
+// identity that asked for it, or a process holding a policy that is not
+// the live one. The action is left as it was.
+const OutcomeRefused = "refused"
+
 // Review is a person's decision on a pending action, with the rule that let
 // them make it.
 type Review struct {
@@ -28,6 +38,13 @@ type Review struct {
 	Decision, Rule, PolicyVersion string
 	// Attrs are the facts freshly read for the decision.
 	Attrs json.RawMessage
+	// Note explains a decision other than the approver's (the rules now
+	// refuse what they approved); it is the audit record's error, and the
+	// action's comment that the agent sees.
+	Note string
+	// Held, when set, is the policy the deciding process holds: Decide
+	// refuses, and records the refusal, unless it is the live policy.
+	Held *PolicyRef
 }
 
 // Approval is who decided a pending action, when, and their comment.
@@ -152,8 +169,12 @@ func queryActions(ctx context.Context, q rowsQuerier, op, query string, args ...
 // does, so no other call can squeeze under a limit between the approval and
 // the execution; a failed execution gives them back (RecordOutcome).
 //
-// The decision is an audit record with the approver as agent and the
-// comment in its error field.
+// The decision is an audit record with the approver as agent and in its
+// approver field, and the comment in its comment field. Refusals are
+// recorded too, in the same transaction, with outcome "refused" and the
+// action left pending: the identity that asked trying to decide its own
+// action (a security event), and a process whose policy (r.Held) is not the
+// live one.
 func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Action, Usage) (Review, error)) (*Action, error) {
 	if r.Approver == "" {
 		return nil, mandate.Errorf(mandate.EDENIED, "no approver identity")
@@ -174,7 +195,18 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 			return expire(ctx, tx, a, now)
 		}
 		if r.Approver == a.Agent {
-			return mandate.Errorf(mandate.EDENIED, "%s asked for action %s, so %s cannot decide it: another person must", a.Agent, id, r.Approver)
+			refused = mandate.Errorf(mandate.EDENIED, "%s asked for action %s, so %s cannot decide it: another person must", a.Agent, id, r.Approver)
+			return appendRefusal(ctx, tx, a, r, "", "self-approval refused: "+mandate.ErrorMessage(refused))
+		}
+		if r.Held != nil {
+			if err := checkLive(ctx, tx, *r.Held); err != nil {
+				var stale *StalePolicyError
+				if !errors.As(err, &stale) {
+					return err
+				}
+				refused = err
+				return appendRefusal(ctx, tx, a, r, r.Held.Version, "stale policy: "+err.Error())
+			}
 		}
 		rv := r
 		if check != nil {
@@ -187,12 +219,16 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 			}
 			rv.Approver = r.Approver
 		}
+		comment := rv.Comment
+		if rv.Note != "" {
+			comment = rv.Note
+		}
 		status := StatusDenied
 		if rv.Approve {
 			status = StatusApproved
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, approver = ?, comment = ?, decided_at = ?, updated_at = ? WHERE id = ?`,
-			status, rv.Approver, rv.Comment, timeText(now), timeText(now), id); err != nil {
+			status, rv.Approver, comment, timeText(now), timeText(now), id); err != nil {
 			return unavailable("update action", err)
 		}
 		if rv.Approve {
@@ -205,7 +241,8 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 		rec := &Record{
 			Time: now, Agent: rv.Approver, Tool: a.Tool, Args: a.Args, Attrs: rv.Attrs,
 			Decision: rv.Decision, Rule: rv.Rule, PolicyVersion: rv.PolicyVersion,
-			ActionID: id, Phase: PhaseApproval, Outcome: status, Error: rv.Comment,
+			ActionID: id, Phase: PhaseApproval, Outcome: status, Error: rv.Note,
+			Approver: rv.Approver, Comment: rv.Comment,
 		}
 		if err := appendRecord(ctx, tx, rec); err != nil {
 			return unavailable("append approval", err)
@@ -289,19 +326,86 @@ func (db *DB) duePending(ctx context.Context, q rowsQuerier, now time.Time) ([]*
 	return due, nil
 }
 
+// appendRefusal records, inside tx, that r.Approver tried to decide a and
+// was refused for why; a is left as it was.
+func appendRefusal(ctx context.Context, tx *Tx, a *Action, r Review, version, why string) error {
+	rec := &Record{
+		Time: tx.db.Now(), Agent: r.Approver, Tool: a.Tool, Args: a.Args, Attrs: r.Attrs,
+		Decision: "deny", PolicyVersion: version, ActionID: a.ID, Phase: PhaseApproval,
+		Outcome: OutcomeRefused, Error: why, Approver: r.Approver, Comment: r.Comment,
+	}
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return unavailable("append refusal", err)
+	}
+	return nil
+}
+
 // ClaimApproved moves an approved action to executing and returns it. It
 // succeeds once per action, whoever asks and from whichever process: the
 // caller that gets the action is the one that executes it.
 func (db *DB) ClaimApproved(ctx context.Context, id string) (*Action, error) {
+	return db.ClaimApprovedUnder(ctx, id, nil, nil)
+}
+
+// ClaimApprovedUnder is ClaimApproved for a process that decides under the
+// policy held, and re-decides the action now, in the same transaction as
+// the claim, so no reload or new rule can slip in between.
+//
+// If held is not the live policy, it refuses with a *StalePolicyError and
+// leaves the action approved (recovery under the live policy will find
+// it); the refusal is recorded, once per action for the same refusal, so a
+// recovery loop retrying it does not flood the trail.
+//
+// check, if not nil, is given the action, who approved it and the usage
+// counted now without this action's own share (debited at its approval),
+// and returns the decision now. An error leaves the action approved and is
+// returned. A review that does not approve denies the action: it is marked
+// denied with an audit record (agent RecoveryAgent, error the review's
+// Note), its limits are given back, and it is returned with status denied
+// and no error.
+func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef, check func(*Action, Approval, Usage) (Review, error)) (*Action, error) {
 	var a *Action
+	var refused error
 	err := db.write(func(tx *Tx) error {
 		now := db.Now()
 		var err error
-		if a, _, err = findAction(ctx, tx, id); err != nil {
+		var ap Approval
+		if a, ap, err = findAction(ctx, tx, id); err != nil {
 			return err
 		}
 		if a.Status != StatusApproved {
 			return mandate.Errorf(mandate.ECONFLICT, "action %s is %s, not approved: it cannot be executed now", id, a.Status)
+		}
+		if held != nil {
+			if err := checkLive(ctx, tx, *held); err != nil {
+				var stale *StalePolicyError
+				if !errors.As(err, &stale) {
+					return err
+				}
+				refused = err
+				why := "stale policy: " + err.Error()
+				var last string
+				if err := tx.QueryRowContext(ctx, `SELECT error FROM audit WHERE action_id = ? ORDER BY seq DESC LIMIT 1`, id).Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return unavailable("read audit", err)
+				}
+				if last == why {
+					return nil
+				}
+				return appendRefusal(ctx, tx, a, Review{Approver: RecoveryAgent}, held.Version, why)
+			}
+		}
+		if check != nil {
+			u, err := usage(ctx, tx, a, now)
+			if err != nil {
+				return unavailable("count usage", err)
+			}
+			rv, err := check(a, ap, withoutOwnShare(u, a, now))
+			if err != nil {
+				return err
+			}
+			if !rv.Approve {
+				return denyApproved(ctx, tx, a, ap, rv, now)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ? WHERE id = ? AND status = ?`,
 			StatusExecuting, timeText(now), id, StatusApproved); err != nil {
@@ -313,5 +417,53 @@ func (db *DB) ClaimApproved(ctx context.Context, id string) (*Action, error) {
 	if err != nil {
 		return nil, err
 	}
+	if refused != nil {
+		return nil, refused
+	}
 	return a, nil
+}
+
+// denyApproved denies an approved action that the rules now refuse, inside
+// tx: nothing was done, so the limits its approval debited are given back.
+func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, comment = ?, updated_at = ? WHERE id = ? AND status = ?`,
+		StatusDenied, rv.Note, timeText(now), a.ID, StatusApproved); err != nil {
+		return unavailable("deny action", err)
+	}
+	if err := count(ctx, tx, a, a.CreatedAt, -1); err != nil {
+		return unavailable("credit limits", err)
+	}
+	rec := &Record{
+		Time: now, Agent: RecoveryAgent, Tool: a.Tool, Args: a.Args, Attrs: rv.Attrs,
+		Decision: rv.Decision, Rule: rv.Rule, PolicyVersion: rv.PolicyVersion,
+		ActionID: a.ID, Phase: PhaseApproval, Outcome: StatusDenied, Error: rv.Note,
+		Approver: ap.Approver, Comment: ap.Comment,
+	}
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return unavailable("append denial", err)
+	}
+	a.Status, a.UpdatedAt = StatusDenied, now
+	return nil
+}
+
+// withoutOwnShare takes an approved action's own share out of usage counted
+// now: its approval debited the limits (in the minute it was recorded), and
+// re-deciding it must see usage as its approver did, without itself.
+func withoutOwnShare(u Usage, a *Action, now time.Time) Usage {
+	in := func(window time.Duration) bool { return minute(a.CreatedAt) > minute(now.Add(-window)) }
+	switch a.Tool {
+	case "refund_order":
+		if in(24 * time.Hour) {
+			u.AgentRefundedMinor24h -= a.AmountMinor
+			u.AgentRefunds24h--
+		}
+		if a.CustomerID != "" && in(longestWindow) {
+			u.CustomerRefunds30d--
+		}
+	case "cancel_order":
+		if in(time.Hour) {
+			u.AgentCancellations1h--
+		}
+	}
+	return u
 }

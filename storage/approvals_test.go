@@ -83,8 +83,9 @@ func TestDecide(t *testing.T) {
 			wantPhases: []string{"attempt/pending", "approval/approved"}},
 		{name: "deny with comment", review: deny, wantStatus: StatusDenied,
 			wantPhases: []string{"attempt/pending", "approval/denied"}},
+		// The requester trying is a security event: refused and recorded.
 		{name: "requester cannot approve", review: Review{Approver: "demo-agent", Approve: true},
-			wantErr: mandate.EDENIED, wantStatus: StatusPending, wantPhases: []string{"attempt/pending"}},
+			wantErr: mandate.EDENIED, wantStatus: StatusPending, wantPhases: []string{"attempt/pending", "approval/refused"}},
 		{name: "no approver", review: Review{Approve: true},
 			wantErr: mandate.EDENIED, wantStatus: StatusPending, wantPhases: []string{"attempt/pending"}},
 		{name: "already decided", review: approve,
@@ -131,9 +132,11 @@ func TestDecide(t *testing.T) {
 			}
 			if err == nil {
 				last := recs[len(recs)-1]
-				if last.Agent != tt.review.Approver || last.Error != tt.review.Comment || last.Rule != tt.review.Rule {
-					t.Fatalf("approval record agent=%q error=%q rule=%q, want %q %q %q",
-						last.Agent, last.Error, last.Rule, tt.review.Approver, tt.review.Comment, tt.review.Rule)
+				// The comment has its own field, never error.
+				if last.Agent != tt.review.Approver || last.Approver != tt.review.Approver || last.Comment != tt.review.Comment ||
+					last.Error != "" || last.Rule != tt.review.Rule {
+					t.Fatalf("approval record agent=%q approver=%q comment=%q error=%q rule=%q, want %q %q %q \"\" %q",
+						last.Agent, last.Approver, last.Comment, last.Error, last.Rule, tt.review.Approver, tt.review.Approver, tt.review.Comment, tt.review.Rule)
 				}
 				ap, err := db.Approval(ctx, a.ID)
 				if err != nil {

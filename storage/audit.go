@@ -34,6 +34,11 @@ type Record struct {
 	Phase         string          `json:"phase"`
 	Outcome       string          `json:"outcome"`
 	Error         string          `json:"error"`
+	// Approver is who decided, or tried to decide, a pending action, on
+	// approval records; Comment is what they wrote. Both are empty on
+	// other records and on records written before they existed.
+	Approver string `json:"approver"`
+	Comment  string `json:"comment"`
 	// Duration is how long the step took, in microseconds in the export.
 	Duration time.Duration `json:"-"`
 	PrevHash string        `json:"prev_hash"`
@@ -78,13 +83,29 @@ func hashRecord(prev string, seq int64, f []string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// fields lists the hashed, stored form of a record, in column order.
+// fields lists the stored form of a record's original columns, in column
+// order. hashed adds the later ones.
 func (r *Record) fields() []string {
 	return []string{
 		timeText(r.Time), r.Agent, r.Tool, string(orEmptyObject(r.Args)), string(orEmptyObject(r.Attrs)),
 		r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
 		strconv.FormatInt(r.Duration.Microseconds(), 10),
 	}
+}
+
+// hashed lists what a record's hash covers: fields, then approver and
+// comment only when either is set. A record with both empty (every record
+// written before the columns existed, and every non-approval record) hashes
+// exactly as it always did, so old chains still verify; one with either set
+// hashes two more length-prefixed fields, so no record with them encodes
+// like one without (the field count differs, and length prefixes make the
+// split into fields unique).
+func (r *Record) hashed() []string {
+	f := r.fields()
+	if r.Approver != "" || r.Comment != "" {
+		f = append(f, r.Approver, r.Comment)
+	}
+	return f
 }
 
 func orEmptyObject(b json.RawMessage) json.RawMessage {
@@ -109,13 +130,13 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	}
 	r.Seq, r.PrevHash = seq+1, prev
 	f := r.fields()
-	r.Hash = hashRecord(prev, r.Seq, f)
+	r.Hash = hashRecord(prev, r.Seq, r.hashed())
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
-			action_id, phase, outcome, error, duration_us, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
-		r.Duration.Microseconds(), r.PrevHash, r.Hash)
+		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment)
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ func (r *Record) Redacted() *Record {
 	out.Args = redactJSON(r.Args, &seen)
 	out.Attrs = redactJSON(r.Attrs, &seen)
 	out.Error = redactText(r.Error, seen)
+	out.Comment = redactText(r.Comment, seen)
 	return &out
 }
 

@@ -100,7 +100,7 @@ func (db *DB) Head(ctx context.Context) (int64, string, error) {
 }
 
 const chainColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash`
+	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment`
 
 // scanChain reads one row as stored. The time and duration must be in the
 // exact form appendRecord writes, since Record.fields re-encodes them for
@@ -109,7 +109,7 @@ func scanChain(rows *sql.Rows, r *Record) error {
 	var ts, args, attrs, dur string
 	*r = Record{}
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &args, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash); err != nil {
+		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
 		return unavailable("scan audit", err)
 	}
 	r.Args, r.Attrs = []byte(args), []byte(attrs)
@@ -144,7 +144,7 @@ func checkLink(r *Record, want int64, prev, prev2 string) *ChainError {
 	case r.Seq < want:
 		return &ChainError{Seq: r.Seq, Reason: "inserted: sequence numbers start at 1"}
 	}
-	f := r.fields()
+	f := r.hashed()
 	selfOK := hashRecord(r.PrevHash, r.Seq, f) == r.Hash
 	switch {
 	case r.PrevHash == prev && selfOK:
@@ -177,7 +177,7 @@ func (db *DB) placeOf(ctx context.Context, r *Record) string {
 	var seq int64
 	err := db.db.QueryRowContext(ctx, `SELECT seq FROM audit WHERE hash = ? ORDER BY seq LIMIT 1`, r.PrevHash).Scan(&seq)
 	switch {
-	case err == nil && hashRecord(r.PrevHash, seq+1, r.fields()) == r.Hash:
+	case err == nil && hashRecord(r.PrevHash, seq+1, r.hashed()) == r.Hash:
 		return fmt.Sprintf("reordered: this record was written as %d, after the record now at %d", seq+1, seq)
 	case errors.Is(err, sql.ErrNoRows) && r.PrevHash != genesis:
 		return "inserted: no record in the chain has the hash it names as its predecessor"
@@ -199,7 +199,7 @@ func (db *DB) deletedOrSwapped(ctx context.Context, seq int64, prev string) stri
 	if !rows.Next() || scanChain(rows, &next) != nil {
 		return deleted
 	}
-	if next.PrevHash == prev && hashRecord(prev, seq, next.fields()) == next.Hash {
+	if next.PrevHash == prev && hashRecord(prev, seq, next.hashed()) == next.Hash {
 		return fmt.Sprintf("reordered: records %d and %d were swapped", seq, seq+1)
 	}
 	return deleted

@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -44,8 +45,13 @@ func review(ctx context.Context, d *Deps, id, approver, comment string, approve 
 	}
 	if approver == act.Agent {
 		// Checked again inside storage.Decide; refused here before any
-		// backend is read.
-		return nil, mandate.Errorf(mandate.EDENIED, "%s asked for action %s, so %s cannot decide it: another person must", act.Agent, id, approver)
+		// backend is read. Either way it is recorded: the identity that
+		// asked trying to approve is a security event.
+		err := mandate.Errorf(mandate.EDENIED, "%s asked for action %s, so %s cannot decide it: another person must", act.Agent, id, approver)
+		recordRefusal(ctx, dd, act, approver, comment, nil, policy.Decision{Effect: policy.Deny, Version: dd.Policy.Policy().Version},
+			"self-approval refused: "+mandate.ErrorMessage(err))
+		dd.Logger.Warn("self-approval refused", "action_id", act.ID, "tool", act.Tool, "agent", act.Agent)
+		return nil, err
 	}
 	if e, ok := lookup(act.Tool); ok {
 		return e.review(ctx, dd, act, approver, comment, approve)
@@ -53,15 +59,77 @@ func review(ctx context.Context, d *Deps, id, approver, comment string, approve 
 	return nil, mandate.Errorf(mandate.EINVALID, "action %s is a %s, which has no approval", id, act.Tool)
 }
 
+// heldPolicy names the policy d decides under, for the check that it is
+// the live one.
+func heldPolicy(d *Deps, pol *policy.Policy) storage.PolicyRef {
+	ref := storage.PolicyRef{Version: pol.Version, ModelFile: d.ModelFile, PolicyFile: d.PolicyFile}
+	if ref.PolicyFile == "" {
+		ref.PolicyFile = "an unnamed policy file"
+	}
+	if ref.ModelFile == "" {
+		ref.ModelFile = "an unnamed model file"
+	}
+	return ref
+}
+
+// factsNow adds the usage counted now to the facts read for the action.
+func (s spec[A]) factsNow(attrs map[string]any, a *A, act *storage.Action, u storage.Usage) map[string]any {
+	facts := maps.Clone(attrs)
+	currency := act.Currency
+	if sc, ok := any(a).(scoped); ok {
+		_, _, currency = sc.scope()
+	}
+	if currency != "" {
+		maps.Copy(facts, usageAttrs(u, currency))
+	}
+	return facts
+}
+
+// redecide asks pol, as things stand now, whether approver may approve the
+// action (approve_TOOL must allow) and whether the agent that asked may
+// still have it (a deny now wins). It returns the review to record and, if
+// the approver may not approve it, the decision that says so; a review that
+// does not approve carries a Note saying why.
+//
+// A denial (approve false) only needs the approver's rule: a person's
+// denial stands whatever the agent's rules say now.
+func (s spec[A]) redecide(pol *policy.Policy, act *storage.Action, approver string, facts map[string]any, approve bool) (storage.Review, *policy.Decision) {
+	rv := storage.Review{Approver: approver, Approve: approve, Attrs: canonical(facts)}
+	may := pol.Decide(policy.Request{Agent: approver, Tool: policy.ApprovalPrefix + act.Tool, Attrs: facts})
+	if may.Effect != policy.Allow {
+		rv.Approve, rv.Decision, rv.Rule, rv.PolicyVersion = false, may.Effect, may.RuleText(), may.Version
+		rv.Note = "approved by " + approver + ", but the rules no longer let " + approver + " approve it: " + may.RuleText()
+		return rv, &may
+	}
+	rv.Decision, rv.Rule, rv.PolicyVersion = may.Effect, may.RuleText(), may.Version
+	if !approve {
+		return rv, nil
+	}
+	if now := pol.Decide(policy.Request{Agent: act.Agent, Tool: act.Tool, Attrs: facts}); now.Effect == policy.Deny {
+		rv.Approve, rv.Decision, rv.Rule, rv.PolicyVersion = false, now.Effect, now.RuleText(), now.Version
+		rv.Note = "approved by " + approver + ", but the rules now refuse it: " + now.RuleText()
+	}
+	return rv, nil
+}
+
 // review decides a pending action with the tool's own binding, facts and
 // execution, never a second copy of them.
+//
+// It decides under one policy, pol, read once: storage.Decide and
+// storage.ClaimApprovedUnder refuse, inside the transactions that record
+// the decision and the claim, unless pol is the live policy recorded in
+// the database, so no route (web, CLI) approves under a policy another
+// process has replaced.
 func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, approve bool) (*storage.Action, error) {
 	log := d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent, "approver", approver)
 	if act.Status != storage.StatusPending {
 		return nil, mandate.Errorf(mandate.ECONFLICT, "action %s is %s, not pending: it was already decided", act.ID, act.Status)
 	}
+	pol := d.Policy.Policy()
 	if storage.Digest(act.Args) != act.ArgsDigest {
-		return nil, mandate.Errorf(mandate.ECONFLICT, "action %s: its arguments do not match their digest, so it cannot be approved", act.ID)
+		err := mandate.Errorf(mandate.ECONFLICT, "action %s: its arguments do not match their digest, so it cannot be approved", act.ID)
+		recordRefusal(ctx, d, act, approver, comment, nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, mandate.ErrorMessage(err))
+		return nil, err
 	}
 	a, err := s.bindStored(act, mandate.ECONFLICT)
 	if err != nil {
@@ -75,44 +143,32 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 			return nil, mandate.Errorf(mandate.ECONFLICT, "the facts for %s could not be read now (%s); try again or deny it", s.describe(&a), mandate.ErrorMessage(err))
 		}
 	}
+	held := heldPolicy(d, pol)
 	var refusal *policy.Decision
+	var refusalFacts map[string]any
 	// check runs inside the transaction that records the decision, with
 	// usage counted there: the approver's rule and the agent's rules are
 	// both judged as things stand at that moment.
 	check := func(cur *storage.Action, u storage.Usage) (storage.Review, error) {
-		facts := maps.Clone(attrs)
-		currency := cur.Currency
-		if sc, ok := any(&a).(scoped); ok {
-			_, _, currency = sc.scope()
-		}
-		if currency != "" {
-			maps.Copy(facts, usageAttrs(u, currency))
-		}
-		pol := d.Policy.Policy()
-		rv := storage.Review{Approver: approver, Approve: approve, Comment: comment, Attrs: canonical(facts)}
-		may := pol.Decide(policy.Request{Agent: approver, Tool: policy.ApprovalPrefix + act.Tool, Attrs: facts})
-		if may.Effect != policy.Allow {
-			refusal = &may
+		facts := s.factsNow(attrs, &a, cur, u)
+		rv, no := s.redecide(pol, act, approver, facts, approve)
+		rv.Comment = comment
+		if no != nil {
+			refusal, refusalFacts = no, facts
 			return rv, mandate.Errorf(mandate.EDENIED, "the rules do not let %s decide the %s", approver, s.describe(&a))
-		}
-		rv.Decision, rv.Rule, rv.PolicyVersion = may.Effect, may.RuleText(), may.Version
-		if !approve {
-			return rv, nil
-		}
-		// The approval only stands if the policy, as it is now, would still
-		// let the agent ask for this.
-		if now := pol.Decide(policy.Request{Agent: act.Agent, Tool: act.Tool, Attrs: facts}); now.Effect == policy.Deny {
-			rv.Approve, rv.Decision, rv.Rule, rv.PolicyVersion = false, now.Effect, now.RuleText(), now.Version
-			rv.Comment = "approved by " + approver + ", but the rules now refuse it: " + now.RuleText()
 		}
 		return rv, nil
 	}
-	decided, err := d.DB.Decide(ctx, act.ID, storage.Review{Approver: approver}, check)
+	decided, err := d.DB.Decide(ctx, act.ID, storage.Review{Approver: approver, Comment: comment, Held: &held}, check)
 	if refusal != nil {
-		recordRefusal(ctx, d, act, approver, attrs, *refusal)
+		recordRefusal(ctx, d, act, approver, comment, refusalFacts, *refusal, fmt.Sprintf("%s may not decide this action", approver))
 		log.Info("approver not allowed", "rule", refusal.RuleText())
 	}
 	if err != nil {
+		var stale *storage.StalePolicyError
+		if errors.As(err, &stale) {
+			log.Warn("refused to decide under a policy that is not the live one", "held", held.Version, "live", liveVersion(stale))
+		}
 		return nil, err
 	}
 	if !approve {
@@ -126,23 +182,44 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	// Approved: from here on the caller hanging up (a closed browser tab)
 	// must not strand the action between approved and executed.
 	ctx = context.WithoutCancel(ctx)
-	claimed, err := d.DB.ClaimApproved(ctx, act.ID)
+	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
+		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, &a, cur, u), true)
+		return rv, nil
+	})
 	if err != nil {
+		var stale *storage.StalePolicyError
+		if errors.As(err, &stale) {
+			return nil, mandate.Errorf(mandate.ECONFLICT, "action %s was approved, but the policy changed before it could run (%s); a server holding the live policy will carry it out or refuse it under that policy", act.ID, stale.Error())
+		}
 		return nil, err
+	}
+	if claimed.Status == storage.StatusDenied {
+		log.Info("approved, but refused by the current policy before it ran")
+		return claimed, mandate.Errorf(mandate.EDENIED, "the rules now refuse the %s, so it was denied and will not happen", s.describe(&a))
 	}
 	log.Info("approved; executing")
 	execute(ctx, d, s, &a, claimed, log)
 	return claimed, nil
 }
 
-// recordRefusal records an approver the policy does not let decide an action; the
-// action stays pending.
-func recordRefusal(ctx context.Context, d *Deps, act *storage.Action, approver string, attrs map[string]any, dec policy.Decision) {
+func liveVersion(e *storage.StalePolicyError) string {
+	if e.Live == nil {
+		return ""
+	}
+	return e.Live.Version
+}
+
+// recordRefusal records that approver tried to decide an action and was
+// refused, for why, by dec; the action stays as it was.
+func recordRefusal(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, attrs map[string]any, dec policy.Decision, why string) {
 	rec := &storage.Record{
 		Agent: approver, Tool: act.Tool, Args: act.Args, Attrs: canonical(attrs),
 		Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version,
-		ActionID: act.ID, Phase: storage.PhaseApproval, Outcome: "refused",
-		Error: fmt.Sprintf("%s may not decide this action", approver),
+		ActionID: act.ID, Phase: storage.PhaseApproval, Outcome: storage.OutcomeRefused,
+		Error: why, Approver: approver, Comment: comment,
+	}
+	if attrs == nil {
+		rec.Attrs = nil
 	}
 	if err := d.DB.Append(ctx, rec); err != nil {
 		d.Logger.Error("audit write failed", "err", err)

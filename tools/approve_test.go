@@ -44,6 +44,10 @@ func newApprovalEnv(t *testing.T, policyText []byte) *approvalEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	db.Now = e.now
+	// A server records the policy it decides under; approvals act only under it.
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +143,7 @@ func TestApprove(t *testing.T) {
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/denied/bob"}},
 		{name: "requester cannot approve its own action", agent: "demo-agent", amount: "150.00", approver: "demo-agent",
 			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
-			wantTrail: []string{"attempt/pending/demo-agent"}},
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/demo-agent"}},
 		{name: "an agent without an approval rule cannot approve", agent: "demo-agent", amount: "150.00", approver: "senior-bot",
 			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/senior-bot"}},

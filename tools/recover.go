@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -14,6 +15,12 @@ type RecoverReport struct {
 	// Resumed counts approved actions whose server stopped before it could
 	// claim them, now carried out.
 	Resumed int
+	// Refused counts approved actions the live policy now refuses: they
+	// were denied, not carried out.
+	Refused int
+	// Stale counts approved actions left alone because this process does
+	// not hold the live policy.
+	Stale int
 }
 
 // Recover reconciles actions left "executing" by a process that stopped
@@ -84,34 +91,63 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			rep.Unknown++
 			continue
 		}
-		if err := e.resume(ctx, d, act); err != nil {
+		err := e.resume(ctx, d, act)
+		var stale *storage.StalePolicyError
+		switch {
+		case errors.Is(err, errRefusedNow):
+			rep.Refused++
+		case errors.As(err, &stale):
+			d.Logger.Warn("approved action not carried out: this process does not hold the live policy", "action_id", act.ID, "err", stale.Error())
+			rep.Stale++
+		case err != nil:
 			if mandate.ErrorCode(err) != mandate.ECONFLICT { // a conflict: another server claimed it
 				d.Logger.Warn("could not resume approved action", "action_id", act.ID, "err", err)
 				rep.Unknown++
 			}
-			continue
+		default:
+			rep.Resumed++
 		}
-		rep.Resumed++
 	}
 	return rep, nil
 }
 
 // resume claims an approved action and carries it out through the guard's
-// execute path, with the facts read afresh.
+// execute path, with the facts read afresh. It re-decides the action under
+// the live policy, in the transaction that claims it: the approver must
+// still be let approve it and the agent's rules must not deny it now (an
+// emergency rule added since the approval stops it). An action refused now
+// is denied and audited, and resume returns errRefusedNow; a process that
+// does not hold the live policy does nothing and gets a
+// *storage.StalePolicyError.
 func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error {
 	a, err := s.bindStored(act, mandate.EINVALID)
 	if err != nil {
 		return err
 	}
+	attrs := map[string]any{}
 	if s.load != nil {
-		if _, err := s.load(ctx, d, &a); err != nil {
+		if attrs, err = s.load(ctx, d, &a); err != nil {
 			return err
 		}
 	}
-	claimed, err := d.DB.ClaimApproved(ctx, act.ID)
+	pol := d.Policy.Policy()
+	held := heldPolicy(d, pol)
+	log := d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent)
+	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
+		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, &a, cur, u), true)
+		return rv, nil
+	})
 	if err != nil {
 		return err
 	}
-	execute(ctx, d, s, &a, claimed, d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent))
+	if claimed.Status == storage.StatusDenied {
+		log.Info("approved action refused by the live policy; denied, not carried out")
+		return errRefusedNow
+	}
+	execute(ctx, d, s, &a, claimed, log)
 	return nil
 }
+
+// errRefusedNow is resume's answer for an approved action the live policy
+// now refuses: it was denied and audited instead of carried out.
+var errRefusedNow = errors.New("tools: the live policy now refuses this approved action")

@@ -36,6 +36,9 @@ func TestRecoverResumesApprovedAction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "serve start", Identity: "demo-agent"}); err != nil {
+		t.Fatal(err)
+	}
 	d := &tools.Deps{Agent: "demo-agent", Policy: policy.NewEngine(pol), DB: db, Logger: slog.New(slog.DiscardHandler),
 		Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
 	refund := handler(t, d, "refund_order")

@@ -31,6 +31,9 @@ type Deps struct {
 	ApprovalTTL time.Duration
 	// BackendTimeout bounds each call to a system of record.
 	BackendTimeout time.Duration
+	// ModelFile and PolicyFile name where Policy was read from, for the
+	// message that refuses to act under a policy that is not the live one.
+	ModelFile, PolicyFile string
 }
 
 // setDefaults fills in what was left zero: the real clock, a 24 h approval

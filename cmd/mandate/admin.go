@@ -88,6 +88,10 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer ad.Close()
 	ad.deps.Logger = log
+	// admin decides, so it records its policy as live and reloads it like serve.
+	if err := keepPolicyLive(ctx, ad.deps.DB, ad.deps.Policy, &pf, "admin", "", log, nil); err != nil {
+		return err
+	}
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure, Logger: log})
 	if err != nil {
 		return err

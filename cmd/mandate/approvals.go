@@ -231,7 +231,11 @@ func openApprovalDeps(ctx context.Context, dbPath, storePath string, pf *policyF
 		st.Close()
 		return nil, err
 	}
-	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log}}, nil
+	// The CLI records no policy: it only acts if the one it loaded is the
+	// live one that a server recorded (checked in tools.Approve and Deny).
+	modelFile, policyFile := pf.files()
+	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log,
+		ModelFile: modelFile, PolicyFile: policyFile}}, nil
 }
 
 func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout, stderr io.Writer) error {

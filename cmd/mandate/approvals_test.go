@@ -34,6 +34,11 @@ func approvalFiles(t *testing.T, amounts ...string) (dbPath, storePath string, i
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// As `mandate serve` does at start: the embedded policy is the live one.
+	if err := db.RecordPolicy(ctx, policyLoad(pol, policy.Source{Name: "embedded model.conf", Data: mandate.DefaultModel},
+		policy.Source{Name: "embedded policy.csv", Data: mandate.DefaultPolicy}, "serve start", "demo-agent")); err != nil {
+		t.Fatal(err)
+	}
 	st, be, _, err := openStore(ctx, storePath)
 	if err != nil {
 		t.Fatal(err)

@@ -279,16 +279,12 @@ func (j jsonWriter) write(r *storage.Record) error { return j.enc.Encode(j.form(
 func (j jsonWriter) flush() error                  { return nil }
 
 // csvHeader names the CSV columns as the JSON Lines export names its fields.
-var csvHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash"}
+var csvHeader = storage.CSVHeader
 
 type csvWriter struct{ w *csv.Writer }
 
-func (c csvWriter) write(r *storage.Record) error {
-	return c.w.Write([]string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
-		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
-		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash})
-}
+// write writes r with formula-like cells neutralised (storage.CSVCell).
+func (c csvWriter) write(r *storage.Record) error { return c.w.Write(r.CSVRow()) }
 
 func (c csvWriter) flush() error { c.w.Flush(); return c.w.Error() }
 
@@ -298,6 +294,12 @@ type textWriter struct{ w io.Writer }
 func (t textWriter) write(r *storage.Record) error {
 	line := fmt.Sprintf("%6d  %s  %-8s %-12s %-16s %-16s %-8s %-9s %s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
 		r.Phase, r.Agent, r.Tool, r.Decision, r.Outcome, r.ActionID, r.Args)
+	if r.Approver != "" && r.Approver != r.Agent {
+		line += "  approver: " + r.Approver
+	}
+	if r.Comment != "" {
+		line += "  comment: " + r.Comment
+	}
 	if r.Error != "" {
 		line += "  error: " + r.Error
 	}
@@ -393,6 +395,8 @@ type ocsfUnmappedAudit struct {
 	ActionID      string          `json:"action_id"`
 	Phase         string          `json:"phase"`
 	Outcome       string          `json:"outcome"`
+	Approver      string          `json:"approver,omitempty"`
+	Comment       string          `json:"comment,omitempty"`
 	Args          json.RawMessage `json:"args,omitempty"`
 	Attrs         json.RawMessage `json:"attrs,omitempty"`
 	PrevHash      string          `json:"prev_hash"`
@@ -429,7 +433,8 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 		Message:     fmt.Sprintf("%s %s %s: %s", r.Agent, r.Phase, r.Tool, status),
 		SrcEndpoint: ocsfEndpoint{Name: r.Agent},
 		Unmapped: ocsfUnmappedAudit{Seq: r.Seq, Decision: r.Decision, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
-			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
+			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
+			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
 			PrevHash: r.PrevHash, Hash: r.Hash},
 	}
 	e.Actor.User.Name = r.Agent

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/mandatehq/mandate"
@@ -22,7 +24,7 @@ type policyFlags struct {
 	// Set by load: the files actually read ("" for an embedded copy) and
 	// the model as read, for the hot-reload watcher.
 	modelPath, policyPath string
-	modelSrc              policy.Source
+	modelSrc, policySrc   policy.Source
 }
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
@@ -45,9 +47,67 @@ func (p *policyFlags) load() (*policy.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the policy does not load:\n%w", err)
 	}
-	p.modelSrc = m
+	p.modelSrc, p.policySrc = m, pol
 	p.modelPath, p.policyPath = fileOf(m), fileOf(pol)
 	return loaded, nil
+}
+
+// files names where the loaded model and policy came from, as absolute
+// paths, for the policy record and for messages.
+func (p *policyFlags) files() (model, pol string) {
+	return sourceName(p.modelSrc), sourceName(p.policySrc)
+}
+
+// sourceName is the absolute path a source was read from, or its name
+// ("embedded policy.csv") for an embedded copy.
+func sourceName(s policy.Source) string {
+	if fileOf(s) == "" {
+		return s.Name
+	}
+	if abs, err := filepath.Abs(s.Name); err == nil {
+		return abs
+	}
+	return s.Name
+}
+
+// policyLoad describes, for the record, a load of pol from model and src by
+// this process.
+func policyLoad(pol *policy.Policy, model, src policy.Source, command, identity string) *storage.PolicyLoad {
+	host, _ := os.Hostname()
+	return &storage.PolicyLoad{
+		Version: pol.Version, Model: string(model.Data), Policy: string(src.Data),
+		ModelFile: sourceName(model), PolicyFile: sourceName(src),
+		Command: command, Identity: identity, PID: os.Getpid(), Host: host,
+	}
+}
+
+// keepPolicyLive records the policy a deciding process (serve, admin) loaded
+// as the live one, then, when it was read from a file, watches the files and
+// records and swaps in each new version, exactly as serve always did. name is
+// the subcommand, identity the agent a serve process acts as. onSwap, if
+// set, runs after each new policy went live. A failure to record at start is
+// returned: a process must not decide under a policy nobody knows is live.
+func keepPolicyLive(ctx context.Context, db *storage.DB, engine *policy.Engine, pf *policyFlags, name, identity string, log *slog.Logger, onSwap func(old, new *policy.Policy)) error {
+	if err := db.RecordPolicy(ctx, policyLoad(engine.Policy(), pf.modelSrc, pf.policySrc, name+" start", identity)); err != nil {
+		return fmt.Errorf("%s: record the policy as live: %w", name, err)
+	}
+	if pf.policyPath == "" {
+		return nil // the embedded policy cannot change while running
+	}
+	// Hot reload: a new policy goes live only once it loads and is
+	// recorded; a broken edit leaves the last good one live and logs
+	// file:line.
+	w := &policy.Watcher{Engine: engine, ModelPath: pf.modelPath, Model: pf.modelSrc, PolicyPath: pf.policyPath, Logger: log,
+		OnSwap: onSwap,
+		Record: func(p *policy.Policy, m, src policy.Source) error {
+			return db.RecordPolicy(ctx, policyLoad(p, m, src, name+" reload", identity))
+		}}
+	go func() {
+		if err := w.Run(ctx); err != nil {
+			log.Warn("policy hot reload is off", "err", err)
+		}
+	}()
+	return nil
 }
 
 // fileOf is the file a source was read from, or "" for an embedded copy.

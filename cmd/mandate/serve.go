@@ -75,21 +75,16 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		defer hook.Close()
 		opts = append(opts, notify.Middleware(hook))
 	}
+	deps.ModelFile, deps.PolicyFile = pf.files()
 	s := tools.NewServer(deps, version, opts...)
-	go reconcileLoop(ctx, deps, *recoverAfter)
-	if pf.policyPath != "" {
-		// Hot reload: a new policy goes live only once it loads; a broken
-		// edit leaves the last good one live and logs file:line.
-		w := &policy.Watcher{Engine: engine, ModelPath: pf.modelPath, Model: pf.modelSrc, PolicyPath: pf.policyPath, Logger: log,
-			OnSwap: func(_, _ *policy.Policy) {
-				s.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
-			}}
-		go func() {
-			if err := w.Run(ctx); err != nil {
-				log.Warn("policy hot reload is off", "err", err)
-			}
-		}()
+	// Recorded as the live policy before anything is decided under it,
+	// and again on every reload.
+	if err := keepPolicyLive(ctx, db, engine, &pf, "serve", *agent, log, func(_, _ *policy.Policy) {
+		s.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+	}); err != nil {
+		return err
 	}
+	go reconcileLoop(ctx, deps, *recoverAfter)
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
@@ -130,8 +125,16 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		rep, err := tools.Recover(ctx, d, grace)
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Error("reconciling stopped actions failed", "err", err)
-		} else if rep.Executed+rep.NotExecuted+rep.Resumed > 0 {
-			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed, "unknown", rep.Unknown)
+		} else if rep.Executed+rep.NotExecuted+rep.Resumed+rep.Refused > 0 {
+			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed,
+				"denied_by_live_policy", rep.Refused, "unknown", rep.Unknown)
+		}
+		// Recovery acts only under the live policy (tools.Recover checks it
+		// in the transaction that claims each action); a server whose
+		// policy was replaced by another process's leaves approved actions
+		// to a server that holds the live one.
+		if rep.Stale > 0 {
+			d.Logger.Warn("approved actions left alone: this server's policy is not the live one", "actions", rep.Stale)
 		}
 		select {
 		case <-ctx.Done():
