@@ -31,6 +31,9 @@ type Deps struct {
 	ApprovalTTL time.Duration
 	// BackendTimeout bounds each call to a system of record.
 	BackendTimeout time.Duration
+	// MaxPending is how many actions one agent may have waiting for a
+	// person; 0 means DefaultMaxPending (pendingcap.go).
+	MaxPending int
 }
 
 // setDefaults fills in what was left zero: the real clock, a 24 h approval
