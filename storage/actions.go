@@ -243,6 +243,8 @@ type PendingPage struct {
 	// Total counts every pending action the filter's Agent selects, not only
 	// this page.
 	Total int
+	// Before counts the actions (of Total) that come before this page.
+	Before int
 	// Next is PendingFilter.After for the next page, "" on the last page.
 	Next string
 }
@@ -288,7 +290,12 @@ func (db *DB) Pending(ctx context.Context, f PendingFilter) (PendingPage, error)
 		} else if n == 0 {
 			return p, mandate.Errorf(mandate.EINVALID, "no action %q to page after", f.After)
 		}
-		q += fmt.Sprintf(" AND (%s) %s (SELECT %s FROM actions WHERE id = ?)", keys, cmp, keys)
+		after := fmt.Sprintf(" AND (%s) %s (SELECT %s FROM actions WHERE id = ?)", keys, cmp, keys)
+		before := strings.NewReplacer(">", "<=", "<", ">=").Replace(after)
+		if err := db.db.QueryRowContext(ctx, total+before, append(args, f.After)...).Scan(&p.Before); err != nil {
+			return p, unavailable("count pending", err)
+		}
+		q += after
 		args = append(args, f.After)
 	}
 	// One more than the page, to know whether there is a next one.

@@ -93,6 +93,9 @@ func TestPendingPages(t *testing.T) {
 				if len(p.Actions) > size || (p.Next != "" && len(p.Actions) != size) {
 					t.Fatalf("page of %d actions (limit %d, next %q)", len(p.Actions), size, p.Next)
 				}
+				if p.Before != len(all) {
+					t.Fatalf("Before = %d, want %d", p.Before, len(all))
+				}
 				for _, a := range p.Actions {
 					if seen[a.ID] {
 						t.Fatalf("%s shown twice", a.ID)
