@@ -37,8 +37,8 @@ var funcs = template.FuncMap{
 	},
 	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	// short cuts text to n characters (runes, never bytes), hidden
-	// characters made visible first so a cut cannot leave one in.
-	"short": func(s string, n int) string { return mandate.Truncate(mandate.Visible(s, false), n) },
+	// characters made visible.
+	"short": func(s string, n int) string { return mandate.Visible(mandate.Truncate(s, n), false) },
 	// vis is text for an attribute (a title): hidden characters escaped.
 	"vis": func(s string) string { return mandate.Visible(s, false) },
 	// text and textShort show agent- or customer-supplied text in an
@@ -57,10 +57,10 @@ var funcs = template.FuncMap{
 // right-to-left letters cannot reorder what is around them.)
 func shown(s string, keepLines bool, n int) template.HTML {
 	hidden := mandate.HasHidden(s, keepLines)
-	v := mandate.Visible(s, keepLines)
 	if n > 0 {
-		v = mandate.Truncate(v, n)
+		s = mandate.Truncate(s, n) // before escaping, so no escape is cut in half
 	}
+	v := mandate.Visible(s, keepLines)
 	if !hidden {
 		return template.HTML(template.HTMLEscapeString(v))
 	}
