@@ -175,7 +175,6 @@ func TestServeMaxPendingBounds(t *testing.T) {
 	}
 }
 
-
 // TestTerminalSafeSplitWrites feeds terminalSafe one byte at a time, as a
 // buffer boundary can split a character: the output is the same as in one
 // write.
