@@ -187,3 +187,41 @@ func TestActionsLimitAndCount(t *testing.T) {
 		t.Fatalf("CountActions(agent-b) = %d, want 310", n)
 	}
 }
+
+// TestPendingQueriesUseIndexes: the pending count runs inside every action's
+// write transaction and the queue pages run on every visit, so neither may
+// scan the whole actions table, which grows with every action ever taken.
+func TestPendingQueriesUseIndexes(t *testing.T) {
+	db := openPath(t, filepath.Join(t.TempDir(), "m.db"))
+	ts := timeText(approvalT0)
+	queries := []struct {
+		q    string
+		args []any
+	}{
+		{`SELECT COUNT(*) FROM actions WHERE status = ? AND agent = ? AND expires_at > ?`, []any{StatusPending, "a", ts}},
+		{`SELECT COUNT(*) FROM actions WHERE status = ? AND agent = ?`, []any{StatusPending, "a"}},
+		{`SELECT id FROM actions WHERE status = ? AND (expires_at, id) > (SELECT expires_at, id FROM actions WHERE id = ?) ORDER BY expires_at, id LIMIT 51`, []any{StatusPending, "x"}},
+		{`SELECT agent, COUNT(*) FROM actions WHERE status = ? GROUP BY agent`, []any{StatusPending}},
+	}
+	for _, q := range queries {
+		rows, err := db.db.Query("EXPLAIN QUERY PLAN "+q.q, q.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, d := range plan {
+			if d == "SCAN actions" {
+				t.Fatalf("%s\nscans the table: %v", q.q, plan)
+			}
+		}
+	}
+}
