@@ -139,7 +139,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		capped = action && overPendingCap(d, agent, u, &dec)
 		act.Decision, act.Rule, act.PolicyVersion = dec.Effect, dec.RuleText(), dec.Version
 		if capped {
-			act.Rule = pendingCapRule(dec)
+			// Like a rate limit, the refusal is for now: the key stays free
+			// for the agent to try again with later.
+			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
 		}
 		act.Status = initialStatus(dec.Effect, action)
 		if dec.Effect == policy.RequireApproval {

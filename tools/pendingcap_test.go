@@ -42,7 +42,11 @@ func TestPendingCapRefusesAndAudits(t *testing.T) {
 			t.Fatalf("request %d: %s (%s), want pending", i+1, o.Status, o.Message)
 		}
 	}
-	res := h.call(ctx, "refund_order", validArgs["refund_order"])
+	keyed := map[string]any{"idempotency_key": "retry-later"}
+	for k, v := range validArgs["refund_order"] {
+		keyed[k] = v
+	}
+	res := h.call(ctx, "refund_order", keyed)
 	o := decode(t, res)
 	if !res.IsError || o.Status != storage.StatusDenied || o.Decision != policy.Deny {
 		t.Fatalf("request %d: %s/%s, want a denied error", tools.DefaultMaxPending+1, o.Decision, o.Status)
@@ -70,7 +74,9 @@ func TestPendingCapRefusesAndAudits(t *testing.T) {
 	if _, err := tools.Deny(ctx, h.deps, p.Actions[0].ID, "alice", "no"); err != nil {
 		t.Fatal(err)
 	}
-	if o := decode(t, h.call(ctx, "refund_order", validArgs["refund_order"])); o.Status != storage.StatusPending {
+	// The refusal did not use up the idempotency key: the same request,
+	// tried again once there is room, waits for a person.
+	if o := decode(t, h.call(ctx, "refund_order", keyed)); o.Status != storage.StatusPending {
 		t.Fatalf("after a decision: %s (%s), want pending", o.Status, o.Message)
 	}
 	// A read is never capped.

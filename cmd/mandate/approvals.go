@@ -216,7 +216,7 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, oneLine(v, 200))
+			fmt.Fprintf(tw, "%s\t%s\n", k, oneLine(v, 1000))
 		}
 	}
 	row("action", a.ID)
