@@ -36,12 +36,45 @@ var funcs = template.FuncMap{
 		return rule
 	},
 	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"short": func(s string, n int) string {
-		if len(s) <= n {
-			return s
-		}
-		return s[:n] + "…"
-	},
+	// short cuts text to n characters (runes, never bytes), hidden
+	// characters made visible.
+	"short": func(s string, n int) string { return mandate.Visible(mandate.Truncate(s, n), false) },
+	// vis is text for an attribute (a title): hidden characters escaped.
+	"vis": func(s string) string { return mandate.Visible(s, false) },
+	// text and textShort show agent- or customer-supplied text in an
+	// element as it is: see shown.
+	"text":      func(s string) template.HTML { return shown(s, true, 0) },
+	"textShort": func(s string, n int) template.HTML { return shown(s, false, n) },
+	"thousands": thousands,
+}
+
+// shown is text that an agent or a customer supplied, for an element's
+// content: HTML-escaped, with bidi, C1 and other invisible characters escaped as
+// ⟨U+202E⟩ (mandate.Visible), and when it held any, marked with a visible
+// warning, because text that hides characters is trying to mislead the
+// person reading it. Newlines are kept when keepLines; n > 0 cuts it to n
+// characters. (The style sheet isolates the cells such text sits in, so
+// right-to-left letters cannot reorder what is around them.)
+func shown(s string, keepLines bool, n int) template.HTML {
+	hidden := mandate.HasHidden(s, keepLines)
+	if n > 0 {
+		s = mandate.Truncate(s, n) // before escaping, so no escape is cut in half
+	}
+	v := mandate.Visible(s, keepLines)
+	if !hidden {
+		return template.HTML(template.HTMLEscapeString(v))
+	}
+	return template.HTML(`<span class="supplied suspicious" title="This text holds invisible or control characters, shown as ⟨U+…⟩: it may not say what it seems to.">` +
+		`<span class="hidden-badge">hidden characters</span> ` + template.HTMLEscapeString(v) + `</span>`)
+}
+
+// thousands formats a count for people: 1,216.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // item is one action as a person reviewing it needs to see it: what the
@@ -146,23 +179,83 @@ func remaining(d time.Duration) string {
 
 type queueData struct {
 	Items []item
+	// Total is every pending action; Matching those of the agent filter.
+	Total, Matching int
+	Agents          []storage.AgentCount
+	Agent, Order    string
+	// From and To are the positions of the first and last item on this
+	// page, 1-based; Left is how many come after it.
+	From, To, Left int
+	// Next and First are links to the next and the first page; "" when
+	// there is none.
+	Next, First string
+	Notice      string
 }
 
+// queuePage is how many actions one page of the queue shows: each is a
+// card with its context read from the store, so a page stays small.
+const queuePage = 50
+
+// queue shows the actions waiting for a person, soonest to expire first (or
+// newest first), one page at a time, all of them reachable by following
+// "next page", with the real count and a filter by agent. Pages are plain
+// links: the page runs no script.
 func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx := r.Context()
 	if _, err := s.cfg.Deps.DB.ExpirePending(ctx, s.now()); err != nil {
 		s.fail(w, err)
 		return
 	}
-	acts, err := s.cfg.Deps.DB.Actions(ctx, storage.ActionFilter{Status: storage.StatusPending})
+	q := r.URL.Query()
+	d := queueData{Agent: strings.TrimSpace(q.Get("agent")), Order: q.Get("order")}
+	if d.Order != storage.OrderNewest {
+		d.Order = storage.OrderExpires
+	}
+	f := storage.PendingFilter{Agent: d.Agent, Order: d.Order, After: q.Get("after"), Limit: queuePage}
+	p, err := s.cfg.Deps.DB.Pending(ctx, f)
+	if mandate.ErrorCode(err) == mandate.EINVALID && f.After != "" {
+		// A link to a page after an action that is gone: start again.
+		d.Notice, f.After = "That page is gone; here is the first one.", ""
+		p, err = s.cfg.Deps.DB.Pending(ctx, f)
+	}
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	var d queueData
-	// Soonest to expire first: that is the order to work through them.
-	for i := len(acts) - 1; i >= 0; i-- {
-		d.Items = append(d.Items, s.item(ctx, acts[i]))
+	if d.Agents, err = s.cfg.Deps.DB.PendingAgents(ctx); err != nil {
+		s.fail(w, err)
+		return
+	}
+	for _, c := range d.Agents {
+		d.Total += c.Count
+	}
+	d.Matching = p.Total
+	for _, a := range p.Actions {
+		d.Items = append(d.Items, s.item(ctx, a))
+	}
+	d.From, d.To = p.Before+1, p.Before+len(d.Items)
+	d.Left = max(d.Matching-d.To, 0)
+	link := func(after string) string {
+		v := url.Values{}
+		if d.Agent != "" {
+			v.Set("agent", d.Agent)
+		}
+		if d.Order != storage.OrderExpires {
+			v.Set("order", d.Order)
+		}
+		if after != "" {
+			v.Set("after", after)
+		}
+		if len(v) == 0 {
+			return "/"
+		}
+		return "/?" + v.Encode()
+	}
+	if p.Next != "" {
+		d.Next = link(p.Next)
+	}
+	if f.After != "" {
+		d.First = link("")
 	}
 	s.render(w, http.StatusOK, "queue", page{Title: "Approvals", User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
 }
@@ -203,7 +296,7 @@ func (s *Server) renderAction(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	d.CanDecide = a.Status == storage.StatusPending && s.now().Before(a.ExpiresAt) && a.Agent != sess.User
-	s.render(w, code, "action", page{Title: d.Item.What, User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
+	s.render(w, code, "action", page{Title: mandate.Visible(d.Item.What, false), User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
 }
 
 // decide approves or denies the action in the path as the logged-in user.

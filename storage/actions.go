@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			u, err := usage(ctx, tx, a, now)
 			if err != nil {
 				return unavailable("count usage", err)
+			}
+			if u.AgentPending, err = pendingCount(ctx, tx, a.Agent, now); err != nil {
+				return unavailable("count pending", err)
 			}
 			decide(u)
 		}
@@ -193,4 +197,174 @@ func (db *DB) Append(ctx context.Context, rec *Record) error {
 		}
 		return nil
 	})
+}
+
+// pendingCount counts the agent's actions waiting for a person at now,
+// inside the transaction that records its next attempt, so that the cap on
+// pending actions cannot be raced by processes sharing the database. An
+// action past its expiry waits for nobody, even before ExpirePending marks
+// it (timeText has fixed width, so the text comparison orders times).
+func pendingCount(ctx context.Context, tx *Tx, agent string, now time.Time) (int64, error) {
+	var n int64
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE status = ? AND agent = ? AND expires_at > ?`,
+		StatusPending, agent, timeText(now)).Scan(&n)
+	return n, err
+}
+
+// Pages of the approval queue.
+const (
+	DefaultPage = 50  // actions on a page when the caller does not say
+	MaxPage     = 500 // the most actions one page may hold
+)
+
+// Queue orders.
+const (
+	OrderExpires = "expires" // soonest to expire first: the order to work through them
+	OrderNewest  = "newest"  // most recently requested first
+)
+
+// PendingFilter selects one page of the pending actions.
+type PendingFilter struct {
+	// Agent keeps only the actions this agent asked for; "" keeps all.
+	Agent string
+	// Order is OrderExpires (the default when "") or OrderNewest.
+	Order string
+	// After is the id of the last action of the previous page (PendingPage.Next);
+	// "" is the first page. Paging by key, not offset, so that actions
+	// decided while a person pages do not shift later ones out of sight.
+	After string
+	// Limit is the page size: 0 means DefaultPage; at most MaxPage.
+	Limit int
+}
+
+// PendingPage is one page of pending actions and how many there are in all.
+type PendingPage struct {
+	Actions []*Action
+	// Total counts every pending action the filter's Agent selects, not only
+	// this page.
+	Total int
+	// Before counts the actions (of Total) that come before this page.
+	Before int
+	// Next is PendingFilter.After for the next page, "" on the last page.
+	Next string
+}
+
+// Pending returns one page of the actions waiting for a person. Every
+// pending action is reachable by following Next; nothing is silently cut.
+func (db *DB) Pending(ctx context.Context, f PendingFilter) (PendingPage, error) {
+	var p PendingPage
+	if f.Limit == 0 {
+		f.Limit = DefaultPage
+	}
+	if f.Limit < 0 || f.Limit > MaxPage {
+		return p, mandate.Errorf(mandate.EINVALID, "a page holds 1 to %d actions, not %d", MaxPage, f.Limit)
+	}
+	where, args := "status = ?", []any{StatusPending}
+	if f.Agent != "" {
+		where, args = where+" AND agent = ?", append(args, f.Agent)
+	}
+	total := `SELECT COUNT(*) FROM actions WHERE ` + where
+	if err := db.db.QueryRowContext(ctx, total, args...).Scan(&p.Total); err != nil {
+		return p, unavailable("count pending", err)
+	}
+	var keys, order string
+	switch f.Order {
+	case "", OrderExpires:
+		keys, order = "expires_at, id", "expires_at, id"
+	case OrderNewest:
+		keys, order = "created_at, id", "created_at DESC, id DESC"
+	default:
+		return p, mandate.Errorf(mandate.EINVALID, "order %q: use %s or %s", f.Order, OrderExpires, OrderNewest)
+	}
+	q := `SELECT ` + actionColumns + ` FROM actions WHERE ` + where
+	if f.After != "" {
+		cmp := ">"
+		if f.Order == OrderNewest {
+			cmp = "<"
+		}
+		// The cursor's row keeps its keys when it is decided, so the page
+		// after it stays put.
+		var n int
+		if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE id = ?`, f.After).Scan(&n); err != nil {
+			return p, unavailable("read cursor", err)
+		} else if n == 0 {
+			return p, mandate.Errorf(mandate.EINVALID, "no action %q to page after", f.After)
+		}
+		after := fmt.Sprintf(" AND (%s) %s (SELECT %s FROM actions WHERE id = ?)", keys, cmp, keys)
+		before := strings.NewReplacer(">", "<=", "<", ">=").Replace(after)
+		if err := db.db.QueryRowContext(ctx, total+before, append(args, f.After)...).Scan(&p.Before); err != nil {
+			return p, unavailable("count pending", err)
+		}
+		q += after
+		args = append(args, f.After)
+	}
+	// One more than the page, to know whether there is a next one.
+	q += " ORDER BY " + order + " LIMIT ?"
+	args = append(args, f.Limit+1)
+	acts, err := queryActions(ctx, db.db, "list pending", q, args...)
+	if err != nil {
+		return p, err
+	}
+	if len(acts) > f.Limit {
+		acts = acts[:f.Limit]
+		p.Next = acts[len(acts)-1].ID
+	}
+	p.Actions = acts
+	return p, nil
+}
+
+// AgentCount is how many actions one agent has waiting.
+type AgentCount struct {
+	Agent string
+	Count int
+}
+
+// PendingAgents lists the agents with pending actions and how many each
+// has, most first: the choices of the queue's agent filter.
+func (db *DB) PendingAgents(ctx context.Context) ([]AgentCount, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT agent, COUNT(*) FROM actions WHERE status = ? GROUP BY agent ORDER BY COUNT(*) DESC, agent`, StatusPending)
+	if err != nil {
+		return nil, unavailable("count pending by agent", err)
+	}
+	defer rows.Close()
+	var out []AgentCount
+	for rows.Next() {
+		var c AgentCount
+		if err := rows.Scan(&c.Agent, &c.Count); err != nil {
+			return nil, unavailable("count pending by agent", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("count pending by agent", err)
+	}
+	return out, nil
+}
+
+// CountActions counts every action f selects, ignoring its Limit and
+// Offset: with Actions it tells a caller how many it did not get.
+func (db *DB) CountActions(ctx context.Context, f ActionFilter) (int, error) {
+	where, args := actionWhere(f)
+	var n int
+	if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE `+where, args...).Scan(&n); err != nil {
+		return 0, unavailable("count actions", err)
+	}
+	return n, nil
+}
+
+// actionWhere is the WHERE clause and arguments that select f's actions.
+func actionWhere(f ActionFilter) (string, []any) {
+	q := "1 = 1"
+	var args []any
+	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
+	if f.Status != "" {
+		add("status = ?", f.Status)
+	}
+	if f.Agent != "" {
+		add("agent = ?", f.Agent)
+	}
+	if f.Tool != "" {
+		add("tool = ?", f.Tool)
+	}
+	return q, args
 }

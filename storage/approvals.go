@@ -57,9 +57,16 @@ type Approval struct {
 // ActionFilter selects actions; zero fields select everything.
 type ActionFilter struct {
 	Status, Agent, Tool string
-	// Limit caps the number returned, newest first; 0 means 500.
+	// Limit caps the number returned, newest first: 0 means
+	// DefaultActionLimit, and CountActions says how many matched in all.
 	Limit int
+	// Offset skips that many of the newest first, for the next page.
+	Offset int
 }
+
+// DefaultActionLimit is how many actions Actions returns when the filter
+// does not say: callers that show a list must say how many more there are.
+const DefaultActionLimit = 500
 
 const actionColumns = `id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
 	created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, approver, comment, decided_at`
@@ -109,25 +116,15 @@ func (db *DB) Approval(ctx context.Context, id string) (Approval, error) {
 	return ap, err
 }
 
-// Actions returns the actions matching f, newest first.
+// Actions returns the actions matching f, newest first, at most f.Limit
+// of them (DefaultActionLimit if 0) after skipping f.Offset.
 func (db *DB) Actions(ctx context.Context, f ActionFilter) ([]*Action, error) {
-	q := `SELECT ` + actionColumns + ` FROM actions WHERE 1 = 1`
-	var args []any
-	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
-	if f.Status != "" {
-		add("status = ?", f.Status)
-	}
-	if f.Agent != "" {
-		add("agent = ?", f.Agent)
-	}
-	if f.Tool != "" {
-		add("tool = ?", f.Tool)
-	}
+	where, args := actionWhere(f)
 	if f.Limit <= 0 {
-		f.Limit = 500
+		f.Limit = DefaultActionLimit
 	}
-	q += " ORDER BY created_at DESC, id LIMIT ?"
-	args = append(args, f.Limit)
+	q := `SELECT ` + actionColumns + ` FROM actions WHERE ` + where + " ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
+	args = append(args, f.Limit, max(f.Offset, 0))
 	return queryActions(ctx, db.db, "list actions", q, args...)
 }
 

@@ -14,6 +14,9 @@ type Usage struct {
 	AgentRefunds24h       int64 // number of refunds by the agent, last 24 h
 	CustomerRefunds30d    int64 // number of refunds to the customer, last 30 days
 	AgentCancellations1h  int64 // cancellations by the agent, last hour
+	// AgentPending counts the agent's actions waiting for a person now
+	// (DecideAndRecord only): the cap on pending actions is judged on it.
+	AgentPending int64
 }
 
 // Counters are kept per minute, so a window is exact to the minute: a

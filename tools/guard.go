@@ -119,6 +119,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	}
 	rec := &storage.Record{Agent: agent, Tool: name, Args: args}
 	var dec policy.Decision
+	capped := false
 	// decide runs inside the transaction that records the attempt, with the
 	// usage counted there, so limits over time cannot be raced.
 	decide := func(u storage.Usage) {
@@ -135,7 +136,13 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		default:
 			dec = d.Policy.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
 		}
+		capped = action && overPendingCap(d, agent, u, &dec)
 		act.Decision, act.Rule, act.PolicyVersion = dec.Effect, dec.RuleText(), dec.Version
+		if capped {
+			// Like a rate limit, the refusal is for now: the key stays free
+			// for the agent to try again with later.
+			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
+		}
 		act.Status = initialStatus(dec.Effect, action)
 		if dec.Effect == policy.RequireApproval {
 			act.ExpiresAt = d.Now().Add(d.ApprovalTTL)
@@ -182,6 +189,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		return pendingResult(act, s.describe(&a))
 	default:
 		log.Info("denied", "rule", act.Rule, "reason", dec.Reason)
+		if capped {
+			return pendingCapResult(act, s.describe(&a))
+		}
 		if !action {
 			if loadErr != nil {
 				return errorResult(loadErr)

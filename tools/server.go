@@ -34,6 +34,9 @@ type Deps struct {
 	// ModelFile and PolicyFile name where Policy was read from, for the
 	// message that refuses to act under a policy that is not the live one.
 	ModelFile, PolicyFile string
+	// MaxPending is how many actions one agent may have waiting for a
+	// person; 0 means DefaultMaxPending (pendingcap.go).
+	MaxPending int
 }
 
 // setDefaults fills in what was left zero: the real clock, a 24 h approval

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,11 +64,24 @@ func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 }
 
 func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("approvals list", "mandate approvals list [--status pending] [--db FILE]", stderr)
+	fs := newFlags("approvals list", "mandate approvals list [--status pending] [--agent NAME] [--limit N] [--after ID | --offset N] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
 	status := fs.String("status", storage.StatusPending, "pending, approved, denied, expired, executing, executed, failed, or all")
+	agent := fs.String("agent", "", "only the actions this agent asked for")
+	limit := fs.Int("limit", storage.DefaultPage, fmt.Sprintf("how many to print, 1 to %d; the last line says how many more there are", storage.MaxPage))
+	after := fs.String("after", "", "pending only: print the page after this action id (the list says which)")
+	offset := fs.Int("offset", 0, "other statuses: skip this many of the newest first")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
+	}
+	if *limit < 1 || *limit > storage.MaxPage {
+		return usageError{fmt.Sprintf("approvals list: --limit %d: print 1 to %d at a time and page with --after or --offset", *limit, storage.MaxPage)}
+	}
+	if *offset < 0 {
+		return usageError{"approvals list: --offset must not be negative"}
+	}
+	if *after != "" && *status != storage.StatusPending {
+		return usageError{"approvals list: --after pages pending actions; use --offset for other statuses"}
 	}
 	db, err := openExistingDB(ctx, *dbPath)
 	if err != nil {
@@ -78,16 +92,40 @@ func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	if _, err := db.ExpirePending(ctx, now); err != nil {
 		return err
 	}
-	f := storage.ActionFilter{Status: *status}
-	if f.Status == "all" {
-		f.Status = ""
-	}
-	acts, err := db.Actions(ctx, f)
-	if err != nil {
-		return err
+	// Pending actions come soonest to expire first, in pages keyed by the
+	// last one shown, like the web queue; the history newest first.
+	var acts []*storage.Action
+	var total, before int
+	var next string
+	if *status == storage.StatusPending {
+		p, err := db.Pending(ctx, storage.PendingFilter{Agent: *agent, After: *after, Limit: *limit})
+		if err != nil {
+			return err
+		}
+		acts, total, before, next = p.Actions, p.Total, p.Before, p.Next
+	} else {
+		f := storage.ActionFilter{Status: *status, Agent: *agent, Limit: *limit, Offset: *offset}
+		if f.Status == "all" {
+			f.Status = ""
+		}
+		if acts, err = db.Actions(ctx, f); err != nil {
+			return err
+		}
+		if total, err = db.CountActions(ctx, f); err != nil {
+			return err
+		}
+		before = *offset
 	}
 	if len(acts) == 0 {
-		fmt.Fprintf(stdout, "no %s actions\n", *status)
+		what := *status
+		if *agent != "" {
+			what += " from " + oneLine(*agent, 60)
+		}
+		if total > 0 {
+			fmt.Fprintf(stdout, "no more %s actions: there are %d\n", what, total)
+		} else {
+			fmt.Fprintf(stdout, "no %s actions\n", what)
+		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -97,10 +135,35 @@ func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 		if a.Status == storage.StatusPending {
 			left = a.ExpiresAt.Sub(now).Round(time.Minute).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Status, a.Agent, a.Tool, oneLine(argsSummary(a.Args), 60),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", oneLine(a.ID, 40), a.Status, oneLine(a.Agent, 40), oneLine(a.Tool, 40), oneLine(argsSummary(a.Args), 80),
 			a.CreatedAt.UTC().Format("2006-01-02 15:04"), left)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Never a silent cut: say how many there are and how to see the rest.
+	shown := before + len(acts)
+	fmt.Fprintf(stdout, "%d–%d of %d", before+1, shown, total)
+	if rest := total - shown; rest > 0 {
+		again := "mandate approvals list"
+		if *status != storage.StatusPending {
+			again += " --status " + *status
+		}
+		if *agent != "" {
+			again += " --agent " + *agent
+		}
+		if *limit != storage.DefaultPage {
+			again += " --limit " + strconv.Itoa(*limit)
+		}
+		if next != "" {
+			again += " --after " + next
+		} else {
+			again += " --offset " + strconv.Itoa(shown)
+		}
+		fmt.Fprintf(stdout, "; %d more: %s", rest, oneLine(again, 200))
+	}
+	fmt.Fprintln(stdout)
+	return nil
 }
 
 // argsSummary shows arguments as k=v pairs, the reason last.
@@ -118,19 +181,12 @@ func argsSummary(raw json.RawMessage) string {
 	return strings.Join(parts, " ")
 }
 
-// oneLine keeps agent-supplied text from breaking a table: control
-// characters become spaces and long text is cut.
+// oneLine keeps agent-supplied text from breaking a table or driving the
+// terminal: long text is cut to n characters, and control, bidi and other
+// hidden characters (newlines too) are shown escaped, as ⟨U+202E⟩, after
+// the cut so that no escape is cut in half.
 func oneLine(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len([]rune(s)) > n {
-		return string([]rune(s)[:n]) + "…"
-	}
-	return s
+	return mandate.Visible(mandate.Truncate(s, n), false)
 }
 
 func runApprovalsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -160,7 +216,7 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, oneLine(v, 200))
+			fmt.Fprintf(tw, "%s\t%s\n", k, oneLine(v, 1000))
 		}
 	}
 	row("action", a.ID)
@@ -184,7 +240,7 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SEQ\tTIME\tPHASE\tBY\tDECISION\tOUTCOME\tNOTE")
 	err = db.Records(ctx, storage.Filter{ActionID: id}, func(r *storage.Record) error {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format("2006-01-02 15:04:05"), r.Phase, r.Agent,
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format("2006-01-02 15:04:05"), r.Phase, oneLine(r.Agent, 40),
 			r.Decision, r.Outcome, oneLine(r.Error, 80))
 		return nil
 	})

@@ -12,7 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
@@ -152,7 +155,9 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *n < 0 {
 		return usageError{"audit tail: -n must not be negative"}
 	}
-	w := bufio.NewWriter(stdout)
+	// tail prints to a terminal: whatever the format, no record may pass
+	// hidden characters to it (terminalSafe).
+	w := bufio.NewWriter(&terminalSafe{w: stdout, json: *format == "jsonl" || *format == "ocsf"})
 	out, err := newRecordWriter(*format, w)
 	if err != nil {
 		return err
@@ -188,6 +193,62 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
+}
+
+// terminalSafe passes output on with the hidden characters of mandate.Visible
+// made harmless: in JSON as \u escapes, which decode to the same text; in
+// other formats as ⟨U+202E⟩, newlines kept. It holds back a character split
+// across writes.
+type terminalSafe struct {
+	w    io.Writer
+	json bool
+	rest []byte
+}
+
+func (t *terminalSafe) Write(p []byte) (int, error) {
+	b := append(t.rest, p...)
+	n := len(b)
+	// Keep an incomplete character at the end for the next write.
+	for i := 1; i <= utf8.UTFMax && i <= n; i++ {
+		if utf8.RuneStart(b[n-i]) {
+			if !utf8.FullRune(b[n-i:]) {
+				n -= i
+			}
+			break
+		}
+	}
+	t.rest = append([]byte(nil), b[n:]...)
+	s := string(b[:n])
+	if mandate.HasHidden(s, true) {
+		if t.json {
+			s = jsonEscapeHidden(s)
+		} else {
+			s = mandate.Visible(s, true)
+		}
+	}
+	if _, err := io.WriteString(t.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// jsonEscapeHidden writes each hidden character of JSON text as a \u
+// escape. Outside strings JSON is ASCII punctuation, so every such
+// character is inside a string, where the escape means the same.
+func jsonEscapeHidden(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '\n' || r == '\t' || !mandate.HasHidden(string(r), true) {
+			b.WriteRune(r)
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			fmt.Fprintf(&b, "\\u%04x\\u%04x", r1, r2)
+		} else {
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
 }
 
 // filterFlags are export's record filters.
@@ -291,17 +352,21 @@ func (c csvWriter) flush() error { c.w.Flush(); return c.w.Error() }
 // textWriter prints one line per record for people following the trail.
 type textWriter struct{ w io.Writer }
 
+// Every field an agent, customer or approver could have written is shown
+// with hidden characters escaped (⟨U+202E⟩), so a record cannot drive the
+// terminal or read as something else.
 func (t textWriter) write(r *storage.Record) error {
+	v := func(s string) string { return mandate.Visible(s, false) }
 	line := fmt.Sprintf("%6d  %s  %-8s %-12s %-16s %-16s %-8s %-9s %s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
-		r.Phase, r.Agent, r.Tool, r.Decision, r.Outcome, r.ActionID, r.Args)
+		v(r.Phase), v(r.Agent), v(r.Tool), v(r.Decision), v(r.Outcome), v(r.ActionID), v(string(r.Args)))
 	if r.Approver != "" && r.Approver != r.Agent {
-		line += "  approver: " + r.Approver
+		line += "  approver: " + v(r.Approver)
 	}
 	if r.Comment != "" {
-		line += "  comment: " + r.Comment
+		line += "  comment: " + v(r.Comment)
 	}
 	if r.Error != "" {
-		line += "  error: " + r.Error
+		line += "  error: " + v(r.Error)
 	}
 	_, err := fmt.Fprintln(t.w, line)
 	return err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	ttl := fs.Duration("approval-ttl", envDuration("MANDATE_APPROVAL_TTL", 24*time.Hour), "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
 	backendTimeout := fs.Duration("backend-timeout", envDuration("MANDATE_BACKEND_TIMEOUT", 10*time.Second), "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
 	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
+	maxPending := fs.String("max-pending", env("MANDATE_MAX_PENDING", strconv.Itoa(tools.DefaultMaxPending)), fmt.Sprintf("how many actions this agent may have waiting for a person, 1 to %d; beyond that, requests are refused (env MANDATE_MAX_PENDING)", tools.MaxMaxPending))
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
@@ -35,6 +37,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if *agent == "" {
 		return usageError{"serve: no agent identity. Set --agent NAME or MANDATE_AGENT=NAME to an identity in policy.csv, e.g. MANDATE_AGENT=demo-agent"}
+	}
+	// No "0 = no cap": an agent must never be able to bury the queue.
+	capN, err := strconv.Atoi(*maxPending)
+	if err != nil || capN < 1 || capN > tools.MaxMaxPending {
+		return usageError{fmt.Sprintf("serve: --max-pending %q: give a number of pending actions from 1 to %d (default %d)", *maxPending, tools.MaxMaxPending, tools.DefaultMaxPending)}
 	}
 	// A live call can spend two backend timeouts (the call, then asking by
 	// key) before its outcome is recorded; recovery must wait longer.
@@ -67,7 +74,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 
 	engine := policy.NewEngine(pol)
-	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout}
+	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
 	var opts []server.ServerOption
 	if *notifyURL != "" {
 		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
