@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mandatehq/mandate"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -129,15 +130,22 @@ func (w *Webhook) message(a *storage.Action) Message {
 	var what []string
 	for _, k := range []string{"order_id", "customer_id", "amount", "field"} {
 		if v, ok := args[k]; ok {
-			what = append(what, fmt.Sprintf("%s %v", k, v))
+			what = append(what, fmt.Sprintf("%s %s", k, slackText(fmt.Sprint(v))))
 		}
 	}
 	m.Text = fmt.Sprintf("Approval needed: %s wants %s (%s). Reference %s, expires %s.",
-		a.Agent, a.Tool, strings.Join(what, ", "), a.ID, m.ExpiresAt.Format(time.RFC3339))
+		slackText(a.Agent), a.Tool, strings.Join(what, ", "), a.ID, m.ExpiresAt.Format(time.RFC3339))
 	if m.URL != "" {
 		m.Text += " Review it: " + m.URL
 	}
 	return m
+}
+
+// slackText makes agent-supplied text inert in a chat message: hidden
+// characters shown as ⟨U+202E⟩ (mandate.Visible), and &, < and > escaped as
+// Slack requires, so an order id cannot become a link or an @channel.
+func slackText(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(mandate.Visible(mandate.Truncate(s, 200), false))
 }
 
 // deliver posts m, retrying with doubling backoff on errors and on 429 and

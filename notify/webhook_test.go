@@ -199,3 +199,21 @@ func TestWebhookNeverBlocks(t *testing.T) {
 	close(r.hold)
 	waitFor(t, "the held webhook", func() bool { return r.count() == 1 })
 }
+
+// TestMessageTextIsInert: agent-supplied text cannot become a Slack link or
+// mention, nor reorder the message with bidi controls.
+func TestMessageTextIsInert(t *testing.T) {
+	w := &Webhook{}
+	m := w.message(&storage.Action{ID: "act_1", Agent: "demo-agent", Tool: "refund_order",
+		Args: json.RawMessage(`{"order_id":"<!channel> <https://evil.example|ord_1> \u202eevil","amount":"30.00"}`)})
+	for _, bad := range []string{"<!channel>", "<https://", "\u202e"} {
+		if strings.Contains(m.Text, bad) {
+			t.Errorf("message text %q holds %q", m.Text, bad)
+		}
+	}
+	for _, want := range []string{"&lt;!channel&gt;", "⟨U+202E⟩evil", "amount 30.00"} {
+		if !strings.Contains(m.Text, want) {
+			t.Errorf("message text %q lacks %q", m.Text, want)
+		}
+	}
+}
