@@ -189,6 +189,22 @@ func oneLine(s string, n int) string {
 	return mandate.Visible(mandate.Truncate(s, n), false)
 }
 
+// recordNote is what a lineage line says beyond its columns: the approver
+// when it is not the one in BY, their comment, and any error.
+func recordNote(r *storage.Record) string {
+	var parts []string
+	if r.Approver != "" && r.Approver != r.Agent {
+		parts = append(parts, "approver: "+r.Approver)
+	}
+	if r.Comment != "" {
+		parts = append(parts, "comment: "+r.Comment)
+	}
+	if r.Error != "" {
+		parts = append(parts, r.Error)
+	}
+	return strings.Join(parts, "; ")
+}
+
 func runApprovalsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("approvals show", "mandate approvals show ID [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
@@ -241,7 +257,7 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	fmt.Fprintln(tw, "  SEQ\tTIME\tPHASE\tBY\tDECISION\tOUTCOME\tNOTE")
 	err = db.Records(ctx, storage.Filter{ActionID: id}, func(r *storage.Record) error {
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format("2006-01-02 15:04:05"), r.Phase, oneLine(r.Agent, 40),
-			r.Decision, r.Outcome, oneLine(r.Error, 80))
+			r.Decision, r.Outcome, oneLine(recordNote(r), 120))
 		return nil
 	})
 	if err != nil {
