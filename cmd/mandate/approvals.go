@@ -14,6 +14,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 )
@@ -231,7 +232,7 @@ func openApprovalDeps(ctx context.Context, dbPath, storePath string, pf *policyF
 		st.Close()
 		return nil, err
 	}
-	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log}}, nil
+	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log, Rates: rates.NewLive(pf.ratesTable)}}, nil
 }
 
 func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout, stderr io.Writer) error {
