@@ -848,7 +848,7 @@ func TestStoreImport(t *testing.T) {
 func TestInit(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "policy")
-	files := []string{"model.conf", "policy.csv"}
+	files := []string{"model.conf", "policy.csv", "rates.csv"}
 	same := func() {
 		t.Helper()
 		for _, f := range files {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
@@ -149,5 +150,53 @@ func TestRatesCommand(t *testing.T) {
 	}
 	if out, err := polRun(t, "policy", "test", "--model", polModel, "--policy", polPolicy, "--rates", broken, "../../testdata/policy-cases.yaml"); err == nil || !strings.Contains(out+err.Error(), "no base currency") {
 		t.Fatalf("policy test with broken rates: %v\n%s", err, out)
+	}
+}
+
+// TestServeRatesReload runs the built binary: a GBP refund is refused while
+// the rates have no GBP; 300.00 EUR is over the support agent's 200.00
+// limit at 1.0842; after `mandate rates set` (another process) the running
+// server converts with the new rates without a restart.
+func TestServeRatesReload(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ratesPath := filepath.Join(dir, "rates.csv")
+	if err := os.WriteFile(ratesPath, []byte("base, USD\nEUR, 1.0842\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startServer(t, mcp.LATEST_PROTOCOL_VERSION, nil, "--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"),
+		"--store", filepath.Join(dir, "store.db"), "--rates", ratesPath, "--model", polModel, "--policy", polPolicy)
+	refund := func(order, amount string) actionStatus {
+		t.Helper()
+		var out actionStatus
+		decode(t, call(t, c, "refund_order", map[string]any{"order_id": order, "amount": amount, "reason": "rates reload test"}), &out)
+		return out
+	}
+	if out := refund("ord_1008", "10.00"); out.Decision != policy.Deny || !strings.Contains(out.Message, "GBP has no exchange rate to USD") {
+		t.Fatalf("GBP refund without a rate: %+v, want a deny that names the missing rate", out)
+	}
+	if out := refund("ord_1020", "300.00"); out.Decision != policy.Deny || !strings.Contains(out.Rule, "amount_base > 200.00, deny") {
+		t.Fatalf("300.00 EUR at 1.0842: %+v, want deny by the 200.00 base limit", out)
+	}
+	for _, set := range [][]string{{"EUR", "0.5"}, {"GBP", "1.2650"}} {
+		if _, stderr, err := runMandate(t, nil, "rates", "set", set[0], set[1], "--rates", ratesPath); err != nil {
+			t.Fatalf("rates set %v: %v\n%s", set, err, stderr)
+		}
+	}
+	// The server reloads about 100 ms after the change; each try before
+	// that is one more refused (and audited) attempt, which changes nothing.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out := refund("ord_1020", "300.00") // 150.00 USD at 0.5
+		if out.Decision == policy.RequireApproval {
+			break
+		}
+		if out.Decision != policy.Deny || time.Now().After(deadline) {
+			t.Fatalf("300.00 EUR after rates set EUR 0.5: %+v, want require_approval once reloaded", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := refund("ord_1008", "10.00"); out.Decision != policy.Allow {
+		t.Fatalf("GBP refund with a rate: %+v, want allow", out)
 	}
 }
