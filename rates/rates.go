@@ -166,7 +166,9 @@ func (t *Table) Convert(m mandate.Money) (mandate.Money, string, error) {
 		q.Add(q, big.NewInt(1))
 	}
 	if !q.IsInt64() || q.Int64() > maxBaseMinor || q.Int64() < -maxBaseMinor {
-		return mandate.Money{}, "", mandate.Errorf(mandate.EINVALID, "%s %s is too large to convert to %s", m, m.Currency, t.Base)
+		// Not the agent's input to fix (an order's total can be this large):
+		// refused and audited like a missing rate.
+		return mandate.Money{}, "", mandate.Errorf(mandate.EDENIED, "%s %s is too large to convert to %s", m, m.Currency, t.Base)
 	}
 	return mandate.Money{Minor: q.Int64(), Currency: t.Base}, t.text[m.Currency], nil
 }

@@ -50,6 +50,18 @@ func TestConvert(t *testing.T) {
 	}
 }
 
+// TestConvertTooLarge: a result beyond what sums can hold exactly is a
+// refusal (audited by the guard), not a wrapped-around number.
+func TestConvertTooLarge(t *testing.T) {
+	tab, err := rates.Parse("r", []byte("base, USD\nJPY, 1000000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tab.Convert(mandate.Money{Minor: 1 << 40, Currency: "JPY"}); mandate.ErrorCode(err) != mandate.EDENIED {
+		t.Fatalf("huge conversion: %v, want a denied error", err)
+	}
+}
+
 // TestConvertIntoThreeDecimals: a KWD base rounds up to the fils.
 func TestConvertIntoThreeDecimals(t *testing.T) {
 	tab, err := rates.Parse("r", []byte("base, KWD\nUSD, 0.3072\n"))
