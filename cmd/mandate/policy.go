@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -158,6 +159,9 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 		return nil
 	}
 	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
+	if slices.ContainsFunc(usageNames, func(n string) bool { return slices.Contains(policy.Tools[*tool].Attrs, n) }) {
+		fmt.Fprint(stdout, "usage:    as given by --attrs: without --args nothing is read from the store or counted in a database\n")
+	}
 	return nil
 }
 
