@@ -175,6 +175,15 @@ func TestKWDRefundIsNotASmallRefund(t *testing.T) {
 	if attrs[policy.AttrAmount] != 50.0 || attrs[policy.AttrAmountBase] != 162.75 || attrs[policy.FactRate] != "3.2550" {
 		t.Fatalf("recorded facts %v, want amount 50, amount_base 162.75, rate 3.2550", attrs)
 	}
+	// Approved, it counts against the agent's window in the base currency.
+	act, err := tools.Approve(context.Background(), d, out.ActionID, "alice", "checked")
+	if err != nil || act.Status != storage.StatusExecuted {
+		t.Fatalf("approve: %v %+v", err, act)
+	}
+	u, err := d.DB.Usage(context.Background(), &storage.Action{Agent: "demo-agent", Tool: "refund_order", Currency: "USD"})
+	if err != nil || u.AgentRefundedMinor24h != 16275 || u.AgentRefunds24h != 1 {
+		t.Fatalf("usage after the approved KWD refund: %+v (%v), want 16275 USD cents in 1 refund", u, err)
+	}
 }
 
 // TestRefundWithoutRateIsRefusedAndAudited: with rates that omit KWD, a
