@@ -17,3 +17,10 @@ var DefaultModel []byte
 //
 //go:embed policy.csv
 var DefaultPolicy []byte
+
+// DefaultRates is the shipped exchange-rate file (rates.csv at the repo
+// root): the base currency that money limits are written in, and a rate for
+// every other currency. See package rates.
+//
+//go:embed rates.csv
+var DefaultRates []byte

@@ -276,7 +276,7 @@ func TestQueueAndDecide(t *testing.T) {
 	}
 	for _, want := range []string{refund, email, "Refund 150.00 USD on order ord_1002", "Ada Lovelace", "refundable 2500.00",
 		"Late delivery &lt;script&gt;window.pwned=1&lt;/script&gt;&lt;img src=x onerror=&#34;window.pwned=1&#34;&gt;",
-		"amount &gt; 50.00 &amp;&amp; amount &lt;= 200.00", "ada.new@example.com", "left"} {
+		"amount_base &gt; 50.00 &amp;&amp; amount_base &lt;= 200.00", "ada.new@example.com", "left"} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("queue lacks %q:\n%s", want, body)
 		}

@@ -403,7 +403,7 @@ var numberSamples = func() []map[string]any {
 
 // sampleAttrs has every attribute with a value of its real type.
 var sampleAttrs = map[string]any{
-	AttrAmount: 1.0, AttrCurrency: "USD", AttrOrderTotal: 1.0, AttrOrderRefunded: 0.0,
+	AttrAmount: 1.0, AttrAmountBase: 1.0, AttrCurrency: "USD", AttrOrderTotal: 1.0, AttrOrderTotalBase: 1.0, AttrOrderRefunded: 0.0,
 	AttrOrderRefundable: 1.0, AttrOrderStatus: "pending", AttrCustomerAgeDays: 1.0, AttrField: "email",
 	AttrAgentRefunded24h: 0.0, AttrAgentRefunds24h: 0.0, AttrCustomerRefunds30d: 0.0, AttrAgentCancellations1h: 0.0,
 }

@@ -27,25 +27,25 @@ const (
 	ruleGetCustomer    = "p, support_agent, get_customer, true, allow"
 	ruleFindCustomer   = "p, support_agent, find_customer, true, allow"
 	ruleActionStatus   = "p, support_agent, get_action_status, true, allow"
-	ruleSupportSmall   = "p, support_agent, refund_order, amount <= 50.00, allow"
-	ruleSupportMedium  = "p, support_agent, refund_order, amount > 50.00 && amount <= 200.00, require_approval"
-	ruleSupportLarge   = "p, support_agent, refund_order, amount > 200.00, deny"
+	ruleSupportSmall   = "p, support_agent, refund_order, amount_base <= 50.00, allow"
+	ruleSupportMedium  = "p, support_agent, refund_order, amount_base > 50.00 && amount_base <= 200.00, require_approval"
+	ruleSupportLarge   = "p, support_agent, refund_order, amount_base > 200.00, deny"
 	ruleCancelUnsent   = "p, support_agent, cancel_order, order_status == 'pending' || order_status == 'processing', allow"
 	ruleCancelSent     = "p, support_agent, cancel_order, order_status == 'shipped' || order_status == 'delivered' || order_status == 'cancelled', deny"
 	ruleSupportContact = "p, support_agent, update_account, field == 'phone' || field == 'shipping_address' || field == 'name', allow"
 	ruleSupportEmail   = "p, support_agent, update_account, field == 'email', require_approval"
 
-	ruleSeniorSmall   = "p, senior_agent, refund_order, amount <= 500.00, allow"
-	ruleSeniorMedium  = "p, senior_agent, refund_order, amount > 500.00 && amount <= 2000.00, require_approval"
-	ruleSeniorLarge   = "p, senior_agent, refund_order, amount > 2000.00, deny"
+	ruleSeniorSmall   = "p, senior_agent, refund_order, amount_base <= 500.00, allow"
+	ruleSeniorMedium  = "p, senior_agent, refund_order, amount_base > 500.00 && amount_base <= 2000.00, require_approval"
+	ruleSeniorLarge   = "p, senior_agent, refund_order, amount_base > 2000.00, deny"
 	ruleSeniorContact = "p, senior_agent, update_account, field == 'phone' || field == 'shipping_address' || field == 'name' || field == 'email', allow"
 
-	ruleApproveRefund = "p, supervisor, approve_refund_order, amount <= 2000.00, allow"
+	ruleApproveRefund = "p, supervisor, approve_refund_order, amount_base <= 2000.00, allow"
 	ruleApproveCancel = "p, supervisor, approve_cancel_order, true, allow"
 	ruleApproveUpdate = "p, supervisor, approve_update_account, true, allow"
 
-	ruleSupportDaily    = "p, support_agent, refund_order, agent_refunded_24h + amount > 500.00, require_approval"
-	ruleSeniorDaily     = "p, senior_agent, refund_order, agent_refunded_24h + amount > 5000.00, require_approval"
+	ruleSupportDaily    = "p, support_agent, refund_order, agent_refunded_24h + amount_base > 500.00, require_approval"
+	ruleSeniorDaily     = "p, senior_agent, refund_order, agent_refunded_24h + amount_base > 5000.00, require_approval"
 	ruleCustomerRefunds = "p, *, refund_order, customer_refunds_30d >= 3, require_approval"
 	ruleCancelBurst     = "p, support_agent, cancel_order, agent_cancellations_1h >= 20, deny"
 )
@@ -118,7 +118,7 @@ func refundFacts(t testing.TB, amount, refundable string, ageDays float64) map[s
 	total := usd(t, "5000.00")
 	left := usd(t, refundable)
 	return map[string]any{
-		"amount": usd(t, amount), "currency": "USD", "order_total": total,
+		"amount": usd(t, amount), "amount_base": usd(t, amount), "currency": "USD", "order_total": total, "order_total_base": total,
 		"order_refunded": total - left, "order_refundable": left,
 		"order_status": "processing", "customer_age_days": ageDays,
 		"agent_refunded_24h": 0.0, "agent_refunds_24h": 0.0, "customer_refunds_30d": 0.0,
@@ -128,7 +128,7 @@ func refundFacts(t testing.TB, amount, refundable string, ageDays float64) map[s
 // cancelFacts is every attribute cancel_order supplies for an order in status.
 func cancelFacts(status string) map[string]any {
 	return map[string]any{
-		"currency": "USD", "order_total": 120.0, "order_refunded": 0.0,
+		"currency": "USD", "order_total": 120.0, "order_total_base": 120.0, "order_refunded": 0.0,
 		"order_status": status, "customer_age_days": 400.0, "agent_cancellations_1h": 0.0,
 	}
 }

@@ -13,11 +13,18 @@ const (
 var restrictiveness = map[string]int{Allow: 1, RequireApproval: 2, Deny: 3}
 
 // Attribute names that conditions may test. Money attributes are in major
-// units of the order's currency (50.00 means fifty dollars on a USD order).
+// units: amount, order_total, order_refunded and order_refundable in the
+// order's own currency (50.00 is fifty dollars on a USD order, fifty dinars
+// on a KWD one), for comparing with each other; amount_base,
+// order_total_base and agent_refunded_24h in the operator's base currency
+// (rates.csv), converted exactly and rounded up, for limits, so a limit
+// means the same in every currency.
 const (
-	AttrAmount          = "amount"            // refund_order: the requested refund
+	AttrAmount          = "amount"            // refund_order: the requested refund, in the order's currency
+	AttrAmountBase      = "amount_base"       // refund_order: the requested refund, in the base currency
 	AttrCurrency        = "currency"          // the order's currency, e.g. 'USD'
-	AttrOrderTotal      = "order_total"       // what the customer paid
+	AttrOrderTotal      = "order_total"       // what the customer paid, in the order's currency
+	AttrOrderTotalBase  = "order_total_base"  // what the customer paid, in the base currency
 	AttrOrderRefunded   = "order_refunded"    // refunded so far
 	AttrOrderRefundable = "order_refundable"  // order_total - order_refunded
 	AttrOrderStatus     = "order_status"      // pending, processing, shipped, delivered, cancelled
@@ -27,10 +34,19 @@ const (
 	// Limits over time: what was already allowed in a rolling window,
 	// counted in Mandate's database in the same transaction that records
 	// the attempt, so racing calls cannot all squeeze under a limit.
-	AttrAgentRefunded24h     = "agent_refunded_24h"     // refunds this agent made in the last 24 h, in the order's currency
+	AttrAgentRefunded24h     = "agent_refunded_24h"     // refunds this agent made in the last 24 h, in every currency, summed in the base currency
 	AttrAgentRefunds24h      = "agent_refunds_24h"      // how many refunds this agent made in the last 24 h
 	AttrCustomerRefunds30d   = "customer_refunds_30d"   // how many refunds this customer got in the last 30 days
 	AttrAgentCancellations1h = "agent_cancellations_1h" // how many orders this agent cancelled in the last hour
+)
+
+// Recorded with the facts of every refund and cancellation, but not for
+// conditions: which rates converted the money, so an audit reader, explain
+// and replay see exactly what a base-currency amount was computed from.
+const (
+	FactRate         = "rate"          // units of the base currency per unit of the order's currency, as written in rates.csv, e.g. '1.0842'
+	FactRatesVersion = "rates_version" // the version of the rates file that converted
+	FactBaseCurrency = "base_currency" // the base currency, e.g. 'USD'
 )
 
 // Tool describes one MCP tool as the policy sees it: whether it changes
@@ -67,11 +83,11 @@ const ApprovalPrefix = "approve_"
 
 var (
 	refundAttrs = []string{
-		AttrAmount, AttrCurrency, AttrOrderTotal, AttrOrderRefunded, AttrOrderRefundable,
+		AttrAmount, AttrAmountBase, AttrCurrency, AttrOrderTotal, AttrOrderTotalBase, AttrOrderRefunded, AttrOrderRefundable,
 		AttrOrderStatus, AttrCustomerAgeDays,
 		AttrAgentRefunded24h, AttrAgentRefunds24h, AttrCustomerRefunds30d,
 	}
-	cancelAttrs = []string{AttrCurrency, AttrOrderTotal, AttrOrderRefunded, AttrOrderStatus, AttrCustomerAgeDays, AttrAgentCancellations1h}
+	cancelAttrs = []string{AttrCurrency, AttrOrderTotal, AttrOrderTotalBase, AttrOrderRefunded, AttrOrderStatus, AttrCustomerAgeDays, AttrAgentCancellations1h}
 	updateAttrs = []string{AttrField, AttrCustomerAgeDays}
 )
 

@@ -44,7 +44,8 @@ type Action struct {
 	// IdempotencyKey is the agent's key for this action, if it sent one.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// CustomerID, AmountMinor and Currency are the facts limits over time
-	// count: whose account, and how much money in which currency.
+	// count: whose account, and how much money, converted into the base
+	// currency the limits are written in (Currency is that base currency).
 	CustomerID  string `json:"customer_id,omitempty"`
 	AmountMinor int64  `json:"amount_minor,omitempty"`
 	Currency    string `json:"currency,omitempty"`

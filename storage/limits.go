@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
@@ -10,7 +11,7 @@ import (
 // pending one has not happened). Policy conditions see it as the limit
 // attributes in policy/schema.go.
 type Usage struct {
-	AgentRefundedMinor24h int64 // refunds by the agent in the action's currency, last 24 h
+	AgentRefundedMinor24h int64 // refunds by the agent in every currency, in minor units of the base currency (the action's Currency), last 24 h
 	AgentRefunds24h       int64 // number of refunds by the agent, last 24 h
 	CustomerRefunds30d    int64 // number of refunds to the customer, last 30 days
 	AgentCancellations1h  int64 // cancellations by the agent, last hour
@@ -25,6 +26,14 @@ const counterUnit = time.Minute
 
 // counterScopes names the counters an action debits. Each window is read
 // with scope = ? AND minute > ?, a range of the primary key.
+//
+// Money is counted in one scope per agent across all currencies: the
+// action's AmountMinor and Currency are the refund converted into the
+// operator's base currency (tools converts with rates.csv before
+// recording), so a refund in JPY and one in KWD add up against the same
+// limit. The scope still names the base currency so that, if an operator
+// ever changes the base, amounts in the old one are never added to amounts
+// in the new one (the windows start afresh instead).
 func counterScopes(a *Action) []string {
 	switch a.Tool {
 	case "refund_order":
@@ -45,14 +54,31 @@ const longestWindow = 30 * 24 * time.Hour
 
 func minute(t time.Time) int64 { return t.Unix() / int64(counterUnit/time.Second) }
 
+// queryRower is a transaction or the database itself.
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Usage returns what a's counters add up to now, read outside any write:
+// what the guard would count if a were recorded at this moment. `mandate
+// policy explain --db` shows it; the guard itself counts inside the write
+// transaction that records the attempt (DecideAndRecord).
+func (db *DB) Usage(ctx context.Context, a *Action) (Usage, error) {
+	u, err := usage(ctx, db.db, a, db.Now())
+	if err != nil {
+		return u, unavailable("count usage", err)
+	}
+	return u, nil
+}
+
 // usage sums a's counters inside tx, the transaction that will record a's
 // attempt: reading and debiting are serialized across processes by SQLite's
 // write lock, so concurrent calls cannot all squeeze under a limit.
-func usage(ctx context.Context, tx *Tx, a *Action, now time.Time) (Usage, error) {
+func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage, error) {
 	var u Usage
 	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-longestWindow)), minute(now.Add(-time.Hour))
 	// One statement, each window a primary-key range: the refund amount in
-	// this currency and the refund count (24 h), the customer's refunds (30
+	// the base currency and the refund count (24 h), the customer's refunds (30
 	// days), the agent's cancellations (1 h).
 	err := tx.QueryRowContext(ctx, `
 		SELECT

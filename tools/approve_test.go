@@ -147,7 +147,7 @@ func TestApprove(t *testing.T) {
 		{name: "an agent without an approval rule cannot approve", agent: "demo-agent", amount: "150.00", approver: "senior-bot",
 			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/senior-bot"}},
-		{name: "approver's own limit", policy: "amount <= 2000.00, allow|amount <= 100.00, allow",
+		{name: "approver's own limit", policy: "amount_base <= 2000.00, allow|amount_base <= 100.00, allow",
 			agent: "demo-agent", amount: "150.00", approver: "alice",
 			wantErr: mandate.EDENIED, wantStatus: storage.StatusPending, refunded: "0.00",
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/alice"}},

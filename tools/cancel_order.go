@@ -11,7 +11,7 @@ type cancelArgs struct {
 	OrderID string `json:"order_id"`
 	Reason  string `json:"reason"`
 
-	customerID, currency string // set by load
+	customerID, currency string // set by load; currency is the base currency usage is counted in
 }
 
 func (a *cancelArgs) validate() error {
@@ -41,8 +41,14 @@ func cancelOrder() entry {
 			if err != nil {
 				return nil, err
 			}
-			a.customerID, a.currency = c.ID, o.Total.Currency
-			return orderFacts(d.Now(), o, c), nil
+			attrs := orderFacts(d.Now(), o, c)
+			t := d.Rates.Table()
+			if err := baseFacts(t, attrs, o); err != nil {
+				return nil, err
+			}
+			// Usage is counted in the base currency, whatever the order's.
+			a.customerID, a.currency = c.ID, t.Base
+			return attrs, nil
 		},
 		describe: func(a *cancelArgs) string { return "cancellation of order " + a.OrderID },
 		run: func(ctx context.Context, d *Deps, a *cancelArgs, key string) (any, error) {

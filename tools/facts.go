@@ -28,10 +28,19 @@ func (s spec[A]) facts(ctx context.Context, d *Deps, args map[string]any) (map[s
 		return nil, err
 	}
 	// Limits over time are counted in the gateway database as the attempt
-	// is recorded; a dry run has no attempt, so it counts no past usage.
+	// is recorded. A dry run records nothing: with a database it reads the
+	// counters as the guard would count them now for d.Agent; without one
+	// it counts no past usage.
 	if sc, ok := any(&a).(scoped); ok {
-		if _, _, currency := sc.scope(); currency != "" {
-			for k, v := range usageAttrs(storage.Usage{}, currency) {
+		if customer, amount, currency := sc.scope(); currency != "" {
+			var u storage.Usage
+			if d.DB != nil {
+				u, err = d.DB.Usage(ctx, &storage.Action{Agent: d.Agent, Tool: s.tool.Name, CustomerID: customer, AmountMinor: amount, Currency: currency})
+				if err != nil {
+					return nil, err
+				}
+			}
+			for k, v := range usageAttrs(u, currency) {
 				attrs[k] = v
 			}
 		}
@@ -42,9 +51,11 @@ func (s spec[A]) facts(ctx context.Context, d *Deps, args map[string]any) (map[s
 // Facts returns the policy attributes for a call of tool with args, read
 // from d's systems of record the same way the guard reads them, without
 // deciding, recording or acting. `mandate policy explain` and `policy test`
-// use it for dry runs against live data. Only d.Backend and d.Now are used:
-// the usage attributes of limits over time (agent_refunded_24h and the
-// like) are zero, as for an agent's first call.
+// use it for dry runs against live data. Only d.Backend, d.Now and d.Rates
+// are used, and d.DB with d.Agent if set: then the usage attributes of
+// limits over time (agent_refunded_24h and the like) are d.Agent's real
+// counters in d.DB, as the guard would count them if the call were made
+// now; with no d.DB they are zero, as for an agent's first call.
 func Facts(ctx context.Context, d *Deps, tool string, args map[string]any) (map[string]any, error) {
 	if e, ok := lookup(tool); ok {
 		return e.facts(ctx, withDefaults(d), args)

@@ -114,7 +114,7 @@ func TestRollingRefundLimitCannotBeRaced(t *testing.T) {
 	}
 	limited := 0
 	for r, c := range rules {
-		if strings.Contains(r, "agent_refunded_24h + amount > 500.00") {
+		if strings.Contains(r, "agent_refunded_24h + amount_base > 500.00") {
 			limited += c
 		}
 	}

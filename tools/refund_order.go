@@ -7,6 +7,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -16,6 +17,7 @@ type refundArgs struct {
 	Reason  string    `json:"reason"`
 
 	amount     mandate.Money // Amount in the order's currency, set by load
+	base       mandate.Money // amount in the base currency, set by load
 	customerID string        // the order's customer, set by load
 }
 
@@ -74,6 +76,16 @@ func refundOrder() entry {
 			a.customerID = c.ID
 			attrs := orderFacts(d.Now(), o, c)
 			attrs["amount"] = a.amount.Major()
+			// Limits are in the base currency: with no rate for the order's
+			// currency there is no limit to apply, so nothing happens.
+			t := d.Rates.Table()
+			if err := baseFacts(t, attrs, o); err != nil {
+				return nil, err
+			}
+			if a.base, _, err = t.Convert(a.amount); err != nil {
+				return nil, err
+			}
+			attrs[policy.AttrAmountBase] = a.base.Major()
 			return attrs, nil
 		},
 		describe: func(a *refundArgs) string {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -25,6 +26,9 @@ type Deps struct {
 	DB      *storage.DB
 	Backend backend.Backend
 	Logger  *slog.Logger
+	// Rates convert money into the base currency that money limits are
+	// written in; nil means the shipped rates (mandate.DefaultRates).
+	Rates *rates.Live
 	// Now is the clock; tests fix it.
 	Now func() time.Time
 	// ApprovalTTL is how long a pending action waits for a person.
@@ -53,6 +57,9 @@ func (d *Deps) setDefaults() {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Rates == nil {
+		d.Rates = rates.NewLive(rates.Default())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/admin"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -92,6 +93,13 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := keepPolicyLive(ctx, ad.deps.DB, ad.deps.Policy, &pf, "admin", "", log, nil); err != nil {
 		return err
 	}
+	// Approvals convert money with the rates live now, as serve does.
+	go func() {
+		rw := &rates.Watcher{Live: ad.deps.Rates, Path: pf.ratesWatchPath(), Logger: log}
+		if err := rw.Run(ctx); err != nil {
+			log.Warn("rates hot reload is off", "err", err)
+		}
+	}()
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure, Logger: log})
 	if err != nil {
 		return err

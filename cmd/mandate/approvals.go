@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 )
@@ -307,7 +308,7 @@ func openApprovalDeps(ctx context.Context, dbPath, storePath string, pf *policyF
 	// live one that a server recorded (checked in tools.Approve and Deny).
 	modelFile, policyFile := pf.files()
 	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log,
-		ModelFile: modelFile, PolicyFile: policyFile}}, nil
+		ModelFile: modelFile, PolicyFile: policyFile, Rates: rates.NewLive(pf.ratesTable)}}, nil
 }
 
 func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout, stderr io.Writer) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -25,11 +26,18 @@ type policyFlags struct {
 	// the model as read, for the hot-reload watcher.
 	modelPath, policyPath string
 	modelSrc, policySrc   policy.Source
+
+	// rates is the --rates flag; loaded by load into ratesTable, read from
+	// ratesPath ("" for the embedded copy). See rates.go.
+	rates      string
+	ratesPath  string
+	ratesTable *rates.Table
 }
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.model, "model", env("MANDATE_MODEL", ""), "Casbin model file (env MANDATE_MODEL; default ./model.conf if present, else the embedded one)")
 	fs.StringVar(&p.policy, "policy", env("MANDATE_POLICY", ""), "policy file (env MANDATE_POLICY; default ./policy.csv if present, else the embedded one)")
+	fs.StringVar(&p.rates, "rates", env("MANDATE_RATES", ""), "exchange rates into the base currency money limits are written in (env MANDATE_RATES; default ./rates.csv if present, else the embedded one)")
 }
 
 // load reads the model and policy: a named file must exist; with no name,
@@ -49,6 +57,9 @@ func (p *policyFlags) load() (*policy.Policy, error) {
 	}
 	p.modelSrc, p.policySrc = m, pol
 	p.modelPath, p.policyPath = fileOf(m), fileOf(pol)
+	if err := p.loadRates(); err != nil {
+		return nil, err
+	}
 	return loaded, nil
 }
 

@@ -358,15 +358,15 @@ func TestServe(t *testing.T) {
 			rule     string // the policy.csv line that decides
 		}{
 			{"small refund", "demo-agent", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "Item arrived scratched"},
-				"allow", "p, support_agent, refund_order, amount <= 50.00, allow"},
+				"allow", "p, support_agent, refund_order, amount_base <= 50.00, allow"},
 			{"middle refund", "demo-agent", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "150.00", "reason": "Late delivery goodwill"},
-				"require_approval", "p, support_agent, refund_order, amount > 50.00 && amount <= 200.00, require_approval"},
+				"require_approval", "p, support_agent, refund_order, amount_base > 50.00 && amount_base <= 200.00, require_approval"},
 			{"large refund", "demo-agent", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "900.00", "reason": "Customer unhappy"},
-				"deny", "p, support_agent, refund_order, amount > 200.00, deny"},
+				"deny", "p, support_agent, refund_order, amount_base > 200.00, deny"},
 			{"300 by a support agent", "demo-agent", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "Late delivery goodwill"},
-				"deny", "p, support_agent, refund_order, amount > 200.00, deny"},
+				"deny", "p, support_agent, refund_order, amount_base > 200.00, deny"},
 			{"300 by a senior agent", "senior-bot", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "Late delivery goodwill"},
-				"allow", "p, senior_agent, refund_order, amount <= 500.00, allow"},
+				"allow", "p, senior_agent, refund_order, amount_base <= 500.00, allow"},
 			{"more than refundable", "demo-agent", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "95.00", "reason": "Full refund requested"},
 				"deny", "p, *, refund_order, amount > order_refundable, deny"},
 			{"cancel pending order", "demo-agent", "cancel_order", map[string]any{"order_id": "ord_1004", "reason": "Customer changed their mind"},
@@ -848,7 +848,7 @@ func TestStoreImport(t *testing.T) {
 func TestInit(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "policy")
-	files := []string{"model.conf", "policy.csv"}
+	files := []string{"model.conf", "policy.csv", "rates.csv"}
 	same := func() {
 		t.Helper()
 		for _, f := range files {

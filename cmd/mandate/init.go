@@ -12,7 +12,7 @@ import (
 
 func runInit(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("init", "mandate init [--dir DIR] [--force]", stderr)
-	dir := fs.String("dir", ".", "directory to write model.conf and policy.csv into")
+	dir := fs.String("dir", ".", "directory to write model.conf, policy.csv and rates.csv into")
 	force := fs.Bool("force", false, "overwrite existing files")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -20,7 +20,7 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	files := []struct {
 		name string
 		data []byte
-	}{{"model.conf", mandate.DefaultModel}, {"policy.csv", mandate.DefaultPolicy}}
+	}{{"model.conf", mandate.DefaultModel}, {"policy.csv", mandate.DefaultPolicy}, {"rates.csv", mandate.DefaultRates}}
 	for _, f := range files {
 		path := filepath.Join(*dir, f.name)
 		if _, err := os.Stat(path); err == nil && !*force {
@@ -39,6 +39,6 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "wrote", path)
 	}
-	fmt.Fprintln(stdout, "Edit policy.csv, then `mandate serve` picks these files up from the current directory.")
+	fmt.Fprintln(stdout, "Edit policy.csv, and put your own exchange rates in rates.csv (mandate rates set EUR 1.0842); `mandate serve` picks these files up from the current directory.")
 	return nil
 }

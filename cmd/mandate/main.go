@@ -25,7 +25,8 @@ const usage = `Mandate: permission rules, an audit trail and human approval betw
 Usage:
   mandate serve   --agent NAME [flags]   serve the MCP tools over stdio as identity NAME
   mandate demo                           a 30-second scripted tour on throwaway databases
-  mandate init    [--dir DIR]            write the default model.conf and policy.csv for editing
+  mandate init    [--dir DIR]            write the default model.conf, policy.csv and rates.csv for editing
+  mandate rates show | set CODE RATE     the exchange rates money limits are converted with
   mandate audit export [--db FILE]       print the audit trail as JSON Lines
   mandate store import --store FILE DATA.json
                                          load customers and orders into the embedded store
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPolicy(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
+	case "rates":
+		return runRates(rest, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, stdin, stdout, stderr)
 	case "version", "--version":

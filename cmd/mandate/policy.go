@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 )
@@ -85,9 +89,9 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON] [--model F] [--policy F]\n       mandate policy explain --action ACTION_ID [--db F] [--model F] [--policy F]", stderr)
+	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F] [--db F] [--attrs JSON] [--model F] [--policy F] [--rates F]\n       mandate policy explain --agent A --tool T --attrs JSON [--model F] [--policy F]\n       mandate policy explain --action ACTION_ID [--db F] [--model F] [--policy F]", stderr)
 	actionID := fs.String("action", "", "explain a recorded decision: the attempt's identity, tool and the facts it was decided on, from the audit trail")
-	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database, for --action (env MANDATE_DB)")
+	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database: with --args, the usage counters of limits over time are read from it as the guard would count them now (without --db or MANDATE_DB they are 0); with --action, the audit trail (env MANDATE_DB)")
 	agent := fs.String("agent", "", "the identity that calls (required)")
 	tool := fs.String("tool", "", "the tool it calls (required)")
 	argsJSON := fs.String("args", "", "the call's arguments as a JSON object; facts are read from --store as the guard reads them")
@@ -101,6 +105,10 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *actionID != "" {
 		return explainRecorded(ctx, *actionID, *dbPath, &pf, stdout)
 	}
+	// The real counters are used only when a database is named: a default
+	// mandate.db that happens to lie around must not be read silently.
+	_, dbGiven := os.LookupEnv("MANDATE_DB")
+	fs.Visit(func(f *flag.Flag) { dbGiven = dbGiven || f.Name == "db" })
 	if *agent == "" || *tool == "" || (*argsJSON == "" && *attrsJSON == "") {
 		return usageError{"policy explain: --agent, --tool and --args (or --attrs) are required, or --action ID"}
 	}
@@ -128,7 +136,16 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 		defer st.Close()
-		attrs, err = tools.Facts(ctx, &tools.Deps{Backend: backendOf(st)}, *tool, callArgs)
+		d := &tools.Deps{Agent: *agent, Backend: backendOf(st), Rates: rates.NewLive(pf.ratesTable)}
+		if dbGiven {
+			db, err := openExistingDB(ctx, *dbPath)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			d.DB = db
+		}
+		attrs, err = tools.Facts(ctx, d, *tool, callArgs)
 		if err != nil {
 			// The guard denies when facts cannot be read; say so plainly.
 			fmt.Fprintf(stdout, "decision: %s\nwhy:      facts could not be loaded: %s\n", policy.Deny, mandate.ErrorMessage(err))
@@ -137,9 +154,52 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 		for k, v := range override {
 			attrs[k] = v
 		}
+		fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
+		fmt.Fprint(stdout, explainSources(attrs, override, dbGiven, *dbPath, *agent))
+		return nil
 	}
 	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
+	if slices.ContainsFunc(usageNames, func(n string) bool { return slices.Contains(policy.Tools[*tool].Attrs, n) }) {
+		fmt.Fprint(stdout, "usage:    as given by --attrs: without --args nothing is read from the store or counted in a database\n")
+	}
 	return nil
+}
+
+// usageNames are the attributes of limits over time, in the order explain
+// lists them.
+var usageNames = []string{policy.AttrAgentRefunded24h, policy.AttrAgentRefunds24h, policy.AttrCustomerRefunds30d, policy.AttrAgentCancellations1h}
+
+// explainSources says where the facts of a dry run that are not read from
+// the store came from: the usage counters (the database, or zero) and the
+// exchange rate, so an explanation never passes zeros off as real usage.
+func explainSources(attrs, override map[string]any, dbGiven bool, dbPath, agent string) string {
+	var b strings.Builder
+	var counted, set []string
+	for _, n := range usageNames {
+		v, ok := attrs[n]
+		if !ok {
+			continue
+		}
+		if _, byHand := override[n]; byHand {
+			set = append(set, n)
+			continue
+		}
+		counted = append(counted, fmt.Sprintf("%s = %v", n, v))
+	}
+	if len(counted) > 0 {
+		if dbGiven {
+			fmt.Fprintf(&b, "usage:    counted in %s now, as the guard would count this call by %s: %s\n", dbPath, agent, strings.Join(counted, ", "))
+		} else {
+			fmt.Fprintf(&b, "usage:    zero, not counted: no --db given, and a dry run records nothing, so %s are as for a first call; give --db mandate.db for the real counters, or set them with --attrs\n", strings.Join(counted, ", "))
+		}
+	}
+	if len(set) > 0 {
+		fmt.Fprintf(&b, "usage:    set by --attrs, not counted: %s\n", strings.Join(set, ", "))
+	}
+	if r, ok := attrs[policy.FactRate]; ok {
+		fmt.Fprintf(&b, "rates:    1 %v = %v %v (rates version %v)\n", attrs[policy.AttrCurrency], r, attrs[policy.FactBaseCurrency], attrs[policy.FactRatesVersion])
+	}
+	return b.String()
 }
 
 // explainRecorded explains a past decision from its attempt record: the
@@ -212,7 +272,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	facts, closeStore, err := caseFacts(ctx, cf, file, *storePath)
+	facts, closeStore, err := caseFacts(ctx, cf, file, *storePath, pf.ratesTable)
 	if err != nil {
 		return err
 	}
@@ -237,7 +297,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 // caseFacts opens the store a case file names: an existing store given
 // with --store, the demo data ("demo"), or a data file relative to the case
 // file, each of the last two seeded into a throwaway store rebased to now.
-func caseFacts(ctx context.Context, cf *policy.CaseFile, file, storePath string) (policy.FactsFunc, func(), error) {
+func caseFacts(ctx context.Context, cf *policy.CaseFile, file, storePath string, rt *rates.Table) (policy.FactsFunc, func(), error) {
 	var st *store.Store
 	var err error
 	cleanup := func() {}
@@ -278,7 +338,7 @@ func caseFacts(ctx context.Context, cf *policy.CaseFile, file, storePath string)
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &tools.Deps{Backend: backendOf(st)}
+	d := &tools.Deps{Backend: backendOf(st), Rates: rates.NewLive(rt)}
 	facts := func(tool string, args map[string]any) (map[string]any, error) {
 		return tools.Facts(ctx, d, tool, args)
 	}
@@ -323,6 +383,8 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	counts := map[transition]int{}
 	var total, unchanged, skipped int
 	var flipped []string
+	// What replay cannot re-simulate: the facts that are only as recorded.
+	missing, usageSeen, converted := map[string]int{}, map[string]bool{}, 0
 	err = db.Records(ctx, f, func(r *storage.Record) error {
 		if r.Phase != storage.PhaseAttempt {
 			return nil
@@ -339,6 +401,19 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 			if err := json.Unmarshal(r.Attrs, &attrs); err != nil {
 				return fmt.Errorf("audit record %d: attrs: %w", r.Seq, err)
 			}
+		}
+		for _, n := range policy.Tools[r.Tool].Attrs {
+			if _, ok := attrs[n]; !ok {
+				missing[n]++
+			}
+		}
+		for _, n := range usageNames {
+			if _, ok := attrs[n]; ok {
+				usageSeen[n] = true
+			}
+		}
+		if _, ok := attrs[policy.FactRate]; ok {
+			converted++
 		}
 		dec := candidate.Decide(policy.Request{Agent: r.Agent, Tool: r.Tool, Attrs: attrs})
 		if dec.Effect == r.Decision {
@@ -365,6 +440,7 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	if skipped > 0 {
 		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, or facts not loaded)\n", "not replayed", skipped)
 	}
+	fmt.Fprint(stdout, replayCaveats(missing, usageSeen, converted))
 	if len(flipped) > 0 {
 		fmt.Fprintf(stdout, "\n%d would change:\n", len(flipped))
 		for _, s := range flipped {
@@ -372,4 +448,34 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	return nil
+}
+
+// replayCaveats says which facts replay took as recorded rather than
+// re-simulating them, so a reader does not mistake a replay for a rerun.
+func replayCaveats(missing map[string]int, usageSeen map[string]bool, converted int) string {
+	var b strings.Builder
+	var used []string
+	for _, n := range usageNames {
+		if usageSeen[n] {
+			used = append(used, n)
+		}
+	}
+	if len(used) > 0 || converted > 0 || len(missing) > 0 {
+		fmt.Fprintf(&b, "\nnot re-simulated:\n")
+	}
+	if len(used) > 0 {
+		fmt.Fprintf(&b, "  usage counters (%s) are as recorded at the time: had the candidate decided differently, later counters would differ\n", strings.Join(used, ", "))
+	}
+	if converted > 0 {
+		fmt.Fprintf(&b, "  base-currency amounts (%s, %s) in %d attempts are as converted then, with the rate and rates_version recorded, not with today's rates\n", policy.AttrAmountBase, policy.AttrOrderTotalBase, converted)
+	}
+	names := make([]string, 0, len(missing))
+	for n := range missing {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %s was not recorded in %d attempts (decided before it existed): a candidate rule that tests it fails to evaluate on them, and that is a deny\n", n, missing[n])
+	}
+	return b.String()
 }

@@ -171,7 +171,7 @@ func TestPolicyExplain(t *testing.T) {
 		want []string
 	}{
 		{"small refund from the store's facts", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`},
-			[]string{"decision: allow", "only " + polPolicy + ":", "=> " + polPolicy + ":", "amount <= 50.00, allow", "order_status = 'processing'", "order_total = 120", "amount = 30"}},
+			[]string{"decision: allow", "only " + polPolicy + ":", "=> " + polPolicy + ":", "amount_base <= 50.00, allow", "order_status = 'processing'", "order_total = 120", "amount = 30"}},
 		{"the store's partial refund leaves 50.00", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1006","amount":"60.00","reason":"damaged"}`},
 			[]string{"decision: deny", "amount > order_refundable, deny", "order_refundable = 50", "a matching deny always wins"}},
 		{"a usage counter overridden", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`, "--attrs", `{"agent_refunded_24h":490}`},
@@ -316,10 +316,10 @@ func TestPolicyReplay(t *testing.T) {
 
 	// The candidate allows only 20.00 without approval.
 	tighten := strings.NewReplacer(
-		"p, support_agent, refund_order, amount <= 50.00, allow", "p, support_agent, refund_order, amount <= 20.00, allow",
-		"amount > 50.00 && amount <= 200.00, require_approval", "amount > 20.00 && amount <= 200.00, require_approval")
+		"p, support_agent, refund_order, amount_base <= 50.00, allow", "p, support_agent, refund_order, amount_base <= 20.00, allow",
+		"amount_base > 50.00 && amount_base <= 200.00, require_approval", "amount_base > 20.00 && amount_base <= 200.00, require_approval")
 	candidateText := tighten.Replace(string(shipped))
-	if !strings.Contains(candidateText, "amount <= 20.00, allow") || !strings.Contains(candidateText, "amount > 20.00 && amount <= 200.00") {
+	if !strings.Contains(candidateText, "amount_base <= 20.00, allow") || !strings.Contains(candidateText, "amount_base > 20.00 && amount_base <= 200.00") {
 		t.Fatal("the shipped policy no longer has the refund rules this test tightens")
 	}
 	candidate := filepath.Join(dir, "candidate.csv")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mandatehq/mandate/notify"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -74,7 +75,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 
 	engine := policy.NewEngine(pol)
-	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
+	liveRates := rates.NewLive(pf.ratesTable)
+	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
 	var opts []server.ServerOption
 	if *notifyURL != "" {
 		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
@@ -92,7 +94,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
-	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version)
+	// Rates reload like the policy: a broken edit keeps the last good rates.
+	rw := &rates.Watcher{Live: liveRates, Path: pf.ratesWatchPath(), Logger: log}
+	go func() {
+		if err := rw.Run(ctx); err != nil {
+			log.Warn("rates hot reload is off", "err", err)
+		}
+	}()
+	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version,
+		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
 	// The identity is this server's configuration (Deps.Agent), never a

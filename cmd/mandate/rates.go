@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/rates"
+)
+
+// loadRates reads the exchange rates named by --rates (or MANDATE_RATES):
+// a named file must exist and load; with no name, ./rates.csv is used when
+// present, else the embedded copy. Every command that decides loads them,
+// so the CLI, the admin page and the server convert money alike.
+func (p *policyFlags) loadRates() error {
+	src, err := source(p.rates, "rates.csv", mandate.DefaultRates)
+	if err != nil {
+		return fmt.Errorf("rates: %w", err)
+	}
+	t, err := rates.Parse(src.Name, src.Data)
+	if err != nil {
+		return fmt.Errorf("the exchange rates do not load:\n%w", err)
+	}
+	p.ratesTable, p.ratesPath = t, fileOf(src)
+	return nil
+}
+
+// ratesWatchPath is the file a running server watches for rate changes:
+// the one named, or ./rates.csv even while it does not exist, so that a
+// first `mandate rates set` next to a server on the embedded rates is seen.
+func (p *policyFlags) ratesWatchPath() string {
+	if p.rates != "" {
+		return p.rates
+	}
+	return "rates.csv"
+}
+
+const ratesUsage = `Usage:
+  mandate rates show [--rates FILE]            the base currency, the version and every rate
+  mandate rates set CODE RATE [--rates FILE]   set one currency's rate, e.g. mandate rates set EUR 1.0842
+
+A rate is how many units of the base currency one unit of CODE is worth, as
+an exact decimal. set rewrites the file atomically (a running server reloads
+it within a second), creating ./rates.csv from the shipped rates if needed.
+`
+
+func runRates(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, ratesUsage)
+		return usageError{"rates: name a subcommand: show or set"}
+	}
+	switch args[0] {
+	case "show":
+		return runRatesShow(args[1:], stdout, stderr)
+	case "set":
+		return runRatesSet(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, ratesUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, ratesUsage)
+	return usageError{fmt.Sprintf("rates: unknown subcommand %q; use show or set", args[0])}
+}
+
+func runRatesShow(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rates show", "mandate rates show [--rates FILE]", stderr)
+	var pf policyFlags
+	fs.StringVar(&pf.rates, "rates", env("MANDATE_RATES", ""), "rates file (env MANDATE_RATES; default ./rates.csv if present, else the embedded one)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if err := pf.loadRates(); err != nil {
+		return err
+	}
+	t := pf.ratesTable
+	fmt.Fprintf(stdout, "%s: base %s, version %s, %d currencies\n", t.Name, t.Base, t.Version, len(t.Currencies()))
+	for _, c := range t.Currencies() {
+		r, _ := t.Rate(c)
+		fmt.Fprintf(stdout, "  %s  %s\n", c, r)
+	}
+	return nil
+}
+
+func runRatesSet(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rates set", "mandate rates set CODE RATE [--rates FILE]", stderr)
+	path := fs.String("rates", env("MANDATE_RATES", "rates.csv"), "rates file to change; created from the shipped rates if missing (env MANDATE_RATES)")
+	// Flags may come after the positional arguments: mandate rates set EUR 1.08 --rates f.csv
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		return usageError{"rates set: give a currency code and a rate, e.g. mandate rates set EUR 1.0842"}
+	}
+	currency, rate := strings.ToUpper(pos[0]), pos[1]
+	data, err := os.ReadFile(*path)
+	if errors.Is(err, os.ErrNotExist) {
+		data = mandate.DefaultRates
+	} else if err != nil {
+		return err
+	}
+	out, err := rates.Set(*path, data, currency, rate)
+	if err != nil {
+		return fmt.Errorf("rates set: %w", err)
+	}
+	if err := rates.WriteFile(*path, out); err != nil {
+		return err
+	}
+	t, _ := rates.Parse(*path, out)
+	old, _ := rates.Parse(*path, data)
+	was := "none"
+	if old != nil {
+		if r, ok := old.Rate(currency); ok {
+			was = r
+		}
+	}
+	fmt.Fprintf(stdout, "%s: 1 %s = %s %s (was %s); version %s\n", *path, currency, rate, t.Base, was, t.Version)
+	return nil
+}

@@ -1,0 +1,141 @@
+package rates
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watcher reloads the rates when the file changes, like policy.Watcher
+// does for the policy: it watches the directory (editors and `mandate rates
+// set` replace the file by renaming), waits Debounce for a burst of events
+// to end, and swaps in the new rates only if they load. A broken edit, or a
+// deleted file, leaves the last good rates live and logs why.
+type Watcher struct {
+	Live *Live
+	Path string
+	// Logger receives one line per reload or failure; nil discards.
+	Logger *slog.Logger
+	// Debounce is how long to wait for more events after one; 0 is 100 ms.
+	Debounce time.Duration
+
+	mu sync.Mutex // one reload at a time
+}
+
+// Run watches until ctx is done. It returns an error only if watching could
+// not start. The file need not exist yet: creating it is a change.
+func (w *Watcher) Run(ctx context.Context) error {
+	abs, err := filepath.Abs(w.Path)
+	if err != nil {
+		return err
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	if err := fw.Add(filepath.Dir(abs)); err != nil {
+		return fmt.Errorf("rates watcher: watch %s: %w", filepath.Dir(abs), err)
+	}
+	debounce := w.Debounce
+	if debounce <= 0 {
+		debounce = 100 * time.Millisecond
+	}
+	timer := time.NewTimer(debounce)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return nil
+			}
+			if p, err := filepath.Abs(ev.Name); err != nil || p != abs || ev.Op == fsnotify.Chmod {
+				continue
+			}
+			timer.Reset(debounce)
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return nil
+			}
+			w.logger().Warn("rates watcher", "err", err)
+		case <-timer.C:
+			_ = w.Reload() // Reload logs its own outcome
+		}
+	}
+}
+
+// Reload reads the file and swaps in the rates it holds if they load and
+// differ from the live ones. On error the live rates are unchanged.
+func (w *Watcher) Reload() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	log := w.logger()
+	old := w.Live.Table()
+	b, err := os.ReadFile(w.Path)
+	if err != nil {
+		log.Error("rates not reloaded; the last good rates stay live", "err", err, "version", old.Version)
+		return err
+	}
+	t, err := Parse(w.Path, b)
+	if err != nil {
+		log.Error("rates not reloaded; the last good rates stay live", "problem", err.Error(), "version", old.Version)
+		return err
+	}
+	if t.Version == old.Version {
+		return nil
+	}
+	w.Live.Swap(t)
+	log.Info("rates reloaded", "version", t.Version, "previous", old.Version, "base", t.Base, "currencies", len(t.Currencies()))
+	if old.Base != t.Base {
+		log.Warn("base currency changed: money counted in the old base no longer adds up in the windows of limits over time", "base", t.Base, "previous", old.Base)
+	}
+	return nil
+}
+
+func (w *Watcher) logger() *slog.Logger {
+	if w.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return w.Logger
+}
+
+// WriteFile replaces path with data atomically: a temporary file in the
+// same directory, synced, then renamed over it, so a running server never
+// reads half a file.
+func WriteFile(path string, data []byte) error {
+	mode := os.FileMode(0o644)
+	if st, err := os.Stat(path); err == nil {
+		mode = st.Mode().Perm()
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,85 @@
+package rates_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/rates"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestWatcherReloads: a saved edit goes live; a broken edit keeps the last
+// good rates and is logged; a file created where there was none is seen.
+func TestWatcherReloads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rates.csv")
+	first := []byte("base, USD\nEUR, 1.0842\n")
+	if err := rates.WriteFile(path, first); err != nil {
+		t.Fatal(err)
+	}
+	tab, err := rates.Parse(path, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	w := &rates.Watcher{Live: rates.NewLive(tab), Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)), Debounce: 10 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// save writes data until ok holds: rewriting also covers a watch that
+	// had not started yet when the first write happened.
+	save := func(data []byte, what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; log:\n%s", what, logs)
+			}
+			if err := rates.WriteFile(path, data); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	save([]byte("base, USD\nEUR, 1.2000\n"), "EUR at 1.2000", func() bool {
+		r, _ := w.Live.Table().Rate("EUR")
+		return r == "1.2000"
+	})
+	good := w.Live.Table().Version
+
+	save([]byte("base, USD\nEUR, 1,2\n"), "the broken edit to be logged", func() bool {
+		return strings.Contains(logs.String(), "rates not reloaded; the last good rates stay live")
+	})
+	if w.Live.Table().Version != good {
+		t.Fatalf("a broken edit replaced the live rates")
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	save([]byte("base, USD\nEUR, 1.0900\nGBP, 1.2650\n"), "the recreated file", func() bool {
+		_, ok := w.Live.Table().Rate("GBP")
+		return ok
+	})
+}
