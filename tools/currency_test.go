@@ -66,6 +66,10 @@ func currencyFixture(t *testing.T, rt *rates.Table) *tools.Deps {
 	if rt == nil {
 		rt = rates.Default()
 	}
+	// As a server does before deciding: its policy is the live one.
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	return &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st},
 		Logger: slog.New(slog.DiscardHandler), Rates: rates.NewLive(rt)}
 }

@@ -313,6 +313,10 @@ func newHarness(t testing.TB, pol *policy.Policy, be *fakeBackend) *harness {
 		Backend: backend.Backend{Payments: be, Orders: be, Customers: be},
 		Now:     func() time.Time { return now },
 	}
+	// As a server does before deciding: its policy is the live one.
+	if err := db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, st := range tools.ServerTools(h.deps) {
 		if _, dup := h.tools[st.Tool.Name]; dup {
 			t.Fatalf("tool %s registered twice", st.Tool.Name)
