@@ -93,7 +93,11 @@ func TestBindRefusesBadArguments(t *testing.T) {
 		{"negative as number", "refund_order", refund(`-5`), "amount must be greater than zero"},
 		{"NaN", "refund_order", refund(`"NaN"`), `amount "NaN" is not a decimal number like "30.00"`},
 		{"exponent", "refund_order", refund(`"1e5"`), `amount "1e5" is not a decimal number like "30.00"`},
-		{"huge number", "refund_order", refund(`1e21`), `amount "1e+21" is not a decimal number like "30.00"`},
+		{"huge number", "refund_order", refund(`1e21`), `amount "1000000000000000000000" is too large`},
+		{"tiny exponent", "refund_order", refund(`1e-999`), `amount "1e-999" has more decimal places than any currency`},
+		{"exponent too long", "refund_order", refund(`1e0000000005`), `amount "1e0000000005" is not a decimal number like "30.00"`},
+		{"float noise", "refund_order", refund(`30.000000000000001`), `amount "30.000000000000001" has more than 2 decimal places for USD`},
+		{"amount null", "refund_order", refund(`null`), "argument amount is required"},
 		{"Infinity", "refund_order", refund(`"Infinity"`), `amount "Infinity" is not a decimal number like "30.00"`},
 		{"plus sign", "refund_order", refund(`"+5"`), `amount "+5" is not a decimal number like "30.00"`},
 		{"no whole part", "refund_order", refund(`".5"`), `amount ".5" is not a decimal number like "30.00"`},
@@ -131,9 +135,10 @@ func TestBindRefusesBadArguments(t *testing.T) {
 	}
 }
 
-// TestBindAcceptsAmounts: an amount is the agent's decimal text, or a JSON
-// number read as its shortest decimal form, in the order's currency; what
-// reaches the backend is exact integer minor units.
+// TestBindAcceptsAmounts: an amount is the agent's decimal text, or the
+// exact text of a JSON number (never a float64), in the order's currency;
+// what reaches the backend is exact integer minor units, and what is
+// audited is the currency's canonical form ("30.00").
 func TestBindAcceptsAmounts(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -141,14 +146,20 @@ func TestBindAcceptsAmounts(t *testing.T) {
 		wantText            string // as audited
 		want                mandate.Money
 	}{
-		{"number with one decimal", "ord_1001", `30.5`, "30.5", usd(3050)},
-		{"string with one decimal", "ord_1001", `"30.5"`, "30.5", usd(3050)},
-		{"whole number", "ord_1001", `30`, "30", usd(3000)},
+		{"number with one decimal", "ord_1001", `30.5`, "30.50", usd(3050)},
+		{"string with one decimal", "ord_1001", `"30.5"`, "30.50", usd(3050)},
+		{"whole number", "ord_1001", `30`, "30.00", usd(3000)},
+		{"whole string", "ord_1001", `"30"`, "30.00", usd(3000)},
+		{"number with zeros past the cents", "ord_1001", `30.000`, "30.00", usd(3000)},
+		{"number with an exponent", "ord_1001", `3.05e1`, "30.50", usd(3050)},
+		{"number with a negative exponent", "ord_1001", `3050e-2`, "30.50", usd(3050)},
 		{"number that is no exact float", "ord_1001", `19.99`, "19.99", usd(1999)},
 		{"a cent", "ord_1001", `"0.01"`, "0.01", usd(1)},
+		{"a cent as a number", "ord_1001", `0.01`, "0.01", usd(1)},
 		{"the whole order", "ord_1001", `"120.00"`, "120.00", usd(12000)},
-		{"leading zeros", "ord_1001", `"007.50"`, "007.50", usd(750)},
+		{"leading zeros", "ord_1001", `"007.50"`, "7.50", usd(750)},
 		{"yen", "ord_2001", `"15"`, "15", mandate.Money{Minor: 15, Currency: "JPY"}},
+		{"yen as a number", "ord_2001", `15`, "15", mandate.Money{Minor: 15, Currency: "JPY"}},
 		{"euro", "ord_1006", `"12.34"`, "12.34", eur(1234)},
 	}
 	for _, tt := range tests {
