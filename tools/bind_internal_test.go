@@ -39,3 +39,33 @@ func TestPlainDecimal(t *testing.T) {
 		}
 	}
 }
+
+// TestValidValueAccepts: real emails, E.164 phones, names and addresses
+// from many places pass; the refusals are in TestBindRefusesBadArguments.
+func TestValidValueAccepts(t *testing.T) {
+	ok := map[string][]string{
+		"email":            {"ada@example.com", "ada.lovelace+shop@mail.example.co.uk", "o'brien@example.ie", "x@xn--bcher-kva.example"},
+		"phone":            {"+441234567890", "+12025550143", "+33142345678", "+861012345678"},
+		"name":             {"Ada Lovelace", "Zoë O'Brien-Łukasz", "José María Pérez", "山田 太郎", "Nguyễn Văn A", "Dr. M. Curie"},
+		"shipping_address": {"12 St James's Square, London", "36 Quai de Béthune, 75004 Paris", "Flat 2/3, 10 Main St. #4", "Straße des 17. Juni 135, Berlin"},
+	}
+	for field, values := range ok {
+		for _, v := range values {
+			if err := validValue(field, v); err != nil {
+				t.Errorf("validValue(%s, %q) = %v, want ok", field, v, err)
+			}
+		}
+	}
+	bad := map[string][]string{
+		"email": {"ada@localhost", "ada@@example.com", ".ada@example.com", "ada..l@example.com", "\"ada l\"@example.com", "ada@-example.com", "ada@example.123", "ada (home)@example.com", "ada@exämple.com"},
+		"phone": {"+0441234567", "+44", "00441234567890", "+44-1234-567890"},
+		"name":  {" Ada", "Ada  Lovelace", "Ada\tLovelace", "{{7*7}}", "Ada\u200bLovelace"},
+	}
+	for field, values := range bad {
+		for _, v := range values {
+			if err := validValue(field, v); mandate.ErrorCode(err) != mandate.EINVALID {
+				t.Errorf("validValue(%s, %q) = %v, want invalid", field, v, err)
+			}
+		}
+	}
+}

@@ -96,6 +96,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Info("invalid arguments", "err", err)
 		return errorResult(err)
 	}
+	if ctx.Err() != nil {
+		log.Info("cancelled before the attempt was recorded; nothing done")
+		return cancelledResult()
+	}
 	if key != "" {
 		// The arguments as the first attempt recorded them: an amount is
 		// canonical in the currency that attempt read.
