@@ -137,6 +137,18 @@ func safeName(k string) string {
 // the declared JSON type, and the struct must validate. Every failure is an
 // invalid error whose message tells the agent exactly what to fix.
 func bind[A any](raw any, a *A, names []string) error {
+	if err := decodeArgs(raw, a, names); err != nil {
+		return err
+	}
+	if v, ok := any(a).(validator); ok {
+		return v.validate()
+	}
+	return nil
+}
+
+// decodeArgs is bind without validate: the strict reading of names, types
+// and duplicates only.
+func decodeArgs[A any](raw any, a *A, names []string) error {
 	m, err := argObject(raw)
 	if err != nil {
 		return err
@@ -166,9 +178,6 @@ func bind[A any](raw any, a *A, names []string) error {
 		default:
 			return mandate.Errorf(mandate.EINVALID, "arguments could not be read")
 		}
-	}
-	if v, ok := any(a).(validator); ok {
-		return v.validate()
 	}
 	return nil
 }

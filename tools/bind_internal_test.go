@@ -1,9 +1,13 @@
 package tools
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
 )
 
 // TestPlainDecimal: a JSON number's text is rewritten without exponent or
@@ -67,5 +71,28 @@ func TestValidValueAccepts(t *testing.T) {
 				t.Errorf("validValue(%s, %q) = %v, want invalid", field, v, err)
 			}
 		}
+	}
+}
+
+// TestStoredArgsOfAnEarlierVersion: a pending update_account recorded
+// before reason was required, with a phone in the format then accepted,
+// can still be approved: stored arguments are checked by their digest,
+// not by today's input rules, and the system of record checks the value.
+func TestStoredArgsOfAnEarlierVersion(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	args := []byte(`{"customer_id":"cus_ada","field":"phone","value":"+1 202 555 0100"}`)
+	act := &storage.Action{ID: "act_0000000000000000old1", Agent: "demo-agent", Tool: "update_account", Args: args,
+		Decision: policy.RequireApproval, Rule: "policy.csv:30", Status: storage.StatusPending, ExpiresAt: e.now().Add(time.Hour), CustomerID: "cus_ada"}
+	if err := e.d.DB.RecordAttempt(ctx, act, &storage.Record{Agent: "demo-agent", Tool: "update_account", Args: args,
+		Decision: policy.RequireApproval, Outcome: storage.StatusPending}); err != nil {
+		t.Fatal(err)
+	}
+	done, err := Approve(ctx, e.d, act.ID, "bob", "")
+	if err != nil || done.Status != storage.StatusExecuted {
+		t.Fatalf("Approve = %+v, %v; want executed", done, err)
+	}
+	if c, err := e.st.Customer(ctx, "cus_ada"); err != nil || c.Phone != "+1 202 555 0100" {
+		t.Fatalf("cus_ada phone = %q, %v", c.Phone, err)
 	}
 }

@@ -47,13 +47,21 @@ type entry interface {
 }
 
 // bindStored binds the arguments recorded with an action, for carrying out
-// or reviewing it later; unreadable arguments are an error with code.
+// or reviewing it later; unreadable arguments are an error with code. They
+// were validated when the action was recorded, and their digest is checked
+// before they are used, so today's input rules are not applied again: an
+// action recorded by an earlier version (an update_account without a
+// reason) can still be approved or denied, and the system of record still
+// checks every value it stores.
 func (s spec[A]) bindStored(act *storage.Action, code string) (A, error) {
 	var a A
 	if !json.Valid(act.Args) {
 		return a, mandate.Errorf(code, "action %s: its stored arguments cannot be read", act.ID)
 	}
-	return a, bind(json.RawMessage(act.Args), &a, argNames(s.tool.InputSchema.Properties))
+	if err := decodeArgs(json.RawMessage(act.Args), &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+		return a, mandate.Errorf(code, "action %s: its stored arguments cannot be read: %s", act.ID, mandate.ErrorMessage(err))
+	}
+	return a, nil
 }
 
 func (s spec[A]) name() string { return s.tool.Name }
