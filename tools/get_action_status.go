@@ -66,7 +66,7 @@ func getActionStatus() entry {
 		tool: mcp.NewTool("get_action_status", options(readHints(),
 			mcp.WithTitleAnnotation("Check an action"),
 			mcp.WithDescription("Check on one of your earlier actions, by its action_id or by the idempotency_key you sent with it (exactly one of the two), e.g. one waiting for a person's approval: pending, approved, denied, expired, executed (with the result) or failed (with the error). "+
-				"After a call timed out or was cancelled, look it up by its idempotency_key: not_found means it was never recorded and nothing was done, so it is safe to call again with the same key. You can only see actions you made."),
+				"After a call timed out or was cancelled, look it up by its idempotency_key: not_found means no action was recorded under that key, so nothing was done; call again with the same key, which can never act twice. You can only see actions you made."),
 			mcp.WithString("action_id", mcp.MaxLength(100), mcp.Description("The action_id an action tool returned, e.g. \"act_3f2a…\". Give this or idempotency_key.")),
 			mcp.WithString("idempotency_key", mcp.MaxLength(200), mcp.Description("The idempotency_key you sent with the action. Give this or action_id.")),
 			mcp.WithOutputSchema[ActionStatus](),
@@ -86,7 +86,7 @@ func getActionStatus() entry {
 				// agent's identity, so another agent's key finds nothing.
 				act, err = d.DB.ActionByKey(ctx, agent, a.IdempotencyKey)
 				if mandate.ErrorCode(err) == mandate.ENOTFOUND {
-					return nil, mandate.Errorf(mandate.ENOTFOUND, "no action of yours with that idempotency_key: it was never recorded, so nothing was done; it is safe to call again with the same key")
+					return nil, mandate.Errorf(mandate.ENOTFOUND, "no action of yours is recorded with that idempotency_key, so nothing was done under it; call again with the same key, which can never act twice")
 				}
 			} else {
 				act, err = d.DB.Action(ctx, a.ActionID)

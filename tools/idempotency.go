@@ -16,7 +16,7 @@ import (
 func idempotencyKeyArg() mcp.ToolOption {
 	return mcp.WithString("idempotency_key", mcp.MaxLength(200),
 		mcp.Description("Strongly recommended. A unique string you choose for this action, e.g. a UUID. If you retry with the same key and the same arguments, you get the first result back and nothing happens twice; the same key with different arguments is an error. "+
-			"If a call times out, is cancelled or its answer is lost, ask get_action_status(idempotency_key=...) with the same key: it tells you whether the action was recorded and what happened; if it was not recorded, nothing was done and you may call again with the same key."))
+			"If a call times out, is cancelled or its answer is lost, ask get_action_status(idempotency_key=...) with the same key: it tells you whether the action was recorded and what happened; if not (not_found), nothing was done under that key and you may call again with the same key."))
 }
 
 // splitKey reads an action's arguments strictly (see argObject) and takes
