@@ -268,7 +268,7 @@ func TestQueueAndDecide(t *testing.T) {
 	csrf := s.login(t, c, "alice")
 	xss := `<script>window.pwned=1</script><img src=x onerror="window.pwned=1">`
 	refund := s.pendingRefund(t, "150.00", "Late delivery "+xss)
-	email := s.ask(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.new@example.com"}).ActionID
+	email := s.ask(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.new@example.com", "reason": "Old mailbox closed"}).ActionID
 
 	resp, body := get(t, c, s.srv.URL+"/")
 	if resp.StatusCode != http.StatusOK {

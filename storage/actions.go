@@ -76,6 +76,13 @@ func (db *DB) RecordAttempt(ctx context.Context, a *Action, rec *Record) error {
 // one transaction, serialized across processes.
 func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decide func(Usage)) error {
 	return db.write(func(tx *Tx) error {
+		// The commit point of cancellation (see ErrCancelled). Past it the
+		// caller's ctx must not reach SQLite: an interrupted statement rolls
+		// back the whole batch transaction, other callers' writes included.
+		if ctx.Err() != nil {
+			return ErrCancelled
+		}
+		ctx := context.WithoutCancel(ctx)
 		now := db.Now()
 		if decide != nil {
 			u, err := usage(ctx, tx, a, now)

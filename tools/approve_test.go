@@ -219,7 +219,7 @@ func TestApproveOtherTools(t *testing.T) {
 	ctx := context.Background()
 	e := newApprovalEnv(t, mandate.DefaultPolicy)
 	var res ActionResult
-	e.call(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.l@example.com"}, &res)
+	e.call(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.l@example.com", "reason": "Customer moved to a new provider"}, &res)
 	if res.Status != storage.StatusPending {
 		t.Fatalf("email change: %+v, want pending", res)
 	}

@@ -26,7 +26,7 @@ func cancelOrder() entry {
 		tool: mcp.NewTool("cancel_order", options(actionHints(),
 			mcp.WithTitleAnnotation("Cancel an order"),
 			mcp.WithDescription("Cancel an order that has not shipped yet (status pending or processing). Cancelling does not refund: use refund_order for money. "+
-				"The operator's rules decide: \"allow\" means it was cancelled; \"require_approval\" means a person must approve it (give the customer the action_id); \"deny\" means it was refused, e.g. because the order has shipped."),
+				"The operator's rules decide: \"allow\" means it was cancelled; \"require_approval\" means a person must approve it (give the customer the action_id); \"deny\" means it was refused, e.g. because the order has shipped. Send an idempotency_key: a retry with it can never act twice, and after a timeout or a cancelled call get_action_status(idempotency_key=...) tells you what happened."),
 			mcp.WithString("order_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The order to cancel, e.g. \"ord_1004\".")),
 			mcp.WithString("reason", mcp.Required(), mcp.MaxLength(maxText), mcp.Description("Why the order is being cancelled, in a sentence.")),
 			idempotencyKeyArg(),

@@ -8,8 +8,8 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
-// FuzzBindRefund feeds arbitrary JSON to bind with refund_order's argument
-// type, as a tools/call would. It must never panic, and either refuse with
+// FuzzBindRefund feeds arbitrary JSON text to bind with refund_order's
+// argument type, as a tools/call's raw arguments would arrive. It must never panic, and either refuse with
 // an invalid error the agent can act on or produce arguments that validate
 // and survive being audited and bound again unchanged.
 func FuzzBindRefund(f *testing.F) {
@@ -23,17 +23,20 @@ func FuzzBindRefund(f *testing.F) {
 		`{"order_id":"   ","amount":"30.00","reason":"x"}`,
 		`{"order_id":"ord_1001","amount":null,"reason":null}`,
 		`{}`, `null`, `[]`, `"ord_1001"`, `{"amount":"-5"}`,
+		`{"order_id":"ord_1001","order_id":"ord_1002","amount":"1.00","reason":"x"}`,
+		`{"order_id":"ord_1001","ORDER_ID":"ord_1002","amount":"1.00","reason":"x"}`,
+		`{"order_id":"ord_1001","amount":3.05e1,"reason":"x"}`,
+		`{"order_id":"ord_1001","amount":30.000000000000001,"reason":"x"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	names := argNames(refundOrder().(spec[refundArgs]).tool.InputSchema.Properties)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var raw any
-		if err := json.Unmarshal(data, &raw); err != nil {
-			return
+		if !json.Valid(data) {
+			return // mcp-go refuses the request before any tool runs
 		}
 		var a refundArgs
-		err := bind(raw, &a, names)
+		err := bind(json.RawMessage(data), &a, names)
 		if err != nil {
 			var me *mandate.Error
 			if !errors.As(err, &me) || me.Code != mandate.EINVALID || me.Message == "" {

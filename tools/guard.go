@@ -47,14 +47,21 @@ type entry interface {
 }
 
 // bindStored binds the arguments recorded with an action, for carrying out
-// or reviewing it later; unreadable arguments are an error with code.
+// or reviewing it later; unreadable arguments are an error with code. They
+// were validated when the action was recorded, and their digest is checked
+// before they are used, so today's input rules are not applied again: an
+// action recorded by an earlier version (an update_account without a
+// reason) can still be approved or denied, and the system of record still
+// checks every value it stores.
 func (s spec[A]) bindStored(act *storage.Action, code string) (A, error) {
 	var a A
-	var raw map[string]any
-	if err := json.Unmarshal(act.Args, &raw); err != nil {
+	if !json.Valid(act.Args) {
 		return a, mandate.Errorf(code, "action %s: its stored arguments cannot be read", act.ID)
 	}
-	return a, bind(raw, &a, argNames(s.tool.InputSchema.Properties))
+	if err := decodeArgs(json.RawMessage(act.Args), &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+		return a, mandate.Errorf(code, "action %s: its stored arguments cannot be read: %s", act.ID, mandate.ErrorMessage(err))
+	}
+	return a, nil
 }
 
 func (s spec[A]) name() string { return s.tool.Name }
@@ -73,19 +80,23 @@ func (s spec[A]) serverTool(d *Deps) server.ServerTool {
 // attempt durably, act only on allow, record the outcome, answer. Any
 // failure on the way to acting is a refusal.
 func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolRequest) *mcp.CallToolResult {
-	// A call runs to its end once started, bounded by the backend timeout:
-	// a client closing stdin (which cancels ctx) or giving up must not leave
-	// facts half-read, a decision unrecorded, or an action without its
-	// outcome. The server waits for calls in flight before it exits.
-	ctx = context.WithoutCancel(ctx)
+	// Cancellation (notifications/cancelled, or a client closing stdin) is
+	// honoured until the attempt is durably recorded, and not after: a call
+	// cancelled before that point records nothing and does nothing; once
+	// the attempt is committed, the call runs to its end, bounded by the
+	// backend timeout, so no decision is left unrecorded and no action
+	// without its outcome. The commit point is inside the storage write
+	// (DecideAndRecord), so a cancel racing it is either wholly before or
+	// wholly after. The server waits for calls in flight before it exits.
 	start := d.Now()
 	name := s.tool.Name
 	agent := d.identity(ctx)
 	log := d.Logger.With("tool", name, "agent", agent)
 	action := policy.Tools[name].Action
 
-	raw, key, err := splitKey(req.Params.Arguments, action)
+	raw, key, err := splitKey(rawArguments(req.Params), action)
 	if err != nil {
+		log.Info("invalid arguments", "err", err)
 		return errorResult(err)
 	}
 	var a A
@@ -93,9 +104,21 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Info("invalid arguments", "err", err)
 		return errorResult(err)
 	}
-	args := canonical(a)
+	if ctx.Err() != nil {
+		log.Info("cancelled before the attempt was recorded; nothing done")
+		return cancelledResult()
+	}
 	if key != "" {
-		if res, done := replay(ctx, d, agent, name, key, args); done {
+		// The arguments as the first attempt recorded them: an amount is
+		// canonical in the currency that attempt read.
+		argsIn := func(currency string) []byte {
+			b := a
+			if c, ok := any(&b).(amountInCurrency); ok && currency != "" {
+				_ = c.withCurrency(currency) // a mismatch shows in the digest
+			}
+			return canonical(b)
+		}
+		if res, done := replay(ctx, d, agent, name, key, argsIn); done {
 			return res
 		}
 	}
@@ -112,6 +135,21 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			log.Info("invalid arguments", "err", loadErr)
 			return errorResult(loadErr)
 		}
+	}
+	if c, ok := any(&a).(amountInCurrency); ok && loadErr == nil {
+		if sc, ok := any(&a).(scoped); ok {
+			if _, _, currency := sc.scope(); currency != "" {
+				if err := c.withCurrency(currency); err != nil {
+					return errorResult(err)
+				}
+			}
+		}
+	}
+	args := canonical(a)
+	if ctx.Err() != nil {
+		// Given up before anything was recorded: nothing happens.
+		log.Info("cancelled before the attempt was recorded; nothing done")
+		return cancelledResult()
 	}
 	act := &storage.Action{ID: newActionID(), Agent: agent, Tool: name, Args: args, IdempotencyKey: key}
 	if sc, ok := any(&a).(scoped); ok {
@@ -155,13 +193,26 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		case policy.RequireApproval:
 			rec.Outcome = storage.StatusPending
 		}
+		if agent != "" && loadErr != nil {
+			// Refused for want of facts: the record says why in the code
+			// the agent gets (not_found for an unknown id).
+			rec.Error = mandate.ErrorCode(loadErr)
+			act.Error = rec.Error
+		}
 	}
 	if action {
+		// DecideAndRecord is the commit point: it refuses with
+		// storage.ErrCancelled, recording nothing, if ctx is done when the
+		// write begins, and otherwise records regardless of ctx.
 		err = d.DB.DecideAndRecord(ctx, act, rec, decide)
+		if errors.Is(err, storage.ErrCancelled) {
+			log.Info("cancelled before the attempt was recorded; nothing done")
+			return cancelledResult()
+		}
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer
 			// with its action rather than acting twice.
-			if res, done := replay(ctx, d, agent, name, key, args); done {
+			if res, done := replay(context.WithoutCancel(ctx), d, agent, name, key, func(string) []byte { return args }); done {
 				return res
 			}
 		}
@@ -173,8 +224,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
-		err = d.DB.Append(ctx, rec)
+		err = d.DB.Append(context.WithoutCancel(ctx), rec)
 	}
+	// Recorded: from here the call runs to its end whatever the client does.
+	ctx = context.WithoutCancel(ctx)
 	log = log.With("decision", dec.Effect)
 	if err != nil {
 		log.Error("audit write failed; refusing", "err", err)

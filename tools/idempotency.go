@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -14,28 +15,31 @@ import (
 // idempotencyKeyArg is the optional argument every action tool takes.
 func idempotencyKeyArg() mcp.ToolOption {
 	return mcp.WithString("idempotency_key", mcp.MaxLength(200),
-		mcp.Description("Optional. A unique string you choose for this action, e.g. a UUID. If you retry with the same key and the same arguments, you get the first result back and nothing happens twice; the same key with different arguments is an error."))
+		mcp.Description("Strongly recommended. A unique string you choose for this action, e.g. a UUID. If you retry with the same key and the same arguments, you get the first result back and nothing happens twice; the same key with different arguments is an error. "+
+			"If a call times out, is cancelled or its answer is lost, ask get_action_status(idempotency_key=...) with the same key: it tells you whether the action was recorded and what happened; if not (not_found), nothing was done under that key and you may call again with the same key."))
 }
 
-// splitKey takes idempotency_key out of an action's arguments, so the
-// arguments that are audited and digested are the action's own.
+// splitKey reads an action's arguments strictly (see argObject) and takes
+// idempotency_key out of them, so the arguments that are audited and
+// digested are the action's own. A lookup's arguments are only read: a key
+// there is an unknown argument.
 func splitKey(raw any, action bool) (any, string, error) {
-	m, ok := raw.(map[string]any)
-	if !ok || !action {
-		return raw, "", nil
+	m, err := argObject(raw)
+	if err != nil || !action {
+		return m, "", err
 	}
 	v, present := m["idempotency_key"]
 	if !present {
-		return raw, "", nil
+		return m, "", nil
 	}
-	key, ok := v.(string)
-	if !ok {
+	var key string
+	if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &key) != nil {
 		return nil, "", mandate.Errorf(mandate.EINVALID, "argument idempotency_key must be a string")
 	}
-	if strings.TrimSpace(key) == "" || len(key) > 200 {
-		return nil, "", mandate.Errorf(mandate.EINVALID, "argument idempotency_key must be 1 to 200 characters")
+	if err := validKey(key); err != nil {
+		return nil, "", err
 	}
-	rest := make(map[string]any, len(m)-1)
+	rest := make(fields, len(m)-1)
 	for k, v := range m {
 		if k != "idempotency_key" {
 			rest[k] = v
@@ -44,17 +48,27 @@ func splitKey(raw any, action bool) (any, string, error) {
 	return rest, key, nil
 }
 
+// validKey checks an idempotency key: 1 to 200 bytes, not blank.
+func validKey(key string) error {
+	if strings.TrimSpace(key) == "" || len(key) > 200 {
+		return mandate.Errorf(mandate.EINVALID, "argument idempotency_key must be 1 to 200 characters")
+	}
+	return nil
+}
+
 // replay answers a retry: if agent already made an action with key, it
 // returns that action's result (done=true) without deciding or acting
-// again; the same key with other arguments is an error.
-func replay(ctx context.Context, d *Deps, agent, tool, key string, args []byte) (*mcp.CallToolResult, bool) {
+// again; the same key with other arguments is an error. args gives the
+// retry's arguments in their canonical form for the currency the first
+// attempt recorded.
+func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(currency string) []byte) (*mcp.CallToolResult, bool) {
 	act, err := d.DB.ActionByKey(ctx, agent, key)
 	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
 		return nil, false
 	} else if err != nil {
 		return errorResult(err), true
 	}
-	if act.Tool != tool || act.ArgsDigest != storage.Digest(args) {
+	if act.Tool != tool || act.ArgsDigest != storage.Digest(args(act.Currency)) {
 		return errorResult(mandate.Errorf(mandate.EINVALID,
 			"idempotency_key %q was already used for a different action (%s %s); use a new key for a new action", key, act.Tool, act.ID)), true
 	}

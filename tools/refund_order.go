@@ -31,6 +31,19 @@ func (a *refundArgs) validate() error {
 	return required("reason", a.Reason, maxText)
 }
 
+// withCurrency rewrites the amount in currency's canonical form, the form
+// that is audited and digested: 30 and "30" become "30.00" on a USD order,
+// "30.000" on a KWD one. The guard calls it once load has read the order's
+// currency, and on a retry with the currency its first attempt recorded.
+func (a *refundArgs) withCurrency(currency string) error {
+	m, err := parseAmount(a.Amount, currency)
+	if err != nil {
+		return err
+	}
+	a.amount, a.Amount = m, amountArg(m.String())
+	return nil
+}
+
 // parseAmount reads the agent's amount in the order's currency: the amount
 // is always in the order's currency, so a refund in another is impossible.
 func parseAmount(s amountArg, currency string) (mandate.Money, error) {
@@ -53,7 +66,7 @@ func refundOrder() entry {
 			mcp.WithTitleAnnotation("Refund an order"),
 			mcp.WithDescription("Refund part or all of an order to the customer. The amount is in the order's own currency (see get_order) and cannot exceed what is still refundable. "+
 				"The operator's rules decide: \"allow\" means the refund was made; \"require_approval\" means a person must approve it first (tell the customer it is under review and give them the action_id; check back with get_action_status); "+
-				"\"deny\" means it was refused and retrying will not help."),
+				"\"deny\" means it was refused and retrying will not help. Send an idempotency_key: a retry with it can never act twice, and after a timeout or a cancelled call get_action_status(idempotency_key=...) tells you what happened."),
 			mcp.WithString("order_id", mcp.Required(), mcp.MaxLength(100), mcp.Description("The order to refund, e.g. \"ord_1001\".")),
 			mcp.WithString("amount", mcp.Required(), mcp.MaxLength(40), mcp.Pattern(`^[0-9]+(\.[0-9]+)?$`),
 				mcp.Description("How much to refund, as a decimal string in the order's currency with at most its number of decimal places, e.g. \"30.00\" for thirty dollars on a USD order. Must be greater than zero.")),

@@ -49,6 +49,13 @@ func denyResult(act *storage.Action, what string, dec policy.Decision, loadErr e
 		} else {
 			res.Message += " Nothing was changed; try again later."
 		}
+		// As every error result, the text is JSON with error and message
+		// ({"error":"not_found","message":…}); the refusal was audited,
+		// so it carries the action_id and decision too.
+		r := structuredError(res)
+		b, _ := json.Marshal(res)
+		r.Content = []mcp.Content{mcp.NewTextContent(string(b))}
+		return r
 	}
 	return structuredError(res)
 }
@@ -73,6 +80,13 @@ type ErrorResult struct {
 func errorResult(err error) *mcp.CallToolResult {
 	b, _ := json.Marshal(ErrorResult{Error: mandate.ErrorCode(err), Message: mandate.ErrorMessage(err)})
 	return mcp.NewToolResultError(string(b))
+}
+
+// cancelledResult answers a call the client cancelled before its attempt
+// was recorded. The client has stopped listening, but a proxy or log may
+// not have: the answer says that nothing was done.
+func cancelledResult() *mcp.CallToolResult {
+	return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the call was cancelled before it was recorded, so nothing was done"))
 }
 
 // object turns a recorded JSON object into a map for structured content;

@@ -221,7 +221,7 @@ func TestStructuredContentMatchesOutputSchema(t *testing.T) {
 		{"cancel allowed", "cancel_order", validArgs["cancel_order"], nil, false},
 		{"cancel denied", "cancel_order", map[string]any{"order_id": "ord_1003", "reason": "x"}, nil, false},
 		{"update allowed", "update_account", validArgs["update_account"], nil, false},
-		{"update pending", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada@example.org"}, nil, false},
+		{"update pending", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada@example.org", "reason": "Customer lost access to the old address"}, nil, false},
 		{"read not found", "get_order", map[string]any{"order_id": "ord_9999"}, nil, true},
 		{"read denied", "get_customer", validArgs["get_customer"], tools.WithAgent(context.Background(), "intruder"), true},
 		{"invalid amount", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.005", "reason": "x"}, nil, true},

@@ -115,10 +115,10 @@ func auditScript(t *testing.T, e *auditEnv) (old, recent []*auditCall) {
 	old = []*auditCall{
 		{agent: "demo-agent", tool: "get_order", args: map[string]any{"order_id": "ord_1001"}},
 		{agent: "demo-agent", tool: "refund_order", args: map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "Item arrived scratched"}},
-		{agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000"}},
+		{agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000", "reason": "New number"}},
 	}
 	recent = []*auditCall{
-		{agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.lovelace@example.com"}},
+		{agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.lovelace@example.com", "reason": "Old mailbox closed"}},
 		{agent: "demo-agent", tool: "refund_order", args: map[string]any{"order_id": "ord_1002", "amount": "900.00", "reason": "Customer unhappy"}},
 		{agent: "senior-bot", tool: "refund_order", args: map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "Late delivery goodwill"}},
 		{agent: "demo-agent", tool: "find_customer", args: map[string]any{"email": "grace@example.com"}},

@@ -373,9 +373,9 @@ func TestServe(t *testing.T) {
 				"allow", "p, support_agent, cancel_order, order_status == 'pending' || order_status == 'processing', allow"},
 			{"cancel shipped order", "demo-agent", "cancel_order", map[string]any{"order_id": "ord_1003", "reason": "Customer changed their mind"},
 				"deny", "p, support_agent, cancel_order, order_status == 'shipped' || order_status == 'delivered' || order_status == 'cancelled', deny"},
-			{"change phone", "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000"},
+			{"change phone", "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000", "reason": "New number"},
 				"allow", "p, support_agent, update_account, field == 'phone' || field == 'shipping_address' || field == 'name', allow"},
-			{"change email", "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.lovelace@example.com"},
+			{"change email", "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.lovelace@example.com", "reason": "Old mailbox closed"},
 				"require_approval", "p, support_agent, update_account, field == 'email', require_approval"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
@@ -506,14 +506,14 @@ func TestServe(t *testing.T) {
 			{"extra argument", "get_order", map[string]any{"order_id": good, "agent": "senior-bot"}, "invalid", "unknown"},
 			{"unknown order lookup", "get_order", map[string]any{"order_id": "ord_9999"}, "not_found", "ord_9999"},
 			{"unknown order refund", "refund_order", map[string]any{"order_id": "ord_9999", "amount": "1.00", "reason": "x"}, "not_founddeny", "ord_9999"},
-			{"unknown customer update", "update_account", map[string]any{"customer_id": "cus_nobody", "field": "phone", "value": "+1"}, "not_founddeny", "cus_nobody"},
+			{"unknown customer update", "update_account", map[string]any{"customer_id": "cus_nobody", "field": "phone", "value": "+441234000001", "reason": "New number"}, "not_founddeny", "cus_nobody"},
 			{"amount 1.005", "refund_order", map[string]any{"order_id": good, "amount": "1.005", "reason": "x"}, "invalid", "decimal"},
 			{"amount 0", "refund_order", map[string]any{"order_id": good, "amount": "0", "reason": "x"}, "invalid", "greater than zero"},
 			{"amount -5", "refund_order", map[string]any{"order_id": good, "amount": "-5", "reason": "x"}, "invalid", "greater than zero"},
 			{"amount NaN", "refund_order", map[string]any{"order_id": good, "amount": "NaN", "reason": "x"}, "invalid", "decimal"},
 			{"amount abc", "refund_order", map[string]any{"order_id": good, "amount": "abc", "reason": "x"}, "invalid", "decimal"},
 			{"1 MB reason", "refund_order", map[string]any{"order_id": good, "amount": "1.00", "reason": strings.Repeat("a", 1<<20)}, "invalid", "limit"},
-			{"field password", "update_account", map[string]any{"customer_id": "cus_ada", "field": "password", "value": "hunter2"}, "invalid", "field"},
+			{"field password", "update_account", map[string]any{"customer_id": "cus_ada", "field": "password", "value": "hunter2", "reason": "x"}, "invalid", "field"},
 			{"arguments an array", "get_order", []any{good}, "invalid", "object"},
 			{"arguments a string", "get_order", good, "invalid", "object"},
 		} {
@@ -647,7 +647,9 @@ func checkTool(t *testing.T, tool mcp.Tool) {
 		t.Fatalf("%s: no description", tool.Name)
 	}
 	in := tool.InputSchema
-	if in.Type != "object" || len(in.Properties) == 0 || len(in.Required) == 0 {
+	// get_action_status takes exactly one of action_id and idempotency_key,
+	// which a schema without oneOf cannot require.
+	if in.Type != "object" || len(in.Properties) == 0 || (len(in.Required) == 0 && tool.Name != "get_action_status") {
 		t.Fatalf("%s: input schema %+v: want an object with required properties", tool.Name, in)
 	}
 	for name, p := range in.Properties {

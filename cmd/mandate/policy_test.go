@@ -176,7 +176,7 @@ func TestPolicyExplain(t *testing.T) {
 			[]string{"decision: deny", "amount > order_refundable, deny", "order_refundable = 50", "a matching deny always wins"}},
 		{"a usage counter overridden", []string{"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`, "--attrs", `{"agent_refunded_24h":490}`},
 			[]string{"decision: require_approval", "agent_refunded_24h = 490"}},
-		{"senior's own rules replace the inherited ones", []string{"--agent", "senior-bot", "--tool", "update_account", "--args", `{"customer_id":"cus_ada","field":"email","value":"a@b.example"}`},
+		{"senior's own rules replace the inherited ones", []string{"--agent", "senior-bot", "--tool", "update_account", "--args", `{"customer_id":"cus_ada","field":"email","value":"a@b.example","reason":"Old mailbox closed"}`},
 			[]string{"decision: allow", "senior-bot has support_agent, but the rules of senior_agent for update_account replace those it inherits"}},
 		{"attributes given directly", []string{"--agent", "demo-agent", "--tool", "cancel_order", "--attrs", `{"order_status":"shipped","currency":"USD","order_total":1,"order_refunded":0,"customer_age_days":100,"agent_cancellations_1h":0}`},
 			[]string{"decision: deny", "order_status == 'shipped'"}},

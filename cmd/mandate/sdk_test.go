@@ -378,11 +378,11 @@ func TestOfficialSDK(t *testing.T) {
 			{name: "cancel unknown order", agent: "demo-agent", tool: "cancel_order", args: map[string]any{"order_id": "ord_9999", "reason": "x"},
 				isError: true, want: map[string]string{"decision": "deny", "error": "not_found"}},
 
-			{name: "update allowed", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000"},
+			{name: "update allowed", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000", "reason": "New number"},
 				want: map[string]string{"decision": "allow", "status": "executed"}, has: []string{"result"}},
-			{name: "update to deny", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.l@example.com"},
+			{name: "update to deny", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.l@example.com", "reason": "Old mailbox closed"},
 				want: map[string]string{"decision": "require_approval", "status": "pending"}},
-			{name: "update unknown customer", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_nobody", "field": "phone", "value": "+1"},
+			{name: "update unknown customer", agent: "demo-agent", tool: "update_account", args: map[string]any{"customer_id": "cus_nobody", "field": "phone", "value": "+441234000001", "reason": "New number"},
 				isError: true, want: map[string]string{"decision": "deny", "error": "not_found"}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
