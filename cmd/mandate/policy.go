@@ -27,7 +27,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	switch args[0] {
 	case "check":
-		return runPolicyCheck(args[1:], stdout, stderr)
+		return runPolicyCheck(ctx, args[1:], stdout, stderr)
 	case "explain":
 		return runPolicyExplain(ctx, args[1:], stdout, stderr)
 	case "test":
@@ -48,7 +48,9 @@ func (p *policyFlags) sources() (policy.Source, policy.Source, error) {
 	return m, pol, err
 }
 
-func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
+// runPolicyCheck lints a policy. It stops on SIGINT or SIGTERM (ctx),
+// which matters for a policy of many thousands of lines.
+func runPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy check", "mandate policy check [--model F] [--policy F] [--strict] [--notes]", stderr)
 	var pf policyFlags
 	pf.register(fs)
@@ -61,7 +63,10 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p, findings := policy.Check(m, pol)
+	p, findings, err := policy.Check(ctx, m, pol)
+	if err != nil {
+		return fmt.Errorf("policy check: stopped before the end: %w", err)
+	}
 	count := map[string]int{}
 	for _, f := range findings {
 		if f.Severity != policy.SevNote || *notes {
