@@ -18,12 +18,25 @@ import (
 	"github.com/mandatehq/mandate/tools"
 )
 
+const policyUsage = `Usage:
+  mandate policy check [--model F] [--policy F] [--strict] [--notes]
+      lint the rules: what loads but cannot be what you meant
+  mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON]
+  mandate policy explain --action ACTION_ID [--db F]
+      say why a call, or a recorded one, gets its decision
+  mandate policy test [--store F] CASES.yaml
+      run the decisions you expect against the rules
+  mandate policy replay --policy CANDIDATE [--db F] [--since 24h]
+      re-decide recorded attempts under a candidate policy
+Run 'mandate policy SUBCOMMAND -h' for its flags; docs/policy.md explains the rules.
+`
+
 // The policy commands let an admin see what an edit does before it is live:
 // check lints it, explain says why a call gets its decision, test runs the
 // admin's expected decisions, replay re-decides past traffic.
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"policy: name a subcommand: check, explain, test or replay"}
+	if done, err := groupUsage("policy", policyUsage, args, stdout, stderr); done {
+		return err
 	}
 	switch args[0] {
 	case "check":
@@ -35,7 +48,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "replay":
 		return runPolicyReplay(ctx, args[1:], stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("policy: unknown subcommand %q; use check, explain, test or replay", args[0])}
+	return unknownSubcommand("policy", policyUsage, args[0], stderr)
 }
 
 // sources reads the model and policy files without loading them.
