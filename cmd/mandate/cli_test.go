@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 // commands is every command and subcommand, and every group of them; a new
@@ -184,5 +187,31 @@ func TestResolveVersion(t *testing.T) {
 	}
 	if stdout, _, status := runInProcess("version"); status != 0 || stdout != "mandate "+version+"\n" || version == "" {
 		t.Fatalf("mandate version: %q, status %d", stdout, status)
+	}
+}
+
+// TestPolicyCheckStopsWhenCancelled: SIGINT and SIGTERM cancel run's
+// context (main's signal.NotifyContext); `policy check` of a large policy
+// then stops with an error (exit status 1) instead of running on. Loading
+// 100,000 lines takes far longer than the 50 ms before the cancel.
+func TestPolicyCheckStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	for i := range 50000 {
+		fmt.Fprintf(&b, "p, team%d, refund_order, amount <= %d.00, allow\ng, agent%d, team%d\n", i, i+1, i, i)
+	}
+	path := filepath.Join(t.TempDir(), "large.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"policy", "check", "--policy", path}, strings.NewReader(""), &out, &errOut)
+	if err == nil || !errors.Is(err, context.Canceled) || errors.As(err, new(usageError)) {
+		t.Fatalf("policy check cancelled: err %v, want context.Canceled (exit status 1); stdout %q", err, out.String())
+	}
+	if !strings.Contains(err.Error(), "policy check: stopped before the end") {
+		t.Fatalf("the error does not say check stopped: %v", err)
 	}
 }
