@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -10,8 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/casbin/govaluate"
 )
 
 // Severities of a Finding. Only errors stop a policy from loading; warnings
@@ -40,13 +39,34 @@ func (f Finding) String() string {
 
 // Check loads a model and policy and lints what loaded. Everything Load
 // refuses is an error (and then nothing else is checked, and the policy
-// returned is nil); otherwise the findings are Lint's.
-func Check(modelSrc, policySrc Source) (*Policy, []Finding) {
-	p, err := Load(modelSrc, policySrc)
-	if err != nil {
-		return nil, loadFindings(err, modelSrc, policySrc)
+// returned is nil); otherwise the findings are Lint's. It stops when ctx
+// is done (`policy check` on SIGINT or SIGTERM) and returns ctx's error:
+// Load itself cannot be interrupted, so it is left to finish on its own
+// goroutine, which matters only to a caller that goes on running.
+func Check(ctx context.Context, modelSrc, policySrc Source) (*Policy, []Finding, error) {
+	type loaded struct {
+		p   *Policy
+		err error
 	}
-	return p, p.Lint()
+	done := make(chan loaded, 1)
+	go func() {
+		p, err := Load(modelSrc, policySrc)
+		done <- loaded{p, err}
+	}()
+	var l loaded
+	select {
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case l = <-done:
+	}
+	if l.err != nil {
+		return nil, loadFindings(l.err, modelSrc, policySrc), nil
+	}
+	findings, err := l.p.Lint(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l.p, findings, nil
 }
 
 var problemAt = regexp.MustCompile(`^(.+?):(\d+): (.*)$`)
@@ -119,142 +139,6 @@ func modelLine(data []byte, msg string) int {
 	return headerLine
 }
 
-// Lint looks for what loads but cannot be what the admin meant:
-//
-//   - a rule subject in no g line (a role nobody has, or a misspelt name);
-//   - an identity or role that no rule reaches, only * rules;
-//   - a rule whose condition is false for every probed value (never matches);
-//   - a rule always overridden: another rule for the same subject or for *,
-//     with a more restrictive effect, matches whenever it does;
-//   - a rule that applies to no identity because every holder of its role
-//     replaces it with rules of its own (a warning), and, as notes, each
-//     member role that replaces it for itself (often intended: a senior
-//     role's wider limits).
-//
-// Conditions are compared by probing, not proved: each attribute a
-// condition uses takes values around every number literal in it (c-1,
-// c-0.01, c, c+0.01, c+1, and 0, 1, -1, 10^9) and every text literal plus
-// the known values (statuses, fields, currencies). Conditions built from
-// comparisons with constants, && and || are judged exactly; anything else
-// may be missed, never flagged wrongly by accident of a near value.
-func (p *Policy) Lint() []Finding {
-	var out []Finding
-	add := func(file string, line int, sev, format string, args ...any) {
-		out = append(out, Finding{File: file, Line: line, Severity: sev, Message: fmt.Sprintf(format, args...)})
-	}
-	inGrant, isRole := map[string]bool{}, map[string]bool{}
-	firstGrant := map[string]Grant{}
-	for _, g := range p.Grants {
-		inGrant[g.Member], inGrant[g.Role], isRole[g.Role] = true, true, true
-		for _, n := range []string{g.Member, g.Role} {
-			if _, ok := firstGrant[n]; !ok {
-				firstGrant[n] = g
-			}
-		}
-	}
-	hasRules := map[string]map[string][]*Rule{} // tool → subject → rules
-	for i := range p.Rules {
-		r := &p.Rules[i]
-		if hasRules[r.Tool] == nil {
-			hasRules[r.Tool] = map[string][]*Rule{}
-		}
-		hasRules[r.Tool][r.Subject] = append(hasRules[r.Tool][r.Subject], r)
-	}
-
-	// Subjects and names.
-	warned := map[string]bool{}
-	for _, r := range p.Rules {
-		if r.Subject != "*" && !inGrant[r.Subject] && !warned[r.Subject] {
-			warned[r.Subject] = true
-			add(r.File, r.Line, SevWarning, "%q has rules but is in no g line: if it is a role, nobody has it (ignore this if it is an identity with rules of its own)", r.Subject)
-		}
-	}
-	names := make([]string, 0, len(firstGrant))
-	for n := range firstGrant {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		reached := false
-		for key := range p.scopes {
-			if strings.HasPrefix(key, n+"\x00") && len(p.scopes[key]) > 0 {
-				reached = true
-				break
-			}
-		}
-		if !reached {
-			g := firstGrant[n]
-			kind := "identity"
-			if isRole[n] {
-				kind = "role"
-			}
-			add(g.File, g.Line, SevWarning, "%s %q reaches no rules through its name or roles, only the rules for *: check the role names for a typo", kind, n)
-		}
-	}
-
-	// Cycles: Mandate's own role walk stops at names it has seen, so a cycle
-	// loads, but it is always a mistake.
-	for _, c := range grantCycles(p.Grants) {
-		add(c[0].File, c[0].Line, SevWarning, "role cycle: %s", cycleText(c))
-	}
-
-	// Conditions.
-	for i := range p.Rules {
-		r := &p.Rules[i]
-		probes, ok := p.probes(r.Tool, r.Cond)
-		if !ok {
-			continue
-		}
-		if r.Cond != "true" && !anyTrue(p.conds[r.Cond], probes) {
-			add(r.File, r.Line, SevWarning, "condition %q is false for every value probed: this rule never matches", r.Cond)
-			continue
-		}
-		for j := range p.Rules {
-			o := &p.Rules[j]
-			if i == j || o.Tool != r.Tool || restrictiveness[o.Effect] <= restrictiveness[r.Effect] {
-				continue
-			}
-			if o.Subject != r.Subject && o.Subject != "*" {
-				continue
-			}
-			both, ok := p.probes(r.Tool, r.Cond, o.Cond)
-			if !ok || !implies(p.conds[r.Cond], p.conds[o.Cond], both) {
-				continue
-			}
-			add(r.File, r.Line, SevWarning, "always overridden by line %d (p, %s, %s, %s, %s), which matches whenever this rule does and is more restrictive",
-				o.Line, o.Subject, o.Tool, o.Cond, o.Effect)
-			break
-		}
-	}
-
-	// Role replacement.
-	for i := range p.Rules {
-		r := &p.Rules[i]
-		if r.Subject == "*" || !isRole[r.Subject] {
-			continue
-		}
-		applies := false
-		for n := range p.known {
-			if !isRole[n] && p.scopes[n+"\x00"+r.Tool][r.Subject] {
-				applies = true
-				break
-			}
-		}
-		if !applies {
-			add(r.File, r.Line, SevWarning, "applies to no identity: every holder of %s has nearer rules for %s, which replace this one", r.Subject, r.Tool)
-			continue
-		}
-		for _, g := range p.Grants {
-			if g.Role == r.Subject && len(hasRules[r.Tool][g.Member]) > 0 {
-				add(r.File, r.Line, SevNote, "does not apply to %s (granted %s on line %d) or its members: %s's own %s rules, from line %d, replace it",
-					g.Member, g.Role, g.Line, g.Member, r.Tool, hasRules[r.Tool][g.Member][0].Line)
-			}
-		}
-	}
-	sortFindings(out)
-	return out
-}
-
 // grantCycles returns each cycle in the g lines once, as the grants that
 // form it, starting from its earliest line.
 func grantCycles(grants []Grant) [][]Grant {
@@ -265,9 +149,14 @@ func grantCycles(grants []Grant) [][]Grant {
 	var out [][]Grant
 	seen := map[string]bool{}
 	var path []Grant
-	onPath := map[string]bool{}
+	onPath, done := map[string]bool{}, map[string]bool{}
 	var walk func(n string)
 	walk = func(n string) {
+		if done[n] {
+			// Walked from an earlier name: each back edge is found once,
+			// and a wide role graph is walked in linear time.
+			return
+		}
 		onPath[n] = true
 		for _, g := range from[n] {
 			path = append(path, g)
@@ -294,7 +183,7 @@ func grantCycles(grants []Grant) [][]Grant {
 			}
 			path = path[:len(path)-1]
 		}
-		onPath[n] = false
+		onPath[n], done[n] = false, true
 	}
 	names := make([]string, 0, len(from))
 	for n := range from {
@@ -322,129 +211,4 @@ func sortFindings(fs []Finding) {
 		}
 		return fs[i].Line < fs[j].Line
 	})
-}
-
-// maxProbes bounds the grid; a pair of conditions over more combinations is
-// not judged.
-const maxProbes = 20000
-
-// probeValues are the values every text attribute is tried with besides
-// the conditions' own literals.
-var probeValues = map[string][]string{
-	AttrOrderStatus: {"pending", "processing", "shipped", "delivered", "cancelled"},
-	AttrCurrency:    {"USD", "EUR", "GBP", "JPY"},
-	AttrField:       {"email", "phone", "shipping_address", "name"},
-}
-
-// probes returns attribute sets covering the variables of conds, each set
-// complete for the tool (other attributes at their sample values).
-func (p *Policy) probes(tool string, conds ...string) ([]map[string]any, bool) {
-	var nums []float64
-	var strs []string
-	vars := map[string]bool{}
-	for _, c := range conds {
-		expr := p.conds[c]
-		if expr == nil {
-			return nil, false
-		}
-		for _, v := range expr.Vars() {
-			vars[v] = true
-		}
-		for _, tok := range expr.Tokens() {
-			switch tok.Kind {
-			case govaluate.NUMERIC:
-				if f, ok := tok.Value.(float64); ok {
-					nums = append(nums, f-1, f-0.01, f, f+0.01, f+1)
-				}
-			case govaluate.STRING:
-				if s, ok := tok.Value.(string); ok {
-					strs = append(strs, s)
-				}
-			}
-		}
-	}
-	nums = append(nums, 0, 1, -1, 1e9)
-	slices.Sort(nums)
-	nums = slices.Compact(nums)
-	names := make([]string, 0, len(vars))
-	for v := range vars {
-		names = append(names, v)
-	}
-	sort.Strings(names)
-	axes := make([][]any, len(names))
-	total := 1
-	for i, v := range names {
-		switch sampleAttrs[v].(type) {
-		case float64:
-			for _, n := range nums {
-				axes[i] = append(axes[i], n)
-			}
-		default:
-			seen := map[string]bool{}
-			for _, s := range append(append([]string{"", "other"}, probeValues[v]...), strs...) {
-				if !seen[s] {
-					seen[s] = true
-					axes[i] = append(axes[i], s)
-				}
-			}
-		}
-		total *= len(axes[i])
-		if total > maxProbes {
-			return nil, false
-		}
-	}
-	out := make([]map[string]any, 0, total)
-	idx := make([]int, len(names))
-	for {
-		m := make(map[string]any, len(sampleAttrs))
-		for k, v := range sampleAttrs {
-			m[k] = v
-		}
-		for i, v := range names {
-			m[v] = axes[i][idx[i]]
-		}
-		out = append(out, m)
-		k := len(idx) - 1
-		for ; k >= 0; k-- {
-			idx[k]++
-			if idx[k] < len(axes[k]) {
-				break
-			}
-			idx[k] = 0
-		}
-		if k < 0 {
-			break
-		}
-	}
-	return out, true
-}
-
-func holds(expr *govaluate.EvaluableExpression, attrs map[string]any) bool {
-	out, err := expr.Evaluate(attrs)
-	b, _ := out.(bool)
-	return err == nil && b
-}
-
-func anyTrue(expr *govaluate.EvaluableExpression, probes []map[string]any) bool {
-	for _, m := range probes {
-		if holds(expr, m) {
-			return true
-		}
-	}
-	return false
-}
-
-// implies reports whether b holds on every probe where a holds, and a
-// holds on at least one.
-func implies(a, b *govaluate.EvaluableExpression, probes []map[string]any) bool {
-	some := false
-	for _, m := range probes {
-		if holds(a, m) {
-			some = true
-			if !holds(b, m) {
-				return false
-			}
-		}
-	}
-	return some
 }

@@ -1,19 +1,30 @@
 package policy_test
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
 )
 
 func checkRun(policyText string) (*policy.Policy, []policy.Finding) {
-	return policy.Check(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "p.csv", Data: []byte(policyText)})
+	p, findings, err := policy.Check(context.Background(), policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "p.csv", Data: []byte(policyText)})
+	if err != nil {
+		panic(err) // only a done context makes Check fail
+	}
+	return p, findings
 }
 
 func TestCheckShippedPolicyHasNoErrorsOrWarnings(t *testing.T) {
-	p, findings := policy.Check(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
+	p, findings, err := policy.Check(context.Background(), policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if p == nil {
 		t.Fatalf("the shipped policy does not load: %v", findings)
 	}
@@ -57,6 +68,28 @@ func TestCheck(t *testing.T) {
 			[]string{"p.csv:3: warning: applies to no identity: every holder of support_agent has nearer rules for refund_order"}, true},
 		{"role rule replaced for a member role is a note", base + "g, senior_agent, support_agent\ng, bot, senior_agent\np, support_agent, refund_order, amount < 50, allow\np, senior_agent, refund_order, amount < 500, allow\n",
 			[]string{"p.csv:5: note: does not apply to senior_agent (granted support_agent on line 3) or its members: senior_agent's own refund_order rules, from line 6, replace it"}, true},
+		{"a catch-all allow of an action tool", base + "p, *, refund_order, true, allow\ng, alice, supervisor\np, supervisor, approve_refund_order, true, allow\n",
+			[]string{"p.csv:3: warning: every identity, approvers included (approvers here: alice), may use refund_order without any condition"}, true},
+		{"a conditional allow for * of an action tool", base + "p, *, cancel_order, order_status == 'pending', allow\n",
+			[]string{"p.csv:3: warning: every identity, approvers included, may use cancel_order whenever order_status == 'pending' holds"}, true},
+		{"an allow for * of an approval", base + "p, *, approve_refund_order, true, allow\n",
+			[]string{"p.csv:3: warning: every identity, every agent included, may approve refund order without any condition"}, true},
+		{"a lookalike identity with U+2010", base + "g, demo\u2010agent, support_agent\n",
+			[]string{`p.csv:3: warning: identity "demo‐agent": the name holds '‐' (U+2010), which looks like "-"; it looks like identity "demo-agent" (line 2)`}, true},
+		{"a lookalike role in Cyrillic", base + "g, new-bot, suppоrt_agent\np, suppоrt_agent, get_customer, true, allow\n",
+			[]string{`p.csv:3: warning: role "suppоrt_agent": the name holds 'о' (U+043E), which looks like "o"; it looks like role "support_agent" (line 1)`}, true},
+		{"a name that differs by case only", base + "g, Demo-Agent, support_agent\n",
+			[]string{`p.csv:3: warning: identity "Demo-Agent": it looks like identity "demo-agent" (line 2)`}, true},
+		{"an invisible character in a name", base + "g, demo\u200bbot, support_agent\n",
+			[]string{`p.csv:3: warning: identity "demo⟨U+200B⟩bot": the name holds an invisible or control character (⟨U+200B⟩)`}, true},
+		{"a status no order has", base + "p, support_agent, cancel_order, order_status == 'shipped ', deny\np, support_agent, cancel_order, true, allow\n",
+			[]string{`p.csv:3: warning: condition "order_status == 'shipped '" compares order_status with 'shipped ', a value it never takes (did you mean 'shipped'?)`}, true},
+		{"a currency in lower case, and a field no update has, in a list", base + "p, support_agent, refund_order, currency != 'usd', deny\np, support_agent, update_account, \"field in ('email', 'password')\", deny\np, support_agent, refund_order, true, allow\np, support_agent, update_account, true, allow\n",
+			[]string{`p.csv:3: warning: condition "currency != 'usd'" compares currency with 'usd', a value it never takes (did you mean 'USD'?)`,
+				`p.csv:4: warning: condition "field in ('email', 'password')" compares field with 'password', a value it never takes (field is one of email, phone, shipping_address, name)`}, true},
+		{"an identity that is agent and approver", base + "p, support_agent, refund_order, amount <= 50.00, allow\np, supervisor, approve_refund_order, true, allow\ng, alice, supervisor\ng, demo-agent, supervisor\n",
+			[]string{`p.csv:2: warning: identity "demo-agent" holds both an agent's and an approver's rights: it may use refund_order (through support_agent) and approve_refund_order (through supervisor)`}, true},
+		{"an approver with no action rights is fine", base + "p, supervisor, approve_refund_order, true, allow\ng, alice, supervisor\n", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,5 +122,48 @@ func TestCheckOverrideIsNotFlaggedWhenSomeValueEscapes(t *testing.T) {
 		if strings.Contains(f.Message, "overridden") {
 			t.Fatalf("flagged although 200.005 escapes the deny: %s", f)
 		}
+	}
+}
+
+// TestCheckStopsWhenCancelled: `policy check` on SIGINT or SIGTERM cancels
+// its context; Check and Lint give up with the context's error.
+func TestCheckStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	model := policy.Source{Name: "model.conf", Data: mandate.DefaultModel}
+	p, findings, err := policy.Check(ctx, model, benchPolicy(t, 2000))
+	if !errors.Is(err, context.Canceled) || p != nil || findings != nil {
+		t.Fatalf("Check with a cancelled context: %v, %d findings, err %v; want context.Canceled", p != nil, len(findings), err)
+	}
+	loaded, err := policy.Load(model, benchPolicy(t, 2000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if findings, err := loaded.Lint(ctx); !errors.Is(err, context.Canceled) || findings != nil {
+		t.Fatalf("Lint with a cancelled context: %d findings, err %v; want context.Canceled", len(findings), err)
+	}
+}
+
+// TestAttrValuesMatchTheirSources keeps the enumerations the linter uses
+// equal to the values facts take.
+func TestAttrValuesMatchTheirSources(t *testing.T) {
+	if got := policy.AttrValues[policy.AttrOrderStatus]; !slices.Equal(got, backend.Statuses) {
+		t.Fatalf("order_status values %v, backend.Statuses %v", got, backend.Statuses)
+	}
+	if got := policy.AttrValues[policy.AttrField]; !slices.Equal(got, backend.UpdatableFields) {
+		t.Fatalf("field values %v, backend.UpdatableFields %v", got, backend.UpdatableFields)
+	}
+	var known []string
+	for a := 'A'; a <= 'Z'; a++ {
+		for b := 'A'; b <= 'Z'; b++ {
+			for c := 'A'; c <= 'Z'; c++ {
+				if code := string([]rune{a, b, c}); func() bool { _, ok := mandate.CurrencyExponent(code); return ok }() {
+					known = append(known, code)
+				}
+			}
+		}
+	}
+	if got := policy.AttrValues[policy.AttrCurrency]; !slices.Equal(got, known) {
+		t.Fatalf("currency values %v, the currencies mandate accepts %v", got, known)
 	}
 }

@@ -112,3 +112,18 @@ func ToolNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+// AttrValues lists, for each text attribute, every value a fact can take:
+// the order statuses and updatable fields of package backend and the
+// currencies Mandate accepts (mandate.CurrencyExponent). `policy check`
+// warns on a condition that compares an attribute with any other value
+// ("order_status == 'shipped '" never holds), and probes conditions with
+// these values. A test keeps the lists equal to their sources.
+var AttrValues = map[string][]string{
+	AttrOrderStatus: {"pending", "processing", "shipped", "delivered", "cancelled"},
+	AttrField:       {"email", "phone", "shipping_address", "name"},
+	AttrCurrency: {
+		"AUD", "BHD", "BRL", "CAD", "CHF", "CLP", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "INR", "ISK",
+		"JOD", "JPY", "KRW", "KWD", "MXN", "NOK", "NZD", "OMR", "PLN", "SEK", "SGD", "TND", "USD", "ZAR",
+	},
+}

@@ -17,10 +17,20 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
+const adminUserUsage = `Usage:
+  mandate admin user add NAME [--db FILE]
+      add an approver; the password is the first line of stdin, or MANDATE_ADMIN_PASSWORD
+`
+
+// runAdmin serves the admin pages; `admin -h` lists `admin user add` too,
+// in the serve flags' synopsis.
 func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "user" {
-		if len(args) < 2 || args[1] != "add" {
-			return usageError{"admin user: use `mandate admin user add NAME` (password on stdin or in MANDATE_ADMIN_PASSWORD)"}
+		if done, err := groupUsage("admin user", adminUserUsage, args[1:], stdout, stderr); done {
+			return err
+		}
+		if args[1] != "add" {
+			return unknownSubcommand("admin user", adminUserUsage, args[1], stderr)
 		}
 		return runAdminUserAdd(ctx, args[2:], stdin, stdout, stderr)
 	}
@@ -68,7 +78,7 @@ func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout
 }
 
 func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("admin", "mandate admin [--listen 127.0.0.1:8080] [--db FILE --store FILE --model FILE --policy FILE]", stderr)
+	fs := newFlags("admin", "mandate admin [--listen 127.0.0.1:8080] [--db FILE --store FILE --model FILE --policy FILE]\n       mandate admin user add NAME [--db FILE]   (add an approver: 'mandate admin user -h')", stderr)
 	listen := fs.String("listen", env("MANDATE_ADMIN_LISTEN", "127.0.0.1:8080"), "address to serve the admin pages on (env MANDATE_ADMIN_LISTEN)")
 	dbPath := dbFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store approved actions run against (env MANDATE_STORE)")

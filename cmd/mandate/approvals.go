@@ -20,10 +20,17 @@ import (
 	"github.com/mandatehq/mandate/tools"
 )
 
+const approvalsUsage = `Usage:
+  mandate approvals list [--status pending] [--db FILE]
+  mandate approvals show ID [--db FILE]
+  mandate approvals approve ID --as NAME [--comment TEXT]
+  mandate approvals deny ID --as NAME --comment TEXT
+Run 'mandate approvals SUBCOMMAND -h' for its flags.
+`
+
 func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "approvals: name a subcommand: list, show ID, approve ID --as NAME, deny ID --as NAME --comment TEXT"
-	if len(args) == 0 {
-		return usageError{sub}
+	if done, err := groupUsage("approvals", approvalsUsage, args, stdout, stderr); done {
+		return err
 	}
 	switch args[0] {
 	case "list":
@@ -35,7 +42,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "deny":
 		return runApprovalsDecide(ctx, args[1:], false, stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("approvals: unknown subcommand %q; use list, show, approve or deny", args[0])}
+	return unknownSubcommand("approvals", approvalsUsage, args[0], stderr)
 }
 
 func dbFlag(fs *flag.FlagSet) *string {

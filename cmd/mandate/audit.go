@@ -31,9 +31,8 @@ const auditUsage = `Usage:
 `
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return usageError{"audit: name a subcommand: verify, export or tail"}
+	if done, err := groupUsage("audit", auditUsage, args, stdout, stderr); done {
+		return err
 	}
 	switch args[0] {
 	case "verify":
@@ -42,12 +41,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditExport(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return runAuditTail(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, auditUsage)
-		return nil
 	}
-	fmt.Fprint(stderr, auditUsage)
-	return usageError{fmt.Sprintf("audit: unknown subcommand %q; use verify, export or tail", args[0])}
+	return unknownSubcommand("audit", auditUsage, args[0], stderr)
 }
 
 // errStop ends a walk over records early.

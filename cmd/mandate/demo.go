@@ -35,7 +35,7 @@ var demoScript = []demoStep{
 	{"demo-agent", "cancel an order that has not", "cancel_order", map[string]any{"order_id": "ord_1004", "reason": "Customer changed their mind"}},
 	{"demo-agent", "change a phone number", "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000000", "reason": "The customer has a new mobile number, confirmed on the call"}},
 	{"demo-agent", "change an email: needs approval for a support agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "ada.lovelace@example.com", "reason": "The customer lost access to her old mailbox"}},
-	{"senior-bot", "the same large refund, by a senior agent", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "Late delivery goodwill"}},
+	{"senior-bot", "a 300.00 refund, more than a support agent may make, by a senior agent", "refund_order", map[string]any{"order_id": "ord_1002", "amount": "300.00", "reason": "Late delivery goodwill"}},
 	{"demo-agent", "an amount with too many decimals is bad input", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.005", "reason": "Typo"}},
 	{"intruder", "an identity the policy does not know", "get_customer", map[string]any{"customer_id": "cus_ada"}},
 }

@@ -11,36 +11,89 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/lmittmann/tint"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is what `mandate version` and the MCP serverInfo say. Release
+// builds set it with -ldflags "-X main.version=v1.2.3"; otherwise it comes
+// from the build information Go records: the module version when built
+// with `go install …@v1.2.3`, else the commit, marked -dirty when the tree
+// had changes.
+var version = ""
+
+func init() { version = resolveVersion(version, debug.ReadBuildInfo) }
+
+func resolveVersion(set string, read func() (*debug.BuildInfo, bool)) string {
+	if set != "" {
+		return set
+	}
+	bi, ok := read()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	v := "dev-" + rev
+	if dirty {
+		v += "-dirty"
+	}
+	return v
+}
 
 const usage = `Mandate: permission rules, an audit trail and human approval between AI agents and your customers' accounts.
 
 Usage:
-  mandate serve   --agent NAME [flags]   serve the MCP tools over stdio as identity NAME
-  mandate demo                           a 30-second scripted tour on throwaway databases
-  mandate init    [--dir DIR]            write the default model.conf, policy.csv and rates.csv for editing
+  mandate serve --agent NAME [flags]     serve the MCP tools over stdio as identity NAME
+  mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
+  mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
   mandate rates show | set CODE RATE     the exchange rates money limits are converted with
-  mandate audit export [--db FILE]       print the audit trail as JSON Lines
-  mandate store import --store FILE DATA.json
+  mandate store import [--store FILE] DATA.json
                                          load customers and orders into the embedded store
-  mandate policy check|explain|test|replay
-                                         lint, explain, test or replay the rules (docs/policy.md)
-  mandate approvals list [--status S] | show ID | approve ID --as NAME [--comment C] | deny ID --as NAME --comment C
-                                         review actions waiting for a person
-  mandate admin   [--listen 127.0.0.1:8080]
+  mandate policy check [--strict] [--notes]
+                                         lint the rules (docs/policy.md)
+  mandate policy explain --agent A --tool T --args JSON | --action ID
+                                         say why a call gets its decision
+  mandate policy test CASES.yaml         run expected decisions against the rules
+  mandate policy replay --policy CANDIDATE [--since 24h]
+                                         re-decide recorded traffic under a candidate policy
+  mandate approvals list [--status S]    actions waiting for a person
+  mandate approvals show ID
+  mandate approvals approve ID --as NAME [--comment C]
+  mandate approvals deny ID --as NAME --comment C
+  mandate audit verify [--db FILE]       check the audit trail's hash chain
+  mandate audit export [--format jsonl|csv|ocsf] [filters]
+                                         print audit records
+  mandate audit tail [-f] [-n N]         print the last records, and follow new ones
+  mandate admin [--listen 127.0.0.1:8080]
                                          the approvals and audit web page
   mandate admin user add NAME            add an approver (password on stdin)
-  mandate version
+  mandate version                        print the version
 
-Run 'mandate COMMAND -h' for a command's flags. Every flag has an environment
-twin: --agent is MANDATE_AGENT, --db is MANDATE_DB, and so on.
+Every command answers -h and --help with its flags. Every flag has an
+environment twin: --agent is MANDATE_AGENT, --db is MANDATE_DB, and so on.
+Exit status: 0 success, 1 failure, 2 a mistake in how mandate was invoked.
 `
 
 func main() {
@@ -48,11 +101,9 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "mandate:", err)
-		}
+		fmt.Fprintln(os.Stderr, "mandate:", err)
 		var ue usageError
-		if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+		if errors.As(err, &ue) {
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -64,7 +115,31 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// run runs one command. Help and flag mistakes are answered here for every
+// command alike: -h, -help and --help print the command's usage to stdout
+// and succeed; a flag that does not parse prints the usage to stderr, once,
+// and is a usageError.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	out := &cliStderr{Writer: stderr}
+	err := dispatch(ctx, args, stdin, stdout, out)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, out.usage)
+		return nil
+	case out.failed:
+		// The flag package called Usage: the flags did not parse.
+		fmt.Fprint(stderr, out.usage)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			err = usageError{fmt.Sprintf("%s: %v", out.name, err)}
+		}
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, stderr *cliStderr) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return usageError{"no command given"}
@@ -90,14 +165,59 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "admin":
 		return runAdmin(ctx, rest, stdin, stdout, stderr)
 	case "version", "--version":
+		fs := newFlags("version", "mandate version", stderr)
+		if err := parseFlags(fs, rest, 0); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, "mandate", version)
 		return nil
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
 	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+}
+
+// cliStderr is the stderr that run gives every command: it passes writes
+// through, and keeps the usage of the last flag set made by newFlags, so
+// that run can print it where it belongs.
+type cliStderr struct {
+	io.Writer
+	name   string // the flag set's name, e.g. "serve"
+	usage  string
+	failed bool // the flag package asked for the usage: help or a bad flag
+}
+
+// isHelp reports whether a group's argument asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+// groupUsage answers a command group (policy, approvals, …) called with
+// no subcommand or with a request for help: the list of subcommands, on
+// stdout for help, else on stderr with a usageError. done is false when
+// args name a subcommand for the group to run.
+func groupUsage(group, list string, args []string, stdout, stderr io.Writer) (done bool, err error) {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stderr, list)
+		return true, usageError{group + ": name a subcommand"}
+	case isHelp(args[0]):
+		fmt.Fprint(stdout, list)
+		return true, nil
+	}
+	return false, nil
+}
+
+// unknownSubcommand is the answer to a subcommand a group does not have.
+func unknownSubcommand(group, list, name string, stderr io.Writer) error {
+	fmt.Fprint(stderr, list)
+	return usageError{fmt.Sprintf("%s: unknown subcommand %q", group, name)}
 }
 
 // env returns the value of an environment variable, or def when unset.
@@ -108,27 +228,115 @@ func env(name, def string) string {
 	return def
 }
 
-// newFlags returns a flag set that prints its usage to stderr.
+// newFlags returns a flag set for a command. Through run, its usage goes
+// to stdout for -h and --help and to stderr, once, for a flag that does
+// not parse (see run); called directly, as some tests do, it writes the
+// usage to stderr.
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
+	usage := func() string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Usage: %s\n", synopsis)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			b.WriteString("\nFlags:\n")
+			fs.SetOutput(&b)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+		return b.String()
 	}
+	if out, ok := stderr.(*cliStderr); ok {
+		// The flag package's own error line is dropped: main prints the
+		// error once, after the usage.
+		fs.SetOutput(io.Discard)
+		out.name, out.usage, out.failed = name, "", false
+		fs.Usage = func() { out.usage, out.failed = usage(), true }
+		return fs
+	}
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage()) }
 	return fs
 }
 
 // parseFlags parses args and refuses stray positional arguments unless
-// allowed.
+// allowed. A flag that does not parse, or a value a flag refuses, is a
+// usageError; -h and --help give flag.ErrHelp, which run answers.
 func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if d, ok := f.Value.(*durationValue); ok && d.envErr != nil && !d.set && err == nil {
+			err = d.envErr
+		}
+	})
+	if err != nil {
 		return err
 	}
 	if fs.NArg() > positional {
+		fs.Usage()
 		return usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(positional))}
 	}
 	return nil
+}
+
+// durationValue is a duration flag that must be positive, with a default
+// from an environment variable. A value that does not parse or is not
+// positive is an error naming the flag or the variable, never a silent
+// fall back to the default.
+type durationValue struct {
+	d      time.Duration
+	set    bool  // given on the command line, which wins over the variable
+	envErr error // the variable's value was refused
+}
+
+func (v *durationValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v *durationValue) Set(s string) error {
+	d, err := parsePositive(s)
+	if err != nil {
+		return err
+	}
+	v.d, v.set = d, true
+	return nil
+}
+
+func parsePositive(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("not a duration: use a number and a unit, such as 90s, 15m or 24h")
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("must be longer than 0")
+	}
+	return d, nil
+}
+
+// durationFlag defines --name, a positive duration whose default is the
+// environment variable envName if set, else def.
+func durationFlag(fs *flag.FlagSet, name, envName string, def time.Duration, usage string) *time.Duration {
+	v := &durationValue{d: def}
+	if s, ok := os.LookupEnv(envName); ok {
+		if d, err := parsePositive(s); err != nil {
+			v.envErr = usageError{fmt.Sprintf("%s=%q (the default of --%s): %v", envName, s, name, err)}
+		} else {
+			v.d = d
+		}
+	}
+	// The back-quoted word names the value in -h: "--approval-ttl duration".
+	fs.Var(v, name, usage+"; a positive `duration` such as 90s or 24h")
+	return &v.d
 }
 
 // newLogger writes to w (stderr: stdout is for JSON-RPC only) as text
@@ -148,6 +356,9 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 func isTerminal(w io.Writer) bool {
+	if c, ok := w.(*cliStderr); ok {
+		w = c.Writer
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

@@ -22,16 +22,29 @@ import (
 	"github.com/mandatehq/mandate/tools"
 )
 
+const policyUsage = `Usage:
+  mandate policy check [--model F] [--policy F] [--strict] [--notes]
+      lint the rules: what loads but cannot be what you meant
+  mandate policy explain --agent A --tool T --args JSON [--store F | --attrs JSON]
+  mandate policy explain --action ACTION_ID [--db F]
+      say why a call, or a recorded one, gets its decision
+  mandate policy test [--store F] CASES.yaml
+      run the decisions you expect against the rules
+  mandate policy replay --policy CANDIDATE [--db F] [--since 24h]
+      re-decide recorded attempts under a candidate policy
+Run 'mandate policy SUBCOMMAND -h' for its flags; docs/policy.md explains the rules.
+`
+
 // The policy commands let an admin see what an edit does before it is live:
 // check lints it, explain says why a call gets its decision, test runs the
 // admin's expected decisions, replay re-decides past traffic.
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"policy: name a subcommand: check, explain, test or replay"}
+	if done, err := groupUsage("policy", policyUsage, args, stdout, stderr); done {
+		return err
 	}
 	switch args[0] {
 	case "check":
-		return runPolicyCheck(args[1:], stdout, stderr)
+		return runPolicyCheck(ctx, args[1:], stdout, stderr)
 	case "explain":
 		return runPolicyExplain(ctx, args[1:], stdout, stderr)
 	case "test":
@@ -39,7 +52,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "replay":
 		return runPolicyReplay(ctx, args[1:], stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("policy: unknown subcommand %q; use check, explain, test or replay", args[0])}
+	return unknownSubcommand("policy", policyUsage, args[0], stderr)
 }
 
 // sources reads the model and policy files without loading them.
@@ -52,7 +65,9 @@ func (p *policyFlags) sources() (policy.Source, policy.Source, error) {
 	return m, pol, err
 }
 
-func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
+// runPolicyCheck lints a policy. It stops on SIGINT or SIGTERM (ctx),
+// which matters for a policy of many thousands of lines.
+func runPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy check", "mandate policy check [--model F] [--policy F] [--strict] [--notes]", stderr)
 	var pf policyFlags
 	pf.register(fs)
@@ -65,7 +80,10 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p, findings := policy.Check(m, pol)
+	p, findings, err := policy.Check(ctx, m, pol)
+	if err != nil {
+		return fmt.Errorf("policy check: stopped before the end: %w", err)
+	}
 	count := map[string]int{}
 	for _, f := range findings {
 		if f.Severity != policy.SevNote || *notes {

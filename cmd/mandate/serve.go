@@ -24,9 +24,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
-	ttl := fs.Duration("approval-ttl", envDuration("MANDATE_APPROVAL_TTL", 24*time.Hour), "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
-	backendTimeout := fs.Duration("backend-timeout", envDuration("MANDATE_BACKEND_TIMEOUT", 10*time.Second), "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
-	recoverAfter := fs.Duration("recover-after", envDuration("MANDATE_RECOVER_AFTER", 30*time.Second), "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
+	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
+	backendTimeout := durationFlag(fs, "backend-timeout", "MANDATE_BACKEND_TIMEOUT", 10*time.Second, "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
+	recoverAfter := durationFlag(fs, "recover-after", "MANDATE_RECOVER_AFTER", 30*time.Second, "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
 	maxPending := fs.String("max-pending", env("MANDATE_MAX_PENDING", strconv.Itoa(tools.DefaultMaxPending)), fmt.Sprintf("how many actions this agent may have waiting for a person, 1 to %d; beyond that, requests are refused (env MANDATE_MAX_PENDING)", tools.MaxMaxPending))
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
@@ -123,13 +123,6 @@ func knownNames(p *policy.Policy) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(env(name, "")); err == nil {
-		return v
-	}
-	return def
 }
 
 // reconcileLoop reconciles actions that a stopped process left executing:

@@ -10,9 +10,17 @@ import (
 	"github.com/mandatehq/mandate/backend/store"
 )
 
+const storeUsage = `Usage:
+  mandate store import [--store FILE] DATA.json
+      load customers and orders into the embedded store; all or nothing
+`
+
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "import" {
-		return usageError{"store: use `mandate store import --store FILE DATA.json`"}
+	if done, err := groupUsage("store", storeUsage, args, stdout, stderr); done {
+		return err
+	}
+	if args[0] != "import" {
+		return unknownSubcommand("store", storeUsage, args[0], stderr)
 	}
 	fs := newFlags("store import", "mandate store import [--store FILE] DATA.json", stderr)
 	path := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to load into; created empty if missing (env MANDATE_STORE)")

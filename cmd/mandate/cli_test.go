@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+)
+
+// commands is every command and subcommand, and every group of them; a new
+// one belongs here, so that the table below checks how it answers.
+var (
+	commands = [][]string{
+		{"serve"}, {"demo"}, {"init"}, {"version"},
+		{"store", "import"},
+		{"policy", "check"}, {"policy", "explain"}, {"policy", "test"}, {"policy", "replay"},
+		{"approvals", "list"}, {"approvals", "show"}, {"approvals", "approve"}, {"approvals", "deny"},
+		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"},
+		{"admin"}, {"admin", "user", "add"},
+	}
+	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}}
+)
+
+// runInProcess runs mandate in process, as main does, and returns what it wrote
+// and its exit status.
+func runInProcess(args ...string) (stdout, stderr string, status int) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(""), &out, &errOut)
+	switch {
+	case err == nil:
+		return out.String(), errOut.String(), 0
+	case errors.As(err, new(usageError)):
+		return out.String(), errOut.String() + "mandate: " + err.Error() + "\n", 2
+	}
+	return out.String(), errOut.String() + "mandate: " + err.Error() + "\n", 1
+}
+
+// runBinary runs the built binary and returns the same.
+func runBinary(t *testing.T, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	stdout, stderr, err := runMandate(t, nil, args...)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout, stderr, 0
+	case errors.As(err, &exit):
+		return stdout, stderr, exit.ExitCode()
+	}
+	t.Fatalf("mandate %v: %v", args, err)
+	return "", "", 0
+}
+
+// TestHelpAndFlagMistakes: every command and group answers -h and --help
+// alike, with its usage on stdout and exit status 0, and an unknown flag
+// with exit status 2 and the usage once on stderr, in process and as the
+// built binary.
+func TestHelpAndFlagMistakes(t *testing.T) {
+	t.Parallel()
+	type runner func(args ...string) (string, string, int)
+	runners := map[string]runner{
+		"run":    runInProcess,
+		"binary": func(args ...string) (string, string, int) { return runBinary(t, args...) },
+	}
+	for _, cmd := range append(append([][]string{}, commands...), groups...) {
+		name := strings.Join(cmd, " ")
+		for how, do := range runners {
+			var help string
+			for _, flag := range []string{"-h", "--help"} {
+				stdout, stderr, status := do(append(cmd[:len(cmd):len(cmd)], flag)...)
+				if status != 0 || stderr != "" {
+					t.Fatalf("%s: mandate %s %s: exit status %d, stderr %q; want 0 and nothing", how, name, flag, status, stderr)
+				}
+				if !strings.Contains(stdout, "Usage:") || !strings.Contains(stdout, "mandate "+name) {
+					t.Fatalf("%s: mandate %s %s printed %q, want its usage", how, name, flag, stdout)
+				}
+				if help == "" {
+					help = stdout
+				} else if stdout != help {
+					t.Fatalf("%s: mandate %s: -h and --help differ:\n%s\n---\n%s", how, name, help, stdout)
+				}
+			}
+			stdout, stderr, status := do(append(cmd[:len(cmd):len(cmd)], "--no-such-flag")...)
+			if status != 2 || stdout != "" {
+				t.Fatalf("%s: mandate %s --no-such-flag: exit status %d, stdout %q; want 2 and nothing", how, name, status, stdout)
+			}
+			if n := strings.Count(stderr, "Usage:"); n != 1 {
+				t.Fatalf("%s: mandate %s --no-such-flag printed the usage %d times:\n%s", how, name, n, stderr)
+			}
+			if !strings.Contains(stderr, "no-such-flag") {
+				t.Fatalf("%s: mandate %s --no-such-flag does not say what was wrong:\n%s", how, name, stderr)
+			}
+		}
+	}
+}
+
+// TestTopLevelUsageListsEveryCommand keeps `mandate help` complete.
+func TestTopLevelUsageListsEveryCommand(t *testing.T) {
+	stdout, _, status := runInProcess("--help")
+	if status != 0 {
+		t.Fatalf("mandate --help: exit status %d", status)
+	}
+	for _, cmd := range commands {
+		if !strings.Contains(stdout, "mandate "+strings.Join(cmd, " ")) {
+			t.Errorf("the usage does not list `mandate %s`:\n%s", strings.Join(cmd, " "), stdout)
+		}
+	}
+	if _, stderr, status := runInProcess(); status != 2 || !strings.Contains(stderr, "mandate audit tail") {
+		t.Fatalf("mandate with no command: exit status %d, stderr %q; want 2 and the usage", status, stderr)
+	}
+}
+
+// TestDurationsMustBePositive: a zero, negative or unparsable duration, on
+// the command line or in the environment, is a usage error naming the flag
+// or variable, never a silent 24 h.
+func TestDurationsMustBePositive(t *testing.T) {
+	dir := t.TempDir()
+	files := []string{"--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db")}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"zero ttl", nil, []string{"--approval-ttl", "0s"}, `invalid value "0s" for flag -approval-ttl: must be longer than 0`},
+		{"negative ttl", nil, []string{"--approval-ttl", "-1h"}, `invalid value "-1h" for flag -approval-ttl: must be longer than 0`},
+		{"unparsable ttl", nil, []string{"--approval-ttl", "1 day"}, `invalid value "1 day" for flag -approval-ttl: not a duration`},
+		{"zero backend timeout", nil, []string{"--backend-timeout", "0"}, `flag -backend-timeout: must be longer than 0`},
+		{"negative recovery", nil, []string{"--recover-after", "-30s"}, `flag -recover-after: must be longer than 0`},
+		{"unparsable env", []string{"MANDATE_APPROVAL_TTL=soon"}, nil, `MANDATE_APPROVAL_TTL="soon" (the default of --approval-ttl): not a duration`},
+		{"zero env", []string{"MANDATE_BACKEND_TIMEOUT=0s"}, nil, `MANDATE_BACKEND_TIMEOUT="0s" (the default of --backend-timeout): must be longer than 0`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, err := runMandate(t, tt.env, append(append([]string{"serve"}, files...), tt.args...)...)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit: %v, want status 2; stderr %s", err, stderr)
+			}
+			if stdout != "" || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("stdout %q, stderr %q; want %q", stdout, stderr, tt.want)
+			}
+		})
+	}
+	// The command line wins over a bad variable.
+	t.Setenv("MANDATE_APPROVAL_TTL", "soon")
+	fs := newFlags("serve", "mandate serve", new(bytes.Buffer))
+	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 0, "ttl")
+	if err := parseFlags(fs, []string{"--approval-ttl", "2h"}, 0); err != nil || ttl.Hours() != 2 {
+		t.Fatalf("--approval-ttl 2h over MANDATE_APPROVAL_TTL=soon: %v, %v", *ttl, err)
+	}
+}
+
+func TestResolveVersion(t *testing.T) {
+	info := func(version string, settings ...string) func() (*debug.BuildInfo, bool) {
+		return func() (*debug.BuildInfo, bool) {
+			bi := &debug.BuildInfo{Main: debug.Module{Path: "github.com/mandatehq/mandate", Version: version}}
+			for i := 0; i+1 < len(settings); i += 2 {
+				bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
+			}
+			return bi, true
+		}
+	}
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	tests := []struct {
+		name, set string
+		read      func() (*debug.BuildInfo, bool)
+		want      string
+	}{
+		{"set by -ldflags", "v1.4.0", info("v0.0.1"), "v1.4.0"},
+		{"go install @version", "", info("v1.2.3"), "v1.2.3"},
+		{"a clean checkout", "", info("(devel)", "vcs.revision", rev, "vcs.modified", "false"), "dev-0123456789ab"},
+		{"a checkout with changes", "", info("(devel)", "vcs.revision", rev, "vcs.modified", "true"), "dev-0123456789ab-dirty"},
+		{"no version control", "", info("(devel)"), "dev"},
+		{"no build info", "", func() (*debug.BuildInfo, bool) { return nil, false }, "dev"},
+	}
+	for _, tt := range tests {
+		if got := resolveVersion(tt.set, tt.read); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if stdout, _, status := runInProcess("version"); status != 0 || stdout != "mandate "+version+"\n" || version == "" {
+		t.Fatalf("mandate version: %q, status %d", stdout, status)
+	}
+}
+
+// TestPolicyCheckStopsWhenCancelled: SIGINT and SIGTERM cancel run's
+// context (main's signal.NotifyContext); `policy check` of a large policy
+// then stops with an error (exit status 1) instead of running on. Loading
+// 100,000 lines takes far longer than the 50 ms before the cancel.
+func TestPolicyCheckStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	for i := range 50000 {
+		fmt.Fprintf(&b, "p, team%d, refund_order, amount <= %d.00, allow\ng, agent%d, team%d\n", i, i+1, i, i)
+	}
+	path := filepath.Join(t.TempDir(), "large.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"policy", "check", "--policy", path}, strings.NewReader(""), &out, &errOut)
+	if err == nil || !errors.Is(err, context.Canceled) || errors.As(err, new(usageError)) {
+		t.Fatalf("policy check cancelled: err %v, want context.Canceled (exit status 1); stdout %q", err, out.String())
+	}
+	if !strings.Contains(err.Error(), "policy check: stopped before the end") {
+		t.Fatalf("the error does not say check stopped: %v", err)
+	}
+}
