@@ -143,7 +143,11 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 	attrs := override
 	if *argsJSON != "" {
 		var callArgs map[string]any
-		if err := json.Unmarshal([]byte(*argsJSON), &callArgs); err != nil || callArgs == nil {
+		// Numbers keep their text, as the guard reads them: 30 is "30.00",
+		// 30.000000000000001 an error, never a float64 rounded.
+		dec := json.NewDecoder(strings.NewReader(*argsJSON))
+		dec.UseNumber()
+		if err := dec.Decode(&callArgs); err != nil || callArgs == nil {
 			return usageError{fmt.Sprintf("policy explain: --args must be a JSON object: %v", err)}
 		}
 		if _, err := os.Stat(*storePath); err != nil {
