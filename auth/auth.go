@@ -69,7 +69,7 @@ type Authenticator struct {
 	once    sync.Once
 	sem     chan struct{}
 	compare func(hash, password []byte) error // bcrypt; tests count calls
-	dummy   []byte                             // dummyHash(); tests use a cheaper one
+	dummy   []byte                            // dummyHash(); tests use a cheaper one
 }
 
 // Per-key free failures before any wait: a person mistyping twice waits
