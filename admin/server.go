@@ -103,13 +103,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Auth == nil {
-		cfg.Auth = &auth.Authenticator{DB: cfg.Deps.DB, Policy: cfg.Deps.Policy, Now: cfg.Deps.Now, Logger: cfg.Logger}
-	}
 	if len(cfg.Hosts) == 0 {
 		cfg.Hosts = []string{"localhost", "127.0.0.1", "::1"}
 	}
 	s := &Server{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
+	if s.cfg.Auth == nil {
+		s.cfg.Auth = &auth.Authenticator{DB: cfg.Deps.DB, Policy: cfg.Deps.Policy, Now: s.now, Logger: cfg.Logger}
+	}
 	for _, page := range []string{"login", "queue", "action", "audit"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
