@@ -32,10 +32,11 @@ Usage:
   mandate policy check|explain|test|replay
                                          lint, explain, test or replay the rules (docs/policy.md)
   mandate approvals list [--status S] | show ID | approve ID --as NAME [--comment C] | deny ID --as NAME --comment C
-                                         review actions waiting for a person
-  mandate admin   [--listen 127.0.0.1:8080]
+                                         review actions waiting for a person (password or --token-file)
+  mandate admin   [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page
-  mandate admin user add NAME            add an approver (password on stdin)
+  mandate admin user add|remove|passwd|sessions|token NAME
+                                         manage approvers (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
   mandate version
 
 Run 'mandate COMMAND -h' for a command's flags. Every flag has an environment
