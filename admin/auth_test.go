@@ -257,6 +257,9 @@ func TestSecureCookieOverTLS(t *testing.T) {
 	_, body := get(t, c, srv+"/login")
 	m := csrfField.FindStringSubmatch(body)
 	resp, _ := post(t, c, srv+"/login", url.Values{"csrf": {m[1]}, "name": {"alice"}, "password": {testPassword}})
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatal("no Strict-Transport-Security header over TLS")
+	}
 	var found bool
 	for _, ck := range resp.Cookies() {
 		if ck.Name == sessionCookie {

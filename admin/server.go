@@ -177,6 +177,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+	if r.TLS != nil {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	if !s.hostAllowed(r) {
 		s.cfg.Logger.Warn("request for another host refused", "host", mandate.Truncate(mandate.Visible(r.Host, false), 100))
 		http.Error(w, "Misdirected request: this server does not serve that host name. Use the address the operator gave you (see --public-url).", http.StatusMisdirectedRequest)

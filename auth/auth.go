@@ -283,7 +283,7 @@ func (a *Authenticator) record(name, addr, via, method, reason, tool string) *st
 		// The claimed name, made visible and short: it is attacker text.
 		Agent: mandate.Truncate(mandate.Visible(name, false), 64), Tool: tool,
 		Args: args, Decision: policy.Deny, PolicyVersion: version,
-		Phase: "attempt", Outcome: "refused", Error: reason,
+		Phase: storage.PhaseAttempt, Outcome: "refused", Error: reason,
 	}
 }
 
