@@ -65,6 +65,10 @@ type Authenticator struct {
 	BaseDelay time.Duration
 	MaxDelay  time.Duration
 	Forget    time.Duration
+	// ActionID, when set, is the action this sign-in is for (a CLI
+	// approval): its refusals join that action's lineage, so the trail of
+	// an action shows who tried to decide it and could not.
+	ActionID string
 
 	once    sync.Once
 	sem     chan struct{}
@@ -282,7 +286,7 @@ func (a *Authenticator) record(name, addr, via, method, reason, tool string) *st
 		Time: a.now(),
 		// The claimed name, made visible and short: it is attacker text.
 		Agent: mandate.Truncate(mandate.Visible(name, false), 64), Tool: tool,
-		Args: args, Decision: policy.Deny, PolicyVersion: version,
+		Args: args, Decision: policy.Deny, PolicyVersion: version, ActionID: a.ActionID,
 		Phase: storage.PhaseAttempt, Outcome: "refused", Error: reason,
 	}
 }

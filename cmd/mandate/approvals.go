@@ -269,7 +269,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 		return err
 	}
 	defer ad.Close()
-	approver, err := authenticateApprover(ctx, ad.deps, *as, cred)
+	approver, err := authenticateApprover(ctx, ad.deps, id, *as, cred)
 	if err != nil {
 		return fmt.Errorf("%s %s: %s", strings.TrimPrefix(name, "approvals "), id, mandate.ErrorMessage(err))
 	}
@@ -335,9 +335,11 @@ func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCreden
 // authenticateApprover proves who is approving, with the same credentials,
 // backoff and audit of failures as the admin page, and returns the name
 // to decide as. Without credentials it refuses, and the refusal is
-// audited: a name on the command line proves nothing.
-func authenticateApprover(ctx context.Context, deps *tools.Deps, as string, c approverCredentials) (string, error) {
-	a := &auth.Authenticator{DB: deps.DB, Policy: deps.Policy, Now: deps.Now, Logger: deps.Logger}
+// audited, in the action's lineage: a name on the command line proves
+// nothing, and the requester trying to approve its own action is a
+// security event (it has no approver role, so it cannot sign in).
+func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as string, c approverCredentials) (string, error) {
+	a := &auth.Authenticator{DB: deps.DB, Policy: deps.Policy, Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
 	addr := "cli"
 	if u, err := user.Current(); err == nil {
 		addr = "cli:" + u.Username

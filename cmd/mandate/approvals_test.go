@@ -191,6 +191,9 @@ func TestApprovalsCLI(t *testing.T) {
 			t.Errorf("the audit record holds the password: %+v", r)
 		}
 		refused[r.Agent]++
+		if r.ActionID != first {
+			t.Errorf("refused sign-in for %s recorded under action %q, want %s's lineage", r.Agent, r.ActionID, first)
+		}
 		return nil
 	})
 	sdb.Close()
