@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -279,4 +280,27 @@ func newTLSServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewTLSServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+func TestClientAddrBehindTrustedProxy(t *testing.T) {
+	s := &Server{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	tests := []struct {
+		remote, xff, want string
+	}{
+		{"203.0.113.5:1234", "198.51.100.1", "203.0.113.5:1234"}, // not a proxy: the header is the client's own word
+		{"10.0.0.2:1234", "198.51.100.1", "198.51.100.1"},
+		{"10.0.0.2:1234", "6.6.6.6, 198.51.100.1, 10.0.0.9", "198.51.100.1"}, // the leftmost entry is the client's to forge
+		{"10.0.0.2:1234", "", "10.0.0.2"},
+		{"10.0.0.2:1234", "not-an-ip", "10.0.0.2"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.remote
+		if tt.xff != "" {
+			r.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		if got := s.clientAddr(r); got != tt.want {
+			t.Fatalf("clientAddr(%s, XFF %q) = %q, want %q", tt.remote, tt.xff, got, tt.want)
+		}
+	}
 }

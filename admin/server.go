@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -73,6 +74,13 @@ type Config struct {
 	Hosts []string
 	// Auth checks passwords; nil builds one on Deps with the defaults.
 	Auth *auth.Authenticator
+	// TrustedProxies are the addresses of reverse proxies in front of this
+	// server. For a request from one of them, the client's address (for
+	// per-address backoff and the audit) is the nearest untrusted address
+	// in X-Forwarded-For; from anywhere else that header is ignored, so a
+	// client cannot pick its own address. Without this, everyone behind a
+	// proxy shares the proxy's address and its backoff.
+	TrustedProxies []netip.Prefix
 	// FailureWarning is how many failed sign-ins on one account in the
 	// last 24 h put a warning on the queue; 0 means 5.
 	FailureWarning int
@@ -151,6 +159,38 @@ func (f filesOnly) Open(name string) (fs.File, error) {
 		return nil, fs.ErrNotExist
 	}
 	return file, nil
+}
+
+// clientAddr is the address a request came from: its peer, or, when the
+// peer is a trusted proxy, the nearest untrusted address the proxies
+// recorded in X-Forwarded-For.
+func (s *Server) clientAddr(r *http.Request) string {
+	trusted := func(a netip.Addr) bool {
+		for _, p := range s.cfg.TrustedProxies {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !trusted(ap.Addr()) {
+		return r.RemoteAddr
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // garbage: trust nothing further left
+		}
+		if !trusted(a) {
+			return a.String()
+		}
+	}
+	return ap.Addr().String()
 }
 
 // hostAllowed reports whether the request's Host header names this site.
@@ -249,7 +289,7 @@ func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Reques
 		role := auth.RoleOf(s.cfg.Deps.Policy.Policy(), sess.User)
 		if role == auth.None {
 			reason := sess.User + " no longer holds an approver or auditor role in the live policy; signed out"
-			if err := s.cfg.Auth.Refuse(r.Context(), sess.User, r.RemoteAddr, "web", auth.AccessTool, reason); err != nil {
+			if err := s.cfg.Auth.Refuse(r.Context(), sess.User, s.clientAddr(r), "web", auth.AccessTool, reason); err != nil {
 				s.cfg.Logger.Error("auditing a refused session failed", "err", err)
 			}
 			if err := s.cfg.Deps.DB.DeleteSession(r.Context(), c.Value); err != nil {
@@ -304,7 +344,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
 	next := localPath(r.PostFormValue("next"))
-	id, err := s.cfg.Auth.Password(r.Context(), name, password, r.RemoteAddr, "web")
+	id, err := s.cfg.Auth.Password(r.Context(), name, password, s.clientAddr(r), "web")
 	if err != nil {
 		d := loginData{Next: next, Name: name, Error: "That name and password do not match."}
 		code := http.StatusUnauthorized

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tlsKey := fs.String("tls-key", env("MANDATE_ADMIN_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_ADMIN_TLS_KEY)")
 	publicURL := fs.String("public-url", env("MANDATE_ADMIN_PUBLIC_URL", ""), "the URL people open, e.g. https://approvals.example.com (env MANDATE_ADMIN_PUBLIC_URL): its host is accepted in the Host header")
 	insecure := fs.Bool("insecure-http", false, "allow plain HTTP on a non-loopback --listen: passwords and sessions cross the network readable; only behind a TLS proxy on a trusted network")
+	proxies := fs.String("trusted-proxy", env("MANDATE_ADMIN_TRUSTED_PROXY", ""), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env MANDATE_ADMIN_TRUSTED_PROXY)")
 	idle := fs.Duration("idle-timeout", 30*time.Minute, "end a session unused for this long")
 	ttl := fs.Duration("session-ttl", 8*time.Hour, "end a session this long after sign-in, however busy")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
@@ -43,6 +45,10 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	nw, err := adminNetwork(*listen, *tlsCert, *tlsKey, *publicURL, *insecure)
 	if err != nil {
 		return err
+	}
+	trusted, err := parsePrefixes(*proxies)
+	if err != nil {
+		return usageError{"admin: --trusted-proxy: " + err.Error()}
 	}
 	if *idle <= 0 || *ttl <= 0 {
 		return usageError{"admin: --idle-timeout and --session-ttl must be positive"}
@@ -62,7 +68,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer ad.Close()
 	ad.deps.Logger = log
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure || nw.secure, Logger: log,
-		IdleTimeout: *idle, SessionTTL: *ttl, Hosts: nw.hosts})
+		IdleTimeout: *idle, SessionTTL: *ttl, Hosts: nw.hosts, TrustedProxies: trusted})
 	if err != nil {
 		return err
 	}
@@ -151,4 +157,26 @@ func adminNetwork(listen, cert, key, publicURL string, insecure bool) (adminNet,
 		n.hosts = append(n.hosts, strings.ToLower(u.Hostname()))
 	}
 	return n, nil
+}
+
+// parsePrefixes reads "10.0.0.1, 192.168.0.0/16" as prefixes; a lone
+// address is its own /32 or /128.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

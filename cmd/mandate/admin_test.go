@@ -75,6 +75,25 @@ func TestAdminNetworkFlags(t *testing.T) {
 	}
 }
 
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes(" 10.0.0.1, 192.168.7.9/16,::1 ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.1/32", "192.168.0.0/16", "::1/128"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if _, err := parsePrefixes("10.0.0.1, proxy.example"); err == nil {
+		t.Fatal("a host name was taken for an address")
+	}
+}
+
 func TestAdminRefusesCleartextOnTheNetwork(t *testing.T) {
 	db, st, _ := approvalFiles(t)
 	_, err := runCLI(t, "", "admin", "--listen", "0.0.0.0:0", "--db", db, "--store", st)
