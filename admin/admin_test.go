@@ -34,6 +34,7 @@ type site struct {
 	deps *tools.Deps
 	st   *store.Store
 	srv  *httptest.Server
+	jar  http.CookieJar // the signed-in client's cookies, for tests that need a second client
 }
 
 func newSite(t *testing.T) *site {
@@ -336,20 +337,27 @@ func TestQueueAndDecide(t *testing.T) {
 	}
 }
 
-// TestRequesterCannotApproveOnTheWeb logs in as the agent's own identity:
-// the page offers no buttons, and a forged form is refused.
-func TestRequesterCannotApproveOnTheWeb(t *testing.T) {
+// TestAgentCannotSignIn: the agent's own identity, even with a users row
+// and the right password, cannot sign in where its actions are decided,
+// and the refusal is audited.
+func TestAgentCannotSignIn(t *testing.T) {
 	s := newSite(t)
 	c := browser(t)
-	csrf := s.login(t, c, "demo-agent")
-	id := s.pendingRefund(t, "150.00", "late")
-	_, body := get(t, c, s.srv.URL+"/")
-	if !strings.Contains(body, "You asked for this action") || strings.Contains(body, "/actions/"+id+"/approve") {
-		t.Fatalf("queue offers the requester a decision:\n%s", body)
+	_, body := get(t, c, s.srv.URL+"/login")
+	m := csrfField.FindStringSubmatch(body)
+	resp, _ := post(t, c, s.srv.URL+"/login", url.Values{"csrf": {m[1]}, "name": {"demo-agent"}, "password": {testPassword}, "next": {"/"}})
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("agent login: %s, want 401", resp.Status)
 	}
-	resp, _ := post(t, c, s.srv.URL+"/actions/"+id+"/approve", url.Values{"csrf": {csrf}})
-	if resp.StatusCode != http.StatusForbidden || s.status(t, id) != storage.StatusPending {
-		t.Fatalf("self-approval: %s, action %s; want 403 and pending", resp.Status, s.status(t, id))
+	n := 0
+	s.deps.DB.Records(context.Background(), storage.Filter{Tool: "admin_login"}, func(r *storage.Record) error {
+		if r.Agent == "demo-agent" && r.Outcome == "refused" {
+			n++
+		}
+		return nil
+	})
+	if n != 1 {
+		t.Fatalf("%d audit records of the agent's refused sign-in, want 1", n)
 	}
 }
 

@@ -11,6 +11,13 @@
 // carries the session's CSRF token and every POST is refused without it.
 // Approving goes through tools.Approve, the same path as the CLI: fresh
 // facts, the approver's rule, the current policy, one execution.
+//
+// Who may sign in is auth's to decide (backoff, hashing cap, audited
+// failures); what they may see is asked of the live policy on every
+// request: approvers see the queue and the audit trail, an auditor only the
+// trail, and anyone else (a user whose role was removed a second ago) is
+// signed out. Requests whose Host header names another site are refused,
+// so a DNS-rebinding page cannot reach the login form.
 package admin
 
 import (
@@ -20,18 +27,23 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
-	"sync"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
-	"golang.org/x/crypto/bcrypt"
 )
 
 //go:embed templates/*.html static/*
@@ -47,11 +59,32 @@ type Config struct {
 	// Deps are the tools' dependencies: approving executes through them,
 	// and their Backend supplies the order and customer context.
 	Deps *tools.Deps
-	// Secure marks cookies Secure; set it when serving over TLS.
+	// Secure marks cookies Secure; set it when serving over TLS or behind
+	// an https:// public URL.
 	Secure bool
-	// SessionTTL is how long a login lasts; 0 means 8 hours.
+	// SessionTTL is how long a login lasts at most, however busy; 0 means
+	// 8 hours.
 	SessionTTL time.Duration
-	Logger     *slog.Logger
+	// IdleTimeout ends a session not used for this long; 0 means 30 min.
+	IdleTimeout time.Duration
+	// Hosts are the host names served ("approvals.example.com",
+	// "127.0.0.1"), on any port: rebinding is about names. Empty means
+	// loopback only: localhost, 127.0.0.1 and ::1.
+	// Anything else gets 421, so a DNS-rebinding page cannot talk to us.
+	Hosts []string
+	// Auth checks passwords; nil builds one on Deps with the defaults.
+	Auth *auth.Authenticator
+	// TrustedProxies are the addresses of reverse proxies in front of this
+	// server. For a request from one of them, the client's address (for
+	// per-address backoff and the audit) is the nearest untrusted address
+	// in X-Forwarded-For; from anywhere else that header is ignored, so a
+	// client cannot pick its own address. Without this, everyone behind a
+	// proxy shares the proxy's address and its backoff.
+	TrustedProxies []netip.Prefix
+	// FailureWarning is how many failed sign-ins on one account in the
+	// last 24 h put a warning on the queue; 0 means 5.
+	FailureWarning int
+	Logger         *slog.Logger
 }
 
 // Server serves the admin pages.
@@ -69,10 +102,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 8 * time.Hour
 	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.FailureWarning == 0 {
+		cfg.FailureWarning = 5
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(cfg.Hosts) == 0 {
+		cfg.Hosts = []string{"localhost", "127.0.0.1", "::1"}
+	}
 	s := &Server{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
+	if s.cfg.Auth == nil {
+		s.cfg.Auth = &auth.Authenticator{DB: cfg.Deps.DB, Policy: cfg.Deps.Policy, Now: s.now, Logger: cfg.Logger}
+	}
 	for _, page := range []string{"login", "queue", "action", "audit"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
@@ -84,16 +129,83 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(filesOnly{static})))
+	s.mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		http.ServeFileFS(w, r, static, "favicon.ico")
+	})
 	s.mux.HandleFunc("GET /login", s.loginPage)
 	s.mux.HandleFunc("POST /login", s.login)
-	s.mux.HandleFunc("POST /logout", s.authed(s.logout))
-	s.mux.HandleFunc("GET /{$}", s.authed(s.queue))
-	s.mux.HandleFunc("GET /actions/{id}", s.authed(s.action))
-	s.mux.HandleFunc("POST /actions/{id}/approve", s.authed(s.decide(true)))
-	s.mux.HandleFunc("POST /actions/{id}/deny", s.authed(s.decide(false)))
-	s.mux.HandleFunc("GET /audit", s.authed(s.audit))
+	s.mux.HandleFunc("POST /logout", s.authed(auth.Auditor, s.logout))
+	s.mux.HandleFunc("GET /{$}", s.authed(auth.Approver, s.queue))
+	s.mux.HandleFunc("GET /actions/{id}", s.authed(auth.Approver, s.action))
+	s.mux.HandleFunc("POST /actions/{id}/approve", s.authed(auth.Approver, s.decide(true)))
+	s.mux.HandleFunc("POST /actions/{id}/deny", s.authed(auth.Approver, s.decide(false)))
+	s.mux.HandleFunc("GET /audit", s.authed(auth.Auditor, s.audit))
 	return s, nil
+}
+
+// filesOnly serves the files of an fs.FS and nothing else: a directory is
+// "not found", so /static/ lists nothing.
+type filesOnly struct{ fs.FS }
+
+func (f filesOnly) Open(name string) (fs.File, error) {
+	file, err := f.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := file.Stat(); err != nil || st.IsDir() {
+		file.Close()
+		return nil, fs.ErrNotExist
+	}
+	return file, nil
+}
+
+// clientAddr is the address a request came from: its peer, or, when the
+// peer is a trusted proxy, the nearest untrusted address the proxies
+// recorded in X-Forwarded-For.
+func (s *Server) clientAddr(r *http.Request) string {
+	trusted := func(a netip.Addr) bool {
+		for _, p := range s.cfg.TrustedProxies {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !trusted(ap.Addr()) {
+		return r.RemoteAddr
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // garbage: trust nothing further left
+		}
+		if !trusted(a) {
+			return a.String()
+		}
+	}
+	return ap.Addr().String()
+}
+
+// hostAllowed reports whether the request's Host header names this site.
+func (s *Server) hostAllowed(r *http.Request) bool {
+	name := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		name = h
+	}
+	name = strings.TrimSuffix(strings.Trim(name, "[]"), ".")
+	for _, allowed := range s.cfg.Hosts {
+		if name != "" && name == strings.Trim(strings.ToLower(allowed), "[]") {
+			return true
+		}
+	}
+	return false
 }
 
 // ServeHTTP serves one request with headers that keep the pages out of
@@ -105,6 +217,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+	if r.TLS != nil {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	if !s.hostAllowed(r) {
+		s.cfg.Logger.Warn("request for another host refused", "host", mandate.Truncate(mandate.Visible(r.Host, false), 100))
+		http.Error(w, "Misdirected request: this server does not serve that host name. Use the address the operator gave you (see --public-url).", http.StatusMisdirectedRequest)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -140,15 +260,18 @@ type session struct {
 	token string
 }
 
-// authed wraps a handler that needs a logged-in user: without a live
-// session the request goes to the login page, and a POST must carry the
-// session's CSRF token or it is refused with 403.
-func (s *Server) authed(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+// authed wraps a handler that needs a signed-in user holding at least
+// role in the live policy: without a live session the request goes to the
+// login page; a user the policy no longer gives any role is signed out at
+// once (and it is audited); an auditor asking for an approver's page is
+// sent to the audit trail or refused; and a POST must carry the session's
+// CSRF token or it is refused with 403.
+func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := r.Cookie(sessionCookie)
 		var sess storage.Session
 		if err == nil {
-			sess, err = s.cfg.Deps.DB.Session(r.Context(), c.Value)
+			sess, err = s.cfg.Deps.DB.ActiveSession(r.Context(), c.Value, s.cfg.IdleTimeout)
 		}
 		if err != nil {
 			if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
@@ -161,6 +284,27 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request, *session)) ht
 				next = r.URL.RequestURI()
 			}
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			return
+		}
+		role := auth.RoleOf(s.cfg.Deps.Policy.Policy(), sess.User)
+		if role == auth.None {
+			reason := sess.User + " no longer holds an approver or auditor role in the live policy; signed out"
+			if err := s.cfg.Auth.Refuse(r.Context(), sess.User, s.clientAddr(r), "web", auth.AccessTool, reason); err != nil {
+				s.cfg.Logger.Error("auditing a refused session failed", "err", err)
+			}
+			if err := s.cfg.Deps.DB.DeleteSession(r.Context(), c.Value); err != nil {
+				s.cfg.Logger.Error("deleting session failed", "err", err)
+			}
+			s.clearSession(w)
+			http.Error(w, "Forbidden: your name no longer holds an approver or auditor role in the policy, so you were signed out.", http.StatusForbidden)
+			return
+		}
+		if role < need {
+			if r.Method == http.MethodGet && r.URL.Path == "/" {
+				http.Redirect(w, r, "/audit", http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "Forbidden: auditors may read the audit trail only; deciding and the queue are for approvers.", http.StatusForbidden)
 			return
 		}
 		if r.Method == http.MethodPost && !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
@@ -192,15 +336,6 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, d
 	s.render(w, code, "login", page{Title: "Sign in", Data: d})
 }
 
-// dummyHash is compared against when the user does not exist, so that a
-// wrong name takes as long as a wrong password.
-// It is computed on first use, not when the package loads, so commands
-// that never log anyone in do not pay for a bcrypt hash.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
-	return h
-})
-
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(loginCookie)
 	if err != nil || !sameToken(r.PostFormValue("csrf"), c.Value) {
@@ -209,21 +344,24 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
 	next := localPath(r.PostFormValue("next"))
-	u, err := s.cfg.Deps.DB.User(r.Context(), name)
-	hash := dummyHash()
-	if err == nil {
-		hash = []byte(u.PasswordHash)
-	} else if mandate.ErrorCode(err) != mandate.ENOTFOUND {
-		s.cfg.Logger.Error("reading user failed", "err", err)
-		http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
+	id, err := s.cfg.Auth.Password(r.Context(), name, password, s.clientAddr(r), "web")
+	if err != nil {
+		d := loginData{Next: next, Name: name, Error: "That name and password do not match."}
+		code := http.StatusUnauthorized
+		if wait, ok := auth.IsThrottled(err); ok {
+			code, d.Error = http.StatusTooManyRequests, mandate.ErrorMessage(err)
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		} else if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
+			code, d.Error = http.StatusServiceUnavailable, mandate.ErrorMessage(err)
+			s.cfg.Logger.Error("sign-in failed", "err", err)
+		}
+		// A correct password for a name the policy gives no role gets the
+		// same answer as a wrong one (auth audits the difference), so the
+		// page is no oracle for passwords of people who lost their role.
+		s.renderLogin(w, r, code, d)
 		return
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
-		s.cfg.Logger.Info("failed login", "user", name)
-		s.renderLogin(w, r, http.StatusUnauthorized, loginData{Next: next, Name: name, Error: "That name and password do not match."})
-		return
-	}
-	token, _, err := s.cfg.Deps.DB.CreateSession(r.Context(), u.Name, s.cfg.SessionTTL)
+	token, _, err := s.cfg.Deps.DB.CreateSession(r.Context(), id.Name, s.cfg.SessionTTL)
 	if err != nil {
 		s.cfg.Logger.Error("creating session failed", "err", err)
 		http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
@@ -232,16 +370,23 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
 		Secure: s.cfg.Secure, SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.SessionTTL.Seconds())})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/login", MaxAge: -1})
-	s.cfg.Logger.Info("login", "user", u.Name)
+	s.cfg.Logger.Info("login", "user", id.Name, "role", id.Role.String())
+	if id.Role == auth.Auditor && next == "/" {
+		next = "/audit"
+	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) clearSession(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: s.cfg.Secure, SameSite: http.SameSiteStrictMode})
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
 	if err := s.cfg.Deps.DB.DeleteSession(r.Context(), sess.token); err != nil {
 		s.cfg.Logger.Error("deleting session failed", "err", err)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		Secure: s.cfg.Secure, SameSite: http.SameSiteStrictMode})
+	s.clearSession(w)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
@@ -270,12 +415,57 @@ type page struct {
 	CSRF  string
 	Nav   string
 	Data  any
+	// Approver is whether User may see the queue; render sets it from the
+	// live policy.
+	Approver bool
+	// Warnings are shown above the queue: accounts with repeated failed
+	// sign-ins. render fills them for the queue page.
+	Warnings []string
 }
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, p page) {
+	if p.User != "" {
+		p.Approver = auth.RoleOf(s.cfg.Deps.Policy.Policy(), p.User) == auth.Approver
+	}
+	if name == "queue" {
+		p.Warnings = s.loginWarnings()
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
 	if err := s.pages[name].Execute(w, p); err != nil {
 		s.cfg.Logger.Error("rendering failed", "page", name, "err", err)
 	}
+}
+
+// loginWarnings names the accounts with at least FailureWarning failed
+// sign-ins in the last 24 hours, most attacked first. It is filled here,
+// not by the queue handler, so that every page rendered as "queue" gets it.
+func (s *Server) loginWarnings() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := s.cfg.Deps.DB.LoginFailuresSince(ctx, s.now().Add(-24*time.Hour))
+	if err != nil {
+		s.cfg.Logger.Error("counting failed sign-ins failed", "err", err)
+		return []string{"Failed sign-ins could not be counted: " + mandate.ErrorMessage(err)}
+	}
+	type acct struct {
+		name string
+		n    int
+	}
+	var hot []acct
+	for u, n := range counts {
+		if n >= s.cfg.FailureWarning {
+			hot = append(hot, acct{u, n})
+		}
+	}
+	sort.Slice(hot, func(i, j int) bool { return hot[i].n > hot[j].n || hot[i].n == hot[j].n && hot[i].name < hot[j].name })
+	var out []string
+	for _, a := range hot {
+		name := mandate.Truncate(mandate.Visible(a.name, false), 64)
+		if a.name == "" {
+			name = "(unknown token)"
+		}
+		out = append(out, fmt.Sprintf("%d failed sign-ins on the account %q in the last 24 hours. If that was not its owner, someone is guessing its password: the guesses are slowed and in the audit trail (tool %s).", a.n, name, auth.LoginTool))
+	}
+	return out
 }

@@ -64,16 +64,27 @@ func (db *DB) User(ctx context.Context, name string) (User, error) {
 	return u, nil
 }
 
-// CreateSession starts a session for user lasting ttl and returns its
-// secret token (for the cookie; only its hash is stored) and CSRF token.
+// CreateSession starts a session for user lasting at most ttl and returns
+// its secret token (for the cookie; only its hash is stored) and CSRF token.
+// It ends the user's other sessions in the same transaction: a new login
+// revokes the old ones, so a session stolen earlier dies the next time its
+// owner signs in, and "sign in again" is always a way to end every session.
 func (db *DB) CreateSession(ctx context.Context, user string, ttl time.Duration) (token string, s Session, err error) {
 	now := db.Now()
 	token, s = randomToken(), Session{User: user, CSRF: randomToken(), ExpiresAt: now.Add(ttl)}
-	if _, err := db.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, timeText(now)); err != nil {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", s, unavailable("create session", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ? OR user = ?`, timeText(now), user); err != nil {
 		return "", s, unavailable("prune sessions", err)
 	}
-	if _, err := db.db.ExecContext(ctx, `INSERT INTO sessions (token_hash, user, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		tokenHash(token), user, s.CSRF, timeText(now), timeText(s.ExpiresAt)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user, csrf, created_at, expires_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)`,
+		tokenHash(token), user, s.CSRF, timeText(now), timeText(s.ExpiresAt), timeText(now)); err != nil {
+		return "", s, unavailable("create session", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return "", s, unavailable("create session", err)
 	}
 	return token, s, nil
@@ -82,18 +93,39 @@ func (db *DB) CreateSession(ctx context.Context, user string, ttl time.Duration)
 // Session returns the live session for token, or a not_found error when
 // there is none or it has expired.
 func (db *DB) Session(ctx context.Context, token string) (Session, error) {
+	return db.ActiveSession(ctx, token, 0)
+}
+
+// ActiveSession returns the live session for token and marks it used now,
+// or a not_found error when there is none, it is past its absolute expiry,
+// or (idle > 0) it has not been used for idle. An expired session is
+// deleted so it cannot come back if the clock moves.
+func (db *DB) ActiveSession(ctx context.Context, token string, idle time.Duration) (Session, error) {
 	var s Session
-	var expires string
-	err := db.db.QueryRowContext(ctx, `SELECT user, csrf, expires_at FROM sessions WHERE token_hash = ?`, tokenHash(token)).
-		Scan(&s.User, &s.CSRF, &expires)
+	var expires, lastSeen string
+	th := tokenHash(token)
+	err := db.db.QueryRowContext(ctx, `SELECT user, csrf, expires_at, last_seen FROM sessions WHERE token_hash = ?`, th).
+		Scan(&s.User, &s.CSRF, &expires, &lastSeen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, mandate.Errorf(mandate.ENOTFOUND, "no session")
 	} else if err != nil {
 		return s, unavailable("read session", err)
 	}
+	now := db.Now()
 	s.ExpiresAt, _ = time.Parse(time.RFC3339Nano, expires)
-	if !db.Now().Before(s.ExpiresAt) {
+	seen, perr := time.Parse(time.RFC3339Nano, lastSeen)
+	if !now.Before(s.ExpiresAt) || (idle > 0 && (perr != nil || now.Sub(seen) >= idle)) {
+		if _, err := db.db.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ?`, th); err != nil {
+			return Session{}, unavailable("delete session", err)
+		}
 		return Session{}, mandate.Errorf(mandate.ENOTFOUND, "session expired")
+	}
+	// Writing on every request would make each page view a commit; a
+	// minute's resolution is plenty for an idle limit of minutes.
+	if idle > 0 && now.Sub(seen) >= time.Minute {
+		if _, err := db.db.ExecContext(ctx, `UPDATE sessions SET last_seen = ? WHERE token_hash = ?`, timeText(now), th); err != nil {
+			return Session{}, unavailable("touch session", err)
+		}
 	}
 	return s, nil
 }
@@ -104,6 +136,235 @@ func (db *DB) DeleteSession(ctx context.Context, token string) error {
 		return unavailable("delete session", err)
 	}
 	return nil
+}
+
+// SessionInfo describes one session of a user, without its secrets.
+type SessionInfo struct {
+	CreatedAt, LastSeen, ExpiresAt time.Time
+}
+
+// UserSessions returns the unexpired sessions of user, oldest first.
+func (db *DB) UserSessions(ctx context.Context, user string) ([]SessionInfo, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT created_at, last_seen, expires_at FROM sessions WHERE user = ? AND expires_at > ? ORDER BY created_at`,
+		user, timeText(db.Now()))
+	if err != nil {
+		return nil, unavailable("read sessions", err)
+	}
+	defer rows.Close()
+	var out []SessionInfo
+	for rows.Next() {
+		var c, l, e string
+		if err := rows.Scan(&c, &l, &e); err != nil {
+			return nil, unavailable("read sessions", err)
+		}
+		var si SessionInfo
+		si.CreatedAt, _ = time.Parse(time.RFC3339Nano, c)
+		si.LastSeen, _ = time.Parse(time.RFC3339Nano, l)
+		si.ExpiresAt, _ = time.Parse(time.RFC3339Nano, e)
+		out = append(out, si)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("read sessions", err)
+	}
+	return out, nil
+}
+
+// RevokeSessions ends every session of user and returns how many there were.
+func (db *DB) RevokeSessions(ctx context.Context, user string) (int64, error) {
+	res, err := db.db.ExecContext(ctx, `DELETE FROM sessions WHERE user = ?`, user)
+	if err != nil {
+		return 0, unavailable("revoke sessions", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// RemoveUser deletes user with their sessions and token (the foreign keys
+// cascade); a name that does not exist is not_found.
+func (db *DB) RemoveUser(ctx context.Context, name string) error {
+	res, err := db.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
+	if err != nil {
+		return unavailable("remove user", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
+	}
+	return nil
+}
+
+// SetPassword replaces user's password hash and ends their sessions, in
+// one transaction: whoever held the old password is signed out.
+func (db *DB) SetPassword(ctx context.Context, name, passwordHash string) error {
+	if passwordHash == "" {
+		return mandate.Errorf(mandate.EINVALID, "empty password hash")
+	}
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("set password", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE name = ?`, passwordHash, name)
+	if err != nil {
+		return unavailable("set password", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE user = ?`, name); err != nil {
+		return unavailable("set password", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable("set password", err)
+	}
+	return nil
+}
+
+// SetToken makes token the one CLI token of user, replacing any earlier
+// one. Only its SHA-256 is stored.
+func (db *DB) SetToken(ctx context.Context, user, token string) error {
+	if len(token) < 32 {
+		return mandate.Errorf(mandate.EINVALID, "token too short")
+	}
+	_, err := db.db.ExecContext(ctx, `INSERT INTO approver_tokens (token_hash, user, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (user) DO UPDATE SET token_hash = excluded.token_hash, created_at = excluded.created_at`,
+		tokenHash(token), user, timeText(db.Now()))
+	if err != nil {
+		if strings.Contains(err.Error(), "FOREIGN KEY") {
+			return mandate.Errorf(mandate.ENOTFOUND, "no user %q; add them first with `mandate admin user add`", user)
+		}
+		return unavailable("set token", err)
+	}
+	return nil
+}
+
+// TokenUser returns the user whose token this is, or not_found.
+func (db *DB) TokenUser(ctx context.Context, token string) (string, error) {
+	var user string
+	err := db.db.QueryRowContext(ctx, `SELECT user FROM approver_tokens WHERE token_hash = ?`, tokenHash(token)).Scan(&user)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", mandate.Errorf(mandate.ENOTFOUND, "no such token")
+	} else if err != nil {
+		return "", unavailable("read token", err)
+	}
+	return user, nil
+}
+
+// LoginBlockedUntil returns the latest time until which any of keys is
+// blocked after failed logins, or the zero time when none is blocked at now.
+func (db *DB) LoginBlockedUntil(ctx context.Context, now time.Time, keys ...string) (time.Time, error) {
+	var until time.Time
+	for _, k := range keys {
+		var b string
+		err := db.db.QueryRowContext(ctx, `SELECT blocked_until FROM login_throttle WHERE key = ?`, k).Scan(&b)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		} else if err != nil {
+			return time.Time{}, unavailable("read login backoff", err)
+		}
+		t, _ := time.Parse(time.RFC3339Nano, b)
+		if t.After(now) && t.After(until) {
+			until = t
+		}
+	}
+	return until, nil
+}
+
+// LoginFailure is one failed login to record.
+type LoginFailure struct {
+	User, Address string
+	// Keys are the backoff keys the failure counts against.
+	Keys []string
+	// Delay is the wait after the nth consecutive failure of key.
+	Delay func(key string, n int) time.Duration
+	// Forget is how long after its last failure a key starts again at zero.
+	Forget time.Duration
+	// Audit is the security event recorded with the failure.
+	Audit *Record
+}
+
+// RecordLoginFailure counts a failed login against each key, blocks each
+// for its Delay, keeps the failure for the queue's warning and appends the
+// audit record, all in one transaction: the count that blocks the next
+// guess is shared by every process on this database, and a failure is
+// never counted without its audit record. It returns until when the login
+// is now blocked.
+func (db *DB) RecordLoginFailure(ctx context.Context, now time.Time, f LoginFailure) (time.Time, error) {
+	var until time.Time
+	err := db.write(func(tx *Tx) error {
+		for _, k := range f.Keys {
+			var n int
+			var updated string
+			err := tx.QueryRowContext(ctx, `SELECT failures, updated_at FROM login_throttle WHERE key = ?`, k).Scan(&n, &updated)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return unavailable("read login backoff", err)
+			}
+			if t, perr := time.Parse(time.RFC3339Nano, updated); err == nil && (perr != nil || now.Sub(t) > f.Forget) {
+				n = 0
+			}
+			n++
+			b := now.Add(f.Delay(k, n))
+			if b.After(until) {
+				until = b
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO login_throttle (key, failures, blocked_until, updated_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, blocked_until = excluded.blocked_until, updated_at = excluded.updated_at`,
+				k, n, timeText(b), timeText(now)); err != nil {
+				return unavailable("record login backoff", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO login_failures (time, user, address) VALUES (?, ?, ?)`, timeText(now), f.User, f.Address); err != nil {
+			return unavailable("record login failure", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM login_failures WHERE time < ?`, timeText(now.Add(-7*24*time.Hour))); err != nil {
+			return unavailable("prune login failures", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM login_throttle WHERE updated_at < ? AND blocked_until < ?`,
+			timeText(now.Add(-f.Forget)), timeText(now)); err != nil {
+			return unavailable("prune login backoff", err)
+		}
+		if f.Audit != nil {
+			if f.Audit.Time.IsZero() {
+				f.Audit.Time = now
+			}
+			if err := appendRecord(ctx, tx, f.Audit); err != nil {
+				return unavailable("append", err)
+			}
+		}
+		return nil
+	})
+	return until, err
+}
+
+// ClearLoginFailures forgets the backoff of keys, after a login succeeded.
+func (db *DB) ClearLoginFailures(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		if _, err := db.db.ExecContext(ctx, `DELETE FROM login_throttle WHERE key = ?`, k); err != nil {
+			return unavailable("clear login backoff", err)
+		}
+	}
+	return nil
+}
+
+// LoginFailuresSince counts the failed logins per user name since t.
+func (db *DB) LoginFailuresSince(ctx context.Context, t time.Time) (map[string]int, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT user, COUNT(*) FROM login_failures WHERE time >= ? GROUP BY user`, timeText(t))
+	if err != nil {
+		return nil, unavailable("count login failures", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var u string
+		var n int
+		if err := rows.Scan(&u, &n); err != nil {
+			return nil, unavailable("count login failures", err)
+		}
+		out[u] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("count login failures", err)
+	}
+	return out, nil
 }
 
 func randomToken() string {

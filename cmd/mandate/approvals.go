@@ -7,17 +7,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
+	"golang.org/x/term"
 )
 
 const approvalsUsage = `Usage:
@@ -319,14 +322,15 @@ func openApprovalDeps(ctx context.Context, dbPath, storePath string, pf *policyF
 }
 
 func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout, stderr io.Writer) error {
-	name, synopsis := "approvals approve", "mandate approvals approve ID --as NAME [--comment TEXT] [--db FILE --store FILE]"
+	name, synopsis := "approvals approve", "mandate approvals approve ID --as NAME [--comment TEXT] [--token-file FILE] [--db FILE --store FILE]"
 	if !approve {
-		name, synopsis = "approvals deny", "mandate approvals deny ID --as NAME --comment TEXT [--db FILE --store FILE]"
+		name, synopsis = "approvals deny", "mandate approvals deny ID --as NAME --comment TEXT [--token-file FILE] [--db FILE --store FILE]"
 	}
 	fs := newFlags(name, synopsis, stderr)
 	dbPath := dbFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the action runs against (env MANDATE_STORE)")
-	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required")
+	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required with a password")
+	tokenFile := fs.String("token-file", "", "a file holding your token from `mandate admin user token` (or set MANDATE_APPROVER_TOKEN); else your password is asked for (or MANDATE_ADMIN_PASSWORD)")
 	comment := fs.String("comment", "", "a note for the record; required to deny, and the agent passes it on")
 	var pf policyFlags
 	pf.register(fs)
@@ -334,8 +338,12 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	if err != nil {
 		return err
 	}
-	if *as == "" {
-		return usageError{name + ": say who you are with --as NAME"}
+	cred, err := readApproverCredentials(*tokenFile, stderr)
+	if err != nil {
+		return err
+	}
+	if *as == "" && cred.token == "" {
+		return usageError{name + ": say who you are with --as NAME (and your password), or give your token with --token-file or MANDATE_APPROVER_TOKEN"}
 	}
 	if !approve && strings.TrimSpace(*comment) == "" {
 		return usageError{name + ": give a reason with --comment; the agent passes it on to the customer"}
@@ -345,11 +353,15 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 		return err
 	}
 	defer ad.Close()
+	approver, err := authenticateApprover(ctx, ad.deps, id, *as, cred)
+	if err != nil {
+		return fmt.Errorf("%s %s: %s", strings.TrimPrefix(name, "approvals "), id, mandate.ErrorMessage(err))
+	}
 	var act *storage.Action
 	if approve {
-		act, err = tools.Approve(ctx, ad.deps, id, *as, *comment)
+		act, err = tools.Approve(ctx, ad.deps, id, approver, *comment)
 	} else {
-		act, err = tools.Deny(ctx, ad.deps, id, *as, *comment)
+		act, err = tools.Deny(ctx, ad.deps, id, approver, *comment)
 	}
 	if err != nil {
 		if act != nil {
@@ -359,12 +371,95 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	}
 	switch act.Status {
 	case storage.StatusExecuted:
-		fmt.Fprintf(stdout, "%s: approved by %s and executed: %s\n", act.ID, *as, act.Result)
+		fmt.Fprintf(stdout, "%s: approved by %s and executed: %s\n", act.ID, approver, act.Result)
 	case storage.StatusFailed:
-		fmt.Fprintf(stdout, "%s: approved by %s, but the system of record refused or failed: %s\n", act.ID, *as, act.Error)
+		fmt.Fprintf(stdout, "%s: approved by %s, but the system of record refused or failed: %s\n", act.ID, approver, act.Error)
 		return fmt.Errorf("approve %s: the action failed", id)
 	default:
-		fmt.Fprintf(stdout, "%s: %s by %s\n", act.ID, act.Status, *as)
+		fmt.Fprintf(stdout, "%s: %s by %s\n", act.ID, act.Status, approver)
 	}
 	return nil
+}
+
+// approverCredentials is what the CLI approver offered: a token, or a
+// password, or neither.
+type approverCredentials struct {
+	token, password string
+	prompt          bool // the password must still be asked for on the terminal
+}
+
+// readApproverCredentials finds the approver's credentials: a token from
+// MANDATE_APPROVER_TOKEN or --token-file, else a password from
+// MANDATE_ADMIN_PASSWORD, else (on a terminal) a password prompt later.
+func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCredentials, error) {
+	var c approverCredentials
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return c, fmt.Errorf("reading --token-file: %w", err)
+		}
+		c.token = strings.TrimSpace(string(b))
+		if c.token == "" {
+			return c, usageError{"--token-file " + tokenFile + " is empty"}
+		}
+		return c, nil
+	}
+	if t := strings.TrimSpace(os.Getenv("MANDATE_APPROVER_TOKEN")); t != "" {
+		c.token = t
+		return c, nil
+	}
+	if p := os.Getenv("MANDATE_ADMIN_PASSWORD"); p != "" {
+		c.password = p
+		return c, nil
+	}
+	c.prompt = term.IsTerminal(int(os.Stdin.Fd()))
+	return c, nil
+}
+
+// authenticateApprover proves who is approving, with the same credentials,
+// backoff and audit of failures as the admin page, and returns the name
+// to decide as. Without credentials it refuses, and the refusal is
+// audited, in the action's lineage: a name on the command line proves
+// nothing, and the requester trying to approve its own action is a
+// security event (it has no approver role, so it cannot sign in).
+func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as string, c approverCredentials) (string, error) {
+	a := &auth.Authenticator{DB: deps.DB, Policy: deps.Policy, Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
+	addr := "cli"
+	if u, err := user.Current(); err == nil {
+		addr = "cli:" + u.Username
+	}
+	var id auth.Identity
+	var err error
+	switch {
+	case c.token != "":
+		id, err = a.Token(ctx, c.token, addr, "cli")
+		if err == nil && as != "" && as != id.Name {
+			reason := fmt.Sprintf("token of %s used with --as %s", id.Name, as)
+			if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
+				return "", aerr
+			}
+			return "", mandate.Errorf(mandate.EDENIED, "the token belongs to %s, not %s", id.Name, as)
+		}
+	case c.password != "" || c.prompt:
+		pw := c.password
+		if c.prompt {
+			if pw, err = promptPassword(os.Stdin, os.Stderr, "Password for "+as+": "); err != nil {
+				return "", err
+			}
+		}
+		id, err = a.Password(ctx, as, pw, addr, "cli")
+	default:
+		reason := "no credentials: approving from the CLI needs a password (prompt or MANDATE_ADMIN_PASSWORD) or a token (--token-file or MANDATE_APPROVER_TOKEN)"
+		if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
+			return "", aerr
+		}
+		return "", mandate.Errorf(mandate.EDENIED, "%s", reason)
+	}
+	if err != nil {
+		return "", err
+	}
+	if id.Role != auth.Approver {
+		return "", mandate.Errorf(mandate.EDENIED, "%s is an %s and may not decide actions", id.Name, id.Role)
+	}
+	return id.Name, nil
 }

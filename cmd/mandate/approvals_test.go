@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // approvalFiles makes a gateway database and a demo store in a temporary
@@ -72,12 +75,47 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	return out.String() + errOut.String(), err
 }
 
+// cliPassword is the approvers' password in the CLI tests.
+const cliPassword = "plum-velvet-harbour-42"
+
+// addUsers adds web/CLI users with cliPassword (a cheap hash: the tests
+// are about who may decide, not about bcrypt's cost).
+func addUsers(t *testing.T, dbPath string, names ...string) {
+	t.Helper()
+	db, err := storage.Open(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hash, err := bcrypt.GenerateFromPassword([]byte(cliPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := db.AddUser(context.Background(), n, string(hash)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestApprovalsCLI(t *testing.T) {
 	db, st, ids := approvalFiles(t, "150.00", "120.00")
 	first, second := ids[0], ids[1]
+	addUsers(t, db, "alice", "bob", "demo-agent")
+	tokOut, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobToken := strings.Fields(tokOut)[0]
+	tokenFile := filepath.Join(t.TempDir(), "bob.token")
+	if err := os.WriteFile(tokenFile, []byte(bobToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw := map[string]string{"MANDATE_ADMIN_PASSWORD": cliPassword}
 	tests := []struct {
 		name    string
 		args    []string
+		env     map[string]string
 		wantErr bool
 		usage   bool     // the error is a usage error (exit status 2)
 		want    []string // substrings of the output or error
@@ -85,19 +123,27 @@ func TestApprovalsCLI(t *testing.T) {
 	}{
 		{name: "list pending", args: []string{"approvals", "list", "--db", db},
 			want: []string{first, second, "pending", "demo-agent", "refund_order", "amount=150.00"}, not: []string{"\nsecond line"}},
-		{name: "requester cannot approve", args: []string{"approvals", "approve", first, "--as", "demo-agent", "--db", db, "--store", st},
-			wantErr: true, want: []string{"demo-agent cannot decide"}},
-		{name: "an agent is no approver", args: []string{"approvals", "approve", first, "--as", "senior-bot", "--db", db, "--store", st},
-			wantErr: true, want: []string{"do not let senior-bot decide"}},
+		{name: "no credentials", args: []string{"approvals", "approve", first, "--as", "alice", "--db", db, "--store", st},
+			wantErr: true, want: []string{"no credentials"}},
+		{name: "wrong password", args: []string{"approvals", "approve", first, "--as", "alice", "--db", db, "--store", st},
+			env: map[string]string{"MANDATE_ADMIN_PASSWORD": "not-alices-password"}, wantErr: true, want: []string{"do not match"}},
+		{name: "the requester cannot sign in", args: []string{"approvals", "approve", first, "--as", "demo-agent", "--db", db, "--store", st},
+			env: pw, wantErr: true, want: []string{"demo-agent holds no approver"}},
+		{name: "an agent without a user is refused", args: []string{"approvals", "approve", first, "--as", "senior-bot", "--db", db, "--store", st},
+			env: pw, wantErr: true, want: []string{"do not match"}},
 		{name: "deny needs a comment", args: []string{"approvals", "deny", second, "--as", "bob", "--db", db, "--store", st},
-			wantErr: true, usage: true, want: []string{"--comment"}},
-		{name: "approve needs --as", args: []string{"approvals", "approve", first, "--db", db, "--store", st},
+			env: pw, wantErr: true, usage: true, want: []string{"--comment"}},
+		{name: "approve needs --as or a token", args: []string{"approvals", "approve", first, "--db", db, "--store", st},
 			wantErr: true, usage: true, want: []string{"--as"}},
+		{name: "a token names its owner", args: []string{"approvals", "approve", first, "--as", "alice", "--token-file", tokenFile, "--db", db, "--store", st},
+			wantErr: true, want: []string{"belongs to bob"}},
+		{name: "a forged token", args: []string{"approvals", "approve", first, "--db", db, "--store", st},
+			env: map[string]string{"MANDATE_APPROVER_TOKEN": "mdt_" + strings.Repeat("0", 64)}, wantErr: true, want: []string{"do not match"}},
 		{name: "approve executes", args: []string{"approvals", "approve", first, "--as", "alice", "--comment", "goodwill", "--db", db, "--store", st},
-			want: []string{first, "approved by alice and executed", `"amount":"150.00"`}},
-		{name: "approve again is refused", args: []string{"approvals", "approve", "--as", "bob", "--db", db, "--store", st, first},
-			wantErr: true, want: []string{"executed, not pending"}},
-		{name: "deny with comment", args: []string{"approvals", "deny", second, "--as", "bob", "--comment", "already refunded by phone", "--db", db, "--store", st},
+			env: pw, want: []string{first, "approved by alice and executed", `"amount":"150.00"`}},
+		{name: "approve again is refused", args: []string{"approvals", "approve", "--db", db, "--store", st, first},
+			env: map[string]string{"MANDATE_APPROVER_TOKEN": bobToken}, wantErr: true, want: []string{"executed, not pending"}},
+		{name: "deny with a token file", args: []string{"approvals", "deny", second, "--token-file", tokenFile, "--comment", "already refunded by phone", "--db", db, "--store", st},
 			want: []string{second, "denied by bob"}},
 		{name: "show lineage", args: []string{"approvals", "show", first, "--db", db},
 			want: []string{"executed", "decided by", "alice", "goodwill", "attempt", "approval", "outcome"}},
@@ -112,6 +158,9 @@ func TestApprovalsCLI(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{"MANDATE_ADMIN_PASSWORD", "MANDATE_APPROVER_TOKEN", "MANDATE_APPROVER"} {
+				t.Setenv(k, tt.env[k])
+			}
 			out, err := runCLI(t, "", tt.args...)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error = %v, want error %v; output:\n%s", err, tt.wantErr, out)
@@ -135,8 +184,31 @@ func TestApprovalsCLI(t *testing.T) {
 			}
 		})
 	}
-	// The store moved exactly the approved refund.
+	// Every refused sign-in is in the audit trail, without the password.
 	ctx := context.Background()
+	sdb, err := storage.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := map[string]int{}
+	err = sdb.Records(ctx, storage.Filter{Tool: "admin_login"}, func(r *storage.Record) error {
+		if strings.Contains(string(r.Args), "not-alices-password") || strings.Contains(r.Error, "not-alices-password") {
+			t.Errorf("the audit record holds the password: %+v", r)
+		}
+		refused[r.Agent]++
+		if r.ActionID != first {
+			t.Errorf("refused sign-in for %s recorded under action %q, want %s's lineage", r.Agent, r.ActionID, first)
+		}
+		return nil
+	})
+	sdb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused["alice"] != 3 || refused["demo-agent"] != 1 || refused["senior-bot"] != 1 || refused[""] != 1 {
+		t.Fatalf("refused sign-ins in the audit trail per name: %v; want alice 3 (none, wrong, token of bob), demo-agent 1, senior-bot 1, a forged token 1", refused)
+	}
+	// The store moved exactly the approved refund.
 	s, _, _, err := openStore(ctx, st)
 	if err != nil {
 		t.Fatal(err)
@@ -160,10 +232,19 @@ func TestAdminUserAdd(t *testing.T) {
 		wantErr string
 	}{
 		{name: "add", stdin: "correct horse battery\n", args: []string{"alice"}},
-		{name: "exists", stdin: "another password\n", args: []string{"alice"}, wantErr: "exists"},
-		{name: "short password", stdin: "short\n", args: []string{"bob"}, wantErr: "at least"},
+		{name: "exists", stdin: "another good password\n", args: []string{"alice"}, wantErr: "exists"},
+		{name: "short password", stdin: "short\n", args: []string{"bob"}, wantErr: "at least 12"},
+		{name: "ten a's", stdin: "aaaaaaaaaa\n", args: []string{"bob"}, wantErr: "at least 12"},
+		{name: "twelve a's", stdin: "aaaaaaaaaaaa\n", args: []string{"bob"}, wantErr: "common"},
+		{name: "common password", stdin: "Password1234\n", args: []string{"bob"}, wantErr: "common"},
 		{name: "no name", stdin: "long enough password\n", wantErr: "name"},
-		{name: "bad name", stdin: "long enough password\n", args: []string{"bo b"}, wantErr: "without spaces"},
+		{name: "space in the name", stdin: "long enough password\n", args: []string{"bo b"}, wantErr: "invisible"},
+		{name: "Cyrillic a", stdin: "long enough password\n", args: []string{"\u0430lice"}, wantErr: "looks like"},
+		{name: "confusable with an identity", stdin: "long enough password\n", args: []string{"ALICE"}, wantErr: "mistaken for"},
+		{name: "markup", stdin: "long enough password\n", args: []string{"<b>bob</b>"}, wantErr: "<"},
+		{name: "an agent", stdin: "long enough password\n", args: []string{"demo-agent"}, wantErr: "agent"},
+		{name: "not in the policy", stdin: "long enough password\n", args: []string{"mallory"}, wantErr: "not an identity"},
+		{name: "a role", stdin: "long enough password\n", args: []string{"supervisor"}, wantErr: "not an identity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,6 +259,10 @@ func TestAdminUserAdd(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error = %v, want one mentioning %q", err, tt.wantErr)
 			}
+			var ue usageError
+			if !errors.As(err, &ue) && tt.wantErr != "exists" {
+				t.Fatalf("error %v is not a usage error", err)
+			}
 		})
 	}
 	sdb, err := storage.Open(context.Background(), db)
@@ -191,5 +276,59 @@ func TestAdminUserAdd(t *testing.T) {
 	}
 	if !strings.HasPrefix(u.PasswordHash, "$2a$") || strings.Contains(u.PasswordHash, "correct horse") {
 		t.Fatalf("stored password %q is not a bcrypt hash", u.PasswordHash)
+	}
+}
+
+func TestAdminUserLifecycle(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "mandate.db")
+	t.Setenv("MANDATE_ADMIN_PASSWORD", "")
+	if _, err := runCLI(t, cliPassword+"\n", "admin", "user", "add", "bob", "--db", db); err != nil {
+		t.Fatal(err)
+	}
+	sdb, err := storage.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if _, _, err := sdb.CreateSession(ctx, "bob", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+		err   string
+	}{
+		{name: "one session: a new login ended the older", args: []string{"sessions", "bob"}, want: "EXPIRES"},
+		{name: "revoke", args: []string{"sessions", "bob", "--revoke"}, want: "ended 1 session"},
+		{name: "none left", args: []string{"sessions", "bob"}, want: "no live sessions"},
+		{name: "weak new password", stdin: "bob\n", args: []string{"passwd", "bob"}, err: "at least 12"},
+		{name: "new password", stdin: "another-fine-sentence-7\n", args: []string{"passwd", "bob"}, want: "changed the password of bob"},
+		{name: "token", args: []string{"token", "bob"}, want: "mdt_"},
+		{name: "token for nobody", args: []string{"token", "nobody"}, err: "no user"},
+		{name: "remove", args: []string{"remove", "bob"}, want: "removed bob"},
+		{name: "remove again", args: []string{"remove", "bob"}, err: "no user"},
+		{name: "unknown subcommand", args: []string{"purge", "bob"}, err: "unknown subcommand"},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			out, err := runCLI(t, st.stdin, append(append([]string{"admin", "user"}, st.args...), "--db", db)...)
+			if st.err != "" {
+				if err == nil || !strings.Contains(err.Error(), st.err) {
+					t.Fatalf("error %v, want %q", err, st.err)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, st.want) {
+				t.Fatalf("err %v, output %q, want %q", err, out, st.want)
+			}
+		})
+	}
+	if _, err := sdb.TokenUser(ctx, "anything"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("token lookup after removal: %v", err)
 	}
 }

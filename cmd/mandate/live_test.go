@@ -105,6 +105,9 @@ func TestApprovalsCLIRefusesStalePolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db, st, ids := approvalFiles(t, "150.00")
 			id := ids[0]
+			// Both can sign in (mallory only by a users row made behind
+			// the CLI's back): the refusal below is the stale policy's.
+			signIn(t, db, "alice", "mallory")
 			args, held := tt.setup(t)
 			heldVersion := policy.Version(mandate.DefaultModel, mustRead(t, held))
 			out, err := runCLI(t, "", append([]string{"approvals", "approve", id, "--db", db, "--store", st}, args...)...)
@@ -159,6 +162,7 @@ func TestApprovalsCLIFailsClosedWithoutLivePolicy(t *testing.T) {
 		}
 	}
 	raw.Close()
+	signIn(t, db, "alice")
 	_, err = runCLI(t, "", "approvals", "approve", ids[0], "--as", "alice", "--db", db, "--store", st)
 	if err == nil || !strings.Contains(err.Error(), "no live policy is recorded") {
 		t.Fatalf("approve with no recorded policy: %v, want a refusal saying none is recorded", err)
@@ -174,6 +178,7 @@ func TestApprovalsCLIEmergencyDeny(t *testing.T) {
 	id := ids[0]
 	kill := writePolicy(t, t.TempDir(), emergencyDeny)
 	recordLive(t, db, kill, "serve reload")
+	signIn(t, db, "alice")
 	out, err := runCLI(t, "", "approvals", "approve", id, "--as", "alice", "--comment", "customer is right", "--db", db, "--store", st, "--policy", kill)
 	if err == nil || !strings.Contains(err.Error(), "the rules now refuse") {
 		t.Fatalf("approve under the emergency rule: %v\n%s; want refused by the rules", err, out)
@@ -207,6 +212,9 @@ func mustRead(t *testing.T, path string) []byte {
 func TestAuditExportApproverAndComment(t *testing.T) {
 	db, st, ids := approvalFiles(t, "150.00")
 	id := ids[0]
+	// demo-agent gets a users row and the password, yet as an agent it
+	// cannot sign in to decide: the refusal is in the action's lineage.
+	signIn(t, db, "alice", "demo-agent")
 	if _, err := runCLI(t, "", "approvals", "approve", id, "--as", "demo-agent", "--db", db, "--store", st); err == nil {
 		t.Fatal("the requester approved its own action")
 	}
@@ -231,7 +239,7 @@ func TestAuditExportApproverAndComment(t *testing.T) {
 			approval = r
 		}
 	}
-	if self == nil || self["agent"] != "demo-agent" || self["approver"] != "demo-agent" || !strings.Contains(self["error"].(string), "self-approval refused") {
+	if self == nil || self["agent"] != "demo-agent" || self["approver"] != "demo-agent" || self["tool"] != "admin_login" || !strings.Contains(self["error"].(string), "demo-agent holds no approver") {
 		t.Fatalf("self-approval record %v, want a refusal naming demo-agent", self)
 	}
 	if approval == nil || approval["approver"] != "alice" || approval["comment"] != "=1+1 goodwill" || approval["error"] != "" {
@@ -273,4 +281,12 @@ func TestAuditExportApproverAndComment(t *testing.T) {
 	if out, err := runCLI(t, "", "audit", "verify", "--db", db); err != nil || !strings.HasPrefix(out, "ok:") {
 		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
+}
+
+// signIn gives names CLI credentials: a users row with cliPassword and the
+// password in MANDATE_ADMIN_PASSWORD for this test.
+func signIn(t *testing.T, db string, names ...string) {
+	t.Helper()
+	addUsers(t, db, names...)
+	t.Setenv("MANDATE_ADMIN_PASSWORD", cliPassword)
 }

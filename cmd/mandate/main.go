@@ -80,15 +80,17 @@ Usage:
                                          re-decide recorded traffic under a candidate policy
   mandate approvals list [--status S]    actions waiting for a person
   mandate approvals show ID
-  mandate approvals approve ID --as NAME [--comment C]
-  mandate approvals deny ID --as NAME --comment C
+  mandate approvals approve ID --as NAME [--comment C] [--token-file F]
+  mandate approvals deny ID --as NAME --comment C [--token-file F]
+                                         decide as an approver: password prompt, MANDATE_ADMIN_PASSWORD or a token
   mandate audit verify [--db FILE]       check the audit trail's hash chain
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
-  mandate admin [--listen 127.0.0.1:8080]
+  mandate admin [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page
-  mandate admin user add NAME            add an approver (password on stdin)
+  mandate admin user add|remove|passwd|sessions|token NAME
+                                         manage approvers (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
   mandate version                        print the version
 
 Every command answers -h and --help with its flags. Every flag has an

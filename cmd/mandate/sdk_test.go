@@ -399,11 +399,14 @@ func TestOfficialSDK(t *testing.T) {
 	// A person decides two of the pending actions, so their status carries
 	// decided_by and comment.
 	t.Run("approvals", func(t *testing.T) {
+		// Approvers prove who they are: users with passwords, as `mandate
+		// admin user add` makes them.
+		addUsers(t, dbPath, "alice", "bob")
 		for _, args := range [][]string{
 			{"approvals", "approve", ids["refund to approve"], "--as", "alice", "--comment", "goodwill"},
 			{"approvals", "deny", ids["update to deny"], "--as", "bob", "--comment", "ask the customer to call"},
 		} {
-			if _, stderr, err := runMandate(t, nil, append(args, "--db", dbPath, "--store", storePath)...); err != nil {
+			if _, stderr, err := runMandate(t, []string{"MANDATE_ADMIN_PASSWORD=" + cliPassword}, append(args, "--db", dbPath, "--store", storePath)...); err != nil {
 				t.Fatalf("%v: %v\nstderr: %s", args, err, stderr)
 			}
 		}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
+	"github.com/mandatehq/mandate/storage"
+	"golang.org/x/term"
+)
+
+const adminUserUsage = `Usage:
+  mandate admin user add NAME [--db FILE]
+      add an approver or auditor; the password comes from a prompt, the first line of stdin, or MANDATE_ADMIN_PASSWORD
+  mandate admin user remove NAME            remove a user and end their sessions
+  mandate admin user passwd NAME            set a new password and end their sessions
+  mandate admin user sessions NAME [--revoke]
+                                            list (or end) a user's sessions
+  mandate admin user token NAME             create a token for the approvals CLI, printed once
+`
+
+// runAdminUser manages the people who may sign in to the admin page and
+// decide with the approvals CLI.
+func runAdminUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if done, err := groupUsage("admin user", adminUserUsage, args, stdout, stderr); done {
+		return err
+	}
+	switch args[0] {
+	case "add":
+		return runAdminUserAdd(ctx, args[1:], stdin, stdout, stderr)
+	case "remove":
+		return runAdminUserRemove(ctx, args[1:], stdout, stderr)
+	case "passwd":
+		return runAdminUserPasswd(ctx, args[1:], stdin, stdout, stderr)
+	case "sessions":
+		return runAdminUserSessions(ctx, args[1:], stdout, stderr)
+	case "token":
+		return runAdminUserToken(ctx, args[1:], stdout, stderr)
+	}
+	return unknownSubcommand("admin user", adminUserUsage, args[0], stderr)
+}
+
+// runAdminUserAdd adds an approver or auditor. The name must be an
+// identity the live policy gives an approver role (or auditor) and no
+// agent tool, unmistakable for any other name in the policy; the password
+// must pass auth.CheckPassword.
+func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user add", "mandate admin user add NAME [--db FILE --policy FILE]   (password: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
+	dbPath := dbFlag(fs)
+	var pf policyFlags
+	pf.register(fs)
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	pol, err := pf.load()
+	if err != nil {
+		return err
+	}
+	if err := auth.CheckUserName(pol, name); err != nil {
+		return usageError{"admin user add: " + mandate.ErrorMessage(err)}
+	}
+	hash, err := newPassword(name, stdin, stderr)
+	if err != nil {
+		return err
+	}
+	db, err := storage.Open(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.AddUser(ctx, name, hash); err != nil {
+		return fmt.Errorf("admin user add: %w", err)
+	}
+	fmt.Fprintf(stdout, "added %s (%s) to %s; what they may approve is set by the approve_* rules for %s in the policy, checked on every request\n",
+		name, auth.RoleOf(pol, name), *dbPath, name)
+	return nil
+}
+
+// newPassword reads a new password (MANDATE_ADMIN_PASSWORD, else a prompt
+// without echo, twice, on a terminal, else the first line of stdin),
+// checks it and returns its hash.
+func newPassword(name string, stdin io.Reader, stderr io.Writer) (string, error) {
+	password, ok := os.LookupEnv("MANDATE_ADMIN_PASSWORD")
+	if !ok || password == "" {
+		if f, isFile := stdin.(*os.File); isFile && term.IsTerminal(int(f.Fd())) {
+			p1, err := promptPassword(f, stderr, "New password for "+name+": ")
+			if err != nil {
+				return "", err
+			}
+			p2, err := promptPassword(f, stderr, "Again: ")
+			if err != nil {
+				return "", err
+			}
+			if p1 != p2 {
+				return "", usageError{"the two passwords differ"}
+			}
+			password = p1
+		} else {
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return "", err
+			}
+			password = strings.TrimRight(line, "\r\n")
+		}
+	}
+	if err := auth.CheckPassword(name, password); err != nil {
+		return "", usageError{mandate.ErrorMessage(err) + " (type it at the prompt, pipe it on stdin or set MANDATE_ADMIN_PASSWORD)"}
+	}
+	return auth.HashPassword(password)
+}
+
+// promptPassword reads a password from the terminal f without echo.
+func promptPassword(f *os.File, stderr io.Writer, prompt string) (string, error) {
+	fmt.Fprint(stderr, prompt)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return "", fmt.Errorf("reading the password: %w", err)
+	}
+	return string(b), nil
+}
+
+func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user remove", "mandate admin user remove NAME [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.RemoveUser(ctx, name); err != nil {
+		return fmt.Errorf("admin user remove: %s", mandate.ErrorMessage(err))
+	}
+	fmt.Fprintf(stdout, "removed %s: their sessions and token ended with them. Remove their g line from the policy too if they should no longer approve by any route.\n", name)
+	return nil
+}
+
+func runAdminUserPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--db FILE]   (password: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
+	dbPath := dbFlag(fs)
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.User(ctx, name); err != nil {
+		return fmt.Errorf("admin user passwd: %s", mandate.ErrorMessage(err))
+	}
+	hash, err := newPassword(name, stdin, stderr)
+	if err != nil {
+		return err
+	}
+	if err := db.SetPassword(ctx, name, hash); err != nil {
+		return fmt.Errorf("admin user passwd: %w", err)
+	}
+	fmt.Fprintf(stdout, "changed the password of %s and ended their sessions\n", name)
+	return nil
+}
+
+func runAdminUserSessions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user sessions", "mandate admin user sessions NAME [--revoke] [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	revoke := fs.Bool("revoke", false, "end every session of the user now")
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.User(ctx, name); err != nil {
+		return fmt.Errorf("admin user sessions: %s", mandate.ErrorMessage(err))
+	}
+	if *revoke {
+		n, err := db.RevokeSessions(ctx, name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ended %d session(s) of %s\n", n, name)
+		return nil
+	}
+	ss, err := db.UserSessions(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(ss) == 0 {
+		fmt.Fprintf(stdout, "%s has no live sessions\n", name)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STARTED\tLAST SEEN\tEXPIRES")
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.CreatedAt.UTC().Format(time.RFC3339), s.LastSeen.UTC().Format(time.RFC3339), s.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// runAdminUserToken makes a new CLI token for the user, replacing any
+// earlier one, and prints it once: only its hash is stored.
+func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user token", "mandate admin user token NAME [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	token := "mdt_" + hex.EncodeToString(b[:])
+	if err := db.SetToken(ctx, name, token); err != nil {
+		return fmt.Errorf("admin user token: %s", mandate.ErrorMessage(err))
+	}
+	fmt.Fprintln(stdout, token)
+	fmt.Fprintf(stderr, "This is %s's approvals CLI token; it is shown only now and replaces any earlier one.\n"+
+		"Keep it in a file only they can read and pass it with --token-file FILE or MANDATE_APPROVER_TOKEN.\n", name)
+	return nil
+}
