@@ -247,7 +247,13 @@ func (a *amountArg) UnmarshalJSON(b []byte) error {
 // amountInCurrency is implemented by arguments that hold an amount, which
 // has a canonical form only in a currency.
 type amountInCurrency interface {
+	// currency is the order's currency once load has read it, else "".
+	currency() string
+	// withCurrency rewrites the amount in currency's canonical form.
 	withCurrency(currency string) error
+	// likeRecorded takes the amount's text from recorded arguments when it
+	// is the same value, so a retry that sends 30 matches "30.00".
+	likeRecorded(recorded json.RawMessage)
 }
 
 // plainDecimal writes the text of a JSON number without an exponent and

@@ -110,11 +110,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	}
 	if key != "" {
 		// The arguments as the first attempt recorded them: an amount is
-		// canonical in the currency that attempt read.
-		argsIn := func(currency string) []byte {
+		// canonical in the order's currency, which that attempt read; an
+		// amount of the same value takes its recorded text.
+		argsIn := func(recorded json.RawMessage) []byte {
 			b := a
-			if c, ok := any(&b).(amountInCurrency); ok && currency != "" {
-				_ = c.withCurrency(currency) // a mismatch shows in the digest
+			if c, ok := any(&b).(amountInCurrency); ok {
+				c.likeRecorded(recorded) // a different value shows in the digest
 			}
 			return canonical(b)
 		}
@@ -137,11 +138,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 	}
 	if c, ok := any(&a).(amountInCurrency); ok && loadErr == nil {
-		if sc, ok := any(&a).(scoped); ok {
-			if _, _, currency := sc.scope(); currency != "" {
-				if err := c.withCurrency(currency); err != nil {
-					return errorResult(err)
-				}
+		// Canonical in the order's own currency (never the base currency
+		// limits count in): 30 on a USD order is "30.00", on a JPY one "30".
+		if currency := c.currency(); currency != "" {
+			if err := c.withCurrency(currency); err != nil {
+				return errorResult(err)
 			}
 		}
 	}
@@ -212,7 +213,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer
 			// with its action rather than acting twice.
-			if res, done := replay(context.WithoutCancel(ctx), d, agent, name, key, func(string) []byte { return args }); done {
+			if res, done := replay(context.WithoutCancel(ctx), d, agent, name, key, func(json.RawMessage) []byte { return args }); done {
 				return res
 			}
 		}

@@ -59,16 +59,15 @@ func validKey(key string) error {
 // replay answers a retry: if agent already made an action with key, it
 // returns that action's result (done=true) without deciding or acting
 // again; the same key with other arguments is an error. args gives the
-// retry's arguments in their canonical form for the currency the first
-// attempt recorded.
-func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(currency string) []byte) (*mcp.CallToolResult, bool) {
+// retry's arguments in canonical form, as the first attempt recorded them.
+func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(recorded json.RawMessage) []byte) (*mcp.CallToolResult, bool) {
 	act, err := d.DB.ActionByKey(ctx, agent, key)
 	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
 		return nil, false
 	} else if err != nil {
 		return errorResult(err), true
 	}
-	if act.Tool != tool || act.ArgsDigest != storage.Digest(args(act.Currency)) {
+	if act.Tool != tool || act.ArgsDigest != storage.Digest(args(act.Args)) {
 		return errorResult(mandate.Errorf(mandate.EINVALID,
 			"idempotency_key %q was already used for a different action (%s %s); use a new key for a new action", key, act.Tool, act.ID)), true
 	}

@@ -2,7 +2,9 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math/big"
 	"strings"
 
 	"github.com/mandatehq/mandate"
@@ -42,6 +44,24 @@ func (a *refundArgs) withCurrency(currency string) error {
 	}
 	a.amount, a.Amount = m, amountArg(m.String())
 	return nil
+}
+
+func (a *refundArgs) currency() string { return a.amount.Currency }
+
+// likeRecorded adopts the recorded amount's text when it is the same
+// decimal value as the retry's: exact, by big.Rat, never float64.
+func (a *refundArgs) likeRecorded(recorded json.RawMessage) {
+	var r struct {
+		Amount string `json:"amount"`
+	}
+	if json.Unmarshal(recorded, &r) != nil || r.Amount == "" {
+		return
+	}
+	mine, ok1 := new(big.Rat).SetString(strings.TrimSpace(string(a.Amount)))
+	theirs, ok2 := new(big.Rat).SetString(r.Amount)
+	if ok1 && ok2 && mine.Cmp(theirs) == 0 {
+		a.Amount = amountArg(r.Amount)
+	}
 }
 
 // parseAmount reads the agent's amount in the order's currency: the amount
