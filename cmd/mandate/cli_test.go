@@ -23,9 +23,11 @@ var (
 		{"policy", "check"}, {"policy", "explain"}, {"policy", "test"}, {"policy", "replay"},
 		{"approvals", "list"}, {"approvals", "show"}, {"approvals", "approve"}, {"approvals", "deny"},
 		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"},
-		{"admin"}, {"admin", "user", "add"},
+		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
+		{"admin", "user", "sessions"}, {"admin", "user", "token"},
+		{"rates", "show"}, {"rates", "set"},
 	}
-	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}}
+	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}}
 )
 
 // runInProcess runs mandate in process, as main does, and returns what it wrote

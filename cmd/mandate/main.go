@@ -68,7 +68,8 @@ Usage:
   mandate serve --agent NAME [flags]     serve the MCP tools over stdio as identity NAME
   mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
   mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
-  mandate rates show | set CODE RATE     the exchange rates money limits are converted with
+  mandate rates show                     the exchange rates money limits are converted with
+  mandate rates set CODE RATE            change one rate (a running server reloads it)
   mandate store import [--store FILE] DATA.json
                                          load customers and orders into the embedded store
   mandate policy check [--strict] [--notes]
@@ -89,8 +90,12 @@ Usage:
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
   mandate admin [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page
-  mandate admin user add|remove|passwd|sessions|token NAME
-                                         manage approvers (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
+  mandate admin user add NAME            add an approver or auditor (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
+  mandate admin user remove NAME         remove one and end their sessions
+  mandate admin user passwd NAME         set a new password and end their sessions
+  mandate admin user sessions NAME [--revoke]
+                                         list or end their sessions
+  mandate admin user token NAME          a token for the approvals CLI, printed once
   mandate version                        print the version
 
 Every command answers -h and --help with its flags. Every flag has an
