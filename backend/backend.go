@@ -63,7 +63,10 @@ type Order struct {
 	Status     string        `json:"status"`
 	Total      mandate.Money `json:"total"`
 	Refunded   mandate.Money `json:"refunded"`
-	CreatedAt  time.Time     `json:"created_at"`
+	// PaymentRef is the payment the order was paid with in the payments
+	// system (a Stripe PaymentIntent id, pi_...); empty when unknown.
+	PaymentRef string    `json:"payment_ref,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Refundable is what can still be refunded on the order.

@@ -11,6 +11,9 @@ import (
 )
 
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return runStoreServe(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "import" {
 		return usageError{"store: use `mandate store import --store FILE DATA.json`"}
 	}
