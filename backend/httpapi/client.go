@@ -25,6 +25,11 @@ var (
 	_ backend.Customers = (*Client)(nil)
 )
 
+// ErrUnauthorized is in the chain of errors for a 401 or 403: the service
+// refused Mandate's credentials. Its code is unavailable, so every action is
+// refused, and `mandate backend check` reports it as not authenticated.
+var ErrUnauthorized = errors.New("credentials refused")
+
 // maxBody bounds what the client reads from a response.
 const maxBody = 1 << 20
 
@@ -310,8 +315,8 @@ func (c *Client) problem(resp *http.Response, buf []byte) error {
 	}
 	switch code {
 	case CodeUnauthorized:
-		return mandate.Errorf(mandate.EUNAVAILABLE,
-			"%s refused Mandate's credentials (HTTP %d); check the token configured in the backend file", c.name(), resp.StatusCode)
+		return fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE,
+			"%s refused Mandate's credentials (HTTP %d); check the token configured in the backend file", c.name(), resp.StatusCode), ErrUnauthorized)
 	case mandate.EUNAVAILABLE, mandate.EINTERNAL:
 		if detail == "" {
 			detail = fmt.Sprintf("HTTP %d", resp.StatusCode)

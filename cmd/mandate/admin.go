@@ -71,6 +71,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	listen := fs.String("listen", env("MANDATE_ADMIN_LISTEN", "127.0.0.1:8080"), "address to serve the admin pages on (env MANDATE_ADMIN_LISTEN)")
 	dbPath := dbFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store approved actions run against (env MANDATE_STORE)")
+	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	secure := fs.Bool("secure-cookies", false, "mark cookies Secure: set when a TLS proxy serves these pages")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	var pf policyFlags
@@ -82,7 +83,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
 	if err != nil {
 		return err
 	}

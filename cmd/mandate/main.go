@@ -29,6 +29,10 @@ Usage:
   mandate audit export [--db FILE]       print the audit trail as JSON Lines
   mandate store import --store FILE DATA.json
                                          load customers and orders into the embedded store
+  mandate store serve --store FILE [--listen ADDR] [--token-file F]
+                                         serve the embedded store over the HTTP backend contract
+  mandate backend check --backend FILE [--order ID] [--conformance [--writes]]
+                                         check each system of record the backend file names
   mandate policy check|explain|test|replay
                                          lint, explain, test or replay the rules (docs/policy.md)
   mandate approvals list [--status S] | show ID | approve ID --as NAME [--comment C] | deny ID --as NAME --comment C
@@ -82,6 +86,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runStore(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
+	case "backend":
+		return runBackend(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
 	case "admin":
