@@ -12,6 +12,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -90,6 +91,9 @@ type RefundRequest struct {
 	Amount         mandate.Money
 	Reason         string
 	IdempotencyKey string
+	// Agent is the identity that asked, for systems that record it (Stripe
+	// metadata); empty when unknown. Adapters must not decide on it.
+	Agent string
 }
 
 // CancelRequest asks to cancel an order that has not shipped.
@@ -137,6 +141,12 @@ type Customers interface {
 	// for reconciling after a crash; not_found means no update was made.
 	UpdateByKey(ctx context.Context, key string) (Customer, error)
 }
+
+// ErrUnauthorized is in the chain of an adapter's error when the system of
+// record refused Mandate's credentials. Its code is unavailable, so every
+// action is refused; `mandate backend check` reports it as not
+// authenticated.
+var ErrUnauthorized = errors.New("credentials refused")
 
 // Backend is the set of systems of record one deployment talks to. The
 // embedded store implements all three; a deployment may mix adapters.

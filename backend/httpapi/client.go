@@ -25,10 +25,9 @@ var (
 	_ backend.Customers = (*Client)(nil)
 )
 
-// ErrUnauthorized is in the chain of errors for a 401 or 403: the service
-// refused Mandate's credentials. Its code is unavailable, so every action is
-// refused, and `mandate backend check` reports it as not authenticated.
-var ErrUnauthorized = errors.New("credentials refused")
+// ErrUnauthorized is backend.ErrUnauthorized: in the chain of errors for a
+// 401 or 403.
+var ErrUnauthorized = backend.ErrUnauthorized
 
 // maxBody bounds what the client reads from a response.
 const maxBody = 1 << 20

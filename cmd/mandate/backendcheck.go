@@ -11,7 +11,6 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
-	"github.com/mandatehq/mandate/backend/httpapi"
 )
 
 // runBackend dispatches `mandate backend SUBCOMMAND`.
@@ -129,7 +128,7 @@ func checkCapabilities(ctx context.Context, cfg *backend.Config, be backend.Back
 		code := mandate.ErrorCode(err)
 		known := (name == "orders" && orderID != "") || (name == "customers" && customerID != "")
 		switch {
-		case errors.Is(err, httpapi.ErrUnauthorized):
+		case errors.Is(err, backend.ErrUnauthorized):
 			p.reachable, p.authorized, p.note = "yes", "NO", mandate.ErrorMessage(err)
 		case code == mandate.EUNAVAILABLE || code == mandate.EINTERNAL:
 			p.reachable, p.authorized, p.note = "NO", "-", mandate.ErrorMessage(err)

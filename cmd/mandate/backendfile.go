@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/httpapi"
 	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/backend/stripe"
 )
 
 // backendFlagHelp is the help text of every command's --backend flag.
@@ -93,11 +93,11 @@ func buildBackend(ctx context.Context, cfg *backend.Config, storePath string, mu
 		case backend.KindHTTP:
 			v = httpClient(name, src.HTTP)
 		case backend.KindStripe:
-			p, err := newStripePayments(cfg, src.Stripe, &be)
-			if err != nil {
-				cl.Close()
-				return nil, be, false, fmt.Errorf("backend file %s: payments.stripe: %w", cfg.File, err)
-			}
+			// Payments come last, so be.Orders is built: Stripe refunds on
+			// each order's payment_ref, and the orders' money facts become
+			// Stripe's, so the rules see what the money system says.
+			p := stripe.New(stripe.Config{SecretKey: src.Stripe.SecretKey, APIURL: src.Stripe.APIURL, Timeout: src.Stripe.Timeout}, be.Orders)
+			be.Orders = stripe.Orders{Orders: be.Orders, Payments: p}
 			v = p
 		}
 		switch name {
@@ -123,10 +123,4 @@ func httpClient(capability string, src *backend.HTTPSource) *httpapi.Client {
 	}
 	return &httpapi.Client{BaseURL: src.URL, Token: src.Token, HTTP: hc, Timeout: src.Timeout, Retries: 2,
 		Name: "the " + capability + " service"}
-}
-
-// newStripePayments builds Stripe payments; it is replaced when the Stripe
-// adapter is built in (backend/stripe).
-var newStripePayments = func(cfg *backend.Config, src *backend.StripeSource, be *backend.Backend) (backend.Payments, error) {
-	return nil, errors.New("Stripe payments are not available in this build")
 }
