@@ -18,9 +18,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// serve starts the contract's server over a fresh demo store and returns a
-// client for it and the store behind it.
-func serve(t *testing.T, token string) (*httpapi.Client, *store.Store, *httptest.Server) {
+// serve starts the contract's server over a fresh demo store, through wrap
+// when given, and returns a client for it and the store behind it.
+func serve(t *testing.T, token string, wrap ...func(http.Handler) http.Handler) (*httpapi.Client, *store.Store, *httptest.Server) {
 	t.Helper()
 	st, _, err := store.OpenSeeded(context.Background(), filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
@@ -28,7 +28,11 @@ func serve(t *testing.T, token string) (*httpapi.Client, *store.Store, *httptest
 	}
 	t.Cleanup(func() { st.Close() })
 	srv := &httpapi.Server{Backend: backend.Backend{Payments: st, Orders: st, Customers: st}, Token: token}
-	hs := httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	for _, w := range wrap {
+		h = w(h)
+	}
+	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	return &httpapi.Client{BaseURL: hs.URL, Token: token, Retries: 1, Name: "the test service"}, st, hs
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/httpapi"
 )
 
 // runBackend dispatches `mandate backend SUBCOMMAND`.
@@ -163,7 +164,34 @@ func describeSource(src backend.Source, storePath string) string {
 	return "store " + storePath
 }
 
-// runConformance is replaced by the contract checks; until then it says so.
-var runConformance = func(ctx context.Context, cfg *backend.Config, orderID string, writes bool, stdout io.Writer) (int, error) {
-	return 0, errors.New("backend check: --conformance is not available in this build")
+// runConformance runs the contract checks against each distinct HTTP
+// service the backend file names, and prints one line per check. It
+// returns how many failed.
+func runConformance(ctx context.Context, cfg *backend.Config, orderID string, writes bool, stdout io.Writer) (int, error) {
+	failed, seen := 0, map[string]bool{}
+	for _, name := range backend.Capabilities {
+		src := cfg.Capability(name)
+		if src.Kind != backend.KindHTTP || seen[src.HTTP.URL] {
+			continue
+		}
+		seen[src.HTTP.URL] = true
+		hc := httpClient(name, src.HTTP).HTTP
+		conf := &httpapi.Conformance{BaseURL: src.HTTP.URL, Token: src.HTTP.Token, HTTP: hc, OrderID: orderID, Writes: writes}
+		fmt.Fprintf(stdout, "\ncontract checks for %s (contract version %s):\n", src.HTTP.URL, httpapi.ContractVersion)
+		for _, r := range conf.Run(ctx) {
+			switch {
+			case r.Skipped != "":
+				fmt.Fprintf(stdout, "  skip  %-24s %s\n", r.Name, r.Skipped)
+			case r.Err != nil:
+				failed++
+				fmt.Fprintf(stdout, "  FAIL  %-24s %s: %v\n", r.Name, r.Detail, r.Err)
+			default:
+				fmt.Fprintf(stdout, "  ok    %-24s %s\n", r.Name, r.Detail)
+			}
+		}
+	}
+	if len(seen) == 0 {
+		fmt.Fprintln(stdout, "\nno http service in the backend file: nothing for --conformance to check")
+	}
+	return failed, nil
 }
