@@ -12,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/httpapi"
+	"github.com/mandatehq/mandate/backend/stripe"
 )
 
 // runBackend dispatches `mandate backend SUBCOMMAND`.
@@ -154,9 +155,9 @@ func describeSource(src backend.Source, storePath string) string {
 		return "http " + src.HTTP.URL
 	case backend.KindStripe:
 		if src.Stripe.APIURL != "" {
-			return "stripe " + src.Stripe.APIURL
+			return "stripe " + src.Stripe.APIURL + " (API " + stripe.APIVersion + ")"
 		}
-		return "stripe api.stripe.com"
+		return "stripe api.stripe.com (API " + stripe.APIVersion + ")"
 	}
 	if src.Store.Path != "" {
 		return "store " + src.Store.Path
