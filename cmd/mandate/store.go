@@ -15,7 +15,7 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runStoreServe(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "import" {
-		return usageError{"store: use `mandate store import --store FILE DATA.json`"}
+		return usageError{"store: use `mandate store import --store FILE DATA.json` or `mandate store serve --store FILE --listen ADDR`"}
 	}
 	fs := newFlags("store import", "mandate store import [--store FILE] DATA.json", stderr)
 	path := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to load into; created empty if missing (env MANDATE_STORE)")
