@@ -73,6 +73,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w := &demoWriter{w: stdout}
 	w.printf("Mandate demo: a scripted agent session over MCP, in-process, against throwaway databases.\n")
 	w.printf("Policy: the shipped policy.csv (version %s). Identities: demo-agent (support_agent), senior-bot (senior_agent).\n\n", pol.Version)
+	if *backendFile != "" {
+		w.printf("Systems of record: those named in %s (only the audit database is throwaway).\n\n", *backendFile)
+	}
 
 	clients := map[string]*client.Client{}
 	var pending string

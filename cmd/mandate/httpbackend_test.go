@@ -357,3 +357,31 @@ func waitSettled(t *testing.T, c *client.Client, id string) string {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestBackendFileStartupErrors: a bad backend file stops serve, and every
+// other command that reaches a backend, at start with the file and key
+// named; nothing is served.
+func TestBackendFileStartupErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, body, want string }{
+		{"literal secret", `orders: { http: { url: "http://127.0.0.1:9", token: "abc" } }`, "orders.http.token: line 1: a literal secret is not allowed"},
+		{"unknown key", "payments:\n  stripe: { secret_key_env: K, api_ur: \"http://127.0.0.1:9\" }\n", `line 2: unknown key "api_ur" in stripe`},
+		{"missing variable", `customers: { http: { url: "http://127.0.0.1:9", token_env: MANDATE_TEST_UNSET } }`, "customers.http.token_env: environment variable MANDATE_TEST_UNSET is not set"},
+		{"bad url", `orders: { http: { url: "orders.internal", token_env: K } }`, `orders.http.url: "orders.internal" is not an http:// or https:// URL`},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+		if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"serve", "--agent", "demo-agent", "--db", filepath.Join(dir, "m.db"), "--backend", path},
+			{"backend", "check", "--backend", path},
+		} {
+			out, errOut, err := runMandate(t, []string{"K=sk_test_123", "MANDATE_BACKEND=" + path}, args...)
+			if err == nil || out != "" || !strings.Contains(errOut, "backend file "+path+": ") || !strings.Contains(errOut, tc.want) {
+				t.Errorf("%s: mandate %s: err %v, stdout %q, stderr %q; want exit 1 naming %q", tc.name, args[0], err, out, errOut, tc.want)
+			}
+		}
+	}
+}
