@@ -12,6 +12,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -63,7 +64,10 @@ type Order struct {
 	Status     string        `json:"status"`
 	Total      mandate.Money `json:"total"`
 	Refunded   mandate.Money `json:"refunded"`
-	CreatedAt  time.Time     `json:"created_at"`
+	// PaymentRef is the payment the order was paid with in the payments
+	// system (a Stripe PaymentIntent id, pi_...); empty when unknown.
+	PaymentRef string    `json:"payment_ref,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Refundable is what can still be refunded on the order.
@@ -87,6 +91,9 @@ type RefundRequest struct {
 	Amount         mandate.Money
 	Reason         string
 	IdempotencyKey string
+	// Agent is the identity that asked, for systems that record it (Stripe
+	// metadata); empty when unknown. Adapters must not decide on it.
+	Agent string
 }
 
 // CancelRequest asks to cancel an order that has not shipped.
@@ -134,6 +141,12 @@ type Customers interface {
 	// for reconciling after a crash; not_found means no update was made.
 	UpdateByKey(ctx context.Context, key string) (Customer, error)
 }
+
+// ErrUnauthorized is in the chain of an adapter's error when the system of
+// record refused Mandate's credentials. Its code is unavailable, so every
+// action is refused; `mandate backend check` reports it as not
+// authenticated.
+var ErrUnauthorized = errors.New("credentials refused")
 
 // Backend is the set of systems of record one deployment talks to. The
 // embedded store implements all three; a deployment may mix adapters.

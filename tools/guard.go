@@ -270,6 +270,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	// Once the backend may act, nobody hanging up may stop the outcome from
 	// being recorded; the backend timeout bounds the wait.
 	ctx = context.WithoutCancel(ctx)
+	ctx = WithAgent(ctx, act.Agent) // who asked, also when a person approved it later
 	start := d.Now()
 	bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
 	out, err := s.run(bctx, d, a, act.ID)

@@ -129,7 +129,7 @@ func refundOrder() entry {
 		},
 		run: func(ctx context.Context, d *Deps, a *refundArgs, key string) (any, error) {
 			r, err := d.Backend.Payments.Refund(ctx, backend.RefundRequest{
-				OrderID: a.OrderID, Amount: a.amount, Reason: a.Reason, IdempotencyKey: key,
+				OrderID: a.OrderID, Amount: a.amount, Reason: a.Reason, IdempotencyKey: key, Agent: d.identity(ctx),
 			})
 			if err != nil {
 				return nil, err

@@ -46,6 +46,7 @@ type orderRecord struct {
 	Currency   string `json:"currency"`
 	Total      string `json:"total"`
 	Refunded   string `json:"refunded"`
+	PaymentRef string `json:"payment_ref"`
 	CreatedAt  string `json:"created_at"`
 }
 
@@ -227,7 +228,7 @@ func parseOrders(recs []orderRecord, customers []backend.Customer, shift time.Du
 		}
 		out = append(out, backend.Order{
 			ID: r.ID, CustomerID: r.CustomerID, Status: r.Status,
-			Total: total, Refunded: refunded, CreatedAt: created.Add(shift),
+			Total: total, Refunded: refunded, PaymentRef: r.PaymentRef, CreatedAt: created.Add(shift),
 		})
 	}
 	return out, nil
@@ -281,8 +282,8 @@ func insertAll(ctx context.Context, tx *sql.Tx, customers []backend.Customer, or
 	}
 	for _, o := range orders {
 		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO orders (id, customer_id, status, currency, total, refunded, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			o.ID, o.CustomerID, o.Status, o.Total.Currency, o.Total.Minor, o.Refunded.Minor, formatTime(o.CreatedAt)); err != nil {
+			`INSERT INTO orders (id, customer_id, status, currency, total, refunded, payment_ref, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			o.ID, o.CustomerID, o.Status, o.Total.Currency, o.Total.Minor, o.Refunded.Minor, o.PaymentRef, formatTime(o.CreatedAt)); err != nil {
 			return dbError(err)
 		}
 	}

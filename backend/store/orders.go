@@ -71,8 +71,8 @@ func findOrder(ctx context.Context, tx *sql.Tx, id string) (backend.Order, error
 	var o backend.Order
 	var currency, created string
 	err := tx.QueryRowContext(ctx,
-		`SELECT id, customer_id, status, currency, total, refunded, created_at FROM orders WHERE id = ?`, id,
-	).Scan(&o.ID, &o.CustomerID, &o.Status, &currency, &o.Total.Minor, &o.Refunded.Minor, &created)
+		`SELECT id, customer_id, status, currency, total, refunded, payment_ref, created_at FROM orders WHERE id = ?`, id,
+	).Scan(&o.ID, &o.CustomerID, &o.Status, &currency, &o.Total.Minor, &o.Refunded.Minor, &o.PaymentRef, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return backend.Order{}, mandate.Errorf(mandate.ENOTFOUND, "no order with id %q", id)
 	} else if err != nil {

@@ -31,6 +31,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	listen := fs.String("listen", env("MANDATE_ADMIN_LISTEN", "127.0.0.1:8080"), "address to serve the admin pages on (env MANDATE_ADMIN_LISTEN)")
 	dbPath := dbFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store approved actions run against (env MANDATE_STORE)")
+	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	secure := fs.Bool("secure-cookies", false, "mark cookies Secure: set when a TLS proxy serves these pages (implied by --tls-cert or an https --public-url)")
 	tlsCert := fs.String("tls-cert", env("MANDATE_ADMIN_TLS_CERT", ""), "serve HTTPS with this PEM certificate (chain) file (env MANDATE_ADMIN_TLS_CERT); needs --tls-key")
 	tlsKey := fs.String("tls-key", env("MANDATE_ADMIN_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_ADMIN_TLS_KEY)")
@@ -64,7 +65,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "WARNING: serving plain HTTP on %s, which is not loopback (--insecure-http). Passwords, session cookies and every decision cross the network unencrypted. Put a TLS proxy in front or use --tls-cert/--tls-key.\n", *listen)
 		log.Warn("serving plain HTTP on a non-loopback address", "listen", *listen)
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
 	if err != nil {
 		return err
 	}

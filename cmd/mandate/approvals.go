@@ -15,7 +15,6 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auth"
-	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
@@ -283,7 +282,7 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 // error.
 type approvalDeps struct {
 	deps *tools.Deps
-	st   *store.Store
+	st   closers
 }
 
 func (a *approvalDeps) Close() {
@@ -291,19 +290,16 @@ func (a *approvalDeps) Close() {
 	a.st.Close()
 }
 
-func openApprovalDeps(ctx context.Context, dbPath, storePath string, pf *policyFlags, stderr io.Writer) (*approvalDeps, error) {
+func openApprovalDeps(ctx context.Context, dbPath, storePath, backendFile string, pf *policyFlags, stderr io.Writer) (*approvalDeps, error) {
 	pol, err := pf.load()
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(storePath); err != nil {
-		return nil, fmt.Errorf("no store at %s (set --store or MANDATE_STORE): %w", storePath, err)
 	}
 	db, err := openExistingDB(ctx, dbPath)
 	if err != nil {
 		return nil, err
 	}
-	st, be, _, err := openStore(ctx, storePath)
+	st, be, _, err := openBackend(ctx, backendFile, storePath, true)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -329,6 +325,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	fs := newFlags(name, synopsis, stderr)
 	dbPath := dbFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the action runs against (env MANDATE_STORE)")
+	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required with a password")
 	tokenFile := fs.String("token-file", "", "a file holding your token from `mandate admin user token` (or set MANDATE_APPROVER_TOKEN); else your password is asked for (or MANDATE_ADMIN_PASSWORD)")
 	comment := fs.String("comment", "", "a note for the record; required to deny, and the agent passes it on")
@@ -348,7 +345,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	if !approve && strings.TrimSpace(*comment) == "" {
 		return usageError{name + ": give a reason with --comment; the agent passes it on to the customer"}
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
 	if err != nil {
 		return err
 	}

@@ -26,8 +26,9 @@ var (
 		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
 		{"admin", "user", "sessions"}, {"admin", "user", "token"},
 		{"rates", "show"}, {"rates", "set"},
+		{"store", "serve"}, {"backend", "check"},
 	}
-	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}}
+	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}, {"backend"}}
 )
 
 // runInProcess runs mandate in process, as main does, and returns what it wrote

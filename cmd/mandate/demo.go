@@ -43,6 +43,7 @@ var demoScript = []demoStep{
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", "mandate demo [--keep]", stderr)
 	keep := fs.Bool("keep", false, "keep the temporary databases and print where they are")
+	backendFile := fs.String("backend", "", "run the script against the systems of record this backend file names instead of a throwaway store; they must hold the demo data. Deliberately not read from MANDATE_BACKEND: the demo makes refunds, and must never reach a real system by accident")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer db.Close()
-	st, be, _, err := openStore(ctx, filepath.Join(dir, "store.db"))
+	st, be, _, err := openBackend(ctx, *backendFile, filepath.Join(dir, "store.db"), false)
 	if err != nil {
 		return err
 	}
@@ -72,6 +73,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w := &demoWriter{w: stdout}
 	w.printf("Mandate demo: a scripted agent session over MCP, in-process, against throwaway databases.\n")
 	w.printf("Policy: the shipped policy.csv (version %s). Identities: demo-agent (support_agent), senior-bot (senior_agent).\n\n", pol.Version)
+	if *backendFile != "" {
+		w.printf("Systems of record: those named in %s (only the audit database is throwaway).\n\n", *backendFile)
+	}
 
 	clients := map[string]*client.Client{}
 	var pending string

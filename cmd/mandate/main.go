@@ -72,6 +72,10 @@ Usage:
   mandate rates set CODE RATE            change one rate (a running server reloads it)
   mandate store import [--store FILE] DATA.json
                                          load customers and orders into the embedded store
+  mandate store serve --store FILE [--listen ADDR] [--token-file F]
+                                         serve the embedded store over the HTTP backend contract
+  mandate backend check --backend FILE [--order ID] [--conformance [--writes]]
+                                         check each system of record the backend file names
   mandate policy check [--strict] [--notes]
                                          lint the rules (docs/policy.md)
   mandate policy explain --agent A --tool T --args JSON | --action ID
@@ -165,6 +169,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runStore(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
+	case "backend":
+		return runBackend(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
 	case "rates":

@@ -115,6 +115,7 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 	argsJSON := fs.String("args", "", "the call's arguments as a JSON object; facts are read from --store as the guard reads them")
 	attrsJSON := fs.String("attrs", "", "attribute values as a JSON object: alone, all of them; with --args, they replace the facts read (e.g. a usage counter)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to read facts from; must exist (env MANDATE_STORE)")
+	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	var pf policyFlags
 	pf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -150,15 +151,12 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 		if err := dec.Decode(&callArgs); err != nil || callArgs == nil {
 			return usageError{fmt.Sprintf("policy explain: --args must be a JSON object: %v", err)}
 		}
-		if _, err := os.Stat(*storePath); err != nil {
-			return fmt.Errorf("policy explain: no store at %s (set --store, or give only --attrs): %w", *storePath, err)
-		}
-		st, err := store.Open(*storePath)
+		st, be, _, err := openBackend(ctx, *backendFile, *storePath, true)
 		if err != nil {
-			return err
+			return fmt.Errorf("policy explain: %w (or give only --attrs)", err)
 		}
 		defer st.Close()
-		d := &tools.Deps{Agent: *agent, Backend: backendOf(st), Rates: rates.NewLive(pf.ratesTable)}
+		d := &tools.Deps{Agent: *agent, Backend: be, Rates: rates.NewLive(pf.ratesTable)}
 		if dbGiven {
 			db, err := openExistingDB(ctx, *dbPath)
 			if err != nil {

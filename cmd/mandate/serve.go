@@ -24,6 +24,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
+	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
 	backendTimeout := durationFlag(fs, "backend-timeout", "MANDATE_BACKEND_TIMEOUT", 10*time.Second, "limit on each call to a system of record (env MANDATE_BACKEND_TIMEOUT)")
 	recoverAfter := durationFlag(fs, "recover-after", "MANDATE_RECOVER_AFTER", 30*time.Second, "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
@@ -65,7 +66,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer db.Close()
-	st, be, seeded, err := openStore(ctx, *storePath)
+	st, be, seeded, err := openBackend(ctx, *backendFile, *storePath, false)
 	if err != nil {
 		return err
 	}

@@ -13,11 +13,16 @@ import (
 const storeUsage = `Usage:
   mandate store import [--store FILE] DATA.json
       load customers and orders into the embedded store; all or nothing
+  mandate store serve --store FILE [--listen 127.0.0.1:9000] [--token-file F]
+      serve the embedded store over the HTTP backend contract (docs/backends.md)
 `
 
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done, err := groupUsage("store", storeUsage, args, stdout, stderr); done {
 		return err
+	}
+	if args[0] == "serve" {
+		return runStoreServe(ctx, args[1:], stdout, stderr)
 	}
 	if args[0] != "import" {
 		return unknownSubcommand("store", storeUsage, args[0], stderr)

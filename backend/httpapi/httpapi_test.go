@@ -1,0 +1,222 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/httpapi"
+	"github.com/mandatehq/mandate/backend/store"
+	"gopkg.in/yaml.v3"
+)
+
+// serve starts the contract's server over a fresh demo store, through wrap
+// when given, and returns a client for it and the store behind it.
+func serve(t *testing.T, token string, wrap ...func(http.Handler) http.Handler) (*httpapi.Client, *store.Store, *httptest.Server) {
+	t.Helper()
+	st, _, err := store.OpenSeeded(context.Background(), filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := &httpapi.Server{Backend: backend.Backend{Payments: st, Orders: st, Customers: st}, Token: token}
+	h := srv.Handler()
+	for _, w := range wrap {
+		h = w(h)
+	}
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	return &httpapi.Client{BaseURL: hs.URL, Token: token, Retries: 1, Name: "the test service"}, st, hs
+}
+
+func TestClientServerRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	c, st, _ := serve(t, "s3cret")
+
+	o, err := c.Order(ctx, "ord_1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := st.Order(ctx, "ord_1001")
+	if o.ID != want.ID || o.Total != want.Total || o.Refunded != want.Refunded || o.Status != want.Status || !o.CreatedAt.Equal(want.CreatedAt) {
+		t.Fatalf("order over HTTP = %+v, in the store %+v", o, want)
+	}
+	if _, err := c.Order(ctx, "ord_nope"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("unknown order: err = %v, want not_found", err)
+	}
+
+	cu, err := c.CustomerByEmail(ctx, "ADA@example.com")
+	if err != nil || cu.ID != "cus_ada" {
+		t.Fatalf("CustomerByEmail = %+v, %v", cu, err)
+	}
+	if _, err := c.CustomerByEmail(ctx, "nobody@example.com"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("unknown email: err = %v, want not_found", err)
+	}
+
+	amount := mandate.Money{Minor: 3000, Currency: "USD"}
+	r1, err := c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: amount, Reason: "late", IdempotencyKey: "act_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: amount, Reason: "late", IdempotencyKey: "act_1"})
+	if err != nil || r2.ID != r1.ID {
+		t.Fatalf("repeat with the same key = %+v, %v; want refund %s again", r2, err, r1.ID)
+	}
+	if o, _ := st.Order(ctx, "ord_1001"); o.Refunded.Minor != 3000 {
+		t.Fatalf("refunded after two calls with one key = %d, want 3000", o.Refunded.Minor)
+	}
+	_, err = c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: mandate.Money{Minor: 100, Currency: "USD"}, IdempotencyKey: "act_1"})
+	if mandate.ErrorCode(err) != mandate.ECONFLICT {
+		t.Fatalf("same key, other amount: err = %v, want conflict", err)
+	}
+	_, err = c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: mandate.Money{Minor: 1 << 40, Currency: "USD"}, IdempotencyKey: "act_2"})
+	if mandate.ErrorCode(err) != mandate.ECONFLICT || !strings.Contains(mandate.ErrorMessage(err), "exceeds") {
+		t.Fatalf("over-refund: err = %v, want conflict saying it exceeds", err)
+	}
+	got, err := c.RefundByKey(ctx, "act_1")
+	if err != nil || got.ID != r1.ID || got.Amount != amount {
+		t.Fatalf("RefundByKey = %+v, %v", got, err)
+	}
+	if _, err := c.RefundByKey(ctx, "act_never"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("RefundByKey of an unused key: err = %v, want not_found", err)
+	}
+
+	co, err := c.CancelOrder(ctx, backend.CancelRequest{OrderID: "ord_1001", Reason: "asked", IdempotencyKey: "act_3"})
+	if err != nil || co.Status != backend.StatusCancelled {
+		t.Fatalf("CancelOrder = %+v, %v", co, err)
+	}
+	if co, err := c.CancellationByKey(ctx, "act_3"); err != nil || co.ID != "ord_1001" {
+		t.Fatalf("CancellationByKey = %+v, %v", co, err)
+	}
+	if _, err := c.CancellationByKey(ctx, "act_1"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("CancellationByKey of a refund's key: err = %v, want not_found", err)
+	}
+
+	cu, err = c.UpdateCustomer(ctx, backend.UpdateRequest{CustomerID: "cus_ada", Field: "phone", Value: "+1 202 555 0100", IdempotencyKey: "act_4"})
+	if err != nil || cu.Phone != "+1 202 555 0100" {
+		t.Fatalf("UpdateCustomer = %+v, %v", cu, err)
+	}
+	if cu, err := c.UpdateByKey(ctx, "act_4"); err != nil || cu.Phone != "+1 202 555 0100" {
+		t.Fatalf("UpdateByKey = %+v, %v", cu, err)
+	}
+	_, err = c.UpdateCustomer(ctx, backend.UpdateRequest{CustomerID: "cus_ada", Field: "phone", Value: "not a phone", IdempotencyKey: "act_5"})
+	if mandate.ErrorCode(err) != mandate.EINVALID {
+		t.Fatalf("bad phone: err = %v, want invalid", err)
+	}
+}
+
+func TestServerRefusesWithoutToken(t *testing.T) {
+	ctx := context.Background()
+	_, _, hs := serve(t, "s3cret")
+	for _, token := range []string{"", "wrong", "s3cret-and-more"} {
+		c := &httpapi.Client{BaseURL: hs.URL, Token: token}
+		_, err := c.Order(ctx, "ord_1001")
+		if mandate.ErrorCode(err) != mandate.EUNAVAILABLE || !strings.Contains(mandate.ErrorMessage(err), "credentials") {
+			t.Fatalf("token %q: err = %v, want unavailable naming the credentials", token, err)
+		}
+	}
+}
+
+func TestProblemsAndMissingKey(t *testing.T) {
+	_, _, hs := serve(t, "")
+	for _, tc := range []struct {
+		method, path, key, body string
+		status                  int
+		code                    string
+	}{
+		{"GET", "/orders/ord_nope", "", "", 404, "not_found"},
+		{"POST", "/orders/ord_1001/refunds", "", `{"amount":"1.00","currency":"USD","reason":"x"}`, 422, "invalid"},
+		{"POST", "/orders/ord_1001/refunds", "k1", `{"amount":1,"currency":"USD"}`, 422, "invalid"},
+		{"POST", "/orders/ord_1001/refunds", "k1", `{"amount":"1.00","currency":"USD","extra":1}`, 422, "invalid"},
+		{"PATCH", "/customers/cus_ada", "k2", `{"phone":"+1 202 555 0100","name":"X"}`, 422, "invalid"},
+		{"GET", "/operations/unused", "", "", 404, "not_found"},
+		{"GET", "/customers", "", "", 422, "invalid"},
+		{"GET", "/nowhere", "", "", 404, "not_found"},
+	} {
+		req, _ := http.NewRequest(tc.method, hs.URL+tc.path, strings.NewReader(tc.body))
+		if tc.key != "" {
+			req.Header.Set("Idempotency-Key", tc.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s %s: %d %s, want %d problem+json", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status)
+		}
+	}
+}
+
+// TestClientRetries: a read that meets a 503 is tried again; a problem that
+// says the request was wrong is not.
+func TestClientRetries(t *testing.T) {
+	var calls atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		if strings.Contains(r.URL.Path, "bad") {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(422)
+			w.Write([]byte(`{"type":"about:blank","title":"x","status":422,"detail":"amount is wrong","code":"invalid"}`))
+			return
+		}
+		if n == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":"ord_1","customer_id":"cus_1","status":"pending","currency":"EUR","total":"10.00","refunded":"0.00","created_at":"2026-01-01T00:00:00Z"}`))
+	}))
+	defer hs.Close()
+	c := &httpapi.Client{BaseURL: hs.URL, Retries: 2}
+	o, err := c.Order(context.Background(), "ord_1")
+	if err != nil || o.Total != (mandate.Money{Minor: 1000, Currency: "EUR"}) || calls.Load() != 2 {
+		t.Fatalf("Order after a 503 = %+v, %v after %d calls; want 10.00 EUR after 2", o, err, calls.Load())
+	}
+	calls.Store(0)
+	_, err = c.Order(context.Background(), "bad")
+	if mandate.ErrorCode(err) != mandate.EINVALID || mandate.ErrorMessage(err) != "amount is wrong" || calls.Load() != 1 {
+		t.Fatalf("422: err = %v after %d calls; want invalid with the detail, once", err, calls.Load())
+	}
+}
+
+// TestOpenAPIListsEveryRoute keeps the published contract and the server in
+// step: every route served is in api/backend.openapi.yaml and back.
+func TestOpenAPIListsEveryRoute(t *testing.T) {
+	buf, err := os.ReadFile(filepath.Join("..", "..", "api", "backend.openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		OpenAPI string                    `yaml:"openapi"`
+		Paths   map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(buf, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.OpenAPI != "3.1.0" {
+		t.Fatalf("openapi = %q, want 3.1.0", doc.OpenAPI)
+	}
+	var got []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			got = append(got, strings.ToUpper(method)+" "+path)
+		}
+	}
+	slices.Sort(got)
+	want := []string{
+		"GET /customers", "GET /customers/{id}", "GET /operations/{idempotency_key}", "GET /orders/{id}",
+		"PATCH /customers/{id}", "POST /orders/{id}/cancel", "POST /orders/{id}/refunds",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("operations in the OpenAPI file:\n%v\nwant (the server's routes):\n%v", got, want)
+	}
+}

@@ -1,0 +1,188 @@
+// Package httpapi is Mandate's HTTP contract for in-house order, customer and
+// payment services, both sides of it: Client satisfies the backend
+// interfaces by calling a service that implements the contract, and Server
+// implements the contract in front of any backend value (the embedded store
+// first, as `mandate store serve`). The contract is published as
+// api/backend.openapi.yaml; docs/backends.md is the implementer's guide.
+//
+// The wire types below are the contract's JSON shapes. Money crosses the
+// wire as a decimal string in the currency's minor-unit precision ("30.00")
+// next to its ISO 4217 currency, never as a JSON number, so no float touches
+// it on either side.
+package httpapi
+
+import (
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+)
+
+// ContractVersion is the version of the contract this package speaks; it is
+// sent in the Mandate-Contract header and is info.version's major number in
+// the OpenAPI file.
+const ContractVersion = "1"
+
+// Header names the contract uses.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderContract       = "Mandate-Contract"
+)
+
+// ProblemType is the URI prefix of the problem types; the stable code is
+// also in the "code" member, which is what clients act on.
+const ProblemType = "https://mandate.dev/problems/"
+
+// Order is an order on the wire.
+type Order struct {
+	ID         string    `json:"id"`
+	CustomerID string    `json:"customer_id"`
+	Status     string    `json:"status"`
+	Currency   string    `json:"currency"`
+	Total      string    `json:"total"`
+	Refunded   string    `json:"refunded"`
+	PaymentRef string    `json:"payment_ref,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Customer is a customer account on the wire.
+type Customer struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Email           string    `json:"email"`
+	Phone           string    `json:"phone"`
+	ShippingAddress string    `json:"shipping_address"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// CustomerList is the answer to GET /customers?email=: zero or one
+// customers, as emails are unique.
+type CustomerList struct {
+	Customers []Customer `json:"customers"`
+}
+
+// Refund is a refund on the wire.
+type Refund struct {
+	ID             string    `json:"id"`
+	OrderID        string    `json:"order_id"`
+	Amount         string    `json:"amount"`
+	Currency       string    `json:"currency"`
+	Reason         string    `json:"reason"`
+	IdempotencyKey string    `json:"idempotency_key"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+// RefundRequest is the body of POST /orders/{id}/refunds.
+type RefundRequest struct {
+	Amount   string `json:"amount"`
+	Currency string `json:"currency"`
+	Reason   string `json:"reason"`
+}
+
+// CancelRequest is the body of POST /orders/{id}/cancel.
+type CancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+// CustomerPatch is the body of PATCH /customers/{id}: exactly one of the
+// updatable fields (email, phone, shipping_address, name), as a JSON object
+// with one member, e.g. {"phone": "+1 202 555 0100"}.
+type CustomerPatch map[string]string
+
+// Operation kinds in GET /operations/{key}.
+const (
+	KindRefund         = "refund"
+	KindCancel         = "cancel"
+	KindCustomerUpdate = "customer_update"
+)
+
+// Operation is what GET /operations/{key} returns: the change made with an
+// idempotency key, and its result as the change left it. Exactly one of
+// Refund, Order and Customer is set, according to Kind.
+type Operation struct {
+	IdempotencyKey string    `json:"idempotency_key"`
+	Kind           string    `json:"kind"`
+	Refund         *Refund   `json:"refund,omitempty"`
+	Order          *Order    `json:"order,omitempty"`
+	Customer       *Customer `json:"customer,omitempty"`
+}
+
+// Problem is an RFC 9457 problem details object with the contract's stable
+// Code (not_found, conflict, invalid, unauthorized, unavailable). Detail is
+// shown to agents and people, so it must hold no secrets.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+// Problem codes beyond the mandate error codes.
+const (
+	CodeUnauthorized = "unauthorized"
+)
+
+// FromOrder converts an order to its wire form.
+func FromOrder(o backend.Order) Order {
+	return Order{ID: o.ID, CustomerID: o.CustomerID, Status: o.Status, Currency: o.Total.Currency,
+		Total: o.Total.String(), Refunded: o.Refunded.String(), PaymentRef: o.PaymentRef, CreatedAt: o.CreatedAt.UTC()}
+}
+
+// ToOrder converts a wire order, refusing amounts that are not decimal
+// strings in the order's currency.
+func (o Order) ToOrder() (backend.Order, error) {
+	total, err := mandate.ParseMoney(o.Total, o.Currency)
+	if err != nil {
+		return backend.Order{}, badAnswer("order %s: total: %s", o.ID, mandate.ErrorMessage(err))
+	}
+	refunded, err := mandate.ParseMoney(o.Refunded, o.Currency)
+	if err != nil {
+		return backend.Order{}, badAnswer("order %s: refunded: %s", o.ID, mandate.ErrorMessage(err))
+	}
+	if o.ID == "" || o.CustomerID == "" || o.Status == "" {
+		return backend.Order{}, badAnswer("order %q lacks id, customer_id or status", o.ID)
+	}
+	return backend.Order{ID: o.ID, CustomerID: o.CustomerID, Status: o.Status, Total: total,
+		Refunded: refunded, PaymentRef: o.PaymentRef, CreatedAt: o.CreatedAt}, nil
+}
+
+// FromCustomer converts a customer to its wire form.
+func FromCustomer(c backend.Customer) Customer {
+	return Customer{ID: c.ID, Name: c.Name, Email: c.Email, Phone: c.Phone,
+		ShippingAddress: c.ShippingAddress, CreatedAt: c.CreatedAt.UTC()}
+}
+
+// ToCustomer converts a wire customer.
+func (c Customer) ToCustomer() (backend.Customer, error) {
+	if c.ID == "" {
+		return backend.Customer{}, badAnswer("a customer has no id")
+	}
+	return backend.Customer{ID: c.ID, Name: c.Name, Email: c.Email, Phone: c.Phone,
+		ShippingAddress: c.ShippingAddress, CreatedAt: c.CreatedAt}, nil
+}
+
+// FromRefund converts a refund to its wire form.
+func FromRefund(r backend.Refund) Refund {
+	return Refund{ID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency,
+		Reason: r.Reason, IdempotencyKey: r.IdempotencyKey, CreatedAt: r.CreatedAt.UTC()}
+}
+
+// ToRefund converts a wire refund.
+func (r Refund) ToRefund() (backend.Refund, error) {
+	amount, err := mandate.ParseMoney(r.Amount, r.Currency)
+	if err != nil {
+		return backend.Refund{}, badAnswer("refund %s: amount: %s", r.ID, mandate.ErrorMessage(err))
+	}
+	if r.ID == "" || r.OrderID == "" {
+		return backend.Refund{}, badAnswer("a refund lacks id or order_id")
+	}
+	return backend.Refund{ID: r.ID, OrderID: r.OrderID, Amount: amount, Reason: r.Reason,
+		IdempotencyKey: r.IdempotencyKey, CreatedAt: r.CreatedAt}, nil
+}
+
+// badAnswer is the error for a response that does not follow the contract.
+// It is unavailable: Mandate cannot tell what the service did.
+func badAnswer(format string, args ...any) error {
+	return mandate.Errorf(mandate.EUNAVAILABLE, "the backend service answered outside the contract: "+format, args...)
+}

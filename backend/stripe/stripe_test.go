@@ -1,0 +1,294 @@
+package stripe_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/backend/stripe"
+	"github.com/mandatehq/mandate/internal/stripemock"
+)
+
+// shop is a store with one USD order paid with a PaymentIntent, and one
+// without a payment reference.
+func shop(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	_, err = st.Import(context.Background(), []byte(`{
+  "customers": [{"id": "cus_1", "name": "Ada", "email": "ada@example.com", "created_at": "2024-01-01T00:00:00Z"}],
+  "orders": [
+    {"id": "ord_1", "customer_id": "cus_1", "status": "delivered", "currency": "USD", "total": "2500.00", "payment_ref": "pi_test_1", "created_at": "2026-01-01T00:00:00Z"},
+    {"id": "ord_2", "customer_id": "cus_1", "status": "delivered", "currency": "USD", "total": "10.00", "created_at": "2026-01-01T00:00:00Z"}
+  ]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// recorded is one request as it reached Stripe.
+type recorded struct {
+	Method, Path, Key, Version, Auth string
+	Form                             url.Values
+}
+
+// recorder is a reverse proxy that keeps every request it forwards.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []recorded
+	next http.Handler
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	form, _ := url.ParseQuery(string(body))
+	for k, v := range req.URL.Query() {
+		form[k] = v
+	}
+	r.mu.Lock()
+	r.reqs = append(r.reqs, recorded{req.Method, req.URL.Path, req.Header.Get("Idempotency-Key"),
+		req.Header.Get("Stripe-Version"), req.Header.Get("Authorization"), form})
+	r.mu.Unlock()
+	req.Body = io.NopCloser(strings.NewReader(string(body)))
+	r.next.ServeHTTP(w, req)
+}
+
+func (r *recorder) all() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recorded(nil), r.reqs...)
+}
+
+// TestAgainstStripeMock: the requests Mandate sends to Stripe's own stub,
+// as a recording proxy sees them.
+func TestAgainstStripeMock(t *testing.T) {
+	base := stripemock.Start(t)
+	target, _ := url.Parse(base)
+	rec := &recorder{next: httputil.NewSingleHostReverseProxy(target)}
+	proxy := httptest.NewServer(rec)
+	defer proxy.Close()
+
+	st := shop(t)
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_mandate", APIURL: proxy.URL}, st)
+	orders := stripe.Orders{Orders: st, Payments: p}
+	ctx := context.Background()
+
+	o, err := orders.Order(ctx, "ord_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Total != (mandate.Money{Minor: 250000, Currency: "USD"}) || o.Refunded.Minor != 0 || o.PaymentRef != "pi_test_1" {
+		t.Fatalf("order with Stripe's facts = %+v; want 2500.00 USD received and nothing refunded, as the fixtures say", o)
+	}
+
+	r, err := p.Refund(ctx, backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 3000, Currency: "USD"},
+		Reason: "scratched", IdempotencyKey: "act_0123456789abcdef", Agent: "demo-agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.ID, "re_") || r.Amount != (mandate.Money{Minor: 3000, Currency: "USD"}) || r.OrderID != "ord_1" || r.IdempotencyKey != "act_0123456789abcdef" {
+		t.Fatalf("refund = %+v", r)
+	}
+	var post *recorded
+	for _, q := range rec.all() {
+		if q.Version != stripe.APIVersion || q.Auth != "Bearer sk_test_mandate" {
+			t.Errorf("%s %s: Stripe-Version %q, Authorization %q; want the pinned %s and the key", q.Method, q.Path, q.Version, q.Auth, stripe.APIVersion)
+		}
+		if q.Method == http.MethodPost {
+			if post != nil {
+				t.Fatalf("two refund requests for one refund: %+v", rec.all())
+			}
+			post = &q
+		}
+	}
+	if post == nil {
+		t.Fatal("no refund request reached Stripe")
+	}
+	for field, want := range map[string]string{
+		"path":                        "/v1/refunds",
+		"Idempotency-Key":             "act_0123456789abcdef",
+		"payment_intent":              "pi_test_1",
+		"amount":                      "3000",
+		"metadata[mandate_action_id]": "act_0123456789abcdef",
+		"metadata[mandate_order_id]":  "ord_1",
+		"metadata[mandate_agent]":     "demo-agent",
+	} {
+		got := post.Form.Get(field)
+		switch field {
+		case "path":
+			got = post.Path
+		case "Idempotency-Key":
+			got = post.Key
+		}
+		if got != want {
+			t.Errorf("refund request %s = %q, want %q", field, got, want)
+		}
+	}
+
+	// A refund in another currency than the payment's is refused before
+	// anything is sent.
+	n := len(rec.all())
+	_, err = p.Refund(ctx, backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 3000, Currency: "EUR"}, IdempotencyKey: "act_eur"})
+	if mandate.ErrorCode(err) != mandate.EINVALID {
+		t.Fatalf("EUR refund of a USD payment: err = %v, want invalid", err)
+	}
+	for _, q := range rec.all()[n:] {
+		if q.Method == http.MethodPost {
+			t.Fatalf("a refund request was sent for a currency mismatch")
+		}
+	}
+	if _, err := p.Refund(ctx, backend.RefundRequest{OrderID: "ord_2", Amount: mandate.Money{Minor: 100, Currency: "USD"}, IdempotencyKey: "act_2"}); mandate.ErrorCode(err) != mandate.ECONFLICT {
+		t.Fatalf("order without payment_ref: err = %v, want conflict", err)
+	}
+	// stripe-mock keeps no state: no refund carries our metadata.
+	if _, err := p.RefundByKey(ctx, "act_0123456789abcdef"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("RefundByKey on stripe-mock: err = %v, want not_found", err)
+	}
+}
+
+const piJSON = `{"id":"pi_test_1","object":"payment_intent","amount":250000,"amount_received":250000,"currency":"usd","status":"succeeded","latest_charge":{"id":"ch_1","object":"charge","amount":250000,"amount_refunded":5000,"currency":"usd"}}`
+
+func refundJSON(key string, amount int64, status string) string {
+	return fmt.Sprintf(`{"id":"re_%s","object":"refund","amount":%d,"currency":"usd","status":%q,"created":1700000000,"payment_intent":"pi_test_1","metadata":{"mandate_action_id":%q,"mandate_order_id":"ord_1"}}`,
+		key, amount, status, key)
+}
+
+func stripeError(status int, typ, code, msg string) func(w http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"error":{"type":%q,"code":%q,"message":%q}}`, typ, code, msg)
+	}
+}
+
+// TestErrorMapping: Stripe-shaped errors from a local server become results
+// that say what happened to the money, retried only when Stripe says a
+// retry is safe, always with the same key.
+func TestErrorMapping(t *testing.T) {
+	ok := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, refundJSON("act_1", 3000, "succeeded"))
+	}
+	withHeader := func(h, v string, f func(http.ResponseWriter)) func(http.ResponseWriter) {
+		return func(w http.ResponseWriter) { w.Header().Set(h, v); f(w) }
+	}
+	hang := func(w http.ResponseWriter) { time.Sleep(2 * time.Second); ok(w) }
+	for _, tc := range []struct {
+		name      string
+		responses []func(http.ResponseWriter) // per attempt; the last repeats
+		code      string
+		message   string
+		attempts  int
+		unauth    bool
+	}{
+		{"already refunded", []func(http.ResponseWriter){stripeError(400, "invalid_request_error", "charge_already_refunded", "Charge ch_1 has already been refunded.")},
+			mandate.ECONFLICT, "Charge ch_1 has already been refunded.", 1, false},
+		{"amount too large", []func(http.ResponseWriter){stripeError(400, "invalid_request_error", "amount_too_large", "Refund amount ($30.00) is greater than unrefunded amount on charge ($20.00)")},
+			mandate.ECONFLICT, "is greater than unrefunded amount", 1, false},
+		{"card failure", []func(http.ResponseWriter){stripeError(402, "card_error", "expired_card", "Your card has expired.")},
+			mandate.ECONFLICT, "the card or bank refused", 1, false},
+		{"429 with Stripe-Should-Retry", []func(http.ResponseWriter){withHeader("Stripe-Should-Retry", "true", stripeError(429, "api_error", "rate_limit", "Too many requests")), ok},
+			"", "", 2, false},
+		{"500 then success", []func(http.ResponseWriter){stripeError(500, "api_error", "", "Something went wrong"), ok},
+			"", "", 2, false},
+		{"500 Stripe says not to retry", []func(http.ResponseWriter){withHeader("Stripe-Should-Retry", "false", stripeError(500, "api_error", "", "boom"))},
+			mandate.EUNAVAILABLE, "Stripe is unavailable (HTTP 500", 1, false},
+		{"500 every time", []func(http.ResponseWriter){stripeError(503, "api_error", "", "down")},
+			mandate.EUNAVAILABLE, "Stripe is unavailable (HTTP 503", 3, false},
+		{"bad key", []func(http.ResponseWriter){stripeError(401, "invalid_request_error", "", "Invalid API Key provided")},
+			mandate.EUNAVAILABLE, "Stripe refused Mandate's API key", 1, true},
+		{"hang past the timeout", []func(http.ResponseWriter){hang},
+			mandate.EUNAVAILABLE, "Stripe did not answer in time", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var keys []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet {
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, piJSON)
+					return
+				}
+				mu.Lock()
+				keys = append(keys, r.Header.Get("Idempotency-Key"))
+				n := len(keys)
+				mu.Unlock()
+				tc.responses[min(n, len(tc.responses))-1](w)
+			}))
+			defer srv.Close()
+			p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL, Retries: 2, Backoff: time.Millisecond, Timeout: 300 * time.Millisecond}, shop(t))
+			// Like the guard: one deadline for the whole call, retries
+			// included; the hang must not retry past it.
+			ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+			defer cancel()
+			r, err := p.Refund(ctx, backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 3000, Currency: "USD"}, IdempotencyKey: "act_1"})
+			if mandate.ErrorCode(err) != tc.code || !strings.Contains(mandate.ErrorMessage(err), tc.message) {
+				t.Fatalf("err = %v; want code %q with %q", err, tc.code, tc.message)
+			}
+			if tc.code == "" && r.ID != "re_act_1" {
+				t.Fatalf("refund = %+v", r)
+			}
+			if errors.Is(err, backend.ErrUnauthorized) != tc.unauth {
+				t.Fatalf("err = %v: ErrUnauthorized in chain = %v, want %v", err, !tc.unauth, tc.unauth)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.name != "hang past the timeout" && len(keys) != tc.attempts {
+				t.Fatalf("%d attempts, want %d", len(keys), tc.attempts)
+			}
+			for _, k := range keys {
+				if k != "act_1" {
+					t.Fatalf("attempt with Idempotency-Key %q, want act_1 every time: %v", k, keys)
+				}
+			}
+		})
+	}
+}
+
+// TestRefundByKey: reconciliation finds the refund by its metadata, and
+// treats a failed refund as not done.
+func TestRefundByKey(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/refunds" || r.URL.Query().Get("created[gte]") == "" {
+			t.Errorf("reconciliation asked %s %s; want a list of recent refunds", r.Method, r.URL)
+		}
+		list := map[string]any{"object": "list", "has_more": false, "url": "/v1/refunds", "data": []json.RawMessage{
+			json.RawMessage(refundJSON("act_other", 100, "succeeded")),
+			json.RawMessage(refundJSON("act_done", 4200, "succeeded")),
+			json.RawMessage(refundJSON("act_failed", 100, "failed")),
+		}}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(list)
+	}))
+	defer srv.Close()
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL}, shop(t))
+	ctx := context.Background()
+	r, err := p.RefundByKey(ctx, "act_done")
+	if err != nil || r.ID != "re_act_done" || r.Amount != (mandate.Money{Minor: 4200, Currency: "USD"}) || r.OrderID != "ord_1" {
+		t.Fatalf("RefundByKey = %+v, %v", r, err)
+	}
+	for _, key := range []string{"act_never", "act_failed"} {
+		if _, err := p.RefundByKey(ctx, key); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+			t.Fatalf("RefundByKey(%s): err = %v, want not_found", key, err)
+		}
+	}
+}
