@@ -166,7 +166,10 @@ func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
 // ActionByKey returns the action agent made with an idempotency key, or a
 // not_found error.
 func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
-	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ?`, agent, key))
+	// "idempotency_key != ''" lets SQLite use the partial unique index
+	// (migration 0003): without it the planner cannot know the key is not
+	// empty and scans every action ever recorded.
+	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ? AND idempotency_key != ''`, agent, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action with that idempotency key")
 	} else if err != nil {

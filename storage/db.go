@@ -39,6 +39,10 @@ type DB struct {
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
 }
 
+// driverName is the database/sql driver Open uses; the query-plan test
+// swaps in one that records every statement.
+var driverName = "sqlite"
+
 // DSN returns the connection string for a SQLite file with every pragma in
 // it, because a PRAGMA run with Exec reaches only one pooled connection.
 // synchronous(FULL) makes each commit durable before it returns.
@@ -50,7 +54,7 @@ func DSN(path string) string {
 
 // Open opens or creates the database at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
-	sdb, err := sql.Open("sqlite", DSN(path))
+	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
