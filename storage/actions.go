@@ -116,8 +116,11 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 // executing: its final status and result on the action row and an outcome
 // audit record, in one transaction. Exactly one outcome is ever recorded:
 // if the action is no longer executing, it returns a conflict error.
+// It returns once committed, without waiting for an fsync: recovery
+// reconciles an outcome a power cut loses (writer.go).
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
-	return db.write(func(tx *Tx) error {
+	faultPoint("before-outcome")
+	return db.writeLazy(func(tx *Tx) error {
 		now := db.Now()
 		a.UpdatedAt = now
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome

@@ -33,6 +33,7 @@ type DB struct {
 
 	writes     chan writeReq // to the group-commit writer (writer.go)
 	writerDone chan struct{}
+	wconn      [2]*sql.Conn // the writer's own connections: synchronous FULL, NORMAL
 	closeMu    sync.RWMutex
 	closed     bool
 	stmtMu     sync.Mutex

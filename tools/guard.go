@@ -166,7 +166,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
-		err = d.DB.Append(ctx, rec)
+		if dec.Effect == policy.Allow {
+			err = d.DB.AppendRead(ctx, rec) // no fsync wait: see storage.AppendRead
+		} else {
+			err = d.DB.Append(ctx, rec)
+		}
 	}
 	log = log.With("decision", dec.Effect)
 	if err != nil {
