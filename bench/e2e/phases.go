@@ -188,11 +188,11 @@ func (b *bench) runAll(ctx context.Context) error {
 		b.say("refunds, %d concurrent callers", c)
 		rm := b.measure(ctx, []*server{m}, c, b.refund(nil))
 		rb := b.measure(ctx, []*server{bare}, c, b.refund(nil))
-		t.latency(fmt.Sprintf("refund, %d caller(s): median", c), rm.median, rb.median,
+		t.latency(fmt.Sprintf("refund, %d callers: median", c), rm.median, rb.median,
 			when(c == 1, mark(float64(rm.median) <= 1.5*float64(rb.median), "≤ 1.5×")))
-		t.latency(fmt.Sprintf("refund, %d caller(s): p99", c), rm.p99, rb.p99,
+		t.latency(fmt.Sprintf("refund, %d callers: p99", c), rm.p99, rb.p99,
 			when(c == 16, mark(rm.p99 <= 5*rm.median, "Mandate's p99 ≤ 5× its median")))
-		t.rate(fmt.Sprintf("refund, %d caller(s): calls/s", c), rm.perSec, rb.perSec,
+		t.rate(fmt.Sprintf("refund, %d callers: calls/s", c), rm.perSec, rb.perSec,
 			when(c == 16, mark(rm.perSec >= 0.8*rb.perSec, "≥ 0.8×")))
 		t.fail(rm, rb)
 		if c == 4 {
@@ -225,7 +225,8 @@ func (b *bench) runAll(ctx context.Context) error {
 	t.fail(r4)
 
 	for _, n := range b.cfg.prefill {
-		if err := b.prefillTo(ctx, n); err != nil {
+		n, err := b.prefillTo(ctx, n)
+		if err != nil {
 			return fmt.Errorf("recording history: %w", err)
 		}
 		b.say("keyed and unkeyed refunds after %d recorded actions", n)

@@ -168,14 +168,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // prefillTo records executed refund actions, each with an idempotency key,
-// directly in mandate.db until it holds n recorded actions: the history a
+// directly in mandate.db until it holds n recorded actions (it returns how many it holds): the history a
 // keyed refund's lookup must not slow down with. They are written through
 // the storage package as the guard writes them (attempt and chain), by an
 // agent of their own so the checks can tell them apart.
-func (b *bench) prefillTo(ctx context.Context, n int) error {
+func (b *bench) prefillTo(ctx context.Context, n int) (int, error) {
 	db, err := storage.Open(ctx, b.mandateDB)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer db.Close()
 	count := 0
@@ -185,11 +185,11 @@ func (b *bench) prefillTo(ctx context.Context, n int) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	todo := n - count
 	if todo <= 0 {
-		return nil
+		return count, nil
 	}
 	b.say("recording %d more actions (history: %d)", todo, n)
 	var next atomic.Int64
@@ -218,7 +218,7 @@ func (b *bench) prefillTo(ctx context.Context, n int) error {
 	}
 	wg.Wait()
 	close(errs)
-	return <-errs
+	return n, <-errs
 }
 
 // prefillAgent records the history; the checks ignore its actions.
