@@ -136,6 +136,9 @@ var growing = regexp.MustCompile(`^SCAN (actions|audit|usage_counters)\b`)
 
 // scans returns the plan lines of query that scan a growing table.
 func scans(ctx context.Context, db *DB, q recorded) ([]string, error) {
+	if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q.query)), "PRAGMA") {
+		return nil, nil // connection settings read no table
+	}
 	args := make([]any, len(q.args))
 	for i, a := range q.args {
 		if a.Name != "" {
