@@ -61,7 +61,20 @@ type Policy struct {
 	tenantOf   map[string]string          // identity → its tenant, if it has one
 	byTool     map[string]map[string][]*Rule
 	shards     sync.Map // scope key → *shard, built on first use
+	// direct says the model's matcher is the shipped cond(p.cond, r.attrs),
+	// so a decision can evaluate each candidate rule's compiled condition
+	// itself (decideDirect) instead of through Casbin's Enforce, which
+	// allocates dozens of times per call; TestDirectMatchesCasbin holds the two
+	// to the same answers. Any other matcher goes through Casbin.
+	direct  bool
+	cacheMu sync.RWMutex
+	cache   map[agentTool]*shard // (identity, tool) → its shard, a lookup without building the scope key
 }
+
+type agentTool struct{ agent, tool string }
+
+// directMatcher is the shipped matcher as Casbin stores it.
+const directMatcher = "cond(p_cond, r_attrs)"
 
 // maxRoleDepth matches Casbin's own limit; deeper chains are refused at load
 // rather than cut off silently.
@@ -107,6 +120,7 @@ func Load(modelSrc, policySrc Source) (*Policy, error) {
 	if err := p.buildScopes(); err != nil {
 		return nil, err
 	}
+	p.direct = strings.Join(strings.Fields(m["m"]["m"].Value), " ") == directMatcher
 	// Enforce one rule now, with every attribute present, so a model whose
 	// matcher Casbin cannot compile or evaluate fails at load, not at the
 	// first request.
@@ -313,6 +327,31 @@ type shard struct {
 	e     *casbin.Enforcer
 	rules []*Rule
 	byRow map[string]*Rule // Casbin's row (without tenant) → the rule
+	grant []bool
+	conds []*govaluate.EvaluableExpression // rules[i]'s compiled condition, for decideDirect
+}
+
+// shardOf is shardFor through a cache keyed by identity and tool, so a
+// decision finds its shard without allocating.
+func (p *Policy) shardOf(agent, tool string) (*shard, error) {
+	k := agentTool{agent, tool}
+	p.cacheMu.RLock()
+	sh := p.cache[k]
+	p.cacheMu.RUnlock()
+	if sh != nil {
+		return sh, nil
+	}
+	sh, err := p.shardFor(agent, tool)
+	if err != nil {
+		return nil, err
+	}
+	p.cacheMu.Lock()
+	if p.cache == nil {
+		p.cache = map[agentTool]*shard{}
+	}
+	p.cache[k] = sh
+	p.cacheMu.Unlock()
+	return sh, nil
 }
 
 // shardFor returns the shard for agent's scope on tool, building it on
@@ -377,7 +416,11 @@ func (p *Policy) newShard(rules []*Rule) (*shard, error) {
 			e.GetModel()["p"]["p"].Policy = append(e.GetModel()["p"]["p"].Policy, row)
 		}
 	}
-	return &shard{e: e, rules: rules, byRow: byRow}, nil
+	conds := make([]*govaluate.EvaluableExpression, len(rules))
+	for i, r := range rules {
+		conds[i] = p.conds[r.Cond]
+	}
+	return &shard{e: e, rules: rules, byRow: byRow, grant: grant, conds: conds}, nil
 }
 
 // applies(identity, tool, subject) says whether a rule's subject speaks for
@@ -432,12 +475,23 @@ func (p *Policy) Decide(req Request) Decision {
 	if req.Agent == "" || !p.identities[req.Agent] {
 		return deny(fmt.Sprintf("unknown identity %q", req.Agent))
 	}
-	sh, err := p.shardFor(req.Agent, req.Tool)
+	sh, err := p.shardOf(req.Agent, req.Tool)
 	if err != nil {
 		return deny("policy error: " + err.Error())
 	}
 	if len(sh.rules) == 0 {
 		return deny("no rule matched: none for " + req.Tool + " applies to " + req.Agent)
+	}
+	if p.direct {
+		return p.decideDirect(sh, req)
+	}
+	return p.decideCasbin(sh, req)
+}
+
+// decideCasbin decides req with Casbin's Enforce over the shard's rules.
+func (p *Policy) decideCasbin(sh *shard, req Request) Decision {
+	deny := func(reason string) Decision {
+		return Decision{Effect: Deny, Reason: reason, Version: p.Version}
 	}
 	_, explain, err := sh.e.EnforceEx(req.Agent, req.Tool, req.Attrs)
 	if err != nil {
@@ -451,6 +505,50 @@ func (p *Policy) Decide(req Request) Decision {
 		return deny("matched a rule the policy does not hold")
 	}
 	return Decision{Effect: rule.Effect, Rule: rule, Version: p.Version}
+}
+
+// decideDirect is what Casbin's Enforce does with the shipped matcher and
+// the mostRestrictive effector, without its per-call allocations: evaluate
+// each rule's condition in file order, stop at the first matching deny (an
+// error before it is a deny, as in Casbin), else, if a matching rule grants,
+// the first matching require_approval, else the first matching allow.
+func (p *Policy) decideDirect(sh *shard, req Request) Decision {
+	approval, allow, granted := -1, -1, false
+	for j, r := range sh.rules {
+		out, err := sh.conds[j].Evaluate(req.Attrs)
+		if err != nil {
+			return Decision{Effect: Deny, Reason: "policy error: " + err.Error(), Version: p.Version}
+		}
+		matched, ok := out.(bool)
+		if !ok {
+			return Decision{Effect: Deny, Reason: fmt.Sprintf("policy error: condition %q gave %v, not true or false", r.Cond, out), Version: p.Version}
+		}
+		if !matched {
+			continue
+		}
+		switch r.Effect {
+		case Deny:
+			return Decision{Effect: Deny, Rule: r, Version: p.Version}
+		case RequireApproval:
+			if approval < 0 {
+				approval = j
+			}
+		case Allow:
+			if allow < 0 {
+				allow = j
+			}
+		}
+		granted = granted || sh.grant[j]
+	}
+	switch {
+	case !granted:
+		return Decision{Effect: Deny, Reason: "no rule matched that grants this", Version: p.Version}
+	case approval >= 0:
+		return Decision{Effect: RequireApproval, Rule: sh.rules[approval], Version: p.Version}
+	case allow >= 0:
+		return Decision{Effect: Allow, Rule: sh.rules[allow], Version: p.Version}
+	}
+	return Decision{Effect: Deny, Reason: "no rule matched that grants this", Version: p.Version}
 }
 
 // TenantOf returns the tenant an identity belongs to, or "".

@@ -456,7 +456,12 @@ func TestEngineSwapUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	for i := range 400 {
+	// Decisions take microseconds: keep swapping until the deciders have
+	// seen both versions, and stop after swapping a back in.
+	for i := 0; i < 400 || seenA.Load() == 0 || seenB.Load() == 0 || i%2 == 1; i++ {
+		if i > 10_000_000 {
+			t.Fatal("the deciders never saw both versions")
+		}
 		if i%2 == 0 {
 			e.Swap(b)
 		} else {

@@ -128,8 +128,11 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 // executing: its final status and result on the action row and an outcome
 // audit record, in one transaction. Exactly one outcome is ever recorded:
 // if the action is no longer executing, it returns a conflict error.
+// It returns once committed, without waiting for an fsync: recovery
+// reconciles an outcome a power cut loses (writer.go).
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
-	return db.write(func(tx *Tx) error {
+	faultPoint("before-outcome")
+	return db.writeLazy(func(tx *Tx) error {
 		now := db.Now()
 		a.UpdatedAt = now
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
@@ -178,7 +181,10 @@ func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
 // ActionByKey returns the action agent made with an idempotency key, or a
 // not_found error.
 func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
-	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ?`, agent, key))
+	// "idempotency_key != ''" lets SQLite use the partial unique index
+	// (migration 0003): without it the planner cannot know the key is not
+	// empty and scans every action ever recorded.
+	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ? AND idempotency_key != ''`, agent, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action with that idempotency key")
 	} else if err != nil {

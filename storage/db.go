@@ -33,11 +33,16 @@ type DB struct {
 
 	writes     chan writeReq // to the group-commit writer (writer.go)
 	writerDone chan struct{}
+	wconn      [2]*sql.Conn // the writer's own connections: synchronous FULL, NORMAL
 	closeMu    sync.RWMutex
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
 }
+
+// driverName is the database/sql driver Open uses; the query-plan test
+// swaps in one that records every statement.
+var driverName = "sqlite"
 
 // DSN returns the connection string for a SQLite file with every pragma in
 // it, because a PRAGMA run with Exec reaches only one pooled connection.
@@ -50,7 +55,7 @@ func DSN(path string) string {
 
 // Open opens or creates the database at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
-	sdb, err := sql.Open("sqlite", DSN(path))
+	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}

@@ -19,9 +19,26 @@ import (
 // maxBatch bounds how many writes share one commit.
 const maxBatch = 128
 
+// Deferred durability. The attempt must be on disk before the backend is
+// called, so a batch holding one commits with synchronous=FULL (an fsync).
+// Two kinds of record need not delay an answer for an fsync: an action's
+// outcome (if it is lost, the action stays executing and recovery asks the
+// backend by its idempotency key and records what happened) and the record of
+// an allowed lookup. A batch of only those commits with synchronous=NORMAL:
+// committed and visible to every process at once and safe from a killed
+// process (the WAL is in the OS's cache), made durable by the next FULL commit
+// or checkpoint, whose fsync covers every earlier WAL frame; only a power
+// loss in between can undo it. The writer owns a connection for each setting.
+
+// faultPoint is called at named points of the write path; it does nothing
+// unless the binary is built with the mandate_faultinject tag, whose fault
+// tests kill the process there (faultinject.go).
+var faultPoint = func(name string) {}
+
 type writeReq struct {
 	fn   func(tx *Tx) error
 	done chan error
+	lazy bool // need not be fsynced before it is answered (see above)
 }
 
 // errClosed is returned for writes after Close.
@@ -32,6 +49,13 @@ func (db *DB) startWriter() {
 	db.writerDone = make(chan struct{})
 	go func() {
 		defer close(db.writerDone)
+		defer func() {
+			for _, c := range db.wconn {
+				if c != nil {
+					c.Close()
+				}
+			}
+		}()
 		for first := range db.writes {
 			batch := []writeReq{first}
 		gather:
@@ -62,7 +86,14 @@ func (db *DB) commitBatch(batch []writeReq) {
 	// The batch belongs to many callers, so no one caller's context may
 	// cancel it; the busy timeout in the DSN bounds the wait for the lock.
 	ctx := context.Background()
-	tx, err := db.db.BeginTx(ctx, nil)
+	sync := "NORMAL"
+	for _, r := range batch {
+		if !r.lazy {
+			sync = "FULL"
+			break
+		}
+	}
+	tx, err := db.begin(ctx, sync)
 	if err != nil {
 		fail(unavailable("begin", err))
 		return
@@ -110,12 +141,66 @@ func (db *DB) commitBatch(batch []writeReq) {
 	}
 }
 
+// begin starts a write transaction on the writer's connection for sync
+// (FULL or NORMAL): one connection of each, set once, so no batch pays for a
+// PRAGMA.
+func (db *DB) begin(ctx context.Context, sync string) (*sql.Tx, error) {
+	i := 0
+	if sync == "NORMAL" {
+		i = 1
+	}
+	if db.wconn[i] == nil {
+		c, err := db.db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.ExecContext(ctx, "PRAGMA synchronous = "+sync); err != nil {
+			c.Close()
+			return nil, err
+		}
+		db.wconn[i] = c
+	}
+	tx, err := db.wconn[i].BeginTx(ctx, nil)
+	if err != nil {
+		db.wconn[i].Close() // a fresh connection for the next batch
+		db.wconn[i] = nil
+	}
+	return tx, err
+}
+
 // write runs fn inside a durable write transaction that it may share with
 // other writes of this process, and returns fn's error, or the commit's.
 // fn must do all its reads of shared state (chain head, usage, statuses)
 // through tx.
-func (db *DB) write(fn func(tx *Tx) error) (err error) {
-	r := writeReq{fn: fn, done: make(chan error, 1)}
+func (db *DB) write(fn func(tx *Tx) error) error {
+	return db.enqueue(fn, false)
+}
+
+// writeLazy is write for a record whose loss in a power cut is repaired or
+// tolerated (see "Deferred durability"): it returns once committed, without
+// waiting for an fsync.
+func (db *DB) writeLazy(fn func(tx *Tx) error) error {
+	return db.enqueue(fn, true)
+}
+
+// AppendRead adds the audit record of an allowed lookup, like Append but
+// without waiting for an fsync: a read changes nothing, so the record need
+// not be on disk before the data is shown (see "Deferred durability").
+// Refusals use Append.
+func (db *DB) AppendRead(ctx context.Context, rec *Record) error {
+	return db.writeLazy(func(tx *Tx) error {
+		if rec.Time.IsZero() {
+			rec.Time = db.Now()
+		}
+		if err := appendRecord(ctx, tx, rec); err != nil {
+			return unavailable("append", err)
+		}
+		return nil
+	})
+}
+
+func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {
+	r := writeReq{fn: fn, done: make(chan error, 1), lazy: lazy}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()

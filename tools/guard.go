@@ -225,7 +225,13 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
 		}
-		err = d.DB.Append(context.WithoutCancel(ctx), rec)
+		// A read is not cancelled once decided: its record is written whole.
+		wctx := context.WithoutCancel(ctx)
+		if dec.Effect == policy.Allow {
+			err = d.DB.AppendRead(wctx, rec) // no fsync wait: see storage.AppendRead
+		} else {
+			err = d.DB.Append(wctx, rec)
+		}
 	}
 	// Recorded: from here the call runs to its end whatever the client does.
 	ctx = context.WithoutCancel(ctx)

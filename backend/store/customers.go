@@ -53,7 +53,7 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	}
 	dig := digest(kindUpdateCustomer, struct{ CustomerID, Field, Value string }{req.CustomerID, req.Field, value})
 
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return backend.Customer{}, dbError(err)
 	}

@@ -28,7 +28,7 @@ func (s *Store) CancelOrder(ctx context.Context, req backend.CancelRequest) (bac
 	}
 	dig := digest(kindCancelOrder, struct{ OrderID, Reason string }{req.OrderID, req.Reason})
 
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return backend.Order{}, dbError(err)
 	}

@@ -28,7 +28,7 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 		return backend.Refund{}, mandate.Errorf(mandate.EINVALID, "refund amount must be greater than zero")
 	}
 
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return backend.Refund{}, dbError(err)
 	}

@@ -37,6 +37,12 @@ var migrationFS embed.FS
 // transaction, which SQLite serializes across connections and processes.
 type Store struct {
 	db *sql.DB
+	// w is a pool of one connection for read-write transactions. Several
+	// BEGIN IMMEDIATEs from one process would wait for each other in
+	// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries: the
+	// 100 ms+ tails of concurrent refunds. Queued here they run back to
+	// back. Across processes BEGIN IMMEDIATE still serializes them.
+	w *sql.DB
 
 	// Now is the clock used for created_at stamps and for Seed; tests fix it.
 	Now func() time.Time
@@ -56,9 +62,16 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, dbError(err)
 	}
-	s := &Store{db: db, Now: time.Now}
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		db.Close()
+		return nil, dbError(err)
+	}
+	w.SetMaxOpenConns(1)
+	s := &Store{db: db, w: w, Now: time.Now}
 	if err := s.migrate(context.Background()); err != nil {
 		db.Close()
+		w.Close()
 		return nil, err
 	}
 	return s, nil
@@ -66,7 +79,7 @@ func Open(path string) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return s.db.Close()
+	return errors.Join(s.w.Close(), s.db.Close())
 }
 
 // migrate applies the embedded migrations in name order, each in its own

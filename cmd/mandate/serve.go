@@ -106,6 +106,14 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
+	// mcp-go runs 5 tool calls at once by default. A guarded call spends most
+	// of its time waiting for a commit, so more calls in flight share each
+	// group commit (storage/writer.go) instead of queueing behind it: 32 lets
+	// an agent's 16+ concurrent calls all be in flight and bounds goroutines
+	// and store connections. 256 more wait in order; past that, mcp-go handles
+	// calls on the reading goroutine, which stops reading stdin: back-pressure.
+	server.WithWorkerPoolSize(32)(stdio)
+	server.WithQueueSize(256)(stdio)
 	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
 	err = stdio.Listen(ctx, stdin, stdout)

@@ -1,0 +1,117 @@
+// Command e2e is Mandate's end-to-end benchmark: what an agent sees, over
+// stdio, with the official Go SDK as the client.
+//
+//	go run ./bench/e2e                      # about a minute
+//	go run ./bench/e2e -duration 5s -prefill 1000,100000
+//
+// It builds `mandate` and a bare mcp-go server (bench/e2e/bare: the same
+// embedded-store refund write, the same SQLite settings, no guard), imports a
+// generated data set (one customer per order, so no limit trips) into a store
+// for each, and drives both in the same run: refunds with 1, 4 and 16
+// concurrent callers, get_order and a no-op tool sequentially, four
+// `mandate serve` processes sharing one database against one process with
+// four callers, and refunds with an idempotency key after N recorded actions
+// against refunds without one. It prints one table (medians, p99, calls/s,
+// ratios), then checks that each store and Mandate's audit trail hold exactly
+// the refunds the client saw succeed, and exits 1 if they do not.
+//
+// Everything runs in a temporary directory, over pipes to child processes;
+// nothing listens on a network. Compare ratios within one run: absolute
+// times on a shared machine mean little.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	duration time.Duration // per measured phase
+	prefill  []int         // recorded actions before each keyed/unkeyed comparison
+	orders   int
+	workers  int // bare server's stdio worker pool; 0 = what mandate serve uses
+	keep     bool
+}
+
+func main() {
+	var c config
+	flag.DurationVar(&c.duration, "duration", 2*time.Second, "how long each measured phase runs")
+	prefill := flag.String("prefill", "1000", "comma-separated numbers of recorded actions before comparing keyed with unkeyed refunds, e.g. 1000,100000")
+	flag.IntVar(&c.orders, "orders", 0, "orders (and customers) in each generated store; 0 sizes it from -duration")
+	flag.IntVar(&c.workers, "bare-workers", 32, "the bare server's stdio worker pool; keep it equal to mandate serve's so only the guard differs")
+	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (databases, logs) and print its path")
+	flag.Parse()
+	for _, s := range strings.Split(*prefill, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 0 {
+			fmt.Fprintf(os.Stderr, "e2e: -prefill %q: want comma-separated counts\n", *prefill)
+			os.Exit(2)
+		}
+		c.prefill = append(c.prefill, n)
+	}
+	if c.orders == 0 {
+		// Enough for ~2,000 refunds/s in every refund phase of one side.
+		c.orders = int(c.duration.Seconds()*2000)*(5+2*len(c.prefill)) + 1000
+	}
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		os.Exit(1)
+	}
+}
+
+// moduleRoot finds the main module's directory, so the tool runs from
+// anywhere inside the repository.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("run it inside the mandate repository")
+	}
+	return filepath.Dir(mod), nil
+}
+
+func run(c config) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "mandate-e2e-")
+	if err != nil {
+		return err
+	}
+	if c.keep {
+		fmt.Fprintln(os.Stderr, "e2e: files in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", a...) }
+
+	say("building mandate and the bare server")
+	env := &bench{dir: dir, cfg: c, say: say}
+	env.mandateBin = filepath.Join(dir, "mandate")
+	env.bareBin = filepath.Join(dir, "bare")
+	for _, b := range [][2]string{{env.mandateBin, "./cmd/mandate"}, {env.bareBin, "./bench/e2e/bare"}} {
+		cmd := exec.Command("go", "build", "-o", b[0], b[1])
+		cmd.Dir, cmd.Stderr = root, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", b[1], err)
+		}
+	}
+	say("generating %d orders and importing them into two stores", c.orders)
+	if err := env.setup(root); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	return env.runAll(ctx)
+}
