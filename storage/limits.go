@@ -18,6 +18,11 @@ type Usage struct {
 	// AgentPending counts the agent's actions waiting for a person now
 	// (DecideAndRecord only): the cap on pending actions is judged on it.
 	AgentPending int64
+	// LivePolicy is the version of the live policy (the newest recorded
+	// load, see RecordPolicy) as this transaction reads it, "" when none is
+	// recorded (DecideAndRecord only). Deciding under any other version is
+	// refused: one live policy, checked where nothing can overtake it.
+	LivePolicy string
 }
 
 // Counters are kept per minute, so a window is exact to the minute: a

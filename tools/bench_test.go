@@ -63,8 +63,10 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 		b.Fatalf("import: %v", err)
 	}
 
+	pol := shippedPolicy(b)
+	recordLive(b, db, pol)
 	deps := &tools.Deps{
-		Policy:  policy.NewEngine(shippedPolicy(b)),
+		Policy:  policy.NewEngine(pol),
 		DB:      db,
 		Backend: backend.Backend{Payments: st, Orders: st, Customers: st},
 	}

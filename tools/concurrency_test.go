@@ -105,6 +105,7 @@ func newConcEnv(t *testing.T, orders []concOrder, agents ...string) *concEnv {
 				t.Fatalf("import: %v", err)
 			}
 		}
+		recordLive(t, db, engine.Policy())
 		e.deps = append(e.deps, &tools.Deps{Agent: agent, Policy: engine, DB: db,
 			Backend: backend.Backend{Payments: st, Orders: st, Customers: st}, Logger: slog.New(slog.DiscardHandler)})
 	}

@@ -167,9 +167,15 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 				attrs[k] = v
 			}
 		}
+		held := d.Policy.Policy()
 		switch {
 		case agent == "":
-			dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: d.Policy.Policy().Version}
+			dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: held.Version}
+		case action && u.LivePolicy != held.Version:
+			// One live policy: this process holds another version than the
+			// newest recorded one, e.g. an admin reloaded an edit this
+			// server has not adopted yet (it does within a second).
+			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, u.LivePolicy)}
 		case loadErr != nil:
 			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: d.Policy.Policy().Version}
 		default:
@@ -338,6 +344,15 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
 		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: object(act.Result)}
 	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
+}
+
+// staleReason says why an action was refused under a policy that is not
+// the live one.
+func staleReason(held, live string) string {
+	if live == "" {
+		return fmt.Sprintf("policy version %s is not recorded as the live policy in the database (no server recorded one), so nothing is decided under it", held)
+	}
+	return fmt.Sprintf("this server holds policy version %s but the live policy is %s; it adopts the live one within a second, try again then", held, live)
 }
 
 // uncertain reports whether a backend error leaves open whether the action

@@ -300,6 +300,15 @@ func openAuditDB(t testing.TB) (*storage.DB, string) {
 	return db, path
 }
 
+// recordLive records pol as the live policy in db, as a server does when
+// it starts: the guard refuses actions under any other version.
+func recordLive(t testing.TB, db *storage.DB, pol *policy.Policy) {
+	t.Helper()
+	if err := db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newHarness(t testing.TB, pol *policy.Policy, be *fakeBackend) *harness {
 	t.Helper()
 	db, path := openAuditDB(t)

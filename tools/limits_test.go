@@ -58,6 +58,7 @@ func limitFixture(t *testing.T, n int) (dir string, deps [2]*tools.Deps) {
 				t.Fatal(err)
 			}
 		}
+		recordLive(t, db, engine.Policy())
 		deps[i] = &tools.Deps{Policy: engine, DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}, Logger: slog.New(slog.DiscardHandler)}
 	}
 	return dir, deps

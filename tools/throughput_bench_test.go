@@ -94,6 +94,7 @@ g, bench-agent, bench_role
 		r.orders[fmt.Sprintf("ord_b%d", i)] = backend.Order{ID: fmt.Sprintf("ord_b%d", i), CustomerID: "cus_b", Status: "delivered",
 			Total: mandate.Money{Minor: 1 << 40, Currency: "USD"}, Refunded: mandate.Money{Currency: "USD"}}
 	}
+	recordLive(b, db, pol)
 	d := &tools.Deps{Agent: "bench-agent", Policy: policy.NewEngine(pol), DB: db, Logger: slog.New(slog.DiscardHandler),
 		Backend: backend.Backend{Payments: r, Orders: r, Customers: fakeCustomers{r}}}
 	refund := handler(b, d, "refund_order")

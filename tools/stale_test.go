@@ -1,0 +1,49 @@
+package tools_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+)
+
+// TestActionsRefusedUnderAPolicyThatIsNotLive: once another process
+// records a newer live policy, this server's actions are denied (and
+// audited) until it holds that version, even though its own policy would
+// allow them. Lookups change nothing and are not held back.
+func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
+	h := newHarness(t, policyFrom(t, allowAllBut("")), nil)
+	ctx := tools.WithAgent(context.Background(), "tester")
+	args := map[string]any{"order_id": "ord_1001", "amount": "10.00", "reason": "stale test"}
+	if o := decode(t, h.call(ctx, "refund_order", args)); o.Decision != policy.Allow {
+		t.Fatalf("under the live policy: %+v, want allow", o)
+	}
+	other := shippedPolicy(t)
+	if err := h.db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: other.Version, Command: "admin reload"}); err != nil {
+		t.Fatal(err)
+	}
+	writes := len(h.be.refunds)
+	o := decode(t, h.call(ctx, "refund_order", args))
+	if o.Decision != policy.Deny || !strings.Contains(o.Rule, "the live policy is "+other.Version) {
+		t.Fatalf("under a stale policy: %+v, want a deny naming the live version", o)
+	}
+	if len(h.be.refunds) != writes {
+		t.Fatalf("the backend refunded under a stale policy")
+	}
+	recs := h.records()
+	last := recs[len(recs)-1]
+	if last.Decision != policy.Deny || last.Outcome != "refused" || !strings.Contains(last.Rule, other.Version) {
+		t.Fatalf("audit of the refusal: %+v", last)
+	}
+	if o := decode(t, h.call(ctx, "get_order", map[string]any{"order_id": "ord_1001"})); o.Error != "" {
+		t.Fatalf("a lookup under a stale policy: %+v, want it answered", o)
+	}
+	// Adopted (what serve's adoptLive does): actions decide again.
+	h.deps.Policy.Swap(other)
+	if o := decode(t, h.call(ctx, "refund_order", args)); strings.Contains(o.Rule, "live policy") {
+		t.Fatalf("after adopting: %+v, still refused as stale", o)
+	}
+}
