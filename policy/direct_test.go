@@ -99,7 +99,7 @@ func TestDecideAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	refund := func(amount float64) map[string]any {
-		return map[string]any{AttrAmount: amount, AttrCurrency: "USD", AttrOrderTotal: 5000.0, AttrOrderRefunded: 0.0,
+		return map[string]any{AttrAmount: amount, AttrAmountBase: amount, AttrOrderTotalBase: 5000.0, AttrCurrency: "USD", AttrOrderTotal: 5000.0, AttrOrderRefunded: 0.0,
 			AttrOrderRefundable: 5000.0, AttrOrderStatus: "processing", AttrCustomerAgeDays: 400.0,
 			AttrAgentRefunded24h: 0.0, AttrAgentRefunds24h: 0.0, AttrCustomerRefunds30d: 0.0}
 	}

@@ -150,7 +150,10 @@ func walkthrough(t *testing.T, env []string, dbPath, storePath string, serveArgs
 	if pending == "" {
 		t.Fatalf("no refund was pending: %v", got)
 	}
-	if out, errOut, err := runMandate(t, env, append([]string{"approvals", "approve", pending, "--as", "alice", "--comment", "ok", "--db", dbPath}, approveArgs...)...); err != nil {
+	// alice proves who she is, as every approver must.
+	addUsers(t, dbPath, "alice")
+	approveEnv := append(append([]string{}, env...), "MANDATE_ADMIN_PASSWORD="+cliPassword)
+	if out, errOut, err := runMandate(t, approveEnv, append([]string{"approvals", "approve", pending, "--as", "alice", "--comment", "ok", "--db", dbPath}, approveArgs...)...); err != nil {
 		t.Fatalf("approvals approve: %v\n%s%s", err, out, errOut)
 	}
 	var st actionStatus
@@ -203,7 +206,7 @@ func TestHTTPBackendWrongToken(t *testing.T) {
 	}{
 		{"refund_order", map[string]any{"order_id": "ord_1001", "amount": "5.00", "reason": "x"}},
 		{"cancel_order", map[string]any{"order_id": "ord_1004", "reason": "x"}},
-		{"update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+1 202 555 0100"}},
+		{"update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+12025550100", "reason": "x"}},
 	}
 	for _, tc := range calls {
 		res := call(t, c, tc.tool, tc.args)

@@ -105,7 +105,9 @@ payments:  { stripe: { secret_key_env: "STRIPE_SECRET_KEY", api_url: %q } }
 	if got := rec.refunds(); !slices.Equal(got, want) {
 		t.Fatalf("refunds sent to Stripe before approval:\n%v\nwant only the allowed one, keyed by its action id:\n%v", got, want)
 	}
-	if out, errOut, err := runMandate(t, env, "approvals", "approve", pending.ActionID, "--as", "alice", "--comment", "ok", "--db", dbPath, "--backend", backendFile); err != nil {
+	addUsers(t, dbPath, "alice") // alice proves who she is, as every approver must
+	approveEnv := append(append([]string{}, env...), "MANDATE_ADMIN_PASSWORD="+cliPassword)
+	if out, errOut, err := runMandate(t, approveEnv, "approvals", "approve", pending.ActionID, "--as", "alice", "--comment", "ok", "--db", dbPath, "--backend", backendFile); err != nil {
 		t.Fatalf("approvals approve: %v\n%s%s", err, out, errOut)
 	}
 	want = append(want, fmt.Sprintf("%s 15000 pi_demo_ord_1002 %s", pending.ActionID, pending.ActionID))
