@@ -48,6 +48,10 @@ func (s *site) setPolicy(t *testing.T, edit func(string) string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the admin's reload does: recorded as live, then swapped in.
+	if err := s.deps.DB.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: p.Version, Command: "test reload"}); err != nil {
+		t.Fatal(err)
+	}
 	s.deps.Policy.Swap(p)
 }
 

@@ -103,6 +103,10 @@ func agentClient(t *testing.T, hook *Webhook) *client.Client {
 	hook.DB = db
 	hook.Start(ctx)
 	t.Cleanup(hook.Close)
+	// As a server does before deciding: its policy is the live one.
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	d := &tools.Deps{Agent: "demo-agent", Policy: policy.NewEngine(pol), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
 	c, err := client.NewInProcessClient(tools.NewServer(d, "test", Middleware(hook)))
 	if err != nil {

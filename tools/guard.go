@@ -158,7 +158,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	}
 	rec := &storage.Record{Agent: agent, Tool: name, Args: args}
 	var dec policy.Decision
-	capped := false
+	capped, stale := false, false
 	// decide runs inside the transaction that records the attempt, with the
 	// usage counted there, so limits over time cannot be raced.
 	decide := func(u storage.Usage) {
@@ -176,10 +176,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// newest recorded one, e.g. an admin reloaded an edit this
 			// server has not adopted yet (it does within a second).
 			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, u.LivePolicy)}
+			stale = true
 		case loadErr != nil:
-			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: d.Policy.Policy().Version}
+			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: held.Version}
 		default:
-			dec = d.Policy.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
+			// held, the version just checked, not whatever is live by now.
+			dec = held.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
 		}
 		capped = action && overPendingCap(d, agent, u, &dec)
 		act.Decision, act.Rule, act.PolicyVersion = dec.Effect, dec.RuleText(), dec.Version
@@ -187,6 +189,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// Like a rate limit, the refusal is for now: the key stays free
 			// for the agent to try again with later.
 			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
+		}
+		if stale {
+			act.IdempotencyKey = "" // refused for now, like the cap
 		}
 		act.Status = initialStatus(dec.Effect, action)
 		if dec.Effect == policy.RequireApproval {
@@ -257,6 +262,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Info("denied", "rule", act.Rule, "reason", dec.Reason)
 		if capped {
 			return pendingCapResult(act, s.describe(&a))
+		}
+		if stale {
+			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
+				Message: fmt.Sprintf("Not done: the rules changed while the %s was being decided. Nothing was changed; send the same request again in a second.", s.describe(&a))}
+			return structuredError(res)
 		}
 		if !action {
 			if loadErr != nil {

@@ -71,6 +71,10 @@ func newAuditEnv(t *testing.T) *auditEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	// As a server does before deciding: its policy is the live one.
+	if err := e.db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, st := range tools.ServerTools(&tools.Deps{Policy: policy.NewEngine(pol), DB: e.db, Backend: be, Now: e.clock}) {
 		e.tools[st.Tool.Name] = st
 	}

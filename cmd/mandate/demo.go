@@ -54,7 +54,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !*keep {
 		defer os.RemoveAll(dir)
 	}
-	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
+	model := policy.Source{Name: "embedded model.conf", Data: mandate.DefaultModel}
+	src := policy.Source{Name: "embedded policy.csv", Data: mandate.DefaultPolicy}
+	pol, err := policy.Load(model, src)
 	if err != nil {
 		return err
 	}
@@ -63,6 +65,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer db.Close()
+	// The demo decides, so its policy is recorded as the live one, as serve
+	// and admin record theirs.
+	if err := db.RecordPolicy(ctx, policyLoad(pol, model, src, "demo start", "")); err != nil {
+		return err
+	}
 	st, be, _, err := openBackend(ctx, *backendFile, filepath.Join(dir, "store.db"), false)
 	if err != nil {
 		return err

@@ -46,6 +46,10 @@ func TestPolicyExplainUsesRealCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a server does before deciding: its policy is the live one.
+	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: live.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	deps := &tools.Deps{Policy: policy.NewEngine(live), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
 	var refund func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error)
 	for _, s := range tools.ServerTools(deps) {
