@@ -173,8 +173,8 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: held.Version}
 		case action && u.LivePolicy != held.Version:
 			// One live policy: this process holds another version than the
-			// newest recorded one, e.g. an admin reloaded an edit this
-			// server has not adopted yet (it does within a second).
+			// newest recorded one (another process loaded an edit this one
+			// has not reloaded yet, or other files altogether). Fail closed.
 			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, u.LivePolicy)}
 			stale = true
 		case loadErr != nil:
@@ -265,7 +265,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 		if stale {
 			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
-				Message: fmt.Sprintf("Not done: the rules changed while the %s was being decided. Nothing was changed; send the same request again in a second.", s.describe(&a))}
+				Message: fmt.Sprintf("Not done: this server's rules are not the live ones (they may have just changed), so the %s was refused and nothing was changed. Send the same request again in a few seconds; if it is refused again, tell the customer it cannot be done now and pass it to a human.", s.describe(&a))}
 			return structuredError(res)
 		}
 		if !action {
@@ -362,7 +362,7 @@ func staleReason(held, live string) string {
 	if live == "" {
 		return fmt.Sprintf("policy version %s is not recorded as the live policy in the database (no server recorded one), so nothing is decided under it", held)
 	}
-	return fmt.Sprintf("this server holds policy version %s but the live policy is %s; it adopts the live one within a second, try again then", held, live)
+	return fmt.Sprintf("this server holds policy version %s but the live policy is %s: it must load the same policy files as the process that recorded it", held, live)
 }
 
 // uncertain reports whether a backend error leaves open whether the action

@@ -41,9 +41,9 @@ func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
 	if o := decode(t, h.call(ctx, "get_order", map[string]any{"order_id": "ord_1001"})); o.Error != "" {
 		t.Fatalf("a lookup under a stale policy: %+v, want it answered", o)
 	}
-	// Adopted (what serve's adoptLive does): actions decide again.
+	// Reloaded to the live version (its own files changed): actions decide again.
 	h.deps.Policy.Swap(other)
 	if o := decode(t, h.call(ctx, "refund_order", args)); strings.Contains(o.Rule, "live policy") {
-		t.Fatalf("after adopting: %+v, still refused as stale", o)
+		t.Fatalf("after reloading: %+v, still refused as stale", o)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
@@ -100,11 +99,14 @@ func policyLoad(pol *policy.Policy, model, src policy.Source, command, identity 
 // set, runs after each new policy went live. A failure to record at start is
 // returned: a process must not decide under a policy nobody knows is live.
 //
-// Every process sharing the database then follows the live policy: the
-// newest recorded load wins, and a process that holds another version
-// adopts the live one from the database within adoptEvery (adoptLive).
-// Until it has, the guard refuses its actions (see tools/guard.go), so no
-// action is ever decided under a version that is not live.
+// One live policy: the newest recorded load is live, and a process holding
+// any other version refuses to act (the guard for agent actions, approvals
+// and recovery), failing closed. It does not adopt another process's
+// policy from the database: a process decides only under policy files its
+// operator gave it, so a process started with other files (by mistake, or
+// by whoever controls its command line) can stop the others but never
+// change what they allow. Processes that watch the same files reload and
+// record the same version, so in a correct deployment they always agree.
 func keepPolicyLive(ctx context.Context, db *storage.DB, engine *policy.Engine, pf *policyFlags, name, identity string, log *slog.Logger, onSwap func(old, new *policy.Policy)) error {
 	prev, err := db.LivePolicy(ctx)
 	if err != nil {
@@ -114,12 +116,11 @@ func keepPolicyLive(ctx context.Context, db *storage.DB, engine *policy.Engine, 
 		return fmt.Errorf("%s: record the policy as live: %w", name, err)
 	}
 	if prev != nil && prev.Version != engine.Policy().Version {
-		// Loud, because every other process sharing the database now
-		// adopts this policy.
-		log.Warn("this policy replaces the live one for every process sharing the database",
+		// Loud: every other process sharing the database now refuses to
+		// act until it loads this version too.
+		log.Warn("this policy is now the live one; processes sharing the database that hold another version refuse to act until they load it",
 			"version", engine.Policy().Version, "file", sourceName(pf.policySrc), "previous", prev.Version, "previous_from", prev.Where())
 	}
-	go adoptLive(ctx, db, engine, log, onSwap)
 	if pf.policyPath == "" {
 		return nil // the embedded policy cannot change while running
 	}
@@ -137,50 +138,6 @@ func keepPolicyLive(ctx context.Context, db *storage.DB, engine *policy.Engine, 
 		}
 	}()
 	return nil
-}
-
-// adoptEvery is how often a deciding process looks for a newer live policy
-// recorded by another process.
-const adoptEvery = time.Second
-
-// adoptLive keeps engine on the live policy: when another process records
-// a newer load (its hot reload, or a restart with other files), this one
-// loads the recorded texts and swaps them in. A live policy that does not
-// load here (a model this binary cannot run) is logged and not adopted;
-// the guard keeps refusing actions until the versions agree again.
-func adoptLive(ctx context.Context, db *storage.DB, engine *policy.Engine, log *slog.Logger, onSwap func(old, new *policy.Policy)) {
-	t := time.NewTicker(adoptEvery)
-	defer t.Stop()
-	failed := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		live, err := db.LivePolicy(ctx)
-		if err != nil || live == nil || live.Version == engine.Policy().Version || live.Version == failed {
-			continue
-		}
-		p, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
-		if err != nil {
-			failed = live.Version
-			log.Error("the live policy recorded by another process does not load here; actions are refused until it does", "version", live.Version, "from", live.Where(), "err", err)
-			continue
-		}
-		if p.Version != live.Version {
-			failed = live.Version
-			log.Error("the live policy's recorded texts do not match its version; not adopted", "version", live.Version, "got", p.Version)
-			continue
-		}
-		old := engine.Policy()
-		engine.Swap(p)
-		failed = ""
-		log.Info("adopted the live policy", "version", p.Version, "previous", old.Version, "from", live.Where())
-		if onSwap != nil {
-			onSwap(old, p)
-		}
-	}
 }
 
 // fileOf is the file a source was read from, or "" for an embedded copy.
