@@ -8,13 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auth"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 	"golang.org/x/term"
 )
@@ -151,8 +154,10 @@ func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Wr
 }
 
 func runAdminUserPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--db FILE]   (password: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
+	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--db FILE]   (current password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD; new: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
 	dbPath := dbFlag(fs)
+	var pf policyFlags
+	pf.register(fs)
 	name, err := parseWithID(fs, args)
 	if err != nil {
 		return err
@@ -163,6 +168,9 @@ func runAdminUserPasswd(ctx context.Context, args []string, stdin io.Reader, std
 	}
 	defer db.Close()
 	if _, err := db.User(ctx, name); err != nil {
+		return fmt.Errorf("admin user passwd: %s", mandate.ErrorMessage(err))
+	}
+	if err := proveUser(ctx, db, &pf, name, stderr); err != nil {
 		return fmt.Errorf("admin user passwd: %s", mandate.ErrorMessage(err))
 	}
 	hash, err := newPassword(name, stdin, stderr)
@@ -219,8 +227,10 @@ func runAdminUserSessions(ctx context.Context, args []string, stdout, stderr io.
 // runAdminUserToken makes a new CLI token for the user, replacing any
 // earlier one, and prints it once: only its hash is stored.
 func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user token", "mandate admin user token NAME [--db FILE]", stderr)
+	fs := newFlags("admin user token", "mandate admin user token NAME [--db FILE]   (NAME's password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD)", stderr)
 	dbPath := dbFlag(fs)
+	var pf policyFlags
+	pf.register(fs)
 	name, err := parseWithID(fs, args)
 	if err != nil {
 		return err
@@ -230,6 +240,12 @@ func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	defer db.Close()
+	if _, err := db.User(ctx, name); err != nil {
+		return fmt.Errorf("admin user token: %s", mandate.ErrorMessage(err))
+	}
+	if err := proveUser(ctx, db, &pf, name, stderr); err != nil {
+		return fmt.Errorf("admin user token: %s", mandate.ErrorMessage(err))
+	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
@@ -242,4 +258,35 @@ func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stderr, "This is %s's approvals CLI token; it is shown only now and replaces any earlier one.\n"+
 		"Keep it in a file only they can read and pass it with --token-file FILE or MANDATE_APPROVER_TOKEN.\n", name)
 	return nil
+}
+
+// proveUser makes whoever runs `admin user passwd` or `admin user token`
+// prove they are name, with name's current password (a prompt, or
+// MANDATE_ADMIN_CURRENT_PASSWORD), through the same sign-in as the admin
+// page: backoff, the hashing cap, failures audited, and name must still
+// hold an approver or auditor role in the policy. Without it, anyone who
+// can run the CLI could mint a token or set a password and approve as
+// name. (Whoever can write mandate.db directly is past any check the CLI
+// makes: see the README's trust boundary.)
+func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string, stderr io.Writer) error {
+	pol, err := pf.load()
+	if err != nil {
+		return err
+	}
+	pw, ok := os.LookupEnv("MANDATE_ADMIN_CURRENT_PASSWORD")
+	if !ok {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return mandate.Errorf(mandate.EDENIED, "prove you are %s: type their current password at the prompt (run it in a terminal) or set MANDATE_ADMIN_CURRENT_PASSWORD", name)
+		}
+		if pw, err = promptPassword(os.Stdin, stderr, "Current password for "+name+": "); err != nil {
+			return err
+		}
+	}
+	addr := "cli"
+	if u, err := user.Current(); err == nil {
+		addr = "cli:" + u.Username
+	}
+	a := &auth.Authenticator{DB: db, Policy: policy.NewEngine(pol), Logger: slog.New(slog.DiscardHandler)}
+	_, err = a.Password(ctx, name, pw, addr, "cli")
+	return err
 }

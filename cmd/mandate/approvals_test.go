@@ -102,6 +102,7 @@ func TestApprovalsCLI(t *testing.T) {
 	db, st, ids := approvalFiles(t, "150.00", "120.00")
 	first, second := ids[0], ids[1]
 	addUsers(t, db, "alice", "bob", "demo-agent")
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", cliPassword) // bob proves who he is
 	tokOut, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db)
 	if err != nil {
 		t.Fatal(err)
@@ -297,18 +298,23 @@ func TestAdminUserLifecycle(t *testing.T) {
 		}
 	}
 	steps := []struct {
-		name  string
-		stdin string
-		args  []string
-		want  string
-		err   string
+		name    string
+		stdin   string
+		current string // bob's current password, as MANDATE_ADMIN_CURRENT_PASSWORD; "" unset
+		args    []string
+		want    string
+		err     string
 	}{
 		{name: "one session: a new login ended the older", args: []string{"sessions", "bob"}, want: "EXPIRES"},
 		{name: "revoke", args: []string{"sessions", "bob", "--revoke"}, want: "ended 1 session"},
 		{name: "none left", args: []string{"sessions", "bob"}, want: "no live sessions"},
-		{name: "weak new password", stdin: "bob\n", args: []string{"passwd", "bob"}, err: "at least 12"},
-		{name: "new password", stdin: "another-fine-sentence-7\n", args: []string{"passwd", "bob"}, want: "changed the password of bob"},
-		{name: "token", args: []string{"token", "bob"}, want: "mdt_"},
+		{name: "passwd without the current password", stdin: "another-fine-sentence-7\n", args: []string{"passwd", "bob"}, err: "prove you are bob"},
+		{name: "passwd with a wrong current password", stdin: "another-fine-sentence-7\n", current: "not-bobs-password-1", args: []string{"passwd", "bob"}, err: "do not match"},
+		{name: "weak new password", stdin: "bob\n", current: cliPassword, args: []string{"passwd", "bob"}, err: "at least 12"},
+		{name: "new password", stdin: "another-fine-sentence-7\n", current: cliPassword, args: []string{"passwd", "bob"}, want: "changed the password of bob"},
+		{name: "token without the password", args: []string{"token", "bob"}, err: "prove you are bob"},
+		{name: "token with the old password", current: cliPassword, args: []string{"token", "bob"}, err: "do not match"},
+		{name: "token", current: "another-fine-sentence-7", args: []string{"token", "bob"}, want: "mdt_"},
 		{name: "token for nobody", args: []string{"token", "nobody"}, err: "no user"},
 		{name: "remove", args: []string{"remove", "bob"}, want: "removed bob"},
 		{name: "remove again", args: []string{"remove", "bob"}, err: "no user"},
@@ -316,6 +322,11 @@ func TestAdminUserLifecycle(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
+			if st.current != "" {
+				t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", st.current)
+			} else {
+				os.Unsetenv("MANDATE_ADMIN_CURRENT_PASSWORD")
+			}
 			out, err := runCLI(t, st.stdin, append(append([]string{"admin", "user"}, st.args...), "--db", db)...)
 			if st.err != "" {
 				if err == nil || !strings.Contains(err.Error(), st.err) {
