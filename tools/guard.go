@@ -356,13 +356,17 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
 }
 
+// StalePolicyReason begins the reason of an action refused because the
+// server's policy was not the live one; `policy replay` skips such records.
+const StalePolicyReason = "not the live policy"
+
 // staleReason says why an action was refused under a policy that is not
 // the live one.
 func staleReason(held, live string) string {
 	if live == "" {
-		return fmt.Sprintf("policy version %s is not recorded as the live policy in the database (no server recorded one), so nothing is decided under it", held)
+		return fmt.Sprintf("%s: policy version %s is not recorded as live in the database (no server recorded one), so nothing is decided under it", StalePolicyReason, held)
 	}
-	return fmt.Sprintf("this server holds policy version %s but the live policy is %s: it must load the same policy files as the process that recorded it", held, live)
+	return fmt.Sprintf("%s: this server holds policy version %s but the live policy is %s; it must load the same policy files as the process that recorded it", StalePolicyReason, held, live)
 }
 
 // uncertain reports whether a backend error leaves open whether the action

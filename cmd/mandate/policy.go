@@ -412,8 +412,15 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		total++
 		// The guard refused these before the rules saw them; their attrs are
 		// empty, so re-deciding them would say nothing about the candidate.
-		if strings.HasPrefix(r.Rule, "default deny: facts could not be loaded") || strings.HasPrefix(r.Rule, "default deny: no identity") {
+		// So were these, by the guard's own checks (the pending cap, a
+		// policy that was not live), and sign-ins are no tool calls.
+		if strings.HasPrefix(r.Rule, "default deny: facts could not be loaded") || strings.HasPrefix(r.Rule, "default deny: no identity") ||
+			strings.HasPrefix(r.Rule, tools.PendingCapRule) || strings.HasPrefix(r.Rule, "default deny: "+tools.StalePolicyReason) {
 			skipped++
+			return nil
+		}
+		if _, ok := policy.Tools[r.Tool]; !ok {
+			total--
 			return nil
 		}
 		attrs := map[string]any{}
@@ -458,7 +465,7 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  %-28s %d\n", t.from+" -> "+t.to, counts[t])
 	}
 	if skipped > 0 {
-		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, or facts not loaded)\n", "not replayed", skipped)
+		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, facts not loaded, the pending cap, or a policy that was not live)\n", "not replayed", skipped)
 	}
 	fmt.Fprint(stdout, replayCaveats(missing, usageSeen, converted))
 	if len(flipped) > 0 {
