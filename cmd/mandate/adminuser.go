@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,24 +156,11 @@ func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Wr
 
 func runAdminUserPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--db FILE]   (current password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD; new: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
-	dbPath := dbFlag(fs)
-	var pf policyFlags
-	pf.register(fs)
-	name, err := parseWithID(fs, args)
-	if err != nil {
-		return err
-	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, name, err := openProvenUser(ctx, fs, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if _, err := db.User(ctx, name); err != nil {
-		return fmt.Errorf("admin user passwd: %s", mandate.ErrorMessage(err))
-	}
-	if err := proveUser(ctx, db, &pf, name, stderr); err != nil {
-		return fmt.Errorf("admin user passwd: %s", mandate.ErrorMessage(err))
-	}
 	hash, err := newPassword(name, stdin, stderr)
 	if err != nil {
 		return err
@@ -228,24 +216,11 @@ func runAdminUserSessions(ctx context.Context, args []string, stdout, stderr io.
 // earlier one, and prints it once: only its hash is stored.
 func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("admin user token", "mandate admin user token NAME [--db FILE]   (NAME's password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD)", stderr)
-	dbPath := dbFlag(fs)
-	var pf policyFlags
-	pf.register(fs)
-	name, err := parseWithID(fs, args)
-	if err != nil {
-		return err
-	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, name, err := openProvenUser(ctx, fs, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if _, err := db.User(ctx, name); err != nil {
-		return fmt.Errorf("admin user token: %s", mandate.ErrorMessage(err))
-	}
-	if err := proveUser(ctx, db, &pf, name, stderr); err != nil {
-		return fmt.Errorf("admin user token: %s", mandate.ErrorMessage(err))
-	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
@@ -258,6 +233,31 @@ func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stderr, "This is %s's approvals CLI token; it is shown only now and replaces any earlier one.\n"+
 		"Keep it in a file only they can read and pass it with --token-file FILE or MANDATE_APPROVER_TOKEN.\n", name)
 	return nil
+}
+
+// openProvenUser parses the flags of `admin user passwd|token NAME`, opens
+// the database and has the caller prove they are NAME (proveUser).
+func openProvenUser(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer) (*storage.DB, string, error) {
+	dbPath := dbFlag(fs)
+	var pf policyFlags
+	pf.register(fs)
+	name, err := parseWithID(fs, args)
+	if err != nil {
+		return nil, "", err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return nil, "", err
+	}
+	_, err = db.User(ctx, name)
+	if err == nil {
+		err = proveUser(ctx, db, &pf, name, stderr)
+	}
+	if err != nil {
+		db.Close()
+		return nil, "", fmt.Errorf("%s: %s", fs.Name(), mandate.ErrorMessage(err))
+	}
+	return db, name, nil
 }
 
 // proveUser makes whoever runs `admin user passwd` or `admin user token`
