@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/mandatehq/mandate/internal/filewatch"
 )
 
 // Watcher reloads the policy when an admin saves model.conf or policy.csv.
@@ -53,75 +52,22 @@ type Watcher struct {
 // Run watches until ctx is done. It returns an error only if watching could
 // not start.
 func (w *Watcher) Run(ctx context.Context) error {
-	fw, err := fsnotify.NewWatcher()
+	err := filewatch.Run(ctx, []string{w.ModelPath, w.PolicyPath}, w.Debounce, w.logger(), func() time.Duration {
+		// Reload logs its own outcome. A broken file waits for the next
+		// edit; a policy that could not be recorded is tried again.
+		var re *recordError
+		if err := w.Reload(); errors.As(err, &re) {
+			if w.RetryRecord > 0 {
+				return w.RetryRecord
+			}
+			return time.Second
+		}
+		return 0
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("policy watcher: %w", err)
 	}
-	defer fw.Close()
-	targets := map[string]bool{}
-	for _, p := range []string{w.ModelPath, w.PolicyPath} {
-		if p == "" {
-			continue
-		}
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return err
-		}
-		targets[abs] = true
-	}
-	if len(targets) == 0 {
-		return errors.New("policy watcher: no files to watch")
-	}
-	dirs := map[string]bool{}
-	for t := range targets {
-		dir := filepath.Dir(t)
-		if dirs[dir] {
-			continue
-		}
-		if err := fw.Add(dir); err != nil {
-			return fmt.Errorf("policy watcher: watch %s: %w", dir, err)
-		}
-		dirs[dir] = true
-	}
-
-	debounce := w.Debounce
-	if debounce <= 0 {
-		debounce = 100 * time.Millisecond
-	}
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return nil
-			}
-			abs, err := filepath.Abs(ev.Name)
-			if err != nil || !targets[abs] || ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return nil
-			}
-			w.logger().Warn("policy watcher", "err", err)
-		case <-timer.C:
-			// Reload logs its own outcome. A broken file waits for the next
-			// edit; a policy that could not be recorded is tried again.
-			var re *recordError
-			if err := w.Reload(); errors.As(err, &re) {
-				retry := w.RetryRecord
-				if retry <= 0 {
-					retry = time.Second
-				}
-				timer.Reset(retry)
-			}
-		}
-	}
+	return nil
 }
 
 // Reload reads the files, and swaps in the policy they hold if it loads and

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/mandatehq/mandate/internal/filewatch"
 )
 
 // Watcher reloads the rates when the file changes, like policy.Watcher
@@ -31,46 +31,13 @@ type Watcher struct {
 // Run watches until ctx is done. It returns an error only if watching could
 // not start. The file need not exist yet: creating it is a change.
 func (w *Watcher) Run(ctx context.Context) error {
-	abs, err := filepath.Abs(w.Path)
-	if err != nil {
-		return err
+	if err := filewatch.Run(ctx, []string{w.Path}, w.Debounce, w.logger(), func() time.Duration {
+		_ = w.Reload() // Reload logs its own outcome
+		return 0
+	}); err != nil {
+		return fmt.Errorf("rates watcher: %w", err)
 	}
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	defer fw.Close()
-	if err := fw.Add(filepath.Dir(abs)); err != nil {
-		return fmt.Errorf("rates watcher: watch %s: %w", filepath.Dir(abs), err)
-	}
-	debounce := w.Debounce
-	if debounce <= 0 {
-		debounce = 100 * time.Millisecond
-	}
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return nil
-			}
-			if p, err := filepath.Abs(ev.Name); err != nil || p != abs || ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return nil
-			}
-			w.logger().Warn("rates watcher", "err", err)
-		case <-timer.C:
-			_ = w.Reload() // Reload logs its own outcome
-		}
-	}
+	return nil
 }
 
 // Reload reads the file and swaps in the rates it holds if they load and
