@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
+
+	"github.com/mandatehq/mandate/internal/wlock"
 )
 
 // Group commit. Every audit write must be durable (synchronous=FULL), and
@@ -47,8 +50,14 @@ var errClosed = errors.New("storage: database is closed")
 func (db *DB) startWriter() {
 	db.writes = make(chan writeReq, maxBatch)
 	db.writerDone = make(chan struct{})
+	if db.Path != "" && !strings.Contains(db.Path, ":memory:") {
+		// Several processes on one file: wait for the write lock in the
+		// kernel's queue, not in SQLite's sleeping busy handler (wlock).
+		db.wlock = wlock.Open(db.Path)
+	}
 	go func() {
 		defer close(db.writerDone)
+		defer db.wlock.Close()
 		defer func() {
 			for _, c := range db.wconn {
 				if c != nil {
@@ -93,6 +102,8 @@ func (db *DB) commitBatch(batch []writeReq) {
 			break
 		}
 	}
+	held := db.wlock.Lock()
+	defer db.wlock.Unlock(held) // after the Rollback below
 	tx, err := db.begin(ctx, sync)
 	if err != nil {
 		fail(unavailable("begin", err))
