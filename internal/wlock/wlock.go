@@ -39,7 +39,13 @@ func Open(path string) *Lock {
 	if !supported {
 		return &Lock{}
 	}
-	f, err := os.OpenFile(path+"-wlock", os.O_RDWR|os.O_CREATE, 0o600)
+	// Like SQLite's -wal and -shm files, it gets the database file's
+	// permissions, so every user who may write the database may queue.
+	perm := os.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		perm = fi.Mode().Perm()
+	}
+	f, err := os.OpenFile(path+"-wlock", os.O_RDWR|os.O_CREATE, perm)
 	if err != nil {
 		return &Lock{}
 	}
