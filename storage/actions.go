@@ -92,12 +92,8 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			if u.AgentPending, err = pendingCount(ctx, tx, a.Agent, now); err != nil {
 				return unavailable("count pending", err)
 			}
-			live, err := livePolicy(ctx, tx, false)
-			if err != nil {
+			if u.LivePolicy, err = liveVersion(ctx, tx); err != nil {
 				return err
-			}
-			if live != nil {
-				u.LivePolicy = live.Version
 			}
 			decide(u)
 		}

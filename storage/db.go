@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/wlock"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -33,7 +34,9 @@ type DB struct {
 
 	writes     chan writeReq // to the group-commit writer (writer.go)
 	writerDone chan struct{}
-	wconn      [2]*sql.Conn // the writer's own connections: synchronous FULL, NORMAL
+	wconn      *sql.Conn   // the writer's own connection (writer.go)
+	wsync      string      // its synchronous setting: "FULL" or "NORMAL"
+	wlock      *wlock.Lock // queues this process's writer behind other processes' (writer.go)
 	closeMu    sync.RWMutex
 	closed     bool
 	stmtMu     sync.Mutex

@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
+
+	"github.com/mandatehq/mandate/internal/wlock"
 )
 
 // Group commit. Every audit write must be durable (synchronous=FULL), and
@@ -28,7 +31,14 @@ const maxBatch = 128
 // committed and visible to every process at once and safe from a killed
 // process (the WAL is in the OS's cache), made durable by the next FULL commit
 // or checkpoint, whose fsync covers every earlier WAL frame; only a power
-// loss in between can undo it. The writer owns a connection for each setting.
+// loss in between can undo it.
+//
+// The writer owns one connection and switches its synchronous setting when a
+// batch needs the other one (a PRAGMA that touches no page). It used to own
+// one connection per setting, but in WAL mode a connection's page cache is
+// dropped whenever another connection has written: alternating attempts and
+// outcomes then read every page they touched back from the file, which cost
+// more than the rest of the transaction.
 
 // faultPoint is called at named points of the write path; it does nothing
 // unless the binary is built with the mandate_faultinject tag, whose fault
@@ -47,13 +57,17 @@ var errClosed = errors.New("storage: database is closed")
 func (db *DB) startWriter() {
 	db.writes = make(chan writeReq, maxBatch)
 	db.writerDone = make(chan struct{})
+	if db.Path != "" && !strings.Contains(db.Path, ":memory:") {
+		// Several processes on one file: wait for the write lock in the
+		// kernel's queue, not in SQLite's sleeping busy handler (wlock).
+		db.wlock = wlock.Open(db.Path)
+	}
 	go func() {
 		defer close(db.writerDone)
+		defer db.wlock.Close()
 		defer func() {
-			for _, c := range db.wconn {
-				if c != nil {
-					c.Close()
-				}
+			if db.wconn != nil {
+				db.wconn.Close()
 			}
 		}()
 		for first := range db.writes {
@@ -93,6 +107,8 @@ func (db *DB) commitBatch(batch []writeReq) {
 			break
 		}
 	}
+	held := db.wlock.Lock()
+	defer db.wlock.Unlock(held) // after the Rollback below
 	tx, err := db.begin(ctx, sync)
 	if err != nil {
 		fail(unavailable("begin", err))
@@ -141,29 +157,29 @@ func (db *DB) commitBatch(batch []writeReq) {
 	}
 }
 
-// begin starts a write transaction on the writer's connection for sync
-// (FULL or NORMAL): one connection of each, set once, so no batch pays for a
-// PRAGMA.
+// begin starts a write transaction on the writer's connection with
+// synchronous set to sync (FULL or NORMAL), changing it only when the last
+// batch used the other one.
 func (db *DB) begin(ctx context.Context, sync string) (*sql.Tx, error) {
-	i := 0
-	if sync == "NORMAL" {
-		i = 1
-	}
-	if db.wconn[i] == nil {
+	if db.wconn == nil {
 		c, err := db.db.Conn(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.ExecContext(ctx, "PRAGMA synchronous = "+sync); err != nil {
-			c.Close()
+		db.wconn, db.wsync = c, ""
+	}
+	if db.wsync != sync {
+		if _, err := db.wconn.ExecContext(ctx, "PRAGMA synchronous = "+sync); err != nil {
+			db.wconn.Close() // a fresh connection for the next batch
+			db.wconn = nil
 			return nil, err
 		}
-		db.wconn[i] = c
+		db.wsync = sync
 	}
-	tx, err := db.wconn[i].BeginTx(ctx, nil)
+	tx, err := db.wconn.BeginTx(ctx, nil)
 	if err != nil {
-		db.wconn[i].Close() // a fresh connection for the next batch
-		db.wconn[i] = nil
+		db.wconn.Close() // a fresh connection for the next batch
+		db.wconn = nil
 	}
 	return tx, err
 }

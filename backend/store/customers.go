@@ -53,11 +53,11 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	}
 	dig := digest(kindUpdateCustomer, struct{ CustomerID, Field, Value string }{req.CustomerID, req.Field, value})
 
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return backend.Customer{}, dbError(err)
 	}
-	defer tx.Rollback()
+	defer end()
 
 	var c backend.Customer
 	if done, err := findOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, &c); err != nil || done {

@@ -28,11 +28,11 @@ func (s *Store) CancelOrder(ctx context.Context, req backend.CancelRequest) (bac
 	}
 	dig := digest(kindCancelOrder, struct{ OrderID, Reason string }{req.OrderID, req.Reason})
 
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return backend.Order{}, dbError(err)
 	}
-	defer tx.Rollback()
+	defer end()
 
 	var o backend.Order
 	if done, err := findOperation(ctx, tx, req.IdempotencyKey, kindCancelOrder, dig, &o); err != nil || done {

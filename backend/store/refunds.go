@@ -28,11 +28,11 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 		return backend.Refund{}, mandate.Errorf(mandate.EINVALID, "refund amount must be greater than zero")
 	}
 
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return backend.Refund{}, dbError(err)
 	}
-	defer tx.Rollback()
+	defer end()
 
 	if r, err := findRefund(ctx, tx, req.IdempotencyKey); err == nil {
 		if r.OrderID != req.OrderID || r.Amount != req.Amount {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/internal/wlock"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -41,8 +42,10 @@ type Store struct {
 	// BEGIN IMMEDIATEs from one process would wait for each other in
 	// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries: the
 	// 100 ms+ tails of concurrent refunds. Queued here they run back to
-	// back. Across processes BEGIN IMMEDIATE still serializes them.
-	w *sql.DB
+	// back. Across processes BEGIN IMMEDIATE still serializes them, and
+	// wl queues them in the kernel rather than in the busy handler.
+	w  *sql.DB
+	wl *wlock.Lock
 
 	// Now is the clock used for created_at stamps and for Seed; tests fix it.
 	Now func() time.Time
@@ -68,18 +71,41 @@ func Open(path string) (*Store, error) {
 		return nil, dbError(err)
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{db: db, w: w, Now: time.Now}
+	s := &Store{db: db, w: w, wl: wlock.Open(path), Now: time.Now}
 	if err := s.migrate(context.Background()); err != nil {
 		db.Close()
 		w.Close()
+		s.wl.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
+// beginWrite starts a read-write transaction on the write connection, once
+// this process's turn in the cross-process queue (wlock) has come. end rolls
+// back (a no-op after Commit) and gives the connection and the turn back.
+func (s *Store) beginWrite(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+	conn, err := s.w.Conn(ctx) // waits for this process's other writes
+	if err != nil {
+		return nil, nil, err
+	}
+	held := s.wl.Lock()
+	tx, err = conn.BeginTx(ctx, nil)
+	if err != nil {
+		s.wl.Unlock(held)
+		conn.Close()
+		return nil, nil, err
+	}
+	return tx, func() {
+		tx.Rollback()
+		s.wl.Unlock(held)
+		conn.Close()
+	}, nil
+}
+
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.w.Close(), s.db.Close())
+	return errors.Join(s.w.Close(), s.db.Close(), s.wl.Close())
 }
 
 // migrate applies the embedded migrations in name order, each in its own

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +55,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return err
+	}
+	// MANDATE_CPUPROFILE=FILE writes a CPU profile of this serve to
+	// FILE.<pid> until it exits: undocumented, off unless set, for
+	// `go run ./bench/e2e` and `go tool pprof`.
+	if path := os.Getenv("MANDATE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path + "." + strconv.Itoa(os.Getpid())); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	pol, err := pf.load()
 	if err != nil {
