@@ -135,26 +135,11 @@ type adminNet struct {
 // must be declared, which is what stops DNS rebinding.
 func adminNetwork(listen, cert, key, publicURL string, insecure bool) (adminNet, error) {
 	var n adminNet
-	if (cert == "") != (key == "") {
-		return n, usageError{"admin: give both --tls-cert and --tls-key, or neither"}
-	}
-	n.tls = cert != ""
-	n.secure = n.tls
-	host, _, err := net.SplitHostPort(listen)
+	host, tls, warn, err := listenNetwork("admin", "--listen", listen, cert, key, insecure, "passwords and sessions")
 	if err != nil {
-		return n, usageError{fmt.Sprintf("admin: --listen %q is not HOST:PORT: %v", listen, err)}
+		return n, err
 	}
-	loopback := host == "localhost"
-	if ip := net.ParseIP(host); ip != nil {
-		loopback = ip.IsLoopback()
-	}
-	if !loopback && !n.tls {
-		if !insecure {
-			return n, usageError{fmt.Sprintf("admin: --listen %s is reachable from the network, and without TLS passwords and sessions would cross it in clear text; "+
-				"give --tls-cert and --tls-key, listen on 127.0.0.1 behind a TLS proxy, or (on a trusted network only) add --insecure-http", listen)}
-		}
-		n.insecureWarning = true
-	}
+	n.tls, n.secure, n.insecureWarning = tls, tls, warn
 	n.hosts = []string{"localhost", "127.0.0.1", "::1"}
 	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
 		n.hosts = append(n.hosts, host)
@@ -172,6 +157,34 @@ func adminNetwork(listen, cert, key, publicURL string, insecure bool) (adminNet,
 		n.hosts = append(n.hosts, strings.ToLower(u.Hostname()))
 	}
 	return n, nil
+}
+
+// listenNetwork checks a listening command's network flags, shared by
+// `mandate admin` and `mandate serve --http`: TLS needs both files, and an
+// address that is not loopback needs TLS or insecure (--insecure-http),
+// because secrets (what names) would cross the network in clear text;
+// warn says the caller must then warn at start. host is the address's host.
+func listenNetwork(cmd, flagName, listen, cert, key string, insecure bool, what string) (host string, tls, warn bool, err error) {
+	if (cert == "") != (key == "") {
+		return "", false, false, usageError{cmd + ": give both --tls-cert and --tls-key, or neither"}
+	}
+	tls = cert != ""
+	host, _, err = net.SplitHostPort(listen)
+	if err != nil {
+		return "", false, false, usageError{fmt.Sprintf("%s: %s %q is not HOST:PORT: %v", cmd, flagName, listen, err)}
+	}
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil {
+		loopback = ip.IsLoopback()
+	}
+	if !loopback && !tls {
+		if !insecure {
+			return "", false, false, usageError{fmt.Sprintf("%s: %s %s is reachable from the network, and without TLS %s would cross it in clear text; "+
+				"give --tls-cert and --tls-key, listen on 127.0.0.1 behind a TLS proxy, or (on a trusted network only) add --insecure-http", cmd, flagName, listen, what)}
+		}
+		warn = true
+	}
+	return host, tls, warn, nil
 }
 
 // parsePrefixes reads "10.0.0.1, 192.168.0.0/16" as prefixes; a lone

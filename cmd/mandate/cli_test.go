@@ -27,8 +27,9 @@ var (
 		{"admin", "user", "sessions"}, {"admin", "user", "token"},
 		{"rates", "show"}, {"rates", "set"},
 		{"store", "serve"}, {"backend", "check"},
+		{"agent", "key", "create"}, {"agent", "key", "list"}, {"agent", "key", "revoke"},
 	}
-	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}, {"backend"}}
+	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}, {"backend"}, {"agent"}, {"agent", "key"}}
 )
 
 // runInProcess runs mandate in process, as main does, and returns what it wrote

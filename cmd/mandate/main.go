@@ -66,6 +66,12 @@ const usage = `Mandate: permission rules, an audit trail and human approval betw
 
 Usage:
   mandate serve --agent NAME [flags]     serve the MCP tools over stdio as identity NAME
+  mandate serve --http 127.0.0.1:8080 [--tls-cert F --tls-key F]
+                                         serve them over Streamable HTTP at /mcp to agents with API keys
+  mandate agent key create NAME [--expires 90d]
+                                         an API key for agent NAME, printed once
+  mandate agent key list                 every API key and when it was last used
+  mandate agent key revoke ID            revoke a key at once, for every server
   mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
   mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
   mandate rates show                     the exchange rates money limits are converted with
@@ -175,6 +181,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runApprovals(ctx, rest, stdout, stderr)
 	case "rates":
 		return runRates(rest, stdout, stderr)
+	case "agent":
+		return runAgent(ctx, rest, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, stdin, stdout, stderr)
 	case "version", "--version":

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/notify"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
@@ -22,8 +23,12 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "mandate serve --agent NAME [flags]", stderr)
-	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required")
+	fs := newFlags("serve", "mandate serve --agent NAME [flags]\n       mandate serve --http 127.0.0.1:8080 [--tls-cert F --tls-key F] [flags]", stderr)
+	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required for stdio, refused with --http")
+	httpAddr := fs.String("http", env("MANDATE_HTTP", ""), "serve MCP Streamable HTTP at /mcp on this HOST:PORT instead of stdio; each request proves its agent with an API key (`mandate agent key create`) (env MANDATE_HTTP)")
+	tlsCert := fs.String("tls-cert", env("MANDATE_TLS_CERT", ""), "with --http, serve HTTPS with this PEM certificate (chain) file (env MANDATE_TLS_CERT); needs --tls-key")
+	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
+	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
@@ -39,7 +44,19 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	if *agent == "" {
+	var httpTLS, httpWarn bool
+	if *httpAddr != "" {
+		if *agent != "" {
+			return usageError{"serve: --agent (or MANDATE_AGENT) cannot be used with --http: over HTTP each request proves its own identity with an API key (`mandate agent key create NAME`); unset one of them"}
+		}
+		var err error
+		if _, httpTLS, httpWarn, err = listenNetwork("serve", "--http", *httpAddr, *tlsCert, *tlsKey, *insecureHTTP, "API keys and customer data"); err != nil {
+			return err
+		}
+	} else if *tlsCert != "" || *tlsKey != "" || *insecureHTTP {
+		return usageError{"serve: --tls-cert, --tls-key and --insecure-http apply only with --http"}
+	}
+	if *agent == "" && *httpAddr == "" {
 		return usageError{"serve: no agent identity. Set --agent NAME or MANDATE_AGENT=NAME to an identity in policy.csv, e.g. MANDATE_AGENT=demo-agent"}
 	}
 	// No "0 = no cap": an agent must never be able to bury the queue.
@@ -69,7 +86,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	if !pol.IsIdentity(*agent) {
+	if *httpAddr == "" && !pol.IsIdentity(*agent) {
 		return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; identities there: %s", *agent, knownNames(pol))}
 	}
 	db, err := storage.Open(ctx, *dbPath)
@@ -89,7 +106,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	liveRates := rates.NewLive(pf.ratesTable)
 	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
-	var opts []server.ServerOption
+	// tools/list depends on who asks (tools.NewServer filters it per
+	// identity), so no cache may share it across credentials.
+	opts := []server.ServerOption{server.WithMethodCacheHints(mcp.MethodToolsList, 0, mcp.CacheScopePrivate)}
 	if *notifyURL != "" {
 		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
 		hook.Start(ctx)
@@ -100,7 +119,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	s := tools.NewServer(deps, version, opts...)
 	// Recorded as the live policy before anything is decided under it,
 	// and again on every reload.
-	if err := keepPolicyLive(ctx, db, engine, &pf, "serve", *agent, log, func(_, _ *policy.Policy) {
+	who := *agent
+	if *httpAddr != "" {
+		who = "http " + *httpAddr
+	}
+	if err := keepPolicyLive(ctx, db, engine, &pf, "serve", who, log, func(_, _ *policy.Policy) {
 		s.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
 	}); err != nil {
 		return err
@@ -113,6 +136,24 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			log.Warn("rates hot reload is off", "err", err)
 		}
 	}()
+	if *httpAddr != "" {
+		ln, err := listenHTTP(ctx, *httpAddr, httpTLS, *tlsCert, *tlsKey)
+		if err != nil {
+			return err
+		}
+		if httpWarn {
+			fmt.Fprintf(stderr, "WARNING: serving plain HTTP on %s, which is not loopback (--insecure-http). API keys, customer data and every decision cross the network unencrypted. Put a TLS proxy in front or use --tls-cert/--tls-key.\n", *httpAddr)
+			log.Warn("serving plain HTTP on a non-loopback address", "listen", *httpAddr)
+		}
+		var names []string
+		for _, st := range tools.ServerTools(deps) {
+			names = append(names, st.Tool.Name)
+		}
+		agents := &auth.Agents{DB: db, Policy: engine, Logger: log}
+		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", *dbPath, "store", *storePath,
+			"policy_version", pol.Version, "base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
+		return serveHTTP(ctx, ln, httpTLS, s, agents, names, log)
+	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
 	stdio := server.NewStdioServer(s)

@@ -1,0 +1,246 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+)
+
+// AgentAuthTool marks, in the audit trail, a request to the MCP endpoint
+// refused before it reached any tool: no key, a wrong, revoked or expired
+// key, or a key for a name the live policy no longer treats as an agent.
+const AgentAuthTool = "mcp_auth"
+
+// Refusal reasons, as recorded and logged.
+const (
+	ReasonNoCredentials = "no bearer credentials"
+	ReasonBadKey        = "unknown or wrong API key"
+	ReasonRevoked       = "API key revoked"
+	ReasonExpired       = "API key expired"
+	ReasonNotAgent      = "key identity is not an agent in the live policy"
+	ReasonUnavailable   = "credentials could not be checked"
+)
+
+// Agents turns an HTTP request's bearer API key into the agent identity it
+// proves, or a refusal. The key is looked up in the database on every
+// request (no cache), so a key revoked by any process is refused by every
+// server at once, and the identity must still be an agent of the live
+// policy. Failed attempts are audited, at most AuditPerMinute records per
+// address (and GlobalAuditPerMinute overall) each minute, so a flood of
+// bad keys cannot fill the trail; the rest are counted in the log.
+type Agents struct {
+	DB     *storage.DB
+	Policy *policy.Engine
+	Logger *slog.Logger
+	// Now is the clock; tests fix it. Nil is time.Now.
+	Now func() time.Time
+	// AuditPerMinute and GlobalAuditPerMinute bound refusal records
+	// (defaults 10 and 100).
+	AuditPerMinute, GlobalAuditPerMinute int
+
+	// A process-local limit on audit volume, not on decisions (which are
+	// the database's): a Go mutex is the right tool here.
+	mu         sync.Mutex
+	window     time.Time
+	perAddr    map[string]int
+	total      int
+	suppressed int
+	lastUsed   map[string]time.Time
+}
+
+// Principal is who a request proved to be.
+type Principal struct {
+	Agent string // the policy identity
+	KeyID string // the credential used: never the secret
+}
+
+// AgentError is a refusal of a request's credentials; Reason says why, for
+// the log and the audit trail. Clients get only a generic 401.
+type AgentError struct{ Reason string }
+
+func (e *AgentError) Error() string { return "unauthorized: " + e.Reason }
+
+func (a *Agents) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Agents) logger() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
+// IsAgent reports whether the live policy treats name as an agent: an
+// identity that may use at least one tool. toolNames is every tool.
+func IsAgent(p *policy.Policy, name string, toolNames []string) bool {
+	if mandate.NameProblem(name) != "" || !p.IsIdentity(name) {
+		return false
+	}
+	for _, t := range toolNames {
+		if p.CanEverUse(name, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// Authenticate checks the Authorization header of r against the keys in
+// the database and the live policy. tools lists every tool name (to tell
+// an agent identity from an approver). A refusal is audited (rate-limited)
+// before it is returned; an error that is not an *AgentError means the
+// database could not be read: the request is refused all the same.
+func (a *Agents) Authenticate(r *http.Request, tools []string) (Principal, error) {
+	ctx := r.Context()
+	addr := r.RemoteAddr
+	h := r.Header.Get("Authorization")
+	scheme, key, _ := strings.Cut(h, " ")
+	key = strings.TrimSpace(key)
+	if h == "" || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return Principal{}, a.refuse(ctx, addr, "", "", ReasonNoCredentials)
+	}
+	k, err := a.DB.VerifyAPIKey(ctx, key)
+	if err != nil {
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return Principal{}, a.refuse(ctx, addr, k.ID, "", ReasonBadKey)
+		}
+		a.logger().Error("checking an API key failed", "err", err)
+		return Principal{}, &AgentError{Reason: ReasonUnavailable}
+	}
+	now := a.now()
+	switch {
+	case !k.RevokedAt.IsZero():
+		return Principal{}, a.refuse(ctx, addr, k.ID, k.Identity, ReasonRevoked)
+	case !k.Active(now):
+		return Principal{}, a.refuse(ctx, addr, k.ID, k.Identity, ReasonExpired)
+	case !IsAgent(a.Policy.Policy(), k.Identity, tools):
+		return Principal{}, a.refuse(ctx, addr, k.ID, k.Identity, ReasonNotAgent)
+	}
+	a.touch(ctx, k.ID, now)
+	return Principal{Agent: k.Identity, KeyID: k.ID}, nil
+}
+
+// touch records the key's last use at most once a minute per key and
+// process, so the hot path writes rarely; a failure is only logged.
+func (a *Agents) touch(ctx context.Context, id string, now time.Time) {
+	a.mu.Lock()
+	if a.lastUsed == nil {
+		a.lastUsed = map[string]time.Time{}
+	}
+	last, ok := a.lastUsed[id]
+	due := !ok || now.Sub(last) >= time.Minute
+	if due {
+		if len(a.lastUsed) > 10000 {
+			clear(a.lastUsed)
+		}
+		a.lastUsed[id] = now
+	}
+	a.mu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := a.DB.TouchAPIKey(ctx, id, now); err != nil {
+		a.logger().Warn("recording API key use failed", "key_id", id, "err", err)
+	}
+}
+
+// refuse audits a refused request unless this address (or everyone) has
+// used up this minute's records, and returns the refusal. The record
+// holds the key id if the key had our shape, the identity if the key was
+// real, the address and the reason; never the key's secret.
+func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason string) error {
+	a.logger().Info("refused MCP request", "reason", reason, "key_id", keyID, "addr", AddrKey(addr))
+	if !a.admitAudit(AddrKey(addr)) {
+		return &AgentError{Reason: reason}
+	}
+	args, _ := json.Marshal(map[string]string{"via": "http", "address": addr, "key_id": keyID})
+	version := ""
+	if a.Policy != nil {
+		version = a.Policy.Policy().Version
+	}
+	rec := &storage.Record{
+		Time: a.now(), Agent: mandate.Truncate(mandate.Visible(identity, false), 64), Tool: AgentAuthTool,
+		Args: args, Decision: policy.Deny, PolicyVersion: version,
+		Phase: storage.PhaseAttempt, Outcome: "refused", Error: reason,
+	}
+	if err := a.DB.Append(context.WithoutCancel(ctx), rec); err != nil {
+		a.logger().Error("auditing a refused MCP request failed", "err", err)
+	}
+	return &AgentError{Reason: reason}
+}
+
+// admitAudit reports whether one more refusal from addrKey may be
+// recorded this minute.
+func (a *Agents) admitAudit(addrKey string) bool {
+	per, global := a.AuditPerMinute, a.GlobalAuditPerMinute
+	if per <= 0 {
+		per = 10
+	}
+	if global <= 0 {
+		global = 100
+	}
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now.Sub(a.window) >= time.Minute || a.perAddr == nil {
+		if a.suppressed > 0 {
+			a.logger().Warn("refused MCP requests not audited (rate limit)", "count", a.suppressed)
+		}
+		a.window, a.perAddr, a.total, a.suppressed = now, map[string]int{}, 0, 0
+	}
+	if a.perAddr[addrKey] >= per || a.total >= global {
+		a.suppressed++
+		return false
+	}
+	a.perAddr[addrKey]++
+	a.total++
+	return true
+}
+
+// Middleware refuses every request to next without a valid agent key,
+// with 401 and a WWW-Authenticate challenge naming resourceMetadata (the
+// URL of the RFC 9728 document for r), and otherwise passes the request
+// on with the Principal in its context (PrincipalFrom).
+func (a *Agents) Middleware(next http.Handler, tools []string, resourceMetadata func(r *http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.Authenticate(r, tools)
+		if err != nil {
+			var ae *AgentError
+			if !errors.As(err, &ae) {
+				ae = &AgentError{Reason: ReasonUnavailable}
+			}
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer resource_metadata=%q`, resourceMetadata(r)))
+			if ae.Reason == ReasonUnavailable {
+				// Our failure, not the client's: 503 so it retries.
+				http.Error(w, "credentials could not be checked; try again later", http.StatusServiceUnavailable)
+				return
+			}
+			http.Error(w, "unauthorized: send Authorization: Bearer mk_… with a valid Mandate API key", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+type principalKey struct{}
+
+// PrincipalFrom returns the Principal Middleware put in ctx, if any.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}

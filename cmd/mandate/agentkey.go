@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
+)
+
+const agentKeyUsage = `Usage:
+  mandate agent key create NAME [--expires 90d] [--db FILE]
+      create an API key for agent NAME (an identity in the policy with some tool) and print it once
+  mandate agent key list [--db FILE]        every key: id, agent, created, expires, last used, revoked
+  mandate agent key revoke ID [--db FILE]   revoke a key; every server sharing the database refuses it at once
+`
+
+// runAgent is the `mandate agent` group: today only the API keys that
+// agents present to `mandate serve --http`.
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if done, err := groupUsage("agent", agentKeyUsage, args, stdout, stderr); done {
+		return err
+	}
+	if args[0] != "key" {
+		return unknownSubcommand("agent", agentKeyUsage, args[0], stderr)
+	}
+	args = args[1:]
+	if done, err := groupUsage("agent key", agentKeyUsage, args, stdout, stderr); done {
+		return err
+	}
+	switch args[0] {
+	case "create":
+		return runAgentKeyCreate(ctx, args[1:], stdout, stderr)
+	case "list":
+		return runAgentKeyList(ctx, args[1:], stdout, stderr)
+	case "revoke":
+		return runAgentKeyRevoke(ctx, args[1:], stdout, stderr)
+	}
+	return unknownSubcommand("agent key", agentKeyUsage, args[0], stderr)
+}
+
+// parseOne parses flags around exactly one positional argument, what.
+func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var arg string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if arg != "" {
+			return "", usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+		}
+		arg, args = fs.Arg(0), fs.Args()[1:]
+	}
+	if arg == "" {
+		return "", usageError{fs.Name() + ": name the " + what}
+	}
+	return arg, nil
+}
+
+// parseDays is a positive duration that also takes whole days ("90d"),
+// since key lifetimes are counted in days.
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		d, err := strconv.Atoi(n)
+		if err != nil || d <= 0 || d > 3650 {
+			return 0, fmt.Errorf("%q: give whole days from 1d to 3650d, or a duration such as 12h", s)
+		}
+		return time.Duration(d) * 24 * time.Hour, nil
+	}
+	d, err := parsePositive(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %v (or whole days, such as 90d)", s, err)
+	}
+	return d, nil
+}
+
+func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent key create", "mandate agent key create NAME [--expires 90d] [--db FILE --policy FILE]", stderr)
+	dbPath := dbFlag(fs)
+	expires := fs.String("expires", "", "the key stops working after this long, e.g. 90d or 12h; default never")
+	var pf policyFlags
+	pf.register(fs)
+	name, err := parseOne(fs, args, "agent, an identity in the policy, e.g. demo-agent")
+	if err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if *expires != "" {
+		if ttl, err = parseDays(*expires); err != nil {
+			return usageError{"agent key create: --expires " + err.Error()}
+		}
+	}
+	if p := mandate.NameProblem(name); p != "" {
+		return usageError{fmt.Sprintf("agent key create: %q: %s", mandate.Visible(name, false), p)}
+	}
+	pol, err := pf.load()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, st := range tools.ServerTools(&tools.Deps{}) {
+		names = append(names, st.Tool.Name)
+	}
+	if !auth.IsAgent(pol, name, names) {
+		return usageError{fmt.Sprintf("agent key create: %q is not an agent in the policy (an identity granted some tool); agents there: %s", name, agentNames(pol, names))}
+	}
+	db, err := storage.Open(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exp time.Time
+	if ttl > 0 {
+		exp = db.Now().Add(ttl)
+	}
+	key, k, err := db.CreateAPIKey(ctx, name, exp)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, key)
+	until := "never expires"
+	if !exp.IsZero() {
+		until = "expires " + exp.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(stderr, "API key %s for %s (%s). It is shown only this once: store it now; agents send it as Authorization: Bearer <key>.\n", k.ID, name, until)
+	return nil
+}
+
+func runAgentKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent key list", "mandate agent key list [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	keys, err := db.APIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	now := db.Now()
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGENT\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
+	for _, k := range keys {
+		status := "active"
+		switch {
+		case !k.RevokedAt.IsZero():
+			status = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+		case !k.Active(now):
+			status = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, mandate.Visible(k.Identity, false), status,
+			k.CreatedAt.UTC().Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsed))
+	}
+	return tw.Flush()
+}
+
+func orDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent key revoke", "mandate agent key revoke ID [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	id, err := parseOne(fs, args, "key id (the part after mk_; `mandate agent key list` shows them)")
+	if err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	k, err := db.RevokeAPIKey(ctx, strings.TrimPrefix(id, "mk_"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revoked API key %s of %s at %s\n", k.ID, mandate.Visible(k.Identity, false), k.RevokedAt.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// agentNames lists the policy's agents, for an error message.
+func agentNames(p *policy.Policy, toolNames []string) string {
+	var out []string
+	for _, n := range strings.Split(knownNames(p), ", ") {
+		if auth.IsAgent(p, n, toolNames) {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, ", ")
+}

@@ -1,0 +1,180 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// APIKeyPrefix starts every agent API key, so a leaked key is easy to
+// recognise (secret scanners, logs) and a key is not mistaken for another
+// kind of token.
+const APIKeyPrefix = "mk_"
+
+// APIKey is an agent's credential for the HTTP transport, without its
+// secret, which is never stored.
+type APIKey struct {
+	ID        string
+	Identity  string
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never
+	RevokedAt time.Time // zero: not revoked
+	LastUsed  time.Time // zero: never used; updated at most once a minute
+}
+
+// Active reports whether the key may be used at now.
+func (k APIKey) Active(now time.Time) bool {
+	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
+}
+
+// CreateAPIKey makes a key for identity, expiring at expires (zero: never),
+// and returns it whole: this is the only time the secret exists outside
+// the caller. Whether identity may hold a key is the caller's to check
+// against the policy.
+func (db *DB) CreateAPIKey(ctx context.Context, identity string, expires time.Time) (string, APIKey, error) {
+	if p := mandate.NameProblem(identity); p != "" {
+		return "", APIKey{}, mandate.Errorf(mandate.EINVALID, "identity %q: %s", mandate.Visible(identity, false), p)
+	}
+	var idb [6]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return "", APIKey{}, err
+	}
+	k := APIKey{ID: hex.EncodeToString(idb[:]), Identity: identity, CreatedAt: db.Now().UTC(), ExpiresAt: expires}
+	secret := randomToken() // 256 bits, hex: no '_' in it, so the key splits unambiguously
+	exp := ""
+	if !expires.IsZero() {
+		exp = timeText(expires)
+	}
+	_, err := db.db.ExecContext(ctx, `INSERT INTO api_keys (id, secret_hash, identity, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		k.ID, tokenHash(secret), identity, timeText(k.CreatedAt), exp)
+	if err != nil {
+		return "", APIKey{}, unavailable("create api key", err)
+	}
+	return APIKeyPrefix + k.ID + "_" + secret, k, nil
+}
+
+// SplitAPIKey returns the id and secret of a key in the mk_<id>_<secret>
+// form, or ok false when key does not have that shape.
+func SplitAPIKey(key string) (id, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(key, APIKeyPrefix)
+	if !ok {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(rest, "_")
+	if !ok || len(id) != 12 || len(secret) != 64 || !isHex(id) || !isHex(secret) {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// VerifyAPIKey returns the key record whose id and secret key holds,
+// read from the database on every call so that a revocation by any
+// process is seen at once. A key of the wrong shape, an unknown id or a
+// wrong secret is not_found (the same for all three, so the answer says
+// nothing about which ids exist); a revoked or expired key is returned
+// with its record so the caller can say which, and decide.
+func (db *DB) VerifyAPIKey(ctx context.Context, key string) (APIKey, error) {
+	id, secret, ok := SplitAPIKey(key)
+	if !ok {
+		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no such key")
+	}
+	var hash string
+	row := db.db.QueryRowContext(ctx, `SELECT secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE id = ?`, id)
+	k, err := scanAPIKey(id, row.Scan, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no such key")
+	} else if err != nil {
+		return APIKey{}, unavailable("read api key", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(hash), []byte(tokenHash(secret))) != 1 {
+		return APIKey{ID: id}, mandate.Errorf(mandate.ENOTFOUND, "no such key")
+	}
+	return k, nil
+}
+
+func scanAPIKey(id string, scan func(...any) error, hash *string) (APIKey, error) {
+	k := APIKey{ID: id}
+	var created, expires, revoked, used string
+	if err := scan(hash, &k.Identity, &created, &expires, &revoked, &used); err != nil {
+		return k, err
+	}
+	k.CreatedAt = parseKeyTime(created)
+	k.ExpiresAt = parseKeyTime(expires)
+	k.RevokedAt = parseKeyTime(revoked)
+	k.LastUsed = parseKeyTime(used)
+	return k, nil
+}
+
+func parseKeyTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, _ := time.Parse(timeFormat, s)
+	return t
+}
+
+// APIKeys lists every key, newest first, without secrets.
+func (db *DB) APIKeys(ctx context.Context) ([]APIKey, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT id, secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, unavailable("list api keys", err)
+	}
+	defer rows.Close()
+	var out []APIKey
+	for rows.Next() {
+		var id, hash string
+		k, err := scanAPIKey("", func(dest ...any) error { return rows.Scan(append([]any{&id}, dest...)...) }, &hash)
+		if err != nil {
+			return nil, unavailable("list api keys", err)
+		}
+		k.ID = id
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("list api keys", err)
+	}
+	return out, nil
+}
+
+// RevokeAPIKey revokes the key with id; every server sharing the database
+// refuses it from its next request. Revoking a revoked key is a no-op; an
+// unknown id is not_found.
+func (db *DB) RevokeAPIKey(ctx context.Context, id string) (APIKey, error) {
+	_, err := db.db.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = ''`, timeText(db.Now()), id)
+	if err != nil {
+		return APIKey{}, unavailable("revoke api key", err)
+	}
+	var hash string
+	row := db.db.QueryRowContext(ctx, `SELECT secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE id = ?`, id)
+	k, err := scanAPIKey(id, row.Scan, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no API key %q; `mandate agent key list` shows them", mandate.Visible(id, false))
+	} else if err != nil {
+		return APIKey{}, unavailable("revoke api key", err)
+	}
+	return k, nil
+}
+
+// TouchAPIKey records that the key with id was used at t.
+func (db *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
+	if _, err := db.db.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ? AND last_used_at < ?`, timeText(t), id, timeText(t)); err != nil {
+		return unavailable("record api key use", err)
+	}
+	return nil
+}
