@@ -224,12 +224,12 @@ func (a *Agents) Middleware(next http.Handler, tools []string, resourceMetadata 
 			if !errors.As(err, &ae) {
 				ae = &AgentError{Reason: ReasonUnavailable}
 			}
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer resource_metadata=%q`, resourceMetadata(r)))
 			if ae.Reason == ReasonUnavailable {
 				// Our failure, not the client's: 503 so it retries.
 				http.Error(w, "credentials could not be checked; try again later", http.StatusServiceUnavailable)
 				return
 			}
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer resource_metadata=%q`, resourceMetadata(r)))
 			http.Error(w, "unauthorized: send Authorization: Bearer mk_… with a valid Mandate API key", http.StatusUnauthorized)
 			return
 		}

@@ -1,0 +1,401 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// httpFiles is one test's databases and policy for `serve --http`: the
+// shipped policy plus lookup-bot, an agent that may only look orders up,
+// so two keys see different tools.
+type httpFiles struct{ db, store, policy string }
+
+func newHTTPFiles(t *testing.T) httpFiles {
+	t.Helper()
+	dir := t.TempDir()
+	shipped, err := os.ReadFile(filepath.Join("..", "..", "policy.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := httpFiles{db: filepath.Join(dir, "mandate.db"), store: filepath.Join(dir, "store.db"), policy: filepath.Join(dir, "policy.csv")}
+	extra := "\np, order_reader, get_order, true, allow\np, order_reader, get_action_status, true, allow\ng, lookup-bot, order_reader\n"
+	if err := os.WriteFile(f.policy, append(shipped, extra...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// key creates an API key for agent with the CLI and returns it.
+func (f httpFiles) key(t *testing.T, agent string) string {
+	t.Helper()
+	out, stderr, err := runMandate(t, nil, "agent", "key", "create", agent, "--db", f.db, "--policy", f.policy)
+	if err != nil {
+		t.Fatalf("agent key create %s: %v\n%s", agent, err, stderr)
+	}
+	key := strings.TrimSpace(out)
+	if !strings.HasPrefix(key, "mk_") || len(key) != len("mk_")+12+1+64 {
+		t.Fatalf("agent key create printed %q, want mk_<12 hex>_<64 hex>", key)
+	}
+	return key
+}
+
+// startHTTP runs `mandate serve --http 127.0.0.1:0` on f as another
+// process and returns its base URL. At cleanup it sends SIGTERM and
+// expects exit status 0.
+func startHTTP(t *testing.T, f httpFiles) string {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy, "--log-format", "json")
+	cmd.Env = childEnv(nil)
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	addr := make(chan string, 1)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			stderr.Write(append(sc.Bytes(), '\n'))
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over Streamable HTTP" {
+				addr <- line.Addr
+			}
+		}
+		close(addr)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-copied
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("serve --http did not exit 0 on SIGTERM: %v", err)
+		}
+		if strings.Contains(stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("serve --http had a data race")
+		}
+		if t.Failed() {
+			t.Logf("serve --http stderr:\n%s", stderr.String())
+		}
+	})
+	a, ok := <-addr
+	if !ok {
+		t.Fatalf("serve --http exited before listening:\n%s", stderr.String())
+	}
+	return "http://" + a
+}
+
+// mcpClient is what the tests need of an MCP client library.
+type mcpClient interface {
+	tools(t *testing.T) []string
+	call(t *testing.T, tool string, args map[string]any) map[string]any
+}
+
+type mcpGoClient struct{ c *client.Client }
+
+func connectMCPGo(t *testing.T, base, proto string, headers map[string]string) mcpClient {
+	t.Helper()
+	c, err := client.NewStreamableHttpClient(base+"/mcp", transport.WithHTTPHeaders(headers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = proto
+	init.Params.ClientInfo = mcp.Implementation{Name: "mandate-http-test", Version: "test"}
+	res, err := c.Initialize(ctx, init)
+	if err != nil {
+		t.Fatalf("mcp-go initialize at %s: %v", proto, err)
+	}
+	if res.ProtocolVersion != proto || res.ServerInfo.Name != "mandate" {
+		t.Fatalf("mcp-go: negotiated %q with %q, want %q with mandate", res.ProtocolVersion, res.ServerInfo.Name, proto)
+	}
+	return mcpGoClient{c}
+}
+
+func (m mcpGoClient) tools(t *testing.T) []string {
+	t.Helper()
+	res, err := m.c.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (m mcpGoClient) call(t *testing.T, tool string, args map[string]any) map[string]any {
+	t.Helper()
+	var got map[string]any
+	decode(t, call(t, m.c, tool, args), &got)
+	return got
+}
+
+type sdkClient struct{ s *sdk.ClientSession }
+
+// headerTransport adds headers to every request, as an agent's HTTP
+// client configured with its key does.
+type headerTransport map[string]string
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func connectSDKHTTP(t *testing.T, base, proto string, headers map[string]string) mcpClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c := sdk.NewClient(&sdk.Implementation{Name: "mandate-http-test", Version: "test"}, nil)
+	s, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: headerTransport(headers)}, DisableStandaloneSSE: true},
+		&sdk.ClientSessionOptions{ProtocolVersion: proto})
+	if err != nil {
+		t.Fatalf("go-sdk connect at %s: %v", proto, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if init := s.InitializeResult(); init == nil || init.ProtocolVersion != proto {
+		t.Fatalf("go-sdk: initialize result %+v, want protocol %s", init, proto)
+	}
+	return sdkClient{s}
+}
+
+func (c sdkClient) tools(t *testing.T) []string {
+	t.Helper()
+	res, err := c.s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (c sdkClient) call(t *testing.T, tool string, args map[string]any) map[string]any {
+	t.Helper()
+	res, err := c.s.CallTool(context.Background(), &sdk.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: JSON-RPC error %v; want a tool result", tool, err)
+	}
+	return sdkFields(t, res)
+}
+
+// TestServeHTTPClients: over Streamable HTTP, mcp-go's and the official Go
+// SDK's clients, each at 2026-07-28 (stateless) and 2025-11-25, with two
+// keys for two agents on one server: each key sees its own tools and gets
+// its own decisions, and an identity claimed in a header or an argument
+// changes nothing.
+func TestServeHTTPClients(t *testing.T) {
+	t.Parallel()
+	clients := map[string]func(t *testing.T, base, proto string, headers map[string]string) mcpClient{
+		"mcp-go": connectMCPGo, "go-sdk": connectSDKHTTP,
+	}
+	for lib, connect := range clients {
+		for _, proto := range []string{"2026-07-28", "2025-11-25"} {
+			t.Run(lib+"/"+proto, func(t *testing.T) {
+				t.Parallel()
+				// Fresh files each: the refunds below count toward limits
+				// over time (customer_refunds_30d).
+				f := newHTTPFiles(t)
+				demo, lookup := f.key(t, "demo-agent"), f.key(t, "lookup-bot")
+				base := startHTTP(t, f)
+				// The second header claims a stronger identity; only the
+				// key counts.
+				dc := connect(t, base, proto, map[string]string{"Authorization": "Bearer " + demo, "X-Mandate-Agent": "senior-bot", "X-Agent": "senior-bot"})
+				lc := connect(t, base, proto, map[string]string{"Authorization": "Bearer " + lookup})
+
+				all := append(slices.Clone(lookupTools), actionTools...)
+				slices.Sort(all)
+				if got := dc.tools(t); !slices.Equal(got, all) {
+					t.Fatalf("demo-agent tools %v, want %v", got, all)
+				}
+				if got, want := lc.tools(t), []string{"get_action_status", "get_order"}; !slices.Equal(got, want) {
+					t.Fatalf("lookup-bot tools %v, want %v", got, want)
+				}
+				for _, tt := range []struct{ order, amount, decision string }{
+					{"ord_1001", "30.00", "allow"},
+					{"ord_1002", "150.00", "require_approval"},
+					{"ord_1002", "900.00", "deny"}, // senior-bot would get require_approval
+				} {
+					got := dc.call(t, "refund_order", map[string]any{"order_id": tt.order, "amount": tt.amount, "reason": "Late delivery goodwill"})
+					if got["decision"] != tt.decision {
+						t.Fatalf("demo-agent refund %s: %v, want decision %s", tt.amount, got, tt.decision)
+					}
+				}
+				// An identity in the arguments is not an argument the tool
+				// takes: refused as invalid, never acted on as senior-bot.
+				got := dc.call(t, "refund_order", map[string]any{"order_id": "ord_1002", "amount": "900.00", "reason": "x", "agent": "senior-bot"})
+				if got["decision"] == "allow" || got["decision"] == "require_approval" {
+					t.Fatalf("identity in arguments was honoured: %v", got)
+				}
+				// lookup-bot may not refund, even though the tool exists.
+				got = lc.call(t, "refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.00", "reason": "x"})
+				if got["decision"] != "deny" {
+					t.Fatalf("lookup-bot refund: %v, want deny", got)
+				}
+				if o := lc.call(t, "get_order", map[string]any{"order_id": "ord_1001"}); o["id"] != "ord_1001" {
+					t.Fatalf("lookup-bot get_order: %v", o)
+				}
+			})
+		}
+	}
+}
+
+// mcpPost sends one tools/call to /mcp with the given Authorization header
+// ("" for none) and returns the response.
+func mcpPost(t *testing.T, base, authz string) *http.Response {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"30.00","reason":"x"}}}`
+	req, err := http.NewRequest("POST", base+"/mcp", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res
+}
+
+// auditTools counts the audit records of f by tool and by agent/tool, and
+// fails if any holds secret.
+func auditTools(t *testing.T, f httpFiles, secret string) map[string]int {
+	t.Helper()
+	out, stderr, err := runMandate(t, nil, "audit", "export", "--db", f.db)
+	if err != nil {
+		t.Fatalf("audit export: %v\n%s", err, stderr)
+	}
+	n := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct{ Agent, Tool string }
+		if line != "" && json.Unmarshal([]byte(line), &r) == nil {
+			n[r.Tool]++
+			n[r.Agent+"/"+r.Tool]++
+		}
+		if strings.Contains(line, secret) {
+			t.Fatalf("an audit record holds a key's secret: %s", line)
+		}
+	}
+	return n
+}
+
+// TestServeHTTPRefusals: no key, a malformed or wrong key and a revoked
+// key each get 401 with the RFC 9728 challenge, and nothing reaches the
+// tools; the refusals are audited; a key revoked with the CLI is refused
+// by a second server on the same database at its very next request; the
+// health and metadata endpoints answer without a key.
+func TestServeHTTPRefusals(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	good, other := f.key(t, "demo-agent"), f.key(t, "senior-bot")
+	a, b := startHTTP(t, f), startHTTP(t, f)
+
+	for _, base := range []string{a, b} {
+		res, err := http.Get(base + "/healthz")
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("GET /healthz: %v %v", res, err)
+		}
+		res.Body.Close()
+		res, err = http.Get(base + "/.well-known/oauth-protected-resource")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meta struct{ Resource string }
+		if err := json.NewDecoder(res.Body).Decode(&meta); err != nil || meta.Resource != base+"/mcp" {
+			t.Fatalf("protected resource metadata: %+v %v, want resource %s/mcp", meta, err, base)
+		}
+		res.Body.Close()
+	}
+
+	id, secret := strings.Split(good, "_")[1], strings.Split(good, "_")[2]
+	wrongSecret := "mk_" + id + "_" + strings.Repeat("0", 64)
+	bad := []struct{ name, authz string }{
+		{"no header", ""},
+		{"empty bearer", "Bearer "},
+		{"basic", "Basic ZGVtby1hZ2VudDpwdw=="},
+		{"not a key", "Bearer demo-agent"},
+		{"wrong secret", "Bearer " + wrongSecret},
+		{"key without scheme", good},
+	}
+	for _, tt := range bad {
+		res := mcpPost(t, a, tt.authz)
+		want := `Bearer resource_metadata="` + a + `/.well-known/oauth-protected-resource"`
+		if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != want {
+			t.Fatalf("%s: %d %q, want 401 with %q", tt.name, res.StatusCode, res.Header.Get("WWW-Authenticate"), want)
+		}
+	}
+	counts := auditTools(t, f, secret)
+	if counts["refund_order"] != 0 || counts["mcp_auth"] != len(bad) {
+		t.Fatalf("audit after refused requests: %v, want no refund_order and %d mcp_auth", counts, len(bad))
+	}
+
+	// Both servers take the keys; then revoke one with the CLI.
+	for _, base := range []string{a, b} {
+		for _, k := range []string{good, other} {
+			if res := mcpPost(t, base, "Bearer "+k); res.StatusCode != 200 {
+				t.Fatalf("a valid key got %d", res.StatusCode)
+			}
+		}
+	}
+	if out, stderr, err := runMandate(t, nil, "agent", "key", "revoke", id, "--db", f.db); err != nil || !strings.Contains(out, "revoked API key "+id) {
+		t.Fatalf("agent key revoke: %q %v\n%s", out, err, stderr)
+	}
+	before := auditTools(t, f, secret)
+	for _, base := range []string{b, a} {
+		if res := mcpPost(t, base, "Bearer "+good); res.StatusCode != 401 {
+			t.Fatalf("revoked key at %s: %d, want 401 at once", base, res.StatusCode)
+		}
+		if res := mcpPost(t, base, "Bearer "+other); res.StatusCode != 200 {
+			t.Fatalf("the other key at %s: %d after revoking one, want 200", base, res.StatusCode)
+		}
+	}
+	after := auditTools(t, f, secret)
+	if after["mcp_auth"] != before["mcp_auth"]+2 || after["demo-agent/refund_order"] != before["demo-agent/refund_order"] ||
+		after["senior-bot/refund_order"] <= before["senior-bot/refund_order"] {
+		t.Fatalf("audit after revocation: %v then %v: want 2 more mcp_auth, no refund by the revoked key's agent, the other key's refunds", before, after)
+	}
+	out, _, err := runMandate(t, nil, "agent", "key", "list", "--db", f.db)
+	if err != nil || !strings.Contains(out, id+"  demo-agent  revoked") {
+		t.Fatalf("agent key list: %v\n%s", err, out)
+	}
+}
