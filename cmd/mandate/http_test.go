@@ -399,3 +399,41 @@ func TestServeHTTPRefusals(t *testing.T) {
 		t.Fatalf("agent key list: %v\n%s", err, out)
 	}
 }
+
+// TestServeHTTPFlags: the HTTP transport's flag mistakes are usage errors
+// (exit 2) that say what to do.
+func TestServeHTTPFlags(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http", "127.0.0.1:0", "--agent", "demo-agent"}, "cannot be used with --http"},
+		{[]string{"--http", "0.0.0.0:8080"}, "--insecure-http"},
+		{[]string{"--http", ":8080"}, "--insecure-http"},
+		{[]string{"--http", "127.0.0.1:0", "--tls-cert", "c.pem"}, "give both --tls-cert and --tls-key"},
+		{[]string{"--http", "nonsense"}, "is not HOST:PORT"},
+		{[]string{"--agent", "demo-agent", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "apply only with --http"},
+	} {
+		_, stderr, status := runBinary(t, append([]string{"serve"}, tt.args...)...)
+		if status != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("serve %v: exit %d, %q; want 2 and %q", tt.args, status, stderr, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "alice"}, "is not an agent"},
+		{[]string{"create", "nobody"}, "is not an agent"},
+		{[]string{"create", "demo agent"}, "invisible or control"},
+		{[]string{"create", "demo-agent", "--expires", "0d"}, "--expires"},
+		{[]string{"create"}, "name the agent"},
+		{[]string{"revoke"}, "name the key id"},
+	} {
+		_, stderr, status := runBinary(t, append([]string{"agent", "key", "--db", filepath.Join(t.TempDir(), "m.db")}[:2], append(tt.args, "--db", filepath.Join(t.TempDir(), "m.db"))...)...)
+		if status != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("agent key %v: exit %d, %q; want 2 and %q", tt.args, status, stderr, tt.want)
+		}
+	}
+}
