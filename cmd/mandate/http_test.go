@@ -437,3 +437,70 @@ func TestServeHTTPFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestTypeScriptSDKHTTP: the official TypeScript SDK's Streamable HTTP
+// client (client.mjs --http) with two keys on one server: each sees its
+// own tools and gets its own decisions.
+func TestTypeScriptSDKHTTP(t *testing.T) {
+	node, clientDir := tsClient(t)
+	f := newHTTPFiles(t)
+	base := startHTTP(t, f)
+	type report struct {
+		Tools map[string]json.RawMessage `json:"tools"`
+		Calls map[string]tsCall          `json:"calls"`
+	}
+	run := func(key string) report {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, node, filepath.Join(clientDir, "client.mjs"), "--http", base+"/mcp", key)
+		cmd.Dir = clientDir
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("the TypeScript client failed: %v\nstdout: %s\nstderr: %s", err, out, stderr.String())
+		}
+		var r report
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("reading the client's report: %v\n%s", err, out)
+		}
+		return r
+	}
+	decision := func(c tsCall) string {
+		var r actionResult
+		if json.Unmarshal(c.Structured, &r) != nil || r.Decision == "" {
+			_ = json.Unmarshal([]byte(c.Text), &r)
+		}
+		return r.Decision
+	}
+	names := func(r report) []string {
+		var out []string
+		for n := range r.Tools {
+			out = append(out, n)
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	demo := run(f.key(t, "demo-agent"))
+	all := append(slices.Clone(lookupTools), actionTools...)
+	slices.Sort(all)
+	if got := names(demo); !slices.Equal(got, all) {
+		t.Fatalf("demo-agent tools %v, want %v", got, all)
+	}
+	for label, want := range map[string]string{"refund_small": "allow", "refund_medium": "require_approval", "refund_large": "deny"} {
+		if got := decision(demo.Calls[label]); got != want {
+			t.Errorf("demo-agent %s: %+v, want %s", label, demo.Calls[label], want)
+		}
+	}
+	lookup := run(f.key(t, "lookup-bot"))
+	if got, want := names(lookup), []string{"get_action_status", "get_order"}; !slices.Equal(got, want) {
+		t.Fatalf("lookup-bot tools %v, want %v", got, want)
+	}
+	for _, label := range []string{"refund_small", "refund_medium"} {
+		if got := decision(lookup.Calls[label]); got == "allow" || got == "require_approval" {
+			t.Errorf("lookup-bot %s: %+v, want a refusal", label, lookup.Calls[label])
+		}
+	}
+}

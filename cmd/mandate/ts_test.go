@@ -27,27 +27,9 @@ type tsCall struct {
 // without them it is skipped, unless MANDATE_REQUIRE_NODE=1 (set by .ci/run)
 // makes that a failure.
 func TestTypeScriptSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("MANDATE_REQUIRE_NODE") == "1" {
-			t.Fatal("node is not installed, and MANDATE_REQUIRE_NODE=1")
-		}
-		t.Skip("node is not installed; the TypeScript SDK test needs Node 20 or later")
-	}
-	clientDir, err := filepath.Abs(filepath.Join("testdata", "tsclient"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, clientDir := tsClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := os.Stat(filepath.Join(clientDir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
-		// npm ci installs exactly what package-lock.json pins.
-		npm := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-		npm.Dir = clientDir
-		if out, err := npm.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", clientDir, err, out)
-		}
-	}
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, node, filepath.Join(clientDir, "client.mjs"), bin, dir)
@@ -132,4 +114,32 @@ func TestTypeScriptSDK(t *testing.T) {
 	if err := json.Unmarshal(got.Calls["status_pending"].Structured, &st); err != nil || st.Status != "pending" {
 		t.Errorf("get_action_status of the pending refund: %+v (%v)", got.Calls["status_pending"], err)
 	}
+}
+
+// tsClient finds node and installs the pinned TypeScript SDK (npm ci) if
+// needed; it skips the test without node unless MANDATE_REQUIRE_NODE=1.
+func tsClient(t *testing.T) (node, clientDir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("MANDATE_REQUIRE_NODE") == "1" {
+			t.Fatal("node is not installed, and MANDATE_REQUIRE_NODE=1")
+		}
+		t.Skip("node is not installed; the TypeScript SDK test needs Node 20 or later")
+	}
+	clientDir, err = filepath.Abs(filepath.Join("testdata", "tsclient"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := os.Stat(filepath.Join(clientDir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
+		// npm ci installs exactly what package-lock.json pins.
+		npm := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
+		npm.Dir = clientDir
+		if out, err := npm.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci in %s: %v\n%s", clientDir, err, out)
+		}
+	}
+	return node, clientDir
 }

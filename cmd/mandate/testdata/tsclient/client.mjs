@@ -6,17 +6,29 @@
 // test checks it.
 //
 // usage: node client.mjs MANDATE_BINARY WORKDIR
+//        node client.mjs --http URL API_KEY   (a running `mandate serve --http`;
+//        the key goes in every request's Authorization header)
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
-const [bin, dir] = process.argv.slice(2);
-const transport = new StdioClientTransport({
-  command: bin,
-  args: ["serve", "--db", `${dir}/mandate.db`, "--store", `${dir}/store.db`],
-  env: { ...process.env, MANDATE_AGENT: "demo-agent", MANDATE_LOG_LEVEL: "warn" },
-  cwd: dir,
-  stderr: "inherit",
-});
+const args = process.argv.slice(2);
+let transport;
+if (args[0] === "--http") {
+  const [, url, key] = args;
+  transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers: { Authorization: `Bearer ${key}` } },
+  });
+} else {
+  const [bin, dir] = args;
+  transport = new StdioClientTransport({
+    command: bin,
+    args: ["serve", "--db", `${dir}/mandate.db`, "--store", `${dir}/store.db`],
+    env: { ...process.env, MANDATE_AGENT: "demo-agent", MANDATE_LOG_LEVEL: "warn" },
+    cwd: dir,
+    stderr: "inherit",
+  });
+}
 const client = new Client({ name: "mandate-ts-test", version: "1.0.0" });
 await client.connect(transport);
 
