@@ -10,7 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,6 +63,14 @@ func (f httpFiles) key(t *testing.T, agent string) string {
 // expects exit status 0.
 func startHTTP(t *testing.T, f httpFiles) string {
 	t.Helper()
+	base, _ := startHTTPProc(t, f)
+	return base
+}
+
+// startHTTPProc is startHTTP that also returns stop, which sends SIGTERM
+// and waits for the exit (also done at cleanup, once).
+func startHTTPProc(t *testing.T, f httpFiles) (string, func() error) {
+	t.Helper()
 	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy, "--log-format", "json")
 	cmd.Env = childEnv(nil)
 	pipe, err := cmd.StderrPipe()
@@ -84,10 +95,18 @@ func startHTTP(t *testing.T, f httpFiles) string {
 		}
 		close(addr)
 	}()
+	var once sync.Once
+	var exitErr error
+	stop := func() error {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-copied
+			exitErr = cmd.Wait()
+		})
+		return exitErr
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-copied
-		if err := cmd.Wait(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve --http did not exit 0 on SIGTERM: %v", err)
 		}
 		if strings.Contains(stderr.String(), "WARNING: DATA RACE") {
@@ -101,7 +120,7 @@ func startHTTP(t *testing.T, f httpFiles) string {
 	if !ok {
 		t.Fatalf("serve --http exited before listening:\n%s", stderr.String())
 	}
-	return "http://" + a
+	return "http://" + a, stop
 }
 
 // mcpClient is what the tests need of an MCP client library.
@@ -503,4 +522,86 @@ func TestTypeScriptSDKHTTP(t *testing.T) {
 			t.Errorf("lookup-bot %s: %+v, want a refusal", label, lookup.Calls[label])
 		}
 	}
+}
+
+// TestServeHTTPGracefulShutdown: SIGTERM while refunds are in flight
+// stops accepting, lets every accepted call finish with a complete answer
+// and a recorded outcome, and exits 0. A request either gets its full
+// result or never reached the server (connection refused); no action is
+// left with an attempt and no outcome.
+func TestServeHTTPGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	key := f.key(t, "senior-bot")
+	base, stop := startHTTPProc(t, f)
+	// 8 agents call in a loop; SIGTERM comes once 16 answers are in, so
+	// calls are in flight when it arrives.
+	const clients = 8
+	var done, failed atomic.Int64
+	started := make(chan struct{}, 1000)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; ; j++ {
+				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1002","amount":"1.00","reason":"goodwill","idempotency_key":"shutdown-` + strconv.Itoa(i) + "-" + strconv.Itoa(j) + `"}}}`
+				req, _ := http.NewRequest("POST", base+"/mcp", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+				req.Header.Set("Authorization", "Bearer "+key)
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					failed.Add(1) // never handled: the audit check below proves it
+					return
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != 200 || !strings.Contains(string(b), `"decision"`) {
+					t.Errorf("a call was cut off by the shutdown: status %d, err %v, body %.300s", res.StatusCode, err, b)
+					return
+				}
+				done.Add(1)
+				started <- struct{}{}
+			}
+		}()
+	}
+	for range 16 {
+		<-started
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("serve --http did not exit 0 on SIGTERM with calls in flight: %v", err)
+	}
+	wg.Wait()
+	out, stderr, err := runMandate(t, nil, "audit", "export", "--db", f.db)
+	if err != nil {
+		t.Fatalf("audit export: %v\n%s", err, stderr)
+	}
+	phases := map[string]map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			ActionID string `json:"action_id"`
+			Phase    string `json:"phase"`
+			Decision string `json:"decision"`
+		}
+		if json.Unmarshal([]byte(line), &r) == nil && r.ActionID != "" {
+			if phases[r.ActionID] == nil {
+				phases[r.ActionID] = map[string]bool{}
+			}
+			phases[r.ActionID][r.Phase] = true
+			phases[r.ActionID][r.Decision] = true
+		}
+	}
+	if int64(len(phases)) != done.Load() {
+		t.Errorf("%d actions recorded, %d answered: every call the server took must have been answered", len(phases), done.Load())
+	}
+	for id, p := range phases {
+		// An allowed call records its outcome; a pending one waits for a
+		// person and has none yet.
+		if p["attempt"] && p["allow"] && !p["outcome"] {
+			t.Errorf("allowed action %s has an attempt and no outcome after shutdown", id)
+		}
+	}
+	t.Logf("%d calls completed before and during shutdown; %d clients were then refused", done.Load(), failed.Load())
 }
