@@ -177,7 +177,10 @@ func (m mcpGoClient) call(t *testing.T, tool string, args map[string]any) map[st
 	return got
 }
 
-type sdkClient struct{ s *sdk.ClientSession }
+type sdkClient struct {
+	s     *sdk.ClientSession
+	proto string
+}
 
 // headerTransport adds headers to every request, as an agent's HTTP
 // client configured with its key does.
@@ -205,7 +208,7 @@ func connectSDKHTTP(t *testing.T, base, proto string, headers map[string]string)
 	if init := s.InitializeResult(); init == nil || init.ProtocolVersion != proto {
 		t.Fatalf("go-sdk: initialize result %+v, want protocol %s", init, proto)
 	}
-	return sdkClient{s}
+	return sdkClient{s, proto}
 }
 
 func (c sdkClient) tools(t *testing.T) []string {
@@ -213,6 +216,10 @@ func (c sdkClient) tools(t *testing.T) []string {
 	res, err := c.s.ListTools(context.Background(), nil)
 	if err != nil {
 		t.Fatalf("tools/list: %v", err)
+	}
+	// The list depends on the key: no cache may share it across keys.
+	if c.proto >= "2026-07-28" && res.CacheScope != "private" {
+		t.Fatalf("tools/list cacheScope %q, want private", res.CacheScope)
 	}
 	var names []string
 	for _, tool := range res.Tools {
