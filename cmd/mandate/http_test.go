@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -69,9 +70,10 @@ func startHTTP(t *testing.T, f httpFiles) string {
 
 // startHTTPProc is startHTTP that also returns stop, which sends SIGTERM
 // and waits for the exit (also done at cleanup, once).
-func startHTTPProc(t *testing.T, f httpFiles) (string, func() error) {
+// extra flags go to serve; with --tls-cert the URL is https.
+func startHTTPProc(t *testing.T, f httpFiles, extra ...string) (string, func() error) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy, "--log-format", "json")
+	cmd := exec.Command(bin, append([]string{"serve", "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy, "--log-format", "json"}, extra...)...)
 	cmd.Env = childEnv(nil)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -119,6 +121,9 @@ func startHTTPProc(t *testing.T, f httpFiles) (string, func() error) {
 	a, ok := <-addr
 	if !ok {
 		t.Fatalf("serve --http exited before listening:\n%s", stderr.String())
+	}
+	if slices.Contains(extra, "--tls-cert") {
+		return "https://" + a, stop
 	}
 	return "http://" + a, stop
 }
@@ -611,4 +616,47 @@ func TestServeHTTPGracefulShutdown(t *testing.T) {
 		}
 	}
 	t.Logf("%d calls completed before and during shutdown; %d clients were then refused", done.Load(), failed.Load())
+}
+
+// TestServeHTTPTLS: with --tls-cert/--tls-key the endpoint is HTTPS, the
+// challenge names the https resource metadata, and a key works.
+func TestServeHTTPTLS(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	key := f.key(t, "demo-agent")
+	certFile, keyFile, pool := selfSigned(t)
+	base, _ := startHTTPProc(t, f, "--tls-cert", certFile, "--tls-key", keyFile)
+	if !strings.HasPrefix(base, "https://") {
+		t.Fatalf("base %s", base)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer c.CloseIdleConnections()
+	post := func(authz string) *http.Response {
+		req, _ := http.NewRequest("POST", base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	if res := post(""); res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != `Bearer resource_metadata="`+base+`/.well-known/oauth-protected-resource"` {
+		t.Fatalf("no key over TLS: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+	}
+	if res := post("Bearer " + key); res.StatusCode != 200 {
+		t.Fatalf("a key over TLS: %d", res.StatusCode)
+	}
+	// Plain HTTP to the TLS port gets Go's 400, never our content.
+	if res, err := http.Get(strings.Replace(base, "https", "http", 1) + "/healthz"); err == nil {
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			t.Fatalf("plain HTTP was served on the TLS port")
+		}
+	}
 }
