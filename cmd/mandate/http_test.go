@@ -400,6 +400,21 @@ func TestServeHTTPRefusals(t *testing.T) {
 		t.Fatalf("audit after refused requests: %v, want no refund_order and %d mcp_auth", counts, len(bad))
 	}
 
+	// A body over 1 MiB is refused before it is parsed, and the server
+	// keeps serving.
+	big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"` + strings.Repeat("x", 2<<20) + `"}}}`
+	req, _ := http.NewRequest("POST", a+"/mcp", strings.NewReader(big))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+good)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode == 200 && strings.Contains(string(b), `"result"`) {
+			t.Fatalf("a 2 MiB request was served: %.200s", b)
+		}
+	}
+
 	// Both servers take the keys; then revoke one with the CLI.
 	for _, base := range []string{a, b} {
 		for _, k := range []string{good, other} {
