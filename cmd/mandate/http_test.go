@@ -262,9 +262,9 @@ func TestServeHTTPClients(t *testing.T) {
 				f := newHTTPFiles(t)
 				demo, lookup := f.key(t, "demo-agent"), f.key(t, "lookup-bot")
 				base := startHTTP(t, f)
-				// The second header claims a stronger identity; only the
-				// key counts.
-				dc := connect(t, base, proto, map[string]string{"Authorization": "Bearer " + demo, "X-Mandate-Agent": "senior-bot", "X-Agent": "senior-bot"})
+				// The other headers, and a session id, claim a stronger
+				// identity; only the key counts.
+				dc := connect(t, base, proto, map[string]string{"Authorization": "Bearer " + demo, "X-Mandate-Agent": "senior-bot", "X-Agent": "senior-bot", "Mcp-Session-Id": "senior-bot"})
 				lc := connect(t, base, proto, map[string]string{"Authorization": "Bearer " + lookup})
 
 				all := append(slices.Clone(lookupTools), actionTools...)
