@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/notify"
@@ -89,6 +90,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	liveRates := rates.NewLive(pf.ratesTable)
 	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
+	// A client closing stdin ends mcp-go's request contexts; that is not a
+	// cancel (tools.Deps.InputClosed), so a piped script's calls still run.
+	in := &eofReader{r: stdin}
+	deps.InputClosed = in.closed.Load
 	var opts []server.ServerOption
 	if *notifyURL != "" {
 		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
@@ -127,7 +132,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	server.WithQueueSize(256)(stdio)
 	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
-	err = stdio.Listen(ctx, stdin, stdout)
+	err = stdio.Listen(ctx, in, stdout)
 	if ctx.Err() != nil || err == io.EOF {
 		return nil
 	}
@@ -172,4 +177,19 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		case <-tick.C:
 		}
 	}
+}
+
+// eofReader notes when its reader reaches the end of input, before the
+// stdio server sees it and cancels the requests in flight.
+type eofReader struct {
+	r      io.Reader
+	closed atomic.Bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.closed.Store(true)
+	}
+	return n, err
 }
