@@ -51,7 +51,7 @@ func RoleOf(p *policy.Policy, name string) Role {
 			return Approver
 		}
 	}
-	if holds(p, name, AuditorRole) {
+	if p.HasRole(name, AuditorRole) {
 		return Auditor
 	}
 	return None
@@ -67,31 +67,6 @@ func AgentTools(p *policy.Policy, name string) []string {
 		}
 	}
 	return out
-}
-
-// holds reports whether name reaches role through the policy's g lines, in
-// its own tenant or everywhere.
-func holds(p *policy.Policy, name, role string) bool {
-	tenant := p.TenantOf(name)
-	seen := map[string]bool{name: true}
-	level := []string{name}
-	for len(level) > 0 {
-		var next []string
-		for _, n := range level {
-			for _, g := range p.Grants {
-				if g.Member != n || seen[g.Role] || (g.Tenant != "" && g.Tenant != tenant) {
-					continue
-				}
-				if g.Role == role {
-					return true
-				}
-				seen[g.Role] = true
-				next = append(next, g.Role)
-			}
-		}
-		level = next
-	}
-	return false
 }
 
 // CheckUserName says why name cannot be an admin user under p, or returns

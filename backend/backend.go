@@ -121,6 +121,14 @@ type Payments interface {
 	RefundByKey(ctx context.Context, key string) (Refund, error)
 }
 
+// RefundChecker is implemented by payment systems that can tell before a
+// refund is decided that they could never make it for an order (Stripe,
+// for an order without a payment reference): the refund is then refused
+// when decided, instead of waiting for a person and failing after.
+type RefundChecker interface {
+	CheckRefundable(o Order) error
+}
+
 // Orders looks up and cancels orders.
 type Orders interface {
 	Order(ctx context.Context, id string) (Order, error)

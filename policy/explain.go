@@ -177,27 +177,30 @@ func (p *Policy) whyNot(agent, tool, subject string) string {
 		names = append(names, s)
 	}
 	sort.Strings(names)
-	if p.hasRole(agent, subject) {
+	if p.HasRole(agent, subject) {
 		return fmt.Sprintf("%s has %s, but the rules of %s for %s replace those it inherits", agent, subject, strings.Join(names, " and "), tool)
 	}
 	return fmt.Sprintf("%s is not %s and does not have that role", agent, subject)
 }
 
-// hasRole reports whether name reaches role through g lines.
-func (p *Policy) hasRole(name, role string) bool {
+// HasRole reports whether name reaches role through g lines, in its own
+// tenant or in every tenant.
+func (p *Policy) HasRole(name, role string) bool {
+	tenant := p.TenantOf(name)
 	seen := map[string]bool{name: true}
 	level := []string{name}
 	for len(level) > 0 {
 		var next []string
 		for _, n := range level {
 			for _, g := range p.Grants {
-				if g.Member == n && !seen[g.Role] {
-					if g.Role == role {
-						return true
-					}
-					seen[g.Role] = true
-					next = append(next, g.Role)
+				if g.Member != n || seen[g.Role] || (g.Tenant != "" && g.Tenant != tenant) {
+					continue
 				}
+				if g.Role == role {
+					return true
+				}
+				seen[g.Role] = true
+				next = append(next, g.Role)
 			}
 		}
 		level = next

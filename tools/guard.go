@@ -80,14 +80,17 @@ func (s spec[A]) serverTool(d *Deps) server.ServerTool {
 // attempt durably, act only on allow, record the outcome, answer. Any
 // failure on the way to acting is a refusal.
 func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolRequest) *mcp.CallToolResult {
-	// Cancellation (notifications/cancelled, or a client closing stdin) is
-	// honoured until the attempt is durably recorded, and not after: a call
-	// cancelled before that point records nothing and does nothing; once
-	// the attempt is committed, the call runs to its end, bounded by the
-	// backend timeout, so no decision is left unrecorded and no action
-	// without its outcome. The commit point is inside the storage write
-	// (DecideAndRecord), so a cancel racing it is either wholly before or
-	// wholly after. The server waits for calls in flight before it exits.
+	// Cancellation (notifications/cancelled) is honoured until the attempt
+	// is durably recorded, and not after: a call cancelled before that
+	// point records nothing and does nothing; once the attempt is
+	// committed, the call runs to its end, bounded by the backend timeout,
+	// so no decision is left unrecorded and no action without its outcome.
+	// The commit point is inside the storage write (DecideAndRecord), so a
+	// cancel racing it is either wholly before or wholly after. A client
+	// closing stdin cancels nothing: a piped script's calls run (see
+	// Deps.InputClosed). The server waits for calls in flight before it exits.
+	ctx, stop := d.explicitCancelOnly(ctx)
+	defer stop()
 	start := d.Now()
 	name := s.tool.Name
 	agent := d.identity(ctx)

@@ -102,6 +102,11 @@ func refundOrder() entry {
 			if a.amount, err = parseAmount(a.Amount, o.Total.Currency); err != nil {
 				return nil, err
 			}
+			if rc, ok := d.Backend.Payments.(backend.RefundChecker); ok {
+				if err := rc.CheckRefundable(o); err != nil {
+					return nil, err
+				}
+			}
 			c, err := d.Backend.Customers.Customer(ctx, o.CustomerID)
 			if err != nil {
 				return nil, err

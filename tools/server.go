@@ -41,6 +41,28 @@ type Deps struct {
 	// MaxPending is how many actions one agent may have waiting for a
 	// person; 0 means DefaultMaxPending (pendingcap.go).
 	MaxPending int
+	// InputClosed, when set, reports whether the client closed its input
+	// (stdio EOF). A request context that ends after that was ended by the
+	// server draining its input, not by the client cancelling the call.
+	InputClosed func() bool
+}
+
+// explicitCancelOnly returns a context that is cancelled when ctx is,
+// unless ctx ended because the client closed its input: over stdio, mcp-go
+// cancels every request when stdin reaches EOF, and a script that pipes its
+// calls and closes stdin has cancelled nothing. Only notifications/cancelled
+// (or anything else that ends ctx while the input is open) cancels the call.
+func (d *Deps) explicitCancelOnly(ctx context.Context) (context.Context, func()) {
+	if d.InputClosed == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if !d.InputClosed() {
+			cancel()
+		}
+	})
+	return c, func() { stop(); cancel() }
 }
 
 // setDefaults fills in what was left zero: the real clock, a 24 h approval

@@ -217,6 +217,17 @@ func (p *Payments) paymentIntent(ctx context.Context, id string) (*stripego.Paym
 	return pi, nil
 }
 
+// CheckRefundable refuses an order Stripe could never refund: one without
+// a payment reference.
+func (p *Payments) CheckRefundable(o backend.Order) error {
+	if o.PaymentRef == "" {
+		return mandate.Errorf(mandate.ECONFLICT, "order %s has no payment reference (payment_ref), so Stripe cannot refund it", o.ID)
+	}
+	return nil
+}
+
+var _ backend.RefundChecker = (*Payments)(nil)
+
 // Facts returns o with its total, refunded amount and currency as Stripe
 // has them: what was received on its PaymentIntent and what its charge has
 // refunded. An order without a payment reference is returned as it is.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/auth"
@@ -106,6 +107,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	liveRates := rates.NewLive(pf.ratesTable)
 	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
+	// A client closing stdin ends mcp-go's request contexts; that is not a
+	// cancel (tools.Deps.InputClosed), so a piped script's calls still run.
+	// Over HTTP stdin is never read, so this stays false.
+	in := &eofReader{r: stdin}
+	deps.InputClosed = in.closed.Load
 	// tools/list depends on who asks (tools.NewServer filters it per
 	// identity), so no cache may share it across credentials.
 	opts := []server.ServerOption{server.WithMethodCacheHints(mcp.MethodToolsList, 0, mcp.CacheScopePrivate)}
@@ -168,7 +174,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	server.WithQueueSize(256)(stdio)
 	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
-	err = stdio.Listen(ctx, stdin, stdout)
+	err = stdio.Listen(ctx, in, stdout)
 	if ctx.Err() != nil || err == io.EOF {
 		return nil
 	}
@@ -213,4 +219,19 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		case <-tick.C:
 		}
 	}
+}
+
+// eofReader notes when its reader reaches the end of input, before the
+// stdio server sees it and cancels the requests in flight.
+type eofReader struct {
+	r      io.Reader
+	closed atomic.Bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.closed.Store(true)
+	}
+	return n, err
 }
