@@ -327,7 +327,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the action runs against (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required with a password")
-	tokenFile := fs.String("token-file", "", "a file holding your token from `mandate admin user token` (or set MANDATE_APPROVER_TOKEN); else your password is asked for (or MANDATE_ADMIN_PASSWORD)")
+	tokenFile := fs.String("token-file", "", "a file holding your token from mandate admin user token (or set MANDATE_APPROVER_TOKEN); else your password is asked for (or MANDATE_ADMIN_PASSWORD)")
 	comment := fs.String("comment", "", "a note for the record; required to deny, and the agent passes it on")
 	var pf policyFlags
 	pf.register(fs)

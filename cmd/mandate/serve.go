@@ -26,7 +26,7 @@ import (
 func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "mandate serve --agent NAME [flags]\n       mandate serve --http 127.0.0.1:8080 [--tls-cert F --tls-key F] [flags]", stderr)
 	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required for stdio, refused with --http")
-	httpAddr := fs.String("http", env("MANDATE_HTTP", ""), "serve MCP Streamable HTTP at /mcp on this HOST:PORT instead of stdio; each request proves its agent with an API key (`mandate agent key create`) (env MANDATE_HTTP)")
+	httpAddr := fs.String("http", env("MANDATE_HTTP", ""), "serve MCP Streamable HTTP at /mcp on this HOST:PORT instead of stdio; each request proves its agent with an API key (mandate agent key create) (env MANDATE_HTTP)")
 	tlsCert := fs.String("tls-cert", env("MANDATE_TLS_CERT", ""), "with --http, serve HTTPS with this PEM certificate (chain) file (env MANDATE_TLS_CERT); needs --tls-key")
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
