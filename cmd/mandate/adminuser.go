@@ -67,7 +67,12 @@ func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err != nil {
 		return err
 	}
-	pol, err := pf.load()
+	db, err := storage.Open(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pol, err := policyForUsers(ctx, db, &pf)
 	if err != nil {
 		return err
 	}
@@ -78,11 +83,6 @@ func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, *dbPath)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	if err := db.AddUser(ctx, name, hash); err != nil {
 		return fmt.Errorf("admin user add: %w", err)
 	}
@@ -269,7 +269,7 @@ func openProvenUser(ctx context.Context, fs *flag.FlagSet, args []string, stderr
 // name. (Whoever can write mandate.db directly is past any check the CLI
 // makes: see the README's trust boundary.)
 func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string, stderr io.Writer) error {
-	pol, err := pf.load()
+	pol, err := policyForUsers(ctx, db, pf)
 	if err != nil {
 		return err
 	}
@@ -289,4 +289,19 @@ func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string
 	a := &auth.Authenticator{DB: db, Policy: policy.NewEngine(pol), Logger: slog.New(slog.DiscardHandler)}
 	_, err = a.Password(ctx, name, pw, addr, "cli")
 	return err
+}
+
+// policyForUsers is the policy that says who may be a user: the live one a
+// server recorded in db, so that pointing the CLI at another file
+// (--policy evil.csv) makes nobody an approver; the files the CLI loads
+// when no server has recorded one yet (a new installation).
+func policyForUsers(ctx context.Context, db *storage.DB, pf *policyFlags) (*policy.Policy, error) {
+	live, err := db.LivePolicy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if live == nil {
+		return pf.load()
+	}
+	return policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
 }

@@ -413,6 +413,21 @@ func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCreden
 	return c, nil
 }
 
+// livePolicyEngine is the live policy as recorded in the database, or the
+// process's own when none is recorded or it does not load (the decision
+// then refuses as stale).
+func livePolicyEngine(ctx context.Context, deps *tools.Deps) *policy.Engine {
+	live, err := deps.DB.LivePolicy(ctx)
+	if err != nil || live == nil || live.Version == deps.Policy.Policy().Version {
+		return deps.Policy
+	}
+	p, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
+	if err != nil {
+		return deps.Policy
+	}
+	return policy.NewEngine(p)
+}
+
 // authenticateApprover proves who is approving, with the same credentials,
 // backoff and audit of failures as the admin page, and returns the name
 // to decide as. Without credentials it refuses, and the refusal is
@@ -420,7 +435,11 @@ func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCreden
 // nothing, and the requester trying to approve its own action is a
 // security event (it has no approver role, so it cannot sign in).
 func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as string, c approverCredentials) (string, error) {
-	a := &auth.Authenticator{DB: deps.DB, Policy: deps.Policy, Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
+	// Who may sign in is read from the live policy (the texts a server
+	// recorded), never from the files this CLI was pointed at: with
+	// --policy evil.csv nobody becomes an approver, and an approver stays
+	// one. Deciding then refuses under a policy that is not live anyway.
+	a := &auth.Authenticator{DB: deps.DB, Policy: livePolicyEngine(ctx, deps), Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
 	addr := "cli"
 	if u, err := user.Current(); err == nil {
 		addr = "cli:" + u.Username

@@ -92,7 +92,7 @@ func TestApprovalsCLIRefusesStalePolicy(t *testing.T) {
 	}{
 		{name: "--policy names another file", setup: func(t *testing.T) ([]string, string) {
 			evil := writePolicy(t, t.TempDir(), "\ng, mallory, supervisor\n")
-			return []string{"--as", "mallory", "--policy", evil}, evil
+			return []string{"--as", "alice", "--policy", evil}, evil
 		}},
 		{name: "run from another directory", setup: func(t *testing.T) ([]string, string) {
 			dir := t.TempDir()
@@ -131,6 +131,24 @@ func TestApprovalsCLIRefusesStalePolicy(t *testing.T) {
 				t.Fatalf("show: %v\n%s\nwant the action still pending", err, out)
 			}
 		})
+	}
+}
+
+// TestApprovalsCLIRolesFromTheLivePolicy: who may sign in is read from the
+// live policy, never from the file the CLI is pointed at: a --policy that
+// makes mallory a supervisor does not let mallory in, and the refusal is
+// on the action's record.
+func TestApprovalsCLIRolesFromTheLivePolicy(t *testing.T) {
+	db, st, ids := approvalFiles(t, "150.00")
+	signIn(t, db, "alice", "mallory")
+	evil := writePolicy(t, t.TempDir(), "\ng, mallory, supervisor\n")
+	out, err := runCLI(t, "", "approvals", "approve", ids[0], "--db", db, "--store", st, "--as", "mallory", "--policy", evil)
+	if err == nil || !strings.Contains(err.Error(), "mallory holds no approver or auditor role in the live policy") {
+		t.Fatalf("approve as mallory with --policy evil.csv: %v\n%s\nwant a refusal from the live policy's roles", err, out)
+	}
+	trail, _ := actionTrail(t, db, ids[0])
+	if got := strings.Join(trail, " "); !strings.Contains(got, "mallory") || strings.Contains(got, "executed") {
+		t.Fatalf("audit trail %v, want mallory's refused sign-in and nothing executed", trail)
 	}
 }
 

@@ -108,8 +108,9 @@ Usage:
   mandate admin user token NAME          a token for the approvals CLI, printed once
   mandate version                        print the version
 
-Every command answers -h and --help with its flags. Every flag has an
-environment twin: --agent is MANDATE_AGENT, --db is MANDATE_DB, and so on.
+Every command answers -h and --help with its flags. Most flags have an
+environment twin, named in their help: --agent is MANDATE_AGENT, --db is
+MANDATE_DB, and so on.
 Exit status: 0 success, 1 failure, 2 a mistake in how mandate was invoked.
 `
 

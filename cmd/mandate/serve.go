@@ -95,6 +95,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer db.Close()
+	// Background loops (recovery, reloads, the webhook) stop before the
+	// database closes: this cancel is deferred after db.Close, so it runs
+	// first when serve returns at the end of stdin.
+	ctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
 	st, be, seeded, err := openBackend(ctx, *backendFile, *storePath, false)
 	if err != nil {
 		return err
