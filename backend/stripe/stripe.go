@@ -106,9 +106,8 @@ func (p *Payments) Refund(ctx context.Context, req backend.RefundRequest) (backe
 	if err != nil {
 		return backend.Refund{}, err
 	}
-	if o.PaymentRef == "" {
-		return backend.Refund{}, mandate.Errorf(mandate.ECONFLICT,
-			"order %s has no payment reference (payment_ref), so Stripe cannot refund it", o.ID)
+	if err := p.CheckRefundable(o); err != nil {
+		return backend.Refund{}, err
 	}
 	// Stripe refunds in the PaymentIntent's currency; refuse a mismatch
 	// rather than refund the same number of another currency's units.
