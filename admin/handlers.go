@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
@@ -257,7 +258,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *session) {
 	if f.After != "" {
 		d.First = link("")
 	}
-	s.render(w, http.StatusOK, "queue", page{Title: "Approvals", User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
+	s.render(w, http.StatusOK, "queue", page{Title: "Approvals", User: sess.User, CSRF: sess.CSRF, Approver: sess.role == auth.Approver, Nav: "queue", Data: d})
 }
 
 type actionData struct {
@@ -296,7 +297,7 @@ func (s *Server) renderAction(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	d.CanDecide = a.Status == storage.StatusPending && s.now().Before(a.ExpiresAt) && a.Agent != sess.User
-	s.render(w, code, "action", page{Title: mandate.Visible(d.Item.What, false), User: sess.User, CSRF: sess.CSRF, Nav: "queue", Data: d})
+	s.render(w, code, "action", page{Title: mandate.Visible(d.Item.What, false), User: sess.User, CSRF: sess.CSRF, Approver: sess.role == auth.Approver, Nav: "queue", Data: d})
 }
 
 // decide approves or denies the action in the path as the logged-in user.
@@ -389,7 +390,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, err)
 		return
 	}
-	s.render(w, http.StatusOK, "audit", page{Title: "Audit trail", User: sess.User, CSRF: sess.CSRF, Nav: "audit", Data: d})
+	s.render(w, http.StatusOK, "audit", page{Title: "Audit trail", User: sess.User, CSRF: sess.CSRF, Approver: sess.role == auth.Approver, Nav: "audit", Data: d})
 }
 
 // parseWhen reads a filter time as the browser's datetime-local input sends

@@ -258,6 +258,9 @@ func (s *Server) now() time.Time {
 type session struct {
 	storage.Session
 	token string
+	// role is what the live policy let the user be when authed checked
+	// the request; pages show what it allows.
+	role auth.Role
 }
 
 // authed wraps a handler that needs a signed-in user holding at least
@@ -312,7 +315,7 @@ func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Reques
 			http.Error(w, "Forbidden: this form is missing its security token. Reload the page and try again.", http.StatusForbidden)
 			return
 		}
-		h(w, r, &session{Session: sess, token: c.Value})
+		h(w, r, &session{Session: sess, token: c.Value, role: role})
 	}
 }
 
@@ -415,8 +418,8 @@ type page struct {
 	CSRF  string
 	Nav   string
 	Data  any
-	// Approver is whether User may see the queue; render sets it from the
-	// live policy.
+	// Approver is whether User may see the queue: the role authed read
+	// from the live policy for this request.
 	Approver bool
 	// Warnings are shown above the queue: accounts with repeated failed
 	// sign-ins. render fills them for the queue page.
@@ -424,9 +427,6 @@ type page struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, p page) {
-	if p.User != "" {
-		p.Approver = auth.RoleOf(s.cfg.Deps.Policy.Policy(), p.User) == auth.Approver
-	}
 	if name == "queue" {
 		p.Warnings = s.loginWarnings()
 	}
