@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -266,13 +265,8 @@ func routeOf(r *http.Request) string {
 // writeProblem writes err as problem+json. Internal errors keep their
 // details out of the answer.
 func writeProblem(w http.ResponseWriter, err error) {
-	code := mandate.ErrorCode(err)
-	var e *mandate.Error
-	detail := mandate.ErrorMessage(err)
-	if !errors.As(err, &e) {
-		code = mandate.EINTERNAL
-	}
-	writeProblemStatus(w, StatusForCode(code), code, detail)
+	code := mandate.ErrorCode(err) // internal for an error without a code
+	writeProblemStatus(w, StatusForCode(code), code, mandate.ErrorMessage(err))
 }
 
 func writeProblemStatus(w http.ResponseWriter, status int, code, detail string) {
