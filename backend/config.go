@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -390,9 +389,4 @@ func tlsConfig(key string, h *fileHTTP, dir string, fail func(key, format string
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
-}
-
-// Uses reports whether any capability is served by kind.
-func (c *Config) Uses(kind string) bool {
-	return slices.ContainsFunc([]Source{c.Orders, c.Customers, c.Payments}, func(s Source) bool { return s.Kind == kind })
 }
