@@ -25,10 +25,6 @@ var (
 	_ backend.Customers = (*Client)(nil)
 )
 
-// ErrUnauthorized is backend.ErrUnauthorized: in the chain of errors for a
-// 401 or 403.
-var ErrUnauthorized = backend.ErrUnauthorized
-
 // maxBody bounds what the client reads from a response.
 const maxBody = 1 << 20
 
@@ -315,7 +311,7 @@ func (c *Client) problem(resp *http.Response, buf []byte) error {
 	switch code {
 	case CodeUnauthorized:
 		return fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE,
-			"%s refused Mandate's credentials (HTTP %d); check the token configured in the backend file", c.name(), resp.StatusCode), ErrUnauthorized)
+			"%s refused Mandate's credentials (HTTP %d); check the token configured in the backend file", c.name(), resp.StatusCode), backend.ErrUnauthorized)
 	case mandate.EUNAVAILABLE, mandate.EINTERNAL:
 		if detail == "" {
 			detail = fmt.Sprintf("HTTP %d", resp.StatusCode)
