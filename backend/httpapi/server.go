@@ -187,32 +187,41 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, http.StatusOK, FromCustomer(c), err)
 }
 
-// getOperation asks each capability in turn whether it made a change with
-// the key; the first that did answers.
+// getOperation answers GET /operations/{key}.
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
 	ctx, cancel := s.ctx(r, false)
 	defer cancel()
+	op, err := s.operation(ctx, r.PathValue("key"))
+	s.answer(w, r, http.StatusOK, op, err)
+}
+
+// operation asks each capability in turn whether it made a change with
+// key; the first that did answers, and an error other than not_found
+// stops the search.
+func (s *Server) operation(ctx context.Context, key string) (Operation, error) {
 	op := Operation{IdempotencyKey: key}
 	ref, err := s.Backend.Payments.RefundByKey(ctx, key)
 	if err == nil {
 		op.Kind, op.Refund = KindRefund, ptr(FromRefund(ref))
-	} else if mandate.ErrorCode(err) == mandate.ENOTFOUND {
-		var o backend.Order
-		o, err = s.Backend.Orders.CancellationByKey(ctx, key)
-		if err == nil {
-			op.Kind, op.Order = KindCancel, ptr(FromOrder(o))
-		} else if mandate.ErrorCode(err) == mandate.ENOTFOUND {
-			var c backend.Customer
-			c, err = s.Backend.Customers.UpdateByKey(ctx, key)
-			if err == nil {
-				op.Kind, op.Customer = KindCustomerUpdate, ptr(FromCustomer(c))
-			} else if mandate.ErrorCode(err) == mandate.ENOTFOUND {
-				err = mandate.Errorf(mandate.ENOTFOUND, "no change was made with idempotency key %q", key)
-			}
-		}
+		return op, nil
+	} else if mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		return op, err
 	}
-	s.answer(w, r, http.StatusOK, op, err)
+	o, err := s.Backend.Orders.CancellationByKey(ctx, key)
+	if err == nil {
+		op.Kind, op.Order = KindCancel, ptr(FromOrder(o))
+		return op, nil
+	} else if mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		return op, err
+	}
+	c, err := s.Backend.Customers.UpdateByKey(ctx, key)
+	if err == nil {
+		op.Kind, op.Customer = KindCustomerUpdate, ptr(FromCustomer(c))
+		return op, nil
+	} else if mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		return op, err
+	}
+	return op, mandate.Errorf(mandate.ENOTFOUND, "no change was made with idempotency key %q", key)
 }
 
 func ptr[T any](v T) *T { return &v }
