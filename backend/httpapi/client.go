@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
@@ -369,6 +370,11 @@ func pathOnly(p string) string {
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	// At most n bytes, cut at a character boundary: a split character
+	// would reach the agent as invalid UTF-8.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }
