@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -168,16 +167,7 @@ func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason strin
 	if !a.admitAudit(AddrKey(addr)) {
 		return &AgentError{Reason: reason}
 	}
-	args, _ := json.Marshal(map[string]string{"via": "http", "address": addr, "key_id": keyID})
-	version := ""
-	if a.Policy != nil {
-		version = a.Policy.Policy().Version
-	}
-	rec := &storage.Record{
-		Time: a.now(), Agent: mandate.Truncate(mandate.Visible(identity, false), 64), Tool: AgentAuthTool,
-		Args: args, Decision: policy.Deny, PolicyVersion: version,
-		Phase: storage.PhaseAttempt, Outcome: "refused", Error: reason,
-	}
+	rec := refusal(a.now(), a.Policy, identity, AgentAuthTool, map[string]string{"via": "http", "address": addr, "key_id": keyID}, reason)
 	if err := a.DB.Append(context.WithoutCancel(ctx), rec); err != nil {
 		a.logger().Error("auditing a refused MCP request failed", "err", err)
 	}

@@ -277,17 +277,24 @@ func (a *Authenticator) Refuse(ctx context.Context, name, addr, via, tool, reaso
 }
 
 func (a *Authenticator) record(name, addr, via, method, reason, tool string) *storage.Record {
-	args, _ := json.Marshal(map[string]string{"via": via, "address": addr, "method": method})
+	rec := refusal(a.now(), a.Policy, name, tool, map[string]string{"via": via, "address": addr, "method": method}, reason)
+	rec.Approver, rec.ActionID = rec.Agent, a.ActionID
+	return rec
+}
+
+// refusal is the audit record of a refused sign-in or request, for people
+// and for agents alike: the claimed name made visible and short (it is
+// attacker text), where and how it came, and why it was refused; never a
+// secret.
+func refusal(now time.Time, pol *policy.Engine, claimed, tool string, args map[string]string, reason string) *storage.Record {
+	b, _ := json.Marshal(args)
 	version := ""
-	if a.Policy != nil {
-		version = a.Policy.Policy().Version
+	if pol != nil {
+		version = pol.Policy().Version
 	}
 	return &storage.Record{
-		Time: a.now(),
-		// The claimed name, made visible and short: it is attacker text.
-		Agent: mandate.Truncate(mandate.Visible(name, false), 64), Tool: tool,
-		Approver: mandate.Truncate(mandate.Visible(name, false), 64),
-		Args:     args, Decision: policy.Deny, PolicyVersion: version, ActionID: a.ActionID,
+		Time: now, Agent: mandate.Truncate(mandate.Visible(claimed, false), 64), Tool: tool,
+		Args: b, Decision: policy.Deny, PolicyVersion: version,
 		Phase: storage.PhaseAttempt, Outcome: "refused", Error: reason,
 	}
 }
