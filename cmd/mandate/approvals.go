@@ -54,23 +54,7 @@ func dbFlag(fs *flag.FlagSet) *string {
 // parseWithID parses flags that may come before or after one positional
 // action id: `approve act_1 --as alice` and `approve --as alice act_1`.
 func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
-	var id string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return "", err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if id != "" {
-			return "", usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
-		}
-		id, args = fs.Arg(0), fs.Args()[1:]
-	}
-	if id == "" {
-		return "", usageError{fs.Name() + ": name the action id, e.g. act_3f2a…"}
-	}
-	return id, nil
+	return parseOne(fs, args, "action id, e.g. act_3f2a…")
 }
 
 func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
