@@ -401,12 +401,8 @@ func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCreden
 // process's own when none is recorded or it does not load (the decision
 // then refuses as stale).
 func livePolicyEngine(ctx context.Context, deps *tools.Deps) *policy.Engine {
-	live, err := deps.DB.LivePolicy(ctx)
-	if err != nil || live == nil || live.Version == deps.Policy.Policy().Version {
-		return deps.Policy
-	}
-	p, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
-	if err != nil {
+	p, err := recordedPolicy(ctx, deps.DB)
+	if err != nil || p == nil || p.Version == deps.Policy.Policy().Version {
 		return deps.Policy
 	}
 	return policy.NewEngine(p)
