@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -282,10 +281,7 @@ func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string
 			return err
 		}
 	}
-	addr := "cli"
-	if u, err := user.Current(); err == nil {
-		addr = "cli:" + u.Username
-	}
+	addr := cliAddr()
 	a := &auth.Authenticator{DB: db, Policy: policy.NewEngine(pol), Logger: slog.New(slog.DiscardHandler)}
 	_, err = a.Password(ctx, name, pw, addr, "cli")
 	return err

@@ -408,6 +408,15 @@ func livePolicyEngine(ctx context.Context, deps *tools.Deps) *policy.Engine {
 	return policy.NewEngine(p)
 }
 
+// cliAddr is where a CLI sign-in comes from, for the audit trail and the
+// backoff: "cli:" and the OS user running it, or "cli" when that is unknown.
+func cliAddr() string {
+	if u, err := user.Current(); err == nil {
+		return "cli:" + u.Username
+	}
+	return "cli"
+}
+
 // authenticateApprover proves who is approving, with the same credentials,
 // backoff and audit of failures as the admin page, and returns the name
 // to decide as. Without credentials it refuses, and the refusal is
@@ -420,10 +429,7 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 	// --policy evil.csv nobody becomes an approver, and an approver stays
 	// one. Deciding then refuses under a policy that is not live anyway.
 	a := &auth.Authenticator{DB: deps.DB, Policy: livePolicyEngine(ctx, deps), Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
-	addr := "cli"
-	if u, err := user.Current(); err == nil {
-		addr = "cli:" + u.Username
-	}
+	addr := cliAddr()
 	var id auth.Identity
 	var err error
 	switch {
