@@ -173,11 +173,7 @@ func listenNetwork(cmd, flagName, listen, cert, key string, insecure bool, what 
 	if err != nil {
 		return "", false, false, usageError{fmt.Sprintf("%s: %s %q is not HOST:PORT: %v", cmd, flagName, listen, err)}
 	}
-	loopback := host == "localhost"
-	if ip := net.ParseIP(host); ip != nil {
-		loopback = ip.IsLoopback()
-	}
-	if !loopback && !tls {
+	if !loopback(listen) && !tls {
 		if !insecure {
 			return "", false, false, usageError{fmt.Sprintf("%s: %s %s is reachable from the network, and without TLS %s would cross it in clear text; "+
 				"give --tls-cert and --tls-key, listen on 127.0.0.1 behind a TLS proxy, or (on a trusted network only) add --insecure-http", cmd, flagName, listen, what)}
