@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/admin"
-	"github.com/mandatehq/mandate/rates"
 )
 
 // runAdmin serves the admin pages; `admin -h` lists `admin user add` too,
@@ -76,12 +75,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	// Approvals convert money with the rates live now, as serve does.
-	go func() {
-		rw := &rates.Watcher{Live: ad.deps.Rates, Path: pf.ratesWatchPath(), Logger: log}
-		if err := rw.Run(ctx); err != nil {
-			log.Warn("rates hot reload is off", "err", err)
-		}
-	}()
+	pf.watchRates(ctx, ad.deps.Rates, log)
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure || nw.secure, Logger: log,
 		IdleTimeout: *idle, SessionTTL: *ttl, Hosts: nw.hosts, TrustedProxies: trusted})
 	if err != nil {
