@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/admin"
-	"github.com/mandatehq/mandate/rates"
 )
 
 // runAdmin serves the admin pages; `admin -h` lists `admin user add` too,
@@ -76,12 +75,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	// Approvals convert money with the rates live now, as serve does.
-	go func() {
-		rw := &rates.Watcher{Live: ad.deps.Rates, Path: pf.ratesWatchPath(), Logger: log}
-		if err := rw.Run(ctx); err != nil {
-			log.Warn("rates hot reload is off", "err", err)
-		}
-	}()
+	pf.watchRates(ctx, ad.deps.Rates, log)
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure || nw.secure, Logger: log,
 		IdleTimeout: *idle, SessionTTL: *ttl, Hosts: nw.hosts, TrustedProxies: trusted})
 	if err != nil {
@@ -173,11 +167,7 @@ func listenNetwork(cmd, flagName, listen, cert, key string, insecure bool, what 
 	if err != nil {
 		return "", false, false, usageError{fmt.Sprintf("%s: %s %q is not HOST:PORT: %v", cmd, flagName, listen, err)}
 	}
-	loopback := host == "localhost"
-	if ip := net.ParseIP(host); ip != nil {
-		loopback = ip.IsLoopback()
-	}
-	if !loopback && !tls {
+	if !loopback(listen) && !tls {
 		if !insecure {
 			return "", false, false, usageError{fmt.Sprintf("%s: %s %s is reachable from the network, and without TLS %s would cross it in clear text; "+
 				"give --tls-cert and --tls-key, listen on 127.0.0.1 behind a TLS proxy, or (on a trusted network only) add --insecure-http", cmd, flagName, listen, what)}

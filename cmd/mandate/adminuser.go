@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -282,10 +281,7 @@ func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string
 			return err
 		}
 	}
-	addr := "cli"
-	if u, err := user.Current(); err == nil {
-		addr = "cli:" + u.Username
-	}
+	addr := cliAddr()
 	a := &auth.Authenticator{DB: db, Policy: policy.NewEngine(pol), Logger: slog.New(slog.DiscardHandler)}
 	_, err = a.Password(ctx, name, pw, addr, "cli")
 	return err
@@ -296,12 +292,19 @@ func proveUser(ctx context.Context, db *storage.DB, pf *policyFlags, name string
 // (--policy evil.csv) makes nobody an approver; the files the CLI loads
 // when no server has recorded one yet (a new installation).
 func policyForUsers(ctx context.Context, db *storage.DB, pf *policyFlags) (*policy.Policy, error) {
-	live, err := db.LivePolicy(ctx)
-	if err != nil {
-		return nil, err
+	p, err := recordedPolicy(ctx, db)
+	if err != nil || p != nil {
+		return p, err
 	}
-	if live == nil {
-		return pf.load()
+	return pf.load()
+}
+
+// recordedPolicy loads the policy texts a server recorded in db as live,
+// or is nil when none is recorded yet.
+func recordedPolicy(ctx context.Context, db *storage.DB) (*policy.Policy, error) {
+	live, err := db.LivePolicy(ctx)
+	if err != nil || live == nil {
+		return nil, err
 	}
 	return policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
 }

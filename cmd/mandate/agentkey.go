@@ -48,7 +48,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return unknownSubcommand("agent key", agentKeyUsage, args[0], stderr)
 }
 
-// parseOne parses flags around exactly one positional argument, what.
+// parseOne parses flags that may come before or after exactly one
+// positional argument, what; a missing one is "name the "+what.
 func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
 	var arg string
 	for {

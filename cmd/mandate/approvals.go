@@ -54,23 +54,7 @@ func dbFlag(fs *flag.FlagSet) *string {
 // parseWithID parses flags that may come before or after one positional
 // action id: `approve act_1 --as alice` and `approve --as alice act_1`.
 func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
-	var id string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return "", err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if id != "" {
-			return "", usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
-		}
-		id, args = fs.Arg(0), fs.Args()[1:]
-	}
-	if id == "" {
-		return "", usageError{fs.Name() + ": name the action id, e.g. act_3f2a…"}
-	}
-	return id, nil
+	return parseOne(fs, args, "action id, e.g. act_3f2a…")
 }
 
 func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -417,15 +401,20 @@ func readApproverCredentials(tokenFile string, stderr io.Writer) (approverCreden
 // process's own when none is recorded or it does not load (the decision
 // then refuses as stale).
 func livePolicyEngine(ctx context.Context, deps *tools.Deps) *policy.Engine {
-	live, err := deps.DB.LivePolicy(ctx)
-	if err != nil || live == nil || live.Version == deps.Policy.Policy().Version {
-		return deps.Policy
-	}
-	p, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
-	if err != nil {
+	p, err := recordedPolicy(ctx, deps.DB)
+	if err != nil || p == nil || p.Version == deps.Policy.Policy().Version {
 		return deps.Policy
 	}
 	return policy.NewEngine(p)
+}
+
+// cliAddr is where a CLI sign-in comes from, for the audit trail and the
+// backoff: "cli:" and the OS user running it, or "cli" when that is unknown.
+func cliAddr() string {
+	if u, err := user.Current(); err == nil {
+		return "cli:" + u.Username
+	}
+	return "cli"
 }
 
 // authenticateApprover proves who is approving, with the same credentials,
@@ -440,10 +429,7 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 	// --policy evil.csv nobody becomes an approver, and an approver stays
 	// one. Deciding then refuses under a policy that is not live anyway.
 	a := &auth.Authenticator{DB: deps.DB, Policy: livePolicyEngine(ctx, deps), Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
-	addr := "cli"
-	if u, err := user.Current(); err == nil {
-		addr = "cli:" + u.Username
-	}
+	addr := cliAddr()
 	var id auth.Identity
 	var err error
 	switch {

@@ -250,17 +250,19 @@ cases:
 	}
 }
 
-// TestPolicyReplay records real traffic through the guard with real
-// storage and the demo store, then replays it under a candidate that
-// tightens refunds.
-func TestPolicyReplay(t *testing.T) {
+// shippedToolHandlers opens a real database at dbPath and the seeded demo
+// store at storePath, records the shipped policy as live (as a server does
+// before deciding), and returns every tool's handler, deciding under it,
+// with the shipped policy text. closeAll closes the database, then the
+// store, so that the CLI under test can open them.
+func shippedToolHandlers(t *testing.T, dbPath, storePath string) (handlers map[string]func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error), shipped []byte, closeAll func()) {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	modelData, err := os.ReadFile(polModel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	shipped, err := os.ReadFile(polPolicy)
+	shipped, err = os.ReadFile(polPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,12 +270,11 @@ func TestPolicyReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbPath := filepath.Join(dir, "mandate.db")
 	db, err := storage.Open(ctx, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
+	st, _, err := store.OpenSeeded(ctx, storePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,10 +283,24 @@ func TestPolicyReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	deps := &tools.Deps{Policy: policy.NewEngine(live), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
-	handlers := map[string]func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error){}
+	handlers = map[string]func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error){}
 	for _, s := range tools.ServerTools(deps) {
 		handlers[s.Tool.Name] = s.Handler
 	}
+	return handlers, shipped, func() {
+		db.Close()
+		st.Close()
+	}
+}
+
+// TestPolicyReplay records real traffic through the guard with real
+// storage and the demo store, then replays it under a candidate that
+// tightens refunds.
+func TestPolicyReplay(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mandate.db")
+	handlers, shipped, closeAll := shippedToolHandlers(t, dbPath, filepath.Join(dir, "store.db"))
 	agentCtx := tools.WithAgent(ctx, "demo-agent")
 	calls := []struct {
 		tool string
@@ -315,8 +330,7 @@ func TestPolicyReplay(t *testing.T) {
 			t.Fatalf("%s %v: live decision %q, want %q", c.tool, c.args, got, c.want)
 		}
 	}
-	db.Close()
-	st.Close()
+	closeAll()
 
 	// The candidate allows only 20.00 without approval.
 	tighten := strings.NewReplacer(

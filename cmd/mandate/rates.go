@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -36,6 +38,18 @@ func (p *policyFlags) ratesWatchPath() string {
 		return p.rates
 	}
 	return "rates.csv"
+}
+
+// watchRates reloads the rates into live, in the background until ctx
+// ends, when the file ratesWatchPath names changes (serve and admin);
+// like the policy, a broken edit keeps the last good rates.
+func (p *policyFlags) watchRates(ctx context.Context, live *rates.Live, log *slog.Logger) {
+	rw := &rates.Watcher{Live: live, Path: p.ratesWatchPath(), Logger: log}
+	go func() {
+		if err := rw.Run(ctx); err != nil {
+			log.Warn("rates hot reload is off", "err", err)
+		}
+	}()
 }
 
 const ratesUsage = `Usage:

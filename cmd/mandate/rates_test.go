@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mandatehq/mandate/backend"
-	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
-	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 )
@@ -26,37 +23,8 @@ func TestPolicyExplainUsesRealCounters(t *testing.T) {
 	os.Unsetenv("MANDATE_DB") // restored by t.Setenv's cleanup
 	dir := t.TempDir()
 	dbPath, storePath := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db")
-	shipped, err := os.ReadFile(polPolicy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modelData, err := os.ReadFile(polModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	live, err := policy.Load(policy.Source{Name: "model.conf", Data: modelData}, policy.Source{Name: "policy.csv", Data: shipped})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := storage.Open(ctx, dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _, err := store.OpenSeeded(ctx, storePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As a server does before deciding: its policy is the live one.
-	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: live.Version, Command: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	deps := &tools.Deps{Policy: policy.NewEngine(live), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
-	var refund func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error)
-	for _, s := range tools.ServerTools(deps) {
-		if s.Tool.Name == "refund_order" {
-			refund = s.Handler
-		}
-	}
+	handlers, _, closeAll := shippedToolHandlers(t, dbPath, storePath)
+	refund := handlers["refund_order"]
 	for _, amount := range []string{"40.00", "45.00", "50.00"} { // 135.00 USD
 		res, err := refund(tools.WithAgent(ctx, "demo-agent"), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order",
 			Arguments: map[string]any{"order_id": "ord_1002", "amount": amount, "reason": "late"}}})
@@ -64,8 +32,7 @@ func TestPolicyExplainUsesRealCounters(t *testing.T) {
 			t.Fatalf("setup refund %s: %v %+v", amount, err, res.StructuredContent)
 		}
 	}
-	db.Close()
-	st.Close()
+	closeAll()
 
 	args := []string{"policy", "explain", "--model", polModel, "--policy", polPolicy, "--store", storePath,
 		"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`}

@@ -140,13 +140,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
-	// Rates reload like the policy: a broken edit keeps the last good rates.
-	rw := &rates.Watcher{Live: liveRates, Path: pf.ratesWatchPath(), Logger: log}
-	go func() {
-		if err := rw.Run(ctx); err != nil {
-			log.Warn("rates hot reload is off", "err", err)
-		}
-	}()
+	pf.watchRates(ctx, liveRates, log)
 	if *httpAddr != "" {
 		ln, err := listenHTTP(ctx, *httpAddr, httpTLS, *tlsCert, *tlsKey)
 		if err != nil {
