@@ -245,12 +245,10 @@ func (a *amountArg) UnmarshalJSON(b []byte) error {
 }
 
 // amountInCurrency is implemented by arguments that hold an amount, which
-// has a canonical form only in a currency.
+// has a canonical form only in a currency: load rewrites the amount in the
+// order's currency, so a retry is compared with what its first attempt
+// recorded.
 type amountInCurrency interface {
-	// currency is the order's currency once load has read it, else "".
-	currency() string
-	// withCurrency rewrites the amount in currency's canonical form.
-	withCurrency(currency string) error
 	// likeRecorded takes the amount's text from recorded arguments when it
 	// is the same value, so a retry that sends 30 matches "30.00".
 	likeRecorded(recorded json.RawMessage)

@@ -139,15 +139,6 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			return errorResult(loadErr)
 		}
 	}
-	if c, ok := any(&a).(amountInCurrency); ok && loadErr == nil {
-		// Canonical in the order's own currency (never the base currency
-		// limits count in): 30 on a USD order is "30.00", on a JPY one "30".
-		if currency := c.currency(); currency != "" {
-			if err := c.withCurrency(currency); err != nil {
-				return errorResult(err)
-			}
-		}
-	}
 	args := canonical(a)
 	if ctx.Err() != nil {
 		// Given up before anything was recorded: nothing happens.
