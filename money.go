@@ -43,7 +43,7 @@ func ParseMoney(s, currency string) (Money, error) {
 		return Money{}, Errorf(EINVALID, "unknown currency %q: use an ISO 4217 code such as USD or EUR", currency)
 	}
 	whole, frac, hasDot := strings.Cut(s, ".")
-	if whole == "" || (hasDot && frac == "") || !digits(whole) || !digits(frac) {
+	if whole == "" || (hasDot && frac == "") || !Digits(whole) || !Digits(frac) {
 		return Money{}, Errorf(EINVALID, "amount %q is not a decimal number like \"30.00\"", truncate(s, 40))
 	}
 	if len(frac) > exp {
@@ -64,7 +64,9 @@ func ParseMoney(s, currency string) (Money, error) {
 	return Money{Minor: minor, Currency: currency}, nil
 }
 
-func digits(s string) bool {
+// Digits reports whether s holds only the ASCII digits 0-9 ("" does):
+// the check every decimal reader (amounts, rates) makes on its parts.
+func Digits(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
 			return false

@@ -114,7 +114,7 @@ func Parse(name string, data []byte) (*Table, error) {
 // at most 12 decimal places. It is exact: no float is involved.
 func ParseRate(s string) (*big.Rat, error) {
 	whole, frac, dot := strings.Cut(s, ".")
-	if whole == "" || (dot && frac == "") || !digits(whole) || !digits(frac) || len(s) > 24 {
+	if whole == "" || (dot && frac == "") || !mandate.Digits(whole) || !mandate.Digits(frac) || len(s) > 24 {
 		return nil, fmt.Errorf("rate %q is not a decimal number like 1.0842", truncate(s))
 	}
 	if len(frac) > 12 {
@@ -237,15 +237,6 @@ func Default() *Table {
 		panic("the embedded rates.csv does not load: " + err.Error())
 	}
 	return t
-}
-
-func digits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func truncate(s string) string {

@@ -205,7 +205,13 @@ func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) (
 // Append adds one audit record that belongs to no action state, such as a
 // read, in its own transaction.
 func (db *DB) Append(ctx context.Context, rec *Record) error {
-	return db.write(func(tx *Tx) error {
+	return db.write(db.appendFn(ctx, rec))
+}
+
+// appendFn is the write of Append and AppendRead: rec, stamped now unless
+// it has a time.
+func (db *DB) appendFn(ctx context.Context, rec *Record) func(tx *Tx) error {
+	return func(tx *Tx) error {
 		if rec.Time.IsZero() {
 			rec.Time = db.Now()
 		}
@@ -213,7 +219,7 @@ func (db *DB) Append(ctx context.Context, rec *Record) error {
 			return unavailable("append", err)
 		}
 		return nil
-	})
+	}
 }
 
 // pendingCount counts the agent's actions waiting for a person at now,

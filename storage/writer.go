@@ -204,15 +204,7 @@ func (db *DB) writeLazy(fn func(tx *Tx) error) error {
 // not be on disk before the data is shown (see "Deferred durability").
 // Refusals use Append.
 func (db *DB) AppendRead(ctx context.Context, rec *Record) error {
-	return db.writeLazy(func(tx *Tx) error {
-		if rec.Time.IsZero() {
-			rec.Time = db.Now()
-		}
-		if err := appendRecord(ctx, tx, rec); err != nil {
-			return unavailable("append", err)
-		}
-		return nil
-	})
+	return db.writeLazy(db.appendFn(ctx, rec))
 }
 
 func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {

@@ -112,6 +112,17 @@ func (s spec[A]) redecide(pol *policy.Policy, act *storage.Action, approver stri
 	return rv, nil
 }
 
+// claimCheck is the check of storage.ClaimApprovedUnder for an approved
+// action with arguments a and facts attrs: redecide under pol, with the
+// usage counted at the claim, as its approver. Both routes that carry out
+// an approved action (review and Recover) claim it through this one check.
+func (s spec[A]) claimCheck(pol *policy.Policy, attrs map[string]any, a *A) func(*storage.Action, storage.Approval, storage.Usage) (storage.Review, error) {
+	return func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
+		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, a, cur, u), true)
+		return rv, nil
+	}
+}
+
 // review decides a pending action with the tool's own binding, facts and
 // execution, never a second copy of them.
 //
@@ -182,10 +193,7 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	// Approved: from here on the caller hanging up (a closed browser tab)
 	// must not strand the action between approved and executed.
 	ctx = context.WithoutCancel(ctx)
-	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
-		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, &a, cur, u), true)
-		return rv, nil
-	})
+	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, s.claimCheck(pol, attrs, &a))
 	if err != nil {
 		var stale *storage.StalePolicyError
 		if errors.As(err, &stale) {

@@ -245,12 +245,10 @@ func (a *amountArg) UnmarshalJSON(b []byte) error {
 }
 
 // amountInCurrency is implemented by arguments that hold an amount, which
-// has a canonical form only in a currency.
+// has a canonical form only in a currency: load rewrites the amount in the
+// order's currency, so a retry is compared with what its first attempt
+// recorded.
 type amountInCurrency interface {
-	// currency is the order's currency once load has read it, else "".
-	currency() string
-	// withCurrency rewrites the amount in currency's canonical form.
-	withCurrency(currency string) error
 	// likeRecorded takes the amount's text from recorded arguments when it
 	// is the same value, so a retry that sends 30 matches "30.00".
 	likeRecorded(recorded json.RawMessage)
@@ -273,7 +271,7 @@ func plainDecimal(n string) (string, error) {
 		case strings.HasPrefix(expText, "+"):
 			expText = expText[1:]
 		}
-		if expText == "" || len(expText) > 3 || !isDigits(expText) {
+		if expText == "" || len(expText) > 3 || !mandate.Digits(expText) {
 			return "", mandate.Errorf(mandate.EINVALID, "amount %s is not a decimal number like \"30.00\"", strconv.Quote(mandate.Truncate(n, 40)))
 		}
 		for _, c := range expText {
@@ -282,7 +280,7 @@ func plainDecimal(n string) (string, error) {
 		exp *= sign
 	}
 	whole, frac, _ := strings.Cut(mant, ".")
-	if whole == "" || !isDigits(whole) || !isDigits(frac) {
+	if whole == "" || !mandate.Digits(whole) || !mandate.Digits(frac) {
 		return "", mandate.Errorf(mandate.EINVALID, "argument amount must be a decimal string like \"30.00\"")
 	}
 	digits := whole + frac
@@ -316,15 +314,6 @@ func plainDecimal(n string) (string, error) {
 		s = "-" + s
 	}
 	return s, nil
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // canonical encodes v as JSON with object keys sorted, the form in which

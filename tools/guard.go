@@ -108,8 +108,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		return errorResult(err)
 	}
 	if ctx.Err() != nil {
-		log.Info("cancelled before the attempt was recorded; nothing done")
-		return cancelledResult()
+		return cancelledResult(log)
 	}
 	if key != "" {
 		// The arguments as the first attempt recorded them: an amount is
@@ -140,20 +139,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			return errorResult(loadErr)
 		}
 	}
-	if c, ok := any(&a).(amountInCurrency); ok && loadErr == nil {
-		// Canonical in the order's own currency (never the base currency
-		// limits count in): 30 on a USD order is "30.00", on a JPY one "30".
-		if currency := c.currency(); currency != "" {
-			if err := c.withCurrency(currency); err != nil {
-				return errorResult(err)
-			}
-		}
-	}
 	args := canonical(a)
 	if ctx.Err() != nil {
 		// Given up before anything was recorded: nothing happens.
-		log.Info("cancelled before the attempt was recorded; nothing done")
-		return cancelledResult()
+		return cancelledResult(log)
 	}
 	act := &storage.Action{ID: newActionID(), Agent: agent, Tool: name, Args: args, IdempotencyKey: key}
 	if sc, ok := any(&a).(scoped); ok {
@@ -221,8 +210,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		// write begins, and otherwise records regardless of ctx.
 		err = d.DB.DecideAndRecord(ctx, act, rec, decide)
 		if errors.Is(err, storage.ErrCancelled) {
-			log.Info("cancelled before the attempt was recorded; nothing done")
-			return cancelledResult()
+			return cancelledResult(log)
 		}
 		if errors.Is(err, storage.ErrDuplicateKey) {
 			// A concurrent retry with the same key won the race: answer

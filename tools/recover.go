@@ -133,10 +133,7 @@ func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error
 	pol := d.Policy.Policy()
 	held := heldPolicy(d, pol)
 	log := d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent)
-	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
-		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, &a, cur, u), true)
-		return rv, nil
-	})
+	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, s.claimCheck(pol, attrs, &a))
 	if err != nil {
 		return err
 	}

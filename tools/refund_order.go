@@ -33,21 +33,6 @@ func (a *refundArgs) validate() error {
 	return required("reason", a.Reason, maxText)
 }
 
-// withCurrency rewrites the amount in currency's canonical form, the form
-// that is audited and digested: 30 and "30" become "30.00" on a USD order,
-// "30.000" on a KWD one. The guard calls it once load has read the order's
-// currency, and on a retry with the currency its first attempt recorded.
-func (a *refundArgs) withCurrency(currency string) error {
-	m, err := parseAmount(a.Amount, currency)
-	if err != nil {
-		return err
-	}
-	a.amount, a.Amount = m, amountArg(m.String())
-	return nil
-}
-
-func (a *refundArgs) currency() string { return a.amount.Currency }
-
 // likeRecorded adopts the recorded amount's text when it is the same
 // decimal value as the retry's: exact, by big.Rat, never float64.
 func (a *refundArgs) likeRecorded(recorded json.RawMessage) {
@@ -124,6 +109,12 @@ func refundOrder() entry {
 				return nil, err
 			}
 			attrs[policy.AttrAmountBase] = a.base.Major()
+			// Once every fact is read, the amount takes its canonical form
+			// in the order's own currency (never the base currency limits
+			// count in), the form that is audited and digested: 30 and "30"
+			// are "30.00" on a USD order, "30.000" on a KWD one, "30" on a
+			// JPY one. A load that fails leaves the agent's text as sent.
+			a.Amount = amountArg(a.amount.String())
 			return attrs, nil
 		},
 		describe: func(a *refundArgs) string {

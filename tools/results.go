@@ -3,6 +3,7 @@ package tools
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -83,9 +84,10 @@ func errorResult(err error) *mcp.CallToolResult {
 }
 
 // cancelledResult answers a call the client cancelled before its attempt
-// was recorded. The client has stopped listening, but a proxy or log may
-// not have: the answer says that nothing was done.
-func cancelledResult() *mcp.CallToolResult {
+// was recorded, and logs it to log. The client has stopped listening, but a
+// proxy or log may not have: the answer says that nothing was done.
+func cancelledResult(log *slog.Logger) *mcp.CallToolResult {
+	log.Info("cancelled before the attempt was recorded; nothing done")
 	return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the call was cancelled before it was recorded, so nothing was done"))
 }
 

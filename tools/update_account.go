@@ -188,7 +188,7 @@ func validEmail(v string) bool {
 			}
 		}
 	}
-	return !isDigits(labels[len(labels)-1]) // a top-level domain is never a number
+	return !mandate.Digits(labels[len(labels)-1]) // a top-level domain is never a number
 }
 
 func isAlnum(c byte) bool {
