@@ -44,22 +44,22 @@ func ParseMoney(s, currency string) (Money, error) {
 	}
 	whole, frac, hasDot := strings.Cut(s, ".")
 	if whole == "" || (hasDot && frac == "") || !Digits(whole) || !Digits(frac) {
-		return Money{}, Errorf(EINVALID, "amount %q is not a decimal number like \"30.00\"", truncate(s, 40))
+		return Money{}, Errorf(EINVALID, "amount %q is not a decimal number like \"30.00\"", TruncateBytes(s, 40))
 	}
 	if len(frac) > exp {
 		if exp == 0 {
-			return Money{}, Errorf(EINVALID, "amount %q has decimals, but %s has no minor unit", truncate(s, 40), currency)
+			return Money{}, Errorf(EINVALID, "amount %q has decimals, but %s has no minor unit", TruncateBytes(s, 40), currency)
 		}
-		return Money{}, Errorf(EINVALID, "amount %q has more than %d decimal places for %s", truncate(s, 40), exp, currency)
+		return Money{}, Errorf(EINVALID, "amount %q has more than %d decimal places for %s", TruncateBytes(s, 40), exp, currency)
 	}
 	frac += strings.Repeat("0", exp-len(frac))
 	whole = strings.TrimLeft(whole, "0")
 	if len(whole)+len(frac) > 16 {
-		return Money{}, Errorf(EINVALID, "amount %q is too large", truncate(s, 40))
+		return Money{}, Errorf(EINVALID, "amount %q is too large", TruncateBytes(s, 40))
 	}
 	minor, err := strconv.ParseInt("0"+whole+frac, 10, 64)
 	if err != nil || minor > maxMinor {
-		return Money{}, Errorf(EINVALID, "amount %q is too large", truncate(s, 40))
+		return Money{}, Errorf(EINVALID, "amount %q is too large", TruncateBytes(s, 40))
 	}
 	return Money{Minor: minor, Currency: currency}, nil
 }
@@ -73,13 +73,6 @@ func Digits(s string) bool {
 		}
 	}
 	return true
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // String formats the amount as a decimal string with exactly as many decimal

@@ -96,6 +96,20 @@ func Truncate(s string, n int) string {
 	return s
 }
 
+// TruncateBytes cuts s to at most n bytes, adding "…" when it cut, at a
+// character boundary: for text whose size is bounded in bytes (an error
+// echoing an agent's or a service's input), never split into invalid
+// UTF-8.
+func TruncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // NameProblem says what is wrong with a name that identifies a person or
 // an agent (a policy identity, a web user), or "" when nothing is. Names
 // are compared by people in policy files, queues and audit records, so a

@@ -1,6 +1,9 @@
 package mandate
 
-import "testing"
+import (
+	"testing"
+	"unicode/utf8"
+)
 
 func TestVisible(t *testing.T) {
 	for _, c := range []struct {
@@ -76,6 +79,25 @@ func TestSkeleton(t *testing.T) {
 	for _, p := range [][2]string{{"alice", "bob"}, {"demo-agent", "senior-bot"}, {"ann", "anna"}} {
 		if Skeleton(p[0]) == Skeleton(p[1]) {
 			t.Errorf("Skeleton(%q) == Skeleton(%q): want different", p[0], p[1])
+		}
+	}
+}
+
+func TestTruncateBytesKeepsCharactersWhole(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc…"},
+		{"aé", 2, "a…"}, // é is two bytes: not split
+		{"東京", 4, "東…"}, // 東 is three bytes
+		{"東京", 6, "東京"},
+	} {
+		got := TruncateBytes(c.in, c.n)
+		if got != c.want || !utf8.ValidString(got) {
+			t.Errorf("TruncateBytes(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
 		}
 	}
 }

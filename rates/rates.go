@@ -64,7 +64,7 @@ func Parse(name string, data []byte) (*Table, error) {
 		key, val, ok := strings.Cut(s, ",")
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
 		if !ok || strings.Contains(val, ",") {
-			bad(line, "want \"CODE, RATE\" or \"base, CODE\", got %q", truncate(s))
+			bad(line, "want \"CODE, RATE\" or \"base, CODE\", got %q", mandate.TruncateBytes(s, 40))
 			continue
 		}
 		if key == "base" {
@@ -73,14 +73,14 @@ func Parse(name string, data []byte) (*Table, error) {
 				continue
 			}
 			if _, known := mandate.CurrencyExponent(val); !known {
-				bad(line, "unknown base currency %q: use an ISO 4217 code such as USD", truncate(val))
+				bad(line, "unknown base currency %q: use an ISO 4217 code such as USD", mandate.TruncateBytes(val, 40))
 				continue
 			}
 			t.Base = val
 			continue
 		}
 		if _, known := mandate.CurrencyExponent(key); !known {
-			bad(line, "unknown currency %q: use an ISO 4217 code Mandate knows, such as EUR", truncate(key))
+			bad(line, "unknown currency %q: use an ISO 4217 code Mandate knows, such as EUR", mandate.TruncateBytes(key, 40))
 			continue
 		}
 		if prev, dup := seen[key]; dup {
@@ -115,14 +115,14 @@ func Parse(name string, data []byte) (*Table, error) {
 func ParseRate(s string) (*big.Rat, error) {
 	whole, frac, dot := strings.Cut(s, ".")
 	if whole == "" || (dot && frac == "") || !mandate.Digits(whole) || !mandate.Digits(frac) || len(s) > 24 {
-		return nil, fmt.Errorf("rate %q is not a decimal number like 1.0842", truncate(s))
+		return nil, fmt.Errorf("rate %q is not a decimal number like 1.0842", mandate.TruncateBytes(s, 40))
 	}
 	if len(frac) > 12 {
-		return nil, fmt.Errorf("rate %q has more than 12 decimal places", truncate(s))
+		return nil, fmt.Errorf("rate %q has more than 12 decimal places", mandate.TruncateBytes(s, 40))
 	}
 	r, ok := new(big.Rat).SetString(s)
 	if !ok || r.Sign() <= 0 {
-		return nil, fmt.Errorf("rate %q must be greater than zero", truncate(s))
+		return nil, fmt.Errorf("rate %q must be greater than zero", mandate.TruncateBytes(s, 40))
 	}
 	return r, nil
 }
@@ -183,7 +183,7 @@ func Set(name string, data []byte, currency, rate string) ([]byte, error) {
 		return nil, err
 	}
 	if _, known := mandate.CurrencyExponent(currency); !known {
-		return nil, fmt.Errorf("unknown currency %q: use an ISO 4217 code Mandate knows, such as EUR", truncate(currency))
+		return nil, fmt.Errorf("unknown currency %q: use an ISO 4217 code Mandate knows, such as EUR", mandate.TruncateBytes(currency, 40))
 	}
 	if currency == t.Base {
 		return nil, fmt.Errorf("%s is the base currency: its rate is always 1 (to change the base, edit the base line of %s)", currency, name)
@@ -237,11 +237,4 @@ func Default() *Table {
 		panic("the embedded rates.csv does not load: " + err.Error())
 	}
 	return t
-}
-
-func truncate(s string) string {
-	if len(s) <= 40 {
-		return s
-	}
-	return s[:40] + "…"
 }

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
@@ -317,12 +316,12 @@ func (c *Client) problem(resp *http.Response, buf []byte) error {
 		if detail == "" {
 			detail = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		}
-		return mandate.Errorf(mandate.EUNAVAILABLE, "%s failed: %s", c.name(), truncate(detail, 300))
+		return mandate.Errorf(mandate.EUNAVAILABLE, "%s failed: %s", c.name(), mandate.TruncateBytes(detail, 300))
 	}
 	if detail == "" {
 		detail = fmt.Sprintf("%s answered HTTP %d", c.name(), resp.StatusCode)
 	}
-	return mandate.Errorf(code, "%s", truncate(detail, 500))
+	return mandate.Errorf(code, "%s", mandate.TruncateBytes(detail, 500))
 }
 
 // CodeForStatus maps an HTTP status to the contract's code.
@@ -365,16 +364,4 @@ func pathOnly(p string) string {
 		return p[:i]
 	}
 	return p
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	// At most n bytes, cut at a character boundary: a split character
-	// would reach the agent as invalid UTF-8.
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

@@ -177,7 +177,7 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	}
 	if !slices.Contains(backend.UpdatableFields, field) {
 		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID,
-			"field %q cannot be changed; use one of %s", truncate(field, 40), strings.Join(backend.UpdatableFields, ", ")))
+			"field %q cannot be changed; use one of %s", mandate.TruncateBytes(field, 40), strings.Join(backend.UpdatableFields, ", ")))
 		return
 	}
 	ctx, cancel := s.ctx(r, true)
@@ -242,7 +242,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID, "the body is not the expected JSON object: %s", truncate(err.Error(), 200)))
+		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID, "the body is not the expected JSON object: %s", mandate.TruncateBytes(err.Error(), 200)))
 		return false
 	}
 	return true
