@@ -110,7 +110,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
 			a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey,
 			a.CustomerID, a.AmountMinor, a.Currency); err != nil {
-			if a.IdempotencyKey != "" && strings.Contains(err.Error(), "UNIQUE constraint failed: actions.agent, actions.idempotency_key") {
+			if a.IdempotencyKey != "" && isUniqueViolation(err, "actions_agent_idempotency_key", "actions.agent, actions.idempotency_key") {
 				return ErrDuplicateKey
 			}
 			return unavailable("insert action", err)

@@ -1,8 +1,10 @@
 // Package storage is Mandate's own database: the audit trail and the state
-// of every action. It is SQLite (modernc, no cgo) in WAL mode, shared by
-// every `mandate serve` process and `mandate admin`: anything that must be
-// serialized across them (the audit chain head, an action's status) is read
-// and written inside one BEGIN IMMEDIATE transaction.
+// of every action. It is SQLite (modernc, no cgo) in WAL mode by default,
+// shared by every `mandate serve` process and `mandate admin`: anything that
+// must be serialized across them (the audit chain head, an action's status)
+// is read and written inside one BEGIN IMMEDIATE transaction. Given a
+// postgres:// URL it is PostgreSQL instead, shared by replicas on several
+// machines, with the same API and guarantees (postgres.go).
 package storage
 
 import (
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -22,7 +25,13 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-//go:embed migrations/*.sql
+// migrationFS holds each engine's migrations, in migrations/sqlite and
+// migrations/postgres, numbered alike so that a version is the same schema
+// on both. A file directly in migrations/ (where they used to live) is
+// taken as SQLite's; TestMigrationsPaired fails until it has a PostgreSQL
+// twin and is moved.
+//
+//go:embed migrations
 var migrationFS embed.FS
 
 // DB is the gateway database.
@@ -41,7 +50,13 @@ type DB struct {
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
+	// postgres is set for a PostgreSQL database (postgres.go); Path is
+	// then its URL without the password.
+	postgres bool
 }
+
+// nowFunc is the clock a new DB starts with.
+var nowFunc = time.Now
 
 // driverName is the database/sql driver Open uses; the query-plan test
 // swaps in one that records every statement.
@@ -56,13 +71,19 @@ func DSN(path string) string {
 		"&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
-// Open opens or creates the database at path and brings its schema up to date.
+// Open opens or creates the database at path and brings its schema up to
+// date. path is a SQLite file, or a postgres:// or postgresql:// URL of a
+// PostgreSQL database (which must exist; its tables are created). Errors
+// never quote a URL's password.
 func Open(ctx context.Context, path string) (*DB, error) {
+	if IsURL(path) {
+		return openPostgres(ctx, path)
+	}
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{db: sdb, Path: path, Now: time.Now}
+	db := &DB{db: sdb, Path: path, Now: nowFunc}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.
@@ -99,17 +120,48 @@ func (db *DB) Close() error {
 	return db.db.Close()
 }
 
-// migrate applies the embedded migrations not yet applied, in name order,
-// each in its own transaction.
-func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)`); err != nil {
-		return err
+// migrationFiles lists an engine's migrations ("sqlite" or "postgres") in
+// the order they apply, by file name.
+func migrationFiles(engine string) ([]string, error) {
+	names, err := fs.Glob(migrationFS, "migrations/"+engine+"/*.sql")
+	if err != nil {
+		return nil, err
 	}
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if engine == "sqlite" {
+		legacy, err := fs.Glob(migrationFS, "migrations/*.sql")
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, legacy...)
+	}
+	sort.Slice(names, func(i, j int) bool { return path.Base(names[i]) < path.Base(names[j]) })
+	return names, nil
+}
+
+// migrationName is how the migrations table records a file: the name it
+// had before the engines had their own directories, so a SQLite database
+// migrated then does not apply its migrations again.
+func migrationName(file string) string { return "migrations/" + path.Base(file) }
+
+// migrate applies the embedded migrations not yet applied, in name order,
+// each in its own transaction. SQLite's BEGIN IMMEDIATE serializes two
+// processes migrating at once; PostgreSQL takes an advisory lock
+// (migratePostgres).
+func (db *DB) migrate(ctx context.Context) error {
+	engine := "sqlite"
+	if db.postgres {
+		engine = "postgres"
+	}
+	names, err := migrationFiles(engine)
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
+	if db.postgres {
+		return db.migratePostgres(ctx, names)
+	}
+	if _, err := db.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)`); err != nil {
+		return err
+	}
 	for _, name := range names {
 		if err := db.migrateFile(ctx, name); err != nil {
 			return fmt.Errorf("migration %s: %w", name, err)
@@ -125,7 +177,7 @@ func (db *DB) migrateFile(ctx context.Context, name string) error {
 	}
 	defer tx.Rollback()
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM migrations WHERE name = ?`, name).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM migrations WHERE name = ?`, migrationName(name)).Scan(&n); err != nil {
 		return err
 	} else if n > 0 {
 		return nil
@@ -137,7 +189,7 @@ func (db *DB) migrateFile(ctx context.Context, name string) error {
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO migrations (name) VALUES (?)`, name); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO migrations (name) VALUES (?)`, migrationName(name)); err != nil {
 		return err
 	}
 	return tx.Commit()

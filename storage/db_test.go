@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,8 +27,11 @@ func openTest(t testing.TB) *DB {
 }
 
 // openPath opens the database at path and closes it when the test ends.
+// Under TestPostgres it opens the PostgreSQL database standing for path in
+// this test instead (engineDB).
 func openPath(t testing.TB, path string) *DB {
 	t.Helper()
+	path = engineDB(t, path)
 	db, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
@@ -100,12 +102,16 @@ func appliedMigrations(t *testing.T, db *DB) []string {
 // embeddedMigrations returns the names of the migrations Open must apply.
 func embeddedMigrations(t *testing.T) []string {
 	t.Helper()
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	files, err := migrationFiles("sqlite")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) == 0 {
+	if len(files) == 0 {
 		t.Fatal("no embedded migrations")
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, migrationName(f))
 	}
 	sort.Strings(names)
 	return names

@@ -82,15 +82,16 @@ func (db *DB) Usage(ctx context.Context, a *Action) (Usage, error) {
 func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage, error) {
 	var u Usage
 	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-longestWindow)), minute(now.Add(-time.Hour))
-	// One statement, each window a primary-key range: the refund amount in
+	// One statement, each window a primary-key range (the sums cast to
+	// BIGINT because PostgreSQL sums a bigint into a numeric): the refund amount in
 	// the base currency and the refund count (24 h), the customer's refunds (30
 	// days), the agent's cancellations (1 h).
 	err := tx.QueryRowContext(ctx, `
 		SELECT
-			(SELECT COALESCE(SUM(amount_minor), 0) FROM usage_counters WHERE scope = ?1 AND minute > ?2),
-			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
-			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
-			(SELECT COALESCE(SUM(count), 0) FROM usage_counters WHERE scope = ?6 AND minute > ?7)`,
+			(SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM usage_counters WHERE scope = ?1 AND minute > ?2),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute > ?7)`,
 		"agent_refunded\x00"+a.Agent+"\x00"+a.Currency, day,
 		"agent_refunds\x00"+a.Agent,
 		"customer_refunds\x00"+a.CustomerID, month,
@@ -114,7 +115,7 @@ func count(ctx context.Context, tx *Tx, a *Action, at time.Time, sign int64) err
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO usage_counters (scope, minute, amount_minor, count) VALUES (?, ?, ?, ?)
 			ON CONFLICT (scope, minute) DO UPDATE SET
-				amount_minor = amount_minor + excluded.amount_minor, count = count + excluded.count`,
+				amount_minor = usage_counters.amount_minor + excluded.amount_minor, count = usage_counters.count + excluded.count`,
 			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
 			return err
 		}

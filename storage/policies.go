@@ -95,12 +95,11 @@ func (db *DB) RecordPolicy(ctx context.Context, l *PolicyLoad) error {
 			ON CONFLICT (version) DO NOTHING`, l.Version, l.Model, l.Policy, timeText(now)); err != nil {
 			return unavailable("record policy text", err)
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO policy_loads (version, model_file, policy_file, command, identity, pid, host, loaded_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, l.Version, l.ModelFile, l.PolicyFile, l.Command, l.Identity, l.PID, l.Host, timeText(now))
-		if err != nil {
+		// RETURNING rather than LastInsertId, which PostgreSQL's driver lacks.
+		if err := tx.QueryRowContext(ctx, `INSERT INTO policy_loads (version, model_file, policy_file, command, identity, pid, host, loaded_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`, l.Version, l.ModelFile, l.PolicyFile, l.Command, l.Identity, l.PID, l.Host, timeText(now)).Scan(&l.Seq); err != nil {
 			return unavailable("record policy load", err)
 		}
-		l.Seq, _ = res.LastInsertId()
 		return nil
 	})
 }

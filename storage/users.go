@@ -229,7 +229,7 @@ func (db *DB) SetToken(ctx context.Context, user, token string) error {
 		ON CONFLICT (user) DO UPDATE SET token_hash = excluded.token_hash, created_at = excluded.created_at`,
 		tokenHash(token), user, timeText(db.Now()))
 	if err != nil {
-		if strings.Contains(err.Error(), "FOREIGN KEY") {
+		if isForeignKeyViolation(err) {
 			return mandate.Errorf(mandate.ENOTFOUND, "no user %q; add them first with `mandate admin user add`", user)
 		}
 		return unavailable("set token", err)

@@ -57,7 +57,7 @@ var errClosed = errors.New("storage: database is closed")
 func (db *DB) startWriter() {
 	db.writes = make(chan writeReq, maxBatch)
 	db.writerDone = make(chan struct{})
-	if db.Path != "" && !strings.Contains(db.Path, ":memory:") {
+	if !db.postgres && db.Path != "" && !strings.Contains(db.Path, ":memory:") {
 		// Several processes on one file: wait for the write lock in the
 		// kernel's queue, not in SQLite's sleeping busy handler (wlock).
 		db.wlock = wlock.Open(db.Path)
@@ -116,11 +116,26 @@ func (db *DB) commitBatch(batch []writeReq) {
 	}
 	defer tx.Rollback()
 	wtx := &Tx{Tx: tx, db: db}
+	var was *chainHead
+	if db.postgres {
+		// PostgreSQL: the chain-head row lock serializes this transaction
+		// with every other replica's writes (lockChainHead).
+		if was, err = lockChainHead(ctx, tx); err != nil {
+			fail(unavailable("lock chain head", err))
+			return
+		}
+		h := *was
+		wtx.head = &h
+	}
 	if len(batch) == 1 {
 		// Alone, a write needs no savepoint: its failure rolls back the
 		// whole transaction, which holds nothing else.
 		if err := batch[0].fn(wtx); err != nil {
 			batch[0].done <- err
+			return
+		}
+		if err := db.saveHead(ctx, wtx, was); err != nil {
+			fail(unavailable("save chain head", err))
 			return
 		}
 		if err := tx.Commit(); err != nil {
@@ -148,6 +163,10 @@ func (db *DB) commitBatch(batch []writeReq) {
 			return
 		}
 	}
+	if err := db.saveHead(ctx, wtx, was); err != nil {
+		fail(unavailable("save chain head", err))
+		return
+	}
 	if err := tx.Commit(); err != nil {
 		fail(unavailable("commit", err))
 		return
@@ -157,9 +176,24 @@ func (db *DB) commitBatch(batch []writeReq) {
 	}
 }
 
+// saveHead stores the chain head a PostgreSQL transaction appended
+// (saveChainHead); SQLite reads its head from the audit table itself.
+func (db *DB) saveHead(ctx context.Context, tx *Tx, was *chainHead) error {
+	if !db.postgres {
+		return nil
+	}
+	return saveChainHead(ctx, tx, was)
+}
+
 // begin starts a write transaction on the writer's connection with
 // synchronous set to sync (FULL or NORMAL), changing it only when the last
 // batch used the other one.
+//
+// On PostgreSQL the same choice is synchronous_commit, set for the one
+// transaction: off for a batch of only outcomes and lookups, so its commit
+// returns before the WAL is flushed. Committed and visible to every
+// replica at once; only a crash of the PostgreSQL server in the next
+// moments (wal_writer_delay) can lose it, which recovery repairs as on SQLite.
 func (db *DB) begin(ctx context.Context, sync string) (*sql.Tx, error) {
 	if db.wconn == nil {
 		c, err := db.db.Conn(ctx)
@@ -167,6 +201,20 @@ func (db *DB) begin(ctx context.Context, sync string) (*sql.Tx, error) {
 			return nil, err
 		}
 		db.wconn, db.wsync = c, ""
+	}
+	if db.postgres {
+		tx, err := db.wconn.BeginTx(ctx, nil)
+		if err == nil && sync == "NORMAL" {
+			if _, err = tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				tx.Rollback()
+			}
+		}
+		if err != nil {
+			db.wconn.Close() // a fresh connection for the next batch
+			db.wconn = nil
+			return nil, err
+		}
+		return tx, nil
 	}
 	if db.wsync != sync {
 		if _, err := db.wconn.ExecContext(ctx, "PRAGMA synchronous = "+sync); err != nil {

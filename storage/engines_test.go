@@ -1,0 +1,278 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/pgtest"
+)
+
+// Both engines run the same tests. Every test in engineTests runs as is on
+// SQLite and again under TestPostgres, where openTest and openPath open a
+// PostgreSQL database (a fresh one per test, one per path the test names,
+// so a test that opens one path twice opens one database twice). Tests
+// left out of the table test what only SQLite has (its pragmas, its file,
+// query plans, its sqlite3-shell tampering); the PostgreSQL counterparts of
+// those are the TestPG tests in this file.
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var engineTests = []struct {
+	name string
+	fn   func(*testing.T)
+}{
+	{"ActionRoundTrip", TestActionRoundTrip},
+	{"RecordAttemptDefaults", TestRecordAttemptDefaults},
+	{"RecordAttemptDuplicateWritesNothing", TestRecordAttemptDuplicateWritesNothing},
+	{"ActionNotFound", TestActionNotFound},
+	{"APIKeys", TestAPIKeys},
+	{"Decide", TestDecide},
+	{"DecideUnknownAction", TestDecideUnknownAction},
+	{"ClaimApproved", TestClaimApproved},
+	{"ExpirePending", TestExpirePending},
+	{"ActionsFilter", TestActionsFilter},
+	{"DecideRaces", TestDecideRaces},
+	{"UsersAndSessions", TestUsersAndSessions},
+	{"DecideCheck", TestDecideCheck},
+	{"ApprovalDebitsLimits", TestApprovalDebitsLimits},
+	{"HashChain", TestHashChain},
+	{"HashCoversEveryField", TestHashCoversEveryField},
+	{"RecordJSONFromDatabase", TestRecordJSONFromDatabase},
+	{"AppendConcurrentHandles", TestAppendConcurrentHandles},
+	{"DecideAndRecordCancelled", TestDecideAndRecordCancelled},
+	{"RecordsFilter", TestRecordsFilter},
+	{"RecordsTimeFilterSubsecond", TestRecordsTimeFilterSubsecond},
+	{"RecordsStopsOnCallbackError", TestRecordsStopsOnCallbackError},
+	{"LivePolicyIsNewestLoad", TestLivePolicyIsNewestLoad},
+	{"DecideUnderStalePolicy", TestDecideUnderStalePolicy},
+	{"ClaimApprovedUnder", TestClaimApprovedUnder},
+	{"PendingPages", TestPendingPages},
+	{"PendingBadFilter", TestPendingBadFilter},
+	{"AgentPendingCounted", TestAgentPendingCounted},
+	{"ActionsLimitAndCount", TestActionsLimitAndCount},
+	{"LoginFailuresAcrossProcesses", TestLoginFailuresAcrossProcesses},
+	{"SessionLimits", TestSessionLimits},
+	{"VerifyIntact", TestVerifyIntact},
+}
+
+// TestPostgres runs engineTests against PostgreSQL.
+func TestPostgres(t *testing.T) {
+	pgtest.Get(t)
+	for _, tc := range engineTests {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
+// onPostgres reports whether t runs under TestPostgres.
+func onPostgres(t testing.TB) bool { return strings.HasPrefix(t.Name(), "TestPostgres/") }
+
+var (
+	engineMu  sync.Mutex
+	engineDBs = map[string]string{} // test name + path -> database URL
+)
+
+// engineDB is the database a test opens for path: path itself on SQLite;
+// under TestPostgres, the database created for this test and path.
+func engineDB(t testing.TB, p string) string {
+	t.Helper()
+	if !onPostgres(t) || IsURL(p) {
+		return p
+	}
+	key := t.Name() + "\x00" + path.Base(p)
+	engineMu.Lock()
+	defer engineMu.Unlock()
+	if u, ok := engineDBs[key]; ok {
+		return u
+	}
+	u := pgtest.URL(t)
+	engineDBs[key] = u
+	return u
+}
+
+// TestMigrationsPaired: every migration exists for both engines under the
+// same name, so a version number means the same schema on both, and none is
+// left in the old flat directory.
+func TestMigrationsPaired(t *testing.T) {
+	lite, err := migrationFiles("sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := migrationFiles("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(files []string) string {
+		var out []string
+		for _, f := range files {
+			out = append(out, path.Base(f))
+			if path.Dir(f) == "migrations" {
+				t.Errorf("%s is directly in storage/migrations: git mv it to migrations/sqlite/ and write its PostgreSQL twin in migrations/postgres/", f)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	if l, p := names(lite), names(pg); l != p {
+		t.Fatalf("migrations differ between the engines:\nsqlite:   %s\npostgres: %s", l, p)
+	}
+}
+
+// TestRebind checks the rewriting of SQLite-dialect statements for
+// PostgreSQL.
+func TestRebind(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`SELECT a FROM t WHERE b = ? AND c = ?`, `SELECT a FROM t WHERE b = $1 AND c = $2`},
+		{`SELECT ?1, ?2, ?1`, `SELECT $1, $2, $1`},
+		{`SELECT user FROM sessions WHERE user = ?`, `SELECT "user" FROM sessions WHERE "user" = $1`},
+		{`SELECT '?', "user", s.user, username FROM x -- user ?` + "\n" + `WHERE a = ?`, `SELECT '?', "user", s.user, username FROM x -- user ?` + "\n" + `WHERE a = $1`},
+		{`CREATE FUNCTION f() AS $$ user ? $$; SELECT ?`, `CREATE FUNCTION f() AS $$ user ? $$; SELECT $1`},
+	} {
+		if got := rebind(tc.in); got != tc.want {
+			t.Errorf("rebind(%q) =\n%q, want\n%q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestRedactURL: a URL's password never shows, wherever it is written.
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"mandate.db", "mandate.db"},
+		{"postgres://app:s3cret@db:5432/mandate", "postgres://app:xxxxx@db:5432/mandate"},
+		{"postgresql://app@db/mandate?password=s3cret&sslmode=require", "postgresql://app@db/mandate?password=xxxxx&sslmode=require"},
+		{"postgres://app:s3cret@db:bad port/x", "postgres://(unparseable URL)"},
+	} {
+		if got := Redact(tc.in); got != tc.want || strings.Contains(got, "s3cret") {
+			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// An error opening a database quotes the URL without its password.
+	_, err := Open(context.Background(), "postgres://app:s3cret@127.0.0.1:1/mandate?connect_timeout=1")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Open with an unreachable URL: err = %v, want an error without the password", err)
+	}
+}
+
+// superTamper runs stmts as the PostgreSQL superuser with triggers off
+// (session_replication_role = replica), as an operator with psql and full
+// rights could: what audit verify must catch.
+func superTamper(t *testing.T, url string, stmts ...string) {
+	t.Helper()
+	all := "SET session_replication_role = replica; " + strings.Join(stmts, "; ")
+	if err := pgtest.Exec(url, all); err != nil {
+		t.Fatalf("tamper %q: %v", all, err)
+	}
+}
+
+// TestPGAuditAppendOnly: the application cannot change or remove a record
+// (the triggers refuse, even for the table's owner), and audit verify
+// catches an edit, a delete and a reordering made by someone who can
+// switch the triggers off.
+func TestPGAuditAppendOnly(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	build := func(t *testing.T) (*DB, string) {
+		url := pgtest.URL(t)
+		db, err := Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		for i := range 6 {
+			r := &Record{Time: time.Date(2026, 11, 25, 9, 0, i, 0, time.UTC), Agent: "demo-agent", Tool: "refund_order",
+				Args: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%d"}`, i)), Decision: "allow", Phase: PhaseAttempt}
+			if err := db.Append(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.Verify(ctx); err != nil {
+			t.Fatalf("Verify before tampering: %v", err)
+		}
+		return db, url
+	}
+	t.Run("refused", func(t *testing.T) {
+		db, url := build(t)
+		for _, s := range []string{`UPDATE audit SET agent = 'x' WHERE seq = 3`, `DELETE FROM audit WHERE seq = 3`, `TRUNCATE audit`} {
+			if _, err := db.db.ExecContext(ctx, s); err == nil || !strings.Contains(err.Error(), "append-only") {
+				t.Errorf("%s through Mandate's connection: err = %v, want the append-only trigger to refuse", s, err)
+			}
+			if err := pgtest.Exec(url, s); err == nil || !strings.Contains(err.Error(), "append-only") {
+				t.Errorf("%s as the superuser: err = %v, want the append-only trigger to refuse", s, err)
+			}
+		}
+		if _, err := db.Verify(ctx); err != nil {
+			t.Fatalf("Verify after refused tampering: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name, sql string
+		seq       int64
+		category  string
+	}{
+		{"edit", `UPDATE audit SET args = '{"order_id":"ord_999"}' WHERE seq = 4`, 4, "edited"},
+		{"delete", `DELETE FROM audit WHERE seq = 3`, 3, "deleted"},
+		{"reorder", `UPDATE audit SET seq = -1 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = -1`, 2, "reordered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, url := build(t)
+			superTamper(t, url, tc.sql)
+			_, err := db.Verify(ctx)
+			var ce *ChainError
+			if !asChainError(err, &ce) || ce.Seq != tc.seq || !strings.HasPrefix(ce.Reason, tc.category) {
+				t.Fatalf("Verify after %s = %v, want %s at record %d", tc.name, err, tc.category, tc.seq)
+			}
+		})
+	}
+}
+
+func asChainError(err error, ce **ChainError) bool {
+	c, ok := err.(*ChainError)
+	*ce = c
+	return ok
+}
+
+// TestPGOneChainAcrossHandles: several handles on one PostgreSQL database,
+// each with its own writer and pool (as replicas on several machines have),
+// append concurrently, and the result is one unbroken chain with every
+// record in it exactly once. The chain-head row lock is what orders them.
+func TestPGOneChainAcrossHandles(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	const handles, each = 3, 40
+	var dbs []*DB
+	for range handles {
+		db, err := Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs = append(dbs, db)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, handles*each)
+	for h, db := range dbs {
+		for i := range each {
+			wg.Go(func() {
+				r := &Record{Agent: fmt.Sprintf("replica-%d", h), Tool: "get_order", Args: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), Decision: "allow", Phase: PhaseAttempt}
+				if err := db.Append(ctx, r); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Append: %v", err)
+	}
+	res, err := dbs[0].Verify(ctx)
+	if err != nil || res.Count != handles*each {
+		t.Fatalf("Verify = %+v, %v; want %d records in one chain", res, err, handles*each)
+	}
+}
