@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -299,16 +300,17 @@ func (db *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// errProbe is what ProbeWrite's write returns, so that it is rolled back.
-var errProbe = errors.New("storage: write probe (rolled back)")
-
 // ProbeWrite reports whether this process can write the database now, for
-// a readiness check: it queues a write like any other, which waits for the
-// write lock (BEGIN IMMEDIATE) behind the writes already queued, then
-// rolls back, writing nothing. It gives up when ctx ends; the queued probe
-// then finishes on its own.
+// a readiness check. It queues a write like any other, which waits for the
+// write lock (BEGIN IMMEDIATE) behind the writes already queued, and
+// rewrites the header's user_version with the value it has (unused by
+// Mandate), so the commit really writes to the file system: a full or
+// read-only disk, an I/O error or an immutable file fail it, where a
+// transaction rolled back would write nothing and notice none of them.
+// Nothing is added to any table. It gives up when ctx ends; the queued
+// probe then finishes on its own.
 func (db *DB) ProbeWrite(ctx context.Context) error {
-	r := writeReq{fn: func(*Tx) error { return errProbe }, done: make(chan error, 1), lazy: true}
+	r := writeReq{fn: probeWrite, done: make(chan error, 1), lazy: true}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
@@ -318,11 +320,20 @@ func (db *DB) ProbeWrite(ctx context.Context) error {
 	db.closeMu.RUnlock()
 	select {
 	case err := <-r.done:
-		if err == nil || errors.Is(err, errProbe) {
-			return nil
-		}
 		return err
 	case <-ctx.Done():
 		return unavailable("probe write", ctx.Err())
 	}
+}
+
+func probeWrite(tx *Tx) error {
+	ctx := context.Background()
+	var v int64
+	if err := tx.Tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return unavailable("probe write", err)
+	}
+	if _, err := tx.Tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.FormatInt(v, 10)); err != nil {
+		return unavailable("probe write", err)
+	}
+	return nil
 }

@@ -39,7 +39,7 @@ const (
 	maxMaxConcurrent     = 10000
 	// readyTTL is how long a /readyz answer is reused: probes from a load
 	// balancer every second must not become a backend call every second.
-	readyTTL = 5 * time.Second
+	readyTTL = 2 * time.Second
 	// readyTimeout bounds one readiness check (database and backends).
 	readyTimeout = 3 * time.Second
 )
