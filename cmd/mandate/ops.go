@@ -322,9 +322,16 @@ const (
 
 // middleware refuses with 429 and Retry-After: 1 a request whose agent
 // (from auth's Principal) already has max requests in flight. It must run
-// after authentication.
+// after authentication. A GET (a 2025-11-25 client's stream of server
+// notifications) is not counted: it stays open for the whole connection
+// by design and runs no tool, so counting it would let an agent's idle
+// streams use up its slots for calls.
 func (l *agentLimiter) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
 		p, _ := auth.PrincipalFrom(r.Context())
 		if !l.acquire(p.Agent) {
 			l.refuse(r, p)
