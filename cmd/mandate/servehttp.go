@@ -38,7 +38,7 @@ const (
 // database behind one load balancer, and a session id means nothing.
 //
 // ops adds the operations endpoints, the Host/Origin checks and the
-// per-agent concurrency limit (ops.go).
+// per-agent concurrency limit (ops.go, opsguard.go).
 func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, agents *auth.Agents, toolNames []string, log *slog.Logger, ops *httpOps) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
