@@ -55,16 +55,13 @@ type hostList []string
 
 func (h *hostList) String() string { return strings.Join(*h, ",") }
 
+// Set adds the comma-separated names in v; check validates them, so that
+// a bad name in MANDATE_ALLOWED_HOSTS is refused like one in the flag.
 func (h *hostList) Set(v string) error {
 	for _, n := range strings.Split(v, ",") {
-		n = strings.ToLower(strings.TrimSpace(n))
-		if n == "" {
-			continue
+		if n = strings.ToLower(strings.TrimSpace(n)); n != "" {
+			*h = append(*h, n)
 		}
-		if strings.ContainsAny(n, "/:@ ") && !isIPv6(n) {
-			return fmt.Errorf("%q: give a host name or IP address, without scheme or port", n)
-		}
-		*h = append(*h, strings.Trim(n, "[]"))
 	}
 	return nil
 }
@@ -77,9 +74,7 @@ func isIPv6(s string) bool {
 func (o *opsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsListen, "metrics-listen", env("MANDATE_METRICS_LISTEN", ""), "serve /metrics (and /healthz, /readyz) on this HOST:PORT instead of the --http listener; also works with stdio (env MANDATE_METRICS_LISTEN)")
 	fs.StringVar(&o.maxConcurrent, "max-concurrent-per-agent", env("MANDATE_MAX_CONCURRENT_PER_AGENT", strconv.Itoa(defaultMaxConcurrent)), "with --http, requests one agent may have in flight on this process; more get 429 (env MANDATE_MAX_CONCURRENT_PER_AGENT)")
-	if env := env("MANDATE_ALLOWED_HOSTS", ""); env != "" {
-		_ = o.allowedHosts.Set(env) // checked again in check
-	}
+	_ = o.allowedHosts.Set(env("MANDATE_ALLOWED_HOSTS", ""))
 	fs.Var(&o.allowedHosts, "allowed-host", "with --http, a Host (and Origin) name /mcp answers to; repeatable; when set, any other Host is refused with 403 (env MANDATE_ALLOWED_HOSTS, comma-separated)")
 }
 
@@ -95,10 +90,11 @@ func (o *opsFlags) check(fs *flag.FlagSet, httpOn bool) (int, error) {
 	if err != nil || n < 1 || n > maxMaxConcurrent {
 		return 0, usageError{fmt.Sprintf("serve: --max-concurrent-per-agent %q: give a number of requests from 1 to %d (default %d)", o.maxConcurrent, maxMaxConcurrent, defaultMaxConcurrent)}
 	}
-	for _, h := range o.allowedHosts {
-		if strings.ContainsAny(h, "/:@ ") && !isIPv6(h) {
+	for i, h := range o.allowedHosts {
+		if strings.ContainsAny(h, "/:@ []") && !isIPv6(h) {
 			return 0, usageError{fmt.Sprintf("serve: --allowed-host (or MANDATE_ALLOWED_HOSTS) %q: give a host name or IP address, without scheme or port", h)}
 		}
+		o.allowedHosts[i] = strings.Trim(h, "[]")
 	}
 	if o.metricsListen != "" {
 		if _, _, err := net.SplitHostPort(o.metricsListen); err != nil {
