@@ -50,6 +50,7 @@ type DB struct {
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
+	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
 	postgres bool
@@ -75,15 +76,18 @@ func DSN(path string) string {
 // date. path is a SQLite file, or a postgres:// or postgresql:// URL of a
 // PostgreSQL database (which must exist; its tables are created). Errors
 // never quote a URL's password.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if IsURL(path) {
-		return openPostgres(ctx, path)
+		return openPostgres(ctx, path, opts)
 	}
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
 	db := &DB{db: sdb, Path: path, Now: nowFunc}
+	for _, o := range opts {
+		o(db)
+	}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.

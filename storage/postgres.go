@@ -102,7 +102,7 @@ const (
 
 // openPostgres opens the database at the URL dsn (password in the URL,
 // PGPASSWORD or a passfile, as libpq does).
-func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+func openPostgres(ctx context.Context, dsn string, opts []Option) (*DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, scrub(err, urlPassword(dsn))
@@ -123,6 +123,9 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 	sdb.SetMaxOpenConns(pgMaxOpen)
 	sdb.SetMaxIdleConns(pgMaxIdle)
 	db := &DB{db: sdb, Path: Redact(dsn), Now: nowFunc, postgres: true}
+	for _, o := range opts {
+		o(db)
+	}
 	if err := db.migrate(ctx); err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open %s: %w", Redact(dsn), scrub(err, urlPassword(dsn)))
