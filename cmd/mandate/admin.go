@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/admin"
+	"github.com/mandatehq/mandate/storage"
 )
 
 // runAdmin serves the admin pages; `admin -h` lists `admin user add` too,
@@ -105,8 +106,8 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		defer cancel()
 		hs.Shutdown(sctx)
 	}()
-	fmt.Fprintf(stdout, "Mandate admin on %s://%s/ (db %s, store %s)\n", scheme, ln.Addr(), *dbPath, *storePath)
-	log.Info("serving admin pages", "addr", ln.Addr().String(), "tls", nw.tls, "db", *dbPath, "store", *storePath)
+	fmt.Fprintf(stdout, "Mandate admin on %s://%s/ (db %s, store %s)\n", scheme, ln.Addr(), storage.Redact(*dbPath), *storePath)
+	log.Info("serving admin pages", "addr", ln.Addr().String(), "tls", nw.tls, "db", storage.Redact(*dbPath), "store", *storePath)
 	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -86,7 +86,7 @@ func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout
 		return fmt.Errorf("admin user add: %w", err)
 	}
 	fmt.Fprintf(stdout, "added %s (%s) to %s; what they may approve is set by the approve_* rules for %s in the policy, checked on every request\n",
-		name, auth.RoleOf(pol, name), *dbPath, name)
+		name, auth.RoleOf(pol, name), storage.Redact(*dbPath), name)
 	return nil
 }
 

@@ -48,7 +48,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func dbFlag(fs *flag.FlagSet) *string {
-	return fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database (env MANDATE_DB)")
+	return fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database: a SQLite file, or a postgres:// URL (env MANDATE_DB)")
 }
 
 // parseWithID parses flags that may come before or after one positional

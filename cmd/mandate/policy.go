@@ -208,7 +208,7 @@ func explainSources(attrs, override map[string]any, dbGiven bool, dbPath, agent 
 	}
 	if len(counted) > 0 {
 		if dbGiven {
-			fmt.Fprintf(&b, "usage:    counted in %s now, as the guard would count this call by %s: %s\n", dbPath, agent, strings.Join(counted, ", "))
+			fmt.Fprintf(&b, "usage:    counted in %s now, as the guard would count this call by %s: %s\n", storage.Redact(dbPath), agent, strings.Join(counted, ", "))
 		} else {
 			fmt.Fprintf(&b, "usage:    zero, not counted: no --db given, and a dry run records nothing, so %s are as for a first call; give --db mandate.db for the real counters, or set them with --attrs\n", strings.Join(counted, ", "))
 		}
@@ -242,7 +242,7 @@ func explainRecorded(ctx context.Context, id, dbPath string, pf *policyFlags, st
 		return err
 	}
 	if rec == nil {
-		return fmt.Errorf("policy explain: no attempt recorded for action %q in %s", id, dbPath)
+		return fmt.Errorf("policy explain: no attempt recorded for action %q in %s", id, storage.Redact(dbPath))
 	}
 	p, err := pf.load()
 	if err != nil {
@@ -459,7 +459,7 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	if *since > 0 {
 		window = "attempts of the last " + since.String()
 	}
-	fmt.Fprintf(stdout, "replayed %d %s in %s under %s (version %s)\n", total, window, *dbPath, pf.policy, candidate.Version)
+	fmt.Fprintf(stdout, "replayed %d %s in %s under %s (version %s)\n", total, window, storage.Redact(*dbPath), pf.policy, candidate.Version)
 	fmt.Fprintf(stdout, "  %-28s %d\n", "unchanged", unchanged)
 	for _, t := range replayOrder {
 		fmt.Fprintf(stdout, "  %-28s %d\n", t.from+" -> "+t.to, counts[t])

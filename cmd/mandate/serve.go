@@ -32,7 +32,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	tlsCert := fs.String("tls-cert", env("MANDATE_TLS_CERT", ""), "with --http, serve HTTPS with this PEM certificate (chain) file (env MANDATE_TLS_CERT); needs --tls-key")
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
-	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
+	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions; a SQLite file, or a postgres:// URL shared by replicas (env MANDATE_DB)")
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
@@ -199,11 +199,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		ops := &httpOps{ready: ready, metrics: metricsHandler,
 			limiter: &agentLimiter{max: maxConcurrent, db: db, engine: engine, metrics: metrics, log: log, now: time.Now},
 			guard:   &hostGuard{listenHost: listenIP(ln.Addr()), allowed: of.allowedHosts, metrics: metrics, log: log}}
-		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", *dbPath, "store", *storePath,
+		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", storage.Redact(*dbPath), "store", *storePath,
 			"policy_version", pol.Version, "base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
 		return serveHTTP(ctx, ln, httpTLS, s, agents, names, log, ops)
 	}
-	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version,
+	log.Info("serving MCP on stdio", "agent", *agent, "db", storage.Redact(*dbPath), "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
 	stdio := server.NewStdioServer(s)
 	stdio.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
