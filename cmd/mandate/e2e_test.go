@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/pgtest"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -61,7 +62,7 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building mandate:", err)
 		return 1
 	}
-	return m.Run()
+	return pgtest.Main(m) // stops the PostgreSQL cluster if a test started one
 }
 
 // The tools as an agent sees them.
