@@ -298,7 +298,7 @@ func TestPostgresReplicas(t *testing.T) {
 		t.Fatalf("mandate audit verify: %v\n%s%s", err, stdout, stderr)
 	}
 	cl.Exec(t, ownerURL, `SET session_replication_role = replica; UPDATE audit SET args = '{"order_id":"ord_one","amount":"1.00"}' WHERE seq = 5`)
-	if stdout, stderr, err := runMandate(t, nil, "audit", "verify", "--db", appURL); err == nil || !strings.Contains(stdout+stderr, "audit record 5: edited") {
+	if stdout, stderr, err := runMandate(t, nil, "audit", "verify", "--db", appURL); err == nil || !strings.Contains(stdout+stderr, "broken: record 5: edited") {
 		t.Fatalf("mandate audit verify after an edit: %v\n%s%s; want it to fail at record 5", err, stdout, stderr)
 	}
 }
