@@ -21,16 +21,16 @@ import (
 	"github.com/mandatehq/mandate/storage"
 )
 
-// holdingProxy forwards to a backend service and holds every refund until
+// refundHoldProxy forwards to a backend service and holds every refund until
 // release is closed, so that the test knows the refunds are in flight in
 // Mandate, past their attempt record and waiting on the system of record.
-type holdingProxy struct {
+type refundHoldProxy struct {
 	proxy   *httputil.ReverseProxy
 	arrived chan struct{} // one per refund that reached the proxy
 	release chan struct{}
 }
 
-func (p *holdingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *refundHoldProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/refunds") {
 		p.arrived <- struct{}{}
 		<-p.release
@@ -100,7 +100,7 @@ func TestServeHTTPSIGTERMInFlight(t *testing.T) {
 	target, _ := url.Parse("http://" + svc.addr)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ErrorLog = log.New(io.Discard, "", 0)
-	hold := &holdingProxy{proxy: rp, arrived: make(chan struct{}, n), release: make(chan struct{})}
+	hold := &refundHoldProxy{proxy: rp, arrived: make(chan struct{}, n), release: make(chan struct{})}
 	var released sync.Once
 	releaseAll := func() { released.Do(func() { close(hold.release) }) }
 	t.Cleanup(releaseAll)
