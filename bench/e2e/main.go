@@ -3,6 +3,7 @@
 //
 //	go run ./bench/e2e                      # about a minute
 //	go run ./bench/e2e -duration 5s -prefill 1000,100000
+//	go run ./bench/e2e -only http           # Streamable HTTP vs stdio alone
 //
 // It builds `mandate` and a bare mcp-go server (bench/e2e/bare: the same
 // embedded-store refund write, the same SQLite settings, no guard), imports a
@@ -11,13 +12,16 @@
 // concurrent callers, get_order and a no-op tool sequentially, four
 // `mandate serve` processes sharing one database against one process with
 // four callers, and refunds with an idempotency key after N recorded actions
-// against refunds without one. It prints one table (medians, p99, calls/s,
-// ratios), then checks that each store and Mandate's audit trail hold exactly
-// the refunds the client saw succeed, and exits 1 if they do not.
+// against refunds without one. Then guarded refunds over Streamable HTTP
+// (`mandate serve --http` on 127.0.0.1, 1 and 64 agents each with its own
+// API key and session) against the stdio server with as many callers, on
+// the same files. It prints the tables (medians, p99, calls/s, ratios),
+// then checks that each store and Mandate's audit trail hold exactly the
+// refunds the clients saw succeed, and exits 1 if they do not.
 //
 // Everything runs in a temporary directory, over pipes to child processes;
-// nothing listens on a network. Compare ratios within one run: absolute
-// times on a shared machine mean little.
+// only the HTTP phase listens, on a loopback port. Compare ratios within
+// one run: absolute times on a shared machine mean little.
 package main
 
 import (
@@ -38,6 +42,7 @@ type config struct {
 	orders   int
 	workers  int // bare server's stdio worker pool; 0 = what mandate serve uses
 	keep     bool
+	only     string // "" for every phase, "http" for the HTTP comparison alone
 }
 
 func main() {
@@ -47,6 +52,7 @@ func main() {
 	flag.IntVar(&c.orders, "orders", 0, "orders (and customers) in each generated store; 0 sizes it from -duration")
 	flag.IntVar(&c.workers, "bare-workers", 32, "the bare server's stdio worker pool; keep it equal to mandate serve's so only the guard differs")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (databases, logs) and print its path")
+	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio)")
 	flag.Parse()
 	for _, s := range strings.Split(*prefill, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -56,9 +62,13 @@ func main() {
 		}
 		c.prefill = append(c.prefill, n)
 	}
+	if c.only != "" && c.only != "http" {
+		fmt.Fprintf(os.Stderr, "e2e: -only %q: the only choice is http\n", c.only)
+		os.Exit(2)
+	}
 	if c.orders == 0 {
 		// Enough for ~2,000 refunds/s in every refund phase of one side.
-		c.orders = int(c.duration.Seconds()*2000)*(5+2*len(c.prefill)) + 1000
+		c.orders = int(c.duration.Seconds()*2000)*(9+2*len(c.prefill)) + 1000
 	}
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)

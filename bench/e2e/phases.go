@@ -143,6 +143,9 @@ func text(res *sdk.CallToolResult) string {
 // runAll runs every phase, prints the table and checks the stores and the
 // audit trail.
 func (b *bench) runAll(ctx context.Context) error {
+	if b.cfg.only == "http" {
+		return b.runHTTPOnly(ctx)
+	}
 	m, err := b.start(ctx, "mandate")
 	if err != nil {
 		return err
@@ -253,10 +256,15 @@ func (b *bench) runAll(ctx context.Context) error {
 			ms(km), ms(pm) + " (mandate, no key)", ratio(float64(km), float64(pm)), mark(float64(km) <= 1.1*float64(pm), "≤ 1.1×")})
 	}
 
+	ht, err := b.runHTTP(ctx, m, t)
+	if err != nil {
+		return err
+	}
 	if err := stopAll(); err != nil {
 		return err
 	}
 	t.print(os.Stdout, b)
+	ht.print(os.Stdout, b)
 	b.say("checking the stores and the audit trail against what the client saw")
 	if err := b.check(ctx); err != nil {
 		return err

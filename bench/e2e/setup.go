@@ -67,7 +67,7 @@ func (b *bench) setup(root string) error {
 	if err := os.WriteFile(b.modelPath, model, 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(b.policyPath, append(pol, benchRules...), 0o644); err != nil {
+	if err := os.WriteFile(b.policyPath, append(pol, benchRules+httpAgentRules()...), 0o644); err != nil {
 		return err
 	}
 	data := filepath.Join(b.dir, "data.json")

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -158,39 +157,6 @@ func TestDurationsMustBePositive(t *testing.T) {
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 0, "ttl")
 	if err := parseFlags(fs, []string{"--approval-ttl", "2h"}, 0); err != nil || ttl.Hours() != 2 {
 		t.Fatalf("--approval-ttl 2h over MANDATE_APPROVAL_TTL=soon: %v, %v", *ttl, err)
-	}
-}
-
-func TestResolveVersion(t *testing.T) {
-	info := func(version string, settings ...string) func() (*debug.BuildInfo, bool) {
-		return func() (*debug.BuildInfo, bool) {
-			bi := &debug.BuildInfo{Main: debug.Module{Path: "github.com/mandatehq/mandate", Version: version}}
-			for i := 0; i+1 < len(settings); i += 2 {
-				bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
-			}
-			return bi, true
-		}
-	}
-	const rev = "0123456789abcdef0123456789abcdef01234567"
-	tests := []struct {
-		name, set string
-		read      func() (*debug.BuildInfo, bool)
-		want      string
-	}{
-		{"set by -ldflags", "v1.4.0", info("v0.0.1"), "v1.4.0"},
-		{"go install @version", "", info("v1.2.3"), "v1.2.3"},
-		{"a clean checkout", "", info("(devel)", "vcs.revision", rev, "vcs.modified", "false"), "dev-0123456789ab"},
-		{"a checkout with changes", "", info("(devel)", "vcs.revision", rev, "vcs.modified", "true"), "dev-0123456789ab-dirty"},
-		{"no version control", "", info("(devel)"), "dev"},
-		{"no build info", "", func() (*debug.BuildInfo, bool) { return nil, false }, "dev"},
-	}
-	for _, tt := range tests {
-		if got := resolveVersion(tt.set, tt.read); got != tt.want {
-			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
-		}
-	}
-	if stdout, _, status := runInProcess("version"); status != 0 || stdout != "mandate "+version+"\n" || version == "" {
-		t.Fatalf("mandate version: %q, status %d", stdout, status)
 	}
 }
 

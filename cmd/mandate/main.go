@@ -11,56 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
 )
-
-// version is what `mandate version` and the MCP serverInfo say. Release
-// builds set it with -ldflags "-X main.version=v1.2.3"; otherwise it comes
-// from the build information Go records: the module version when built
-// with `go install …@v1.2.3`, else the commit, marked -dirty when the tree
-// had changes.
-var version = ""
-
-func init() { version = resolveVersion(version, debug.ReadBuildInfo) }
-
-func resolveVersion(set string, read func() (*debug.BuildInfo, bool)) string {
-	if set != "" {
-		return set
-	}
-	bi, ok := read()
-	if !ok {
-		return "dev"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	var rev string
-	dirty := false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "dev"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	v := "dev-" + rev
-	if dirty {
-		v += "-dirty"
-	}
-	return v
-}
 
 const usage = `Mandate: permission rules, an audit trail and human approval between AI agents and your customers' accounts.
 
