@@ -276,3 +276,76 @@ func TestPGOneChainAcrossHandles(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v; want %d records in one chain", res, err, handles*each)
 	}
 }
+
+// TestPGCopy moves a SQLite trail with something in every kind of table
+// into PostgreSQL: the chain verifies at both ends, what the guard reads
+// (usage counters, the live policy, users, keys, actions) reads the same,
+// appending continues the same chain, and a copy into a database that is not
+// empty or from a trail that does not verify is refused.
+func TestPGCopy(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	lite := openTest(t)
+	if err := lite.RecordPolicy(ctx, &PolicyLoad{Version: "v1", Model: "m", Policy: "p", Command: "serve start"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lite.AddUser(ctx, "alice", "hash"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lite.CreateSession(ctx, "alice", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lite.CreateAPIKey(ctx, "demo-agent", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		a := &Action{ID: fmt.Sprintf("act_%d", i), Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`),
+			Decision: "allow", Status: StatusExecuting, CustomerID: "cus_1", AmountMinor: 1000, Currency: "USD", IdempotencyKey: fmt.Sprintf("k%d", i)}
+		if err := lite.RecordAttempt(ctx, a, &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe := &Action{Agent: "demo-agent", Tool: "refund_order", CustomerID: "cus_1", Currency: "USD"}
+	wantUsage, err := lite.Usage(ctx, probe)
+	if err != nil || wantUsage.AgentRefundedMinor24h != 5000 {
+		t.Fatalf("usage before the copy = %+v, %v", wantUsage, err)
+	}
+
+	url := pgtest.URL(t)
+	pg, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	rep, err := Copy(ctx, lite, pg)
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	if rep.Records != 5 || rep.Tables["actions"] != 5 || rep.Tables["users"] != 1 || rep.Tables["sessions"] != 1 || rep.Tables["usage_counters"] == 0 {
+		t.Fatalf("Copy = %+v", rep)
+	}
+	if u, err := pg.Usage(ctx, probe); err != nil || u != wantUsage {
+		t.Fatalf("usage after the copy = %+v, %v; want %+v", u, err, wantUsage)
+	}
+	if live, err := pg.LivePolicy(ctx); err != nil || live == nil || live.Version != "v1" || live.Policy != "p" {
+		t.Fatalf("live policy after the copy = %+v, %v", live, err)
+	}
+	if a, err := pg.ActionByKey(ctx, "demo-agent", "k3"); err != nil || a.ID != "act_3" {
+		t.Fatalf("ActionByKey after the copy = %+v, %v", a, err)
+	}
+	// The copy continues: the next record chains after the copied head, and
+	// the next policy load numbers after the copied ones.
+	if err := pg.Append(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Phase: PhaseAttempt}); err != nil {
+		t.Fatal(err)
+	}
+	l := &PolicyLoad{Version: "v1", Model: "m", Policy: "p", Command: "serve start"}
+	if err := pg.RecordPolicy(ctx, l); err != nil || l.Seq != 2 {
+		t.Fatalf("RecordPolicy after the copy: seq %d, %v; want 2", l.Seq, err)
+	}
+	if res, err := pg.Verify(ctx); err != nil || res.Count != 6 {
+		t.Fatalf("Verify after appending to the copy = %+v, %v", res, err)
+	}
+	if _, err := Copy(ctx, lite, pg); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("Copy into a database with records: %v, want a refusal", err)
+	}
+}

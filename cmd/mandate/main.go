@@ -130,6 +130,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runAudit(ctx, rest, stdout, stderr)
 	case "store":
 		return runStore(ctx, rest, stdout, stderr)
+	case "storage":
+		return runStorage(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
 	case "backend":

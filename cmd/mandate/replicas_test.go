@@ -317,3 +317,39 @@ func outcomes(t *testing.T, db *storage.DB, id string) int {
 	}
 	return n
 }
+
+// TestStorageMigrate moves a SQLite trail into PostgreSQL with the CLI:
+// the command verifies both ends and `audit verify` then passes on the copy;
+// running it again into the same database is refused and changes nothing.
+func TestStorageMigrate(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "mandate.db")
+	db, err := storage.Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := db.Append(ctx, &storage.Record{Agent: "demo-agent", Tool: "get_order", Args: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%d"}`, i)), Phase: storage.PhaseAttempt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, head, _ := db.Head(ctx)
+	db.Close()
+	url := pgtest.URL(t)
+	if _, err := runCLI(t, "", "storage", "migrate", "--from", file); err == nil {
+		t.Fatal("storage migrate without --to succeeded")
+	} else if _, ok := err.(usageError); !ok {
+		t.Fatalf("storage migrate without --to: %v, want a usage error", err)
+	}
+	out, err := runCLI(t, "", "storage", "migrate", "--from", file, "--to", url)
+	if err != nil || !strings.Contains(out, "ok: 3 audit records") || !strings.Contains(out, head) {
+		t.Fatalf("storage migrate: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--db", url); err != nil || !strings.Contains(out, "ok: 3 records") {
+		t.Fatalf("audit verify on the copy: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "storage", "migrate", "--from", file, "--to", url); err == nil || !strings.Contains(out+err.Error(), "not empty") {
+		t.Fatalf("storage migrate into a used database: %v\n%s", err, out)
+	}
+}
