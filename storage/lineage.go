@@ -56,8 +56,8 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 	case f.CustomerID != "":
 		sub = `SELECT seq FROM audit WHERE ` + argsCustomer + ` = ?1
 			UNION SELECT a.seq FROM actions x JOIN audit a ON a.action_id = x.id WHERE x.customer_id = ?1 AND x.customer_id != ''
-			UNION SELECT a.seq FROM actions x JOIN audit a ON ` + argsOrder + ` = json_extract(x.args, '$.order_id')
-				WHERE x.customer_id = ?1 AND x.customer_id != '' AND json_extract(x.args, '$.order_id') IS NOT NULL`
+			UNION SELECT seq FROM audit WHERE ` + argsOrder + ` IN
+				(SELECT json_extract(args, '$.order_id') FROM actions WHERE customer_id = ?1 AND customer_id != '')`
 		args = append(args, f.CustomerID)
 	case f.OrderID != "":
 		sub = `SELECT seq FROM audit WHERE ` + argsOrder + ` = ?1`
