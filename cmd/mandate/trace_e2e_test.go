@@ -228,3 +228,27 @@ func TestTraceContextAndSpansE2E(t *testing.T) {
 		}
 	})
 }
+
+// Over HTTP the traceparent header carries the trace; a traceparent in the
+// call's _meta wins over it.
+func TestTraceparentHeaderHTTP(t *testing.T) {
+	f := newHTTPFiles(t)
+	key := f.key(t, "demo-agent")
+	base := startHTTP(t, f)
+	const headerTrace, metaTrace = "0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736"
+	c := connectMCPGo(t, base, mcp.LATEST_PROTOCOL_VERSION, map[string]string{
+		"Authorization": "Bearer " + key, "traceparent": "00-" + headerTrace + "-b7ad6b7169203331-01"}).(mcpGoClient)
+	byHeader := callMeta(t, c.c, "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000222", "reason": "verified call"}, nil)
+	byMeta := callMeta(t, c.c, "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000333", "reason": "verified call"},
+		map[string]any{"traceparent": "00-" + metaTrace + "-00f067aa0ba902b7-01"})
+	for trace, id := range map[string]string{headerTrace: byHeader.ActionID, metaTrace: byMeta.ActionID} {
+		out, errOut, err := runMandate(t, nil, "audit", "export", "--db", f.db, "--trace", trace)
+		if err != nil {
+			t.Fatalf("%v: %s", err, errOut)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if id == "" || len(lines) != 2 || !strings.Contains(lines[0], id) || !strings.Contains(lines[1], `"trace_id":"`+trace+`"`) {
+			t.Fatalf("export --trace %s: want the attempt and outcome of %s:\n%s", trace, id, out)
+		}
+	}
+}
