@@ -191,3 +191,36 @@ func TestLineageQueryPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestNewColumnsHashed: changes, trace_id and conversation_id are covered
+// by the hash chain, so editing, adding or removing any is detected; a
+// record without them hashes exactly as before they existed.
+func TestNewColumnsHashed(t *testing.T) {
+	plain := &Record{Time: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), Agent: "a", Tool: "t", Phase: PhaseAttempt}
+	if got, want := plain.hashed(), plain.fields(); !slices.Equal(got, want) {
+		t.Fatalf("a record without the new columns hashes %v, want the original fields %v", got, want)
+	}
+	withChanges := *plain
+	withChanges.Changes = json.RawMessage(`{"tool":"t"}`)
+	if got := withChanges.hashed(); len(got) != len(plain.fields())+4 || got[len(got)-2] != "changes" {
+		t.Fatalf("hashed with changes = %v; want approver, comment, then \"changes\" and its value", got)
+	}
+	for _, tt := range []struct{ name, stmt string }{
+		{"changes edited", `UPDATE audit SET changes = replace(changes, '+441234567890', '+449999999999') WHERE changes != ''`},
+		{"changes removed", `UPDATE audit SET changes = '' WHERE changes != ''`},
+		{"trace edited", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE trace_id != ''`},
+		{"trace added", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE seq = 1`},
+		{"conversation added", `UPDATE audit SET conversation_id = 'conv-1' WHERE seq = 2`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db, _, _ := lineageDB(t, filepath.Join(t.TempDir(), "mandate.db"))
+			if _, err := db.Verify(context.Background()); err != nil {
+				t.Fatalf("before tampering: %v", err)
+			}
+			vtTamper(t, db, tt.stmt)
+			if _, err := db.Verify(context.Background()); err == nil {
+				t.Fatalf("%s: the chain still verifies", tt.stmt)
+			}
+		})
+	}
+}
