@@ -41,6 +41,7 @@ type DB struct {
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
+	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
 }
 
 // driverName is the database/sql driver Open uses; the query-plan test
@@ -56,13 +57,20 @@ func DSN(path string) string {
 		"&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
-// Open opens or creates the database at path and brings its schema up to date.
-func Open(ctx context.Context, path string) (*DB, error) {
+// Open opens or creates the database at path and brings its schema up to
+// date. Options (WithAuditKey, AuditKeyFile) apply before anything is read.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	db := &DB{Path: path, Now: time.Now}
+	for _, o := range opts {
+		if err := o(db); err != nil {
+			return nil, err
+		}
+	}
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{db: sdb, Path: path, Now: time.Now}
+	db.db = sdb
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.
