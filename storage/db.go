@@ -81,6 +81,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		}
 		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
 	}
+	if err == nil && db.auditKey != nil {
+		err = db.CheckWriteKey(ctx)
+	}
 	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

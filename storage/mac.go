@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -150,6 +152,22 @@ func (db *DB) checkHeadKey(headSeq int64, headKey string) error {
 		return fmt.Errorf("%w: record %d is keyed with audit key %s and this process has no --audit-key; every process writing this database needs the same key", ErrKeyedHead, headSeq, headKey)
 	}
 	return fmt.Errorf("%w: record %d is keyed with audit key %s, but this process holds audit key %s; every process writing this database needs the same key", ErrKeyedHead, headSeq, headKey, db.auditKey.id)
+}
+
+// CheckWriteKey returns the error every append would return now if the
+// chain's head is keyed with a key this process does not hold, so that a
+// server or admin page misconfigured that way stops at start, with a clear
+// message, instead of refusing every call. Open runs it when given a key.
+func (db *DB) CheckWriteKey(ctx context.Context) error {
+	var seq int64
+	var headKey string
+	err := db.db.QueryRowContext(ctx, `SELECT seq, key_id FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &headKey)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	} else if err != nil {
+		return unavailable("read audit head", err)
+	}
+	return db.checkHeadKey(seq, headKey)
 }
 
 // KeyError says Verify could not check keyed records: no key was given,

@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
+	auditKey := auditKeyFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
@@ -90,11 +91,14 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *httpAddr == "" && !pol.IsIdentity(*agent) {
 		return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; identities there: %s", *agent, knownNames(pol))}
 	}
-	db, err := storage.Open(ctx, *dbPath)
+	db, err := storage.Open(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil { // a keyed trail needs the key to be written
+		return err
+	}
 	// Background loops (recovery, reloads, the webhook) stop before the
 	// database closes: this cancel is deferred after db.Close, so it runs
 	// first when serve returns at the end of stdin.
