@@ -109,7 +109,9 @@ func verifyChain(ctx context.Context, db *storage.DB, keyed bool, stdout, stderr
 		return nil
 	case errors.As(err, &keyErr):
 		fmt.Fprintf(stdout, "cannot check: %s\n", keyErr.Error())
-		fmt.Fprintf(stdout, "the %d records before it link, ending at hash %s\n", res.Count, res.Head)
+		if res.Count > 0 {
+			fmt.Fprintf(stdout, "the %d plain records before it link, ending at hash %s\n", res.Count, res.Head)
+		}
 		return fmt.Errorf("%w: record %d onwards could not be checked without the audit key", errChainFailed, keyErr.Seq)
 	case !errors.As(err, &broken):
 		return err
