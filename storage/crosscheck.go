@@ -63,11 +63,11 @@ const MaxDisagreements = 1000
 
 // trailState is what an action's audit records say about it.
 type trailState struct {
-	attempt                      bool
-	status, approver             string
-	agent, tool, decision, phase string
-	at                           time.Time // the attempt's time: the minute its limits count in
-	records                      int
+	attempt               bool
+	status, approver      string
+	agent, tool, decision string
+	at                    time.Time // the attempt's time: the minute its limits count in
+	records               int
 }
 
 // apply moves s by one of the action's records, in chain order.
