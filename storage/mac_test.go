@@ -202,6 +202,15 @@ func TestKeyedChainCatchesForgery(t *testing.T) {
 		{"edited record, chain recomputed keeping key_id", func(t *testing.T, path string) {
 			rechain(t, path, 4, func(r *Record) { r.Agent = "bob" }, func(r *Record) string { return r.KeyID })
 		}, 4, "edited"},
+		{"key_id cleared on the first record", func(t *testing.T, path string) {
+			vtTamper(t, &DB{Path: path}, `UPDATE audit SET key_id = '' WHERE seq = 1`)
+		}, 1, "edited"},
+		{"key_id cleared on the head", func(t *testing.T, path string) {
+			vtTamper(t, &DB{Path: path}, `UPDATE audit SET key_id = '' WHERE seq = 6`)
+		}, 6, "downgraded"},
+		{"key_id changed", func(t *testing.T, path string) {
+			vtTamper(t, &DB{Path: path}, `UPDATE audit SET key_id = '0000000000000000' WHERE seq = 3`)
+		}, 3, "edited: it names audit key 0000000000000000"},
 		{"unedited tail recomputed unkeyed", func(t *testing.T, path string) {
 			rechain(t, path, 6, nil, func(*Record) string { return "" })
 		}, 6, "downgraded"},

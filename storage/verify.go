@@ -72,6 +72,10 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 			bad = &ChainError{Seq: r.Seq, Reason: fmt.Sprintf("downgraded: it is not keyed, but the records from %d before it are keyed with audit key %s, so it was written or rewritten without the key", res.KeyedFrom, res.KeyID)}
 			break
 		}
+		if r.KeyID != "" && res.KeyedFrom > 0 && r.KeyID != res.KeyID {
+			bad = &ChainError{Seq: r.Seq, Reason: fmt.Sprintf("edited: it names audit key %s, but the records from %d before it are keyed with %s", r.KeyID, res.KeyedFrom, res.KeyID)}
+			break
+		}
 		sum, err := db.verifySum(&r)
 		if err != nil {
 			errors.As(err, &keyErr)
