@@ -20,7 +20,7 @@ type Filter struct {
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
 	q := `SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-		phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq > ?`
+		phase, outcome, error, duration_us, prev_hash, hash, approver, comment, key_id FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
 	if !f.Since.IsZero() {
@@ -51,7 +51,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 		var ts, a, attrs string
 		var us int64
 		if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
+			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment, &r.KeyID); err != nil {
 			return unavailable("scan audit", err)
 		}
 		r.Time, _ = time.Parse(time.RFC3339Nano, ts)

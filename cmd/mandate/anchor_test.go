@@ -166,6 +166,11 @@ func TestAuditKeyEndToEnd(t *testing.T) {
 			!strings.Contains(out, "actions agree with the trail: 3 actions") {
 			t.Fatalf("verify --audit-key: status %d\n%s", status, out)
 		}
+		// The export says which key each record is keyed with, so a copy
+		// stays checkable by whoever holds the key.
+		if out, _, status := runInProcess("audit", "export", "--db", dbPath); status != 0 || strings.Count(out, `"key_id":"`+k.ID()+`"`) != 5 {
+			t.Fatalf("export: status %d, want key_id on all 5 records:\n%s", status, out)
+		}
 		// Without the key the keyed records cannot be checked: not "intact".
 		out, status = verify(t, dbPath)
 		if status != 1 || !strings.HasPrefix(out, "cannot check: audit record 1 and later are keyed with audit key "+k.ID()) || strings.Contains(out, "intact (") {
