@@ -46,6 +46,9 @@ type Agents struct {
 	// AuditPerMinute and GlobalAuditPerMinute bound refusal records
 	// (defaults 10 and 100).
 	AuditPerMinute, GlobalAuditPerMinute int
+	// OnRefuse, when set, is called with the reason of every refused
+	// request (audited or not), for metrics.
+	OnRefuse func(reason string)
 
 	// A process-local limit on audit volume, not on decisions (which are
 	// the database's): a Go mutex is the right tool here.
@@ -117,6 +120,7 @@ func (a *Agents) Authenticate(r *http.Request, tools []string) (Principal, error
 			return Principal{}, a.refuse(ctx, addr, k.ID, "", ReasonBadKey)
 		}
 		a.logger().Error("checking an API key failed", "err", err)
+		a.counted(ReasonUnavailable)
 		return Principal{}, &AgentError{Reason: ReasonUnavailable}
 	}
 	now := a.now()
@@ -164,6 +168,7 @@ func (a *Agents) touch(ctx context.Context, id string, now time.Time) {
 // real, the address and the reason; never the key's secret.
 func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason string) error {
 	a.logger().Info("refused MCP request", "reason", reason, "key_id", keyID, "addr", AddrKey(addr))
+	a.counted(reason)
 	if !a.admitAudit(AddrKey(addr)) {
 		return &AgentError{Reason: reason}
 	}
@@ -172,6 +177,12 @@ func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason strin
 		a.logger().Error("auditing a refused MCP request failed", "err", err)
 	}
 	return &AgentError{Reason: reason}
+}
+
+func (a *Agents) counted(reason string) {
+	if a.OnRefuse != nil {
+		a.OnRefuse(reason)
+	}
 }
 
 // admitAudit reports whether one more refusal from addrKey may be

@@ -41,7 +41,9 @@ type DB struct {
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
+	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
 	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
+	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
 }
 
 // driverName is the database/sql driver Open uses; the query-plan test
@@ -58,19 +60,21 @@ func DSN(path string) string {
 }
 
 // Open opens or creates the database at path and brings its schema up to
-// date. Options (WithAuditKey, AuditKeyFile) apply before anything is read.
+// date. An option that cannot apply (an unusable audit key file) fails it
+// before the file is created or read.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
-	db := &DB{Path: path, Now: time.Now}
-	for _, o := range opts {
-		if err := o(db); err != nil {
-			return nil, err
-		}
-	}
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
-	db.db = sdb
+	db := &DB{db: sdb, Path: path, Now: time.Now}
+	for _, o := range opts {
+		o(db)
+	}
+	if db.optErr != nil {
+		sdb.Close()
+		return nil, db.optErr
+	}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.

@@ -89,29 +89,26 @@ func LoadAuditKey(path string) (*AuditKey, error) {
 	return k, nil
 }
 
-// Option configures Open.
-type Option func(*DB) error
-
 // WithAuditKey makes the database chain every record it appends with k's
 // MAC and lets Verify check keyed records. A nil k is no key.
 func WithAuditKey(k *AuditKey) Option {
-	return func(db *DB) error { db.auditKey = k; return nil }
+	return func(db *DB) { db.auditKey = k }
 }
 
 // AuditKeyFile is WithAuditKey for the key in the file at path, read with
 // LoadAuditKey; "" is no key. Open fails if the file cannot be used, so a
 // process configured with a key never writes plain records by mistake.
 func AuditKeyFile(path string) Option {
-	return func(db *DB) error {
+	return func(db *DB) {
 		if path == "" {
-			return nil
+			return
 		}
 		k, err := LoadAuditKey(path)
 		if err != nil {
-			return err
+			db.optErr = err
+			return
 		}
 		db.auditKey = k
-		return nil
 	}
 }
 

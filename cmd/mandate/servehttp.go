@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,9 +36,13 @@ const (
 // else (arguments, other headers, a session id) can name it. Stateless:
 // the server keeps no sessions, so several processes can share a
 // database behind one load balancer, and a session id means nothing.
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, agents *auth.Agents, toolNames []string, log *slog.Logger) error {
+//
+// ops adds the operations endpoints, the Host/Origin checks and the
+// per-agent concurrency limit (ops.go, opsguard.go).
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, agents *auth.Agents, toolNames []string, log *slog.Logger, ops *httpOps) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
+		server.WithDisableLocalhostProtection(ops.ownHostCheck()),
 		server.WithStreamableHTTPLogger(log),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			// The one place an HTTP request's identity enters the tools:
@@ -50,9 +53,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", limitBody(agents.Middleware(mcpHandler, toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", ops.guarded(limitBody(agents.Middleware(ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
 		return baseURL(r, tlsOn) + "/.well-known/oauth-protected-resource"
-	})))
+	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
 		// RFC 9728: names the resource; no authorization servers while
 		// API keys are the only credential.
@@ -64,12 +67,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 			"resource_name":            "Mandate",
 		})
 	}
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource", meta)
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", meta)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	mux.Handle("GET /.well-known/oauth-protected-resource", ops.guarded(http.HandlerFunc(meta)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", ops.guarded(http.HandlerFunc(meta)))
+	ops.handlers(mux)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
