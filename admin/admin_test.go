@@ -37,7 +37,7 @@ type site struct {
 	jar  http.CookieJar // the signed-in client's cookies, for tests that need a second client
 }
 
-func newSite(t *testing.T) *site {
+func newSite(t *testing.T, opts ...storage.Option) *site {
 	t.Helper()
 	ctx := context.Background()
 	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
@@ -45,7 +45,7 @@ func newSite(t *testing.T) *site {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	db, err := storage.Open(ctx, filepath.Join(dir, "mandate.db"))
+	db, err := storage.Open(ctx, filepath.Join(dir, "mandate.db"), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestAuditPage(t *testing.T) {
 		query     string
 		want, not []string
 	}{
-		{"?", []string{"Hash chain intact: 5 records", "ord_1001", "ord_1002"}, nil},
+		{"?", []string{"Hash chain unanchored: 5 records link", "<code>--audit-key FILE</code>", "--since-checkpoint", "ord_1001", "ord_1002"}, []string{"intact"}},
 		{"?agent=alice", []string{"1 records", "approval"}, []string{"scratch"}},
 		{"?decision=allow&tool=refund_order", []string{"3 records"}, []string{"require_approval</td>"}},
 		{"?action=" + id, []string{"3 records"}, nil},

@@ -252,9 +252,10 @@ func TestAuditIsAppendOnly(t *testing.T) {
 		{"update every row", `UPDATE audit SET agent = 'someone-else'`, ""},
 		{"delete one", `DELETE FROM audit WHERE seq = 3`, ""},
 		{"delete all", `DELETE FROM audit`, ""},
-		{"replace one", `INSERT OR REPLACE INTO audit SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
-			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
-			changes, trace_id, conversation_id FROM audit WHERE seq = 2`,
+		{"replace one", `INSERT OR REPLACE INTO audit (seq, time, agent, tool, args, attrs, decision, rule,
+			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
+			SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
+			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq = 2`,
 			""},
 	} {
 		for conn, q := range map[string]*sql.DB{"pool": db.db, "plain connection": other} {

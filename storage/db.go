@@ -42,6 +42,8 @@ type DB struct {
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
 	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
+	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
+	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
 }
 
 // driverName is the database/sql driver Open uses; the query-plan test
@@ -57,7 +59,9 @@ func DSN(path string) string {
 		"&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
-// Open opens or creates the database at path and brings its schema up to date.
+// Open opens or creates the database at path and brings its schema up to
+// date. An option that cannot apply (an unusable audit key file) fails it
+// before the file is created or read.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
@@ -66,6 +70,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{db: sdb, Path: path, Now: time.Now}
 	for _, o := range opts {
 		o(db)
+	}
+	if db.optErr != nil {
+		sdb.Close()
+		return nil, db.optErr
 	}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
@@ -76,6 +84,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 			break
 		}
 		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
+	}
+	if err == nil && db.auditKey != nil {
+		err = db.CheckWriteKey(ctx)
 	}
 	if err != nil {
 		sdb.Close()

@@ -69,7 +69,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 
 // recordColumns are the columns scanRecord reads, in its order.
 const recordColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, changes, trace_id, conversation_id`
+	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, changes, trace_id, conversation_id, key_id`
 
 // scanRecord reads one row of recordColumns.
 func scanRecord(rows *sql.Rows) (*Record, error) {
@@ -78,7 +78,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 	var us int64
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
 		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
-		&changes, &r.TraceID, &r.ConversationID); err != nil {
+		&changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
 		return nil, unavailable("scan audit", err)
 	}
 	r.Time, _ = time.Parse(time.RFC3339Nano, ts)

@@ -50,7 +50,9 @@ Usage:
   mandate approvals approve ID --as NAME [--comment C] [--token-file F]
   mandate approvals deny ID --as NAME --comment C [--token-file F]
                                          decide as an approver: password prompt, MANDATE_ADMIN_PASSWORD or a token
-  mandate audit verify [--db FILE]       check the audit trail's hash chain
+  mandate audit verify [--db FILE] [--audit-key FILE]
+                                         check the audit trail's chain, and the actions table against it
+  mandate audit mackey --out FILE        a new audit key: with --audit-key, only its holders can write records that verify
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones

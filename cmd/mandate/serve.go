@@ -34,6 +34,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions (env MANDATE_DB)")
+	auditKey := auditKeyFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
@@ -114,7 +115,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	var metrics *telemetry.Metrics
 	var db *storage.DB
-	var dbOpts []storage.Option
+	dbOpts := []storage.Option{storage.AuditKeyFile(*auditKey)}
 	if *httpAddr != "" || of.metricsListen != "" {
 		metrics = newMetrics(func() *storage.DB { return db }, engine, log)
 		dbOpts = append(dbOpts, storage.WithCommitObserver(metrics.Commit))
@@ -125,6 +126,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil { // a keyed trail needs the key to be written
+		return err
+	}
 	// Background loops (recovery, reloads, the webhook) stop before the
 	// database closes: this cancel is deferred after db.Close, so it runs
 	// first when serve returns at the end of stdin.
