@@ -342,7 +342,14 @@ type auditData struct {
 	ChainCount int64
 	ChainHead  string
 	ChainError string
-	FilterErr  string
+	// ChainKeyedFrom is the first record keyed with the audit key (0: the
+	// trail is unanchored), ChainKeyID that key; ChainUnchecked says why
+	// keyed records could not be checked; ServerKeyID is this server's key.
+	ChainKeyedFrom int64
+	ChainKeyID     string
+	ChainUnchecked string
+	ServerKeyID    string
+	FilterErr      string
 }
 
 // maxAuditRows bounds one page of the audit viewer: the newest matching.
@@ -381,9 +388,14 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 	res, err := s.cfg.Deps.DB.Verify(ctx)
 	var ce *storage.ChainError
+	var ke *storage.KeyError
+	d.ServerKeyID = s.cfg.Deps.DB.AuditKeyID()
 	switch {
 	case err == nil:
 		d.ChainOK, d.ChainCount, d.ChainHead = true, res.Count, res.Head
+		d.ChainKeyedFrom, d.ChainKeyID = res.KeyedFrom, res.KeyID
+	case errors.As(err, &ke):
+		d.ChainCount, d.ChainUnchecked = res.Count, ke.Error()
 	case errors.As(err, &ce):
 		d.ChainCount, d.ChainError = res.Count, ce.Error()
 	default:

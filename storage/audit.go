@@ -3,10 +3,10 @@ package storage
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"hash"
 	"strconv"
 	"time"
 )
@@ -39,6 +39,17 @@ type Record struct {
 	// other records and on records written before they existed.
 	Approver string `json:"approver"`
 	Comment  string `json:"comment"`
+	// Changes is what an executed action changed in the system of record,
+	// as a Changes document (see Changes), on its outcome record; empty on
+	// other records. TraceID is the W3C trace-id of the call (32 lowercase
+	// hex digits) and ConversationID the conversation the client named in
+	// the request's _meta; both empty when the client sent none.
+	Changes        json.RawMessage `json:"changes"`
+	TraceID        string          `json:"trace_id"`
+	ConversationID string          `json:"conversation_id"`
+	// KeyID names the audit key whose MAC is this record's hash; empty on
+	// plain records (mac.go).
+	KeyID string `json:"key_id,omitempty"`
 	// Duration is how long the step took, in microseconds in the export.
 	Duration time.Duration `json:"-"`
 	PrevHash string        `json:"prev_hash"`
@@ -65,7 +76,12 @@ const genesis = "000000000000000000000000000000000000000000000000000000000000000
 // hash and every stored field, each length-prefixed so no two different
 // records can encode alike.
 func hashRecord(prev string, seq int64, f []string) string {
-	h := sha256.New()
+	return sumRecord(newSHA256(), prev, seq, f)
+}
+
+// sumRecord writes hashRecord's input to h and returns its sum: h is
+// SHA-256 for plain records and HMAC-SHA-256 for keyed ones (mac.go).
+func sumRecord(h hash.Hash, prev string, seq int64, f []string) string {
 	h.Write([]byte(prev))
 	var n [8]byte
 	put := func(s string) {
@@ -100,10 +116,26 @@ func (r *Record) fields() []string {
 // hashes two more length-prefixed fields, so no record with them encodes
 // like one without (the field count differs, and length prefixes make the
 // split into fields unique).
+//
+// The columns added since (credential, changes, trace_id, conversation_id,
+// key_id)
+// follow one rule: when any is set, approver and comment are appended even
+// if empty, then for each column that is set, in that fixed order, its name
+// and its value. A record with none set hashes as before.
 func (r *Record) hashed() []string {
 	f := r.fields()
-	if r.Approver != "" || r.Comment != "" {
+	later := []string{"changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID, "key_id", r.KeyID}
+	anyLater := false
+	for i := 1; i < len(later); i += 2 {
+		anyLater = anyLater || later[i] != ""
+	}
+	if r.Approver != "" || r.Comment != "" || anyLater {
 		f = append(f, r.Approver, r.Comment)
+	}
+	for i := 0; i < len(later); i += 2 {
+		if later[i+1] != "" {
+			f = append(f, later[i], later[i+1])
+		}
 	}
 	return f
 }
@@ -123,21 +155,31 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	prev := genesis
 	if tx.head != nil {
 		// This transaction holds the write lock and appended the head
-		// itself, so it is still the head.
+		// itself (with this process's key), so it is still the head.
 		seq, prev = tx.head.seq, tx.head.hash
-	} else if err := tx.QueryRowContext(ctx, // MAX(seq) plans as a search, so queryplan_test can tell it from a scan
-		`SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)`).Scan(&seq, &prev); err != nil && err != sql.ErrNoRows {
-		return err
+	} else {
+		var headKey string
+		if err := tx.QueryRowContext(ctx, // MAX(seq) plans as a search, so queryplan_test can tell it from a scan
+			`SELECT seq, hash, key_id FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)`).Scan(&seq, &prev, &headKey); err != nil && err != sql.ErrNoRows {
+			return err
+		}
+		if err := tx.db.checkHeadKey(seq, headKey); err != nil {
+			return err
+		}
 	}
+	var sum func(string, int64, []string) string
+	r.KeyID, sum = tx.db.writeSum()
 	r.Seq, r.PrevHash = seq+1, prev
 	f := r.fields()
-	r.Hash = hashRecord(prev, r.Seq, r.hashed())
+	r.Hash = sum(prev, r.Seq, r.hashed())
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
-			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
+			changes, trace_id, conversation_id, key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
-		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment)
+		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment,
+		string(r.Changes), r.TraceID, r.ConversationID, r.KeyID)
 	if err != nil {
 		return err
 	}

@@ -252,7 +252,9 @@ func TestAuditIsAppendOnly(t *testing.T) {
 		{"update every row", `UPDATE audit SET agent = 'someone-else'`, ""},
 		{"delete one", `DELETE FROM audit WHERE seq = 3`, ""},
 		{"delete all", `DELETE FROM audit`, ""},
-		{"replace one", `INSERT OR REPLACE INTO audit SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
+		{"replace one", `INSERT OR REPLACE INTO audit (seq, time, agent, tool, args, attrs, decision, rule,
+			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
+			SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
 			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq = 2`,
 			""},
 	} {
@@ -295,7 +297,8 @@ func TestRecordJSON(t *testing.T) {
 		PrevHash: strings.Repeat("a", 64), Hash: strings.Repeat("b", 64),
 	}
 	wantKeys := []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash"}
+		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash",
+		"changes", "trace_id", "conversation_id"}
 
 	// The record is marshalled as a value, through a pointer and inside a slice.
 	encodings := map[string]func() ([]byte, error){

@@ -18,8 +18,7 @@ type CopyReport struct {
 }
 
 // copySkip are the tables Copy does not copy: each engine keeps its own
-// record of migrations, and PostgreSQL's chain_head is set from the copied
-// trail.
+// record of migrations, and PostgreSQL's chain_head is only a lock.
 var copySkip = map[string]bool{"migrations": true, "chain_head": true}
 
 // Copy copies every table of from into to, which must be empty and at the
@@ -63,7 +62,7 @@ func Copy(ctx context.Context, from, to *DB) (CopyReport, error) {
 	}
 	defer wtx.Rollback()
 	if to.postgres {
-		if _, err := lockChainHead(ctx, wtx); err != nil {
+		if err := lockChainHead(ctx, wtx); err != nil {
 			return rep, unavailable("lock chain head", err)
 		}
 	}
@@ -109,9 +108,6 @@ func Copy(ctx context.Context, from, to *DB) (CopyReport, error) {
 		pending = retry
 	}
 	if to.postgres {
-		if _, err := wtx.ExecContext(ctx, `UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1`, src.Count, src.Head); err != nil {
-			return rep, unavailable("set chain head", err)
-		}
 		// Identity columns continue after the copied values.
 		rows, err := wtx.QueryContext(ctx, `SELECT table_name, column_name FROM information_schema.columns
 			WHERE table_schema = current_schema() AND is_identity = 'YES'`)

@@ -54,6 +54,8 @@ type DB struct {
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
 	postgres bool
+	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
+	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
 }
 
 // nowFunc is the clock a new DB starts with.
@@ -76,6 +78,8 @@ func DSN(path string) string {
 // date. path is a SQLite file, or a postgres:// or postgresql:// URL of a
 // PostgreSQL database (which must exist; its tables are created). Errors
 // never quote a URL's password.
+// An option that cannot apply (an unusable audit key file) fails it
+// before the file is created or read.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if IsURL(path) {
 		return openPostgres(ctx, path, opts)
@@ -88,6 +92,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	for _, o := range opts {
 		o(db)
 	}
+	if db.optErr != nil {
+		sdb.Close()
+		return nil, db.optErr
+	}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.
@@ -97,6 +105,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 			break
 		}
 		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
+	}
+	if err == nil && db.auditKey != nil {
+		err = db.CheckWriteKey(ctx)
 	}
 	if err != nil {
 		sdb.Close()

@@ -60,6 +60,10 @@ var engineTests = []struct {
 	{"LoginFailuresAcrossProcesses", TestLoginFailuresAcrossProcesses},
 	{"SessionLimits", TestSessionLimits},
 	{"VerifyIntact", TestVerifyIntact},
+	{"Lineage", TestLineage},
+	{"CrossCheckAgrees", TestCrossCheckAgrees},
+	{"KeyedChain", TestKeyedChain},
+	{"AppendRefusesForeignHead", TestAppendRefusesForeignHead},
 }
 
 // TestPostgres runs engineTests against PostgreSQL.
@@ -85,7 +89,7 @@ func engineDB(t testing.TB, p string) string {
 	if !onPostgres(t) || IsURL(p) {
 		return p
 	}
-	key := t.Name() + "\x00" + path.Base(p)
+	key := p // a temporary path: one per test, shared by its subtests
 	engineMu.Lock()
 	defer engineMu.Unlock()
 	if u, ok := engineDBs[key]; ok {

@@ -126,7 +126,15 @@ func openPostgres(ctx context.Context, dsn string, opts []Option) (*DB, error) {
 	for _, o := range opts {
 		o(db)
 	}
-	if err := db.migrate(ctx); err != nil {
+	if db.optErr != nil {
+		sdb.Close()
+		return nil, db.optErr
+	}
+	err = db.migrate(ctx)
+	if err == nil && db.auditKey != nil {
+		err = db.CheckWriteKey(ctx)
+	}
+	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open %s: %w", Redact(dsn), scrub(err, urlPassword(dsn)))
 	}
@@ -205,28 +213,19 @@ func (db *DB) migratePostgres(ctx context.Context, names []string) error {
 // SELECT … FOR UPDATE on the one chain_head row. Every write of every
 // replica takes this row lock first, so write transactions run one at a
 // time across replicas, as BEGIN IMMEDIATE makes them on SQLite. In READ
-// COMMITTED each later statement of the transaction sees everything the
-// previous holders committed, so every read-modify-write done in a write
-// (the chain head, limit counters, the pending cap, idempotency keys, an
-// approval or recovery claimed once, the live policy) is serialized by this
-// one lock. The row also holds the head itself, so appending needs no
-// MAX(seq) and an empty trail needs no special case.
-func lockChainHead(ctx context.Context, tx *sql.Tx) (*chainHead, error) {
-	var h chainHead
-	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE`).Scan(&h.seq, &h.hash); err != nil {
-		return nil, err
-	}
-	return &h, nil
-}
-
-// saveChainHead writes the head this transaction appended back to the
-// chain_head row, just before it commits.
-func saveChainHead(ctx context.Context, tx *Tx, was *chainHead) error {
-	if tx.head == nil || (was != nil && *was == *tx.head) {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1`, tx.head.seq, tx.head.hash)
-	return err
+// COMMITTED each later statement of the transaction takes a new snapshot,
+// which holds everything the previous holders committed before they let
+// go, so every read-modify-write done in a write is serialized by this one
+// lock: the chain head (appendRecord reads the last record, as on SQLite,
+// and no other replica can append until this one commits), limit counters,
+// the pending cap, idempotency keys, an approval or a recovery claimed
+// once, the live policy. One lock rather than finer row locks or
+// SERIALIZABLE: every write appends to the one chain anyway, so finer locks
+// would serialize on the head all the same, and SERIALIZABLE would turn
+// the same conflicts into retries.
+func lockChainHead(ctx context.Context, tx *sql.Tx) error {
+	var id int
+	return tx.QueryRowContext(ctx, `SELECT id FROM chain_head WHERE id = 1 FOR UPDATE`).Scan(&id)
 }
 
 // isUniqueViolation reports whether err is a unique-constraint violation
@@ -389,3 +388,55 @@ func rebind(q string) string {
 }
 
 func isIdent(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// snapshotConns returns two connections reading one consistent snapshot,
+// and end, which closes it, for a reader that merges two result sets
+// (CrossCheck). SQLite reads both streams on one connection inside one
+// BEGIN, so conn2 is conn. PostgreSQL's READ COMMITTED would take a new
+// snapshot per statement, and one connection cannot stream two result sets
+// at once, so there both are REPEATABLE READ transactions, the second
+// importing the first's snapshot (pg_export_snapshot, SET TRANSACTION
+// SNAPSHOT): both see exactly the same committed state.
+func (db *DB) snapshotConns(ctx context.Context) (conn, conn2 *sql.Conn, end func(), err error) {
+	conn, err = db.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bg := context.WithoutCancel(ctx)
+	if !db.postgres {
+		if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+			conn.Close()
+			return nil, nil, nil, err
+		}
+		return conn, conn, func() { conn.ExecContext(bg, "ROLLBACK"); conn.Close() }, nil
+	}
+	const begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	var snap string
+	if _, err = conn.ExecContext(ctx, begin); err == nil {
+		err = conn.QueryRowContext(ctx, "SELECT pg_export_snapshot()").Scan(&snap)
+	}
+	if err == nil {
+		conn2, err = db.db.Conn(ctx)
+	}
+	if err == nil {
+		if _, err = conn2.ExecContext(ctx, begin); err == nil {
+			_, err = conn2.ExecContext(ctx, "SET TRANSACTION SNAPSHOT "+pgQuote(snap))
+		}
+	}
+	end = func() {
+		conn.ExecContext(bg, "ROLLBACK")
+		conn.Close()
+		if conn2 != nil {
+			conn2.ExecContext(bg, "ROLLBACK")
+			conn2.Close()
+		}
+	}
+	if err != nil {
+		end()
+		return nil, nil, nil, err
+	}
+	return conn, conn2, end, nil
+}
+
+// pgQuote quotes s as a PostgreSQL string literal.
+func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

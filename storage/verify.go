@@ -13,7 +13,17 @@ import (
 type VerifyResult struct {
 	Count int64  // records checked
 	Head  string // hash of the last record; the genesis hash for an empty trail
+	// KeyedFrom is the seq of the first keyed record counted (0: none, the
+	// trail is unanchored), and KeyID the key they were checked with. The
+	// records from KeyedFrom on carry MACs only the key's holder could make.
+	KeyedFrom int64
+	KeyID     string
 }
+
+// Anchored reports whether the checked trail ends in records keyed with
+// the audit key: only then could a database writer without the key not
+// have rewritten it consistently.
+func (r VerifyResult) Anchored() bool { return r.KeyedFrom > 0 }
 
 // ChainError names the first audit record at which the chain is broken.
 type ChainError struct {
@@ -48,6 +58,7 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 		bad   *ChainError
 		r     Record
 	)
+	var keyErr *KeyError
 	for rows.Next() {
 		if err := scanChain(rows, &r); err != nil {
 			var ce *ChainError
@@ -57,8 +68,24 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 			}
 			return VerifyResult{}, err
 		}
-		if bad = checkLink(&r, res.Count+1, res.Head, prev2); bad != nil {
+		if r.KeyID == "" && res.KeyedFrom > 0 {
+			bad = &ChainError{Seq: r.Seq, Reason: fmt.Sprintf("downgraded: it is not keyed, but the records from %d before it are keyed with audit key %s, so it was written or rewritten without the key", res.KeyedFrom, res.KeyID)}
 			break
+		}
+		if r.KeyID != "" && res.KeyedFrom > 0 && r.KeyID != res.KeyID {
+			bad = &ChainError{Seq: r.Seq, Reason: fmt.Sprintf("edited: it names audit key %s, but the records from %d before it are keyed with %s", r.KeyID, res.KeyedFrom, res.KeyID)}
+			break
+		}
+		sum, err := db.verifySum(&r)
+		if err != nil {
+			errors.As(err, &keyErr)
+			break
+		}
+		if bad = checkLink(&r, res.Count+1, res.Head, prev2, sum); bad != nil {
+			break
+		}
+		if r.KeyID != "" && res.KeyedFrom == 0 {
+			res.KeyedFrom, res.KeyID = r.Seq, r.KeyID
 		}
 		res.Count++
 		prev2, res.Head = res.Head, r.Hash
@@ -67,6 +94,9 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 		return VerifyResult{}, unavailable("read audit", err)
 	}
 	rows.Close()
+	if keyErr != nil {
+		return res, keyErr
+	}
 	if bad == nil {
 		return res, nil
 	}
@@ -83,6 +113,9 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 		// The break showed at the next record but lies in the last one
 		// counted: it is not intact.
 		res.Count, res.Head = res.Count-1, prev2
+		if res.KeyedFrom > res.Count {
+			res.KeyedFrom, res.KeyID = 0, ""
+		}
 	}
 	return res, bad
 }
@@ -100,19 +133,21 @@ func (db *DB) Head(ctx context.Context) (int64, string, error) {
 }
 
 const chainColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment`
+	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment,
+	changes, trace_id, conversation_id, key_id`
 
 // scanChain reads one row as stored. The time and duration must be in the
 // exact form appendRecord writes, since Record.fields re-encodes them for
 // hashing: a row whose text differs from its re-encoding was edited.
 func scanChain(rows *sql.Rows, r *Record) error {
-	var ts, args, attrs, dur string
+	var ts, args, attrs, dur, changes string
 	*r = Record{}
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &args, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
+		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
+		&changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
 		return unavailable("scan audit", err)
 	}
-	r.Args, r.Attrs = []byte(args), []byte(attrs)
+	r.Args, r.Attrs, r.Changes = []byte(args), []byte(attrs), []byte(changes)
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	if err != nil || timeText(t) != ts {
 		return &ChainError{Seq: r.Seq, Reason: "edited: its time is not in the form it was written in"}
@@ -133,9 +168,10 @@ const (
 )
 
 // checkLink checks r, read where record want was expected, against prev, the
-// hash of record want-1, and prev2, that of record want-2. It returns nil
-// when r is intact, else what most likely happened.
-func checkLink(r *Record, want int64, prev, prev2 string) *ChainError {
+// hash of record want-1, and prev2, that of record want-2, hashing with sum
+// (plain or keyed, see verifySum). It returns nil when r is intact, else
+// what most likely happened.
+func checkLink(r *Record, want int64, prev, prev2 string, sum func(string, int64, []string) string) *ChainError {
 	switch {
 	case r.Seq == want+1:
 		return &ChainError{Seq: want, Reason: fmt.Sprintf("deleted: record %d is missing", want)}
@@ -145,7 +181,7 @@ func checkLink(r *Record, want int64, prev, prev2 string) *ChainError {
 		return &ChainError{Seq: r.Seq, Reason: "inserted: sequence numbers start at 1"}
 	}
 	f := r.hashed()
-	selfOK := hashRecord(r.PrevHash, r.Seq, f) == r.Hash
+	selfOK := sum(r.PrevHash, r.Seq, f) == r.Hash
 	switch {
 	case r.PrevHash == prev && selfOK:
 		return nil
@@ -159,11 +195,11 @@ func checkLink(r *Record, want int64, prev, prev2 string) *ChainError {
 			before = "the start of the chain"
 		}
 		return &ChainError{Seq: want - 1, Reason: fmt.Sprintf("inserted: record %d links straight to %s, so record %d is not part of the chain", want, before, want-1)}
-	case hashRecord(r.PrevHash, r.Seq+1, f) == r.Hash:
+	case sum(r.PrevHash, r.Seq+1, f) == r.Hash:
 		return &ChainError{Seq: r.Seq, Reason: reasonMovedUp}
 	case selfOK:
 		return &ChainError{Seq: want - 1, Reason: fmt.Sprintf("edited: record %d was rewritten with a new hash; record %d still names its original hash", want-1, want)}
-	case hashRecord(prev, r.Seq, f) == r.Hash:
+	case sum(prev, r.Seq, f) == r.Hash:
 		return &ChainError{Seq: r.Seq, Reason: "edited: its prev_hash was changed"}
 	}
 	return &ChainError{Seq: r.Seq, Reason: reasonUnplaced}
@@ -174,10 +210,14 @@ func checkLink(r *Record, want int64, prev, prev2 string) *ChainError {
 // the chain, it was moved from just after that one; if no record has that
 // hash, it was never part of the chain.
 func (db *DB) placeOf(ctx context.Context, r *Record) string {
+	sum, kerr := db.verifySum(r)
+	if kerr != nil {
+		sum = func(string, int64, []string) string { return "" }
+	}
 	var seq int64
 	err := db.db.QueryRowContext(ctx, `SELECT seq FROM audit WHERE hash = ? ORDER BY seq LIMIT 1`, r.PrevHash).Scan(&seq)
 	switch {
-	case err == nil && hashRecord(r.PrevHash, seq+1, r.hashed()) == r.Hash:
+	case err == nil && sum(r.PrevHash, seq+1, r.hashed()) == r.Hash:
 		return fmt.Sprintf("reordered: this record was written as %d, after the record now at %d", seq+1, seq)
 	case errors.Is(err, sql.ErrNoRows) && r.PrevHash != genesis:
 		return "inserted: no record in the chain has the hash it names as its predecessor"
@@ -199,7 +239,11 @@ func (db *DB) deletedOrSwapped(ctx context.Context, seq int64, prev string) stri
 	if !rows.Next() || scanChain(rows, &next) != nil {
 		return deleted
 	}
-	if next.PrevHash == prev && hashRecord(prev, seq, next.hashed()) == next.Hash {
+	sum, err := db.verifySum(&next)
+	if err != nil {
+		return deleted
+	}
+	if next.PrevHash == prev && sum(prev, seq, next.hashed()) == next.Hash {
 		return fmt.Sprintf("reordered: records %d and %d were swapped", seq, seq+1)
 	}
 	return deleted

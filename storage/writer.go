@@ -149,15 +149,12 @@ func (db *DB) commitBatch(batch []writeReq) error {
 	}
 	defer tx.Rollback()
 	wtx := &Tx{Tx: tx, db: db}
-	var was *chainHead
 	if db.postgres {
 		// PostgreSQL: the chain-head row lock serializes this transaction
 		// with every other replica's writes (lockChainHead).
-		if was, err = lockChainHead(ctx, tx); err != nil {
+		if err := lockChainHead(ctx, tx); err != nil {
 			return fail(unavailable("lock chain head", err))
 		}
-		h := *was
-		wtx.head = &h
 	}
 	if len(batch) == 1 {
 		// Alone, a write needs no savepoint: its failure rolls back the
@@ -165,9 +162,6 @@ func (db *DB) commitBatch(batch []writeReq) error {
 		if err := batch[0].fn(wtx); err != nil {
 			batch[0].done <- err
 			return nil
-		}
-		if err := db.saveHead(ctx, wtx, was); err != nil {
-			return fail(unavailable("save chain head", err))
 		}
 		if err := tx.Commit(); err != nil {
 			return fail(unavailable("commit", err))
@@ -190,9 +184,6 @@ func (db *DB) commitBatch(batch []writeReq) error {
 			return fail(unavailable("release savepoint", err))
 		}
 	}
-	if err := db.saveHead(ctx, wtx, was); err != nil {
-		return fail(unavailable("save chain head", err))
-	}
 	if err := tx.Commit(); err != nil {
 		return fail(unavailable("commit", err))
 	}
@@ -200,15 +191,6 @@ func (db *DB) commitBatch(batch []writeReq) error {
 		r.done <- errs[i]
 	}
 	return nil
-}
-
-// saveHead stores the chain head a PostgreSQL transaction appended
-// (saveChainHead); SQLite reads its head from the audit table itself.
-func (db *DB) saveHead(ctx context.Context, tx *Tx, was *chainHead) error {
-	if !db.postgres {
-		return nil
-	}
-	return saveChainHead(ctx, tx, was)
 }
 
 // begin starts a write transaction on the writer's connection with
@@ -376,7 +358,7 @@ func probeWrite(tx *Tx) error {
 	if tx.db.postgres {
 		// The transaction already waited for the chain-head lock; rewriting
 		// the row with its own values makes the commit write WAL.
-		if _, err := tx.Tx.ExecContext(ctx, "UPDATE chain_head SET seq = seq WHERE id = 1"); err != nil {
+		if _, err := tx.Tx.ExecContext(ctx, "UPDATE chain_head SET id = id WHERE id = 1"); err != nil {
 			return unavailable("probe write", err)
 		}
 		return nil

@@ -30,6 +30,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("admin", "mandate admin [--listen 127.0.0.1:8080] [--tls-cert FILE --tls-key FILE] [--public-url URL]\n       [--db FILE --store FILE --model FILE --policy FILE]\n       mandate admin user add|remove|passwd|sessions|token NAME   (approvers: 'mandate admin user -h')", stderr)
 	listen := fs.String("listen", env("MANDATE_ADMIN_LISTEN", "127.0.0.1:8080"), "address to serve the admin pages on (env MANDATE_ADMIN_LISTEN)")
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store approved actions run against (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	secure := fs.Bool("secure-cookies", false, "mark cookies Secure: set when a TLS proxy serves these pages (implied by --tls-cert or an https --public-url)")
@@ -65,7 +66,7 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "WARNING: serving plain HTTP on %s, which is not loopback (--insecure-http). Passwords, session cookies and every decision cross the network unencrypted. Put a TLS proxy in front or use --tls-cert/--tls-key.\n", *listen)
 		log.Warn("serving plain HTTP on a non-loopback address", "listen", *listen)
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("approvals list", "mandate approvals list [--status pending] [--agent NAME] [--limit N] [--after ID | --offset N] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs) // listing expires what is due, which is recorded
 	status := fs.String("status", storage.StatusPending, "pending, approved, denied, expired, executing, executed, failed, or all")
 	agent := fs.String("agent", "", "only the actions this agent asked for")
 	limit := fs.Int("limit", storage.DefaultPage, fmt.Sprintf("how many to print, 1 to %d; the last line says how many more there are", storage.MaxPage))
@@ -77,7 +78,7 @@ func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *after != "" && *status != storage.StatusPending {
 		return usageError{"approvals list: --after pages pending actions; use --offset for other statuses"}
 	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
@@ -274,13 +275,17 @@ func (a *approvalDeps) Close() {
 	a.st.Close()
 }
 
-func openApprovalDeps(ctx context.Context, dbPath, storePath, backendFile string, pf *policyFlags, stderr io.Writer) (*approvalDeps, error) {
+func openApprovalDeps(ctx context.Context, dbPath, storePath, backendFile string, pf *policyFlags, stderr io.Writer, opts ...storage.Option) (*approvalDeps, error) {
 	pol, err := pf.load()
 	if err != nil {
 		return nil, err
 	}
-	db, err := openExistingDB(ctx, dbPath)
+	db, err := openExistingDB(ctx, dbPath, opts...)
 	if err != nil {
+		return nil, err
+	}
+	if err := db.CheckWriteKey(ctx); err != nil { // deciding is recorded: a keyed trail needs the key
+		db.Close()
 		return nil, err
 	}
 	st, be, _, err := openBackend(ctx, backendFile, storePath, true)
@@ -308,6 +313,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	}
 	fs := newFlags(name, synopsis, stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the action runs against (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required with a password")
@@ -329,7 +335,7 @@ func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout
 	if !approve && strings.TrimSpace(*comment) == "" {
 		return usageError{name + ": give a reason with --comment; the agent passes it on to the customer"}
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}

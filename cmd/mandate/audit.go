@@ -21,10 +21,14 @@ import (
 )
 
 const auditUsage = `Usage:
-  mandate audit verify [--db FILE]
-      check the hash chain; exit status 1 names the first broken record
+  mandate audit verify [--db FILE] [--audit-key FILE]
+      check the hash chain (with the key: the MACs that make it unforgeable) and
+      that the actions table says what the trail does; exit status 1 names the
+      first broken record and every disagreement
+  mandate audit mackey --out FILE
+      write a new audit key for --audit-key (mode 0600)
   mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
-                       [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--redact]
+                       [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--trace ID] [--redact]
       print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
   mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
       print the last records and, with -f, follow new ones
@@ -41,6 +45,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditExport(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return runAuditTail(ctx, args[1:], stdout, stderr)
+	case "mackey":
+		return runAuditMackey(ctx, args[1:], stdout, stderr)
 	}
 	return unknownSubcommand("audit", auditUsage, args[0], stderr)
 }
@@ -49,24 +55,66 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 var errStop = errors.New("stop")
 
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit verify", "mandate audit verify [--db FILE]", stderr)
+	fs := newFlags("audit verify", "mandate audit verify [--db FILE] [--audit-key FILE]", stderr)
 	dbPath := dbFlag(fs)
+	keyFile := auditKeyFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*keyFile))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	chainErr := verifyChain(ctx, db, *keyFile != "", stdout, stderr)
+	if chainErr != nil && !errors.Is(chainErr, errChainFailed) {
+		return chainErr
+	}
+	crossErr := printCrossCheck(ctx, db, stdout)
+	if chainErr != nil {
+		return chainErr
+	}
+	return crossErr
+}
+
+// errChainFailed marks a verification that ran and found the chain broken
+// or unverifiable, as opposed to one that could not read the database.
+var errChainFailed = errors.New("audit verify")
+
+// verifyChain checks the hash chain and prints the verdict on its first
+// line: "intact" only for a trail keyed with the audit key given;
+// "unanchored" for plain hashes, which anyone who can write the database
+// could have recomputed; "broken" or "cannot check" otherwise.
+func verifyChain(ctx context.Context, db *storage.DB, keyed bool, stdout, stderr io.Writer) error {
 	res, err := db.Verify(ctx)
 	var broken *storage.ChainError
-	if !errors.As(err, &broken) {
-		if err != nil {
-			return err
+	var keyErr *storage.KeyError
+	switch {
+	case err == nil && res.Anchored():
+		fmt.Fprintf(stdout, "intact (keyed from seq %d): %d records, head %s, audit key %s\n", res.KeyedFrom, res.Count, res.Head, res.KeyID)
+		if res.KeyedFrom > 1 {
+			fmt.Fprintf(stdout, "records 1 to %d predate the key: their hashes are plain, so only the keyed records after them vouch for them\n", res.KeyedFrom-1)
 		}
-		fmt.Fprintf(stdout, "ok: %d records, head %s\n", res.Count, res.Head)
 		return nil
+	case err == nil && keyed && res.Count > 0:
+		fmt.Fprintf(stdout, "unanchored: %d records, head %s, but none is keyed with audit key %s\n", res.Count, res.Head, db.AuditKeyID())
+		fmt.Fprintln(stdout, "either no process has written with this key yet, or the keyed records were rewritten as plain ones; compare with a signed checkpoint: mandate audit verify --since-checkpoint FILE")
+		return fmt.Errorf("%w: no record is keyed with audit key %s", errChainFailed, db.AuditKeyID())
+	case err == nil && keyed:
+		fmt.Fprintf(stdout, "intact: the trail is empty; an emptied trail shows only against a signed checkpoint (mandate audit verify --since-checkpoint FILE)\n")
+		return nil
+	case err == nil:
+		fmt.Fprintf(stdout, "unanchored: %d records, head %s\n", res.Count, res.Head)
+		fmt.Fprintln(stdout, "the chain links, but its hashes are plain SHA-256: anyone who can write the database could have rewritten it consistently. Anchor it with an audit key (mandate audit mackey --out FILE; then --audit-key FILE on every command) and check it against signed checkpoints (mandate audit verify --since-checkpoint FILE)")
+		return nil
+	case errors.As(err, &keyErr):
+		fmt.Fprintf(stdout, "cannot check: %s\n", keyErr.Error())
+		if res.Count > 0 {
+			fmt.Fprintf(stdout, "the %d plain records before it link, ending at hash %s\n", res.Count, res.Head)
+		}
+		return fmt.Errorf("%w: record %d onwards could not be checked without the audit key", errChainFailed, keyErr.Seq)
+	case !errors.As(err, &broken):
+		return err
 	}
 	fmt.Fprintf(stdout, "broken: record %d: %s\n", broken.Seq, broken.Reason)
 	// Show the record as it is stored now, when there is one at that seq.
@@ -83,7 +131,29 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "mandate: record %d could not be shown: %v\n", broken.Seq, err)
 	}
 	fmt.Fprintf(stdout, "the %d records before it are intact, ending at hash %s\n", res.Count, res.Head)
-	return fmt.Errorf("audit verify: the audit chain is broken at record %d", broken.Seq)
+	return fmt.Errorf("%w: the audit chain is broken at record %d", errChainFailed, broken.Seq)
+}
+
+// printCrossCheck compares the actions table and the limit counters with
+// the trail and prints one line per disagreement.
+func printCrossCheck(ctx context.Context, db *storage.DB, stdout io.Writer) error {
+	cc, err := db.CrossCheck(ctx)
+	if err != nil {
+		return err
+	}
+	n := int64(len(cc.Disagreements)) + cc.More
+	if n == 0 {
+		fmt.Fprintf(stdout, "actions agree with the trail: %d actions, %d limit counters of the last 30 days\n", cc.Actions, cc.Counters)
+		return nil
+	}
+	fmt.Fprintf(stdout, "actions DISAGREE with the trail: %d disagreements in %d actions and %d limit counters\n", n, cc.Actions, cc.Counters)
+	for _, d := range cc.Disagreements {
+		fmt.Fprintln(stdout, "  "+d.String())
+	}
+	if cc.More > 0 {
+		fmt.Fprintf(stdout, "  … and %d more\n", cc.More)
+	}
+	return fmt.Errorf("audit verify: the actions table disagrees with the audit trail in %d places", n)
 }
 
 func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -247,7 +317,7 @@ func jsonEscapeHidden(s string) string {
 }
 
 // filterFlags are export's record filters.
-type filterFlags struct{ since, until, agent, tool, decision, action string }
+type filterFlags struct{ since, until, agent, tool, decision, action, trace string }
 
 func (f *filterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.since, "since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d")
@@ -256,6 +326,7 @@ func (f *filterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tool, "tool", "", "only records of this tool")
 	fs.StringVar(&f.decision, "decision", "", "only records with this decision: allow, deny or require_approval")
 	fs.StringVar(&f.action, "action", "", "only records of this action_id")
+	fs.StringVar(&f.trace, "trace", "", "only records of the actions asked for in this W3C trace (32 hex digits, the trace-id of a traceparent)")
 }
 
 func (f *filterFlags) filter(now time.Time) (storage.Filter, error) {
@@ -272,7 +343,11 @@ func (f *filterFlags) filter(now time.Time) (storage.Filter, error) {
 	default:
 		return storage.Filter{}, usageError{fmt.Sprintf("--decision %q: use allow, deny or require_approval", f.decision)}
 	}
-	return storage.Filter{Since: since, Until: until, Agent: f.agent, Tool: f.tool, Decision: f.decision, ActionID: f.action}, nil
+	trace, err := traceFlag(f.trace)
+	if err != nil {
+		return storage.Filter{}, err
+	}
+	return storage.Filter{Since: since, Until: until, Agent: f.agent, Tool: f.tool, Decision: f.decision, ActionID: f.action, TraceID: trace}, nil
 }
 
 // parseWhen reads a time as RFC 3339, a date (midnight UTC), or a duration
@@ -362,6 +437,9 @@ func (t textWriter) write(r *storage.Record) error {
 	}
 	if r.Error != "" {
 		line += "  error: " + v(r.Error)
+	}
+	if c := storage.ChangesSummary(r.Changes); c != "" {
+		line += "  changed: " + v(c)
 	}
 	_, err := fmt.Fprintln(t.w, line)
 	return err
@@ -459,8 +537,12 @@ type ocsfUnmappedAudit struct {
 	Comment       string          `json:"comment,omitempty"`
 	Args          json.RawMessage `json:"args,omitempty"`
 	Attrs         json.RawMessage `json:"attrs,omitempty"`
-	PrevHash      string          `json:"prev_hash"`
-	Hash          string          `json:"hash"`
+	// Changes, TraceID and ConversationID: see storage.Record.
+	Changes        json.RawMessage `json:"changes,omitempty"`
+	TraceID        string          `json:"trace_id,omitempty"`
+	ConversationID string          `json:"conversation_id,omitempty"`
+	PrevHash       string          `json:"prev_hash"`
+	Hash           string          `json:"hash"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -495,6 +577,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 		Unmapped: ocsfUnmappedAudit{Seq: r.Seq, Decision: r.Decision, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
+			Changes: jsonOrNil(r.Changes), TraceID: r.TraceID, ConversationID: r.ConversationID,
 			PrevHash: r.PrevHash, Hash: r.Hash},
 	}
 	e.Actor.User.Name = r.Agent

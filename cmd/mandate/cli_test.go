@@ -21,7 +21,7 @@ var (
 		{"store", "import"},
 		{"policy", "check"}, {"policy", "explain"}, {"policy", "test"}, {"policy", "replay"},
 		{"approvals", "list"}, {"approvals", "show"}, {"approvals", "approve"}, {"approvals", "deny"},
-		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"},
+		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"}, {"audit", "mackey"},
 		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
 		{"admin", "user", "sessions"}, {"admin", "user", "token"},
 		{"rates", "show"}, {"rates", "set"},

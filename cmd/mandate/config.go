@@ -180,13 +180,13 @@ func openStore(ctx context.Context, path string) (*store.Store, backend.Backend,
 
 // openExistingDB opens a gateway database that must already exist, so that
 // a typo in --db is an error rather than a new empty trail.
-func openExistingDB(ctx context.Context, path string) (*storage.DB, error) {
+func openExistingDB(ctx context.Context, path string, opts ...storage.Option) (*storage.DB, error) {
 	if storage.IsURL(path) {
 		// A PostgreSQL database must exist already: Open fails otherwise.
-		return storage.Open(ctx, path)
+		return storage.Open(ctx, path, opts...)
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no audit database at %s (set --db or MANDATE_DB): %w", path, err)
 	}
-	return storage.Open(ctx, path)
+	return storage.Open(ctx, path, opts...)
 }

@@ -44,6 +44,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlags("demo", "mandate demo [--keep]", stderr)
 	keep := fs.Bool("keep", false, "keep the temporary databases and print where they are")
 	backendFile := fs.String("backend", "", "run the script against the systems of record this backend file names instead of a throwaway store; they must hold the demo data. Deliberately not read from MANDATE_BACKEND: the demo makes refunds, and must never reach a real system by accident")
+	auditKey := auditKeyFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -60,7 +61,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, filepath.Join(dir, "mandate.db"))
+	db, err := storage.Open(ctx, filepath.Join(dir, "mandate.db"), storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}

@@ -182,8 +182,8 @@ func checkFault(t *testing.T, db *storage.DB, dbPath, storePath string, told map
 		if err != nil {
 			t.Fatalf("mandate audit verify: %v\n%s%s", err, stdout, stderr)
 		}
-		if _, err := fmt.Sscanf(stdout, "ok: %d records", &verified); err != nil {
-			t.Fatalf("mandate audit verify printed %q, want \"ok: N records, head …\"", stdout)
+		if _, err := fmt.Sscanf(stdout, "unanchored: %d records", &verified); err != nil {
+			t.Fatalf("mandate audit verify printed %q, want \"unanchored: N records, head …\"", stdout)
 		}
 	} else {
 		res, err := db.Verify(ctx)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/notify"
 	"github.com/mandatehq/mandate/policy"
@@ -33,6 +34,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions; a SQLite file, or a postgres:// URL shared by replicas (env MANDATE_DB)")
+	auditKey := auditKeyFlag(fs)
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store; created with the demo data if missing (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	ttl := durationFlag(fs, "approval-ttl", "MANDATE_APPROVAL_TTL", 24*time.Hour, "how long a pending action waits for a person (env MANDATE_APPROVAL_TTL)")
@@ -42,6 +44,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
+	otlpEndpoint := fs.String("otlp-endpoint", "", "send OpenTelemetry spans of each tool call to this OTLP/HTTP collector URL, e.g. http://127.0.0.1:4318 (default: off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	var pf policyFlags
 	pf.register(fs)
 	var of opsFlags
@@ -82,6 +85,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version) // off unless configured
+	if err != nil {
+		return usageError{"serve: " + mandate.ErrorMessage(err)}
+	}
+	defer func() { // flush buffered spans, waiting at most a few seconds for the collector
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
 	// MANDATE_CPUPROFILE=FILE writes a CPU profile of this serve to
 	// FILE.<pid> until it exits: undocumented, off unless set, for
 	// `go run ./bench/e2e` and `go tool pprof`.
@@ -103,7 +115,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	var metrics *telemetry.Metrics
 	var db *storage.DB
-	var dbOpts []storage.Option
+	dbOpts := []storage.Option{storage.AuditKeyFile(*auditKey)}
 	if *httpAddr != "" || of.metricsListen != "" {
 		metrics = newMetrics(func() *storage.DB { return db }, engine, log)
 		dbOpts = append(dbOpts, storage.WithCommitObserver(metrics.Commit))
@@ -114,6 +126,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil { // a keyed trail needs the key to be written
+		return err
+	}
 	// Background loops (recovery, reloads, the webhook) stop before the
 	// database closes: this cancel is deferred after db.Close, so it runs
 	// first when serve returns at the end of stdin.

@@ -40,17 +40,14 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 	FOR EACH STATEMENT EXECUTE FUNCTION mandate_append_only();
 
--- The head of the chain, one row. Every write transaction of every replica
+-- The chain-head lock, one row. Every write transaction of every replica
 -- starts by locking it (SELECT … FOR UPDATE, storage/postgres.go), which
--- serializes the writes across replicas as BEGIN IMMEDIATE does on SQLite,
--- and appends after the seq and hash it holds. SQLite needs no such row: it
--- reads MAX(seq) under its file lock.
+-- serializes the writes across replicas as BEGIN IMMEDIATE does on SQLite;
+-- the head itself is then read from audit, as on SQLite.
 CREATE TABLE chain_head (
-	id   INTEGER PRIMARY KEY CHECK (id = 1),
-	seq  BIGINT NOT NULL,
-	hash TEXT COLLATE "C" NOT NULL
+	id INTEGER PRIMARY KEY CHECK (id = 1)
 );
-INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+INSERT INTO chain_head (id) VALUES (1);
 CREATE TRIGGER chain_head_no_delete BEFORE DELETE OR TRUNCATE ON chain_head
 	FOR EACH STATEMENT EXECUTE FUNCTION mandate_append_only();
 
