@@ -54,8 +54,8 @@ type DB struct {
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
 	postgres bool
-	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
-	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
+	auditKey *AuditKey // chains appended records with its MAC (mac.go); nil: plain
+	optErr   error     // an option that could not apply (AuditKeyFile): Open fails
 }
 
 // nowFunc is the clock a new DB starts with.
