@@ -51,11 +51,12 @@ type DB struct {
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
 	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
+	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
+	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
+
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
 	postgres bool
-	auditKey *AuditKey // chains appended records with its MAC (mac.go); nil: plain
-	optErr   error     // an option that could not apply (AuditKeyFile): Open fails
 }
 
 // nowFunc is the clock a new DB starts with.
