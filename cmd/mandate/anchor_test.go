@@ -81,7 +81,7 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 		t.Fatal(err)
 	}
 	rows, err := raw.Query(`SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id, phase, outcome, error,
-		CAST(duration_us AS TEXT), approver, comment FROM audit WHERE seq >= ? ORDER BY seq`, from)
+		CAST(duration_us AS TEXT), approver, comment, changes, trace_id, conversation_id FROM audit WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 	var all []row
 	for rows.Next() {
 		var r row
-		f := make([]string, 15)
+		f := make([]string, 18)
 		ptrs := []any{&r.seq}
 		for i := range f {
 			ptrs = append(ptrs, &f[i])
@@ -100,10 +100,24 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 		if err := rows.Scan(ptrs...); err != nil {
 			t.Fatal(err)
 		}
-		if f[13] == "" && f[14] == "" {
-			f = f[:13] // approver and comment are hashed only when set
+		// The hashing rule of storage.Record.hashed, as a writer without
+		// the key would follow it for a plain record: approver and comment
+		// only when set or when a later column is; later columns as name
+		// and value, only when set (key_id is cleared below).
+		later := []string{"changes", "trace_id", "conversation_id"}
+		r.f = append([]string(nil), f[:13]...) // a copy: appending must not overwrite f
+		anyLater := false
+		for _, v := range f[15:] {
+			anyLater = anyLater || v != ""
 		}
-		r.f = f
+		if f[13] != "" || f[14] != "" || anyLater {
+			r.f = append(r.f, f[13], f[14])
+		}
+		for i, v := range f[15:] {
+			if v != "" {
+				r.f = append(r.f, later[i], v)
+			}
+		}
 		all = append(all, r)
 	}
 	rows.Close()
@@ -198,7 +212,9 @@ func TestAuditKeyEndToEnd(t *testing.T) {
 		want   []string
 	}{
 		{"forged head with a correct unkeyed hash", func(t *testing.T, raw *sql.DB) {
-			if _, err := raw.Exec(`INSERT INTO audit SELECT seq + 1, time, 'alice', tool, args, attrs, 'allow', rule, policy_version, action_id,
+			if _, err := raw.Exec(`INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
+				phase, outcome, error, duration_us, prev_hash, hash, approver, comment, key_id)
+				SELECT seq + 1, time, 'alice', tool, args, attrs, 'allow', rule, policy_version, action_id,
 				'approval', 'approved', error, duration_us, prev_hash, hash, 'alice', '', key_id FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)`); err != nil {
 				t.Fatal(err)
 			}
