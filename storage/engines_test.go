@@ -2,10 +2,13 @@ package storage
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -351,5 +354,191 @@ func TestPGCopy(t *testing.T) {
 	}
 	if _, err := Copy(ctx, lite, pg); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("Copy into a database with records: %v, want a refusal", err)
+	}
+}
+
+// TestPGHotPathQueryPlans is TestHotPathQueryPlans for PostgreSQL: it
+// records every statement one call's work sends (pgTrace) and asks
+// PostgreSQL for each plan with sequential scans disabled, so that a plan
+// which can only scan a growing table shows as one (on tables this small
+// the planner would otherwise rightly prefer scanning).
+func TestPGHotPathQueryPlans(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clock := &stepClock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), step: time.Second}
+	db.Now = clock.Now
+
+	var mu sync.Mutex
+	type rec struct {
+		q    string
+		args []any
+	}
+	seen := map[string]rec{}
+	pgTrace = func(q string, args []driver.NamedValue) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := seen[q]; !ok {
+			vals := make([]any, len(args))
+			for i, a := range args {
+				vals[i] = a.Value
+			}
+			seen[q] = rec{q, vals}
+		}
+	}
+	defer func() { pgTrace = func(string, []driver.NamedValue) {} }()
+
+	refund := func(id, key, status string) *Action {
+		a := &Action{ID: id, Agent: "agent-a", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1"}`),
+			IdempotencyKey: key, CustomerID: "cus_1", AmountMinor: 1500, Currency: "USD"}
+		if err := db.DecideAndRecord(ctx, a, &Record{Agent: a.Agent, Tool: a.Tool, Args: a.Args}, func(Usage) {
+			a.Decision, a.Status = "allow", status
+			if status == StatusPending {
+				a.Decision, a.ExpiresAt = "require_approval", clock.Now().Add(time.Minute)
+			}
+		}); err != nil {
+			t.Fatalf("DecideAndRecord(%s): %v", id, err)
+		}
+		return a
+	}
+	done := refund("act_1", "key-1", StatusExecuting)
+	if _, err := db.ActionByKey(ctx, "agent-a", "key-1"); err != nil {
+		t.Fatal(err)
+	}
+	done.Status = StatusExecuted
+	if err := db.RecordOutcome(ctx, done, &Record{Agent: done.Agent, Tool: done.Tool, Outcome: StatusExecuted}); err != nil {
+		t.Fatal(err)
+	}
+	refund("act_4", "key-4", StatusPending)
+	if _, err := db.Decide(ctx, "act_4", Review{Approver: "boss", Approve: true}, func(a *Action, u Usage) (Review, error) {
+		return Review{Approve: true, Decision: "allow"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ClaimApproved(ctx, "act_4"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendRead(ctx, &Record{Agent: "agent-a", Tool: "get_order", Phase: PhaseAttempt}); err != nil {
+		t.Fatal(err)
+	}
+	refund("act_5", "", StatusPending)
+	if _, err := db.ExpirePending(ctx, clock.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ActionsWithStatus(ctx, StatusExecuting, 10); err != nil {
+		t.Fatal(err)
+	}
+	pgTrace = func(string, []driver.NamedValue) {}
+
+	conn, err := db.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, r := range seen {
+		verb := strings.ToUpper(strings.Fields(r.q)[0])
+		if verb != "SELECT" && verb != "INSERT" && verb != "UPDATE" && verb != "DELETE" {
+			continue // SAVEPOINT, SET LOCAL, BEGIN: no table read
+		}
+		plan, bad := pgScans(t, conn, r.q, r.args...)
+		checked++
+		if len(bad) > 0 {
+			t.Errorf("%s\n  scans a table that grows with every call (%s):\n%s", strings.Join(strings.Fields(r.q), " "), strings.Join(bad, "; "), plan)
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d statements: the trace missed the hot path", checked)
+	}
+}
+
+// pgNode is a plan node reading a growing table.
+var pgNode = regexp.MustCompile(`(Seq Scan|Index Scan using \S+|Index Scan Backward using \S+|Index Only Scan using \S+|Index Only Scan Backward using \S+|Bitmap Heap Scan) on (actions|audit|usage_counters)\b`)
+
+// pgScans explains q on conn (where enable_seqscan is off) and returns the
+// plan and its nodes that read a growing table whole: a sequential scan, or
+// an index scan with no index condition (every entry of the index, in order).
+func pgScans(t *testing.T, conn *sql.Conn, q string, args ...any) (string, []string) {
+	t.Helper()
+	rows, err := conn.QueryContext(context.Background(), "EXPLAIN "+q, args...)
+	if err != nil {
+		t.Fatalf("EXPLAIN %s: %v", q, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	var bad []string
+	for i, line := range plan {
+		m := pgNode.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if m[1] == "Seq Scan" {
+			bad = append(bad, strings.TrimSpace(line))
+			continue
+		}
+		// The node's details follow, indented, until the next node.
+		cond := false
+		for _, d := range plan[i+1:] {
+			if strings.Contains(d, "->") {
+				break
+			}
+			cond = cond || strings.Contains(d, "Index Cond:") || strings.Contains(d, "Recheck Cond:")
+		}
+		if !cond {
+			bad = append(bad, strings.TrimSpace(line))
+		}
+	}
+	return strings.Join(plan, "\n"), bad
+}
+
+// TestPGQueryPlanCheckFindsScan keeps pgScans honest: a lookup by a column
+// no index covers reads the whole audit table, and the check says so.
+func TestPGQueryPlanCheckFindsScan(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		q    string
+		scan bool
+	}{
+		{`SELECT seq FROM audit WHERE error = ?`, true},
+		{`SELECT seq FROM audit ORDER BY seq`, true},
+		{`SELECT seq FROM audit WHERE seq = ?`, false},
+		{`SELECT id FROM actions WHERE agent = ? AND idempotency_key = ? AND idempotency_key != ''`, false},
+	} {
+		args := []any{"x", "y"}[:strings.Count(tc.q, "?")]
+		if tc.q == `SELECT seq FROM audit WHERE seq = ?` {
+			args = []any{int64(1)}
+		}
+		plan, bad := pgScans(t, conn, tc.q, args...)
+		if got := len(bad) > 0; got != tc.scan {
+			t.Errorf("%s: scan found = %v, want %v\n%s", tc.q, got, tc.scan, plan)
+		}
 	}
 }

@@ -275,26 +275,37 @@ func (c *pgConn) PrepareContext(ctx context.Context, query string) (driver.Stmt,
 	if err != nil {
 		return nil, err
 	}
-	return &pgStmt{st}, nil
+	return &pgStmt{st, query}, nil
 }
 
 func (c *pgConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	pgTrace(query, args)
 	return c.Conn.ExecContext(ctx, rebind(query), pgArgs(args))
 }
 
 func (c *pgConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	pgTrace(query, args)
 	return c.Conn.QueryContext(ctx, rebind(query), pgArgs(args))
 }
 
-type pgStmt struct{ driver.Stmt }
+type pgStmt struct {
+	driver.Stmt
+	query string
+}
 
 func (s *pgStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	pgTrace(s.query, args)
 	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, pgArgs(args))
 }
 
 func (s *pgStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	pgTrace(s.query, args)
 	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, pgArgs(args))
 }
+
+// pgTrace sees every statement sent to PostgreSQL, as written (before
+// rebind); the query-plan test replaces it to record the hot path.
+var pgTrace = func(query string, args []driver.NamedValue) {}
 
 // pgArgs sends a string holding a NUL byte as bytea: PostgreSQL's text
 // cannot hold NUL, and the limit counters' scopes ("agent_refunds\x00NAME")
