@@ -39,6 +39,11 @@ type Record struct {
 	// other records and on records written before they existed.
 	Approver string `json:"approver"`
 	Comment  string `json:"comment"`
+	// Credential is the credential the call was made with, never its
+	// secret: key:<id> for an API key, jwt:<jti>, jwt-client:<client_id>
+	// or jwt-sub:<sub> for an OAuth access token. Empty over stdio and on
+	// a person's approval records.
+	Credential string `json:"credential"`
 	// Duration is how long the step took, in microseconds in the export.
 	Duration time.Duration `json:"-"`
 	PrevHash string        `json:"prev_hash"`
@@ -94,7 +99,10 @@ func (r *Record) fields() []string {
 }
 
 // hashed lists what a record's hash covers: fields, then approver and
-// comment only when either is set. A record with both empty (every record
+// comment only when either is set or any later column is. Each later
+// column (credential, ...) that is set adds two fields, its name and its
+// value, so a record with none of them hashes as before, and no two
+// records encode alike. A record with both empty (every record
 // written before the columns existed, and every non-approval record) hashes
 // exactly as it always did, so old chains still verify; one with either set
 // hashes two more length-prefixed fields, so no record with them encodes
@@ -102,8 +110,11 @@ func (r *Record) fields() []string {
 // split into fields unique).
 func (r *Record) hashed() []string {
 	f := r.fields()
-	if r.Approver != "" || r.Comment != "" {
+	if r.Approver != "" || r.Comment != "" || r.Credential != "" {
 		f = append(f, r.Approver, r.Comment)
+	}
+	if r.Credential != "" {
+		f = append(f, "credential", r.Credential)
 	}
 	return f
 }
@@ -134,10 +145,10 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	r.Hash = hashRecord(prev, r.Seq, r.hashed())
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
-			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
-		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment)
+		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment, r.Credential)
 	if err != nil {
 		return err
 	}

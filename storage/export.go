@@ -20,7 +20,7 @@ type Filter struct {
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
 	q := `SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-		phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq > ?`
+		phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
 	if !f.Since.IsZero() {
@@ -51,7 +51,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 		var ts, a, attrs string
 		var us int64
 		if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
+			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment, &r.Credential); err != nil {
 			return unavailable("scan audit", err)
 		}
 		r.Time, _ = time.Parse(time.RFC3339Nano, ts)
@@ -66,7 +66,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 // CSVHeader names the CSV export's columns as the JSON Lines export names
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment"}
+	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment", "credential"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -74,7 +74,7 @@ var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decis
 func (r *Record) CSVRow() []string {
 	row := []string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
-		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment}
+		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment, r.Credential}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

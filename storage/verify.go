@@ -100,7 +100,7 @@ func (db *DB) Head(ctx context.Context) (int64, string, error) {
 }
 
 const chainColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment`
+	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment, credential`
 
 // scanChain reads one row as stored. The time and duration must be in the
 // exact form appendRecord writes, since Record.fields re-encodes them for
@@ -109,7 +109,7 @@ func scanChain(rows *sql.Rows, r *Record) error {
 	var ts, args, attrs, dur string
 	*r = Record{}
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &args, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
+		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment, &r.Credential); err != nil {
 		return unavailable("scan audit", err)
 	}
 	r.Args, r.Attrs = []byte(args), []byte(attrs)
