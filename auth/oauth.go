@@ -342,7 +342,10 @@ type tokenClaims struct {
 // credential names the token in the audit trail: its jti, else the
 // client it was issued to, else its subject. Never the token.
 func (c *tokenClaims) credential() string {
-	str := func(name string) string { s, _ := c.extra[name].(string); return mandate.Truncate(mandate.Visible(s, false), 128) }
+	str := func(name string) string {
+		s, _ := c.extra[name].(string)
+		return mandate.Truncate(mandate.Visible(s, false), 128)
+	}
 	switch {
 	case str("jti") != "":
 		return "jwt:" + str("jti")
