@@ -44,8 +44,11 @@ func (b *Bearer) Authenticate(r *http.Request, tools []string) (Principal, error
 }
 
 // ProtectedResource is the RFC 9728 metadata of the resource at resource
-// (this server's /mcp URL): which authorization servers issue tokens for
-// it, and the scopes it asks for.
+// (this server's /mcp URL as the client reached it): which authorization
+// servers issue tokens for it, and the scopes it asks for. With OAuth the
+// resource is the configured audience instead: the operator's public URL
+// (behind a proxy the request's own may differ), which clients then ask
+// tokens for (RFC 8707) and which tokens must name.
 func (b *Bearer) ProtectedResource(resource string) map[string]any {
 	m := map[string]any{
 		"resource":                 resource,
@@ -53,6 +56,7 @@ func (b *Bearer) ProtectedResource(resource string) map[string]any {
 		"resource_name":            "Mandate",
 	}
 	if b.OAuth != nil {
+		m["resource"] = b.OAuth.Audience
 		m["authorization_servers"] = []string{b.OAuth.Issuer}
 		m["scopes_supported"] = b.OAuth.scopes()
 	}

@@ -32,12 +32,14 @@ const (
 // serveHTTP serves s over MCP Streamable HTTP at /mcp on ln until ctx is
 // done, then stops accepting and waits (up to shutdownGrace) for calls in
 // flight to finish, so their outcomes are recorded. Every /mcp request
-// must prove an agent identity with an API key (agents); the identity goes
-// into the request's context for the tools (tools.WithAgent) and nothing
-// else (arguments, other headers, a session id) can name it. Stateless:
+// must prove an agent identity with its bearer credential (authn: an API
+// key, or an OAuth access token when configured); the identity and the
+// credential's name go into the request's context for the tools
+// (tools.WithAgent, tools.WithCredential) and nothing else (arguments,
+// other headers, a session id) can name it. Stateless:
 // the server keeps no sessions, so several processes can share a
 // database behind one load balancer, and a session id means nothing.
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, agents *auth.Agents, toolNames []string, log *slog.Logger) error {
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
 		server.WithStreamableHTTPLogger(log),
@@ -46,23 +48,19 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 			// the principal the auth middleware verified, else nobody
 			// (the guard denies).
 			p, _ := auth.PrincipalFrom(r.Context())
-			return tools.WithAgent(ctx, p.Agent)
+			return tools.WithCredential(tools.WithAgent(ctx, p.Agent), p.Credential)
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", limitBody(agents.Middleware(mcpHandler, toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", limitBody(auth.Middleware(authn, mcpHandler, toolNames, func(r *http.Request) string {
 		return baseURL(r, tlsOn) + "/.well-known/oauth-protected-resource"
 	})))
 	meta := func(w http.ResponseWriter, r *http.Request) {
-		// RFC 9728: names the resource; no authorization servers while
-		// API keys are the only credential.
+		// RFC 9728: names the resource, and the authorization server
+		// when OAuth is on.
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"resource":                 baseURL(r, tlsOn) + "/mcp",
-			"bearer_methods_supported": []string{"header"},
-			"resource_name":            "Mandate",
-		})
+		_ = json.NewEncoder(w).Encode(authn.ProtectedResource(baseURL(r, tlsOn) + "/mcp"))
 	}
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource", meta)
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", meta)
