@@ -331,10 +331,10 @@ func TestBearerMiddleware(t *testing.T) {
 		}
 	}
 	m := b.ProtectedResource("https://m/mcp")
-	if as, _ := m["authorization_servers"].([]string); len(as) != 1 || as[0] != is.url || m["resource"] != "https://m/mcp" {
+	if as, _ := m["authorization_servers"].([]string); len(as) != 1 || as[0] != is.url || m["resource"] != testAudience {
 		t.Fatalf("metadata %v", m)
 	}
-	if _, ok := (&Bearer{Keys: o.Agents}).ProtectedResource("x")["authorization_servers"]; ok {
-		t.Fatal("metadata names authorization servers without OAuth")
+	if m := (&Bearer{Keys: o.Agents}).ProtectedResource("x"); m["authorization_servers"] != nil || m["resource"] != "x" {
+		t.Fatalf("metadata without OAuth: %v", m)
 	}
 }

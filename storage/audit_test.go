@@ -253,7 +253,7 @@ func TestAuditIsAppendOnly(t *testing.T) {
 		{"delete one", `DELETE FROM audit WHERE seq = 3`, ""},
 		{"delete all", `DELETE FROM audit`, ""},
 		{"replace one", `INSERT OR REPLACE INTO audit SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
-			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq = 2`,
+			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential FROM audit WHERE seq = 2`,
 			""},
 	} {
 		for conn, q := range map[string]*sql.DB{"pool": db.db, "plain connection": other} {
