@@ -404,6 +404,12 @@ func TestServeHTTPOAuth(t *testing.T) {
 		t.Fatalf("refund records by credential and phase: %v, want an attempt and an outcome for jwt:%s and key:%s", creds, jti, apiKeyID)
 	}
 
+	// SIEMs get it as the actor's session credential_uid (OCSF).
+	out, stderr, err := runMandate(t, nil, "audit", "export", "--db", f.db, "--tool", "refund_order", "--format", "ocsf")
+	if err != nil || !strings.Contains(out, `"session":{"credential_uid":"jwt:`+jti+`"}`) || !strings.Contains(out, `"session":{"credential_uid":"key:`+apiKeyID+`"}`) {
+		t.Fatalf("OCSF export lacks the credentials: %v\n%s\n%s", err, out, stderr)
+	}
+
 	// The provider rotates its key. Mandate refetches the keys on the new
 	// kid (at most every 10 s since its last fetch, so the first tries
 	// may be refused), without a restart.
