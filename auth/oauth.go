@@ -162,7 +162,7 @@ func NewOAuth(ctx context.Context, cfg OAuthConfig, agents *Agents) (*OAuth, err
 	}
 	o := &OAuth{OAuthConfig: cfg, Agents: agents, client: cfg.HTTPClient}
 	if o.client == nil {
-		o.client = &http.Client{Timeout: 10 * time.Second}
+		o.client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: noDowngrade}
 	}
 	var errs []error
 	for _, u := range metadataURLs(cfg.Issuer) {
@@ -195,6 +195,18 @@ func NewOAuth(ctx context.Context, cfg OAuthConfig, agents *Agents) (*OAuth, err
 		return nil, err
 	}
 	return o, nil
+}
+
+// noDowngrade follows at most 3 redirects, and none from https to plain
+// http, where anyone on the path could hand us keys.
+func noDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("too many redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return errors.New("redirect from https to plain http refused")
+	}
+	return nil
 }
 
 // metadataURLs are where issuer's metadata may be: RFC 8414's well-known
@@ -245,6 +257,11 @@ func (o *OAuth) getJSON(ctx context.Context, u string, v any) (found bool, err e
 func (o *OAuth) refresh(ctx context.Context) error {
 	o.fetch.Lock()
 	defer o.fetch.Unlock()
+	return o.refreshLocked(ctx)
+}
+
+// refreshLocked is refresh with o.fetch held.
+func (o *OAuth) refreshLocked(ctx context.Context) error {
 	now := o.Agents.now()
 	o.mu.Lock()
 	recent := !o.tried.IsZero() && now.Sub(o.tried) < jwksMinRefresh
@@ -288,10 +305,12 @@ func usable(k jose.JSONWebKey) bool {
 	return false
 }
 
-// keysFor returns the cached keys with kid (every key when kid is empty),
-// fetching the set again when none has it or it is older than
-// jwksMaxAge, at most once per jwksMinRefresh. An error means the set
-// had to be fetched and could not be.
+// keysFor returns the cached keys with kid (every key when kid is empty).
+// When none has it, it fetches the set again (at most once per
+// jwksMinRefresh) and looks again; when the set is older than jwksMaxAge
+// it answers from the cache and refreshes it in the background, so a slow
+// issuer never holds up requests it need not. An error means the set had
+// to be fetched and could not be.
 func (o *OAuth) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
 	match := func() ([]jose.JSONWebKey, bool) {
 		o.mu.Lock()
@@ -305,10 +324,16 @@ func (o *OAuth) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, err
 		return out, o.Agents.now().Sub(o.fetched) > jwksMaxAge
 	}
 	keys, stale := match()
-	if len(keys) > 0 && !stale {
+	if len(keys) > 0 {
+		if stale && o.fetch.TryLock() {
+			go func() {
+				defer o.fetch.Unlock()
+				_ = o.refreshLocked(context.Background())
+			}()
+		}
 		return keys, nil
 	}
-	if err := o.refresh(ctx); err != nil && len(keys) == 0 {
+	if err := o.refresh(ctx); err != nil {
 		return nil, err
 	}
 	keys, _ = match()

@@ -238,23 +238,53 @@ func TestOAuthKeyRotation(t *testing.T) {
 	if n := is.fetches.Load(); n != 3 {
 		t.Fatalf("%d fetches 10 s later, want 3", n)
 	}
-	// k1 withdrawn, k3 added: k1 works until the cache is old.
+	// k1 withdrawn, k3 added: k1 works until the cache is old; then the
+	// next use refreshes it in the background.
 	is.publish(k2, "RS256", true)
 	is.publish(k3, "RS256", false)
 	check(k1, "")
 	clk.Add(jwksMaxAge + time.Second)
+	check(k1, "") // answered from the cache, which is refreshed meanwhile
+	waitKeys(t, o, "k2", "k3")
 	check(k1, TokenUnknownKey)
 	check(k3, "")
 	// The issuer down: the keys we have keep working.
 	is.srv.Config.Handler = http.NotFoundHandler()
 	clk.Add(jwksMaxAge + time.Second)
 	check(k2, "")
+	o.fetch.Lock() // the background refresh has failed, and k2 still works
+	o.fetch.Unlock()
+	o.mu.Lock()
+	n := len(o.keys)
+	o.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("a failed refresh left %d keys, want the 2 we had", n)
+	}
 	clk.Add(jwksMinRefresh)
 	_, err := o.Authenticate(bearer(rsaSigner(t, "k4").sign(t, claims()), "10.0.0.1:1"), toolNames)
 	var ae *AgentError
 	if !errors.As(err, &ae) || ae.Reason != ReasonUnavailable {
 		t.Fatalf("unknown kid with the issuer down: %v, want unavailable", err)
 	}
+}
+
+// waitKeys waits until o's cached key set is exactly kids, as a
+// background refresh leaves it.
+func waitKeys(t *testing.T, o *OAuth, kids ...string) {
+	t.Helper()
+	for range 500 {
+		o.mu.Lock()
+		var got []string
+		for _, k := range o.keys {
+			got = append(got, k.KeyID)
+		}
+		o.mu.Unlock()
+		if strings.Join(got, ",") == strings.Join(kids, ",") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the key set was not refreshed to %v", kids)
 }
 
 // TestNewOAuth: discovery falls back to OpenID Connect's metadata; a
