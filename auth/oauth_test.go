@@ -252,9 +252,9 @@ func TestOAuthKeyRotation(t *testing.T) {
 	is.srv.Config.Handler = http.NotFoundHandler()
 	clk.Add(jwksMaxAge + time.Second)
 	check(k2, "")
-	o.fetch.Lock() // the background refresh has failed, and k2 still works
-	o.fetch.Unlock()
+	o.fetch.Lock() // waits for the background refresh, which failed
 	o.mu.Lock()
+	o.fetch.Unlock()
 	n := len(o.keys)
 	o.mu.Unlock()
 	if n != 2 {

@@ -178,7 +178,7 @@ func (p *testOP) serve(t *testing.T) string {
 		t.Fatal(err)
 	}
 	issuer := "http://" + ln.Addr().String()
-	prov, err := op.NewOpenIDProvider(issuer, &op.Config{CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true}, p, op.WithAllowInsecure())
+	prov, err := op.NewProvider(&op.Config{CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true}, p, op.StaticIssuer(issuer), op.WithAllowInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
