@@ -44,6 +44,9 @@ type Agents struct {
 	// AuditPerMinute and GlobalAuditPerMinute bound refusal records
 	// (defaults 10 and 100).
 	AuditPerMinute, GlobalAuditPerMinute int
+	// OnRefuse, when set, is called with the reason of every refused
+	// request (audited or not), for metrics.
+	OnRefuse func(reason string)
 
 	// A process-local limit on audit volume, not on decisions (which are
 	// the database's): a Go mutex is the right tool here.
@@ -124,6 +127,7 @@ func (a *Agents) Authenticate(r *http.Request, tools []string) (Principal, error
 			return Principal{}, a.refuse(ctx, addr, k.ID, "", ReasonBadKey)
 		}
 		a.logger().Error("checking an API key failed", "err", err)
+		a.counted(ReasonUnavailable)
 		return Principal{}, &AgentError{Reason: ReasonUnavailable}
 	}
 	now := a.now()
@@ -183,6 +187,7 @@ func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason strin
 // issuer); args describe the attempt, with via and address added.
 func (a *Agents) refuseWith(ctx context.Context, addr, identity, credential string, args map[string]string, ae *AgentError) error {
 	a.logger().Info("refused MCP request", "reason", ae.Reason, "credential", credential, "key_id", args["key_id"], "addr", AddrKey(addr))
+	a.counted(ae.Reason)
 	if !a.admitAudit(AddrKey(addr)) {
 		return ae
 	}
@@ -193,6 +198,12 @@ func (a *Agents) refuseWith(ctx context.Context, addr, identity, credential stri
 		a.logger().Error("auditing a refused MCP request failed", "err", err)
 	}
 	return ae
+}
+
+func (a *Agents) counted(reason string) {
+	if a.OnRefuse != nil {
+		a.OnRefuse(reason)
+	}
 }
 
 // admitAudit reports whether one more refusal from addrKey may be

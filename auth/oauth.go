@@ -482,6 +482,7 @@ func (o *OAuth) Authenticate(r *http.Request, tools []string) (Principal, error)
 	}
 	c, reason := o.verify(ctx, raw)
 	if reason == ReasonUnavailable {
+		o.Agents.counted(ReasonUnavailable)
 		return Principal{}, &AgentError{Reason: ReasonUnavailable}
 	}
 	if c == nil {

@@ -35,6 +35,9 @@ type Watcher struct {
 	// OnSwap, when set, is called after a new policy went live, e.g. to tell
 	// clients that the list of tools they may call changed.
 	OnSwap func(old, new *Policy)
+	// OnFail, when set, is called with the error of every reload that
+	// left the last good policy live, for metrics.
+	OnFail func(err error)
 	// Record, when set, is called with a policy that loaded and differs
 	// from the live one, before it goes live: the process records the
 	// version it is about to decide under, so that every process sharing
@@ -56,7 +59,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		// Reload logs its own outcome. A broken file waits for the next
 		// edit; a policy that could not be recorded is tried again.
 		var re *recordError
-		if err := w.Reload(); errors.As(err, &re) {
+		err := w.Reload()
+		if err != nil && w.OnFail != nil {
+			w.OnFail(err)
+		}
+		if errors.As(err, &re) {
 			if w.RetryRecord > 0 {
 				return w.RetryRecord
 			}

@@ -41,6 +41,7 @@ type DB struct {
 	closed     bool
 	stmtMu     sync.Mutex
 	stmts      map[string]*sql.Stmt // prepared once, see Tx
+	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
 }
 
 // driverName is the database/sql driver Open uses; the query-plan test
@@ -57,12 +58,15 @@ func DSN(path string) string {
 }
 
 // Open opens or creates the database at path and brings its schema up to date.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	sdb, err := sql.Open(driverName, DSN(path))
 	if err != nil {
 		return nil, err
 	}
 	db := &DB{db: sdb, Path: path, Now: time.Now}
+	for _, o := range opts {
+		o(db)
+	}
 	// Switching a brand-new file to WAL takes a lock SQLite will not wait
 	// for, so several processes opening it at once can see SQLITE_BUSY
 	// once; they retry, briefly.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mandatehq/mandate/internal/wlock"
 )
@@ -84,35 +86,66 @@ func (db *DB) startWriter() {
 					break gather
 				}
 			}
-			db.commitBatch(batch)
+			start := time.Now()
+			err := db.commitBatch(batch)
+			if db.onCommit != nil {
+				db.onCommit(CommitStats{Writes: len(batch), Durable: durable(batch), Duration: time.Since(start), Err: err})
+			}
 		}
 	}()
 }
 
-// commitBatch runs a batch in one transaction and answers every write.
-func (db *DB) commitBatch(batch []writeReq) {
+// CommitStats describes one group commit, for metrics.
+type CommitStats struct {
+	Writes   int           // writes that shared the transaction
+	Durable  bool          // committed with an fsync (synchronous=FULL)
+	Duration time.Duration // from queueing for the write lock to the commit's return
+	Err      error         // the transaction could not begin or commit
+}
+
+// Option configures Open.
+type Option func(*DB)
+
+// WithCommitObserver has f called after every group commit, on the writer
+// goroutine, so it must be quick. Storage knows nothing of metrics; cmd
+// passes telemetry's recorder here.
+func WithCommitObserver(f func(CommitStats)) Option {
+	return func(db *DB) { db.onCommit = f }
+}
+
+// durable reports whether a batch commits with an fsync: it does when any
+// of its writes is not lazy.
+func durable(batch []writeReq) bool {
+	for _, r := range batch {
+		if !r.lazy {
+			return true
+		}
+	}
+	return false
+}
+
+// commitBatch runs a batch in one transaction and answers every write. It
+// returns the error that failed the whole transaction, if one did.
+func (db *DB) commitBatch(batch []writeReq) error {
 	errs := make([]error, len(batch))
-	fail := func(err error) {
+	fail := func(err error) error {
 		for _, r := range batch {
 			r.done <- err
 		}
+		return err
 	}
 	// The batch belongs to many callers, so no one caller's context may
 	// cancel it; the busy timeout in the DSN bounds the wait for the lock.
 	ctx := context.Background()
 	sync := "NORMAL"
-	for _, r := range batch {
-		if !r.lazy {
-			sync = "FULL"
-			break
-		}
+	if durable(batch) {
+		sync = "FULL"
 	}
 	held := db.wlock.Lock()
 	defer db.wlock.Unlock(held) // after the Rollback below
 	tx, err := db.begin(ctx, sync)
 	if err != nil {
-		fail(unavailable("begin", err))
-		return
+		return fail(unavailable("begin", err))
 	}
 	defer tx.Rollback()
 	wtx := &Tx{Tx: tx, db: db}
@@ -121,40 +154,36 @@ func (db *DB) commitBatch(batch []writeReq) {
 		// whole transaction, which holds nothing else.
 		if err := batch[0].fn(wtx); err != nil {
 			batch[0].done <- err
-			return
+			return nil
 		}
 		if err := tx.Commit(); err != nil {
-			fail(unavailable("commit", err))
-			return
+			return fail(unavailable("commit", err))
 		}
 		batch[0].done <- nil
-		return
+		return nil
 	}
 	for i, r := range batch {
 		if _, err := wtx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
-			fail(unavailable("savepoint", err))
-			return
+			return fail(unavailable("savepoint", err))
 		}
 		head := wtx.head
 		if errs[i] = r.fn(wtx); errs[i] != nil {
 			wtx.head = head // what this write appended is rolled back
 			if _, err := wtx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
-				fail(unavailable("rollback to savepoint", err))
-				return
+				return fail(unavailable("rollback to savepoint", err))
 			}
 		}
 		if _, err := wtx.ExecContext(ctx, "RELEASE w"); err != nil {
-			fail(unavailable("release savepoint", err))
-			return
+			return fail(unavailable("release savepoint", err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		fail(unavailable("commit", err))
-		return
+		return fail(unavailable("commit", err))
 	}
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
+	return nil
 }
 
 // begin starts a write transaction on the writer's connection with
@@ -269,4 +298,42 @@ func (db *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	}
 	db.stmts[query] = st
 	return st, nil
+}
+
+// ProbeWrite reports whether this process can write the database now, for
+// a readiness check. It queues a write like any other, which waits for the
+// write lock (BEGIN IMMEDIATE) behind the writes already queued, and
+// rewrites the header's user_version with the value it has (unused by
+// Mandate), so the commit really writes to the file system: a full or
+// read-only disk, an I/O error or an immutable file fail it, where a
+// transaction rolled back would write nothing and notice none of them.
+// Nothing is added to any table. It gives up when ctx ends; the queued
+// probe then finishes on its own.
+func (db *DB) ProbeWrite(ctx context.Context) error {
+	r := writeReq{fn: probeWrite, done: make(chan error, 1), lazy: true}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return unavailable("probe write", errClosed)
+	}
+	db.writes <- r
+	db.closeMu.RUnlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return unavailable("probe write", ctx.Err())
+	}
+}
+
+func probeWrite(tx *Tx) error {
+	ctx := context.Background()
+	var v int64
+	if err := tx.Tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return unavailable("probe write", err)
+	}
+	if _, err := tx.Tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.FormatInt(v, 10)); err != nil {
+		return unavailable("probe write", err)
+	}
+	return nil
 }

@@ -93,6 +93,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	defer stop()
 	start := d.Now()
 	name := s.tool.Name
+	defer d.timeCall(name)()
 	agent := d.identity(ctx)
 	log := d.Logger.With("tool", name, "agent", agent)
 	action := policy.Tools[name].Action
@@ -242,6 +243,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Error("audit write failed; refusing", "err", err)
 		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
 	}
+	d.observer().Decision(name, dec.Effect)
 	log = log.With("action_id", act.ID)
 
 	switch dec.Effect {

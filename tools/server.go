@@ -45,6 +45,9 @@ type Deps struct {
 	// (stdio EOF). A request context that ends after that was ended by the
 	// server draining its input, not by the client cancelling the call.
 	InputClosed func() bool
+	// Observer, when set, is told each decision and call duration for
+	// metrics (observer.go); nil observes nothing.
+	Observer Observer
 }
 
 // explicitCancelOnly returns a context that is cancelled when ctx is,

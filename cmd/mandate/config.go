@@ -33,6 +33,10 @@ type policyFlags struct {
 	rates      string
 	ratesPath  string
 	ratesTable *rates.Table
+
+	// onReloadFail, when set, is told of each hot reload that left the
+	// last good policy live (metrics).
+	onReloadFail func(error)
 }
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
@@ -129,7 +133,7 @@ func keepPolicyLive(ctx context.Context, db *storage.DB, engine *policy.Engine, 
 	// recorded; a broken edit leaves the last good one live and logs
 	// file:line.
 	w := &policy.Watcher{Engine: engine, ModelPath: pf.modelPath, Model: pf.modelSrc, PolicyPath: pf.policyPath, Logger: log,
-		OnSwap: onSwap,
+		OnSwap: onSwap, OnFail: pf.onReloadFail,
 		Record: func(p *policy.Policy, m, src policy.Source) error {
 			return db.RecordPolicy(ctx, policyLoad(p, m, src, name+" reload", identity))
 		}}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -402,6 +403,19 @@ func TestServeHTTPOAuth(t *testing.T) {
 	if len(creds) != 4 || creds["jwt:"+jti+"/attempt"] != 1 || creds["jwt:"+jti+"/outcome"] != 1 ||
 		creds["key:"+apiKeyID+"/attempt"] != 1 || creds["key:"+apiKeyID+"/outcome"] != 1 {
 		t.Fatalf("refund records by credential and phase: %v, want an attempt and an outcome for jwt:%s and key:%s", creds, jti, apiKeyID)
+	}
+
+	// /metrics counts the refusals by reason.
+	res, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, b := range bad {
+		if want := `mandate_auth_failures_total{reason="` + b.reason + `"}`; !strings.Contains(string(body), want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, body)
+		}
 	}
 
 	// SIEMs get it as the actor's session credential_uid (OCSF).

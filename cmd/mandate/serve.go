@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"sort"
@@ -18,6 +19,7 @@ import (
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/telemetry"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -46,7 +48,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
 	var pf policyFlags
 	pf.register(fs)
+	var of opsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	maxConcurrent, err := of.check(fs, *httpAddr != "")
+	if err != nil {
 		return err
 	}
 	var httpTLS, httpWarn bool
@@ -98,7 +106,18 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *httpAddr == "" && !pol.IsIdentity(*agent) {
 		return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; identities there: %s", *agent, knownNames(pol))}
 	}
-	db, err := storage.Open(ctx, *dbPath)
+	// Metrics when something serves them (--http or --metrics-listen);
+	// otherwise every hook stays nil and costs nothing.
+	engine := policy.NewEngine(pol)
+	var metrics *telemetry.Metrics
+	var db *storage.DB
+	var dbOpts []storage.Option
+	if *httpAddr != "" || of.metricsListen != "" {
+		metrics = newMetrics(func() *storage.DB { return db }, engine, log)
+		dbOpts = append(dbOpts, storage.WithCommitObserver(metrics.Commit))
+		pf.onReloadFail = metrics.PolicyReloadFailed
+	}
+	db, err = storage.Open(ctx, *dbPath, dbOpts...)
 	if err != nil {
 		return err
 	}
@@ -116,8 +135,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if seeded {
 		log.Info("created the embedded store with demo data", "store", *storePath)
 	}
-
-	engine := policy.NewEngine(pol)
+	var ready *readiness
+	if metrics != nil {
+		probe, err := backendProbe(*backendFile, *storePath, be, os.Getenv)
+		if err != nil {
+			return err
+		}
+		ready = &readiness{db: db, engine: engine, backend: probe, log: log}
+		be = metrics.Backend(be) // after the probe: probes are not calls
+	}
 	liveRates := rates.NewLive(pf.ratesTable)
 	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
 	// A client closing stdin ends mcp-go's request contexts; that is not a
@@ -125,6 +151,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// Over HTTP stdin is never read, so this stays false.
 	in := &eofReader{r: stdin}
 	deps.InputClosed = in.closed.Load
+	if metrics != nil {
+		deps.Observer = metrics
+	}
 	// tools/list depends on who asks (tools.NewServer filters it per
 	// identity), so no cache may share it across credentials.
 	opts := []server.ServerOption{server.WithMethodCacheHints(mcp.MethodToolsList, 0, mcp.CacheScopePrivate)}
@@ -149,6 +178,18 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
 	pf.watchRates(ctx, liveRates, log)
+	var metricsHandler http.Handler
+	if metrics != nil {
+		metricsHandler = metrics.Handler()
+	}
+	if of.metricsListen != "" {
+		mln, err := listenMetrics(ctx, of.metricsListen, log)
+		if err != nil {
+			return err
+		}
+		go serveOps(ctx, mln, ready, metricsHandler, log)
+		metricsHandler = nil // not on the MCP listener as well
+	}
 	if *httpAddr != "" {
 		agents := &auth.Agents{DB: db, Policy: engine, Logger: log}
 		authn := &auth.Bearer{Keys: agents}
@@ -169,9 +210,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		for _, st := range tools.ServerTools(deps) {
 			names = append(names, st.Tool.Name)
 		}
+		agents.OnRefuse = metrics.AuthFailure
+		ops := &httpOps{ready: ready, metrics: metricsHandler,
+			limiter: &agentLimiter{max: maxConcurrent, db: db, engine: engine, metrics: metrics, log: log, now: time.Now},
+			guard:   &hostGuard{listenHost: listenIP(ln.Addr()), allowed: of.allowedHosts, metrics: metrics, log: log}}
 		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", *dbPath, "store", *storePath,
 			"policy_version", pol.Version, "base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
-		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log)
+		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops)
 	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)

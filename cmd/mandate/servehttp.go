@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,9 +38,13 @@ const (
 // other headers, a session id) can name it. Stateless:
 // the server keeps no sessions, so several processes can share a
 // database behind one load balancer, and a session id means nothing.
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger) error {
+//
+// ops adds the operations endpoints, the Host/Origin checks and the
+// per-agent concurrency limit (ops.go, opsguard.go).
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
+		server.WithDisableLocalhostProtection(ops.ownHostCheck()),
 		server.WithStreamableHTTPLogger(log),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			// The one place an HTTP request's identity enters the tools:
@@ -52,9 +55,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", limitBody(auth.Middleware(authn, mcpHandler, toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
 		return baseURL(r, tlsOn) + "/.well-known/oauth-protected-resource"
-	})))
+	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
 		// RFC 9728: names the resource, and the authorization server
 		// when OAuth is on.
@@ -62,12 +65,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(authn.ProtectedResource(baseURL(r, tlsOn) + "/mcp"))
 	}
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource", meta)
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", meta)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	mux.Handle("GET /.well-known/oauth-protected-resource", ops.guarded(http.HandlerFunc(meta)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", ops.guarded(http.HandlerFunc(meta)))
+	ops.handlers(mux)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,

@@ -1,0 +1,232 @@
+package main
+
+// The per-agent concurrency limit and the Host and Origin checks in front
+// of /mcp (see ops.go for how they are wired).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate/auth"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/telemetry"
+)
+
+// agentLimiter bounds the requests one agent has in flight on this
+// process. Per process by design: a fleet-wide bound on what agents do is
+// the policy's rate and money limits, which every process enforces in the
+// database; this one protects the process (goroutines, backend
+// connections) from one agent crowding out the others.
+type agentLimiter struct {
+	max     int
+	db      *storage.DB
+	engine  *policy.Engine
+	metrics *telemetry.Metrics // nil counts nothing
+	log     *slog.Logger
+	now     func() time.Time
+
+	// Process-local counters, not a decision shared across processes, so
+	// a Go mutex is right here.
+	mu       sync.Mutex
+	inFlight map[string]int
+	window   time.Time
+	audited  map[string]int
+	total    int
+	dropped  int
+}
+
+// Refusals audited per agent, and overall, each minute; the rest are only
+// counted (metrics, log), so a flood cannot fill the trail.
+const (
+	busyAuditPerAgent = 10
+	busyAuditGlobal   = 100
+)
+
+// middleware refuses with 429 and Retry-After: 1 a request whose agent
+// (from auth's Principal) already has max requests in flight. It must run
+// after authentication. A GET (a 2025-11-25 client's stream of server
+// notifications) is not counted: it stays open for the whole connection
+// by design and runs no tool, so counting it would let an agent's idle
+// streams use up its slots for calls.
+func (l *agentLimiter) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, _ := auth.PrincipalFrom(r.Context())
+		if !l.acquire(p.Agent) {
+			l.refuse(r, p)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("too many requests in flight for this agent (at most %d at once); retry after a second", l.max), http.StatusTooManyRequests)
+			return
+		}
+		defer l.release(p.Agent)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (l *agentLimiter) acquire(agent string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight == nil {
+		l.inFlight = map[string]int{}
+	}
+	if l.inFlight[agent] >= l.max {
+		return false
+	}
+	l.inFlight[agent]++
+	return true
+}
+
+func (l *agentLimiter) release(agent string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight[agent]--; l.inFlight[agent] <= 0 {
+		delete(l.inFlight, agent)
+	}
+}
+
+// refuse counts, logs and (within the audit budget) records a refusal.
+func (l *agentLimiter) refuse(r *http.Request, p auth.Principal) {
+	if l.metrics != nil {
+		l.metrics.HTTPRefused("concurrency")
+	}
+	l.log.Warn("refused MCP request: too many in flight for this agent", "agent", p.Agent, "limit", l.max)
+	if !l.admitAudit(p.Agent) {
+		return
+	}
+	args, _ := json.Marshal(map[string]string{"via": "http", "address": r.RemoteAddr, "key_id": p.KeyID, "limit": strconv.Itoa(l.max)})
+	rec := &storage.Record{
+		Time: l.now(), Agent: p.Agent, Tool: BusyTool, Args: args, Decision: policy.Deny,
+		PolicyVersion: l.engine.Policy().Version, Phase: storage.PhaseAttempt, Outcome: "refused",
+		Error: fmt.Sprintf("too many requests in flight for this agent on this server (limit %d)", l.max),
+	}
+	if err := l.db.Append(context.WithoutCancel(r.Context()), rec); err != nil {
+		l.log.Error("auditing a refused MCP request failed", "err", err)
+	}
+}
+
+func (l *agentLimiter) admitAudit(agent string) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.audited == nil || now.Sub(l.window) >= time.Minute {
+		if l.dropped > 0 {
+			l.log.Warn("refused MCP requests (429) not audited (rate limit)", "count", l.dropped)
+		}
+		l.window, l.audited, l.total, l.dropped = now, map[string]int{}, 0, 0
+	}
+	if l.audited[agent] >= busyAuditPerAgent || l.total >= busyAuditGlobal {
+		l.dropped++
+		return false
+	}
+	l.audited[agent]++
+	l.total++
+	return true
+}
+
+// hostGuard refuses, with 403 and before any credential is looked at,
+// requests a browser could have been tricked into sending (DNS rebinding,
+// cross-site requests):
+//   - On a connection to a loopback address, the Host must be a loopback
+//     name (localhost, 127.0.0.1, [::1]) or an --allowed-host. mcp-go checks
+//     the first part too, inside /mcp; checking here keeps a rebound
+//     request from costing a key lookup and an audit record.
+//   - Off loopback, with --allowed-host set, the Host must be one of them;
+//     without it any Host is accepted (behind a proxy the name is the
+//     proxy's business, and a rebound request still needs an API key,
+//     which a browser never sends by itself).
+//   - Any request with an Origin header (only browsers send one) is refused
+//     unless the Origin's host is localhost or a loopback address, the
+//     address this server listens on, or an --allowed-host. Agents are not
+//     browsers; a browser-based client on another origin must be listed.
+type hostGuard struct {
+	listenHost string   // the listener's IP, as bound
+	allowed    []string // --allowed-host, lower case
+	metrics    *telemetry.Metrics
+	log        *slog.Logger
+}
+
+func (g *hostGuard) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if reason, msg := g.refusal(r); reason != "" {
+			if g.metrics != nil {
+				g.metrics.HTTPRefused(reason)
+			}
+			g.log.Info("refused MCP request", "reason", reason, "host", r.Host, "origin", r.Header.Get("Origin"), "addr", auth.AddrKey(r.RemoteAddr))
+			http.Error(w, "Forbidden: "+msg, http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refusal returns why r is refused ("host" or "origin") and a message for
+// the client, or "" when it may pass.
+func (g *hostGuard) refusal(r *http.Request) (reason, msg string) {
+	host := hostOnly(r.Host)
+	local := false
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && a != nil {
+		local = isLoopbackName(hostOnly(a.String()))
+	}
+	switch {
+	case local && !isLoopbackName(host) && !g.isAllowed(host):
+		return "host", "this server answers on localhost only (DNS rebinding protection); list other names with --allowed-host"
+	case !local && len(g.allowed) > 0 && !g.isAllowed(host):
+		return "host", "this server does not answer to that Host name (--allowed-host)"
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return "", ""
+	}
+	u, err := url.Parse(origin)
+	oh := ""
+	if err == nil {
+		oh = strings.ToLower(u.Hostname())
+	}
+	if oh != "" && (isLoopbackName(oh) || oh == g.listenHost || g.isAllowed(oh)) {
+		return "", ""
+	}
+	return "origin", "requests from web pages on other origins are refused; list the origin's host with --allowed-host"
+}
+
+func (g *hostGuard) isAllowed(host string) bool {
+	for _, a := range g.allowed {
+		if a == host {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOnly is the lower-case host of a Host header or host:port address,
+// without port or IPv6 brackets.
+func hostOnly(hostport string) string {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		h = hostport
+	}
+	return strings.ToLower(strings.Trim(h, "[]"))
+}
+
+// isLoopbackName reports whether host (no port) is localhost or a loopback
+// address.
+func isLoopbackName(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

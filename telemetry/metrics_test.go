@@ -1,0 +1,80 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/storage"
+)
+
+// fakePayments is a Payments that also checks refunds beforehand.
+type fakePayments struct{ err error }
+
+func (f fakePayments) Refund(context.Context, backend.RefundRequest) (backend.Refund, error) {
+	return backend.Refund{ID: "re_1"}, f.err
+}
+func (f fakePayments) RefundByKey(context.Context, string) (backend.Refund, error) {
+	return backend.Refund{}, mandate.Errorf(mandate.ENOTFOUND, "no refund")
+}
+func (f fakePayments) CheckRefundable(backend.Order) error { return errors.New("checked") }
+
+// TestMetricsText: what the hooks are told shows in the exposition, the
+// backend wrapper keeps RefundChecker, and scrape-time state is read.
+func TestMetricsText(t *testing.T) {
+	m := New(State{
+		Pending:       func(context.Context) (int, error) { return 3, nil },
+		PolicyVersion: func() string { return "v1" },
+		LivePolicy:    func(context.Context) (string, error) { return "v2", nil },
+	})
+	m.Decision("refund_order", "allow")
+	m.Decision("refund_order", "allow")
+	m.ToolCall("refund_order", 20*time.Millisecond)
+	m.Commit(storage.CommitStats{Writes: 7, Durable: true, Duration: time.Millisecond})
+	m.Commit(storage.CommitStats{Writes: 1, Err: errors.New("disk")})
+	m.AuthFailure("no bearer credentials")
+	m.HTTPRefused("origin")
+	m.PolicyReloadFailed(errors.New("broken"))
+
+	be := m.Backend(backend.Backend{Payments: fakePayments{err: mandate.Errorf(mandate.EUNAVAILABLE, "down")}})
+	if _, ok := be.Payments.(backend.RefundChecker); !ok {
+		t.Fatalf("the wrapped Payments lost its RefundChecker")
+	}
+	_, _ = be.Payments.Refund(context.Background(), backend.RefundRequest{})
+	_, _ = be.Payments.RefundByKey(context.Background(), "k")
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	text := string(body)
+	for _, want := range []string{
+		`mandate_decisions_total{effect="allow",tool="refund_order"} 2`,
+		`mandate_tool_call_duration_seconds_count{tool="refund_order"} 1`,
+		`mandate_audit_commit_batch_size_sum 7`,
+		`mandate_audit_commit_duration_seconds_count{durable="true"} 1`,
+		`mandate_audit_commit_failures_total 1`,
+		`mandate_auth_failures_total{reason="no bearer credentials"} 1`,
+		`mandate_http_refused_total{reason="origin"} 1`,
+		`mandate_policy_reload_failures_total 1`,
+		`mandate_backend_call_duration_seconds_count{operation="payments.refund"} 1`,
+		`mandate_backend_errors_total{code="unavailable",operation="payments.refund"} 1`,
+		`mandate_backend_errors_total{code="not_found",operation="payments.refund_by_key"} 1`,
+		`mandate_pending_approvals 3`,
+		`mandate_policy_info{version="v1"} 1`,
+		`mandate_policy_live 0`,
+		`go_goroutines `,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", text)
+	}
+}
