@@ -2,8 +2,6 @@ package auth
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -63,12 +61,21 @@ type Agents struct {
 // Principal is who a request proved to be.
 type Principal struct {
 	Agent string // the policy identity
-	KeyID string // the credential used: never the secret
+	KeyID string // the API key's id, if the credential was one
+	// Credential names the credential used, for the audit trail, never
+	// its secret: key:<id> for an API key; jwt:<jti>, jwt-client:<client
+	// id> or jwt-sub:<subject> for an OAuth access token.
+	Credential string
 }
 
 // AgentError is a refusal of a request's credentials; Reason says why, for
 // the log and the audit trail. Clients get only a generic 401.
-type AgentError struct{ Reason string }
+type AgentError struct {
+	Reason string
+	// Scope, when set, is the scope a valid access token lacked: the
+	// answer is 403 insufficient_scope rather than 401.
+	Scope string
+}
 
 func (e *AgentError) Error() string { return "unauthorized: " + e.Reason }
 
@@ -133,7 +140,7 @@ func (a *Agents) Authenticate(r *http.Request, tools []string) (Principal, error
 		return Principal{}, a.refuse(ctx, addr, k.ID, k.Identity, ReasonNotAgent)
 	}
 	a.touch(ctx, k.ID, now)
-	return Principal{Agent: k.Identity, KeyID: k.ID}, nil
+	return Principal{Agent: k.Identity, KeyID: k.ID, Credential: "key:" + k.ID}, nil
 }
 
 // touch records the key's last use at most once a minute per key and
@@ -164,19 +171,33 @@ func (a *Agents) touch(ctx context.Context, id string, now time.Time) {
 
 // refuse audits a refused request unless this address (or everyone) has
 // used up this minute's records, and returns the refusal. The record
-// holds the key id if the key had our shape, the identity if the key was
-// real, the address and the reason; never the key's secret.
+// holds the key id if the key had our shape, the identity and credential
+// if the key was real, the address and the reason; never the key's secret.
 func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason string) error {
-	a.logger().Info("refused MCP request", "reason", reason, "key_id", keyID, "addr", AddrKey(addr))
-	a.counted(reason)
-	if !a.admitAudit(AddrKey(addr)) {
-		return &AgentError{Reason: reason}
+	cred := ""
+	if identity != "" {
+		cred = "key:" + keyID
 	}
-	rec := refusal(a.now(), a.Policy, identity, AgentAuthTool, map[string]string{"via": "http", "address": addr, "key_id": keyID}, reason)
+	return a.refuseWith(ctx, addr, identity, cred, map[string]string{"key_id": keyID}, &AgentError{Reason: reason})
+}
+
+// refuseWith logs and (rate-limited) audits the refusal ae of a request
+// from addr, and returns it. identity and credential are set only when
+// the credential itself was genuine (a real key, a token signed by the
+// issuer); args describe the attempt, with via and address added.
+func (a *Agents) refuseWith(ctx context.Context, addr, identity, credential string, args map[string]string, ae *AgentError) error {
+	a.logger().Info("refused MCP request", "reason", ae.Reason, "credential", credential, "key_id", args["key_id"], "addr", AddrKey(addr))
+	a.counted(ae.Reason)
+	if !a.admitAudit(AddrKey(addr)) {
+		return ae
+	}
+	args["via"], args["address"] = "http", addr
+	rec := refusal(a.now(), a.Policy, identity, AgentAuthTool, args, ae.Reason)
+	rec.Credential = credential
 	if err := a.DB.Append(context.WithoutCancel(ctx), rec); err != nil {
 		a.logger().Error("auditing a refused MCP request failed", "err", err)
 	}
-	return &AgentError{Reason: reason}
+	return ae
 }
 
 func (a *Agents) counted(reason string) {
@@ -214,28 +235,9 @@ func (a *Agents) admitAudit(addrKey string) bool {
 }
 
 // Middleware refuses every request to next without a valid agent key,
-// with 401 and a WWW-Authenticate challenge naming resourceMetadata (the
-// URL of the RFC 9728 document for r), and otherwise passes the request
-// on with the Principal in its context (PrincipalFrom).
+// and passes the others on with their Principal (see Middleware).
 func (a *Agents) Middleware(next http.Handler, tools []string, resourceMetadata func(r *http.Request) string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := a.Authenticate(r, tools)
-		if err != nil {
-			var ae *AgentError
-			if !errors.As(err, &ae) {
-				ae = &AgentError{Reason: ReasonUnavailable}
-			}
-			if ae.Reason == ReasonUnavailable {
-				// Our failure, not the client's: 503 so it retries.
-				http.Error(w, "credentials could not be checked; try again later", http.StatusServiceUnavailable)
-				return
-			}
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer resource_metadata=%q`, resourceMetadata(r)))
-			http.Error(w, "unauthorized: send Authorization: Bearer mk_… with a valid Mandate API key", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
-	})
+	return Middleware(a, next, tools, resourceMetadata)
 }
 
 type principalKey struct{}

@@ -39,6 +39,11 @@ type Record struct {
 	// other records and on records written before they existed.
 	Approver string `json:"approver"`
 	Comment  string `json:"comment"`
+	// Credential is the credential the call was made with, never its
+	// secret: key:<id> for an API key, jwt:<jti>, jwt-client:<client_id>
+	// or jwt-sub:<sub> for an OAuth access token. Empty over stdio and on
+	// a person's approval records.
+	Credential string `json:"credential"`
 	// Changes is what an executed action changed in the system of record,
 	// as a Changes document (see Changes), on its outcome record; empty on
 	// other records. TraceID is the W3C trace-id of the call (32 lowercase
@@ -110,7 +115,10 @@ func (r *Record) fields() []string {
 }
 
 // hashed lists what a record's hash covers: fields, then approver and
-// comment only when either is set. A record with both empty (every record
+// comment only when either is set or any later column is. Each later
+// column (credential, ...) that is set adds two fields, its name and its
+// value, so a record with none of them hashes as before, and no two
+// records encode alike. A record with both empty (every record
 // written before the columns existed, and every non-approval record) hashes
 // exactly as it always did, so old chains still verify; one with either set
 // hashes two more length-prefixed fields, so no record with them encodes
@@ -124,7 +132,7 @@ func (r *Record) fields() []string {
 // and its value. A record with none set hashes as before.
 func (r *Record) hashed() []string {
 	f := r.fields()
-	later := []string{"changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID, "key_id", r.KeyID}
+	later := []string{"credential", r.Credential, "changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID, "key_id", r.KeyID}
 	anyLater := false
 	for i := 1; i < len(later); i += 2 {
 		anyLater = anyLater || later[i] != ""
@@ -175,11 +183,11 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
 			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
-			changes, trace_id, conversation_id, key_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			credential, changes, trace_id, conversation_id, key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
 		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment,
-		string(r.Changes), r.TraceID, r.ConversationID, r.KeyID)
+		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID)
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 
 // recordColumns are the columns scanRecord reads, in its order.
 const recordColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, changes, trace_id, conversation_id, key_id`
+	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential, changes, trace_id, conversation_id, key_id`
 
 // scanRecord reads one row of recordColumns.
 func scanRecord(rows *sql.Rows) (*Record, error) {
@@ -78,7 +78,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 	var us int64
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
 		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
-		&changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
+		&r.Credential, &changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
 		return nil, unavailable("scan audit", err)
 	}
 	r.Time, _ = time.Parse(time.RFC3339Nano, ts)
@@ -93,7 +93,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
 	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment",
-	"changes", "trace_id", "conversation_id"}
+	"credential", "changes", "trace_id", "conversation_id"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -102,7 +102,7 @@ func (r *Record) CSVRow() []string {
 	row := []string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
 		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment,
-		string(r.Changes), r.TraceID, r.ConversationID}
+		r.Credential, string(r.Changes), r.TraceID, r.ConversationID}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

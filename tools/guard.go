@@ -155,7 +155,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	if sc, ok := any(&a).(scoped); ok {
 		act.CustomerID, act.AmountMinor, act.Currency = sc.scope()
 	}
-	rec := &storage.Record{Agent: agent, Tool: name, Args: args}
+	rec := &storage.Record{Agent: agent, Tool: name, Args: args, Credential: callCredential(ctx, agent)}
 	stamp(ctx, d, "", rec)
 	var dec policy.Decision
 	capped, stale := false, false
@@ -297,7 +297,8 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	// Once the backend may act, nobody hanging up may stop the outcome from
 	// being recorded; the backend timeout bounds the wait.
 	ctx = context.WithoutCancel(ctx)
-	ctx = WithAgent(ctx, act.Agent) // who asked, also when a person approved it later
+	cred := callCredential(ctx, act.Agent) // before ctx names the agent
+	ctx = WithAgent(ctx, act.Agent)        // who asked, also when a person approved it later
 	start := d.Now()
 	// What the action will change, read just before it (changes.go); no
 	// call is made when it cannot be read.
@@ -334,6 +335,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	rec := &storage.Record{
 		Agent: act.Agent, Tool: act.Tool, Args: act.Args, Decision: act.Decision,
 		Rule: act.Rule, PolicyVersion: act.PolicyVersion, Duration: d.Now().Sub(start),
+		Credential: cred,
 	}
 	if err != nil {
 		act.Status, act.Error = storage.StatusFailed, mandate.ErrorMessage(err)

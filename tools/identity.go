@@ -27,3 +27,29 @@ func (d *Deps) identity(ctx context.Context) string {
 	}
 	return d.Agent
 }
+
+type credentialKey struct{}
+
+// WithCredential returns a context carrying the credential the transport
+// verified for this call ("key:<id>", "jwt:<jti>", ...; never a secret),
+// so the audit records of the call can name it. stdio sets none.
+func WithCredential(ctx context.Context, credential string) context.Context {
+	return context.WithValue(ctx, credentialKey{}, credential)
+}
+
+// CredentialFrom returns the credential in ctx, or "".
+func CredentialFrom(ctx context.Context) string {
+	s, _ := ctx.Value(credentialKey{}).(string)
+	return s
+}
+
+// callCredential is the credential to record on a record written for
+// agent's action: ctx's, when ctx is agent's own call. An action a person
+// approved later executes in the approver's context, whose credential
+// proved someone else, so its outcome names none.
+func callCredential(ctx context.Context, agent string) string {
+	if AgentFrom(ctx) != agent {
+		return ""
+	}
+	return CredentialFrom(ctx)
+}

@@ -81,7 +81,7 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 		t.Fatal(err)
 	}
 	rows, err := raw.Query(`SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id, phase, outcome, error,
-		CAST(duration_us AS TEXT), approver, comment, changes, trace_id, conversation_id FROM audit WHERE seq >= ? ORDER BY seq`, from)
+		CAST(duration_us AS TEXT), approver, comment, credential, changes, trace_id, conversation_id FROM audit WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 	var all []row
 	for rows.Next() {
 		var r row
-		f := make([]string, 18)
+		f := make([]string, 19)
 		ptrs := []any{&r.seq}
 		for i := range f {
 			ptrs = append(ptrs, &f[i])
@@ -104,7 +104,7 @@ func plainRechain(t *testing.T, raw *sql.DB, from int64) {
 		// the key would follow it for a plain record: approver and comment
 		// only when set or when a later column is; later columns as name
 		// and value, only when set (key_id is cleared below).
-		later := []string{"changes", "trace_id", "conversation_id"}
+		later := []string{"credential", "changes", "trace_id", "conversation_id"}
 		r.f = append([]string(nil), f[:13]...) // a copy: appending must not overwrite f
 		anyLater := false
 		for _, v := range f[15:] {

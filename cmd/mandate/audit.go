@@ -486,6 +486,13 @@ type ocsfActor struct {
 	User struct {
 		Name string `json:"name"`
 	} `json:"user"`
+	// Session names the credential the call was made with (key:<id>,
+	// jwt:<jti>, ...) as OCSF's credential_uid; absent when none was.
+	Session *ocsfSession `json:"session,omitempty"`
+}
+
+type ocsfSession struct {
+	CredentialUID string `json:"credential_uid"`
 }
 
 type ocsfAPI struct {
@@ -581,6 +588,9 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 			PrevHash: r.PrevHash, Hash: r.Hash},
 	}
 	e.Actor.User.Name = r.Agent
+	if r.Credential != "" {
+		e.Actor.Session = &ocsfSession{CredentialUID: r.Credential}
+	}
 	e.API.Operation = r.Tool
 	e.API.Request.UID = r.ActionID
 	if r.Error != "" {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
@@ -189,4 +190,23 @@ func openExistingDB(ctx context.Context, path string, opts ...storage.Option) (*
 		return nil, fmt.Errorf("no audit database at %s (set --db or MANDATE_DB): %w", path, err)
 	}
 	return storage.Open(ctx, path, opts...)
+}
+
+// oauthConfig is serve's OAuth resource server configuration from its
+// flags, nil when no issuer is given; a mistake is a usage error.
+func oauthConfig(httpAddr, issuer, audience, claim, scope string) (*auth.OAuthConfig, error) {
+	if issuer == "" {
+		if audience != "" || scope != "" || claim != "sub" {
+			return nil, usageError{"serve: --oauth-audience, --oauth-scope and --identity-claim need --oauth-issuer"}
+		}
+		return nil, nil
+	}
+	if httpAddr == "" {
+		return nil, usageError{"serve: --oauth-issuer applies only with --http: over stdio the identity is --agent"}
+	}
+	c := &auth.OAuthConfig{Issuer: issuer, Audience: audience, IdentityClaim: claim, Scope: scope}
+	if err := c.Check(); err != nil {
+		return nil, usageError{"serve: " + err.Error()}
+	}
+	return c, nil
 }

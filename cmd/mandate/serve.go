@@ -32,6 +32,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	httpAddr := fs.String("http", env("MANDATE_HTTP", ""), "serve MCP Streamable HTTP at /mcp on this HOST:PORT instead of stdio; each request proves its agent with an API key (mandate agent key create) (env MANDATE_HTTP)")
 	tlsCert := fs.String("tls-cert", env("MANDATE_TLS_CERT", ""), "with --http, serve HTTPS with this PEM certificate (chain) file (env MANDATE_TLS_CERT); needs --tls-key")
 	tlsKey := fs.String("tls-key", env("MANDATE_TLS_KEY", ""), "the PEM private key of --tls-cert (env MANDATE_TLS_KEY)")
+	oauthIssuer := fs.String("oauth-issuer", env("MANDATE_OAUTH_ISSUER", ""), "with --http, also accept JWT access tokens from this OAuth authorization server (its issuer URL; keys from its metadata) (env MANDATE_OAUTH_ISSUER)")
+	oauthAudience := fs.String("oauth-audience", env("MANDATE_OAUTH_AUDIENCE", ""), "with --oauth-issuer, this server's /mcp URL as clients reach it: tokens must name it in aud (RFC 8707) (env MANDATE_OAUTH_AUDIENCE)")
+	identityClaim := fs.String("identity-claim", env("MANDATE_IDENTITY_CLAIM", "sub"), "with --oauth-issuer, the token claim naming the identity in policy.csv (env MANDATE_IDENTITY_CLAIM)")
+	oauthScope := fs.String("oauth-scope", env("MANDATE_OAUTH_SCOPE", ""), "with --oauth-issuer, a scope every token must hold; others get 403 insufficient_scope (env MANDATE_OAUTH_SCOPE)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions; a SQLite file, or a postgres:// URL shared by replicas (env MANDATE_DB)")
 	auditKey := auditKeyFlag(fs)
@@ -67,6 +71,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	} else if *tlsCert != "" || *tlsKey != "" || *insecureHTTP {
 		return usageError{"serve: --tls-cert, --tls-key and --insecure-http apply only with --http"}
+	}
+	oauthCfg, err := oauthConfig(*httpAddr, *oauthIssuer, *oauthAudience, *identityClaim, *oauthScope)
+	if err != nil {
+		return err
 	}
 	if *agent == "" && *httpAddr == "" {
 		return usageError{"serve: no agent identity. Set --agent NAME or MANDATE_AGENT=NAME to an identity in policy.csv, e.g. MANDATE_AGENT=demo-agent"}
@@ -198,6 +206,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		metricsHandler = nil // not on the MCP listener as well
 	}
 	if *httpAddr != "" {
+		agents := &auth.Agents{DB: db, Policy: engine, Logger: log}
+		authn := &auth.Bearer{Keys: agents}
+		if oauthCfg != nil {
+			if authn.OAuth, err = auth.NewOAuth(ctx, *oauthCfg, agents); err != nil {
+				return err
+			}
+		}
 		ln, err := listenHTTP(ctx, *httpAddr, httpTLS, *tlsCert, *tlsKey)
 		if err != nil {
 			return err
@@ -210,13 +225,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		for _, st := range tools.ServerTools(deps) {
 			names = append(names, st.Tool.Name)
 		}
-		agents := &auth.Agents{DB: db, Policy: engine, Logger: log, OnRefuse: metrics.AuthFailure}
+		agents.OnRefuse = metrics.AuthFailure
 		ops := &httpOps{ready: ready, metrics: metricsHandler,
 			limiter: &agentLimiter{max: maxConcurrent, db: db, engine: engine, metrics: metrics, log: log, now: time.Now},
 			guard:   &hostGuard{listenHost: listenIP(ln.Addr()), allowed: of.allowedHosts, metrics: metrics, log: log}}
 		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", storage.Redact(*dbPath), "store", *storePath,
 			"policy_version", pol.Version, "base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
-		return serveHTTP(ctx, ln, httpTLS, s, agents, names, log, ops)
+		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops)
 	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", storage.Redact(*dbPath), "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)

@@ -31,15 +31,17 @@ const (
 // serveHTTP serves s over MCP Streamable HTTP at /mcp on ln until ctx is
 // done, then stops accepting and waits (up to shutdownGrace) for calls in
 // flight to finish, so their outcomes are recorded. Every /mcp request
-// must prove an agent identity with an API key (agents); the identity goes
-// into the request's context for the tools (tools.WithAgent) and nothing
-// else (arguments, other headers, a session id) can name it. Stateless:
+// must prove an agent identity with its bearer credential (authn: an API
+// key, or an OAuth access token when configured); the identity and the
+// credential's name go into the request's context for the tools
+// (tools.WithAgent, tools.WithCredential) and nothing else (arguments,
+// other headers, a session id) can name it. Stateless:
 // the server keeps no sessions, so several processes can share a
 // database behind one load balancer, and a session id means nothing.
 //
 // ops adds the operations endpoints, the Host/Origin checks and the
 // per-agent concurrency limit (ops.go, opsguard.go).
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, agents *auth.Agents, toolNames []string, log *slog.Logger, ops *httpOps) error {
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
 		server.WithDisableLocalhostProtection(ops.ownHostCheck()),
@@ -49,23 +51,19 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 			// the principal the auth middleware verified, else nobody
 			// (the guard denies).
 			p, _ := auth.PrincipalFrom(r.Context())
-			return tools.WithTraceparent(tools.WithAgent(ctx, p.Agent), r.Header.Get("traceparent"))
+			return tools.WithTraceparent(tools.WithCredential(tools.WithAgent(ctx, p.Agent), p.Credential), r.Header.Get("traceparent"))
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", ops.guarded(limitBody(agents.Middleware(ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
 		return baseURL(r, tlsOn) + "/.well-known/oauth-protected-resource"
 	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
-		// RFC 9728: names the resource; no authorization servers while
-		// API keys are the only credential.
+		// RFC 9728: names the resource, and the authorization server
+		// when OAuth is on.
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"resource":                 baseURL(r, tlsOn) + "/mcp",
-			"bearer_methods_supported": []string{"header"},
-			"resource_name":            "Mandate",
-		})
+		_ = json.NewEncoder(w).Encode(authn.ProtectedResource(baseURL(r, tlsOn) + "/mcp"))
 	}
 	mux.Handle("GET /.well-known/oauth-protected-resource", ops.guarded(http.HandlerFunc(meta)))
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", ops.guarded(http.HandlerFunc(meta)))
