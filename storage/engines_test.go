@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/pgtest"
 )
 
@@ -540,5 +541,44 @@ func TestPGQueryPlanCheckFindsScan(t *testing.T) {
 		if got := len(bad) > 0; got != tc.scan {
 			t.Errorf("%s: scan found = %v, want %v\n%s", tc.q, got, tc.scan, plan)
 		}
+	}
+}
+
+// TestPGReconnects: when PostgreSQL ends every connection of Mandate's (a
+// failover, a restart, an operator's pg_terminate_backend), the writer
+// finds out when it begins its next batch, before anything of it has run,
+// and begins again on a fresh connection: no write fails, the chain is
+// intact.
+func TestPGReconnects(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	db, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rec := func() *Record { return &Record{Agent: "demo-agent", Tool: "get_order", Phase: PhaseAttempt} }
+	if err := db.Append(ctx, rec()); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.Exec(url, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i := range 3 {
+		if err := db.Append(ctx, rec()); err != nil {
+			if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+				t.Fatalf("append %d after the connections ended: %v, want unavailable", i, err)
+			}
+			failed++
+			t.Logf("append %d: %v", i, err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of 3 appends failed after the connections ended, want none: the writer takes a fresh connection before the batch runs", failed)
+	}
+	if res, err := db.Verify(ctx); err != nil || res.Count != int64(4-failed) {
+		t.Fatalf("Verify = %+v, %v; want %d records", res, err, 4-failed)
 	}
 }

@@ -88,6 +88,13 @@ func (db *DB) startWriter() {
 			}
 			start := time.Now()
 			err := db.commitBatch(batch)
+			if err != nil && db.postgres && db.wconn != nil {
+				// The connection may be gone (a failover, a restarted
+				// server, a terminated backend): the next batch takes a
+				// fresh one from the pool rather than failing on this one.
+				db.wconn.Close()
+				db.wconn = nil
+			}
 			if db.onCommit != nil {
 				db.onCommit(CommitStats{Writes: len(batch), Durable: durable(batch), Duration: time.Since(start), Err: err})
 			}
@@ -144,6 +151,11 @@ func (db *DB) commitBatch(batch []writeReq) error {
 	held := db.wlock.Lock()
 	defer db.wlock.Unlock(held) // after the Rollback below
 	tx, err := db.begin(ctx, sync)
+	if err != nil && db.postgres {
+		// Nothing of the batch has run: once more, on a fresh connection
+		// (begin dropped the dead one), so a failover costs no call.
+		tx, err = db.begin(ctx, sync)
+	}
 	if err != nil {
 		return fail(unavailable("begin", err))
 	}
@@ -193,6 +205,28 @@ func (db *DB) commitBatch(batch []writeReq) error {
 	return nil
 }
 
+// writerConn takes a connection for the writer from the pool. On
+// PostgreSQL it pings it first, once per new writer connection: after a
+// failover or a server restart the pool's idle connections are all dead,
+// and a failed ping discards one (pgx reports it as driver.ErrBadConn) so
+// the next try gets another or a new one, instead of the next batches
+// failing on each dead one in turn.
+func (db *DB) writerConn(ctx context.Context) (*sql.Conn, error) {
+	for try := 0; ; try++ {
+		c, err := db.db.Conn(ctx)
+		if err != nil || !db.postgres {
+			return c, err
+		}
+		if err = c.PingContext(ctx); err == nil {
+			return c, nil
+		}
+		c.Close()
+		if try == pgMaxOpen {
+			return nil, err
+		}
+	}
+}
+
 // begin starts a write transaction on the writer's connection with
 // synchronous set to sync (FULL or NORMAL), changing it only when the last
 // batch used the other one.
@@ -204,7 +238,7 @@ func (db *DB) commitBatch(batch []writeReq) error {
 // moments (wal_writer_delay) can lose it, which recovery repairs as on SQLite.
 func (db *DB) begin(ctx context.Context, sync string) (*sql.Tx, error) {
 	if db.wconn == nil {
-		c, err := db.db.Conn(ctx)
+		c, err := db.writerConn(ctx)
 		if err != nil {
 			return nil, err
 		}
