@@ -27,7 +27,7 @@ func approvalFiles(t *testing.T, amounts ...string) (dbPath, storePath string, i
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	dbPath, storePath = filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db")
+	dbPath, storePath = cliDB(t, filepath.Join(dir, "mandate.db")), filepath.Join(dir, "store.db")
 	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: mandate.DefaultPolicy})
 	if err != nil {
 		t.Fatal(err)

@@ -353,3 +353,33 @@ func TestStorageMigrate(t *testing.T) {
 		t.Fatalf("storage migrate into a used database: %v\n%s", err, out)
 	}
 }
+
+// cliDB is the database a CLI test uses: path on SQLite; under
+// TestPostgresCLI a fresh PostgreSQL database, so that the same tests of
+// the approvals CLI and the admin server run on both engines.
+func cliDB(t *testing.T, path string) string {
+	t.Helper()
+	if strings.HasPrefix(t.Name(), "TestPostgresCLI/") {
+		return pgtest.URL(t)
+	}
+	return path
+}
+
+// TestPostgresCLI runs the approval and admin CLI tests on PostgreSQL (each
+// test's database comes from cliDB).
+func TestPostgresCLI(t *testing.T) {
+	pgtest.Get(t)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"ApprovalsCLI", TestApprovalsCLI},
+		{"ApprovalsCLIRefusesStalePolicy", TestApprovalsCLIRefusesStalePolicy},
+		{"ApprovalsCLIRolesFromTheLivePolicy", TestApprovalsCLIRolesFromTheLivePolicy},
+		{"ApprovalsCLIEmergencyDeny", TestApprovalsCLIEmergencyDeny},
+		{"AuditExportApproverAndComment", TestAuditExportApproverAndComment},
+		{"AdminServesTLS", TestAdminServesTLS},
+	} {
+		t.Run(tc.name, tc.fn)
+	}
+}
