@@ -278,7 +278,7 @@ type action struct {
 // MCP clients would, and checks what agents see and what the audit records.
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
-	dbPath, storePath := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db")
+	dbPath, storePath := cliDB(t, filepath.Join(dir, "mandate.db")), filepath.Join(dir, "store.db")
 	// demo-agent is named by the environment and speaks the initialize
 	// handshake; senior-bot by the flag and the current protocol.
 	demo := startServer(t, mcp.LATEST_LEGACY_PROTOCOL_VERSION,

@@ -354,9 +354,9 @@ func TestStorageMigrate(t *testing.T) {
 	}
 }
 
-// cliDB is the database a CLI test uses: path on SQLite; under
-// TestPostgresCLI a fresh PostgreSQL database, so that the same tests of
-// the approvals CLI and the admin server run on both engines.
+// cliDB is the database a CLI or end-to-end test uses: path on SQLite;
+// under TestPostgresCLI a fresh PostgreSQL database, so that the same tests
+// run on both engines.
 func cliDB(t *testing.T, path string) string {
 	t.Helper()
 	if strings.HasPrefix(t.Name(), "TestPostgresCLI/") {
@@ -365,14 +365,18 @@ func cliDB(t *testing.T, path string) string {
 	return path
 }
 
-// TestPostgresCLI runs the approval and admin CLI tests on PostgreSQL (each
-// test's database comes from cliDB).
+// TestPostgresCLI runs the end-to-end test (two agents' servers over stdio),
+// the approval CLI and live-policy tests and the admin server's on
+// PostgreSQL (each test's database comes from cliDB). Tests that tamper
+// with a SQLite file directly have their PostgreSQL counterparts in
+// storage's TestPGAuditAppendOnly and in TestPostgresReplicas.
 func TestPostgresCLI(t *testing.T) {
 	pgtest.Get(t)
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T)
 	}{
+		{"Serve", TestServe},
 		{"ApprovalsCLI", TestApprovalsCLI},
 		{"ApprovalsCLIRefusesStalePolicy", TestApprovalsCLIRefusesStalePolicy},
 		{"ApprovalsCLIRolesFromTheLivePolicy", TestApprovalsCLIRolesFromTheLivePolicy},
