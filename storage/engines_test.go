@@ -283,6 +283,13 @@ func TestPGOneChainAcrossHandles(t *testing.T) {
 	if err != nil || res.Count != handles*each {
 		t.Fatalf("Verify = %+v, %v; want %d records in one chain", res, err, handles*each)
 	}
+	// The readiness probe writes through the same lock and adds nothing.
+	if err := dbs[1].ProbeWrite(ctx); err != nil {
+		t.Fatalf("ProbeWrite: %v", err)
+	}
+	if seq, head, err := dbs[2].Head(ctx); err != nil || seq != res.Count || head != res.Head {
+		t.Fatalf("after ProbeWrite the head is %d %s (%v), want %d %s", seq, head, err, res.Count, res.Head)
+	}
 }
 
 // TestPGCopy moves a SQLite trail with something in every kind of table
