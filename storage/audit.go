@@ -142,5 +142,5 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 		return err
 	}
 	tx.head = &chainHead{seq: r.Seq, hash: r.Hash}
-	return nil
+	return appendLeaf(ctx, tx, r) // the Merkle tree, in the same transaction (merkle.go)
 }

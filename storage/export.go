@@ -19,6 +19,12 @@ type Filter struct {
 
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
+	return records(ctx, db.db, f, fn)
+}
+
+// records is Records through src: the pool, or the write transaction that
+// builds the Merkle tree from the rows (merkle.go).
+func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error) error {
 	q := `SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
 		phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
@@ -41,7 +47,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 	if f.ActionID != "" {
 		add("action_id = ?", f.ActionID)
 	}
-	rows, err := db.db.QueryContext(ctx, q+" ORDER BY seq", args...)
+	rows, err := src.QueryContext(ctx, q+" ORDER BY seq", args...)
 	if err != nil {
 		return unavailable("read audit", err)
 	}

@@ -1,0 +1,288 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/attest"
+	"github.com/transparency-dev/merkle/proof"
+)
+
+// mth is RFC 6962's Merkle Tree Hash, section 2.1, written from the RFC so
+// the stored tree is checked against something it does not share code with.
+func mth(leaves [][]byte) []byte {
+	switch len(leaves) {
+	case 0:
+		return attest.Hasher.EmptyRoot()
+	case 1:
+		return leaves[0]
+	}
+	k := 1
+	for k*2 < len(leaves) {
+		k *= 2
+	}
+	return attest.Hasher.HashChildren(mth(leaves[:k]), mth(leaves[k:]))
+}
+
+// recomputedLeaves is every record's leaf hash from its exported JSON, as
+// an outside verifier would compute it.
+func recomputedLeaves(t testing.TB, db *DB) [][]byte {
+	t.Helper()
+	var leaves [][]byte
+	err := db.Records(context.Background(), Filter{}, func(r *Record) error {
+		// As `audit export` writes it: no HTML escaping.
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		seq, data, err := ExportedLeaf(b.Bytes())
+		if err != nil {
+			return err
+		}
+		if seq != int64(len(leaves))+1 {
+			return fmt.Errorf("seq %d after %d records", seq, len(leaves))
+		}
+		leaves = append(leaves, attest.LeafHash(data))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaves
+}
+
+// appendN appends n records from up to 16 goroutines, so group commit
+// keeps large trails quick to write.
+func appendN(t testing.TB, db *DB, n int) {
+	t.Helper()
+	g := 1
+	for _, d := range []int{17, 16, 8, 4, 2} {
+		if n%d == 0 && n >= 4*d {
+			g = d
+			break
+		}
+	}
+	for _, err := range appendFrom(db, "agent", g, n/g) {
+		t.Fatal(err)
+	}
+}
+
+// checkTree checks the stored tree against the rows: its size, its root
+// against RFC 6962 recomputed from the exported records, and every stored
+// leaf.
+func checkTree(t testing.TB, db *DB, want int) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	leaves := recomputedLeaves(t, db)
+	if len(leaves) != want {
+		t.Fatalf("%d records, want %d", len(leaves), want)
+	}
+	size, err := db.TreeSize(ctx)
+	if err != nil || size != uint64(want) {
+		t.Fatalf("tree size %d (%v), want %d", size, err, want)
+	}
+	root, err := db.TreeRoot(ctx, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(root, mth(leaves)) {
+		t.Fatalf("stored root %x, recomputed %x", root, mth(leaves))
+	}
+	for i, l := range leaves {
+		stored, err := db.StoredLeaf(ctx, uint64(i))
+		if err != nil || !bytes.Equal(stored, l) {
+			t.Fatalf("leaf %d: stored %x (%v), recomputed %x", i, stored, err, l)
+		}
+	}
+	return leaves
+}
+
+func TestMerkleInclusionEveryRecord(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 1000, 4097} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			ctx := context.Background()
+			db := openTest(t)
+			appendN(t, db, n)
+			leaves := checkTree(t, db, n)
+			root := mth(leaves)
+			for i, l := range leaves {
+				p, err := db.InclusionProof(ctx, uint64(i), uint64(n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyInclusion(attest.Hasher, uint64(i), uint64(n), l, p, root); err != nil {
+					t.Fatalf("leaf %d of %d: %v", i, n, err)
+				}
+				// The same proof does not hold for another leaf or index.
+				if n > 1 {
+					j := (i + 1) % n
+					if proof.VerifyInclusion(attest.Hasher, uint64(i), uint64(n), leaves[j], p, root) == nil {
+						t.Fatalf("leaf %d's proof verifies leaf %d", i, j)
+					}
+					if proof.VerifyInclusion(attest.Hasher, uint64(j), uint64(n), l, p, root) == nil {
+						t.Fatalf("leaf %d's proof verifies at index %d", i, j)
+					}
+				}
+			}
+			// Proofs against older sizes (checkpoints taken earlier), and
+			// consistency between them.
+			for _, old := range []int{1, n / 3, n / 2, n - 1} {
+				if old < 1 || old > n {
+					continue
+				}
+				oldRoot := mth(leaves[:old])
+				if r, err := db.TreeRoot(ctx, uint64(old)); err != nil || !bytes.Equal(r, oldRoot) {
+					t.Fatalf("root at %d: %x (%v), want %x", old, r, err, oldRoot)
+				}
+				i := uint64(old - 1)
+				p, err := db.InclusionProof(ctx, i, uint64(old))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyInclusion(attest.Hasher, i, uint64(old), leaves[i], p, oldRoot); err != nil {
+					t.Fatalf("leaf %d of %d: %v", i, old, err)
+				}
+				c, err := db.ConsistencyProof(ctx, uint64(old), uint64(n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyConsistency(attest.Hasher, uint64(old), uint64(n), c, oldRoot, root); err != nil {
+					t.Fatalf("consistency %d to %d: %v", old, n, err)
+				}
+			}
+		})
+	}
+}
+
+// TestLeafIsExportedRecord checks that the leaf written at append time is
+// the one recomputed from the exported JSON, for records whose stored form
+// differs from a naive re-encoding: spaced JSON, HTML characters, approver
+// and comment set, an empty args.
+func TestLeafIsExportedRecord(t *testing.T) {
+	db := openTest(t)
+	appendAll(t, db, []*Record{
+		{Agent: "a", Tool: "refund_order", Phase: PhaseAttempt, Args: json.RawMessage(`{ "reason": "<b>&</b>",  "n": 1 }`)},
+		{Agent: "a", Tool: "get_order", Phase: PhaseAttempt},
+		{Agent: "bob", Tool: "refund_order", Phase: PhaseApproval, Approver: "bob", Comment: "ok \u2028 \"quoted\"", Duration: 1500 * time.Nanosecond},
+		{Agent: "a", Tool: "refund_order", Phase: PhaseOutcome, Attrs: json.RawMessage(`{"x":"\u003c"}`), Error: "é"},
+	})
+	checkTree(t, db, 4)
+	db.Close()
+	// Reopening finds the tree intact and leaves it alone.
+	db2, err := Open(context.Background(), db.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	checkTree(t, db2, 4)
+}
+
+func TestMerkleRepair(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		stmts []string
+		want  int
+	}{
+		{"no tree (a database from before it)", []string{`DELETE FROM merkle_nodes`}, 20},
+		{"tree behind", []string{`DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > 13`}, 20},
+		{"tree ahead of the records", []string{`DELETE FROM audit WHERE seq > 11`}, 11},
+		{"a leaf overwritten", []string{`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 19`}, 20},
+		{"an inner node missing", []string{`DELETE FROM merkle_nodes WHERE level = 2 AND idx = 1`}, 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db, _ := vtChain(t)
+			appendN(t, db, 20-vtChainLen)
+			checkTree(t, db, 20)
+			db.Close()
+			vtTamper(t, db, c.stmts...)
+			db2, err := Open(context.Background(), db.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db2.Close()
+			checkTree(t, db2, c.want)
+			// Appending goes on from the repaired tree.
+			appendN(t, db2, 3)
+			checkTree(t, db2, c.want+3)
+		})
+	}
+}
+
+// merkleKillEnv names the database the child of TestMerkleSurvivesKill
+// appends to until it is killed.
+const merkleKillEnv = "MANDATE_STORAGE_TEST_MERKLE_KILL_DB"
+
+// TestMerkleKillChild is not a test: it is the process TestMerkleSurvivesKill
+// kills while it appends.
+func TestMerkleKillChild(t *testing.T) {
+	path := os.Getenv(merkleKillEnv)
+	if path == "" {
+		t.Skip("the child process of TestMerkleSurvivesKill")
+	}
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		for _, err := range appendFrom(db, "child", 4, 5) {
+			t.Fatal(err)
+		}
+		if i == 10 {
+			fmt.Println("appending")
+		}
+	}
+}
+
+// TestMerkleSurvivesKill kills a process with SIGKILL while it appends
+// from several goroutines, then opens the database: the tree must hold
+// exactly the records, verified against RFC 6962 recomputed from them.
+func TestMerkleSurvivesKill(t *testing.T) {
+	db := openTest(t)
+	path := db.Path
+	db.Close()
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMerkleKillChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), merkleKillEnv+"="+path)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "appending\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: child said %q; stderr: %s", round, line, stderr.String())
+		}
+		cmd.Process.Kill() // SIGKILL, mid-append
+		cmd.Wait()
+		db, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := db.Head(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 220*int64(round+1) {
+			t.Fatalf("round %d: only %d records", round, n)
+		}
+		checkTree(t, db, int(n))
+		if _, err := db.Verify(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+}
