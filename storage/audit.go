@@ -53,8 +53,9 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	enc.SetEscapeHTML(false) // rules hold <= and >; keep them readable
 	err := enc.Encode(struct {
 		plain
-		Duration int64 `json:"duration"`
-	}{plain(r), r.Duration.Microseconds()})
+		Duration  int64  `json:"duration"`
+		LeafIndex uint64 `json:"leaf_index"` // in the Merkle tree (merkle.go)
+	}{plain(r), r.Duration.Microseconds(), r.LeafIndex()})
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }
 

@@ -295,7 +295,7 @@ func TestRecordJSON(t *testing.T) {
 		PrevHash: strings.Repeat("a", 64), Hash: strings.Repeat("b", 64),
 	}
 	wantKeys := []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash"}
+		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash", "leaf_index"}
 
 	// The record is marshalled as a value, through a pointer and inside a slice.
 	encodings := map[string]func() ([]byte, error){

@@ -72,7 +72,7 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error)
 // CSVHeader names the CSV export's columns as the JSON Lines export names
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment"}
+	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment", "leaf_index"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -80,7 +80,8 @@ var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decis
 func (r *Record) CSVRow() []string {
 	row := []string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
-		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment}
+		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment,
+		strconv.FormatUint(r.LeafIndex(), 10)}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

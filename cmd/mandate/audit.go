@@ -21,14 +21,15 @@ import (
 )
 
 const auditUsage = `Usage:
-  mandate audit verify [--db FILE]
-      check the hash chain; exit status 1 names the first broken record
+  mandate audit verify [--db FILE] [--since-checkpoint FILE --key VERIFIER_KEY]
+      check the hash chain; exit status 1 names the first broken record;
+      with --since-checkpoint, also prove nothing it covers was removed or rewritten
   mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
                        [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--redact]
       print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
   mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
       print the last records and, with -f, follow new ones
-`
+` + attestUsage
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done, err := groupUsage("audit", auditUsage, args, stdout, stderr); done {
@@ -41,6 +42,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditExport(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return runAuditTail(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return runAuditKeygen(args[1:], stdout, stderr)
+	case "checkpoint":
+		return runAuditCheckpoint(ctx, args[1:], stdout, stderr)
+	case "prove":
+		return runAuditProve(ctx, args[1:], stdout, stderr)
+	case "verify-proof":
+		return runAuditVerifyProof(args[1:], stdout, stderr)
 	}
 	return unknownSubcommand("audit", auditUsage, args[0], stderr)
 }
@@ -49,8 +58,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 var errStop = errors.New("stop")
 
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit verify", "mandate audit verify [--db FILE]", stderr)
+	fs := newFlags("audit verify", "mandate audit verify [--db FILE] [--since-checkpoint FILE --key VERIFIER_KEY]", stderr)
 	dbPath := dbFlag(fs)
+	since := fs.String("since-checkpoint", "", "also prove the trail extends this older signed checkpoint: nothing it covers was removed or rewritten (docs/attestation.md)")
+	keys := keysFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -66,6 +77,9 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		fmt.Fprintf(stdout, "ok: %d records, head %s\n", res.Count, res.Head)
+		if *since != "" {
+			return verifySinceCheckpoint(ctx, db, *since, keys, stdout)
+		}
 		return nil
 	}
 	fmt.Fprintf(stdout, "broken: record %d: %s\n", broken.Seq, broken.Reason)
@@ -461,6 +475,7 @@ type ocsfUnmappedAudit struct {
 	Attrs         json.RawMessage `json:"attrs,omitempty"`
 	PrevHash      string          `json:"prev_hash"`
 	Hash          string          `json:"hash"`
+	LeafIndex     uint64          `json:"leaf_index"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -495,7 +510,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 		Unmapped: ocsfUnmappedAudit{Seq: r.Seq, Decision: r.Decision, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
-			PrevHash: r.PrevHash, Hash: r.Hash},
+			PrevHash: r.PrevHash, Hash: r.Hash, LeafIndex: r.LeafIndex()},
 	}
 	e.Actor.User.Name = r.Agent
 	e.API.Operation = r.Tool

@@ -42,7 +42,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
 	var pf policyFlags
 	pf.register(fs)
+	var cf checkpointFlags
+	cf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	checkpoints, err := cf.load() // a bad key stops serve here (checkpointer.go)
+	if err != nil {
 		return err
 	}
 	var httpTLS, httpWarn bool
@@ -140,6 +146,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
+	checkpoints.start(ctx, db, log)
 	pf.watchRates(ctx, liveRates, log)
 	if *httpAddr != "" {
 		ln, err := listenHTTP(ctx, *httpAddr, httpTLS, *tlsCert, *tlsKey)
