@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -284,5 +286,92 @@ func TestMerkleSurvivesKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		db.Close()
+	}
+}
+
+// rechain recomputes every record's prev_hash and hash from the rows as they
+// are, as someone who rewrote a record and knows the algorithm would, so
+// that Verify passes again.
+func rechain(t *testing.T, db *DB) {
+	t.Helper()
+	var stmts []string
+	prev := genesis
+	err := db.Records(context.Background(), Filter{}, func(r *Record) error {
+		h := hashRecord(prev, r.Seq, r.hashed())
+		stmts = append(stmts, fmt.Sprintf(`UPDATE audit SET prev_hash = '%s', hash = '%s' WHERE seq = %d`, prev, h, r.Seq))
+		prev = h
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vtTamper(t, db, stmts...)
+}
+
+func TestCheckExtends(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name      string
+		first     int // records when the checkpoint is taken
+		more      int // records after it
+		tamper    []string
+		rechain   bool
+		truncated bool
+		seq       int64  // the record the failure names, if any
+		want      string // in the reason; "" for success
+	}{
+		{"intact", 100, 50, nil, false, false, 0, ""},
+		{"nothing added", 7, 0, nil, false, false, 0, ""},
+		{"empty checkpoint", 0, 5, nil, false, false, 0, ""},
+		{"cut to below the checkpoint", 100, 50, []string{`DELETE FROM audit WHERE seq > 30`}, true, true, 0, "the checkpoint covers 100"},
+		{"cut to just below", 100, 0, []string{`DELETE FROM audit WHERE seq = 100`}, false, true, 0, "records 100 to 100 were removed"},
+		{"cut after the checkpoint", 100, 50, []string{`DELETE FROM audit WHERE seq > 120`}, false, false, 0, ""},
+		{"rewritten and rechained", 40, 10, []string{`UPDATE audit SET args = '{"amount":"2500.00"}' WHERE seq = 17`}, true, false, 17, "REWRITTEN"},
+		{"rewritten after the checkpoint", 40, 10, []string{`UPDATE audit SET args = '{"amount":"2500.00"}' WHERE seq = 45`}, true, false, 45, "rewritten after the checkpoint"},
+		{"rewritten with the tree", 40, 10, []string{`UPDATE audit SET agent = 'x' WHERE seq = 3`, `DELETE FROM merkle_nodes`}, true, false, 0, "REWRITTEN"},
+		{"one deleted and the rest renumbered", 40, 10, []string{`DELETE FROM audit WHERE seq = 9`, `UPDATE audit SET seq = seq - 1 WHERE seq > 9`}, true, false, 0, "REWRITTEN"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := openTest(t)
+			appendN(t, db, c.first)
+			root, err := db.TreeRoot(ctx, uint64(c.first))
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, db, c.more)
+			if c.tamper != nil {
+				db.Close()
+				vtTamper(t, db, c.tamper...)
+				db, err = Open(ctx, db.Path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				if c.rechain {
+					rechain(t, db)
+				}
+				// The chain alone sees nothing wrong.
+				if _, err := db.Verify(ctx); err != nil {
+					t.Fatalf("Verify after tampering: %v; the test means to hide it from the chain", err)
+				}
+			}
+			n, err := db.CheckExtends(ctx, uint64(c.first), root)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("CheckExtends: %v", err)
+				}
+				if head, _, _ := db.Head(ctx); n != uint64(head) {
+					t.Fatalf("CheckExtends says %d records, the trail has %d", n, head)
+				}
+				return
+			}
+			var e *ExtendError
+			if !errors.As(err, &e) {
+				t.Fatalf("CheckExtends = %v, want an ExtendError", err)
+			}
+			if e.Truncated != c.truncated || e.Seq != c.seq || !strings.Contains(e.Reason, c.want) {
+				t.Fatalf("CheckExtends = %+v, want truncated %v, seq %d, reason with %q", e, c.truncated, c.seq, c.want)
+			}
+		})
 	}
 }
