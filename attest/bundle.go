@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -74,7 +75,12 @@ func VerifyBundle(b *Bundle, known note.Verifiers, leaf LeafFunc) (Checkpoint, s
 				return Checkpoint{}, "", fmt.Errorf("entry %d: inclusion proof hash %d is not %d bytes in base64", i+1, j+1, Hasher.Size())
 			}
 		}
-		if err := proof.VerifyInclusion(Hasher, e.LeafIndex, cp.Size, LeafHash(data), path, cp.Root); err != nil {
+		root, err := proof.RootFromInclusionProof(Hasher, e.LeafIndex, cp.Size, LeafHash(data), path)
+		if err == nil && !bytes.Equal(root, cp.Root) {
+			err = fmt.Errorf("the record and its proof lead to root %s, the checkpoint's is %s",
+				base64.StdEncoding.EncodeToString(root), base64.StdEncoding.EncodeToString(cp.Root))
+		}
+		if err != nil {
 			return Checkpoint{}, "", fmt.Errorf("entry %d: record %d is not in the signed tree of %d records at leaf index %d: the record, its leaf index or its proof was altered (%v)", i+1, seq, cp.Size, e.LeafIndex, err)
 		}
 	}
