@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -372,6 +373,63 @@ func TestServeCheckpointKeyErrors(t *testing.T) {
 			}
 			if strings.Contains(stderr, "not a key") {
 				t.Fatal("the error quotes the key file")
+			}
+		})
+	}
+}
+
+// TestAuditExportLeafIndex checks that every export format carries the
+// chain (prev_hash, hash) and the leaf index, so a copy stays checkable.
+func TestAuditExportLeafIndex(t *testing.T) {
+	db := attestTrail(t, 3, "act_a")
+	for _, format := range []string{"jsonl", "ocsf", "csv"} {
+		t.Run(format, func(t *testing.T) {
+			out := mandateOK(t, "audit", "export", "--db", db, "--format", format)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if format == "csv" {
+				rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+				if err != nil {
+					t.Fatal(err)
+				}
+				header := rows[0]
+				col := map[string]int{}
+				for i, h := range header {
+					col[h] = i
+				}
+				for _, name := range []string{"prev_hash", "hash", "leaf_index"} {
+					if _, ok := col[name]; !ok {
+						t.Fatalf("CSV header %v has no %s", header, name)
+					}
+				}
+				for i, cells := range rows[1:] {
+					if cells[col["leaf_index"]] != fmt.Sprint(i) || cells[col["seq"]] != fmt.Sprint(i+1) || len(cells[col["hash"]]) != 64 {
+						t.Fatalf("CSV row %d: %v", i, cells)
+					}
+				}
+				return
+			}
+			for i, l := range lines {
+				var r struct {
+					Seq       int64  `json:"seq"`
+					LeafIndex *int64 `json:"leaf_index"`
+					PrevHash  string `json:"prev_hash"`
+					Hash      string `json:"hash"`
+					Unmapped  *struct {
+						Seq       int64  `json:"seq"`
+						LeafIndex *int64 `json:"leaf_index"`
+						PrevHash  string `json:"prev_hash"`
+						Hash      string `json:"hash"`
+					} `json:"unmapped"`
+				}
+				if err := json.Unmarshal([]byte(l), &r); err != nil {
+					t.Fatal(err)
+				}
+				if u := r.Unmapped; u != nil {
+					r.Seq, r.LeafIndex, r.PrevHash, r.Hash = u.Seq, u.LeafIndex, u.PrevHash, u.Hash
+				}
+				if r.Seq != int64(i+1) || r.LeafIndex == nil || *r.LeafIndex != int64(i) || len(r.PrevHash) != 64 || len(r.Hash) != 64 {
+					t.Fatalf("line %d: %s", i, l)
+				}
 			}
 		})
 	}
