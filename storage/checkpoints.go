@@ -35,8 +35,13 @@ func (db *DB) SaveCheckpoint(ctx context.Context, origin string, size uint64, ro
 func (db *DB) LatestCheckpoint(ctx context.Context, origin string) (StoredCheckpoint, error) {
 	var c StoredCheckpoint
 	var size int64
-	err := db.db.QueryRowContext(ctx, `SELECT origin, size, root_hash, note FROM checkpoints
-		WHERE origin = ? OR ? = '' ORDER BY size DESC, created_at DESC LIMIT 1`, origin, origin).Scan(&c.Origin, &size, &c.Root, &c.Note)
+	// With an origin this is a primary-key search (the checkpointer asks
+	// every interval); without one, the CLI's question, it scans.
+	q, args := `SELECT origin, size, root_hash, note FROM checkpoints WHERE origin = ? ORDER BY size DESC LIMIT 1`, []any{origin}
+	if origin == "" {
+		q, args = `SELECT origin, size, root_hash, note FROM checkpoints ORDER BY size DESC, created_at DESC LIMIT 1`, nil
+	}
+	err := db.db.QueryRowContext(ctx, q, args...).Scan(&c.Origin, &size, &c.Root, &c.Note)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, mandate.Errorf(mandate.ENOTFOUND, "no checkpoint has been signed yet: run `mandate serve --checkpoint-key FILE` or `mandate audit checkpoint --key FILE`")
 	}

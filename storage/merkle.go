@@ -149,17 +149,40 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// nodeHashes reads the stored hashes of ids; ok is false if one is missing.
+// nodeHashes reads the stored hashes of ids in one statement (a proof
+// needs about log2(n) of them); ok is false if one is missing.
 func nodeHashes(ctx context.Context, q queryer, ids []compact.NodeID) (hashes [][]byte, ok bool, err error) {
+	if len(ids) == 0 {
+		return [][]byte{}, true, nil
+	}
+	args := make([]any, 0, 2*len(ids))
+	for _, id := range ids {
+		args = append(args, int64(id.Level), int64(id.Index))
+	}
+	// An OR of key equalities plans as one primary-key search per node;
+	// older SQLite (the sqlite3 shell here) scans for (level, idx) IN (VALUES …).
+	rows, err := q.QueryContext(ctx, `SELECT level, idx, hash FROM merkle_nodes WHERE (level = ? AND idx = ?)`+
+		strings.Repeat(` OR (level = ? AND idx = ?)`, len(ids)-1), args...)
+	if err != nil {
+		return nil, false, unavailable("read merkle tree", err)
+	}
+	defer rows.Close()
+	got := make(map[compact.NodeID][]byte, len(ids))
+	for rows.Next() {
+		var level, idx int64
+		var h []byte
+		if err := rows.Scan(&level, &idx, &h); err != nil {
+			return nil, false, unavailable("read merkle tree", err)
+		}
+		got[compact.NewNodeID(uint(level), uint64(idx))] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, unavailable("read merkle tree", err)
+	}
 	hashes = make([][]byte, len(ids))
 	for i, id := range ids {
-		err := q.QueryRowContext(ctx, `SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?`,
-			int64(id.Level), int64(id.Index)).Scan(&hashes[i])
-		if errors.Is(err, sql.ErrNoRows) {
+		if hashes[i] = got[id]; hashes[i] == nil {
 			return nil, false, nil
-		}
-		if err != nil {
-			return nil, false, unavailable("read merkle tree", err)
 		}
 	}
 	return hashes, true, nil
