@@ -232,7 +232,7 @@ func catchUp(ctx context.Context, tx *Tx, seq int64) (*compact.Range, error) {
 			return errStopWalk
 		}
 		if uint64(r.Seq) != rng.End()+uint64(len(leaves))+1 {
-			return fmt.Errorf("audit record %d follows record %d: the chain is broken, so the tree cannot be built; run `mandate audit verify`", r.Seq, rng.End()+uint64(len(leaves)))
+			return &treeBrokenError{fmt.Sprintf("audit record %d follows record %d: the chain is broken, so the Merkle tree cannot be built; run `mandate audit verify`", r.Seq, rng.End()+uint64(len(leaves)))}
 		}
 		leaves = append(leaves, attest.LeafHash(r.LeafData()))
 		return nil
@@ -253,6 +253,13 @@ func catchUp(ctx context.Context, tx *Tx, seq int64) (*compact.Range, error) {
 
 var errStopWalk = errors.New("stop")
 
+// treeBrokenError is a trail whose seq numbers have a gap: leaf i must be
+// record i+1, so no tree fits it. Opening the database still succeeds, so
+// that `audit verify` can say what is wrong; appending fails closed.
+type treeBrokenError struct{ reason string }
+
+func (e *treeBrokenError) Error() string { return e.reason }
+
 // repairTree brings the stored tree in line with the audit rows when a
 // database is opened: built for the records written before it existed,
 // trimmed when it holds more leaves than there are records, and rebuilt
@@ -264,7 +271,7 @@ func (db *DB) repairTree(ctx context.Context) error {
 	if err != nil || ok {
 		return err
 	}
-	return db.write(func(tx *Tx) error {
+	err = db.write(func(tx *Tx) error {
 		if ok, err := db.treeMatches(ctx, tx); err != nil || ok {
 			return err // another process repaired it first
 		}
@@ -294,6 +301,11 @@ func (db *DB) repairTree(ctx context.Context) error {
 		_, err = catchUp(ctx, tx, head)
 		return err
 	})
+	var broken *treeBrokenError
+	if errors.As(err, &broken) {
+		return nil // the repair is rolled back; see treeBrokenError
+	}
+	return err
 }
 
 // treeMatches says whether the stored tree holds exactly the audit rows'

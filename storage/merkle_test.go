@@ -212,6 +212,7 @@ func TestMerkleRepair(t *testing.T) {
 		{"tree ahead of the records", []string{`DELETE FROM audit WHERE seq > 11`}, 11},
 		{"a leaf overwritten", []string{`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 19`}, 20},
 		{"an inner node missing", []string{`DELETE FROM merkle_nodes WHERE level = 2 AND idx = 1`}, 20},
+		{"a record deleted, no tree", []string{`DELETE FROM audit WHERE seq = 6`, `DELETE FROM merkle_nodes`}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			db, _ := vtChain(t)
@@ -224,6 +225,17 @@ func TestMerkleRepair(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db2.Close()
+			if c.want < 0 {
+				// A gap in seq: the database opens, so verify can report
+				// it, and appending fails closed.
+				if _, err := db2.Verify(context.Background()); err == nil {
+					t.Fatal("Verify found nothing wrong")
+				}
+				if err := db2.Append(context.Background(), &Record{Agent: "a", Tool: "get_order"}); err == nil {
+					t.Fatal("Append to a trail with a gap succeeded")
+				}
+				return
+			}
 			checkTree(t, db2, c.want)
 			// Appending goes on from the repaired tree.
 			appendN(t, db2, 3)
