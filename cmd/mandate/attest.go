@@ -201,7 +201,7 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	w := stdout
 	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // full records, personal data included
 		if err != nil {
 			return fmt.Errorf("audit prove: %w", err)
 		}
