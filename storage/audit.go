@@ -69,8 +69,9 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	enc.SetEscapeHTML(false) // rules hold <= and >; keep them readable
 	err := enc.Encode(struct {
 		plain
-		Duration int64 `json:"duration"`
-	}{plain(r), r.Duration.Microseconds()})
+		Duration  int64  `json:"duration"`
+		LeafIndex uint64 `json:"leaf_index"` // in the Merkle tree (merkle.go)
+	}{plain(r), r.Duration.Microseconds(), r.LeafIndex()})
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }
 
@@ -192,5 +193,5 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 		return err
 	}
 	tx.head = &chainHead{seq: r.Seq, hash: r.Hash}
-	return nil
+	return appendLeaf(ctx, tx, r) // the Merkle tree, in the same transaction (merkle.go)
 }

@@ -298,7 +298,7 @@ func TestRecordJSON(t *testing.T) {
 	}
 	wantKeys := []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
 		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash",
-		"credential", "changes", "trace_id", "conversation_id"}
+		"credential", "changes", "trace_id", "conversation_id", "leaf_index"}
 
 	// The record is marshalled as a value, through a pointer and inside a slice.
 	encodings := map[string]func() ([]byte, error){

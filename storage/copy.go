@@ -211,6 +211,24 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 		return 0, err
 	}
 	defer st.Close()
+	// Which destination columns are text: bytes read from a bytea column
+	// (usage_counters.scope on PostgreSQL) go into SQLite's text column as
+	// text, into a BLOB column (merkle_nodes.hash) as bytes.
+	text := map[string]bool{}
+	if !toPostgres {
+		drows, err := wtx.QueryContext(ctx, `SELECT * FROM `+table+` LIMIT 0`)
+		if err != nil {
+			return 0, err
+		}
+		types, err := drows.ColumnTypes()
+		drows.Close()
+		if err != nil {
+			return 0, err
+		}
+		for _, ct := range types {
+			text[ct.Name()] = strings.EqualFold(ct.DatabaseTypeName(), "TEXT")
+		}
+	}
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
@@ -221,13 +239,9 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 		if err := rows.Scan(ptrs...); err != nil {
 			return n, err
 		}
-		if !toPostgres {
-			// bytea (usage_counters.scope) comes back as bytes; SQLite
-			// stores the scope as text.
-			for i, v := range vals {
-				if b, ok := v.([]byte); ok {
-					vals[i] = string(b)
-				}
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok && text[cols[i]] {
+				vals[i] = string(b)
 			}
 		}
 		if _, err := st.ExecContext(ctx, vals...); err != nil {

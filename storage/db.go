@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -49,10 +50,11 @@ type DB struct {
 	closeMu    sync.RWMutex
 	closed     bool
 	stmtMu     sync.Mutex
-	stmts      map[string]*sql.Stmt // prepared once, see Tx
-	onCommit   func(CommitStats)    // WithCommitObserver (writer.go)
-	auditKey   *AuditKey            // chains appended records with its MAC (mac.go); nil: plain
-	optErr     error                // an option that could not apply (AuditKeyFile): Open fails
+	stmts      map[string]*sql.Stmt      // prepared once, see Tx
+	onCommit   func(CommitStats)         // WithCommitObserver (writer.go)
+	auditKey   *AuditKey                 // chains appended records with its MAC (mac.go); nil: plain
+	optErr     error                     // an option that could not apply (AuditKeyFile): Open fails
+	tree       atomic.Pointer[treeState] // the Merkle tree's last range (merkle.go)
 
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
@@ -115,6 +117,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	db.startWriter()
+	if err := db.repairTree(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: the Merkle tree of the audit trail: %w", path, err)
+	}
 	return db, nil
 }
 

@@ -68,6 +68,9 @@ var engineTests = []struct {
 	{"CrossCheckAgrees", TestCrossCheckAgrees},
 	{"KeyedChain", TestKeyedChain},
 	{"AppendRefusesForeignHead", TestAppendRefusesForeignHead},
+	{"MerkleInclusionEveryRecord", TestMerkleInclusionEveryRecord},
+	{"LeafIsExportedRecord", TestLeafIsExportedRecord},
+	{"MerkleRepair", TestMerkleRepair},
 }
 
 // TestPostgres runs engineTests against PostgreSQL.
@@ -468,7 +471,7 @@ func TestPGHotPathQueryPlans(t *testing.T) {
 }
 
 // pgNode is a plan node reading a growing table.
-var pgNode = regexp.MustCompile(`(Seq Scan|Index Scan using \S+|Index Scan Backward using \S+|Index Only Scan using \S+|Index Only Scan Backward using \S+|Bitmap Heap Scan) on (actions|audit|usage_counters)\b`)
+var pgNode = regexp.MustCompile(`(Seq Scan|Index Scan using \S+|Index Scan Backward using \S+|Index Only Scan using \S+|Index Only Scan Backward using \S+|Bitmap Heap Scan) on (actions|audit|usage_counters|merkle_nodes)\b`)
 
 // pgScans explains q on conn (where enable_seqscan is off) and returns the
 // plan and its nodes that read a growing table whole: a sequential scan, or
@@ -587,5 +590,50 @@ func TestPGReconnects(t *testing.T) {
 	}
 	if res, err := db.Verify(ctx); err != nil || res.Count != int64(4-failed) {
 		t.Fatalf("Verify = %+v, %v; want %d records", res, err, 4-failed)
+	}
+}
+
+// TestPGCopyBack copies a PostgreSQL trail into a new SQLite file: limit
+// counters' scopes come back as text and the Merkle tree's hashes as bytes,
+// so both read as before and the chain and the tree still agree.
+func TestPGCopyBack(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	pg, err := Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	for i := range 3 {
+		a := &Action{ID: fmt.Sprintf("act_%d", i), Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`),
+			Decision: "allow", Status: StatusExecuting, CustomerID: "cus_1", AmountMinor: 700, Currency: "USD"}
+		if err := pg.RecordAttempt(ctx, a, &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe := &Action{Agent: "demo-agent", Tool: "refund_order", CustomerID: "cus_1", Currency: "USD"}
+	want, err := pg.Usage(ctx, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := pg.TreeRoot(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lite := openTest(t)
+	if _, err := Copy(ctx, pg, lite); err != nil {
+		t.Fatalf("Copy to SQLite: %v", err)
+	}
+	if got, err := lite.Usage(ctx, probe); err != nil || got != want || got.AgentRefundedMinor24h != 2100 {
+		t.Fatalf("usage after copying back = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := lite.TreeRoot(ctx, 3); err != nil || string(got) != string(root) {
+		t.Fatalf("tree root after copying back = %x, %v; want %x", got, err, root)
+	}
+	if err := lite.Append(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Phase: PhaseAttempt}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := lite.Verify(ctx); err != nil || res.Count != 4 {
+		t.Fatalf("Verify after appending to the copy = %+v, %v", res, err)
 	}
 }

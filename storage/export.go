@@ -23,6 +23,12 @@ type Filter struct {
 
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
+	return records(ctx, db.db, f, fn)
+}
+
+// records is Records through src: the pool, or the write transaction that
+// builds the Merkle tree from the rows (merkle.go).
+func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error) error {
 	q := `SELECT ` + recordColumns + ` FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
@@ -50,7 +56,7 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 		// between them does not. The partial index audit_trace_id finds them.
 		add("action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != '')", f.TraceID)
 	}
-	rows, err := db.db.QueryContext(ctx, q+" ORDER BY seq", args...)
+	rows, err := src.QueryContext(ctx, q+" ORDER BY seq", args...)
 	if err != nil {
 		return unavailable("read audit", err)
 	}
@@ -93,7 +99,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
 	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment",
-	"credential", "changes", "trace_id", "conversation_id"}
+	"credential", "changes", "trace_id", "conversation_id", "key_id", "leaf_index"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -102,7 +108,8 @@ func (r *Record) CSVRow() []string {
 	row := []string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
 		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment,
-		r.Credential, string(r.Changes), r.TraceID, r.ConversationID}
+		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID,
+		strconv.FormatUint(r.LeafIndex(), 10)}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

@@ -21,10 +21,11 @@ import (
 )
 
 const auditUsage = `Usage:
-  mandate audit verify [--db FILE] [--audit-key FILE]
+  mandate audit verify [--db FILE] [--audit-key FILE] [--since-checkpoint FILE --key VERIFIER_KEY]
       check the hash chain (with the key: the MACs that make it unforgeable) and
-      that the actions table says what the trail does; exit status 1 names the
-      first broken record and every disagreement
+      that the actions table says what the trail does; with --since-checkpoint,
+      also prove nothing that checkpoint covers was removed or rewritten; exit
+      status 1 names the first broken record and every disagreement
   mandate audit mackey --out FILE
       write a new audit key for --audit-key (mode 0600)
   mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
@@ -32,7 +33,7 @@ const auditUsage = `Usage:
       print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
   mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
       print the last records and, with -f, follow new ones
-`
+` + attestUsage
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done, err := groupUsage("audit", auditUsage, args, stdout, stderr); done {
@@ -47,6 +48,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditTail(ctx, args[1:], stdout, stderr)
 	case "mackey":
 		return runAuditMackey(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return runAuditKeygen(args[1:], stdout, stderr)
+	case "checkpoint":
+		return runAuditCheckpoint(ctx, args[1:], stdout, stderr)
+	case "prove":
+		return runAuditProve(ctx, args[1:], stdout, stderr)
+	case "verify-proof":
+		return runAuditVerifyProof(args[1:], stdout, stderr)
 	}
 	return unknownSubcommand("audit", auditUsage, args[0], stderr)
 }
@@ -55,9 +64,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 var errStop = errors.New("stop")
 
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit verify", "mandate audit verify [--db FILE] [--audit-key FILE]", stderr)
+	fs := newFlags("audit verify", "mandate audit verify [--db FILE] [--audit-key FILE] [--since-checkpoint FILE --key VERIFIER_KEY]", stderr)
 	dbPath := dbFlag(fs)
 	keyFile := auditKeyFlag(fs)
+	since := fs.String("since-checkpoint", "", "also prove the trail extends this older signed checkpoint: nothing it covers was removed or rewritten (docs/attestation.md)")
+	keys := keysFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -69,6 +80,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	chainErr := verifyChain(ctx, db, *keyFile != "", stdout, stderr)
 	if chainErr != nil && !errors.Is(chainErr, errChainFailed) {
 		return chainErr
+	}
+	if chainErr == nil && *since != "" {
+		// The chain links; now prove it extends the older signed
+		// checkpoint (nothing it covers removed or rewritten).
+		chainErr = verifySinceCheckpoint(ctx, db, *since, keys, stdout)
 	}
 	crossErr := printCrossCheck(ctx, db, stdout)
 	if chainErr != nil {
@@ -550,6 +566,7 @@ type ocsfUnmappedAudit struct {
 	ConversationID string          `json:"conversation_id,omitempty"`
 	PrevHash       string          `json:"prev_hash"`
 	Hash           string          `json:"hash"`
+	LeafIndex      uint64          `json:"leaf_index"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -585,7 +602,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
 			Changes: jsonOrNil(r.Changes), TraceID: r.TraceID, ConversationID: r.ConversationID,
-			PrevHash: r.PrevHash, Hash: r.Hash},
+			PrevHash: r.PrevHash, Hash: r.Hash, LeafIndex: r.LeafIndex()},
 	}
 	e.Actor.User.Name = r.Agent
 	if r.Credential != "" {

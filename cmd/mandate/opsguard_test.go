@@ -128,11 +128,11 @@ func TestOriginAndHost(t *testing.T) {
 		}
 	}
 	// Refused before the credentials: no key, yet 403 and no mcp_auth record.
-	before := auditTools(t, f, "x")["mcp_auth"]
+	before := auditTools(t, f, demo)["mcp_auth"]
 	if st, _, _ := mcpCall(t, s.base, "", "get_order", args, "Origin", "https://evil.example"); st != 403 {
 		t.Fatalf("other origin without a key: %d, want 403", st)
 	}
-	if after := auditTools(t, f, "x")["mcp_auth"]; after != before {
+	if after := auditTools(t, f, demo)["mcp_auth"]; after != before {
 		t.Fatalf("a refused origin reached authentication: mcp_auth %d -> %d", before, after)
 	}
 	m := scrape(t, s.base)

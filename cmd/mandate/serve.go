@@ -53,10 +53,16 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	pf.register(fs)
 	var of opsFlags
 	of.register(fs)
+	var cf checkpointFlags
+	cf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
 	maxConcurrent, err := of.check(fs, *httpAddr != "")
+	if err != nil {
+		return err
+	}
+	checkpoints, err := cf.load() // a bad key stops serve here (checkpointer.go)
 	if err != nil {
 		return err
 	}
@@ -192,6 +198,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
+	checkpoints.start(ctx, db, log)
 	pf.watchRates(ctx, liveRates, log)
 	var metricsHandler http.Handler
 	if metrics != nil {

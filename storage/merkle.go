@@ -1,0 +1,444 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate/attest"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+)
+
+// The Merkle tree over the audit trail (attest, docs/attestation.md). Leaf
+// i is record seq i+1; merkle_nodes holds every node rooting a perfect
+// subtree, written in the transaction that appends the record completing
+// it. Appending needs the compact range of the tree (the roots of its
+// perfect subtrees, at most one per level); the writer keeps the last one
+// in memory (DB.tree), keyed by the chain head it belongs to, so an append
+// normally reads nothing and writes two nodes on average.
+
+var rangeFactory = &compact.RangeFactory{Hash: attest.Hasher.HashChildren}
+
+// treeState is the compact range of the first seq records, whose last
+// record has chain hash hash. The chain hash fixes every record before it,
+// so it fixes the range too.
+type treeState struct {
+	seq  int64
+	hash string
+	rng  *compact.Range
+}
+
+// LeafData is the record's Merkle leaf encoding (attest.LeafData): its seq,
+// then the fields its chain hash covers, with args and attrs as compact
+// JSON, which is how the export writes them.
+func (r *Record) LeafData() []byte {
+	c := *r
+	if len(c.Changes) > 0 {
+		// Stored as written; the JSON export prints it compacted.
+		c.Changes = json.RawMessage(compactJSON(string(c.Changes)))
+	}
+	f := c.hashed()
+	f[3], f[4] = compactJSON(f[3]), compactJSON(f[4])
+	return attest.LeafData(r.Seq, f)
+}
+
+func compactJSON(s string) string {
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(s)) != nil {
+		return s
+	}
+	return b.String()
+}
+
+// LeafIndex is a stored record's index in the Merkle tree: seq minus one
+// (0 for a record not yet stored).
+func (r *Record) LeafIndex() uint64 {
+	if r.Seq < 1 {
+		return 0
+	}
+	return uint64(r.Seq - 1)
+}
+
+// ExportedLeaf reads one record as `audit export` writes it (JSON) and
+// returns its seq and leaf encoding: what an outside verifier recomputes.
+func ExportedLeaf(b json.RawMessage) (int64, []byte, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, nil, err
+	}
+	return r.Seq, r.LeafData(), nil
+}
+
+// UnmarshalJSON reads the export format that MarshalJSON writes, duration
+// in microseconds included.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	type plain Record
+	var v struct {
+		plain
+		Duration int64 `json:"duration"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Record(v.plain)
+	if string(r.Changes) == "null" {
+		r.Changes = nil // the export writes a record without changes as null
+	}
+	r.Duration = time.Duration(v.Duration) * time.Microsecond
+	return nil
+}
+
+// appendLeaf adds r, just inserted by appendRecord in tx, to the tree.
+func appendLeaf(ctx context.Context, tx *Tx, r *Record) error {
+	rng, err := tx.db.rangeAt(ctx, tx, r.Seq-1, r.PrevHash)
+	if err != nil {
+		return err
+	}
+	next, err := rangeFactory.NewRange(0, rng.End(), append([][]byte(nil), rng.Hashes()...))
+	if err != nil {
+		return err
+	}
+	if err := appendHash(ctx, tx, next, attest.LeafHash(r.LeafData())); err != nil {
+		return err
+	}
+	tx.db.tree.Store(&treeState{seq: r.Seq, hash: r.Hash, rng: next})
+	return nil
+}
+
+// appendHash appends one leaf hash to rng and stores the nodes it completes
+// (the leaf, and one more on average) in one statement: on the hot path
+// each statement costs about as much as the hashing.
+func appendHash(ctx context.Context, tx *Tx, rng *compact.Range, leaf []byte) error {
+	var args []any
+	err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
+		args = append(args, int64(id.Level), int64(id.Index), h)
+	})
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, insertNodes[len(args)/3], args...)
+	return err
+}
+
+// insertNodes[n] inserts n nodes; an append completes at most one per level.
+var insertNodes = func() []string {
+	q := make([]string, 65)
+	for n := 1; n < len(q); n++ {
+		// ON CONFLICT rather than INSERT OR REPLACE: the same on both engines.
+		q[n] = `INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)` + strings.Repeat(`, (?, ?, ?)`, n-1) +
+			` ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash`
+	}
+	return q
+}()
+
+// rangeAt returns the compact range of the first seq records, whose last
+// has chain hash head: from memory when the writer appended that head
+// itself, else from the stored nodes, catching the tree up from the audit
+// rows when they are missing (a database written by a version without the
+// tree, or a tree trimmed by repair).
+func (db *DB) rangeAt(ctx context.Context, tx *Tx, seq int64, head string) (*compact.Range, error) {
+	if st := db.tree.Load(); st != nil && st.seq == seq && st.hash == head {
+		return st.rng, nil
+	}
+	rng, err := loadRange(ctx, tx, uint64(seq))
+	if err != nil || rng != nil {
+		return rng, err
+	}
+	return catchUp(ctx, tx, seq)
+}
+
+// queryer is what reading the tree needs: the pool, or a transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// nodeHashes reads the stored hashes of ids in one statement (a proof
+// needs about log2(n) of them); ok is false if one is missing.
+func nodeHashes(ctx context.Context, q queryer, ids []compact.NodeID) (hashes [][]byte, ok bool, err error) {
+	if len(ids) == 0 {
+		return [][]byte{}, true, nil
+	}
+	args := make([]any, 0, 2*len(ids))
+	for _, id := range ids {
+		args = append(args, int64(id.Level), int64(id.Index))
+	}
+	// An OR of key equalities plans as one primary-key search per node;
+	// older SQLite (the sqlite3 shell here) scans for (level, idx) IN (VALUES …).
+	rows, err := q.QueryContext(ctx, `SELECT level, idx, hash FROM merkle_nodes WHERE (level = ? AND idx = ?)`+
+		strings.Repeat(` OR (level = ? AND idx = ?)`, len(ids)-1), args...)
+	if err != nil {
+		return nil, false, unavailable("read merkle tree", err)
+	}
+	defer rows.Close()
+	got := make(map[compact.NodeID][]byte, len(ids))
+	for rows.Next() {
+		var level, idx int64
+		var h []byte
+		if err := rows.Scan(&level, &idx, &h); err != nil {
+			return nil, false, unavailable("read merkle tree", err)
+		}
+		got[compact.NewNodeID(uint(level), uint64(idx))] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, unavailable("read merkle tree", err)
+	}
+	hashes = make([][]byte, len(ids))
+	for i, id := range ids {
+		if hashes[i] = got[id]; hashes[i] == nil {
+			return nil, false, nil
+		}
+	}
+	return hashes, true, nil
+}
+
+// loadRange reads the compact range [0, size) from the stored nodes; nil if
+// the tree does not hold them.
+func loadRange(ctx context.Context, q queryer, size uint64) (*compact.Range, error) {
+	hashes, ok, err := nodeHashes(ctx, q, compact.RangeNodes(0, size, nil))
+	if err != nil || !ok {
+		return nil, err
+	}
+	return rangeFactory.NewRange(0, size, hashes)
+}
+
+// storedTreeSize is how many leaves the stored tree holds.
+func storedTreeSize(ctx context.Context, q queryer) (uint64, error) {
+	var n sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(idx) FROM merkle_nodes WHERE level = 0`).Scan(&n); err != nil {
+		return 0, unavailable("read merkle tree", err)
+	}
+	if !n.Valid {
+		return 0, nil
+	}
+	return uint64(n.Int64) + 1, nil
+}
+
+// catchUp makes the stored tree hold the leaves of records 1 to seq, from
+// the audit rows, and returns its range: it continues from the stored tree
+// where that holds a complete range, else it starts over.
+func catchUp(ctx context.Context, tx *Tx, seq int64) (*compact.Range, error) {
+	size, err := storedTreeSize(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	size = min(size, uint64(seq))
+	rng, err := loadRange(ctx, tx, size)
+	if err != nil {
+		return nil, err
+	}
+	if rng == nil {
+		rng = rangeFactory.NewEmptyRange(0)
+	}
+	var leaves [][]byte
+	err = records(ctx, tx, Filter{AfterSeq: int64(rng.End())}, func(r *Record) error {
+		if r.Seq > seq {
+			return errStopWalk
+		}
+		if uint64(r.Seq) != rng.End()+uint64(len(leaves))+1 {
+			return &treeBrokenError{fmt.Sprintf("audit record %d follows record %d: the chain is broken, so the Merkle tree cannot be built; run `mandate audit verify`", r.Seq, rng.End()+uint64(len(leaves)))}
+		}
+		leaves = append(leaves, attest.LeafHash(r.LeafData()))
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopWalk) {
+		return nil, err
+	}
+	for _, h := range leaves {
+		if err := appendHash(ctx, tx, rng, h); err != nil {
+			return nil, err
+		}
+	}
+	if rng.End() != uint64(seq) {
+		return nil, fmt.Errorf("the tree reached %d records, the audit trail has %d", rng.End(), seq)
+	}
+	return rng, nil
+}
+
+var errStopWalk = errors.New("stop")
+
+// treeBrokenError is a trail whose seq numbers have a gap: leaf i must be
+// record i+1, so no tree fits it. Opening the database still succeeds, so
+// that `audit verify` can say what is wrong; appending fails closed.
+type treeBrokenError struct{ reason string }
+
+func (e *treeBrokenError) Error() string { return e.reason }
+
+// repairTree brings the stored tree in line with the audit rows when a
+// database is opened: built for the records written before it existed,
+// trimmed when it holds more leaves than there are records, and rebuilt
+// from the rows when its last leaf is not the last record's. Writes are in
+// the same transaction as each record, so after a crash (even kill -9) it
+// normally finds nothing to do, at the cost of a few reads.
+func (db *DB) repairTree(ctx context.Context) error {
+	ok, err := db.treeMatches(ctx, db.db)
+	if err != nil || ok {
+		return err
+	}
+	err = db.write(func(tx *Tx) error {
+		if ok, err := db.treeMatches(ctx, tx); err != nil || ok {
+			return err // another process repaired it first
+		}
+		head, err := auditHead(ctx, tx)
+		if err != nil {
+			return err
+		}
+		size, err := storedTreeSize(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if size > uint64(head) {
+			// Drop every node that covers a leaf past the last record.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > ?`, head); err != nil {
+				return unavailable("trim merkle tree", err)
+			}
+		}
+		if ok, err := lastLeafMatches(ctx, tx, min(size, uint64(head))); err != nil {
+			return err
+		} else if !ok {
+			// The stored leaves are not these records': start over.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM merkle_nodes`); err != nil {
+				return unavailable("reset merkle tree", err)
+			}
+		}
+		db.tree.Store(nil)
+		_, err = catchUp(ctx, tx, head)
+		return err
+	})
+	var broken *treeBrokenError
+	if errors.As(err, &broken) {
+		return nil // the repair is rolled back; see treeBrokenError
+	}
+	return err
+}
+
+// treeMatches says whether the stored tree holds exactly the audit rows'
+// leaves, judged by its size, its last leaf and a complete range.
+func (db *DB) treeMatches(ctx context.Context, q queryer) (bool, error) {
+	head, err := auditHead(ctx, q)
+	if err != nil {
+		return false, err
+	}
+	size, err := storedTreeSize(ctx, q)
+	if err != nil || size != uint64(head) {
+		return false, err
+	}
+	if ok, err := lastLeafMatches(ctx, q, size); err != nil || !ok {
+		return false, err
+	}
+	rng, err := loadRange(ctx, q, size)
+	return rng != nil, err
+}
+
+// auditHead is the last record's seq, 0 for an empty trail. A bare MAX is
+// answered from the primary key without a scan.
+func auditHead(ctx context.Context, q queryer) (int64, error) {
+	var n sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(seq) FROM audit`).Scan(&n); err != nil {
+		return 0, unavailable("read audit head", err)
+	}
+	return n.Int64, nil
+}
+
+// lastLeafMatches says whether leaf size-1 is the leaf of record size.
+func lastLeafMatches(ctx context.Context, q queryer, size uint64) (bool, error) {
+	if size == 0 {
+		return true, nil
+	}
+	var last []byte
+	found := false
+	err := records(ctx, q, Filter{AfterSeq: int64(size) - 1}, func(r *Record) error {
+		found = r.Seq == int64(size)
+		last = attest.LeafHash(r.LeafData())
+		return errStopWalk
+	})
+	if err != nil && !errors.Is(err, errStopWalk) {
+		return false, err
+	}
+	stored, ok, err := nodeHashes(ctx, q, []compact.NodeID{compact.NewNodeID(0, size-1)})
+	if err != nil || !ok || !found {
+		return false, err
+	}
+	return bytes.Equal(stored[0], last), nil
+}
+
+// TreeSize is how many records the Merkle tree holds.
+func (db *DB) TreeSize(ctx context.Context) (uint64, error) {
+	return storedTreeSize(ctx, db.db)
+}
+
+// TreeRoot is the root hash of the tree of the first size records, from
+// the stored nodes: O(log size) reads.
+func (db *DB) TreeRoot(ctx context.Context, size uint64) ([]byte, error) {
+	if size == 0 {
+		return attest.Hasher.EmptyRoot(), nil
+	}
+	rng, err := loadRange(ctx, db.db, size)
+	if err != nil {
+		return nil, err
+	}
+	if rng == nil {
+		return nil, treeTooSmall(ctx, db, size)
+	}
+	return rng.GetRootHash(nil)
+}
+
+// InclusionProof is the RFC 6962 audit path of leaf index in the tree of
+// the first size records, from the stored nodes.
+func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, err
+	}
+	return db.rehash(ctx, nodes, size)
+}
+
+// ConsistencyProof is the RFC 6962 proof that the tree of the first size2
+// records extends the tree of the first size1, from the stored nodes.
+func (db *DB) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, err
+	}
+	return db.rehash(ctx, nodes, size2)
+}
+
+func (db *DB) rehash(ctx context.Context, nodes proof.Nodes, size uint64) ([][]byte, error) {
+	hashes, ok, err := nodeHashes(ctx, db.db, nodes.IDs)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, treeTooSmall(ctx, db, size)
+	}
+	return nodes.Rehash(hashes, attest.Hasher.HashChildren)
+}
+
+func treeTooSmall(ctx context.Context, db *DB, size uint64) error {
+	have, err := db.TreeSize(ctx)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("the Merkle tree holds %d records, not the %d asked for", have, size)
+}
+
+// LeafHashes calls fn with the leaf hash of every audit record, in order,
+// recomputed from the rows as stored now (not read from the tree).
+func (db *DB) LeafHashes(ctx context.Context, fn func(seq int64, leaf []byte) error) error {
+	return db.Records(ctx, Filter{}, func(r *Record) error { return fn(r.Seq, attest.LeafHash(r.LeafData())) })
+}
+
+// StoredLeaf is the leaf hash the tree holds at index, or nil.
+func (db *DB) StoredLeaf(ctx context.Context, index uint64) ([]byte, error) {
+	h, ok, err := nodeHashes(ctx, db.db, []compact.NodeID{compact.NewNodeID(0, index)})
+	if err != nil || !ok {
+		return nil, err
+	}
+	return h[0], nil
+}
