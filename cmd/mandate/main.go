@@ -72,6 +72,10 @@ Usage:
                                          an API key for agent NAME, printed once
   mandate agent key list                 every API key and when it was last used
   mandate agent key revoke ID            revoke a key at once, for every server
+  mandate agent suspend NAME --as ADMIN --reason TEXT [--actions-only]
+                                         stop an agent on every server at once
+  mandate agent resume NAME --as ADMIN   lift its suspension
+  mandate agent suspensions [--all]      the agents suspended now
   mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
   mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
   mandate rates show                     the exchange rates money limits are converted with
