@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -211,4 +212,17 @@ func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
 		return s.ID
 	}
 	return 0
+}
+
+// Agents lists the identities of p that some rule lets use an MCP tool,
+// sorted: the names a person may suspend.
+func Agents(p *policy.Policy) []string {
+	var out []string
+	for _, n := range p.Names() {
+		if isAgent(p, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
