@@ -39,6 +39,14 @@ type Record struct {
 	// other records and on records written before they existed.
 	Approver string `json:"approver"`
 	Comment  string `json:"comment"`
+	// Changes is what an executed action changed in the system of record,
+	// as a Changes document (see Changes), on its outcome record; empty on
+	// other records. TraceID is the W3C trace-id of the call (32 lowercase
+	// hex digits) and ConversationID the conversation the client named in
+	// the request's _meta; both empty when the client sent none.
+	Changes        json.RawMessage `json:"changes"`
+	TraceID        string          `json:"trace_id"`
+	ConversationID string          `json:"conversation_id"`
 	// Duration is how long the step took, in microseconds in the export.
 	Duration time.Duration `json:"-"`
 	PrevHash string        `json:"prev_hash"`
@@ -100,10 +108,25 @@ func (r *Record) fields() []string {
 // hashes two more length-prefixed fields, so no record with them encodes
 // like one without (the field count differs, and length prefixes make the
 // split into fields unique).
+//
+// The columns added since (credential, changes, trace_id, conversation_id)
+// follow one rule: when any is set, approver and comment are appended even
+// if empty, then for each column that is set, in that fixed order, its name
+// and its value. A record with none set hashes as before.
 func (r *Record) hashed() []string {
 	f := r.fields()
-	if r.Approver != "" || r.Comment != "" {
+	later := []string{"changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID}
+	anyLater := false
+	for i := 1; i < len(later); i += 2 {
+		anyLater = anyLater || later[i] != ""
+	}
+	if r.Approver != "" || r.Comment != "" || anyLater {
 		f = append(f, r.Approver, r.Comment)
+	}
+	for i := 0; i < len(later); i += 2 {
+		if later[i+1] != "" {
+			f = append(f, later[i], later[i+1])
+		}
 	}
 	return f
 }
@@ -134,10 +157,12 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	r.Hash = hashRecord(prev, r.Seq, r.hashed())
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
-			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
+			changes, trace_id, conversation_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
-		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment)
+		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment,
+		string(r.Changes), r.TraceID, r.ConversationID)
 	if err != nil {
 		return err
 	}

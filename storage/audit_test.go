@@ -253,7 +253,8 @@ func TestAuditIsAppendOnly(t *testing.T) {
 		{"delete one", `DELETE FROM audit WHERE seq = 3`, ""},
 		{"delete all", `DELETE FROM audit`, ""},
 		{"replace one", `INSERT OR REPLACE INTO audit SELECT seq, time, agent, tool, args, attrs, 'allow', rule,
-			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq = 2`,
+			policy_version, action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
+			changes, trace_id, conversation_id FROM audit WHERE seq = 2`,
 			""},
 	} {
 		for conn, q := range map[string]*sql.DB{"pool": db.db, "plain connection": other} {
@@ -295,7 +296,8 @@ func TestRecordJSON(t *testing.T) {
 		PrevHash: strings.Repeat("a", 64), Hash: strings.Repeat("b", 64),
 	}
 	wantKeys := []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash"}
+		"action_id", "phase", "outcome", "error", "approver", "comment", "duration", "prev_hash", "hash",
+		"changes", "trace_id", "conversation_id"}
 
 	// The record is marshalled as a value, through a pointer and inside a slice.
 	encodings := map[string]func() ([]byte, error){

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -14,13 +15,14 @@ type Filter struct {
 	Agent, Tool  string
 	Decision     string
 	ActionID     string
-	AfterSeq     int64
+	// TraceID selects the records of one W3C trace (32 hex digits).
+	TraceID  string
+	AfterSeq int64
 }
 
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
-	q := `SELECT seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-		phase, outcome, error, duration_us, prev_hash, hash, approver, comment FROM audit WHERE seq > ?`
+	q := `SELECT ` + recordColumns + ` FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
 	if !f.Since.IsZero() {
@@ -41,32 +43,53 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 	if f.ActionID != "" {
 		add("action_id = ?", f.ActionID)
 	}
+	if f.TraceID != "" {
+		add("trace_id = ? AND trace_id != ''", f.TraceID) // the partial index audit_trace_id
+	}
 	rows, err := db.db.QueryContext(ctx, q+" ORDER BY seq", args...)
 	if err != nil {
 		return unavailable("read audit", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r Record
-		var ts, a, attrs string
-		var us int64
-		if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-			&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
-			return unavailable("scan audit", err)
+		r, err := scanRecord(rows)
+		if err != nil {
+			return err
 		}
-		r.Time, _ = time.Parse(time.RFC3339Nano, ts)
-		r.Args, r.Attrs, r.Duration = json.RawMessage(a), json.RawMessage(attrs), time.Duration(us)*time.Microsecond
-		if err := fn(&r); err != nil {
+		if err := fn(r); err != nil {
 			return err
 		}
 	}
 	return rows.Err()
 }
 
+// recordColumns are the columns scanRecord reads, in its order.
+const recordColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
+	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, changes, trace_id, conversation_id`
+
+// scanRecord reads one row of recordColumns.
+func scanRecord(rows *sql.Rows) (*Record, error) {
+	var r Record
+	var ts, a, attrs, changes string
+	var us int64
+	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
+		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
+		&changes, &r.TraceID, &r.ConversationID); err != nil {
+		return nil, unavailable("scan audit", err)
+	}
+	r.Time, _ = time.Parse(time.RFC3339Nano, ts)
+	r.Args, r.Attrs, r.Duration = json.RawMessage(a), json.RawMessage(attrs), time.Duration(us)*time.Microsecond
+	if changes != "" {
+		r.Changes = json.RawMessage(changes)
+	}
+	return &r, nil
+}
+
 // CSVHeader names the CSV export's columns as the JSON Lines export names
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
-	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment"}
+	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment",
+	"changes", "trace_id", "conversation_id"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -74,7 +97,8 @@ var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decis
 func (r *Record) CSVRow() []string {
 	row := []string{strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano), r.Agent, r.Tool,
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
-		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment}
+		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment,
+		string(r.Changes), r.TraceID, r.ConversationID}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

@@ -32,6 +32,7 @@ func (r *Record) Redacted() *Record {
 	var seen []masked // the personal values found, to mask in the error too
 	out.Args = redactJSON(r.Args, &seen)
 	out.Attrs = redactJSON(r.Attrs, &seen)
+	out.Changes = redactJSON(r.Changes, &seen) // before and after by field: see Changes
 	out.Error = redactText(r.Error, seen)
 	out.Comment = redactText(r.Comment, seen)
 	return &out
@@ -70,6 +71,16 @@ func redactValue(v any, seen *[]masked) any {
 			case isString && k == "value" && hasField(v):
 				out[k] = maskField(v["field"].(string), s)
 				*seen = append(*seen, masked{s, out[k].(string)})
+			case (k == "before" || k == "after") && hasField(v) && personalChange(v["field"].(string)):
+				// A changed customer field (Changes): masked as the field,
+				// whatever its type, so no personal value slips through.
+				out[k] = nil
+				if isString {
+					out[k] = maskField(v["field"].(string), s)
+					*seen = append(*seen, masked{s, out[k].(string)})
+				} else if x != nil {
+					out[k] = "[redacted]"
+				}
 			default:
 				out[k] = redactValue(x, seen)
 			}

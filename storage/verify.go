@@ -100,19 +100,21 @@ func (db *DB) Head(ctx context.Context) (int64, string, error) {
 }
 
 const chainColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment`
+	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment,
+	changes, trace_id, conversation_id`
 
 // scanChain reads one row as stored. The time and duration must be in the
 // exact form appendRecord writes, since Record.fields re-encodes them for
 // hashing: a row whose text differs from its re-encoding was edited.
 func scanChain(rows *sql.Rows, r *Record) error {
-	var ts, args, attrs, dur string
+	var ts, args, attrs, dur, changes string
 	*r = Record{}
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &args, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
-		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment); err != nil {
+		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
+		&changes, &r.TraceID, &r.ConversationID); err != nil {
 		return unavailable("scan audit", err)
 	}
-	r.Args, r.Attrs = []byte(args), []byte(attrs)
+	r.Args, r.Attrs, r.Changes = []byte(args), []byte(attrs), []byte(changes)
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	if err != nil || timeText(t) != ts {
 		return &ChainError{Seq: r.Seq, Reason: "edited: its time is not in the form it was written in"}

@@ -297,10 +297,17 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	ctx = context.WithoutCancel(ctx)
 	ctx = WithAgent(ctx, act.Agent) // who asked, also when a person approved it later
 	start := d.Now()
-	bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
-	out, err := s.run(bctx, d, a, act.ID)
-	cancel()
-	if err != nil && uncertain(err) && s.reconcile != nil {
+	// What the action will change, read just before it (changes.go); no
+	// call is made when it cannot be read.
+	changes, err := readBefore(ctx, d, a)
+	var out any
+	ran := err == nil
+	if ran {
+		bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
+		out, err = s.run(bctx, d, a, act.ID)
+		cancel()
+	}
+	if err != nil && ran && uncertain(err) && s.reconcile != nil {
 		// A timeout or a transport failure does not say whether the backend
 		// acted: ask it by the idempotency key instead of guessing.
 		rctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
@@ -330,7 +337,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		log.Warn("backend refused or failed", "err", err)
 	} else {
 		act.Status, act.Result = storage.StatusExecuted, canonical(out)
-		rec.Outcome = storage.StatusExecuted
+		rec.Outcome, rec.Changes = storage.StatusExecuted, changesAfter(ctx, d, a, changes, out)
 	}
 	// The outcome is recorded even if the agent hung up: the action happened.
 	if rerr := d.DB.RecordOutcome(ctx, act, rec); mandate.ErrorCode(rerr) == mandate.ECONFLICT {

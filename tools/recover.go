@@ -59,6 +59,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		case "":
 			act.Status, act.Result, act.Error = storage.StatusExecuted, canonical(out), ""
 			rec.Outcome, rec.Error = storage.StatusExecuted, "reconciled after a restart: the system of record shows it was done"
+			rec.Changes = reconciledChanges(ctx, d, act, out) // before unknown: see changes.go
 			rep.Executed++
 		case mandate.ENOTFOUND:
 			act.Status, act.Error = storage.StatusFailed, "not done: the server stopped before the system of record acted; nothing was retried"

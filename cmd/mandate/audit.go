@@ -363,6 +363,9 @@ func (t textWriter) write(r *storage.Record) error {
 	if r.Error != "" {
 		line += "  error: " + v(r.Error)
 	}
+	if c := storage.ChangesSummary(r.Changes); c != "" {
+		line += "  changed: " + v(c)
+	}
 	_, err := fmt.Fprintln(t.w, line)
 	return err
 }
@@ -459,8 +462,12 @@ type ocsfUnmappedAudit struct {
 	Comment       string          `json:"comment,omitempty"`
 	Args          json.RawMessage `json:"args,omitempty"`
 	Attrs         json.RawMessage `json:"attrs,omitempty"`
-	PrevHash      string          `json:"prev_hash"`
-	Hash          string          `json:"hash"`
+	// Changes, TraceID and ConversationID: see storage.Record.
+	Changes        json.RawMessage `json:"changes,omitempty"`
+	TraceID        string          `json:"trace_id,omitempty"`
+	ConversationID string          `json:"conversation_id,omitempty"`
+	PrevHash       string          `json:"prev_hash"`
+	Hash           string          `json:"hash"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -495,6 +502,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 		Unmapped: ocsfUnmappedAudit{Seq: r.Seq, Decision: r.Decision, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
+			Changes: jsonOrNil(r.Changes), TraceID: r.TraceID, ConversationID: r.ConversationID,
 			PrevHash: r.PrevHash, Hash: r.Hash},
 	}
 	e.Actor.User.Name = r.Agent

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/storage"
+)
+
+// lineageScript drives the built binary over stdio as demo-agent: a phone
+// change, a refund and a cancellation that the rules allow, and an email
+// change that waits for a person, which alice approves with the CLI. It
+// returns the database and store paths and the action id of each step by
+// name.
+func lineageScript(t *testing.T, env ...string) (dbPath, storePath string, ids map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	dbPath, storePath = filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db")
+	demo := startServer(t, "2025-06-18", append([]string{"MANDATE_AGENT=demo-agent"}, env...), "--db", dbPath, "--store", storePath)
+	ids = map[string]string{}
+	act := func(name, tool string, args map[string]any, want string) {
+		t.Helper()
+		res := call(t, demo, tool, args)
+		var out actionResult
+		decode(t, res, &out)
+		if out.Status != want {
+			t.Fatalf("%s: status %q, want %q: %s", name, out.Status, want, text(res))
+		}
+		ids[name] = out.ActionID
+	}
+	act("phone", "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000111", "reason": "customer asked on a verified call"}, storage.StatusExecuted)
+	act("refund", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "10.00", "reason": "late delivery"}, storage.StatusExecuted)
+	act("cancel", "cancel_order", map[string]any{"order_id": "ord_1004", "reason": "customer changed their mind"}, storage.StatusExecuted)
+	act("email", "update_account", map[string]any{"customer_id": "cus_marie", "field": "email", "value": "marie.curie@example.org", "reason": "verified by a signed letter"}, storage.StatusPending)
+	addUsers(t, dbPath, "alice")
+	if out, _, err := runMandate(t, []string{"MANDATE_ADMIN_PASSWORD=" + cliPassword},
+		"approvals", "approve", ids["email"], "--as", "alice", "--db", dbPath, "--store", storePath); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	return dbPath, storePath, ids
+}
+
+// outcomeChanges returns the changes of the outcome record of each action.
+func outcomeChanges(t *testing.T, dbPath string, ids map[string]string) map[string]*storage.Changes {
+	t.Helper()
+	out, errOut, err := runMandate(t, nil, "audit", "export", "--db", dbPath)
+	if err != nil {
+		t.Fatalf("export: %v\n%s", err, errOut)
+	}
+	got := map[string]*storage.Changes{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r storage.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		for name, id := range ids {
+			if r.ActionID != id {
+				continue
+			}
+			if r.Phase != storage.PhaseOutcome {
+				if len(r.Changes) != 0 && string(r.Changes) != "null" {
+					t.Fatalf("%s: %s record has changes %s; only outcomes carry them", name, r.Phase, r.Changes)
+				}
+				continue
+			}
+			c, err := storage.ParseChanges(r.Changes)
+			if err != nil || c == nil {
+				t.Fatalf("%s: outcome changes %s: %v", name, r.Changes, err)
+			}
+			got[name] = c
+		}
+	}
+	return got
+}
+
+func TestChangesRecordedE2E(t *testing.T) {
+	dbPath, _, ids := lineageScript(t)
+	got := outcomeChanges(t, dbPath, ids)
+	usd := func(minor int64) string {
+		b, _ := json.Marshal(mandate.Money{Minor: minor, Currency: "USD"})
+		return string(b)
+	}
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	tests := []struct {
+		name, tool, customer, order string
+		fields                      [][3]string // field, before, after as JSON
+	}{
+		{"phone", "update_account", "cus_ada", "", [][3]string{{"phone", q("+441234567890"), q("+441234000111")}}},
+		{"refund", "refund_order", "cus_ada", "ord_1001", [][3]string{{"refunded", usd(0), usd(1000)}, {"refundable", usd(12000), usd(11000)}}},
+		{"cancel", "cancel_order", "cus_ada", "ord_1004", [][3]string{{"status", q("pending"), q("cancelled")}}},
+		{"email", "update_account", "cus_marie", "", [][3]string{{"email", q("marie@example.fr"), q("marie.curie@example.org")}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := got[tt.name]
+			if c == nil {
+				t.Fatalf("no outcome with changes for %s (%s)", tt.name, ids[tt.name])
+			}
+			if c.Tool != tt.tool || c.CustomerID != tt.customer || c.OrderID != tt.order || c.Source != storage.ChangesReadBeforeCall {
+				t.Fatalf("changes %+v, want tool %s customer %s order %q from a read before the call", c, tt.tool, tt.customer, tt.order)
+			}
+			if len(c.Fields) != len(tt.fields) {
+				t.Fatalf("fields %+v, want %v", c.Fields, tt.fields)
+			}
+			for i, f := range tt.fields {
+				g := c.Fields[i]
+				if g.Field != f[0] || string(g.Before) != f[1] || string(g.After) != f[2] {
+					t.Fatalf("field %d = %s %s -> %s, want %s %s -> %s", i, g.Field, g.Before, g.After, f[0], f[1], f[2])
+				}
+			}
+			if tt.tool == "refund_order" && !strings.HasPrefix(c.RefundID, "re") {
+				t.Fatalf("refund id %q", c.RefundID)
+			}
+		})
+	}
+	if out, errOut, err := runMandate(t, nil, "audit", "verify", "--db", dbPath); err != nil {
+		t.Fatalf("the chain with changes does not verify: %v\n%s%s", err, out, errOut)
+	}
+}
+
+// The personal values an export must not show once redacted, and the
+// non-personal ones it must still show.
+var (
+	lineagePII  = []string{"+441234567890", "+441234000111", "marie@example.fr", "marie.curie@example.org"}
+	lineageKept = []string{`"field":"status"`, `"before":"pending"`, `"minor":11000`}
+)
+
+func TestChangesRedactedInEveryFormat(t *testing.T) {
+	dbPath, _, ids := lineageScript(t)
+	for _, format := range []string{"jsonl", "csv", "ocsf"} {
+		t.Run(format, func(t *testing.T) {
+			plain, _, err := runMandate(t, nil, "audit", "export", "--db", dbPath, "--format", format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The export shows the changes at all: unredacted, the values are there.
+			for _, v := range append([]string{"marie@example.fr", "+441234567890"}, ids["email"]) {
+				if !strings.Contains(plain, v) {
+					t.Fatalf("unredacted %s export lacks %q", format, v)
+				}
+			}
+			out, _, err := runMandate(t, nil, "audit", "export", "--db", dbPath, "--format", format, "--redact")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range lineagePII {
+				if strings.Contains(out, v) {
+					t.Fatalf("redacted %s export shows %q", format, v)
+				}
+			}
+			norm := strings.ReplaceAll(out, `""`, `"`) // CSV doubles quotes
+			for _, v := range append(lineageKept, "m***@example.org", "+44******0111") {
+				if !strings.Contains(norm, v) {
+					t.Fatalf("redacted %s export lacks %q:\n%s", format, v, out)
+				}
+			}
+		})
+	}
+	t.Run("tail text", func(t *testing.T) {
+		out, _, err := runMandate(t, nil, "audit", "tail", "--db", dbPath, "-n", "50", "--redact")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range lineagePII {
+			if strings.Contains(out, v) {
+				t.Fatalf("redacted tail shows %q", v)
+			}
+		}
+		if !strings.Contains(out, "status pending -> cancelled") || !strings.Contains(out, "refunded 0.00 USD -> 10.00 USD") {
+			t.Fatalf("tail does not show what changed:\n%s", out)
+		}
+	})
+}
