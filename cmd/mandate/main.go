@@ -98,6 +98,8 @@ Usage:
   mandate approvals approve ID --as NAME [--comment C] [--token-file F]
   mandate approvals deny ID --as NAME --comment C [--token-file F]
                                          decide as an approver: password prompt, MANDATE_ADMIN_PASSWORD or a token
+  mandate remediate --agent NAME --since 2h [--customer ID] [--apply --as ADMIN]
+                                         list, then revert, what an agent changed that nobody changed since
   mandate audit verify [--db FILE]       check the audit trail's hash chain
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
@@ -184,6 +186,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runBackend(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
+	case "remediate":
+		return runRemediate(ctx, rest, stdout, stderr)
 	case "rates":
 		return runRates(rest, stdout, stderr)
 	case "agent":
