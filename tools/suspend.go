@@ -188,7 +188,10 @@ func dropSuspensionCache(db *storage.DB) { suspensionCaches.Delete(db) }
 // lookupSuspended is the id of agent's suspension that refuses lookups
 // (not an actions-only one), 0 if none, -1 if it cannot be known.
 func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
-	v, _ := suspensionCaches.LoadOrStore(d.DB, &suspensionCache{})
+	v, ok := suspensionCaches.Load(d.DB)
+	if !ok {
+		v, _ = suspensionCaches.LoadOrStore(d.DB, &suspensionCache{})
+	}
 	c := v.(*suspensionCache)
 	c.mu.Lock()
 	defer c.mu.Unlock()

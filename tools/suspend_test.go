@@ -166,3 +166,21 @@ func auditOf(t *testing.T, db *storage.DB, f storage.Filter) []storage.Record {
 	}
 	return out
 }
+
+// BenchmarkLookupSuspended is what the kill switch adds to every lookup:
+// the check against this process's cached view of the active suspensions,
+// read again from the database every SuspensionRefresh.
+func BenchmarkLookupSuspended(b *testing.B) {
+	ctx := context.Background()
+	db, err := storage.Open(ctx, b.TempDir()+"/m.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	d := withDefaults(&Deps{DB: db})
+	for b.Loop() {
+		if lookupSuspended(ctx, d, "demo-agent") != 0 {
+			b.Fatal("suspended")
+		}
+	}
+}
