@@ -415,3 +415,62 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("after logout GET /: %s, want a redirect to login", resp.Status)
 	}
 }
+
+func TestTimelinePages(t *testing.T) {
+	s := newSite(t)
+	c := browser(t)
+	csrf := s.login(t, c, "alice")
+	id := s.pendingRefund(t, "150.00", "late")
+	phone := s.ask(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000111", "reason": "asked on a verified call"})
+	other := s.ask(t, "demo-agent", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "10.00", "reason": "scratch"})
+	grace := s.ask(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_grace", "field": "name", "value": "Grace Murray Hopper", "reason": "legal name"})
+	// The queue links the pending refund's order and customer to their timelines.
+	_, queue := get(t, c, s.srv.URL+"/")
+	for _, w := range []string{`href="/orders/ord_1002"`, `href="/customers/cus_ada"`} {
+		if !strings.Contains(queue, w) {
+			t.Fatalf("queue lacks the link %s", w)
+		}
+	}
+	if resp, _ := post(t, c, s.srv.URL+"/actions/"+id+"/approve", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve: %s", resp.Status)
+	}
+	_, audit := get(t, c, s.srv.URL+"/audit")
+	if !strings.Contains(audit, `href="/customers/cus_ada">customer timeline`) || !strings.Contains(audit, `href="/orders/ord_1002">order timeline`) {
+		t.Fatalf("audit viewer does not link the timelines")
+	}
+	tests := []struct {
+		path      string
+		want, not []string
+	}{
+		{"/customers/cus_ada", []string{"Timeline of customer", id, phone.ActionID, other.ActionID, "alice (approver)",
+			"phone &#34;+441234567890&#34; -&gt; &#34;+441234000111&#34;", "refunded 0.00 USD -&gt; 150.00 USD", "policy "}, []string{grace.ActionID}},
+		{"/orders/ord_1002", []string{"Timeline of order", id, "alice (approver)", "refundable 2500.00 USD -&gt; 2350.00 USD"}, []string{phone.ActionID, other.ActionID}},
+		{"/customers/cus_grace", []string{grace.ActionID, "name &#34;Grace Hopper&#34; -&gt; &#34;Grace Murray Hopper&#34;"}, []string{id}},
+		{"/customers/cus_nobody", []string{"0 records"}, nil},
+		{"/customers/cus_ada?trace=nothex", []string{"trace: give a W3C trace-id"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, body := get(t, c, s.srv.URL+tt.path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %s", tt.path, resp.Status)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Fatalf("%s lacks %q:\n%s", tt.path, w, body)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(body, w) {
+					t.Fatalf("%s shows %q", tt.path, w)
+				}
+			}
+		})
+	}
+	t.Run("signed out", func(t *testing.T) {
+		resp, _ := get(t, browser(t), s.srv.URL+"/customers/cus_ada")
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("signed out: %s, want a redirect to sign in", resp.Status)
+		}
+	})
+}

@@ -15,7 +15,8 @@ type Filter struct {
 	Agent, Tool  string
 	Decision     string
 	ActionID     string
-	// TraceID selects the records of one W3C trace (32 hex digits).
+	// TraceID selects the records of the actions asked for in one W3C
+	// trace (32 lowercase hex digits).
 	TraceID  string
 	AfterSeq int64
 }
@@ -44,7 +45,10 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 		add("action_id = ?", f.ActionID)
 	}
 	if f.TraceID != "" {
-		add("trace_id = ? AND trace_id != ''", f.TraceID) // the partial index audit_trace_id
+		// Every record of the actions a call in the trace asked for: the
+		// attempt and outcome carry the trace id, a person's approval
+		// between them does not. The partial index audit_trace_id finds them.
+		add("action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != '')", f.TraceID)
 	}
 	rows, err := db.db.QueryContext(ctx, q+" ORDER BY seq", args...)
 	if err != nil {

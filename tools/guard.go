@@ -12,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/telemetry"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -96,6 +97,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	agent := d.identity(ctx)
 	log := d.Logger.With("tool", name, "agent", agent)
 	action := policy.Tools[name].Action
+	ctx = correlate(ctx, req, log) // trace context and conversation id from _meta (trace.go)
+	ctx, span := telemetry.Start(ctx, telemetry.SpanToolCall+" "+name, telemetry.AttrTool, name, telemetry.AttrAgent, agent)
+	defer span.End(nil)
 
 	raw, key, err := splitKey(rawArguments(req.Params), action)
 	if err != nil {
@@ -128,7 +132,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 
 	attrs, loadErr := map[string]any{}, error(nil)
 	if s.load != nil {
-		attrs, loadErr = s.load(ctx, d, &a)
+		fctx, fspan := telemetry.Start(ctx, telemetry.SpanFacts, telemetry.AttrTool, name)
+		attrs, loadErr = s.load(fctx, d, &a)
+		fspan.End(loadErr)
 		if loadErr != nil && mandate.ErrorCode(loadErr) != mandate.ENOTFOUND && mandate.ErrorCode(loadErr) != mandate.EINVALID {
 			log.Warn("facts could not be loaded", "err", loadErr)
 		}
@@ -149,6 +155,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		act.CustomerID, act.AmountMinor, act.Currency = sc.scope()
 	}
 	rec := &storage.Record{Agent: agent, Tool: name, Args: args}
+	stamp(ctx, d, "", rec)
 	var dec policy.Decision
 	capped, stale := false, false
 	var suspension int64                       // the suspension that refused the call, if any
@@ -156,6 +163,8 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	// decide runs inside the transaction that records the attempt, with the
 	// usage counted there, so limits over time cannot be raced.
 	decide := func(u storage.Usage) {
+		_, dspan := telemetry.Start(ctx, telemetry.SpanDecision, telemetry.AttrTool, name)
+		defer func() { dspan.Set(telemetry.AttrEffect, dec.Effect); dspan.End(nil) }()
 		if attrs != nil && act.Currency != "" {
 			for k, v := range usageAttrs(u, act.Currency) {
 				attrs[k] = v
@@ -213,6 +222,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			act.Error = rec.Error
 		}
 	}
+	_, aspan := telemetry.Start(ctx, telemetry.SpanAuditAppend, telemetry.AttrPhase, storage.PhaseAttempt)
 	if action {
 		// DecideAndRecord is the commit point: it refuses with
 		// storage.ErrCancelled, recording nothing, if ctx is done when the
@@ -244,6 +254,8 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			err = d.DB.Append(wctx, rec)
 		}
 	}
+	aspan.End(err)
+	span.Set(telemetry.AttrEffect, dec.Effect, telemetry.AttrActionID, act.ID)
 	// Recorded: from here the call runs to its end whatever the client does.
 	ctx = context.WithoutCancel(ctx)
 	log = log.With("decision", dec.Effect)
@@ -304,7 +316,9 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	ran := err == nil
 	if ran {
 		bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
+		bctx, bspan := telemetry.Start(bctx, telemetry.SpanBackendCall, telemetry.AttrTool, act.Tool, telemetry.AttrActionID, act.ID)
 		out, err = s.run(bctx, d, a, act.ID)
+		bspan.End(err)
 		cancel()
 	}
 	if err != nil && ran && uncertain(err) && s.reconcile != nil {
@@ -339,8 +353,12 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		act.Status, act.Result = storage.StatusExecuted, canonical(out)
 		rec.Outcome, rec.Changes = storage.StatusExecuted, changesAfter(ctx, d, a, changes, out)
 	}
+	stamp(ctx, d, act.ID, rec)
+	_, ospan := telemetry.Start(ctx, telemetry.SpanAuditAppend, telemetry.AttrPhase, storage.PhaseOutcome, telemetry.AttrActionID, act.ID, telemetry.AttrOutcome, rec.Outcome)
 	// The outcome is recorded even if the agent hung up: the action happened.
-	if rerr := d.DB.RecordOutcome(ctx, act, rec); mandate.ErrorCode(rerr) == mandate.ECONFLICT {
+	rerr := d.DB.RecordOutcome(ctx, act, rec)
+	ospan.End(rerr)
+	if mandate.ErrorCode(rerr) == mandate.ECONFLICT {
 		// Recovery recorded the outcome first: answer from the record, which
 		// is what the audit will say.
 		if cur, err := d.DB.Action(ctx, act.ID); err == nil {

@@ -71,6 +71,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			rep.Unknown++
 			continue
 		}
+		stamp(ctx, d, act.ID, rec) // the trace of the call that asked, from its attempt
 		if err := d.DB.RecordOutcome(ctx, act, rec); err != nil && mandate.ErrorCode(err) != mandate.ECONFLICT {
 			return rep, err
 		}

@@ -24,7 +24,7 @@ const auditUsage = `Usage:
   mandate audit verify [--db FILE]
       check the hash chain; exit status 1 names the first broken record
   mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
-                       [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--redact]
+                       [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--trace ID] [--redact]
       print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
   mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
       print the last records and, with -f, follow new ones
@@ -247,7 +247,7 @@ func jsonEscapeHidden(s string) string {
 }
 
 // filterFlags are export's record filters.
-type filterFlags struct{ since, until, agent, tool, decision, action string }
+type filterFlags struct{ since, until, agent, tool, decision, action, trace string }
 
 func (f *filterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.since, "since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d")
@@ -256,6 +256,7 @@ func (f *filterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tool, "tool", "", "only records of this tool")
 	fs.StringVar(&f.decision, "decision", "", "only records with this decision: allow, deny or require_approval")
 	fs.StringVar(&f.action, "action", "", "only records of this action_id")
+	fs.StringVar(&f.trace, "trace", "", "only records of the actions asked for in this W3C trace (32 hex digits, the trace-id of a traceparent)")
 }
 
 func (f *filterFlags) filter(now time.Time) (storage.Filter, error) {
@@ -272,7 +273,11 @@ func (f *filterFlags) filter(now time.Time) (storage.Filter, error) {
 	default:
 		return storage.Filter{}, usageError{fmt.Sprintf("--decision %q: use allow, deny or require_approval", f.decision)}
 	}
-	return storage.Filter{Since: since, Until: until, Agent: f.agent, Tool: f.tool, Decision: f.decision, ActionID: f.action}, nil
+	trace, err := traceFlag(f.trace)
+	if err != nil {
+		return storage.Filter{}, err
+	}
+	return storage.Filter{Since: since, Until: until, Agent: f.agent, Tool: f.tool, Decision: f.decision, ActionID: f.action, TraceID: trace}, nil
 }
 
 // parseWhen reads a time as RFC 3339, a date (midnight UTC), or a duration

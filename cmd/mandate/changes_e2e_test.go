@@ -174,3 +174,79 @@ func TestChangesRedactedInEveryFormat(t *testing.T) {
 		}
 	})
 }
+
+func TestLineageCLI(t *testing.T) {
+	dbPath, _, ids := lineageScript(t)
+	tests := []struct {
+		name     string
+		args     []string
+		want     []string
+		not      []string
+		exitCode int
+	}{
+		{name: "customer", args: []string{"--customer", "cus_ada"},
+			want: []string{ids["phone"], ids["refund"], ids["cancel"], `phone "+441234567890" -> "+441234000111"`,
+				"refunded 0.00 USD -> 10.00 USD", "refundable 120.00 USD -> 110.00 USD", "status pending -> cancelled",
+				"attempt", "outcome", "by demo-agent", "policy.csv:", "policy "},
+			not: []string{ids["email"]}},
+		{name: "customer with an approval", args: []string{"--customer", "cus_marie"},
+			want: []string{ids["email"], "by alice (approver)", "require_approval", `email "marie@example.fr" -> "marie.curie@example.org"`},
+			not:  []string{ids["phone"]}},
+		{name: "order", args: []string{"--order", "ord_1001"}, want: []string{ids["refund"]}, not: []string{ids["phone"], ids["cancel"]}},
+		{name: "agent", args: []string{"--agent", "demo-agent", "--since", "1h"},
+			want: []string{ids["phone"], ids["refund"], ids["cancel"], ids["email"], "by alice (approver)"}},
+		{name: "redacted", args: []string{"--customer", "cus_marie", "--redact"},
+			want: []string{`email "m***@example.fr" -> "m***@example.org"`}, not: []string{"marie@example.fr", "marie.curie@example.org"}},
+		{name: "nothing", args: []string{"--customer", "cus_nobody"}, want: []string{"nothing recorded for customer cus_nobody"}},
+		{name: "two subjects", args: []string{"--customer", "cus_ada", "--order", "ord_1001"}, want: []string{"exactly one of"}, exitCode: 2},
+		{name: "bad trace", args: []string{"--customer", "cus_ada", "--trace", "xyz"}, want: []string{"32 hex digits"}, exitCode: 2},
+		{name: "bad format", args: []string{"--agent", "demo-agent", "--format", "csv"}, want: []string{"use text or jsonl"}, exitCode: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, err := runMandate(t, nil, append([]string{"lineage", "--db", dbPath}, tt.args...)...)
+			code := 0
+			if err != nil {
+				code = 1
+				if ee, ok := err.(interface{ ExitCode() int }); ok {
+					code = ee.ExitCode()
+				}
+			}
+			if code != tt.exitCode {
+				t.Fatalf("exit %d, want %d: %s%s", code, tt.exitCode, out, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out+errOut, w) {
+					t.Fatalf("output lacks %q:\n%s%s", w, out, errOut)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(out+errOut, n) {
+					t.Fatalf("output shows %q:\n%s", n, out)
+				}
+			}
+		})
+	}
+	t.Run("jsonl in time order", func(t *testing.T) {
+		out, _, err := runMandate(t, nil, "lineage", "--db", dbPath, "--customer", "cus_ada", "--format", "jsonl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		n := 0
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r storage.Record
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			if r.Seq <= last {
+				t.Fatalf("seq %d after %d", r.Seq, last)
+			}
+			last = r.Seq
+			n++
+		}
+		if n != 6 { // attempt and outcome of the phone change, the refund and the cancellation
+			t.Fatalf("%d records, want 6:\n%s", n, out)
+		}
+	})
+}

@@ -144,6 +144,21 @@ func TestCrashAfterBackendBeforeOutcome(t *testing.T) {
 	if got := phases(); len(got) != 2 || got[1] != "outcome:executed" {
 		t.Fatalf("audit of %s after recovery: %v, want the attempt and one executed outcome", id, got)
 	}
+	// What changed is recorded as far as recovery can know it: the refund
+	// and the order's totals now, the values before as unknown.
+	if err := db.Records(context.Background(), storage.Filter{ActionID: id}, func(r *storage.Record) error {
+		if r.Phase != storage.PhaseOutcome {
+			return nil
+		}
+		c, err := storage.ParseChanges(r.Changes)
+		if err != nil || c == nil || c.Source != storage.ChangesReconciled || c.RefundID == "" || c.CustomerID != "cus_ada" ||
+			len(c.Fields) != 2 || string(c.Fields[0].Before) != "null" || string(c.Fields[0].After) != `{"minor":2500,"currency":"USD"}` {
+			t.Fatalf("reconciled outcome changes %s (%v), want the refund with before unknown", r.Changes, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.Verify(context.Background()); err != nil {
 		t.Fatalf("audit chain after the crash and recovery: %v", err)
 	}

@@ -104,6 +104,8 @@ Usage:
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
+  mandate lineage --customer ID | --order ID | --agent NAME [--since 24h] [--trace ID]
+                                         everything done to a customer or order, or by an agent, with before and after
   mandate admin [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page
   mandate admin user add NAME            add an approver or auditor (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
@@ -178,6 +180,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runInit(rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "lineage":
+		return runLineage(ctx, rest, stdout, stderr)
 	case "store":
 		return runStore(ctx, rest, stdout, stderr)
 	case "policy":

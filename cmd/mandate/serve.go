@@ -13,11 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/notify"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/telemetry"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -40,6 +42,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
+	otlpEndpoint := fs.String("otlp-endpoint", "", "send OpenTelemetry spans of each tool call to this OTLP/HTTP collector URL, e.g. http://127.0.0.1:4318 (default: off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	var pf policyFlags
 	pf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -74,6 +77,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version) // off unless configured
+	if err != nil {
+		return usageError{"serve: " + mandate.ErrorMessage(err)}
+	}
+	defer func() { // flush buffered spans, waiting at most a few seconds for the collector
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
 	// MANDATE_CPUPROFILE=FILE writes a CPU profile of this serve to
 	// FILE.<pid> until it exits: undocumented, off unless set, for
 	// `go run ./bench/e2e` and `go tool pprof`.

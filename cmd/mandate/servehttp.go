@@ -46,7 +46,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 			// the principal the auth middleware verified, else nobody
 			// (the guard denies).
 			p, _ := auth.PrincipalFrom(r.Context())
-			return tools.WithAgent(ctx, p.Agent)
+			return tools.WithTraceparent(tools.WithAgent(ctx, p.Agent), r.Header.Get("traceparent"))
 		}),
 	)
 	mux := http.NewServeMux()

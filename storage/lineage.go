@@ -1,0 +1,117 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// The customer and order an audit record names in its arguments, as
+// migration 0014 indexes them: a query must use exactly these expressions
+// for SQLite to search the indexes instead of scanning the trail.
+const (
+	argsCustomer = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id')`
+	argsOrder    = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
+)
+
+// LineageFilter selects the records of one lineage: exactly one of
+// CustomerID, OrderID and Agent, or TraceID alone.
+type LineageFilter struct {
+	CustomerID, OrderID, Agent string
+	// TraceID keeps only the actions (every record of them: attempt,
+	// approval, outcome) that a call in this W3C trace asked for.
+	TraceID string
+	// Since drops records older than this; zero keeps all.
+	Since time.Time
+}
+
+// Lineage calls fn, in time order, for every audit record touching the
+// filter's subject:
+//
+//   - a customer: records whose arguments name the customer
+//     (update_account, get_customer), every record of an action the system
+//     of record said was the customer's (refund_order, cancel_order: the
+//     action row's customer_id, read when the action was decided), and every
+//     record naming an order of such an action (get_order). An order counts
+//     for its customer once an action on it was decided; a lookup of an
+//     order no action touched is found under the order, not the customer.
+//   - an order: records whose arguments name the order.
+//   - an agent: every record the agent wrote, and every record (a person's
+//     approval, the outcome) of the actions it asked for.
+//
+// Each branch searches an index (migration 0014), so a lineage costs what
+// it returns, not the size of the trail.
+func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) error) error {
+	var sub string
+	var args []any
+	since := ""
+	if !f.Since.IsZero() {
+		since = timeText(f.Since)
+	}
+	switch {
+	case f.CustomerID != "":
+		sub = `SELECT seq FROM audit WHERE ` + argsCustomer + ` = ?1
+			UNION SELECT a.seq FROM actions x JOIN audit a ON a.action_id = x.id WHERE x.customer_id = ?1 AND x.customer_id != ''
+			UNION SELECT seq FROM audit WHERE ` + argsOrder + ` IN
+				(SELECT json_extract(args, '$.order_id') FROM actions WHERE customer_id = ?1 AND customer_id != '')`
+		args = append(args, f.CustomerID)
+	case f.OrderID != "":
+		sub = `SELECT seq FROM audit WHERE ` + argsOrder + ` = ?1`
+		args = append(args, f.OrderID)
+	case f.Agent != "":
+		sub = `SELECT seq FROM audit WHERE agent = ?1 AND time >= ?2
+			UNION SELECT a.seq FROM audit a WHERE a.action_id IN (SELECT action_id FROM audit WHERE agent = ?1 AND time >= ?2 AND phase = 'attempt')`
+		args = append(args, f.Agent, since)
+	case f.TraceID != "":
+		sub = `SELECT seq FROM audit WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ?1 AND trace_id != '')`
+		args = append(args, f.TraceID)
+	default:
+		return mandate.Errorf(mandate.EINVALID, "a lineage needs a customer, an order, an agent or a trace")
+	}
+	q := `SELECT ` + recordColumns + ` FROM audit WHERE seq IN (` + sub + `)`
+	if since != "" {
+		q += ` AND time >= ?` + itoa(len(args)+1)
+		args = append(args, since)
+	}
+	if f.TraceID != "" && (f.CustomerID != "" || f.OrderID != "" || f.Agent != "") {
+		q += ` AND action_id IN (SELECT action_id FROM audit WHERE trace_id = ?` + itoa(len(args)+1) + ` AND trace_id != '')`
+		args = append(args, f.TraceID)
+	}
+	rows, err := db.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	if err != nil {
+		return unavailable("read lineage", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// Correlation returns the trace and conversation ids recorded on the
+// attempt of action id ("" when none), for the records of the action
+// written outside the agent's call: its outcome after a person's approval
+// or after a restart.
+func (db *DB) Correlation(ctx context.Context, actionID string) (traceID, conversationID string, err error) {
+	err = db.db.QueryRowContext(ctx, `SELECT trace_id, conversation_id FROM audit WHERE action_id = ? AND phase = 'attempt' ORDER BY seq LIMIT 1`, actionID).
+		Scan(&traceID, &conversationID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", unavailable("read correlation", err)
+	}
+	return traceID, conversationID, nil
+}

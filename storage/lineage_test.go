@@ -1,0 +1,226 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lineageDB records a mixed history from two agents and a person: account
+// changes, refunds (one approved), a cancellation in a trace, lookups, and
+// a record whose arguments are not JSON. It returns the database, the
+// record seqs of each action by action id, and the time between the old
+// and the recent records.
+func lineageDB(t *testing.T, path string) (*DB, map[string][]int64, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	db := openPath(t, path)
+	clock := &stepClock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), step: time.Second}
+	db.Now = clock.Now
+	act := func(id, agent, tool, args, customer, status, trace string) *Action {
+		t.Helper()
+		a := &Action{ID: id, Agent: agent, Tool: tool, Args: []byte(args), CustomerID: customer}
+		rec := &Record{Agent: agent, Tool: tool, Args: a.Args, TraceID: trace}
+		if err := db.DecideAndRecord(ctx, a, rec, func(Usage) {
+			a.Decision, a.Status = "allow", status
+			if status == StatusPending {
+				a.Decision, a.ExpiresAt = "require_approval", clock.Now().Add(time.Hour)
+			}
+			rec.Decision = a.Decision
+		}); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		return a
+	}
+	done := func(a *Action, changes string, trace string) {
+		t.Helper()
+		a.Status, a.Result = StatusExecuted, []byte(`{}`)
+		if err := db.RecordOutcome(ctx, a, &Record{Agent: a.Agent, Tool: a.Tool, Args: a.Args, Outcome: StatusExecuted,
+			Changes: json.RawMessage(changes), TraceID: trace}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(id, agent, tool, args string) {
+		t.Helper()
+		if err := db.Append(ctx, &Record{Agent: agent, Tool: tool, Args: []byte(args), ActionID: id, Phase: PhaseAttempt, Decision: "allow", Outcome: "read"}); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	// Old history, a day before the rest.
+	read("act_old", "agent-a", "get_customer", `{"customer_id":"cus_ada"}`)
+	clock.t = clock.t.Add(24 * time.Hour)
+	cut := clock.Now()
+
+	done(act("act_u1", "agent-a", "update_account", `{"customer_id":"cus_ada","field":"phone","reason":"r","value":"+441234000111"}`, "cus_ada", StatusExecuting, ""),
+		`{"tool":"update_account","customer_id":"cus_ada","fields":[{"field":"phone","before":"+441234567890","after":"+441234000111"}],"source":"read_before_call"}`, "")
+	r1 := act("act_r1", "agent-a", "refund_order", `{"order_id":"ord_1","amount":"60.00","reason":"r"}`, "cus_ada", StatusPending, "")
+	if _, err := db.Decide(ctx, "act_r1", Review{Approver: "boss", Approve: true}, func(a *Action, u Usage) (Review, error) {
+		return Review{Approve: true, Decision: "allow"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := db.ClaimApproved(ctx, "act_r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r1
+	done(claimed, `{"tool":"refund_order","customer_id":"cus_ada","order_id":"ord_1","fields":[],"source":"read_before_call"}`, "")
+	done(act("act_r2", "agent-b", "refund_order", `{"order_id":"ord_2","amount":"5.00","reason":"r"}`, "cus_bob", StatusExecuting, ""), `{"tool":"refund_order","fields":[],"source":"read_before_call"}`, "")
+	read("act_g1", "agent-b", "get_order", `{"order_id":"ord_1"}`)
+	read("act_g2", "agent-a", "get_customer", `{"customer_id":"cus_bob"}`)
+	read("act_bad", "agent-a", "get_order", `not json, as a record written by hand might be`)
+	trace := "4bf92f3577b34da6a3ce929d0e0e4736"
+	done(act("act_c1", "agent-b", "cancel_order", `{"order_id":"ord_3","reason":"r"}`, "cus_ada", StatusExecuting, trace), `{"tool":"cancel_order","fields":[],"source":"read_before_call"}`, trace)
+
+	seqs := map[string][]int64{}
+	if err := db.Records(ctx, Filter{}, func(r *Record) error {
+		seqs[r.ActionID] = append(seqs[r.ActionID], r.Seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return db, seqs, cut
+}
+
+func TestLineage(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, seqs, cut := lineageDB(t, path)
+	if len(seqs["act_r1"]) < 3 {
+		t.Fatalf("the approved refund has records %v; want attempt, approval and outcome", seqs["act_r1"])
+	}
+	trace := "4bf92f3577b34da6a3ce929d0e0e4736"
+	tests := []struct {
+		name    string
+		f       LineageFilter
+		actions []string
+	}{
+		{"customer: its account, its orders' actions and lookups", LineageFilter{CustomerID: "cus_ada"}, []string{"act_old", "act_u1", "act_r1", "act_g1", "act_c1"}},
+		{"customer since", LineageFilter{CustomerID: "cus_ada", Since: cut}, []string{"act_u1", "act_r1", "act_g1", "act_c1"}},
+		{"another customer", LineageFilter{CustomerID: "cus_bob"}, []string{"act_r2", "act_g2"}},
+		{"order", LineageFilter{OrderID: "ord_1"}, []string{"act_r1", "act_g1"}},
+		{"agent: with the approval of its action", LineageFilter{Agent: "agent-a", Since: cut}, []string{"act_u1", "act_r1", "act_g2", "act_bad"}},
+		{"agent with no since", LineageFilter{Agent: "agent-b"}, []string{"act_r2", "act_g1", "act_c1"}},
+		{"trace alone", LineageFilter{TraceID: trace}, []string{"act_c1"}},
+		{"customer in a trace", LineageFilter{CustomerID: "cus_ada", TraceID: trace}, []string{"act_c1"}},
+		{"nobody", LineageFilter{CustomerID: "cus_nobody"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var want []int64
+			for _, a := range tt.actions {
+				want = append(want, seqs[a]...)
+			}
+			slices.Sort(want)
+			var got []int64
+			if err := db.Lineage(ctx, tt.f, func(r *Record) error { got = append(got, r.Seq); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("seqs %v, want %v (actions %v)", got, want, tt.actions)
+			}
+		})
+	}
+	t.Run("records carry what changed and the trace", func(t *testing.T) {
+		var changes, traced int
+		if err := db.Lineage(ctx, LineageFilter{CustomerID: "cus_ada"}, func(r *Record) error {
+			if len(r.Changes) > 0 {
+				changes++
+			}
+			if r.TraceID == trace {
+				traced++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if changes != 3 || traced != 2 {
+			t.Fatalf("%d records with changes, %d in the trace; want 3 and 2", changes, traced)
+		}
+	})
+	t.Run("export by trace", func(t *testing.T) {
+		var got []int64
+		if err := db.Records(ctx, Filter{TraceID: trace}, func(r *Record) error { got = append(got, r.Seq); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, seqs["act_c1"]) {
+			t.Fatalf("export --trace: %v, want %v", got, seqs["act_c1"])
+		}
+	})
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatalf("the chain with changes and traces does not verify: %v", err)
+	}
+}
+
+// TestLineageQueryPlans: every lineage searches indexes; none scans the
+// audit trail or the actions, which grow with every call.
+func TestLineageQueryPlans(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, _, cut := lineageDB(t, path)
+	stop := recordQueries(path)
+	for _, f := range []LineageFilter{
+		{CustomerID: "cus_ada"}, {CustomerID: "cus_ada", Since: cut, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{OrderID: "ord_1"}, {Agent: "agent-a", Since: cut}, {TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+	} {
+		if err := db.Lineage(ctx, f, func(*Record) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := db.Correlation(ctx, "act_c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Records(ctx, Filter{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}, func(*Record) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	queries := stop()
+	if len(queries) < 7 {
+		t.Fatalf("recorded %d statements, want the 7 lineage, correlation and export queries", len(queries))
+	}
+	for _, q := range queries {
+		bad, err := scans(ctx, db, q)
+		if err != nil {
+			t.Fatalf("EXPLAIN QUERY PLAN %s: %v", q.query, err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("%s\n  scans a table that grows with every call: %s", strings.Join(strings.Fields(q.query), " "), strings.Join(bad, "; "))
+		}
+	}
+}
+
+// TestNewColumnsHashed: changes, trace_id and conversation_id are covered
+// by the hash chain, so editing, adding or removing any is detected; a
+// record without them hashes exactly as before they existed.
+func TestNewColumnsHashed(t *testing.T) {
+	plain := &Record{Time: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), Agent: "a", Tool: "t", Phase: PhaseAttempt}
+	if got, want := plain.hashed(), plain.fields(); !slices.Equal(got, want) {
+		t.Fatalf("a record without the new columns hashes %v, want the original fields %v", got, want)
+	}
+	withChanges := *plain
+	withChanges.Changes = json.RawMessage(`{"tool":"t"}`)
+	if got := withChanges.hashed(); len(got) != len(plain.fields())+4 || got[len(got)-2] != "changes" {
+		t.Fatalf("hashed with changes = %v; want approver, comment, then \"changes\" and its value", got)
+	}
+	for _, tt := range []struct{ name, stmt string }{
+		{"changes edited", `UPDATE audit SET changes = replace(changes, '+441234567890', '+449999999999') WHERE changes != ''`},
+		{"changes removed", `UPDATE audit SET changes = '' WHERE changes != ''`},
+		{"trace edited", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE trace_id != ''`},
+		{"trace added", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE seq = 1`},
+		{"conversation added", `UPDATE audit SET conversation_id = 'conv-1' WHERE seq = 2`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db, _, _ := lineageDB(t, filepath.Join(t.TempDir(), "mandate.db"))
+			if _, err := db.Verify(context.Background()); err != nil {
+				t.Fatalf("before tampering: %v", err)
+			}
+			vtTamper(t, db, tt.stmt)
+			if _, err := db.Verify(context.Background()); err == nil {
+				t.Fatalf("%s: the chain still verifies", tt.stmt)
+			}
+		})
+	}
+}
