@@ -118,7 +118,7 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.Auth == nil {
 		s.cfg.Auth = &auth.Authenticator{DB: cfg.Deps.DB, Policy: cfg.Deps.Policy, Now: s.now, Logger: cfg.Logger}
 	}
-	for _, page := range []string{"login", "queue", "action", "audit", "lineage"} {
+	for _, page := range []string{"login", "queue", "action", "audit", "lineage", "agents"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -144,6 +144,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /audit", s.authed(auth.Auditor, s.audit))
 	s.mux.HandleFunc("GET /customers/{id}", s.authed(auth.Auditor, s.lineage("customer"))) // lineage.go
 	s.mux.HandleFunc("GET /orders/{id}", s.authed(auth.Auditor, s.lineage("order")))
+	s.mux.HandleFunc("GET /agents", s.authed(auth.Approver, s.agents)) // the kill switch (agents.go)
+	s.mux.HandleFunc("POST /agents/suspend", s.authed(auth.Approver, s.suspend))
+	s.mux.HandleFunc("POST /agents/{agent}/resume", s.authed(auth.Approver, s.resume))
 	return s, nil
 }
 

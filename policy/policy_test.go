@@ -43,6 +43,9 @@ const (
 	ruleApproveRefund = "p, supervisor, approve_refund_order, amount_base <= 2000.00, allow"
 	ruleApproveCancel = "p, supervisor, approve_cancel_order, true, allow"
 	ruleApproveUpdate = "p, supervisor, approve_update_account, true, allow"
+	ruleSuspend       = "p, supervisor, suspend_agent, true, allow"
+	ruleResume        = "p, supervisor, resume_agent, true, allow"
+	ruleRevertUpdate  = "p, supervisor, revert_update_account, true, allow"
 
 	ruleSupportDaily    = "p, support_agent, refund_order, agent_refunded_24h + amount_base > 500.00, require_approval"
 	ruleSeniorDaily     = "p, senior_agent, refund_order, agent_refunded_24h + amount_base > 5000.00, require_approval"
@@ -232,6 +235,12 @@ func TestShippedPolicy(t *testing.T) {
 		{name: "supervisor approves refund of 2000.01", agent: agentSupervisor, tool: "approve_refund_order", attrs: refundFacts(t, "2000.01", "5000.00", old), effect: policy.Deny, reason: "no rule matched"},
 		{name: "other supervisor approves cancel", agent: "bob", tool: "approve_cancel_order", attrs: cancelFacts("pending"), effect: policy.Allow, rule: ruleApproveCancel},
 		{name: "supervisor approves email change", agent: agentSupervisor, tool: "approve_update_account", attrs: updateFacts("email"), effect: policy.Allow, rule: ruleApproveUpdate},
+		{name: "supervisor suspends an agent", agent: agentSupervisor, tool: "suspend_agent", attrs: map[string]any{}, effect: policy.Allow, rule: ruleSuspend},
+		{name: "supervisor resumes an agent", agent: agentSupervisor, tool: "resume_agent", attrs: map[string]any{}, effect: policy.Allow, rule: ruleResume},
+		{name: "supervisor reverts an email change", agent: agentSupervisor, tool: "revert_update_account", attrs: updateFacts("email"), effect: policy.Allow, rule: ruleRevertUpdate},
+		{name: "an agent cannot suspend", agent: agentSenior, tool: "suspend_agent", attrs: map[string]any{}, effect: policy.Deny, reason: "no rule"},
+		{name: "an agent cannot revert", agent: agentSupport, tool: "revert_update_account", attrs: updateFacts("email"), effect: policy.Deny, reason: "no rule"},
+		{name: "a supervisor is no agent", agent: agentSupervisor, tool: "update_account", attrs: updateFacts("email"), effect: policy.Deny, reason: "no rule"},
 		{name: "support agent approves refund", agent: agentSupport, tool: "approve_refund_order", attrs: refundFacts(t, "10.00", "5000.00", old), effect: policy.Deny, reason: "no rule matched"},
 		{name: "senior agent approves cancel", agent: agentSenior, tool: "approve_cancel_order", attrs: cancelFacts("pending"), effect: policy.Deny, reason: "no rule matched"},
 		{name: "supervisor refunds", agent: agentSupervisor, tool: "refund_order", attrs: refundFacts(t, "10.00", "5000.00", old), effect: policy.Deny, reason: "no rule matched"},
@@ -342,6 +351,7 @@ func TestShippedRulesAreCovered(t *testing.T) {
 		ruleCancelSent, ruleSupportContact, ruleSupportEmail, ruleSeniorSmall, ruleSeniorMedium,
 		ruleSeniorLarge, ruleSeniorContact, ruleApproveRefund, ruleApproveCancel, ruleApproveUpdate,
 		ruleSupportDaily, ruleSeniorDaily, ruleCustomerRefunds, ruleCancelBurst,
+		ruleSuspend, ruleResume, ruleRevertUpdate,
 	} {
 		tested[r] = true
 	}

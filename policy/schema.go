@@ -54,9 +54,15 @@ const (
 // An Approval tool is no MCP tool: it names a person's approving of an
 // action ("approve_refund_order"), decided for the approver with the
 // action's attributes.
+//
+// An Admin tool is no MCP tool either: it names a person's administrative
+// act (suspending an agent, reverting an agent's change), decided for that
+// person. It is neither an action nor an approval, so a rule granting it
+// makes nobody an agent or an approver (auth.RoleOf).
 type Tool struct {
 	Action   bool
 	Approval bool
+	Admin    bool
 	Attrs    []string
 }
 
@@ -75,6 +81,14 @@ var Tools = map[string]Tool{
 	ApprovalPrefix + "refund_order":   {Approval: true, Attrs: refundAttrs},
 	ApprovalPrefix + "cancel_order":   {Approval: true, Attrs: cancelAttrs},
 	ApprovalPrefix + "update_account": {Approval: true, Attrs: updateAttrs},
+
+	// The kill switch and remediation (issue 13). revert_update_account
+	// decides whether a person may put back a value an agent's
+	// update_account changed; the revert is then an update_account action
+	// by that person, recorded and executed by the guard like any other.
+	"suspend_agent":         {Admin: true},
+	"resume_agent":          {Admin: true},
+	"revert_update_account": {Admin: true, Attrs: updateAttrs},
 }
 
 // ApprovalPrefix names the approval pseudo-tool of an action:
@@ -92,11 +106,11 @@ var (
 )
 
 // MCPToolNames returns the names of the tools agents call, sorted: Tools
-// without the approval pseudo-tools.
+// without the approval and admin pseudo-tools.
 func MCPToolNames() []string {
 	var names []string
 	for _, n := range ToolNames() {
-		if !Tools[n].Approval {
+		if !Tools[n].Approval && !Tools[n].Admin {
 			names = append(names, n)
 		}
 	}

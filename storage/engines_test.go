@@ -70,6 +70,9 @@ var engineTests = []struct {
 	{"AppendRefusesForeignHead", TestAppendRefusesForeignHead},
 	{"MerkleInclusionEveryRecord", TestMerkleInclusionEveryRecord},
 	{"LeafIsExportedRecord", TestLeafIsExportedRecord},
+	{"SuspendResume", TestSuspendResume},
+	{"SuspendRefusesStalePolicy", TestSuspendRefusesStalePolicy},
+	{"ClaimRevert", TestClaimRevert},
 	{"MerkleRepair", TestMerkleRepair},
 }
 

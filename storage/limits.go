@@ -23,6 +23,10 @@ type Usage struct {
 	// recorded (DecideAndRecord only). Deciding under any other version is
 	// refused: one live policy, checked where nothing can overtake it.
 	LivePolicy string
+	// Suspended is the id of the agent's suspension in force, 0 when none
+	// (suspend.go): read in the transaction that decides, so a suspension
+	// stops the very next action on every process.
+	Suspended int64
 }
 
 // Counters are kept per minute, so a window is exact to the minute: a
@@ -91,12 +95,13 @@ func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage,
 			(SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM usage_counters WHERE scope = ?1 AND minute > ?2),
 			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
 			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
-			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute > ?7)`,
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute > ?7),
+			(SELECT COALESCE(MAX(id), 0) FROM suspensions WHERE agent = ?8 AND resumed_at = '')`,
 		"agent_refunded\x00"+a.Agent+"\x00"+a.Currency, day,
 		"agent_refunds\x00"+a.Agent,
 		"customer_refunds\x00"+a.CustomerID, month,
-		"agent_cancels\x00"+a.Agent, hour,
-	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h)
+		"agent_cancels\x00"+a.Agent, hour, a.Agent,
+	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h, &u.Suspended)
 	return u, err
 }
 

@@ -118,6 +118,10 @@ func (s spec[A]) redecide(pol *policy.Policy, act *storage.Action, approver stri
 // an approved action (review and Recover) claim it through this one check.
 func (s spec[A]) claimCheck(pol *policy.Policy, attrs map[string]any, a *A) func(*storage.Action, storage.Approval, storage.Usage) (storage.Review, error) {
 	return func(cur *storage.Action, ap storage.Approval, u storage.Usage) (storage.Review, error) {
+		if u.Suspended != 0 {
+			// Held, not denied: it stays approved until its agent is resumed.
+			return storage.Review{}, &storage.SuspendedError{Agent: cur.Agent, ID: u.Suspended}
+		}
 		rv, _ := s.redecide(pol, cur, ap.Approver, s.factsNow(attrs, a, cur, u), true)
 		return rv, nil
 	}
@@ -156,12 +160,19 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	}
 	held := heldPolicy(d, pol)
 	var refusal *policy.Decision
+	var suspended *storage.SuspendedError
 	var refusalFacts map[string]any
 	// check runs inside the transaction that records the decision, with
 	// usage counted there: the approver's rule and the agent's rules are
 	// both judged as things stand at that moment.
 	check := func(cur *storage.Action, u storage.Usage) (storage.Review, error) {
 		facts := s.factsNow(attrs, &a, cur, u)
+		if approve && u.Suspended != 0 {
+			// The kill switch holds the agent's pending actions: approving
+			// waits for its resumption; denying is always possible.
+			suspended = &storage.SuspendedError{Agent: cur.Agent, ID: u.Suspended}
+			return storage.Review{}, suspended
+		}
 		rv, no := s.redecide(pol, act, approver, facts, approve)
 		rv.Comment = comment
 		if no != nil {
@@ -171,6 +182,10 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 		return rv, nil
 	}
 	decided, err := d.DB.Decide(ctx, act.ID, storage.Review{Approver: approver, Comment: comment, Held: &held}, check)
+	if suspended != nil {
+		recordRefusal(ctx, d, act, approver, comment, nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, "held: "+suspended.Error())
+		log.Info("approval held: the agent is suspended", "suspension", suspended.ID)
+	}
 	if refusal != nil {
 		recordRefusal(ctx, d, act, approver, comment, refusalFacts, *refusal, fmt.Sprintf("%s may not decide this action", approver))
 		log.Info("approver not allowed", "rule", refusal.RuleText())

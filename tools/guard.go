@@ -159,6 +159,8 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	stamp(ctx, d, "", rec)
 	var dec policy.Decision
 	capped, stale := false, false
+	var suspension int64                       // the suspension that refused the call, if any
+	policyTool := revertTool(ctx, name, attrs) // a person's revert is decided as revert_update_account
 	// decide runs inside the transaction that records the attempt, with the
 	// usage counted there, so limits over time cannot be raced.
 	decide := func(u storage.Usage) {
@@ -173,6 +175,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		switch {
 		case agent == "":
 			dec = policy.Decision{Effect: policy.Deny, Reason: "no identity: the transport authenticated nobody", Version: held.Version}
+		case u.Suspended != 0:
+			// The kill switch (suspend.go): refused for now, like stale.
+			dec = policy.Decision{Effect: policy.Deny, Reason: suspendedReason(agent, u.Suspended), Version: held.Version}
+			suspension = u.Suspended
 		case action && u.LivePolicy != held.Version:
 			// One live policy: this process holds another version than the
 			// newest recorded one (another process loaded an edit this one
@@ -183,7 +189,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: held.Version}
 		default:
 			// held, the version just checked, not whatever is live by now.
-			dec = held.Decide(policy.Request{Agent: agent, Tool: name, Attrs: attrs})
+			dec = held.Decide(policy.Request{Agent: agent, Tool: policyTool, Attrs: attrs})
 		}
 		capped = action && overPendingCap(d, agent, u, &dec)
 		act.Decision, act.Rule, act.PolicyVersion = dec.Effect, dec.RuleText(), dec.Version
@@ -192,8 +198,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// for the agent to try again with later.
 			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
 		}
-		if stale {
+		if stale || suspension != 0 {
 			act.IdempotencyKey = "" // refused for now, like the cap
+		}
+		if suspension != 0 {
+			act.Rule = dec.Reason
 		}
 		act.Status = initialStatus(dec.Effect, action)
 		if dec.Effect == policy.RequireApproval {
@@ -233,7 +242,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	} else {
 		// A read changes nothing, so it has no action state: one record of
 		// who looked at what, and whether the rules let them.
-		decide(storage.Usage{})
+		decide(storage.Usage{Suspended: lookupSuspended(ctx, d, agent)})
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
@@ -267,6 +276,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Info("denied", "rule", act.Rule, "reason", dec.Reason)
 		if capped {
 			return pendingCapResult(act, s.describe(&a))
+		}
+		if suspension != 0 {
+			return suspendedResult(act, s.describe(&a), action, agent, suspension)
 		}
 		if stale {
 			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,

@@ -24,14 +24,18 @@ const agentKeyUsage = `Usage:
   mandate agent key revoke ID [--db FILE]   revoke a key; every server sharing the database refuses it at once
 `
 
-// runAgent is the `mandate agent` group: today only the API keys that
-// agents present to `mandate serve --http`.
+// runAgent is the `mandate agent` group: the API keys that agents present
+// to `mandate serve --http`, and the kill switch (agentsuspend.go).
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if done, err := groupUsage("agent", agentKeyUsage, args, stdout, stderr); done {
+	if done, err := groupUsage("agent", agentKeyUsage+agentSuspendUsage, args, stdout, stderr); done {
 		return err
 	}
+	switch args[0] {
+	case "suspend", "resume", "suspensions":
+		return runAgentSuspend(ctx, args[0], args[1:], stdout, stderr)
+	}
 	if args[0] != "key" {
-		return unknownSubcommand("agent", agentKeyUsage, args[0], stderr)
+		return unknownSubcommand("agent", agentKeyUsage+agentSuspendUsage, args[0], stderr)
 	}
 	args = args[1:]
 	if done, err := groupUsage("agent key", agentKeyUsage, args, stdout, stderr); done {

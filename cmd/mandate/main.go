@@ -28,6 +28,10 @@ Usage:
                                          an API key for agent NAME, printed once
   mandate agent key list                 every API key and when it was last used
   mandate agent key revoke ID            revoke a key at once, for every server
+  mandate agent suspend NAME --as ADMIN --reason TEXT [--actions-only]
+                                         stop an agent on every server at once
+  mandate agent resume NAME --as ADMIN   lift its suspension
+  mandate agent suspensions [--all]      the agents suspended now
   mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
   mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
   mandate rates show                     the exchange rates money limits are converted with
@@ -50,9 +54,18 @@ Usage:
   mandate approvals approve ID --as NAME [--comment C] [--token-file F]
   mandate approvals deny ID --as NAME --comment C [--token-file F]
                                          decide as an approver: password prompt, MANDATE_ADMIN_PASSWORD or a token
-  mandate audit verify [--db FILE] [--audit-key FILE]
+  mandate remediate --agent NAME --since 2h [--customer ID] [--apply --as ADMIN]
+                                         list, then revert, what an agent changed that nobody changed since
+  mandate audit verify [--db FILE] [--audit-key FILE] [--since-checkpoint FILE --key VERIFIER_KEY]
                                          check the audit trail's chain, and the actions table against it
   mandate audit mackey --out FILE        a new audit key: with --audit-key, only its holders can write records that verify
+  mandate audit keygen --name NAME [--out FILE]
+                                         a checkpoint signer key (0600) and its verifier key
+  mandate audit checkpoint [--key FILE]  the latest signed checkpoint, or sign one now
+  mandate audit prove --action ID [--checkpoint FILE] [--out FILE]
+                                         a proof bundle: the action's records in a signed checkpoint
+  mandate audit verify-proof --key VERIFIER_KEY BUNDLE
+                                         check a proof bundle offline
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
@@ -144,6 +157,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout io.Wri
 		return runBackend(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
+	case "remediate":
+		return runRemediate(ctx, rest, stdout, stderr)
 	case "rates":
 		return runRates(rest, stdout, stderr)
 	case "agent":

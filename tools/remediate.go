@@ -1,0 +1,361 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// Remediation: putting back what a misbehaving agent changed. Plan reads
+// the audit trail (each executed action's recorded before and after,
+// storage.Changes) and the system of record, and says, for every change the
+// agent made in a window, whether it can be reverted. Apply carries out the
+// reverts, each an ordinary update_account action by the person applying
+// it, through the same guard as every agent call: decided by the policy
+// (revert_update_account, see revertTool), recorded before and after, and
+// executed with the idempotency key "revert:<action id>". A person's runs
+// are therefore idempotent, and storage.ClaimRevert makes two people's
+// runs exclusive, so each change is reverted at most once however often
+// and wherever --apply runs.
+
+// revertKey marks, in a context only Apply makes, that the call is a
+// person's revert of an agent's action (whose id it holds). Tool arguments
+// never carry it, so no agent can make its call a revert.
+type revertKey struct{}
+
+func withRevert(ctx context.Context, actionID string) context.Context {
+	return context.WithValue(ctx, revertKey{}, actionID)
+}
+
+// RevertAttr is the fact recorded with a revert's attempt: the id of the
+// action it reverts.
+const RevertAttr = "reverts"
+
+// RevertKeyPrefix begins the idempotency key of a revert: "revert:act_…".
+const RevertKeyPrefix = "revert:"
+
+// revertTool is the policy tool that decides a call of tool name: the
+// name itself, or for a revert of an update_account,
+// revert_update_account, whose attributes then also record which action
+// it reverts.
+func revertTool(ctx context.Context, name string, attrs map[string]any) string {
+	id, _ := ctx.Value(revertKey{}).(string)
+	if id == "" || name != "update_account" {
+		return name
+	}
+	if attrs != nil {
+		attrs[RevertAttr] = id
+	}
+	return "revert_" + name
+}
+
+// PlanItem is one change an agent made, and what remediation does with it.
+type PlanItem struct {
+	ActionID   string    `json:"action_id"`
+	Time       time.Time `json:"time"`
+	Tool       string    `json:"tool"`
+	CustomerID string    `json:"customer_id,omitempty"`
+	OrderID    string    `json:"order_id,omitempty"`
+	Field      string    `json:"field,omitempty"`
+	// From is the value the agent set (now current), To the one a revert
+	// puts back; for a refund, the amount; for a cancellation, the status.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Ref is the system of record's reference (a refund id).
+	Ref string `json:"ref,omitempty"`
+	// Why says why a change is skipped or not reversible.
+	Why string `json:"why,omitempty"`
+	// Covers lists the agent's earlier changes of the same field that this
+	// revert undoes too (it puts back the value before the first of them).
+	Covers []string `json:"covers,omitempty"`
+}
+
+// Plan is what remediating one agent's window would do.
+type Plan struct {
+	Agent string    `json:"agent"`
+	Since time.Time `json:"since"`
+	// Revert lists the account changes nobody has changed since.
+	Revert []PlanItem `json:"revert"`
+	// Skipped lists the account changes that cannot be reverted, with why.
+	Skipped []PlanItem `json:"skipped"`
+	// NotReversible lists refunds and cancellations, with their references.
+	NotReversible []PlanItem `json:"not_reversible"`
+}
+
+// accountChange is one executed update_account outcome in the trail.
+type accountChange struct {
+	seq            int64
+	rec            *storage.Record
+	customer       string
+	field          string
+	before, after  string
+	known          bool // before was read from the system of record
+	agent          string
+	isRevertOf     string // the action this change reverted, if it is a revert
+	actionID, time string
+}
+
+// PlanRemediation says what remediating agent's changes since since (of
+// customer only, if not "") would do, from the audit trail and the system
+// of record as they are now.
+func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time, customer string) (*Plan, error) {
+	d = withDefaults(d)
+	p := &Plan{Agent: agent, Since: since, Revert: []PlanItem{}, Skipped: []PlanItem{}, NotReversible: []PlanItem{}}
+	// Every executed account change since the window opened, by anyone, in
+	// chain order: the agent's are the candidates, everyone's are what
+	// "changed again since" is judged on.
+	byKey := map[string][]*accountChange{}
+	var mine []*accountChange
+	err := d.DB.Records(ctx, storage.Filter{Since: since}, func(r *storage.Record) error {
+		if r.Phase != storage.PhaseOutcome || r.Outcome != storage.StatusExecuted {
+			return nil
+		}
+		ch, err := storage.ParseChanges(r.Changes)
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "record %d: its changes cannot be read: %v", r.Seq, err)
+		}
+		switch r.Tool {
+		case "update_account":
+		case "refund_order", "cancel_order":
+			if r.Agent == agent && (customer == "" || ch != nil && ch.CustomerID == customer) {
+				p.NotReversible = append(p.NotReversible, irreversible(r, ch))
+			}
+			return nil
+		default:
+			return nil
+		}
+		c := &accountChange{seq: r.Seq, rec: r, agent: r.Agent, actionID: r.ActionID, time: r.Time.UTC().Format(time.RFC3339)}
+		var args updateArgs
+		_ = json.Unmarshal(r.Args, &args)
+		c.customer, c.field = args.CustomerID, args.Field
+		if ch != nil && len(ch.Fields) == 1 {
+			c.customer, c.field = ch.CustomerID, ch.Fields[0].Field
+			c.after, _ = storage.ChangeText(ch.Fields[0].After)
+			c.before, c.known = storage.ChangeText(ch.Fields[0].Before)
+			c.known = c.known && ch.Source == storage.ChangesReadBeforeCall
+		}
+		if c.after == "" {
+			c.after = args.Value
+		}
+		key := c.customer + "\x00" + c.field
+		byKey[key] = append(byKey[key], c)
+		if r.Agent == agent && (customer == "" || c.customer == customer) {
+			mine = append(mine, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, list := range byKey {
+		for _, c := range list {
+			if c.agent != agent {
+				if act, err := d.DB.Action(ctx, c.actionID); err == nil && strings.HasPrefix(act.IdempotencyKey, RevertKeyPrefix) {
+					c.isRevertOf = strings.TrimPrefix(act.IdempotencyKey, RevertKeyPrefix)
+				}
+			}
+		}
+	}
+	covered := map[string]string{} // an earlier change of the agent -> the revert that covers it
+	for i := len(mine) - 1; i >= 0; i-- {
+		c := mine[i]
+		if by, ok := covered[c.actionID]; ok {
+			p.Skipped = append(p.Skipped, c.item(fmt.Sprintf("undone by the revert of %s, a later change of the same field by %s", by, agent)))
+			continue
+		}
+		list := byKey[c.customer+"\x00"+c.field]
+		// The run of this agent's changes of the field that ends with c,
+		// and the first change after c, if any.
+		first, next := c, (*accountChange)(nil)
+		for j, o := range list {
+			if o == c {
+				for k := j - 1; k >= 0 && list[k].agent == agent; k-- {
+					first = list[k]
+				}
+				if j+1 < len(list) {
+					next = list[j+1]
+				}
+				break
+			}
+		}
+		var covers []string
+		for _, o := range list {
+			if o.seq >= first.seq && o.seq < c.seq {
+				covers = append(covers, o.actionID)
+				covered[o.actionID] = c.actionID
+			}
+		}
+		it := c.item("")
+		it.To, it.Covers = first.before, covers
+		switch {
+		case next != nil && next.isRevertOf != "" && (next.isRevertOf == c.actionID):
+			it.Why = fmt.Sprintf("already reverted by %s (%s) at %s", next.actionID, next.agent, next.time)
+		case next != nil:
+			it.Why = fmt.Sprintf("changed again since by %s in %s at %s", next.agent, next.actionID, next.time)
+		case !first.known:
+			it.Why = "the value before the change is not known (its outcome was reconciled after a restart), so there is nothing to put back"
+		case first.before == "":
+			it.Why = "the field was empty before the change, and Mandate does not clear fields"
+		default:
+			if err := validValue(c.field, first.before); err != nil {
+				it.Why = "the previous value is not accepted by today's rules for " + fieldLabel(c.field) + ": " + mandate.ErrorMessage(err)
+				break
+			}
+			cur, err := currentValue(ctx, d, c.customer, c.field)
+			switch {
+			case err != nil:
+				it.Why = "the current value could not be read from the system of record: " + mandate.ErrorMessage(err)
+			case cur != c.after:
+				it.Why = "the system of record holds another value than the agent set: it was changed outside Mandate"
+			case cur == first.before:
+				it.Why = "the system of record already holds the previous value"
+			}
+		}
+		if it.Why != "" {
+			p.Skipped = append(p.Skipped, it)
+			continue
+		}
+		p.Revert = append(p.Revert, it)
+	}
+	for _, l := range [][]PlanItem{p.Revert, p.Skipped, p.NotReversible} {
+		sort.Slice(l, func(i, j int) bool { return l[i].Time.Before(l[j].Time) })
+	}
+	return p, nil
+}
+
+func (c *accountChange) item(why string) PlanItem {
+	return PlanItem{ActionID: c.actionID, Time: c.rec.Time, Tool: "update_account", CustomerID: c.customer, Field: c.field,
+		From: c.after, To: c.before, Why: why}
+}
+
+// irreversible lists a refund or cancellation with its references.
+func irreversible(r *storage.Record, ch *storage.Changes) PlanItem {
+	it := PlanItem{ActionID: r.ActionID, Time: r.Time, Tool: r.Tool, Why: "not reversible by Mandate: handle it in the system of record"}
+	var args struct {
+		OrderID string `json:"order_id"`
+		Amount  string `json:"amount"`
+	}
+	_ = json.Unmarshal(r.Args, &args)
+	it.OrderID = args.OrderID
+	if ch != nil {
+		it.CustomerID, it.OrderID, it.Ref = ch.CustomerID, ch.OrderID, ch.RefundID
+		for _, f := range ch.Fields {
+			if f.Field == "status" {
+				it.From, _ = storage.ChangeText(f.After)
+				it.To, _ = storage.ChangeText(f.Before)
+			}
+		}
+	}
+	if r.Tool == "refund_order" {
+		it.From = args.Amount // refunded, in the order's currency
+	}
+	return it
+}
+
+func currentValue(ctx context.Context, d *Deps, customer, field string) (string, error) {
+	bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
+	defer cancel()
+	c, err := d.Backend.Customers.Customer(bctx, customer)
+	if err != nil {
+		return "", err
+	}
+	switch field {
+	case backend.FieldEmail:
+		return c.Email, nil
+	case backend.FieldPhone:
+		return c.Phone, nil
+	case backend.FieldName:
+		return c.Name, nil
+	case backend.FieldShippingAddress:
+		return c.ShippingAddress, nil
+	}
+	return "", mandate.Errorf(mandate.EINVALID, "unknown field %q", field)
+}
+
+// RevertResult is what Apply did with one planned revert.
+type RevertResult struct {
+	PlanItem
+	// Status: "reverted", "in progress" (a concurrent run is carrying out
+	// the same revert), "pending" (a person must approve the revert),
+	// "skipped" (another person holds it) or "failed".
+	Status   string `json:"status"`
+	RevertID string `json:"revert_action_id,omitempty"`
+	Message  string `json:"message"`
+}
+
+// ApplyRemediation carries out p's reverts as the person by: each an
+// update_account action by by, through the guard, decided by the policy
+// (revert_update_account), with the reason naming the action it reverts and
+// the idempotency key RevertKeyPrefix + its id.
+func ApplyRemediation(ctx context.Context, d *Deps, by string, p *Plan) []RevertResult {
+	d = withDefaults(d)
+	handler := updateAccount().serverTool(d).Handler
+	var out []RevertResult
+	for _, it := range p.Revert {
+		r := RevertResult{PlanItem: it}
+		holder, err := d.DB.ClaimRevert(ctx, it.ActionID, by)
+		switch {
+		case err != nil:
+			r.Status, r.Message = "failed", mandate.ErrorMessage(err)
+		case holder != "":
+			r.Status, r.Message = "skipped", holder+" is reverting it (or did): only one person reverts a change"
+		default:
+			r = revertOne(ctx, d, handler, by, p.Agent, it)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error), by, agent string, it PlanItem) RevertResult {
+	r := RevertResult{PlanItem: it}
+	reason := fmt.Sprintf("Remediation by %s: revert of %s, the change of %s on %s by %s at %s", by, it.ActionID, fieldLabel(it.Field), it.CustomerID, agent, it.Time.UTC().Format(time.RFC3339))
+	args := map[string]any{"customer_id": it.CustomerID, "field": it.Field, "value": it.To, "reason": reason, "idempotency_key": RevertKeyPrefix + it.ActionID}
+	res, err := handler(WithAgent(withRevert(ctx, it.ActionID), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
+	if err != nil {
+		r.Status, r.Message = "failed", err.Error()
+		return r
+	}
+	var ar ActionResult
+	b, _ := json.Marshal(res.StructuredContent)
+	if res.StructuredContent == nil || json.Unmarshal(b, &ar) != nil || ar.ActionID == "" {
+		r.Status, r.Message = "failed", resultMessage(res)
+		return r
+	}
+	r.RevertID, r.Message = ar.ActionID, ar.Message
+	switch ar.Status {
+	case storage.StatusExecuted:
+		r.Status = "reverted"
+	case storage.StatusExecuting, storage.StatusApproved:
+		r.Status = "in progress" // a concurrent run holds it: it happens once
+	case storage.StatusPending:
+		r.Status = "pending"
+	default:
+		r.Status = "failed"
+	}
+	return r
+}
+
+// resultMessage is the message of an error result: its JSON's message,
+// else its text.
+func resultMessage(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	var e ErrorResult
+	if json.Unmarshal([]byte(b.String()), &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return b.String()
+}
