@@ -38,12 +38,13 @@ func runAgentSuspend(ctx context.Context, cmd string, args []string, stdout, std
 }
 
 func runSuspendResume(ctx context.Context, suspend bool, args []string, stdout, stderr io.Writer) error {
-	name, synopsis := "agent resume", "mandate agent resume NAME --as ADMIN [--token-file FILE] [--db FILE]"
+	name, synopsis := "agent resume", "mandate agent resume NAME --as ADMIN [--token-file FILE] [--audit-key FILE] [--db FILE]"
 	if suspend {
-		name, synopsis = "agent suspend", "mandate agent suspend NAME --as ADMIN --reason TEXT [--actions-only] [--token-file FILE] [--db FILE]"
+		name, synopsis = "agent suspend", "mandate agent suspend NAME --as ADMIN --reason TEXT [--actions-only] [--token-file FILE] [--audit-key FILE] [--db FILE]"
 	}
 	fs := newFlags(name, synopsis, stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs) // suspending is recorded: a keyed trail needs the key
 	as := fs.String("as", env("MANDATE_APPROVER", ""), "your identity, as named in policy.csv (env MANDATE_APPROVER); required with a password")
 	tokenFile := fs.String("token-file", "", "a file holding your token from mandate admin user token (or set MANDATE_APPROVER_TOKEN); else your password is asked for (or MANDATE_ADMIN_PASSWORD)")
 	var reason *string
@@ -68,7 +69,7 @@ func runSuspendResume(ctx context.Context, suspend bool, args []string, stdout, 
 	if *as == "" && cred.token == "" {
 		return usageError{name + ": say who you are with --as NAME (and your password), or give your token with --token-file or MANDATE_APPROVER_TOKEN"}
 	}
-	deps, err := openPersonDeps(ctx, *dbPath, &pf, stderr)
+	deps, err := openPersonDeps(ctx, *dbPath, *auditKey, &pf, stderr)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func runSuspendResume(ctx context.Context, suspend bool, args []string, stdout, 
 // openPersonDeps opens what a person's act needs without a backend: the
 // policy this process holds (which must be the live one to act), the
 // database and a logger.
-func openPersonDeps(ctx context.Context, dbPath string, pf *policyFlags, stderr io.Writer) (*tools.Deps, error) {
+func openPersonDeps(ctx context.Context, dbPath, auditKey string, pf *policyFlags, stderr io.Writer) (*tools.Deps, error) {
 	pol, err := pf.load()
 	if err != nil {
 		return nil, err
@@ -106,8 +107,12 @@ func openPersonDeps(ctx context.Context, dbPath string, pf *policyFlags, stderr 
 	if err != nil {
 		return nil, err
 	}
-	db, err := openExistingDB(ctx, dbPath)
+	db, err := openExistingDB(ctx, dbPath, storage.AuditKeyFile(auditKey))
 	if err != nil {
+		return nil, err
+	}
+	if err := db.CheckWriteKey(ctx); err != nil {
+		db.Close()
 		return nil, err
 	}
 	modelFile, policyFile := pf.files()

@@ -10,16 +10,18 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 )
 
-const remediateSynopsis = "mandate remediate --agent NAME --since 2h [--customer ID] [--format text|json] [--apply --as ADMIN [--token-file FILE]] [--db FILE --store FILE | --backend FILE]"
+const remediateSynopsis = "mandate remediate --agent NAME --since 2h [--customer ID] [--format text|json] [--apply --as ADMIN [--token-file FILE]] [--audit-key FILE] [--db FILE --store FILE | --backend FILE]"
 
 // runRemediate prints, and with --apply carries out, the plan that puts
 // back what an agent changed (tools.PlanRemediation, ApplyRemediation).
 func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("remediate", remediateSynopsis, stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs) // reverts are recorded: a keyed trail needs the key
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the agent acted on (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	agent := fs.String("agent", "", "the agent whose changes to put back (required)")
@@ -55,7 +57,7 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else if *as != "" || *tokenFile != "" {
 		return usageError{"remediate: --as and --token-file go with --apply"}
 	}
-	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr)
+	ad, err := openApprovalDeps(ctx, *dbPath, *storePath, *backendFile, &pf, stderr, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version) // off unless configured
+	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version, log) // off unless configured
 	if err != nil {
 		return usageError{"serve: " + mandate.ErrorMessage(err)}
 	}
