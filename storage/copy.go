@@ -27,8 +27,9 @@ var copySkip = map[string]bool{"migrations": true, "chain_head": true}
 // chain is verified in from first and in to afterwards, and both must end
 // at the same head hash.
 //
-// It reads from inside one write transaction, so nobody writes to from
-// while it is copied (on SQLite, processes that try wait for it), and
+// It reads from inside one transaction: on SQLite a write transaction, so
+// nobody writes to from while it is copied (processes that try wait for
+// it); on PostgreSQL one REPEATABLE READ snapshot of every table. It
 // writes to in one transaction that starts by taking the chain-head lock
 // on PostgreSQL: a replica already running on to waits, and either sees
 // nothing or everything. Stop the servers on from first anyway: what they
@@ -51,7 +52,13 @@ func Copy(ctx context.Context, from, to *DB) (CopyReport, error) {
 		return rep, mandate.Errorf(mandate.ECONFLICT, "the two databases are at different schema versions (%d and %d migrations applied): open both with this version of mandate, which brings them up to date, and run it again", len(fromMig), len(toMig))
 	}
 
-	rtx, err := from.db.BeginTx(ctx, nil) // IMMEDIATE on SQLite: writers wait
+	// IMMEDIATE on SQLite: writers wait. On PostgreSQL a REPEATABLE READ
+	// snapshot: every table is read as of one moment.
+	var ropts *sql.TxOptions
+	if from.postgres {
+		ropts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	rtx, err := from.db.BeginTx(ctx, ropts)
 	if err != nil {
 		return rep, unavailable("begin reading source", err)
 	}
