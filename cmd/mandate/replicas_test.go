@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -96,6 +98,9 @@ func TestPostgresReplicas(t *testing.T) {
 	orders := map[string]string{"ord_one": "40.00", "ord_idem": "1000.00", "ord_appr": "1000.00", "ord_kill": "1000.00"}
 	for i := range 30 {
 		orders[fmt.Sprintf("ord_w%02d", i)] = "100.00"
+	}
+	for i := range 40 {
+		orders[fmt.Sprintf("ord_s%02d", i)] = "100000.00"
 	}
 	replicaShop(t, shop, orders)
 	if _, stderr, err := runMandate(t, nil, "store", "import", "--store", storePath, shop); err != nil {
@@ -290,6 +295,82 @@ func TestPostgresReplicas(t *testing.T) {
 		if o := getOrder(t, replicas[0], "ord_kill"); o.Refunded != "25.00" {
 			t.Fatalf("ord_kill refunded %s, want 25.00 once", o.Refunded)
 		}
+	})
+
+	t.Run("a replica killed mid-stream: everything it left executing is reconciled once", func(t *testing.T) {
+		victim := startFaultServer(t, appURL, storePath) // senior-bot, on the same database
+		ctx, cancel := context.WithCancel(ctx)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					i := next.Add(1)
+					if _, err := refundOn(victim.c, map[string]any{"order_id": fmt.Sprintf("ord_s%02d", i%40), "amount": fmt.Sprintf("1.%02d", i%100), "reason": "stream"}); err != nil {
+						return // killed
+					}
+				}
+			})
+		}
+		time.Sleep(300 * time.Millisecond)
+		victim.kill(t)
+		cancel()
+		wg.Wait()
+		// The three live replicas reconcile what it left executing.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			left, err := owner.ActionsWithStatus(context.Background(), storage.StatusExecuting, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d actions still executing 30s after the kill", len(left))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(3 * time.Second) // every replica has had another recovery pass
+		acts, err := owner.Actions(context.Background(), storage.ActionFilter{Agent: "senior-bot", Tool: "refund_order", Limit: 500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sdb, err := sql.Open("sqlite", "file:"+storePath+"?_pragma=busy_timeout(5000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		executed := 0
+		for _, a := range acts {
+			if !strings.Contains(string(a.Args), "ord_s") {
+				continue
+			}
+			var inStore int
+			if err := sdb.QueryRow(`SELECT COUNT(*) FROM refunds WHERE idempotency_key = ?`, a.ID).Scan(&inStore); err != nil {
+				t.Fatal(err)
+			}
+			n := outcomes(t, owner, a.ID)
+			switch a.Status {
+			case storage.StatusExecuted:
+				executed++
+				if n != 1 || inStore != 1 {
+					t.Fatalf("executed action %s: %d outcome records, %d store refunds; want 1 and 1", a.ID, n, inStore)
+				}
+			case storage.StatusFailed:
+				if n != 1 || inStore != 0 {
+					t.Fatalf("failed action %s: %d outcome records, %d store refunds; want 1 and 0", a.ID, n, inStore)
+				}
+			default:
+				if n != 0 || inStore != 0 {
+					t.Fatalf("%s action %s: %d outcome records, %d store refunds; want none", a.Status, a.ID, n, inStore)
+				}
+			}
+		}
+		if executed == 0 {
+			t.Fatalf("the stream made no refund before the kill")
+		}
+		t.Logf("%d refunds executed by the killed replica's stream (reconciled ones included)", executed)
 	})
 
 	// One chain over every replica's records; the CLI verifies it, and
