@@ -253,3 +253,49 @@ func TestServeHTTPPolicyReloadToolsList(t *testing.T) {
 		t.Fatalf("lookup-bot tools after the edit: %v, want [get_order]", got)
 	}
 }
+
+// TestForwardedFor: which X-Forwarded-For entry is the client, for
+// peers inside and outside --trusted-proxy.
+func TestForwardedFor(t *testing.T) {
+	var fl proxyFlags
+	for _, c := range []string{"127.0.0.1", "10.0.0.0/8", "fd00::/8"} {
+		if err := fl.trusted.Set(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := fl.check(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		peer string
+		xff  []string
+		want string // "" when the header must be ignored
+	}{
+		{"127.0.0.1:5000", []string{"203.0.113.7"}, "203.0.113.7"},
+		{"192.0.2.1:5000", []string{"203.0.113.7"}, ""},                                 // peer not trusted
+		{"127.0.0.1:5000", []string{"6.6.6.6, 203.0.113.7"}, "203.0.113.7"},             // client-written hop ignored
+		{"127.0.0.1:5000", []string{"6.6.6.6", "203.0.113.7, 10.0.0.9"}, "203.0.113.7"}, // two headers, two proxies
+		{"127.0.0.1:5000", []string{"10.0.0.8, 10.0.0.9"}, "10.0.0.8"},                  // all trusted: the leftmost
+		{"127.0.0.1:5000", []string{"203.0.113.7, junk"}, ""},                           // the proxy's own hop is not an address
+		{"127.0.0.1:5000", []string{"junk, 203.0.113.7"}, "203.0.113.7"},
+		{"127.0.0.1:5000", nil, ""},
+		{"[::ffff:127.0.0.1]:5000", []string{"2001:db8::1"}, "2001:db8::1"},
+		{"[fd00::1]:5000", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
+		{"[2001:db8::2]:5000", []string{"203.0.113.7"}, ""},
+	} {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.peer
+		for _, v := range tt.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		ip, ok := s.forwardedFor(r)
+		got := ""
+		if ok {
+			got = ip.String()
+		}
+		if got != tt.want {
+			t.Errorf("peer %s, X-Forwarded-For %q: %q, want %q", tt.peer, tt.xff, got, tt.want)
+		}
+	}
+}
