@@ -142,7 +142,8 @@ func (db *DB) commitBatch(batch []writeReq) error {
 		return err
 	}
 	// The batch belongs to many callers, so no one caller's context may
-	// cancel it; the busy timeout in the DSN bounds the wait for the lock.
+	// cancel it; the busy timeout in the DSN bounds the wait for the lock
+	// (lock_timeout on PostgreSQL, see openPostgres).
 	ctx := context.Background()
 	sync := "NORMAL"
 	if durable(batch) {
