@@ -83,6 +83,9 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			len(plan.Revert), oneLine(*agent, 60), *since)
 		return nil
 	}
+	if err := tools.RecordPlan(ctx, ad.deps, by, plan, *customer); err != nil {
+		return fmt.Errorf("remediate: the plan could not be recorded in the audit trail, so nothing was reverted: %s", mandate.ErrorMessage(err))
+	}
 	results := tools.ApplyRemediation(ctx, ad.deps, by, plan)
 	counts := map[string]int{}
 	for _, r := range results {
