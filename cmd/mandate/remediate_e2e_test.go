@@ -192,7 +192,13 @@ func TestRemediateScenario(t *testing.T) {
 			t.Fatalf("refund %s listed without its references: %+v", it.ActionID, it)
 		}
 	}
-	if text, err := remediate(); err != nil || !strings.Contains(text, "Dry run: nothing was changed") || !strings.Contains(text, "Not reversible by Mandate") {
+	// One more email change, left waiting: not in the plan, but listed to deny.
+	waiting := act(bad, map[string]any{"customer_id": demo.Customers[19].ID, "field": "email", "value": "again@attacker.example", "reason": "customer asked"})
+	if waiting.Status != storage.StatusPending {
+		t.Fatalf("waiting change: %+v", waiting)
+	}
+	if text, err := remediate(); err != nil || !strings.Contains(text, "Dry run: nothing was changed") || !strings.Contains(text, "Not reversible by Mandate") ||
+		!strings.Contains(text, "Still waiting for a person (1)") || !strings.Contains(text, waiting.ActionID) {
 		t.Fatalf("text dry run: %v\n%s", err, text)
 	}
 
