@@ -95,6 +95,10 @@ type item struct {
 	Customer *tools.CustomerView
 	// Missing says what context could not be read from the store.
 	Missing string
+	// Held is the suspension of the agent that holds this pending action:
+	// approving it is refused until the agent is resumed (denying works),
+	// so the page says so rather than offer an Approve that fails.
+	Held *storage.Suspension
 }
 
 func (s *Server) item(ctx context.Context, a *storage.Action) item {
@@ -140,6 +144,11 @@ func (s *Server) item(ctx context.Context, a *storage.Action) item {
 	if a.Status == storage.StatusPending {
 		left := a.ExpiresAt.Sub(s.now())
 		it.TimeLeft, it.Urgent = remaining(left), left < time.Hour
+		held, err := s.cfg.Deps.DB.ActiveSuspension(ctx, a.Agent)
+		if err != nil {
+			it.Missing = "whether " + a.Agent + " is suspended: " + mandate.ErrorMessage(err)
+		}
+		it.Held = held
 	}
 	return it
 }

@@ -115,7 +115,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	if ctx.Err() != nil {
 		return cancelledResult(log)
 	}
-	if key != "" {
+	// A retry's answer is a read of the agent's own record, like
+	// get_action_status: a suspension of lookups refuses it (below, audited
+	// as any refused action) rather than answer it.
+	if key != "" && lookupSuspended(ctx, d, agent) == 0 {
 		// The arguments as the first attempt recorded them: an amount is
 		// canonical in the order's currency, which that attempt read; an
 		// amount of the same value takes its recorded text.

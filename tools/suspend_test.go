@@ -184,3 +184,43 @@ func BenchmarkLookupSuspended(b *testing.B) {
 		}
 	}
 }
+
+// TestSuspendRefusesReplay: under a suspension of lookups, a retry with the
+// key of an action done before the suspension is refused and audited like
+// any call, not answered with the earlier result (which get_action_status,
+// a lookup, would refuse); under actions-only, the retry is answered from
+// the record, as the lookup would be. Neither acts again.
+func TestSuspendRefusesReplay(t *testing.T) {
+	ctx := context.Background()
+	for _, actionsOnly := range []bool{false, true} {
+		e := newApprovalEnv(t, mandate.DefaultPolicy)
+		refund := map[string]any{"order_id": "ord_1001", "amount": "1.00", "reason": "late", "idempotency_key": "k-before"}
+		var first ActionResult
+		e.call(t, "demo-agent", "refund_order", refund, &first)
+		if first.Status != storage.StatusExecuted {
+			t.Fatalf("refund before the suspension: %+v", first)
+		}
+		if _, err := Suspend(ctx, e.d, "alice", "demo-agent", "x", actionsOnly); err != nil {
+			t.Fatal(err)
+		}
+		res := e.raw(t, "demo-agent", "refund_order", refund)
+		msg := resultText(res)
+		if actionsOnly {
+			if res.IsError || !strings.Contains(msg, first.ActionID) {
+				t.Fatalf("actions-only: retry = %s; want the earlier result", msg)
+			}
+		} else if !res.IsError || !strings.Contains(msg, "suspended") || strings.Contains(msg, first.ActionID) {
+			t.Fatalf("retry while suspended = %s; want a refusal for the suspension, without the earlier action", msg)
+		}
+		if got := e.refunded(t, "ord_1001"); got != "1.00" {
+			t.Fatalf("actions-only %v: refunded %s, want 1.00 (once)", actionsOnly, got)
+		}
+		want := 1
+		if actionsOnly {
+			want = 0
+		}
+		if n := len(auditOf(t, e.d.DB, storage.Filter{Agent: "demo-agent", Decision: policy.Deny})); n != want {
+			t.Fatalf("actions-only %v: %d refusals audited, want %d", actionsOnly, n, want)
+		}
+	}
+}

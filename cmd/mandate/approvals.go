@@ -124,17 +124,33 @@ func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tTOOL\tARGS\tCREATED\tEXPIRES IN")
+	fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tTOOL\tARGS\tCREATED\tEXPIRES IN\tHELD")
+	held := map[string]string{} // agent -> why its pending actions are held
 	for _, a := range acts {
-		left := "-"
+		left, mark := "-", "-"
 		if a.Status == storage.StatusPending {
 			left = a.ExpiresAt.Sub(now).Round(time.Minute).String()
+			why, seen := held[a.Agent]
+			if !seen {
+				if why, err = heldBy(ctx, db, a.Agent); err != nil {
+					return err
+				}
+				held[a.Agent] = why
+			}
+			if why != "" {
+				mark = "held: agent suspended"
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", oneLine(a.ID, 40), a.Status, oneLine(a.Agent, 40), oneLine(a.Tool, 40), oneLine(argsSummary(a.Args), 80),
-			a.CreatedAt.UTC().Format("2006-01-02 15:04"), left)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", oneLine(a.ID, 40), a.Status, oneLine(a.Agent, 40), oneLine(a.Tool, 40), oneLine(argsSummary(a.Args), 80),
+			a.CreatedAt.UTC().Format("2006-01-02 15:04"), left, mark)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, why := range held {
+		if why != "" {
+			defer fmt.Fprintf(stdout, "%s\n", why) // after the count line
+		}
 	}
 	// Never a silent cut: say how many there are and how to see the rest.
 	shown := before + len(acts)
@@ -197,6 +213,9 @@ func recordNote(r *storage.Record) string {
 	if r.Error != "" {
 		parts = append(parts, r.Error)
 	}
+	if c := storage.ChangesSummary(r.Changes); c != "" {
+		parts = append(parts, "changed: "+c)
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -239,6 +258,29 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	row("created", a.CreatedAt.UTC().Format(time.RFC3339))
 	if a.Status == storage.StatusPending {
 		row("expires", a.ExpiresAt.UTC().Format(time.RFC3339))
+		held, err := heldBy(ctx, db, a.Agent)
+		if err != nil {
+			return err
+		}
+		row("held", strings.TrimPrefix(held, "held: "))
+	}
+	// What it changes: asked for, while it waits (the value it replaces is
+	// read from the system of record when it is carried out); carried
+	// out, the before and after its outcome recorded.
+	if a.Status == storage.StatusPending && a.Tool == "update_account" {
+		var u struct{ Field, Value string }
+		if json.Unmarshal(a.Args, &u) == nil && u.Field != "" {
+			row("would set", fmt.Sprintf("%s to %q (the value it replaces is read when it is carried out)", u.Field, u.Value))
+		}
+	}
+	err = db.Records(ctx, storage.Filter{ActionID: id}, func(r *storage.Record) error {
+		if c := storage.ChangesSummary(r.Changes); c != "" && r.Phase == storage.PhaseOutcome {
+			row("changed", c)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	row("decided by", ap.Approver)
 	row("comment", ap.Comment)
@@ -470,4 +512,16 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 		return "", mandate.Errorf(mandate.EDENIED, "%s is an %s and may not decide actions", id.Name, id.Role)
 	}
 	return id.Name, nil
+}
+
+// heldBy says why an agent's pending actions are held, "" if they are
+// not: its suspension stops their approval until it is resumed, so a
+// person reading the queue knows approving will be refused.
+func heldBy(ctx context.Context, db *storage.DB, agent string) (string, error) {
+	s, err := db.ActiveSuspension(ctx, agent)
+	if err != nil || s == nil {
+		return "", err
+	}
+	return fmt.Sprintf("held: agent suspended (suspension %d by %s at %s); approving is refused until `mandate agent resume %s`, denying works",
+		s.ID, oneLine(s.SuspendedBy, 40), s.SuspendedAt.UTC().Format("2006-01-02 15:04"), oneLine(agent, 40)), nil
 }

@@ -197,6 +197,8 @@ func TestLineageCLI(t *testing.T) {
 			want: []string{ids["phone"], ids["refund"], ids["cancel"], ids["email"], "by alice (approver)"}},
 		{name: "redacted", args: []string{"--customer", "cus_marie", "--redact"},
 			want: []string{`email "m***@example.fr" -> "m***@example.org"`}, not: []string{"marie@example.fr", "marie.curie@example.org"}},
+		{name: "redacted jsonl", args: []string{"--customer", "cus_marie", "--redact", "--format", "jsonl"},
+			want: []string{`"before":"m***@example.fr"`, `"after":"m***@example.org"`}, not: []string{"marie@example.fr", "marie.curie@example.org"}},
 		{name: "nothing", args: []string{"--customer", "cus_nobody"}, want: []string{"nothing recorded for customer cus_nobody"}},
 		{name: "two subjects", args: []string{"--customer", "cus_ada", "--order", "ord_1001"}, want: []string{"exactly one of"}, exitCode: 2},
 		{name: "bad trace", args: []string{"--customer", "cus_ada", "--trace", "xyz"}, want: []string{"32 hex digits"}, exitCode: 2},

@@ -79,9 +79,15 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return writeJSON(stdout, plan)
 		}
 		printPlan(stdout, plan)
+		if err := printWaiting(ctx, stdout, ad.deps.DB, *agent); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "\nDry run: nothing was changed. To revert the %d change(s) above: mandate remediate --agent %s --since %s --apply --as NAME\n",
 			len(plan.Revert), oneLine(*agent, 60), *since)
 		return nil
+	}
+	if err := tools.RecordPlan(ctx, ad.deps, by, plan, *customer); err != nil {
+		return fmt.Errorf("remediate: the plan could not be recorded in the audit trail, so nothing was reverted: %s", mandate.ErrorMessage(err))
 	}
 	results := tools.ApplyRemediation(ctx, ad.deps, by, plan)
 	counts := map[string]int{}
@@ -151,4 +157,23 @@ func printPlan(w io.Writer, p *tools.Plan) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.ActionID, it.Time.UTC().Format(time.RFC3339), it.Tool, oneLine(it.OrderID, 40), oneLine(it.CustomerID, 40), oneLine(what, 60), orDashS(it.Ref))
 	}
 	tw.Flush()
+}
+
+// printWaiting lists the agent's actions still waiting for a person: not
+// part of the plan (nothing was done yet, so nothing is reverted), but
+// after an incident they are the next thing to deny. While the agent is
+// suspended they are held anyway.
+func printWaiting(ctx context.Context, w io.Writer, db *storage.DB, agent string) error {
+	p, err := db.Pending(ctx, storage.PendingFilter{Agent: agent, Limit: storage.MaxPage})
+	if err != nil || p.Total == 0 {
+		return err
+	}
+	fmt.Fprintf(w, "\nStill waiting for a person (%d), not done so nothing to revert; deny them with mandate approvals deny ID --as NAME --comment TEXT:\n", p.Total)
+	for _, a := range p.Actions {
+		fmt.Fprintf(w, "  %s  %s  %s\n", a.ID, a.Tool, oneLine(argsSummary(a.Args), 100))
+	}
+	if rest := p.Total - len(p.Actions); rest > 0 {
+		fmt.Fprintf(w, "  … and %d more: mandate approvals list --agent %s\n", rest, oneLine(agent, 60))
+	}
+	return nil
 }

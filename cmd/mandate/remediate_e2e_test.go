@@ -131,6 +131,26 @@ func TestRemediateScenario(t *testing.T) {
 		}
 	}
 
+	// Lineage per customer: each of the agent's changes with its before
+	// and after, and the approver of each email change.
+	for i, cu := range demo.Customers[:20] {
+		lin, _, err := runMandate(t, nil, "lineage", "--customer", cu.ID, "--db", dbPath)
+		if err != nil {
+			t.Fatalf("lineage --customer %s: %v", cu.ID, err)
+		}
+		want := []string{
+			fmt.Sprintf(`changed: email %q -> "victim%02d@attacker.example"`, original[cu.ID].Email, i),
+			"(" + emailIDs[i], "by bob (approver)",
+		}
+		if i < 10 {
+			want = append(want, fmt.Sprintf(`changed: phone %q -> "+1555000%04d"`, original[cu.ID].Phone, i), "("+phoneIDs[i])
+		}
+		for _, w := range want {
+			if !strings.Contains(lin, w) {
+				t.Fatalf("lineage --customer %s lacks %s:\n%s", cu.ID, w, lin)
+			}
+		}
+	}
 	remediate := func(extra ...string) (string, error) {
 		args := append([]string{"remediate", "--agent", "demo-agent", "--since", "1h", "--db", dbPath, "--store", storePath}, extra...)
 		out, errOut, err := runMandate(t, pw, args...)
@@ -172,7 +192,13 @@ func TestRemediateScenario(t *testing.T) {
 			t.Fatalf("refund %s listed without its references: %+v", it.ActionID, it)
 		}
 	}
-	if text, err := remediate(); err != nil || !strings.Contains(text, "Dry run: nothing was changed") || !strings.Contains(text, "Not reversible by Mandate") {
+	// One more email change, left waiting: not in the plan, but listed to deny.
+	waiting := act(bad, map[string]any{"customer_id": demo.Customers[19].ID, "field": "email", "value": "again@attacker.example", "reason": "customer asked"})
+	if waiting.Status != storage.StatusPending {
+		t.Fatalf("waiting change: %+v", waiting)
+	}
+	if text, err := remediate(); err != nil || !strings.Contains(text, "Dry run: nothing was changed") || !strings.Contains(text, "Not reversible by Mandate") ||
+		!strings.Contains(text, "Still waiting for a person (1)") || !strings.Contains(text, waiting.ActionID) {
 		t.Fatalf("text dry run: %v\n%s", err, text)
 	}
 
@@ -235,6 +261,43 @@ func TestRemediateScenario(t *testing.T) {
 		if !strings.Contains(exp, `"reverts":"`+id+`"`) || !strings.Contains(exp, "revert of "+id) {
 			t.Fatalf("the trail does not link a revert to %s", id)
 		}
+	}
+	// Each --apply run recorded its plan, by its person, before its reverts:
+	// five runs; the two concurrent first ones planned the 28 between them
+	// (one may start after the other reverted some), the later ones none.
+	plans, planned := 0, map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(exp), "\n") {
+		var r storage.Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Tool != tools.RemediateTool {
+			continue
+		}
+		plans++
+		var args struct {
+			Agent         string   `json:"agent"`
+			Revert        []string `json:"revert"`
+			NotReversible []string `json:"not_reversible"`
+		}
+		if err := json.Unmarshal(r.Args, &args); err != nil || args.Agent != "demo-agent" || r.Approver != "alice" || r.Outcome != tools.OutcomePlanned {
+			t.Fatalf("plan record: %v %s", err, l)
+		}
+		if got := slices.Sorted(slices.Values(args.NotReversible)); !slices.Equal(got, slices.Sorted(slices.Values(refundIDs))) {
+			t.Fatalf("plan record lists %v as not reversible, want the refunds", got)
+		}
+		for _, id := range args.Revert {
+			if plans > 2 || !slices.Contains(wantRevert, id) {
+				t.Fatalf("plan record %d lists %s to revert; want only the first runs to, and only %v", plans, id, wantRevert)
+			}
+			planned[id] = true
+		}
+	}
+	if len(planned) != len(wantRevert) {
+		t.Fatalf("the plans recorded %d changes to revert, want %d", len(planned), len(wantRevert))
+	}
+	if plans != 5 {
+		t.Fatalf("%d plan records, want one per --apply run (5)", plans)
 	}
 	if out, _, err := runMandate(t, nil, "audit", "verify", "--db", dbPath); err != nil {
 		t.Fatalf("audit verify: %v\n%s", err, out)

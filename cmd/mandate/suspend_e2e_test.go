@@ -128,6 +128,27 @@ func TestSuspendStopsEveryServer(t *testing.T) {
 	if err == nil || !strings.Contains(out, "suspended") {
 		t.Fatalf("approving a suspended agent's action: %v\n%s", err, out)
 	}
+	// The queue says it is held, and why approving fails.
+	isHeld := func() bool {
+		t.Helper()
+		list, _, err := runMandate(t, nil, "approvals", "list", "--db", dbPath)
+		show, _, err2 := runMandate(t, nil, "approvals", "show", pending.ActionID, "--db", dbPath)
+		if err != nil || err2 != nil {
+			t.Fatalf("approvals list/show: %v %v", err, err2)
+		}
+		inList := false
+		for _, l := range strings.Split(list, "\n") {
+			inList = inList || strings.HasPrefix(l, pending.ActionID) && strings.HasSuffix(strings.TrimSpace(l), "held: agent suspended")
+		}
+		inShow := strings.Contains(show, "\nheld ") && strings.Contains(show, "mandate agent resume demo-agent")
+		if inList != inShow {
+			t.Fatalf("held in list %v, in show %v:\n%s\n%s", inList, inShow, list, show)
+		}
+		return inList
+	}
+	if !isHeld() {
+		t.Fatal("approvals list/show do not mark the suspended agent's pending action as held")
+	}
 	if out, _, err = runMandate(t, nil, "agent", "suspensions", "--db", dbPath); err != nil || !strings.Contains(out, "demo-agent") || !strings.Contains(out, "alice") {
 		t.Fatalf("suspensions: %v\n%s", err, out)
 	}
@@ -140,8 +161,15 @@ func TestSuspendStopsEveryServer(t *testing.T) {
 	notRefused := func(res *mcp.CallToolResult) bool { return !res.IsError }
 	untilEach(t, servers, resumed, refund, notRefused)
 	untilEach(t, servers, resumed, lookup, notRefused)
+	if isHeld() {
+		t.Fatal("still marked held after resume")
+	}
 	if out, err = cli("approvals", "approve", pending.ActionID, "--as", "bob", "--store", storePath); err != nil {
 		t.Fatalf("approving after resume: %v\n%s", err, out)
+	}
+	// Carried out, show says what it changed.
+	if show, _, err := runMandate(t, nil, "approvals", "show", pending.ActionID, "--db", dbPath); err != nil || !strings.Contains(show, "\nchanged ") || !strings.Contains(show, "refunded ") {
+		t.Fatalf("approvals show after it was carried out: %v\n%s", err, show)
 	}
 
 	// The trail: carol's refusal, alice's suspension, bob's resumption, the
