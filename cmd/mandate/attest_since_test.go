@@ -4,12 +4,101 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
 )
+
+// TestProveSinceCheckpoint is the issue's "done when" through the built
+// binary: an auditor holding only the verifier key and a checkpoint
+// published earlier checks, without the database, that a newer signed
+// checkpoint extends it; a trail rewritten with its chain recomputed, and a
+// cut one, cannot produce a bundle that passes.
+func TestProveSinceCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	db := attestTrail(t, 20, "act_old")
+	key, vkey := keygen(t, dir, "k.key", "audit.example.com/log")
+	lastWeek := writeTemp(t, dir, "last-week.checkpoint", mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key))
+	appendTrail(t, db, 7, "act_new")
+	mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
+
+	// On the auditor's side: the bundle, the verifier key and their own
+	// copy of last week's checkpoint; no database.
+	bundle := filepath.Join(dir, "new.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_new", "--since-checkpoint", lastWeek, "--out", bundle)
+	out := mandateOK(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, bundle)
+	if !strings.Contains(out, "checkpoint of 31 records extends yours of 22 records") || !strings.Contains(out, "ok: 2 records of action act_new") {
+		t.Fatalf("verify-proof --since-checkpoint: %s", out)
+	}
+	// A bundle of the checkpoint itself needs no proof; one without a
+	// consistency proof against an older checkpoint says what is missing.
+	same := filepath.Join(dir, "same.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_old", "--checkpoint", lastWeek, "--out", same)
+	mandateOK(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, same)
+	plain := filepath.Join(dir, "plain.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_new", "--out", plain)
+	if msg := mandateFails(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, plain); !strings.Contains(msg, "holds no consistency proof") {
+		t.Fatalf("bundle without a consistency proof: %s", msg)
+	}
+
+	// A consistency-only bundle (no --action), altered in transit.
+	only := filepath.Join(dir, "only.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--since-checkpoint", lastWeek, "--out", only)
+	mandateOK(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, only)
+	var b attest.Bundle
+	raw, _ := os.ReadFile(only)
+	if err := json.Unmarshal(raw, &b); err != nil || b.Consistency == nil || len(b.Consistency.Proof) == 0 {
+		t.Fatalf("consistency-only bundle: %v %s", err, raw)
+	}
+	if len(b.Consistency.Proof) == 1 {
+		b.Consistency.Proof[0] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	} else {
+		b.Consistency.Proof[0], b.Consistency.Proof[1] = b.Consistency.Proof[1], b.Consistency.Proof[0]
+	}
+	altered, _ := json.Marshal(b)
+	if msg := mandateFails(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, writeTemp(t, dir, "altered.json", string(altered))); !strings.Contains(msg, "REWRITTEN") {
+		t.Fatalf("altered consistency proof: %s", msg)
+	}
+
+	// A writer without the keys rewrites record 5 and recomputes every
+	// later hash and the tree; the server, holding the signer key, then signs the
+	// rewritten trail. prove refuses, and a bundle of the new checkpoint
+	// with the old proof does not pass.
+	raw2 := tamperDB(t, db)
+	if _, err := raw2.Exec(`UPDATE audit SET args = '{"order_id":"ord_forged"}' WHERE seq = 5`); err != nil {
+		t.Fatal(err)
+	}
+	plainRechain(t, raw2, 5)
+	// The stored tree still holds the old leaves (it would sign the trail
+	// as it was); the writer drops it, so the next open rebuilds it from
+	// the rewritten rows.
+	if _, err := raw2.Exec(`DELETE FROM merkle_nodes`); err != nil {
+		t.Fatal(err)
+	}
+	raw2.Close()
+	// (The fixture has no actions rows, so only the cross-check fails.)
+	if out := mandateFails(t, "audit", "verify", "--db", db); !strings.HasPrefix(out, "unanchored: 31 records") {
+		t.Fatalf("plain verify after the rewrite: %s", out)
+	}
+	rewritten := mandateOK(t, "audit", "checkpoint", "--db", db, "--key", filepath.Join(dir, "k.key"))
+	if msg := mandateFails(t, "audit", "prove", "--db", db, "--checkpoint", writeTemp(t, dir, "rewritten", rewritten), "--since-checkpoint", lastWeek); !strings.Contains(msg, "no longer hash to the root") {
+		t.Fatalf("prove after the rewrite: %s", msg)
+	}
+	raw3, _ := os.ReadFile(only)
+	var good attest.Bundle
+	if err := json.Unmarshal(raw3, &good); err != nil {
+		t.Fatal(err)
+	}
+	good.Checkpoint = rewritten
+	swapped, _ := json.Marshal(good)
+	if msg := mandateFails(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, writeTemp(t, dir, "swapped.json", string(swapped))); !strings.Contains(msg, "REWRITTEN: the signed tree of 31 records does not extend your checkpoint of 22 records") {
+		t.Fatalf("rewritten trail's checkpoint: %s", msg)
+	}
+}
 
 // TestSinceCheckpointWithoutAuditKey: the issue's truncation case on a
 // keyed trail. Cutting records off the end leaves a keyed chain that
