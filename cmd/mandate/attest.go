@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/transparency-dev/merkle/proof"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -202,6 +203,12 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if err != nil {
 			return err
 		}
+		// The proof comes from stored nodes, which a database writer can
+		// damage; check it here rather than hand the auditor a bundle
+		// that fails on their side for reasons nobody can see.
+		if err := proof.VerifyInclusion(attest.Hasher, r.LeafIndex(), cp.Size, attest.LeafHash(r.LeafData()), p, cp.Root); err != nil {
+			return fmt.Errorf("audit prove: the stored Merkle tree gives record %d a proof that does not lead to the checkpoint's root: the record was rewritten, or the stored tree (merkle_nodes) was damaged (run `mandate audit verify --since-checkpoint FILE`; docs/attestation.md, \"Where it is kept\")", r.Seq)
+		}
 		b.Entries = append(b.Entries, attest.Entry{LeafIndex: r.LeafIndex(), Record: bytes.TrimSpace(rec.Bytes()), Inclusion: attest.EncodeProof(p)})
 		return nil
 	})
@@ -240,6 +247,9 @@ func consistencySince(ctx context.Context, db *storage.DB, file string, cp attes
 	p, err := db.ConsistencyProof(ctx, old.Size, cp.Size)
 	if err != nil {
 		return nil, err
+	}
+	if err := proof.VerifyConsistency(attest.Hasher, old.Size, cp.Size, p, old.Root, cp.Root); err != nil {
+		return nil, fmt.Errorf("audit prove: the stored Merkle tree gives a consistency proof from %d to %d records that does not verify: the stored tree (merkle_nodes) was damaged (docs/attestation.md, \"Where it is kept\")", old.Size, cp.Size)
 	}
 	return &attest.Consistency{FromSize: old.Size, Proof: attest.EncodeProof(p)}, nil
 }

@@ -146,3 +146,32 @@ func TestSinceCheckpointWithoutAuditKey(t *testing.T) {
 		}
 	}
 }
+
+// TestProveRefusesDamagedTree: the stored tree is derived data a database
+// writer can damage; prove checks each proof it writes against the
+// checkpoint, so the auditor never gets a bundle that fails on their side
+// for a reason nobody can see. Dropping the stored tree rebuilds it.
+func TestProveRefusesDamagedTree(t *testing.T) {
+	dir := t.TempDir()
+	db := attestTrail(t, 8, "act_a") // act_a is records 9 and 10: leaves 8 and 9
+	key, vkey := keygen(t, dir, "k.key", "audit.example.com/log")
+	mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
+	raw := tamperDB(t, db)
+	if _, err := raw.Exec(`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 8`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if msg := mandateFails(t, "audit", "prove", "--db", db, "--action", "act_a"); !strings.Contains(msg, "gives record 10 a proof that does not lead to the checkpoint's root") {
+		t.Fatalf("prove on a damaged tree: %s", msg)
+	}
+	raw = tamperDB(t, db)
+	if _, err := raw.Exec(`DELETE FROM merkle_nodes`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	bundle := filepath.Join(dir, "a.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_a", "--out", bundle)
+	if out := mandateOK(t, "audit", "verify-proof", "--key", vkey, bundle); !strings.HasPrefix(out, "ok: 2 records of action act_a") {
+		t.Fatalf("verify-proof after the rebuild: %s", out)
+	}
+}
