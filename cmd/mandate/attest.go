@@ -46,7 +46,7 @@ func keysFlag(fs *flag.FlagSet) *keyList {
 	if v := os.Getenv("MANDATE_VERIFIER_KEY"); v != "" {
 		*k = append(*k, v)
 	}
-	fs.Var(k, "key", "a verifier key as 'mandate audit keygen' prints it, or a file of them one per line; repeat it to accept several (before and after a rotation) (env MANDATE_VERIFIER_KEY)")
+	fs.Var(k, "key", "a verifier `KEY` as mandate audit keygen prints it, or a file of them one per line; repeat it to accept several (before and after a rotation) (env MANDATE_VERIFIER_KEY)")
 	return k
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // auditKeyHelp is the --audit-key flag's help, the same on every command.
-const auditKeyHelp = "the audit key file (from `mandate audit mackey`): records are chained with its HMAC so nobody without it can forge or rewrite them; every process sharing the database needs the same key (env MANDATE_AUDIT_KEY)"
+const auditKeyHelp = "the audit key `FILE` (from mandate audit mackey): records are chained with its HMAC so nobody without it can forge or rewrite them; every process sharing the database needs the same key (env MANDATE_AUDIT_KEY)"
 
 // auditKeyFlag registers --audit-key on a command that writes or verifies
 // the audit trail.
