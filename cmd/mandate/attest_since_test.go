@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
@@ -173,5 +174,62 @@ func TestProveRefusesDamagedTree(t *testing.T) {
 	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_a", "--out", bundle)
 	if out := mandateOK(t, "audit", "verify-proof", "--key", vkey, bundle); !strings.HasPrefix(out, "ok: 2 records of action act_a") {
 		t.Fatalf("verify-proof after the rebuild: %s", out)
+	}
+}
+
+// TestExportKeyIDEveryFormat: key_id is hashed into both the chain and the
+// Merkle leaf, so every export format carries it (and OCSF the duration in
+// microseconds the leaf uses), or a copy in a SIEM could not be checked.
+func TestExportKeyIDEveryFormat(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "audit.key")
+	mandateOK(t, "audit", "mackey", "--out", keyFile)
+	k, err := storage.LoadAuditKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "mandate.db")
+	ctx := context.Background()
+	s, err := storage.Open(ctx, db, storage.AuditKeyFile(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.Append(ctx, &storage.Record{Agent: "demo-agent", Tool: "get_order", Phase: storage.PhaseAttempt, Decision: "allow",
+			Outcome: "read", Args: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%d"}`, i)), Duration: time.Duration(1234+i) * time.Microsecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	jsonl := strings.Split(strings.TrimSpace(mandateOK(t, "audit", "export", "--db", db)), "\n")
+	ocsf := strings.Split(strings.TrimSpace(mandateOK(t, "audit", "export", "--db", db, "--format", "ocsf")), "\n")
+	if len(jsonl) != 3 || len(ocsf) != 3 {
+		t.Fatalf("exported %d jsonl and %d ocsf lines, want 3", len(jsonl), len(ocsf))
+	}
+	for i := range jsonl {
+		var j struct {
+			KeyID    string `json:"key_id"`
+			Duration int64  `json:"duration"`
+		}
+		var o struct {
+			Unmapped struct {
+				KeyID      string `json:"key_id"`
+				DurationUS int64  `json:"duration_us"`
+			} `json:"unmapped"`
+		}
+		if err := json.Unmarshal([]byte(jsonl[i]), &j); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(ocsf[i]), &o); err != nil {
+			t.Fatal(err)
+		}
+		if j.KeyID != k.ID() || o.Unmapped.KeyID != k.ID() || j.Duration != int64(1234+i) || o.Unmapped.DurationUS != j.Duration {
+			t.Fatalf("record %d: jsonl %+v, ocsf %+v; want key_id %s, duration %d", i+1, j, o.Unmapped, k.ID(), 1234+i)
+		}
+	}
+	csvOut := mandateOK(t, "audit", "export", "--db", db, "--format", "csv")
+	header, first, _ := strings.Cut(csvOut, "\n")
+	if !strings.Contains(header, "key_id") || strings.Count(csvOut, k.ID()) != 3 || !strings.Contains(first, k.ID()) {
+		t.Fatalf("csv export:\n%s", csvOut)
 	}
 }

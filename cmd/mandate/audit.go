@@ -570,9 +570,14 @@ type ocsfUnmappedAudit struct {
 	Changes        json.RawMessage `json:"changes,omitempty"`
 	TraceID        string          `json:"trace_id,omitempty"`
 	ConversationID string          `json:"conversation_id,omitempty"`
-	PrevHash       string          `json:"prev_hash"`
-	Hash           string          `json:"hash"`
-	LeafIndex      uint64          `json:"leaf_index"`
+	// KeyID and DurationUS complete what the chain hash and the Merkle
+	// leaf cover (OCSF's duration is in milliseconds), so a copy in a
+	// SIEM stays checkable (docs/attestation.md).
+	KeyID      string `json:"key_id,omitempty"`
+	DurationUS int64  `json:"duration_us"`
+	PrevHash   string `json:"prev_hash"`
+	Hash       string `json:"hash"`
+	LeafIndex  uint64 `json:"leaf_index"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -608,6 +613,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
 			Changes: jsonOrNil(r.Changes), TraceID: r.TraceID, ConversationID: r.ConversationID,
+			KeyID: r.KeyID, DurationUS: r.Duration.Microseconds(),
 			PrevHash: r.PrevHash, Hash: r.Hash, LeafIndex: r.LeafIndex()},
 	}
 	e.Actor.User.Name = r.Agent
