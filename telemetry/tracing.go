@@ -5,6 +5,7 @@ package telemetry
 
 import (
 	"context"
+	"log/slog"
 	"net/url"
 	"os"
 	"time"
@@ -115,9 +116,10 @@ func Enabled(endpoint string) bool {
 // has a path), or where the standard OTEL_EXPORTER_OTLP_* variables say
 // when endpoint is empty. It returns a shutdown that flushes what is
 // buffered; call it before exiting. With tracing off it does nothing.
+// The SDK's own errors (a collector away) go to log.
 // Export failures never affect tool calls: spans are batched and dropped
 // if the collector is away.
-func SetupTracing(ctx context.Context, endpoint, version string) (shutdown func(context.Context) error, err error) {
+func SetupTracing(ctx context.Context, endpoint, version string, log *slog.Logger) (shutdown func(context.Context) error, err error) {
 	if !Enabled(endpoint) {
 		return func(context.Context) error { return nil }, nil
 	}
@@ -140,5 +142,11 @@ func SetupTracing(ctx context.Context, endpoint, version string) (shutdown func(
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
+	// The SDK reports export failures through the standard library's log
+	// by default, which would put plain-text lines into JSON logs; send
+	// them through Mandate's logger instead.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("OpenTelemetry: could not export spans", "err", err)
+	}))
 	return tp.Shutdown, nil
 }

@@ -24,6 +24,7 @@ Usage:
   mandate serve --agent NAME [flags]     serve the MCP tools over stdio as identity NAME
   mandate serve --http 127.0.0.1:8080 [--tls-cert F --tls-key F]
                                          serve them over Streamable HTTP at /mcp to agents with API keys
+                                         or OAuth access tokens (--oauth-issuer, --oauth-audience)
   mandate agent key create NAME [--expires 90d]
                                          an API key for agent NAME, printed once
   mandate agent key list                 every API key and when it was last used
@@ -69,7 +70,7 @@ Usage:
   mandate audit export [--format jsonl|csv|ocsf] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
-  mandate lineage --customer ID | --order ID | --agent NAME [--since 24h] [--trace ID]
+  mandate lineage --customer ID | --order ID | --agent NAME | --trace ID [--since 24h]
                                          everything done to a customer or order, or by an agent, with before and after
   mandate admin [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page

@@ -55,6 +55,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	of.register(fs)
 	var cf checkpointFlags
 	cf.register(fs)
+	var xf proxyFlags // --public-url, --trusted-proxy (proxy.go)
+	xf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -78,6 +80,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	} else if *tlsCert != "" || *tlsKey != "" || *insecureHTTP {
 		return usageError{"serve: --tls-cert, --tls-key and --insecure-http apply only with --http"}
 	}
+	proxy, err := xf.check(*httpAddr != "")
+	if err != nil {
+		return err
+	}
 	oauthCfg, err := oauthConfig(*httpAddr, *oauthIssuer, *oauthAudience, *identityClaim, *oauthScope)
 	if err != nil {
 		return err
@@ -99,7 +105,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version) // off unless configured
+	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version, log) // off unless configured
 	if err != nil {
 		return usageError{"serve: " + mandate.ErrorMessage(err)}
 	}
@@ -238,7 +244,14 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			guard:   &hostGuard{listenHost: listenIP(ln.Addr()), allowed: of.allowedHosts, metrics: metrics, log: log}}
 		log.Info("serving MCP over Streamable HTTP", "addr", ln.Addr().String(), "path", "/mcp", "tls", httpTLS, "db", *dbPath, "store", *storePath,
 			"policy_version", pol.Version, "base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)
-		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops)
+		// On loopback, where Host must be a loopback name, the declared
+		// public name may pass too (a proxy may keep the Host it got).
+		// Off loopback nothing changes: adding it would make the Host check
+		// strict and refuse a proxy that sends the upstream address.
+		if proxy.host != "" && isLoopbackName(ops.guard.listenHost) {
+			ops.guard.allowed = append(ops.guard.allowed, proxy.host)
+		}
+		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops, proxy)
 	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", *dbPath, "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)

@@ -40,8 +40,9 @@ const (
 // database behind one load balancer, and a session id means nothing.
 //
 // ops adds the operations endpoints, the Host/Origin checks and the
-// per-agent concurrency limit (ops.go, opsguard.go).
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps) error {
+// per-agent concurrency limit (ops.go, opsguard.go); proxy the public
+// URL and the trusted proxies (proxy.go).
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps, proxy *proxySettings) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
 		server.WithDisableLocalhostProtection(ops.ownHostCheck()),
@@ -56,20 +57,20 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 	)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
-		return baseURL(r, tlsOn) + "/.well-known/oauth-protected-resource"
+		return proxy.base(r, tlsOn) + "/.well-known/oauth-protected-resource"
 	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
 		// RFC 9728: names the resource, and the authorization server
 		// when OAuth is on.
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(authn.ProtectedResource(baseURL(r, tlsOn) + "/mcp"))
+		_ = json.NewEncoder(w).Encode(authn.ProtectedResource(proxy.base(r, tlsOn) + "/mcp"))
 	}
 	mux.Handle("GET /.well-known/oauth-protected-resource", ops.guarded(http.HandlerFunc(meta)))
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", ops.guarded(http.HandlerFunc(meta)))
 	ops.handlers(mux)
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           proxy.clientAddr(mux),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,

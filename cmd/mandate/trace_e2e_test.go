@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -250,5 +251,43 @@ func TestTraceparentHeaderHTTP(t *testing.T) {
 		if id == "" || len(lines) != 2 || !strings.Contains(lines[0], id) || !strings.Contains(lines[1], `"trace_id":"`+trace+`"`) {
 			t.Fatalf("export --trace %s: want the attempt and outcome of %s:\n%s", trace, id, out)
 		}
+	}
+}
+
+// TestOTLPErrorsInJSONLogs: with the collector away, the OpenTelemetry
+// SDK's export errors reach stderr through Mandate's logger, so with
+// --log-format json every stderr line is still a JSON object.
+func TestOTLPErrorsInJSONLogs(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() // nothing listens once closed
+	ln.Close()
+	dir := t.TempDir()
+	calls := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"ord_1001"}}}
+`
+	cmd := exec.Command(bin, "serve", "--agent", "demo-agent", "--log-format", "json", "--otlp-endpoint", closed,
+		"--db", filepath.Join(dir, "m.db"), "--store", filepath.Join(dir, "s.db"))
+	cmd.Env = childEnv(nil)
+	cmd.Stdin = strings.NewReader(calls)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, stderr.String())
+	}
+	sawExport := false
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var v map[string]any
+		if json.Unmarshal([]byte(line), &v) != nil {
+			t.Fatalf("a stderr line is not JSON: %q", line)
+		}
+		sawExport = sawExport || strings.Contains(line, "OpenTelemetry")
+	}
+	if !sawExport {
+		t.Fatalf("no export failure was logged with the collector away:\n%s", stderr.String())
 	}
 }
