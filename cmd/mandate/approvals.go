@@ -243,6 +243,19 @@ func printAction(ctx context.Context, db *storage.DB, id string, w io.Writer) er
 	if err != nil {
 		return err
 	}
+	// The row is what anyone with write access to the database could
+	// have rewritten; say so before showing it when its records disagree.
+	ds, err := db.CheckAction(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(ds) > 0 {
+		fmt.Fprintln(w, "WARNING: this action's row DISAGREES with its audit records; the lineage below is what was recorded (mandate audit verify checks every action):")
+		for _, d := range ds {
+			fmt.Fprintln(w, "  "+oneLine(d.String(), 300))
+		}
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
