@@ -35,6 +35,7 @@ type site struct {
 	st   *store.Store
 	srv  *httptest.Server
 	jar  http.CookieJar // the signed-in client's cookies, for tests that need a second client
+	path string         // the database file, for tests that tamper with it as a database writer would
 }
 
 func newSite(t *testing.T, opts ...storage.Option) *site {
@@ -68,7 +69,7 @@ func newSite(t *testing.T, opts ...storage.Option) *site {
 			t.Fatal(err)
 		}
 	}
-	s := &site{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db,
+	s := &site{path: filepath.Join(dir, "mandate.db"), st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db,
 		Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}}
 	h, err := New(Config{Deps: s.deps})
 	if err != nil {

@@ -275,6 +275,10 @@ type actionData struct {
 	Records   []*storage.Record
 	CanDecide bool
 	Error     string
+	// Disagreements are where the action's row contradicts its audit
+	// records: a row rewritten by someone with write access to the
+	// database, shown above the row so nobody takes it at its word.
+	Disagreements []storage.Disagreement
 }
 
 func (s *Server) action(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -302,6 +306,10 @@ func (s *Server) renderAction(w http.ResponseWriter, r *http.Request, sess *sess
 		return nil
 	})
 	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if d.Disagreements, err = s.cfg.Deps.DB.CheckAction(ctx, id); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -358,8 +366,16 @@ type auditData struct {
 	ChainKeyID     string
 	ChainUnchecked string
 	ServerKeyID    string
-	FilterErr      string
+	// Cross is the actions table checked against the trail (audit
+	// verify's second verdict), shown next to the chain's.
+	Cross     storage.CrossCheckResult
+	CrossMore int64 // disagreements beyond those listed
+	FilterErr string
 }
+
+// maxCrossShown bounds the disagreements the audit page lists; audit
+// verify prints them all.
+const maxCrossShown = 20
 
 // maxAuditRows bounds one page of the audit viewer: the newest matching.
 const maxAuditRows = 200
@@ -410,6 +426,14 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
 	default:
 		s.fail(w, err)
 		return
+	}
+	if d.Cross, err = s.cfg.Deps.DB.CrossCheck(ctx); err != nil {
+		s.fail(w, err)
+		return
+	}
+	d.CrossMore = d.Cross.More
+	if n := len(d.Cross.Disagreements); n > maxCrossShown {
+		d.Cross.Disagreements, d.CrossMore = d.Cross.Disagreements[:maxCrossShown], d.CrossMore+int64(n-maxCrossShown)
 	}
 	s.render(w, http.StatusOK, "audit", page{Title: "Audit trail", User: sess.User, CSRF: sess.CSRF, Approver: sess.role == auth.Approver, Nav: "audit", Data: d})
 }

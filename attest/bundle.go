@@ -21,6 +21,17 @@ type Bundle struct {
 	Format     string  `json:"format"`
 	Checkpoint string  `json:"checkpoint"` // the signed note, as text
 	Entries    []Entry `json:"entries"`
+	// Consistency, when present, proves that the tree of Checkpoint
+	// extends an older one the reader holds (one published earlier):
+	// nothing recorded before it was removed or rewritten since.
+	Consistency *Consistency `json:"consistency,omitempty"`
+}
+
+// Consistency is an RFC 6962 consistency proof (RFC 9162 section 2.1.4)
+// from the older tree of FromSize records to the bundle's checkpoint.
+type Consistency struct {
+	FromSize uint64   `json:"from_size"`
+	Proof    []string `json:"proof"` // base64 hashes
 }
 
 // Entry is one record in a Bundle.
@@ -55,7 +66,7 @@ func VerifyBundle(b *Bundle, known note.Verifiers, leaf LeafFunc) (Checkpoint, s
 	if err != nil {
 		return Checkpoint{}, "", err
 	}
-	if len(b.Entries) == 0 {
+	if len(b.Entries) == 0 && b.Consistency == nil {
 		return Checkpoint{}, "", errors.New("the bundle holds no records")
 	}
 	for i, e := range b.Entries {
@@ -85,4 +96,38 @@ func VerifyBundle(b *Bundle, known note.Verifiers, leaf LeafFunc) (Checkpoint, s
 		}
 	}
 	return cp, signer, nil
+}
+
+// VerifyConsistency checks that the bundle's checkpoint cp (already opened
+// by VerifyBundle) extends old, a checkpoint the reader holds and has opened
+// with the keys they trust: same log, no fewer records, and the bundle's
+// consistency proof leads from old's root to cp's. The reader's own copy of
+// old is what counts: the bundle carries only the proof.
+func VerifyConsistency(b *Bundle, old, cp Checkpoint) error {
+	if old.Origin != cp.Origin {
+		return fmt.Errorf("your checkpoint is of the log %q, the bundle's of %q", old.Origin, cp.Origin)
+	}
+	if old.Size > cp.Size {
+		return fmt.Errorf("TRUNCATED: your checkpoint covers %d records, the bundle's newer checkpoint only %d: records %d to %d were removed", old.Size, cp.Size, cp.Size+1, old.Size)
+	}
+	if old.Size == cp.Size && bytes.Equal(old.Root, cp.Root) {
+		return nil // the same tree: nothing to prove
+	}
+	if b.Consistency == nil {
+		return fmt.Errorf("the bundle holds no consistency proof; ask for one made with `mandate audit prove --since-checkpoint` and your checkpoint of %d records", old.Size)
+	}
+	if b.Consistency.FromSize != old.Size {
+		return fmt.Errorf("the bundle's consistency proof starts at %d records, your checkpoint covers %d: ask for one made with your checkpoint", b.Consistency.FromSize, old.Size)
+	}
+	path := make([][]byte, len(b.Consistency.Proof))
+	for j, s := range b.Consistency.Proof {
+		var err error
+		if path[j], err = base64.StdEncoding.DecodeString(s); err != nil || len(path[j]) != Hasher.Size() {
+			return fmt.Errorf("consistency proof hash %d is not %d bytes in base64", j+1, Hasher.Size())
+		}
+	}
+	if err := proof.VerifyConsistency(Hasher, old.Size, cp.Size, path, old.Root, cp.Root); err != nil {
+		return fmt.Errorf("REWRITTEN: the signed tree of %d records does not extend your checkpoint of %d records: a record it covered was removed or rewritten, or the proof was altered (%v)", cp.Size, old.Size, err)
+	}
+	return nil
 }

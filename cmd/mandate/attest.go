@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/transparency-dev/merkle/proof"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -25,10 +26,13 @@ const attestUsage = `  mandate audit keygen --name NAME [--out FILE]
       write a checkpoint signer key (mode 0600) and print its verifier key
   mandate audit checkpoint [--db FILE] [--key FILE]
       print the latest signed checkpoint, or with --key sign one now
-  mandate audit prove --action ID [--checkpoint FILE] [--out FILE] [--db FILE]
-      write a proof bundle: the action's records, proven in a signed checkpoint
-  mandate audit verify-proof --key VERIFIER_KEY [--key …] BUNDLE
-      check a proof bundle offline, with nothing but the verifier key(s)
+  mandate audit prove --action ID [--checkpoint FILE] [--since-checkpoint OLD] [--out FILE] [--db FILE]
+      write a proof bundle: the action's records, proven in a signed checkpoint;
+      with --since-checkpoint (--action then optional), also the proof that
+      this checkpoint extends OLD, an older one the reader holds
+  mandate audit verify-proof --key VERIFIER_KEY [--key …] [--since-checkpoint OLD] BUNDLE
+      check a proof bundle offline, with nothing but the verifier key(s) and,
+      with --since-checkpoint, that nothing OLD covers was removed or rewritten
 `
 
 // keyList is a repeatable --key flag: verifier keys, or files of them.
@@ -140,16 +144,17 @@ func unverifiedCheckpoint(text []byte) (attest.Checkpoint, error) {
 }
 
 func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit prove", "mandate audit prove --action ID [--checkpoint FILE] [--out FILE] [--db FILE]", stderr)
+	fs := newFlags("audit prove", "mandate audit prove --action ID [--checkpoint FILE] [--since-checkpoint OLD] [--out FILE] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
 	action := fs.String("action", "", "the action whose records to prove")
 	cpFile := fs.String("checkpoint", "", "prove against this signed checkpoint (e.g. one published earlier); default: the latest stored")
+	since := fs.String("since-checkpoint", "", "also prove that the bundle's checkpoint extends this older one (the reader's copy, e.g. published last week); --action is then optional")
 	out := fs.String("out", "", "write the bundle to this file instead of stdout")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	if *action == "" {
-		return usageError{"audit prove: give --action ID"}
+	if *action == "" && *since == "" {
+		return usageError{"audit prove: give --action ID, or --since-checkpoint FILE, or both"}
 	}
 	db, err := openExistingDB(ctx, *dbPath)
 	if err != nil {
@@ -177,7 +182,15 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	} else if !bytes.Equal(root, cp.Root) {
 		return fmt.Errorf("audit prove: the checkpoint's root for %d records is not this trail's: it is from another log, or the trail was rewritten since (run `mandate audit verify --since-checkpoint`)", cp.Size)
 	}
-	b := attest.Bundle{Format: attest.BundleFormat, Checkpoint: string(text)}
+	b := attest.Bundle{Format: attest.BundleFormat, Checkpoint: string(text), Entries: []attest.Entry{}}
+	if *since != "" {
+		if b.Consistency, err = consistencySince(ctx, db, *since, cp); err != nil {
+			return err
+		}
+	}
+	if *action == "" {
+		return writeBundle(&b, *out, stdout, stderr, fmt.Sprintf("the proof that the checkpoint of %d records extends %s", cp.Size, *since))
+	}
 	err = db.Records(ctx, storage.Filter{ActionID: *action}, func(r *storage.Record) error {
 		if r.LeafIndex() >= cp.Size {
 			return fmt.Errorf("audit prove: record %d of action %s is newer than the checkpoint, which covers %d records: wait for the next checkpoint, or sign one with `mandate audit checkpoint --key FILE`", r.Seq, *action, cp.Size)
@@ -190,6 +203,12 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if err != nil {
 			return err
 		}
+		// The proof comes from stored nodes, which a database writer can
+		// damage; check it here rather than hand the auditor a bundle
+		// that fails on their side for reasons nobody can see.
+		if err := proof.VerifyInclusion(attest.Hasher, r.LeafIndex(), cp.Size, attest.LeafHash(r.LeafData()), p, cp.Root); err != nil {
+			return fmt.Errorf("audit prove: the stored Merkle tree gives record %d a proof that does not lead to the checkpoint's root: the record was rewritten, or the stored tree (merkle_nodes) was damaged (run `mandate audit verify --since-checkpoint FILE`; docs/attestation.md, \"Where it is kept\")", r.Seq)
+		}
 		b.Entries = append(b.Entries, attest.Entry{LeafIndex: r.LeafIndex(), Record: bytes.TrimSpace(rec.Bytes()), Inclusion: attest.EncodeProof(p)})
 		return nil
 	})
@@ -199,9 +218,48 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(b.Entries) == 0 {
 		return fmt.Errorf("audit prove: no audit records for action %q", *action)
 	}
+	what := fmt.Sprintf("%d records of action %s, proven in the checkpoint of %d records", len(b.Entries), *action, cp.Size)
+	if b.Consistency != nil {
+		what += ", and the proof that it extends " + *since
+	}
+	return writeBundle(&b, *out, stdout, stderr, what)
+}
+
+// consistencySince checks that the trail's tree at the size of old (a
+// checkpoint file the reader holds) still has old's root, and returns the
+// consistency proof from it to cp. A trail that no longer extends old gets
+// an error here; a bundle made anyway could not pass verify-proof.
+func consistencySince(ctx context.Context, db *storage.DB, file string, cp attest.Checkpoint) (*attest.Consistency, error) {
+	text, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("audit prove: %w", err)
+	}
+	old, err := unverifiedCheckpoint(text)
+	if err != nil {
+		return nil, fmt.Errorf("audit prove: %s: %w", file, err)
+	}
+	if old.Size > cp.Size {
+		return nil, fmt.Errorf("audit prove: %s covers %d records, more than the checkpoint proven against (%d): prove against a newer one (--checkpoint), or the trail was cut (run `mandate audit verify --since-checkpoint %s`)", file, old.Size, cp.Size, file)
+	}
+	if root, err := db.TreeRoot(ctx, old.Size); err != nil || !bytes.Equal(root, old.Root) {
+		return nil, fmt.Errorf("audit prove: the trail's first %d records no longer hash to the root of %s: it is from another log, or the trail was rewritten since (run `mandate audit verify --since-checkpoint %s`)", old.Size, file, file)
+	}
+	p, err := db.ConsistencyProof(ctx, old.Size, cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	if err := proof.VerifyConsistency(attest.Hasher, old.Size, cp.Size, p, old.Root, cp.Root); err != nil {
+		return nil, fmt.Errorf("audit prove: the stored Merkle tree gives a consistency proof from %d to %d records that does not verify: the stored tree (merkle_nodes) was damaged (docs/attestation.md, \"Where it is kept\")", old.Size, cp.Size)
+	}
+	return &attest.Consistency{FromSize: old.Size, Proof: attest.EncodeProof(p)}, nil
+}
+
+// writeBundle writes b indented to out (owner-only: full records, personal
+// data included) or to stdout, and says what it wrote on stderr.
+func writeBundle(b *attest.Bundle, out string, stdout, stderr io.Writer, what string) error {
 	w := stdout
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // full records, personal data included
+	if out != "" {
+		f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("audit prove: %w", err)
 		}
@@ -213,15 +271,16 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := enc.Encode(b); err != nil {
 		return err
 	}
-	if *out != "" {
-		fmt.Fprintf(stderr, "wrote %d records of action %s, proven in the checkpoint of %d records, to %s\n", len(b.Entries), *action, cp.Size, *out)
+	if out != "" {
+		fmt.Fprintf(stderr, "wrote %s to %s\n", what, out)
 	}
 	return nil
 }
 
 func runAuditVerifyProof(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit verify-proof", "mandate audit verify-proof --key VERIFIER_KEY [--key …] BUNDLE", stderr)
+	fs := newFlags("audit verify-proof", "mandate audit verify-proof --key VERIFIER_KEY [--key …] [--since-checkpoint OLD] BUNDLE", stderr)
 	keys := keysFlag(fs)
+	since := fs.String("since-checkpoint", "", "also check that the bundle's checkpoint extends this older signed checkpoint you hold: nothing it covers was removed or rewritten since")
 	file, err := parseOne(fs, args, "proof bundle file (- for stdin)")
 	if err != nil {
 		return err
@@ -246,6 +305,24 @@ func runAuditVerifyProof(args []string, stdout, stderr io.Writer) error {
 	cp, signer, err := attest.VerifyBundle(&b, known, storage.ExportedLeaf)
 	if err != nil {
 		return fmt.Errorf("audit verify-proof: FAILED: %w", err)
+	}
+	if *since != "" {
+		text, err := os.ReadFile(*since)
+		if err != nil {
+			return fmt.Errorf("audit verify-proof: %w", err)
+		}
+		old, oldSigner, err := attest.Open(text, known)
+		if err != nil {
+			return fmt.Errorf("audit verify-proof: FAILED: %s: %w", *since, err)
+		}
+		if err := attest.VerifyConsistency(&b, old, cp); err != nil {
+			return fmt.Errorf("audit verify-proof: FAILED: %w", err)
+		}
+		fmt.Fprintf(stdout, "ok: the audit log %s's checkpoint of %d records extends yours of %d records (signed by %s): nothing recorded before it was removed or rewritten\n",
+			cp.Origin, cp.Size, old.Size, oldSigner)
+	}
+	if len(b.Entries) == 0 {
+		return nil
 	}
 	var action string
 	for _, e := range b.Entries {
