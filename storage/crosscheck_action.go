@@ -21,7 +21,7 @@ func (db *DB) CheckAction(ctx context.Context, id string) ([]Disagreement, error
 		return nil, unavailable("cross-check", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+	if _, err := conn.ExecContext(ctx, db.snapshotBegin()); err != nil {
 		return nil, unavailable("cross-check", err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")

@@ -421,7 +421,7 @@ func (db *DB) snapshotConns(ctx context.Context) (conn, conn2 *sql.Conn, end fun
 		}
 		return conn, conn, func() { conn.ExecContext(bg, "ROLLBACK"); conn.Close() }, nil
 	}
-	const begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	begin := db.snapshotBegin()
 	var snap string
 	if _, err = conn.ExecContext(ctx, begin); err == nil {
 		err = conn.QueryRowContext(ctx, "SELECT pg_export_snapshot()").Scan(&snap)
@@ -451,3 +451,14 @@ func (db *DB) snapshotConns(ctx context.Context) (conn, conn2 *sql.Conn, end fun
 
 // pgQuote quotes s as a PostgreSQL string literal.
 func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// snapshotBegin is the statement that starts a read transaction whose
+// statements all see one snapshot: BEGIN on SQLite (a read transaction in
+// WAL mode is one snapshot); on PostgreSQL, whose READ COMMITTED takes a new
+// snapshot per statement, REPEATABLE READ.
+func (db *DB) snapshotBegin() string {
+	if db.postgres {
+		return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	}
+	return "BEGIN"
+}
