@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -127,34 +126,7 @@ func openPersonDeps(ctx context.Context, dbPath, auditKey string, pf *policyFlag
 // (suspend_agent, resume_agent, revert_update_account).
 func authenticatePerson(ctx context.Context, deps *tools.Deps, as string, c approverCredentials) (string, error) {
 	a := &auth.Authenticator{DB: deps.DB, Policy: livePolicyEngine(ctx, deps), Logger: deps.Logger}
-	addr := cliAddr()
-	var id auth.Identity
-	var err error
-	switch {
-	case c.token != "":
-		id, err = a.Token(ctx, c.token, addr, "cli")
-		if err == nil && as != "" && as != id.Name {
-			reason := fmt.Sprintf("token of %s used with --as %s", id.Name, as)
-			if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
-				return "", aerr
-			}
-			return "", mandate.Errorf(mandate.EDENIED, "the token belongs to %s, not %s", id.Name, as)
-		}
-	case c.password != "" || c.prompt:
-		pw := c.password
-		if c.prompt {
-			if pw, err = promptPassword(os.Stdin, os.Stderr, "Password for "+as+": "); err != nil {
-				return "", err
-			}
-		}
-		id, err = a.Password(ctx, as, pw, addr, "cli")
-	default:
-		reason := "no credentials: this command needs a password (prompt or MANDATE_ADMIN_PASSWORD) or a token (--token-file or MANDATE_APPROVER_TOKEN)"
-		if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
-			return "", aerr
-		}
-		return "", mandate.Errorf(mandate.EDENIED, "%s", reason)
-	}
+	id, err := signInCLI(ctx, a, as, c, "this command")
 	if err != nil {
 		return "", err
 	}

@@ -350,34 +350,7 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 	// --policy evil.csv nobody becomes an approver, and an approver stays
 	// one. Deciding then refuses under a policy that is not live anyway.
 	a := &auth.Authenticator{DB: deps.DB, Policy: livePolicyEngine(ctx, deps), Now: deps.Now, Logger: deps.Logger, ActionID: actionID}
-	addr := cliAddr()
-	var id auth.Identity
-	var err error
-	switch {
-	case c.token != "":
-		id, err = a.Token(ctx, c.token, addr, "cli")
-		if err == nil && as != "" && as != id.Name {
-			reason := fmt.Sprintf("token of %s used with --as %s", id.Name, as)
-			if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
-				return "", aerr
-			}
-			return "", mandate.Errorf(mandate.EDENIED, "the token belongs to %s, not %s", id.Name, as)
-		}
-	case c.password != "" || c.prompt:
-		pw := c.password
-		if c.prompt {
-			if pw, err = promptPassword(os.Stdin, os.Stderr, "Password for "+as+": "); err != nil {
-				return "", err
-			}
-		}
-		id, err = a.Password(ctx, as, pw, addr, "cli")
-	default:
-		reason := "no credentials: approving from the CLI needs a password (prompt or MANDATE_ADMIN_PASSWORD) or a token (--token-file or MANDATE_APPROVER_TOKEN)"
-		if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
-			return "", aerr
-		}
-		return "", mandate.Errorf(mandate.EDENIED, "%s", reason)
-	}
+	id, err := signInCLI(ctx, a, as, c, "approving from the CLI")
 	if err != nil {
 		return "", err
 	}
@@ -385,6 +358,41 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 		return "", mandate.Errorf(mandate.EDENIED, "%s is an %s and may not decide actions", id.Name, id.Role)
 	}
 	return id.Name, nil
+}
+
+// signInCLI signs a person in from the CLI with a token or a password
+// (prompted, or MANDATE_ADMIN_PASSWORD), through the same checks, backoff
+// and audit as the web page. A token of someone else than --as, or no
+// credentials at all, is refused and audited; doing says what needs them.
+func signInCLI(ctx context.Context, a *auth.Authenticator, as string, c approverCredentials, doing string) (auth.Identity, error) {
+	addr := cliAddr()
+	switch {
+	case c.token != "":
+		id, err := a.Token(ctx, c.token, addr, "cli")
+		if err == nil && as != "" && as != id.Name {
+			reason := fmt.Sprintf("token of %s used with --as %s", id.Name, as)
+			if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
+				return auth.Identity{}, aerr
+			}
+			return auth.Identity{}, mandate.Errorf(mandate.EDENIED, "the token belongs to %s, not %s", id.Name, as)
+		}
+		return id, err
+	case c.password != "" || c.prompt:
+		pw := c.password
+		if c.prompt {
+			var err error
+			if pw, err = promptPassword(os.Stdin, os.Stderr, "Password for "+as+": "); err != nil {
+				return auth.Identity{}, err
+			}
+		}
+		return a.Password(ctx, as, pw, addr, "cli")
+	default:
+		reason := "no credentials: " + doing + " needs a password (prompt or MANDATE_ADMIN_PASSWORD) or a token (--token-file or MANDATE_APPROVER_TOKEN)"
+		if aerr := a.Refuse(ctx, as, addr, "cli", auth.LoginTool, reason); aerr != nil {
+			return auth.Identity{}, aerr
+		}
+		return auth.Identity{}, mandate.Errorf(mandate.EDENIED, "%s", reason)
+	}
 }
 
 // heldBy says why an agent's pending actions are held, "" if they are
