@@ -80,6 +80,8 @@ Usage:
   mandate admin user sessions NAME [--revoke]
                                          list or end their sessions
   mandate admin user token NAME          a token for the approvals CLI, printed once
+  mandate storage migrate --from mandate.db --to postgres://USER@HOST/DB
+                                         copy Mandate's database into a new one (or back), the audit chain verified at both ends
   mandate version                        print the version
 
 Every command answers -h and --help with its flags. Most flags have an
