@@ -42,7 +42,9 @@ type config struct {
 	orders   int
 	workers  int // bare server's stdio worker pool; 0 = what mandate serve uses
 	keep     bool
-	only     string // "" for every phase, "http" for the HTTP comparison alone
+	only     string // "" for every phase, "http" for the HTTP comparison alone, "replicas" for 1-3 processes on PostgreSQL vs SQLite
+
+	replicaCallers int // concurrent callers spread over the processes in the replicas phase
 }
 
 func main() {
@@ -52,7 +54,8 @@ func main() {
 	flag.IntVar(&c.orders, "orders", 0, "orders (and customers) in each generated store; 0 sizes it from -duration")
 	flag.IntVar(&c.workers, "bare-workers", 32, "the bare server's stdio worker pool; keep it equal to mandate serve's so only the guard differs")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (databases, logs) and print its path")
-	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio)")
+	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio), replicas (1, 2 and 3 mandate serve processes on one PostgreSQL vs on one SQLite file)")
+	flag.IntVar(&c.replicaCallers, "replica-callers", 12, "concurrent callers spread over the processes in the replicas phase (the same for every N)")
 	flag.Parse()
 	for _, s := range strings.Split(*prefill, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -62,9 +65,18 @@ func main() {
 		}
 		c.prefill = append(c.prefill, n)
 	}
-	if c.only != "" && c.only != "http" {
-		fmt.Fprintf(os.Stderr, "e2e: -only %q: the only choice is http\n", c.only)
+	if c.only != "" && c.only != "http" && c.only != "replicas" {
+		fmt.Fprintf(os.Stderr, "e2e: -only %q: the choices are http and replicas\n", c.only)
 		os.Exit(2)
+	}
+	if c.replicaCallers < 1 {
+		fmt.Fprintf(os.Stderr, "e2e: -replica-callers %d: want at least 1\n", c.replicaCallers)
+		os.Exit(2)
+	}
+	if c.orders == 0 && c.only == "replicas" {
+		// Each run refunds its own copy of the store: enough for ~3,000
+		// refunds/s over its warm-up and measured time.
+		c.orders = int((c.duration.Seconds()+0.5)*3000) + 1000
 	}
 	if c.orders == 0 {
 		// Enough for ~2,000 refunds/s in every refund phase of one side.
