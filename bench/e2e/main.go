@@ -4,6 +4,7 @@
 //	go run ./bench/e2e                      # about a minute
 //	go run ./bench/e2e -duration 5s -prefill 1000,100000
 //	go run ./bench/e2e -only http           # Streamable HTTP vs stdio alone
+//	go run ./bench/e2e -only replicas       # 1-3 processes: PostgreSQL vs SQLite
 //
 // It builds `mandate` and a bare mcp-go server (bench/e2e/bare: the same
 // embedded-store refund write, the same SQLite settings, no guard), imports a
@@ -15,13 +16,19 @@
 // against refunds without one. Then guarded refunds over Streamable HTTP
 // (`mandate serve --http` on 127.0.0.1, 1 and 64 agents each with its own
 // API key and session) against the stdio server with as many callers, on
-// the same files. It prints the tables (medians, p99, calls/s, ratios),
-// then checks that each store and Mandate's audit trail hold exactly the
-// refunds the clients saw succeed, and exits 1 if they do not.
+// the same files. (`-only replicas`, not part of the default run because it
+// needs PostgreSQL's server binaries: guarded refunds from a fixed number of
+// callers spread over 1, 2 and 3 `mandate serve` processes sharing one
+// PostgreSQL database, in a throwaway cluster on 127.0.0.1, against the same
+// processes sharing one SQLite file; see replicas.go.) It prints the tables
+// (medians, p99, calls/s, ratios), then checks that each store and Mandate's
+// audit trail hold exactly the refunds the clients saw succeed, and exits 1
+// if they do not.
 //
 // Everything runs in a temporary directory, over pipes to child processes;
-// only the HTTP phase listens, on a loopback port. Compare ratios within
-// one run: absolute times on a shared machine mean little.
+// only the HTTP phase listens, on a loopback port (and the replicas phase's
+// PostgreSQL, stopped and removed at its end, also on Ctrl-C). Compare
+// ratios within one run: absolute times on a shared machine mean little.
 package main
 
 import (

@@ -73,6 +73,9 @@ func (b *bench) runReplicas(ctx context.Context) error {
 				return err
 			}
 			r, bad, err := b.replicaRun(ctx, cl, template, engine, n)
+			if err != nil && ctx.Err() != nil {
+				return fmt.Errorf("interrupted during %s, %d processes; the cluster is stopped and its files removed", engine, n)
+			}
 			if err != nil {
 				return fmt.Errorf("%s, %d processes: %w", engine, n, err)
 			}
