@@ -4,6 +4,7 @@
 //	go run ./bench/e2e                      # about a minute
 //	go run ./bench/e2e -duration 5s -prefill 1000,100000
 //	go run ./bench/e2e -only http           # Streamable HTTP vs stdio alone
+//	go run ./bench/e2e -only replicas       # 1-3 processes: PostgreSQL vs SQLite
 //
 // It builds `mandate` and a bare mcp-go server (bench/e2e/bare: the same
 // embedded-store refund write, the same SQLite settings, no guard), imports a
@@ -15,13 +16,19 @@
 // against refunds without one. Then guarded refunds over Streamable HTTP
 // (`mandate serve --http` on 127.0.0.1, 1 and 64 agents each with its own
 // API key and session) against the stdio server with as many callers, on
-// the same files. It prints the tables (medians, p99, calls/s, ratios),
-// then checks that each store and Mandate's audit trail hold exactly the
-// refunds the clients saw succeed, and exits 1 if they do not.
+// the same files. (`-only replicas`, not part of the default run because it
+// needs PostgreSQL's server binaries: guarded refunds from a fixed number of
+// callers spread over 1, 2 and 3 `mandate serve` processes sharing one
+// PostgreSQL database, in a throwaway cluster on 127.0.0.1, against the same
+// processes sharing one SQLite file; see replicas.go.) It prints the tables
+// (medians, p99, calls/s, ratios), then checks that each store and Mandate's
+// audit trail hold exactly the refunds the clients saw succeed, and exits 1
+// if they do not.
 //
 // Everything runs in a temporary directory, over pipes to child processes;
-// only the HTTP phase listens, on a loopback port. Compare ratios within
-// one run: absolute times on a shared machine mean little.
+// only the HTTP phase listens, on a loopback port (and the replicas phase's
+// PostgreSQL, stopped and removed at its end, also on Ctrl-C). Compare
+// ratios within one run: absolute times on a shared machine mean little.
 package main
 
 import (
@@ -42,7 +49,9 @@ type config struct {
 	orders   int
 	workers  int // bare server's stdio worker pool; 0 = what mandate serve uses
 	keep     bool
-	only     string // "" for every phase, "http" for the HTTP comparison alone
+	only     string // "" for every phase, "http" for the HTTP comparison alone, "replicas" for 1-3 processes on PostgreSQL vs SQLite
+
+	replicaCallers int // concurrent callers spread over the processes in the replicas phase
 }
 
 func main() {
@@ -52,7 +61,8 @@ func main() {
 	flag.IntVar(&c.orders, "orders", 0, "orders (and customers) in each generated store; 0 sizes it from -duration")
 	flag.IntVar(&c.workers, "bare-workers", 32, "the bare server's stdio worker pool; keep it equal to mandate serve's so only the guard differs")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (databases, logs) and print its path")
-	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio)")
+	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio), replicas (1, 2 and 3 mandate serve processes on one PostgreSQL vs on one SQLite file)")
+	flag.IntVar(&c.replicaCallers, "replica-callers", 12, "concurrent callers spread over the processes in the replicas phase (the same for every N)")
 	flag.Parse()
 	for _, s := range strings.Split(*prefill, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -62,9 +72,18 @@ func main() {
 		}
 		c.prefill = append(c.prefill, n)
 	}
-	if c.only != "" && c.only != "http" {
-		fmt.Fprintf(os.Stderr, "e2e: -only %q: the only choice is http\n", c.only)
+	if c.only != "" && c.only != "http" && c.only != "replicas" {
+		fmt.Fprintf(os.Stderr, "e2e: -only %q: the choices are http and replicas\n", c.only)
 		os.Exit(2)
+	}
+	if c.replicaCallers < 1 {
+		fmt.Fprintf(os.Stderr, "e2e: -replica-callers %d: want at least 1\n", c.replicaCallers)
+		os.Exit(2)
+	}
+	if c.orders == 0 && c.only == "replicas" {
+		// Each run refunds its own copy of the store: enough for ~3,000
+		// refunds/s over its warm-up and measured time.
+		c.orders = int((c.duration.Seconds()+0.5)*3000) + 1000
 	}
 	if c.orders == 0 {
 		// Enough for ~2,000 refunds/s in every refund phase of one side.

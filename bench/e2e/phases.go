@@ -146,6 +146,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.cfg.only == "http" {
 		return b.runHTTPOnly(ctx)
 	}
+	if b.cfg.only == "replicas" {
+		return b.runReplicas(ctx)
+	}
 	m, err := b.start(ctx, "mandate")
 	if err != nil {
 		return err

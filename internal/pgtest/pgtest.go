@@ -138,9 +138,29 @@ func Stop() {
 	if cluster == nil {
 		return
 	}
-	asPostgres(filepath.Join(cluster.bin, "pg_ctl"), "-D", filepath.Join(cluster.Dir, "data"), "stop", "-m", "immediate").Run()
-	os.RemoveAll(cluster.Dir)
+	cluster.Close()
 	cluster = nil
+}
+
+// Start starts a cluster of its own for a program that is not a test
+// (bench/e2e's replicas phase), apart from the one Get shares among a test
+// binary's tests; the caller stops it with Close.
+func Start() (*Cluster, error) { return start() }
+
+// CreateDatabase creates database name and returns its URL, as the
+// superuser postgres: Start's counterpart of URL.
+func (c *Cluster) CreateDatabase(name string) (string, error) {
+	if err := Exec(c.URL("postgres"), `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", err
+	}
+	return c.URL(name), nil
+}
+
+// Close stops c at once (pg_ctl stop -m immediate: its data is thrown
+// away) and removes its files.
+func (c *Cluster) Close() {
+	asPostgres(filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.Dir, "data"), "stop", "-m", "immediate").Run()
+	os.RemoveAll(c.Dir)
 }
 
 var errNotInstalled = fmt.Errorf("PostgreSQL is not installed")
