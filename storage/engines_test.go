@@ -66,6 +66,7 @@ var engineTests = []struct {
 	{"VerifyIntact", TestVerifyIntact},
 	{"Lineage", TestLineage},
 	{"CrossCheckAgrees", TestCrossCheckAgrees},
+	{"CrossCheckArgsRewrite", TestCrossCheckArgsRewrite},
 	{"KeyedChain", TestKeyedChain},
 	{"AppendRefusesForeignHead", TestAppendRefusesForeignHead},
 	{"MerkleInclusionEveryRecord", TestMerkleInclusionEveryRecord},
