@@ -23,6 +23,11 @@ import (
 //     approved is consistent: claiming an approved action writes no record.
 //   - approver: who the last approval or denial record names.
 //   - agent, tool and decision: the attempt record's.
+//   - args: the row's arguments (what an approval executes) must be the
+//     attempt record's, byte for byte; compared by SHA-256 and reported as
+//     digests, so a disagreement shows no personal data. Without this a
+//     writer of the actions table could turn a pending 150.00 refund into
+//     1500.00 (and its args_digest with it) and verify would not notice.
 //   - a row with no records at all, and records of an action (an approval or
 //     outcome, or an allowed or pending attempt) with no row.
 //
@@ -66,6 +71,7 @@ type trailState struct {
 	attempt               bool
 	status, approver      string
 	agent, tool, decision string
+	args                  string    // Digest of the attempt's arguments
 	at                    time.Time // the attempt's time: the minute its limits count in
 	records               int
 }
@@ -79,6 +85,7 @@ func (s *trailState) apply(r *Record) {
 			return // a refused sign-in to decide the action names it too
 		}
 		s.attempt, s.agent, s.tool, s.decision, s.at = true, r.Agent, r.Tool, r.Decision, r.Time
+		s.args = Digest(r.Args)
 		switch {
 		case r.Outcome == "read":
 			s.status = "read"
@@ -115,6 +122,7 @@ func (s *trailState) debited() bool {
 // crossRow is the part of an actions row CrossCheck compares.
 type crossRow struct {
 	id, agent, tool, decision, status, approver string
+	args                                        string // Digest of the row's arguments
 	customer, currency                          string
 	amount                                      int64
 }
@@ -135,14 +143,14 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 	}
 	defer end()
 
-	acts, err := conn.QueryContext(ctx, `SELECT id, agent, tool, decision, status, approver, customer_id, currency, amount_minor FROM actions ORDER BY id`)
+	acts, err := conn.QueryContext(ctx, `SELECT id, agent, tool, decision, status, approver, customer_id, currency, amount_minor, args FROM actions ORDER BY id`)
 	if err != nil {
 		return res, unavailable("read actions", err)
 	}
 	defer acts.Close()
 	// audit_action_id is on (action_id) and holds the rowid (seq), so this
 	// order is the index's: no sort.
-	recs, err := conn2.QueryContext(ctx, `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver
+	recs, err := conn2.QueryContext(ctx, `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args
 		FROM audit WHERE action_id != '' ORDER BY action_id, seq`)
 	if err != nil {
 		return res, unavailable("read audit", err)
@@ -167,7 +175,10 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 			return acts.Err()
 		}
 		row = &crossRow{}
-		return acts.Scan(&row.id, &row.agent, &row.tool, &row.decision, &row.status, &row.approver, &row.customer, &row.currency, &row.amount)
+		var args string
+		err := acts.Scan(&row.id, &row.agent, &row.tool, &row.decision, &row.status, &row.approver, &row.customer, &row.currency, &row.amount, &args)
+		row.args = Digest([]byte(args))
+		return err
 	}
 	var rec *Record
 	nextRec := func() error {
@@ -176,10 +187,11 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 			return recs.Err()
 		}
 		rec = &Record{}
-		var ts string
-		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver); err != nil {
+		var ts, args string
+		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver, &args); err != nil {
 			return err
 		}
+		rec.Args = []byte(args)
 		rec.Time, _ = time.Parse(time.RFC3339Nano, ts)
 		return nil
 	}
@@ -261,7 +273,8 @@ func compareAction(row *crossRow, st *trailState, add func(Disagreement)) {
 	if row.approver != st.approver {
 		add(Disagreement{ActionID: row.id, Field: "approver", Table: row.approver, Trail: st.approver})
 	}
-	for _, f := range [][3]string{{"agent", row.agent, st.agent}, {"tool", row.tool, st.tool}, {"decision", row.decision, st.decision}} {
+	for _, f := range [][3]string{{"agent", row.agent, st.agent}, {"tool", row.tool, st.tool}, {"decision", row.decision, st.decision},
+		{"args", "sha256 " + row.args, "sha256 " + st.args}} {
 		if f[1] != f[2] {
 			add(Disagreement{ActionID: row.id, Field: f[0], Table: f[1], Trail: f[2]})
 		}

@@ -10,7 +10,7 @@ import (
 
 // CheckAction is CrossCheck for one action: it compares the action's row
 // with what its audit records say (status, approver, agent, tool,
-// decision), so the pages people read an action on (`approvals show`, the
+// decision, args), so the pages people read an action on (`approvals show`, the
 // admin page) can warn when a database writer rewrote the row. Row and
 // records are read in one snapshot, so an outcome being recorded meanwhile
 // is not a disagreement. An action with neither row nor records is
@@ -27,14 +27,16 @@ func (db *DB) CheckAction(ctx context.Context, id string) ([]Disagreement, error
 	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 
 	row := &crossRow{id: id}
-	err = conn.QueryRowContext(ctx, `SELECT agent, tool, decision, status, approver FROM actions WHERE id = ?`, id).
-		Scan(&row.agent, &row.tool, &row.decision, &row.status, &row.approver)
+	var args string
+	err = conn.QueryRowContext(ctx, `SELECT agent, tool, decision, status, approver, args FROM actions WHERE id = ?`, id).
+		Scan(&row.agent, &row.tool, &row.decision, &row.status, &row.approver, &args)
+	row.args = Digest([]byte(args))
 	if err == sql.ErrNoRows {
 		row = nil
 	} else if err != nil {
 		return nil, unavailable("read actions", err)
 	}
-	recs, err := conn.QueryContext(ctx, `SELECT seq, time, agent, tool, decision, phase, outcome, approver
+	recs, err := conn.QueryContext(ctx, `SELECT seq, time, agent, tool, decision, phase, outcome, approver, args
 		FROM audit WHERE action_id = ? ORDER BY seq`, id)
 	if err != nil {
 		return nil, unavailable("read audit", err)
@@ -43,10 +45,11 @@ func (db *DB) CheckAction(ctx context.Context, id string) ([]Disagreement, error
 	var st trailState
 	for recs.Next() {
 		var r Record
-		var ts string
-		if err := recs.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &r.Decision, &r.Phase, &r.Outcome, &r.Approver); err != nil {
+		var ts, args string
+		if err := recs.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &r.Decision, &r.Phase, &r.Outcome, &r.Approver, &args); err != nil {
 			return nil, unavailable("read audit", err)
 		}
+		r.Args = []byte(args)
 		r.Time, _ = time.Parse(time.RFC3339Nano, ts)
 		st.apply(&r)
 	}

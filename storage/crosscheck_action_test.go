@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/pgtest"
 )
 
 // TestCheckAction: the one-action check says what CrossCheck says about that
@@ -35,6 +36,9 @@ func TestCheckAction(t *testing.T) {
 				SELECT 'act_0', agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
 				created_at, updated_at, expires_at, '', customer_id, amount_minor, currency, approver, comment, decided_at FROM actions WHERE id = 'act_1'`},
 			map[string]string{"act_0": `action act_0: row: table "executed", trail "no attempt record"`}},
+		{"a pending refund's arguments rewritten, digest and all",
+			[]string{`UPDATE actions SET args = '` + rewrittenArgs + `', args_digest = '` + Digest([]byte(rewrittenArgs)) + `' WHERE id = 'act_6'`},
+			map[string]string{"act_6": `action act_6: args: table "sha256 ` + Digest([]byte(rewrittenArgs)) + `", trail "sha256 ` + Digest([]byte(`{"order_id":"ord_1002"}`)) + `"`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := crossFixture(t)
@@ -79,5 +83,47 @@ func TestCheckAction(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// rewrittenArgs is what a writer of the actions table puts in a refund's
+// row to have a larger amount approved than the agent asked for.
+const rewrittenArgs = `{"amount":"1500.00","order_id":"ord_1002"}`
+
+// TestCrossCheckArgsRewrite, on both engines: an actions row whose
+// arguments (and args_digest) were rewritten, which an approval would
+// execute, disagrees with its attempt record in CrossCheck and CheckAction.
+// On PostgreSQL the application role may UPDATE actions, so this is what
+// `audit verify` has to catch.
+func TestCrossCheckArgsRewrite(t *testing.T) {
+	path := crossFixture(t)
+	stmt := `UPDATE actions SET args = '` + rewrittenArgs + `', args_digest = '` + Digest([]byte(rewrittenArgs)) + `' WHERE id = 'act_6'`
+	if onPostgres(t) {
+		if err := pgtest.Exec(engineDB(t, path), stmt); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		raw, err := sql.Open("sqlite", DSN(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+		raw.Close()
+	}
+	ctx := context.Background()
+	db := openClocked(t, path, &fixedClock{t: approvalT0.Add(3 * time.Hour)})
+	want := `action act_6: args: table "sha256 ` + Digest([]byte(rewrittenArgs)) + `", trail "sha256 ` + Digest([]byte(`{"order_id":"ord_1002"}`)) + `"`
+	all, err := db.CrossCheck(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Disagreements) != 1 || all.Disagreements[0].String() != want {
+		t.Fatalf("CrossCheck: %v\nwant only %s", all.Disagreements, want)
+	}
+	ds, err := db.CheckAction(ctx, "act_6")
+	if err != nil || len(ds) != 1 || ds[0].String() != want {
+		t.Fatalf("CheckAction: %v, %v\nwant only %s", ds, err, want)
 	}
 }

@@ -66,6 +66,7 @@ var engineTests = []struct {
 	{"VerifyIntact", TestVerifyIntact},
 	{"Lineage", TestLineage},
 	{"CrossCheckAgrees", TestCrossCheckAgrees},
+	{"CrossCheckArgsRewrite", TestCrossCheckArgsRewrite},
 	{"KeyedChain", TestKeyedChain},
 	{"AppendRefusesForeignHead", TestAppendRefusesForeignHead},
 	{"MerkleInclusionEveryRecord", TestMerkleInclusionEveryRecord},
@@ -638,5 +639,35 @@ func TestPGCopyBack(t *testing.T) {
 	}
 	if res, err := lite.Verify(ctx); err != nil || res.Count != 4 {
 		t.Fatalf("Verify after appending to the copy = %+v, %v", res, err)
+	}
+}
+
+// TestPGAppRoleWithoutGrants: a role that was not granted Mandate's tables
+// (the owner never opened the database, or the GRANTs were not run) fails
+// to open it, closed, with an error saying what to do.
+func TestPGAppRoleWithoutGrants(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	if err := pgtest.Exec(url, `DO $$ BEGIN CREATE ROLE w12_nogrants LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	appURL := strings.Replace(url, "postgres://postgres@", "postgres://w12_nogrants@", 1)
+	for _, step := range []string{"no schema", "schema, no grants"} {
+		if step == "schema, no grants" {
+			db, err := Open(ctx, url) // the owner creates the schema
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+		}
+		db, err := Open(ctx, appURL)
+		if err == nil {
+			db.Close()
+			t.Fatalf("%s: the role without grants opened the database", step)
+		}
+		if !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), "open the database once as its owner") {
+			t.Fatalf("%s: %v, want permission denied and what to do", step, err)
+		}
 	}
 }

@@ -155,7 +155,8 @@ const pgAdvisoryKey = 0x6d616e64617465
 // A role that may not create tables (the application role of the owner/app
 // split, docs/scaling.md) can open an up-to-date database: nothing is
 // created unless a migration is missing.
-func (db *DB) migratePostgres(ctx context.Context, names []string) error {
+func (db *DB) migratePostgres(ctx context.Context, names []string) (err error) {
+	defer func() { err = grantsHint(err) }()
 	tx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -207,6 +208,19 @@ func (db *DB) migratePostgres(ctx context.Context, names []string) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// grantsHint adds to a permission error met while opening the database
+// (SQLSTATE 42501: "permission denied for schema public" or "for table
+// migrations") what the operator left out, since the application role of
+// the owner/app split can do nothing until the owner has created the
+// schema and granted it the tables.
+func grantsHint(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		return err
+	}
+	return fmt.Errorf("%w: this role may not read or create Mandate's tables; open the database once as its owner (that creates or upgrades the schema), then grant this role the tables (docs/scaling.md, \"Setting up the database\")", err)
 }
 
 // lockChainHead starts every PostgreSQL write transaction (see writer.go):

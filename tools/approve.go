@@ -146,6 +146,12 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 		recordRefusal(ctx, d, act, approver, comment, nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, mandate.ErrorMessage(err))
 		return nil, err
 	}
+	if approve {
+		if err := checkTrail(ctx, d, act); err != nil {
+			recordRefusal(ctx, d, act, approver, comment, nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, mandate.ErrorMessage(err))
+			return nil, err
+		}
+	}
 	a, err := s.bindStored(act, mandate.ECONFLICT)
 	if err != nil {
 		return nil, err

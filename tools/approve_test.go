@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"path/filepath"
 	"strings"
@@ -155,6 +156,20 @@ func TestApprove(t *testing.T) {
 			before:  func(t *testing.T, e *approvalEnv) { e.skew.Store(int64(2 * time.Hour)) },
 			wantErr: mandate.ECONFLICT, wantStatus: storage.StatusExpired, refunded: "0.00",
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/expired/" + storage.ExpiryAgent}},
+		{name: "arguments rewritten in the actions row, digest and all: refused, nothing done", agent: "demo-agent", amount: "150.00", approver: "alice",
+			before: func(t *testing.T, e *approvalEnv) {
+				forged := `{"amount":"1500.00","order_id":"ord_1002","reason":"late delivery"}`
+				raw, err := sql.Open("sqlite", storage.DSN(e.path))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer raw.Close()
+				if _, err := raw.Exec(`UPDATE actions SET args = ?, args_digest = ? WHERE status = 'pending'`, forged, storage.Digest([]byte(forged))); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: mandate.ECONFLICT, wantStatus: storage.StatusPending, refunded: "0.00",
+			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/alice"}},
 		{name: "no longer refundable: the current policy denies it", agent: "senior-bot", amount: "1500.00", approver: "alice",
 			before: func(t *testing.T, e *approvalEnv) {
 				if _, err := e.st.Refund(ctx, backend.RefundRequest{OrderID: "ord_1002", Amount: mandate.Money{Minor: 200000, Currency: "USD"},

@@ -185,3 +185,25 @@ func TestPolicyCheckStopsWhenCancelled(t *testing.T) {
 		t.Fatalf("the error does not say check stopped: %v", err)
 	}
 }
+
+// TestUsageHidesDatabasePassword: with MANDATE_DB a URL with a password,
+// no command's usage (-h on stdout, a flag mistake on stderr) shows the
+// password; the default shown is the redacted URL.
+func TestUsageHidesDatabasePassword(t *testing.T) {
+	const secret = "s3cret-in-env"
+	t.Setenv("MANDATE_DB", "postgres://mandate_app:"+secret+"@127.0.0.1:1/mandate?sslmode=disable")
+	shown := false
+	for _, cmd := range commands {
+		name := strings.Join(cmd, " ")
+		for _, flag := range []string{"-h", "--no-such-flag"} {
+			stdout, stderr, _ := runInProcess(append(cmd[:len(cmd):len(cmd)], flag)...)
+			if strings.Contains(stdout+stderr, secret) {
+				t.Fatalf("mandate %s %s shows the database password:\n%s%s", name, flag, stdout, stderr)
+			}
+			shown = shown || strings.Contains(stdout+stderr, "postgres://mandate_app:xxxxx@127.0.0.1:1/mandate")
+		}
+	}
+	if !shown {
+		t.Fatal("no usage shows the redacted MANDATE_DB default; the test no longer looks where the password was")
+	}
+}

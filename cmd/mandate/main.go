@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+
+	"github.com/mandatehq/mandate/storage"
 )
 
 const usage = `Mandate: permission rules, an audit trail and human approval between AI agents and your customers' accounts.
@@ -245,6 +247,10 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
 		if hasFlags {
 			b.WriteString("\nFlags:\n")
+			// A default read from the environment can be a database URL
+			// with its password (MANDATE_DB): the usage, which a flag
+			// mistake prints to stderr and so to logs, shows it redacted.
+			fs.VisitAll(func(f *flag.Flag) { f.DefValue = storage.Redact(f.DefValue) })
 			fs.SetOutput(&b)
 			fs.PrintDefaults()
 			fs.SetOutput(io.Discard)
