@@ -2,51 +2,19 @@ package admin
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/mandatehq/mandate/internal/browsertest"
 	"github.com/mandatehq/mandate/storage"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium for one test, with its profile and
-// HOME in temporary directories; it skips the test only when Chromium is not
-// installed (CI installs it: .ci/run).
+// newBrowser starts headless Chromium for one test (internal/browsertest).
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("browser tests need Chromium at %s (apt-get install -y chromium): %v", chromiumPath, err)
-	}
-	home := t.TempDir()
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(filepath.Join(home, "profile")),
-		chromedp.Env("HOME="+home),
-		chromedp.WindowSize(1280, 900),
-	)
-	ctx, cancel := chromedp.NewContext(actx)
-	// The whole browser lives at most this long; a hung page fails the test
-	// rather than CI.
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancel()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return ctx
+	return browsertest.Start(t, 90*time.Second)
 }
 
 func must[T any](t *testing.T, what string) func(T, error) T {

@@ -13,43 +13,15 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/browsertest"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
-// newChromium starts headless Chromium for one test, as admin/browser_test.go
-// does: profile and HOME in temporary directories; skipped only when
-// Chromium is not installed (CI installs it).
+// newChromium starts headless Chromium for one test (internal/browsertest).
 func newChromium(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("browser tests need Chromium at %s (apt-get install -y chromium): %v", chromiumPath, err)
-	}
-	home := t.TempDir()
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(filepath.Join(home, "profile")),
-		chromedp.Env("HOME="+home),
-		chromedp.WindowSize(1280, 900),
-	)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 120*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancel()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return ctx
+	return browsertest.Start(t, 120*time.Second)
 }
 
 // startAdmin runs the real `mandate admin` on a free loopback port and
