@@ -84,30 +84,12 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 // benchShop is an import file of n long-standing customers, each with one
 // delivered order of a million dollars, so refunds never run out.
 func benchShop(n int) []byte {
-	type customer struct {
-		ID        string `json:"id"`
-		Name      string `json:"name"`
-		Email     string `json:"email"`
-		CreatedAt string `json:"created_at"`
-	}
-	type order struct {
-		ID         string `json:"id"`
-		CustomerID string `json:"customer_id"`
-		Status     string `json:"status"`
-		Currency   string `json:"currency"`
-		Total      string `json:"total"`
-		Refunded   string `json:"refunded"`
-		CreatedAt  string `json:"created_at"`
-	}
-	var f struct {
-		Customers []customer `json:"customers"`
-		Orders    []order    `json:"orders"`
-	}
+	var f store.ImportFile
 	for i := range n {
 		id := fmt.Sprintf("%06d", i)
-		f.Customers = append(f.Customers, customer{ID: "cus_b" + id, Name: "Bench Customer " + id,
+		f.Customers = append(f.Customers, store.CustomerRecord{ID: "cus_b" + id, Name: "Bench Customer " + id,
 			Email: "bench" + id + "@example.com", CreatedAt: "2020-01-01T00:00:00Z"})
-		f.Orders = append(f.Orders, order{ID: "ord_b" + id, CustomerID: "cus_b" + id, Status: backend.StatusDelivered,
+		f.Orders = append(f.Orders, store.OrderRecord{ID: "ord_b" + id, CustomerID: "cus_b" + id, Status: backend.StatusDelivered,
 			Currency: "USD", Total: "1000000.00", Refunded: "0.00", CreatedAt: "2020-02-01T00:00:00Z"})
 	}
 	b, _ := json.Marshal(f)

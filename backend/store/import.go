@@ -22,15 +22,18 @@ type ImportStats struct {
 	Orders    int
 }
 
-// importFile is the JSON an operator imports: customers, then orders that
+// ImportFile is the JSON an operator imports (mandate store import, and the
+// data sets tests and benchmarks generate): customers, then orders that
 // refer to them. Amounts are decimal strings so no float ever touches money.
-type importFile struct {
+// Fields left empty are as if absent.
+type ImportFile struct {
 	AsOf      string           `json:"as_of"`
-	Customers []customerRecord `json:"customers"`
-	Orders    []orderRecord    `json:"orders"`
+	Customers []CustomerRecord `json:"customers"`
+	Orders    []OrderRecord    `json:"orders"`
 }
 
-type customerRecord struct {
+// CustomerRecord is one customer of an ImportFile.
+type CustomerRecord struct {
 	ID              string `json:"id"`
 	Name            string `json:"name"`
 	Email           string `json:"email"`
@@ -39,7 +42,8 @@ type customerRecord struct {
 	CreatedAt       string `json:"created_at"`
 }
 
-type orderRecord struct {
+// OrderRecord is one order of an ImportFile.
+type OrderRecord struct {
 	ID         string `json:"id"`
 	CustomerID string `json:"customer_id"`
 	Status     string `json:"status"`
@@ -120,8 +124,8 @@ func (s *Store) load(ctx context.Context, data []byte, rebase, onlyIfEmpty bool)
 
 // decodeImport parses data strictly: an unknown field is more likely a typo
 // that would silently drop data than something to ignore.
-func decodeImport(data []byte) (importFile, error) {
-	var f importFile
+func decodeImport(data []byte) (ImportFile, error) {
+	var f ImportFile
 	if len(bytes.TrimSpace(data)) == 0 {
 		return f, refused("file", "it is empty")
 	}
@@ -142,7 +146,7 @@ func decodeImport(data []byte) (importFile, error) {
 
 // parseCustomers checks each customer with the rules UpdateCustomer applies,
 // and for ids and emails repeated within the file.
-func parseCustomers(recs []customerRecord, shift time.Duration) ([]backend.Customer, error) {
+func parseCustomers(recs []CustomerRecord, shift time.Duration) ([]backend.Customer, error) {
 	ids := map[string]int{}
 	emails := map[string]int{}
 	out := make([]backend.Customer, 0, len(recs))
@@ -189,7 +193,7 @@ func parseCustomers(recs []customerRecord, shift time.Duration) ([]backend.Custo
 // parseOrders checks each order's status and money, and for ids repeated
 // within the file. Customers not in the file are checked against the store
 // later, inside the transaction.
-func parseOrders(recs []orderRecord, customers []backend.Customer, shift time.Duration) ([]backend.Order, error) {
+func parseOrders(recs []OrderRecord, customers []backend.Customer, shift time.Duration) ([]backend.Order, error) {
 	ids := map[string]int{}
 	out := make([]backend.Order, 0, len(recs))
 	for i, r := range recs {

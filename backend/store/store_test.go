@@ -428,13 +428,13 @@ func TestUnavailable(t *testing.T) {
 
 // importBase is a small valid import file; each rejection case breaks one
 // record, placed after good ones, to prove nothing at all is written.
-func importBase() importFile {
-	return importFile{
-		Customers: []customerRecord{
+func importBase() ImportFile {
+	return ImportFile{
+		Customers: []CustomerRecord{
 			{ID: "cus_a", Name: "A", Email: "a@example.com", Phone: "+1 555 0100", ShippingAddress: "1 Main St", CreatedAt: "2024-01-01T00:00:00Z"},
 			{ID: "cus_b", Name: "B", Email: "b@example.com", CreatedAt: "2024-01-02T00:00:00Z"},
 		},
-		Orders: []orderRecord{
+		Orders: []OrderRecord{
 			{ID: "ord_1", CustomerID: "cus_a", Status: "pending", Currency: "USD", Total: "10.00", Refunded: "0.00", CreatedAt: "2024-02-01T00:00:00Z"},
 			{ID: "ord_2", CustomerID: "cus_b", Status: "delivered", Currency: "EUR", Total: "3000", Refunded: "12.5", CreatedAt: "2024-02-02T00:00:00Z"},
 			{ID: "ord_3", CustomerID: "cus_b", Status: "shipped", Currency: "JPY", Total: "1200", CreatedAt: "2024-02-03T00:00:00Z"},
@@ -442,7 +442,7 @@ func importBase() importFile {
 	}
 }
 
-func encode(t *testing.T, f importFile) []byte {
+func encode(t *testing.T, f ImportFile) []byte {
 	t.Helper()
 	buf, err := json.Marshal(f)
 	if err != nil {
@@ -473,25 +473,25 @@ func TestImport(t *testing.T) {
 }
 
 func TestImportRefused(t *testing.T) {
-	addOrder := func(o orderRecord) func(*importFile) {
-		return func(f *importFile) { f.Orders = append(f.Orders, o) }
+	addOrder := func(o OrderRecord) func(*ImportFile) {
+		return func(f *ImportFile) { f.Orders = append(f.Orders, o) }
 	}
-	addCustomer := func(c customerRecord) func(*importFile) {
-		return func(f *importFile) { f.Customers = append(f.Customers, c) }
+	addCustomer := func(c CustomerRecord) func(*ImportFile) {
+		return func(f *ImportFile) { f.Customers = append(f.Customers, c) }
 	}
-	order := func(edit func(*orderRecord)) func(*importFile) {
-		o := orderRecord{ID: "ord_4", CustomerID: "cus_a", Status: "processing", Currency: "USD", Total: "120.00", Refunded: "0.00", CreatedAt: "2024-03-01T00:00:00Z"}
+	order := func(edit func(*OrderRecord)) func(*ImportFile) {
+		o := OrderRecord{ID: "ord_4", CustomerID: "cus_a", Status: "processing", Currency: "USD", Total: "120.00", Refunded: "0.00", CreatedAt: "2024-03-01T00:00:00Z"}
 		edit(&o)
 		return addOrder(o)
 	}
-	customer := func(edit func(*customerRecord)) func(*importFile) {
-		c := customerRecord{ID: "cus_c", Name: "C", Email: "c@example.com", CreatedAt: "2024-01-03T00:00:00Z"}
+	customer := func(edit func(*CustomerRecord)) func(*ImportFile) {
+		c := CustomerRecord{ID: "cus_c", Name: "C", Email: "c@example.com", CreatedAt: "2024-01-03T00:00:00Z"}
 		edit(&c)
 		return addCustomer(c)
 	}
 	for _, tt := range []struct {
 		name string
-		edit func(*importFile) // applied to importBase
+		edit func(*ImportFile) // applied to importBase
 		raw  string            // used instead when set
 		want string
 	}{
@@ -501,44 +501,44 @@ func TestImportRefused(t *testing.T) {
 		{name: "number for money", raw: `{"orders": [{"id": "ord_1", "total": 5.00}]}`, want: "malformed JSON: json: cannot unmarshal number"},
 		{name: "trailing data", raw: `{} {}`, want: "unexpected data after the JSON object"},
 		{name: "empty file", raw: ` `, want: "file: it is empty"},
-		{name: "bad as_of", edit: func(f *importFile) { f.AsOf = "yesterday" }, want: `as_of: "yesterday" is not an RFC 3339 time`},
-		{name: "unknown customer", edit: order(func(o *orderRecord) { o.CustomerID = "cus_zzz" }),
+		{name: "bad as_of", edit: func(f *ImportFile) { f.AsOf = "yesterday" }, want: `as_of: "yesterday" is not an RFC 3339 time`},
+		{name: "unknown customer", edit: order(func(o *OrderRecord) { o.CustomerID = "cus_zzz" }),
 			want: `orders[3] (ord_4): unknown customer "cus_zzz"`},
-		{name: "duplicate customer id", edit: customer(func(c *customerRecord) { c.ID = "cus_a" }),
+		{name: "duplicate customer id", edit: customer(func(c *CustomerRecord) { c.ID = "cus_a" }),
 			want: "customers[2] (cus_a): duplicate id: customers[0] has it too"},
-		{name: "duplicate order id", edit: order(func(o *orderRecord) { o.ID = "ord_1" }),
+		{name: "duplicate order id", edit: order(func(o *OrderRecord) { o.ID = "ord_1" }),
 			want: "orders[3] (ord_1): duplicate id: orders[0] has it too"},
-		{name: "duplicate email", edit: customer(func(c *customerRecord) { c.Email = "A@example.com" }),
+		{name: "duplicate email", edit: customer(func(c *CustomerRecord) { c.Email = "A@example.com" }),
 			want: "customers[2] (cus_c): duplicate email A@example.com: customers[0] has it too"},
-		{name: "unknown currency", edit: order(func(o *orderRecord) { o.Currency = "XYZ" }),
+		{name: "unknown currency", edit: order(func(o *OrderRecord) { o.Currency = "XYZ" }),
 			want: `orders[3] (ord_4): unknown currency "XYZ"`},
-		{name: "lowercase currency", edit: order(func(o *orderRecord) { o.Currency = "usd" }),
+		{name: "lowercase currency", edit: order(func(o *OrderRecord) { o.Currency = "usd" }),
 			want: `orders[3] (ord_4): unknown currency "usd"`},
-		{name: "negative total", edit: order(func(o *orderRecord) { o.Total = "-5.00" }),
+		{name: "negative total", edit: order(func(o *OrderRecord) { o.Total = "-5.00" }),
 			want: `orders[3] (ord_4): total "-5.00": negative amounts are not allowed`},
-		{name: "negative refunded", edit: order(func(o *orderRecord) { o.Refunded = "-1" }),
+		{name: "negative refunded", edit: order(func(o *OrderRecord) { o.Refunded = "-1" }),
 			want: `orders[3] (ord_4): refunded "-1": negative amounts are not allowed`},
-		{name: "malformed total", edit: order(func(o *orderRecord) { o.Total = "12,00" }),
+		{name: "malformed total", edit: order(func(o *OrderRecord) { o.Total = "12,00" }),
 			want: `orders[3] (ord_4): total: amount "12,00" is not a decimal number`},
-		{name: "too many decimals", edit: order(func(o *orderRecord) { o.Total = "1.005" }),
+		{name: "too many decimals", edit: order(func(o *OrderRecord) { o.Total = "1.005" }),
 			want: `orders[3] (ord_4): total: amount "1.005" has more than 2 decimal places for USD`},
-		{name: "refunded above total", edit: order(func(o *orderRecord) { o.Refunded = "150.00" }),
+		{name: "refunded above total", edit: order(func(o *OrderRecord) { o.Refunded = "150.00" }),
 			want: "orders[3] (ord_4): refunded 150.00 exceeds total 120.00 USD"},
-		{name: "unknown status", edit: order(func(o *orderRecord) { o.Status = "returned" }),
+		{name: "unknown status", edit: order(func(o *OrderRecord) { o.Status = "returned" }),
 			want: `orders[3] (ord_4): unknown status "returned"`},
-		{name: "missing order id", edit: order(func(o *orderRecord) { o.ID = "" }),
+		{name: "missing order id", edit: order(func(o *OrderRecord) { o.ID = "" }),
 			want: `orders[3]: missing "id"`},
-		{name: "missing total", edit: order(func(o *orderRecord) { o.Total = "" }),
+		{name: "missing total", edit: order(func(o *OrderRecord) { o.Total = "" }),
 			want: `orders[3] (ord_4): missing "total"`},
-		{name: "missing customer name", edit: customer(func(c *customerRecord) { c.Name = "" }),
+		{name: "missing customer name", edit: customer(func(c *CustomerRecord) { c.Name = "" }),
 			want: `customers[2] (cus_c): missing "name"`},
-		{name: "missing created_at", edit: customer(func(c *customerRecord) { c.CreatedAt = "" }),
+		{name: "missing created_at", edit: customer(func(c *CustomerRecord) { c.CreatedAt = "" }),
 			want: `customers[2] (cus_c): missing "created_at"`},
-		{name: "bad timestamp", edit: order(func(o *orderRecord) { o.CreatedAt = "2026-13-01" }),
+		{name: "bad timestamp", edit: order(func(o *OrderRecord) { o.CreatedAt = "2026-13-01" }),
 			want: `orders[3] (ord_4): created_at "2026-13-01" is not an RFC 3339 time`},
-		{name: "bad email", edit: customer(func(c *customerRecord) { c.Email = "c-at-example.com" }),
+		{name: "bad email", edit: customer(func(c *CustomerRecord) { c.Email = "c-at-example.com" }),
 			want: `customers[2] (cus_c): email is not an email address`},
-		{name: "bad phone", edit: customer(func(c *customerRecord) { c.Phone = "ask reception" }),
+		{name: "bad phone", edit: customer(func(c *CustomerRecord) { c.Phone = "ask reception" }),
 			want: `customers[2] (cus_c): phone is not a phone number`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -565,17 +565,17 @@ func TestImportExisting(t *testing.T) {
 	if _, err := s.Import(ctx, encode(t, importBase())); err != nil {
 		t.Fatal(err)
 	}
-	newCustomer := customerRecord{ID: "cus_c", Name: "C", Email: "c@example.com", CreatedAt: "2024-01-03T00:00:00Z"}
+	newCustomer := CustomerRecord{ID: "cus_c", Name: "C", Email: "c@example.com", CreatedAt: "2024-01-03T00:00:00Z"}
 	for _, tt := range []struct {
 		name string
-		f    importFile
+		f    ImportFile
 		want string
 	}{
-		{"customer id exists", importFile{Customers: []customerRecord{newCustomer, {ID: "cus_a", Name: "A", Email: "a2@example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
+		{"customer id exists", ImportFile{Customers: []CustomerRecord{newCustomer, {ID: "cus_a", Name: "A", Email: "a2@example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
 			"customers[1] (cus_a): a customer with this id already exists"},
-		{"email exists", importFile{Customers: []customerRecord{{ID: "cus_d", Name: "D", Email: "B@Example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
+		{"email exists", ImportFile{Customers: []CustomerRecord{{ID: "cus_d", Name: "D", Email: "B@Example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
 			"customers[0] (cus_d): email B@Example.com is already used by an existing customer"},
-		{"order id exists", importFile{Customers: []customerRecord{newCustomer}, Orders: []orderRecord{
+		{"order id exists", ImportFile{Customers: []CustomerRecord{newCustomer}, Orders: []OrderRecord{
 			{ID: "ord_2", CustomerID: "cus_c", Status: "pending", Currency: "USD", Total: "1.00", CreatedAt: "2024-03-01T00:00:00Z"}}},
 			"orders[0] (ord_2): an order with this id already exists"},
 	} {
@@ -590,7 +590,7 @@ func TestImportExisting(t *testing.T) {
 	}
 
 	// An order may refer to a customer imported earlier.
-	stats, err := s.Import(ctx, encode(t, importFile{Orders: []orderRecord{
+	stats, err := s.Import(ctx, encode(t, ImportFile{Orders: []OrderRecord{
 		{ID: "ord_9", CustomerID: "cus_a", Status: "pending", Currency: "GBP", Total: "5.00", CreatedAt: "2024-03-01T00:00:00Z"}}}))
 	if err != nil || stats != (ImportStats{Orders: 1}) {
 		t.Fatalf("Import = %+v, %v", stats, err)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/storage"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -86,33 +87,13 @@ func (b *bench) setup(root string) error {
 // dataset is n customers with one delivered order each, all years old, each
 // order 100.00 USD with nothing refunded yet.
 func dataset(n int) []byte {
-	type customer struct {
-		ID              string `json:"id"`
-		Name            string `json:"name"`
-		Email           string `json:"email"`
-		Phone           string `json:"phone"`
-		ShippingAddress string `json:"shipping_address"`
-		CreatedAt       string `json:"created_at"`
-	}
-	type order struct {
-		ID         string `json:"id"`
-		CustomerID string `json:"customer_id"`
-		Status     string `json:"status"`
-		Currency   string `json:"currency"`
-		Total      string `json:"total"`
-		Refunded   string `json:"refunded"`
-		CreatedAt  string `json:"created_at"`
-	}
-	var f struct {
-		Customers []customer `json:"customers"`
-		Orders    []order    `json:"orders"`
-	}
+	var f store.ImportFile
 	for i := range n {
 		cid := fmt.Sprintf("cus_b%06d", i)
-		f.Customers = append(f.Customers, customer{ID: cid, Name: fmt.Sprintf("Customer %d", i),
+		f.Customers = append(f.Customers, store.CustomerRecord{ID: cid, Name: fmt.Sprintf("Customer %d", i),
 			Email: fmt.Sprintf("c%d@example.com", i), Phone: "+1 202 555 0100", ShippingAddress: "1 Main Street",
 			CreatedAt: "2020-01-01T00:00:00Z"})
-		f.Orders = append(f.Orders, order{ID: orderID(i), CustomerID: cid, Status: "delivered", Currency: "USD",
+		f.Orders = append(f.Orders, store.OrderRecord{ID: orderID(i), CustomerID: cid, Status: "delivered", Currency: "USD",
 			Total: "100.00", Refunded: "0.00", CreatedAt: "2021-01-01T00:00:00Z"})
 	}
 	out, err := json.Marshal(f)

@@ -55,30 +55,14 @@ func TestServeHTTPSIGTERMInFlight(t *testing.T) {
 
 	// n customers with one order each: customer_refunds_30d never trips,
 	// and all are years old.
-	type customer struct {
-		ID        string `json:"id"`
-		Name      string `json:"name"`
-		Email     string `json:"email"`
-		CreatedAt string `json:"created_at"`
-	}
-	type order struct {
-		ID         string `json:"id"`
-		CustomerID string `json:"customer_id"`
-		Status     string `json:"status"`
-		Currency   string `json:"currency"`
-		Total      string `json:"total"`
-		Refunded   string `json:"refunded"`
-		CreatedAt  string `json:"created_at"`
-	}
-	var data struct {
-		Customers []customer `json:"customers"`
-		Orders    []order    `json:"orders"`
-	}
+	var data store.ImportFile
 	var rules strings.Builder
 	rules.WriteString("\np, sigterm_role, refund_order, amount_base <= 50.00, allow\n")
 	for i := range n {
-		data.Customers = append(data.Customers, customer{fmt.Sprintf("cus_t%02d", i), fmt.Sprintf("Customer %d", i), fmt.Sprintf("c%d@example.com", i), "2020-01-01T00:00:00Z"})
-		data.Orders = append(data.Orders, order{fmt.Sprintf("ord_t%02d", i), fmt.Sprintf("cus_t%02d", i), "delivered", "USD", "100.00", "0.00", "2021-01-01T00:00:00Z"})
+		data.Customers = append(data.Customers, store.CustomerRecord{ID: fmt.Sprintf("cus_t%02d", i), Name: fmt.Sprintf("Customer %d", i),
+			Email: fmt.Sprintf("c%d@example.com", i), CreatedAt: "2020-01-01T00:00:00Z"})
+		data.Orders = append(data.Orders, store.OrderRecord{ID: fmt.Sprintf("ord_t%02d", i), CustomerID: fmt.Sprintf("cus_t%02d", i), Status: "delivered",
+			Currency: "USD", Total: "100.00", Refunded: "0.00", CreatedAt: "2021-01-01T00:00:00Z"})
 		fmt.Fprintf(&rules, "g, term-bot-%02d, sigterm_role\n", i)
 	}
 	b, _ := json.Marshal(data)
