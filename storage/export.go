@@ -56,9 +56,15 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error)
 		// between them does not. The partial index audit_trace_id finds them.
 		add("action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != '')", f.TraceID)
 	}
-	rows, err := src.QueryContext(ctx, q+" ORDER BY seq", args...)
+	return eachRecord(ctx, src, "read audit", q+" ORDER BY seq", args, fn)
+}
+
+// eachRecord runs q, which selects recordColumns, through src and calls fn
+// with each record it returns; what names the read in errors.
+func eachRecord(ctx context.Context, src queryer, what, q string, args []any, fn func(*Record) error) error {
+	rows, err := src.QueryContext(ctx, q, args...)
 	if err != nil {
-		return unavailable("read audit", err)
+		return unavailable(what, err)
 	}
 	defer rows.Close()
 	for rows.Next() {

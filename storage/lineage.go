@@ -81,21 +81,7 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 		q += ` AND action_id IN (SELECT action_id FROM audit WHERE trace_id = ?` + itoa(len(args)+1) + ` AND trace_id != '')`
 		args = append(args, f.TraceID)
 	}
-	rows, err := db.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
-	if err != nil {
-		return unavailable("read lineage", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return err
-		}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return eachRecord(ctx, db.db, "read lineage", q+` ORDER BY seq`, args, fn)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
