@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/mandatehq/mandate/internal/pgtest"
 	"github.com/mandatehq/mandate/storage"
-	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // The replicas phase (`-only replicas`, issue 12): guarded refunds/s from 1,
@@ -174,73 +172,6 @@ func (b *bench) replicaRun(ctx context.Context, cl *pgtest.Cluster, template, en
 		problems = append(problems, side+": "+p)
 	}
 	return run, problems, nil
-}
-
-// startOn starts one `mandate serve` on db and store, as the bench agent,
-// and connects the official Go SDK client to it over stdio.
-func (b *bench) startOn(ctx context.Context, side, db, store string) (*server, error) {
-	cmd := exec.Command(b.mandateBin, "serve", "--agent", benchAgent, "--db", db, "--store", store,
-		"--model", b.modelPath, "--policy", b.policyPath)
-	cmd.Env = append(os.Environ(), "MANDATE_LOG_LEVEL=info")
-	s := &server{side: side, stderr: new(bytes.Buffer)}
-	cmd.Stderr = &lockedWriter{w: s.stderr}
-	client := sdk.NewClient(&sdk.Implementation{Name: "mandate-e2e-bench", Version: "1"}, nil)
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	session, err := client.Connect(cctx, &sdk.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s: connect: %v\n%s", side, err, s.stderr)
-	}
-	s.session = session
-	return s, nil
-}
-
-// checkTrail compares one run's database and store with the refunds its
-// clients saw succeed: the hash chain verifies, the audit trail has an
-// allowed attempt and exactly one executed outcome for each of them and
-// nothing else, no action is left executing, and the store holds exactly
-// those refunds. It returns what differs.
-func checkTrail(ctx context.Context, dbPath, store string, seen map[string]bool) ([]string, error) {
-	var problems []string
-	keys, err := storeRefundKeys(ctx, store)
-	if err != nil {
-		return nil, err
-	}
-	problems = append(problems, diff("store refunds", keys, seen)...)
-	db, err := storage.Open(ctx, dbPath)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	if _, err := db.Verify(ctx); err != nil {
-		problems = append(problems, "audit chain: "+err.Error())
-	}
-	attempts, outcomes := map[string]bool{}, map[string]bool{}
-	if err := db.Records(ctx, storage.Filter{Tool: "refund_order"}, func(r *storage.Record) error {
-		switch {
-		case r.Phase == storage.PhaseAttempt && r.Decision == "allow":
-			attempts[r.ActionID] = true
-		case r.Phase == storage.PhaseOutcome && r.Outcome == storage.StatusExecuted:
-			if outcomes[r.ActionID] {
-				problems = append(problems, "audit: two executed outcomes for "+r.ActionID)
-			}
-			outcomes[r.ActionID] = true
-		}
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	problems = append(problems, diff("audit allowed refund attempts", attempts, seen)...)
-	problems = append(problems, diff("audit executed refund outcomes", outcomes, seen)...)
-	if left, err := db.ActionsWithStatus(ctx, storage.StatusExecuting, 10); err != nil {
-		return nil, err
-	} else if len(left) > 0 {
-		problems = append(problems, fmt.Sprintf("%d actions still executing after every server stopped (first %s)", len(left), left[0].ID))
-	}
-	if len(seen) == 0 {
-		problems = append(problems, "no refund succeeded: nothing was measured")
-	}
-	return problems, nil
 }
 
 // copyFile copies a closed SQLite file (and its WAL, if one was left).

@@ -115,13 +115,22 @@ type server struct {
 // start launches a mandate serve (side "mandate") or the bare server and
 // connects the official Go SDK client to it over its stdin and stdout.
 func (b *bench) start(ctx context.Context, side string) (*server, error) {
-	var cmd *exec.Cmd
 	if side == "mandate" {
-		cmd = exec.Command(b.mandateBin, "serve", "--agent", benchAgent, "--db", b.mandateDB, "--store", b.mandateStore,
-			"--model", b.modelPath, "--policy", b.policyPath)
-	} else {
-		cmd = exec.Command(b.bareBin, "--store", b.bareStore, "--workers", fmt.Sprint(b.cfg.workers))
+		return b.startOn(ctx, side, b.mandateDB, b.mandateStore)
 	}
+	return connect(ctx, side, exec.Command(b.bareBin, "--store", b.bareStore, "--workers", fmt.Sprint(b.cfg.workers)))
+}
+
+// startOn starts one `mandate serve` on db and store, as the bench agent,
+// and connects the official Go SDK client to it over stdio.
+func (b *bench) startOn(ctx context.Context, side, db, store string) (*server, error) {
+	return connect(ctx, side, exec.Command(b.mandateBin, "serve", "--agent", benchAgent, "--db", db, "--store", store,
+		"--model", b.modelPath, "--policy", b.policyPath))
+}
+
+// connect starts cmd and connects the official Go SDK client to it over
+// its stdin and stdout, keeping its stderr for the report.
+func connect(ctx context.Context, side string, cmd *exec.Cmd) (*server, error) {
 	cmd.Env = append(os.Environ(), "MANDATE_LOG_LEVEL=info")
 	s := &server{side: side, stderr: &bytes.Buffer{}}
 	cmd.Stderr = &lockedWriter{w: s.stderr}
