@@ -89,12 +89,6 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			if err != nil {
 				return unavailable("count usage", err)
 			}
-			if u.AgentPending, err = pendingCount(ctx, tx, a.Agent, now); err != nil {
-				return unavailable("count pending", err)
-			}
-			if u.LivePolicy, err = liveVersion(ctx, tx); err != nil {
-				return err
-			}
 			decide(u)
 		}
 		a.CreatedAt, a.UpdatedAt = now, now
@@ -135,7 +129,22 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 // reconciles an outcome a power cut loses (writer.go).
 func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 	faultPoint("before-outcome")
-	return db.writeLazy(func(tx *Tx) error {
+	return db.writeLazy(db.outcomeFn(ctx, a, rec))
+}
+
+// RecordOutcomeBehind is RecordOutcome as a write-behind (behind.go): it
+// queues the outcome and returns at once, so the agent's answer does not
+// wait for it. If it is never committed, the action stays executing and
+// recovery reconciles it. a and rec must not be changed afterwards.
+func (db *DB) RecordOutcomeBehind(ctx context.Context, a *Action, rec *Record) {
+	faultPoint("before-outcome")
+	db.queueBehind(db.outcomeFn(ctx, a, rec))
+}
+
+// outcomeFn is the write of RecordOutcome.
+func (db *DB) outcomeFn(ctx context.Context, a *Action, rec *Record) func(tx *Tx) error {
+	ctx = context.WithoutCancel(ctx)
+	return func(tx *Tx) error {
 		now := db.Now()
 		a.UpdatedAt = now
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
@@ -167,11 +176,12 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 			return unavailable("append outcome", err)
 		}
 		return nil
-	})
+	}
 }
 
 // Action returns the action with id, or a not_found error.
 func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", id)
@@ -184,6 +194,7 @@ func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
 // ActionByKey returns the action agent made with an idempotency key, or a
 // not_found error.
 func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	// "idempotency_key != ''" lets SQLite use the partial unique index
 	// (migration 0003): without it the planner cannot know the key is not
 	// empty and scans every action ever recorded.
@@ -198,6 +209,7 @@ func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, erro
 
 // ActionsWithStatus returns the actions in status, oldest first, up to limit.
 func (db *DB) ActionsWithStatus(ctx context.Context, status string, limit int) ([]*Action, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	return queryActions(ctx, db.db, "list actions",
 		`SELECT `+actionColumns+` FROM actions WHERE status = ? ORDER BY created_at LIMIT ?`, status, limit)
 }
@@ -220,18 +232,6 @@ func (db *DB) appendFn(ctx context.Context, rec *Record) func(tx *Tx) error {
 		}
 		return nil
 	}
-}
-
-// pendingCount counts the agent's actions waiting for a person at now,
-// inside the transaction that records its next attempt, so that the cap on
-// pending actions cannot be raced by processes sharing the database. An
-// action past its expiry waits for nobody, even before ExpirePending marks
-// it (timeText has fixed width, so the text comparison orders times).
-func pendingCount(ctx context.Context, tx *Tx, agent string, now time.Time) (int64, error) {
-	var n int64
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE status = ? AND agent = ? AND expires_at > ?`,
-		StatusPending, agent, timeText(now)).Scan(&n)
-	return n, err
 }
 
 // Pages of the approval queue.
@@ -367,6 +367,7 @@ func (db *DB) PendingAgents(ctx context.Context) ([]AgentCount, error) {
 // CountActions counts every action f selects, ignoring its Limit and
 // Offset: with Actions it tells a caller how many it did not get.
 func (db *DB) CountActions(ctx context.Context, f ActionFilter) (int, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	where, args := actionWhere(f)
 	var n int
 	if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE `+where, args...).Scan(&n); err != nil {

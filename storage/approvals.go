@@ -112,6 +112,7 @@ func findAction(ctx context.Context, q querier, id string) (*Action, Approval, e
 // Approval returns who decided the action with id and what they said; the
 // zero Approval when nobody has.
 func (db *DB) Approval(ctx context.Context, id string) (Approval, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	_, ap, err := findAction(ctx, db.db, id)
 	return ap, err
 }
@@ -119,6 +120,7 @@ func (db *DB) Approval(ctx context.Context, id string) (Approval, error) {
 // Actions returns the actions matching f, newest first, at most f.Limit
 // of them (DefaultActionLimit if 0) after skipping f.Offset.
 func (db *DB) Actions(ctx context.Context, f ActionFilter) ([]*Action, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	where, args := actionWhere(f)
 	if f.Limit <= 0 {
 		f.Limit = DefaultActionLimit

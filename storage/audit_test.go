@@ -534,3 +534,15 @@ func BenchmarkAppendParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppendRead measures one lookup record (committed without an
+// fsync wait) at a time, as an allowed lookup waits for it.
+func BenchmarkAppendRead(b *testing.B) {
+	db := openTest(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := db.AppendRead(ctx, benchRecord()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

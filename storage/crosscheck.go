@@ -133,6 +133,7 @@ type crossRow struct {
 // sorted join, so its cost grows with the tables, not with a query per
 // action. Counters for the last 30 days are held in memory.
 func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	var res CrossCheckResult
 	// One read transaction: a snapshot, so writers at work (an outcome
 	// recorded between the two reads) cannot look like disagreements. The

@@ -16,6 +16,7 @@ import (
 // is not a disagreement. An action with neither row nor records is
 // not_found; limit counters are left to CrossCheck.
 func (db *DB) CheckAction(ctx context.Context, id string) ([]Disagreement, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return nil, unavailable("cross-check", err)

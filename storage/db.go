@@ -55,6 +55,7 @@ type DB struct {
 	auditKey   *AuditKey                 // chains appended records with its MAC (mac.go); nil: plain
 	optErr     error                     // an option that could not apply (AuditKeyFile): Open fails
 	tree       atomic.Pointer[treeState] // the Merkle tree's last range (merkle.go)
+	behind     behindLog                 // write-behinds not yet answered (behind.go)
 
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.

@@ -23,6 +23,7 @@ type Filter struct {
 
 // Records calls fn for each record matching f, in chain order.
 func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) error {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	return records(ctx, db.db, f, fn)
 }
 

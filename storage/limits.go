@@ -15,12 +15,12 @@ type Usage struct {
 	AgentRefunds24h       int64 // number of refunds by the agent, last 24 h
 	CustomerRefunds30d    int64 // number of refunds to the customer, last 30 days
 	AgentCancellations1h  int64 // cancellations by the agent, last hour
-	// AgentPending counts the agent's actions waiting for a person now
-	// (DecideAndRecord only): the cap on pending actions is judged on it.
+	// AgentPending counts the agent's actions waiting for a person now:
+	// the cap on pending actions is judged on it.
 	AgentPending int64
 	// LivePolicy is the version of the live policy (the newest recorded
 	// load, see RecordPolicy) as this transaction reads it, "" when none is
-	// recorded (DecideAndRecord only). Deciding under any other version is
+	// recorded. Deciding under any other version is
 	// refused: one live policy, checked where nothing can overtake it.
 	LivePolicy string
 	// Suspended is the id of the agent's suspension in force, 0 when none
@@ -73,6 +73,7 @@ type queryRower interface {
 // policy explain --db` shows it; the guard itself counts inside the write
 // transaction that records the attempt (DecideAndRecord).
 func (db *DB) Usage(ctx context.Context, a *Action) (Usage, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	u, err := usage(ctx, db.db, a, db.Now())
 	if err != nil {
 		return u, unavailable("count usage", err)
@@ -82,7 +83,12 @@ func (db *DB) Usage(ctx context.Context, a *Action) (Usage, error) {
 
 // usage sums a's counters inside tx, the transaction that will record a's
 // attempt: reading and debiting are serialized across processes by SQLite's
-// write lock, so concurrent calls cannot all squeeze under a limit.
+// write lock, so concurrent calls cannot all squeeze under a limit. The same
+// statement reads the agent's suspension, its pending actions (an action
+// past its expiry waits for nobody, even before ExpirePending marks it;
+// timeText has fixed width, so the text comparison orders times) and the
+// live policy version: one statement for everything a decision needs from
+// the database.
 func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage, error) {
 	var u Usage
 	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-longestWindow)), minute(now.Add(-time.Hour))
@@ -96,12 +102,16 @@ func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage,
 			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
 			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
 			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute > ?7),
-			(SELECT COALESCE(MAX(id), 0) FROM suspensions WHERE agent = ?8 AND resumed_at = '')`,
+			(SELECT COALESCE(MAX(id), 0) FROM suspensions WHERE agent = ?8 AND resumed_at = ''),
+			(SELECT COUNT(*) FROM actions WHERE status = ?9 AND agent = ?8 AND expires_at > ?10),
+			COALESCE((SELECT version FROM policy_loads ORDER BY seq DESC LIMIT 1), '')`,
 		"agent_refunded\x00"+a.Agent+"\x00"+a.Currency, day,
 		"agent_refunds\x00"+a.Agent,
 		"customer_refunds\x00"+a.CustomerID, month,
 		"agent_cancels\x00"+a.Agent, hour, a.Agent,
-	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h, &u.Suspended)
+		StatusPending, timeText(now),
+	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h, &u.Suspended,
+		&u.AgentPending, &u.LivePolicy)
 	return u, err
 }
 

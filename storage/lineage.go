@@ -46,6 +46,7 @@ type LineageFilter struct {
 // Each branch searches an index (migration 0014), so a lineage costs what
 // it returns, not the size of the trail.
 func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) error) error {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	var sub string
 	var args []any
 	since := ""
@@ -91,6 +92,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // written outside the agent's call: its outcome after a person's approval
 // or after a restart.
 func (db *DB) Correlation(ctx context.Context, actionID string) (traceID, conversationID string, err error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	err = db.db.QueryRowContext(ctx, `SELECT trace_id, conversation_id FROM audit WHERE action_id = ? AND phase = 'attempt' ORDER BY seq LIMIT 1`, actionID).
 		Scan(&traceID, &conversationID)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -370,12 +370,14 @@ func lastLeafMatches(ctx context.Context, q queryer, size uint64) (bool, error) 
 
 // TreeSize is how many records the Merkle tree holds.
 func (db *DB) TreeSize(ctx context.Context) (uint64, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	return storedTreeSize(ctx, db.db)
 }
 
 // TreeRoot is the root hash of the tree of the first size records, from
 // the stored nodes: O(log size) reads.
 func (db *DB) TreeRoot(ctx context.Context, size uint64) ([]byte, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	if size == 0 {
 		return attest.Hasher.EmptyRoot(), nil
 	}
@@ -392,6 +394,7 @@ func (db *DB) TreeRoot(ctx context.Context, size uint64) ([]byte, error) {
 // InclusionProof is the RFC 6962 audit path of leaf index in the tree of
 // the first size records, from the stored nodes.
 func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	nodes, err := proof.Inclusion(index, size)
 	if err != nil {
 		return nil, err
@@ -402,6 +405,7 @@ func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 // ConsistencyProof is the RFC 6962 proof that the tree of the first size2
 // records extends the tree of the first size1, from the stored nodes.
 func (db *DB) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	nodes, err := proof.Consistency(size1, size2)
 	if err != nil {
 		return nil, err
@@ -431,11 +435,13 @@ func treeTooSmall(ctx context.Context, db *DB, size uint64) error {
 // LeafHashes calls fn with the leaf hash of every audit record, in order,
 // recomputed from the rows as stored now (not read from the tree).
 func (db *DB) LeafHashes(ctx context.Context, fn func(seq int64, leaf []byte) error) error {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	return db.Records(ctx, Filter{}, func(r *Record) error { return fn(r.Seq, attest.LeafHash(r.LeafData())) })
 }
 
 // StoredLeaf is the leaf hash the tree holds at index, or nil.
 func (db *DB) StoredLeaf(ctx context.Context, index uint64) ([]byte, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	h, ok, err := nodeHashes(ctx, db.db, []compact.NodeID{compact.NewNodeID(0, index)})
 	if err != nil || !ok {
 		return nil, err

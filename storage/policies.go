@@ -129,22 +129,6 @@ func livePolicy(ctx context.Context, q querier, texts bool) (*PolicyLoad, error)
 	return &l, nil
 }
 
-// liveVersion is the version of the live policy (the newest recorded load),
-// "" if none: what every action's decision is checked against, inside its
-// write transaction. One column from the newest row of policy_loads by its
-// primary key, through the transaction's cached statement, rather than
-// livePolicy's whole row.
-func liveVersion(ctx context.Context, tx *Tx) (string, error) {
-	var v string
-	err := tx.QueryRowContext(ctx, `SELECT version FROM policy_loads ORDER BY seq DESC LIMIT 1`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	} else if err != nil {
-		return "", unavailable("read live policy", err)
-	}
-	return v, nil
-}
-
 // PolicyLoads returns the recorded loads, newest first, up to limit (0: 100),
 // without their texts.
 func (db *DB) PolicyLoads(ctx context.Context, limit int) ([]*PolicyLoad, error) {

@@ -47,6 +47,7 @@ func (e *ChainError) Error() string {
 // full with fresh hashes: keep the head hash that Verify reports somewhere
 // else to detect those.
 func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	rows, err := db.db.QueryContext(ctx, `SELECT `+chainColumns+` FROM audit ORDER BY seq`)
 	if err != nil {
 		return VerifyResult{}, unavailable("read audit", err)
@@ -123,6 +124,7 @@ func (db *DB) Verify(ctx context.Context) (VerifyResult, error) {
 // Head returns the seq and hash of the last audit record: 0 and the genesis
 // hash when there is none.
 func (db *DB) Head(ctx context.Context) (int64, string, error) {
+	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	var seq int64
 	hash := genesis
 	err := db.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)

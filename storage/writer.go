@@ -51,6 +51,9 @@ type writeReq struct {
 	fn   func(tx *Tx) error
 	done chan error
 	lazy bool // need not be fsynced before it is answered (see above)
+	// behind is the write-behind's number (behind.go), 0 for a write whose
+	// caller waits for its answer.
+	behind uint64
 }
 
 // errClosed is returned for writes after Close.
@@ -97,6 +100,11 @@ func (db *DB) startWriter() {
 			}
 			if db.onCommit != nil {
 				db.onCommit(CommitStats{Writes: len(batch), Durable: durable(batch), Duration: time.Since(start), Err: err})
+			}
+			for _, r := range batch {
+				if r.behind != 0 {
+					db.behind.finish(r.behind, <-r.done) // nobody else waits for it
+				}
 			}
 		}
 	}()
@@ -296,6 +304,14 @@ func (db *DB) writeLazy(fn func(tx *Tx) error) error {
 // Refusals use Append.
 func (db *DB) AppendRead(ctx context.Context, rec *Record) error {
 	return db.writeLazy(db.appendFn(ctx, rec))
+}
+
+// AppendReadBehind is AppendRead as a write-behind (behind.go): it queues
+// the record and returns at once, so reading the data overlaps with
+// committing its record; wait before showing the data. rec must not be
+// changed afterwards.
+func (db *DB) AppendReadBehind(ctx context.Context, rec *Record) Wait {
+	return db.queueBehind(db.appendFn(context.WithoutCancel(ctx), rec))
 }
 
 func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {

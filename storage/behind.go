@@ -1,0 +1,143 @@
+package storage
+
+import (
+	"context"
+	"sync"
+)
+
+// Write-behind. Two kinds of record need not hold up the answer to the
+// agent at all, not even for a commit without an fsync (see "Deferred
+// durability" in writer.go):
+//
+//   - an action's outcome: the backend has acted and answered; if the
+//     outcome is never recorded (the process is killed, the write fails),
+//     the action stays executing and recovery asks the backend by its
+//     idempotency key and records what happened, exactly once;
+//   - the record of an allowed lookup: it changes nothing.
+//
+// They are queued to this process's writer like any other write, in the
+// order they were made, and committed with the next batch (usually within
+// a millisecond, often together with the next attempt), without the caller
+// waiting. Close waits for every queued write, so a server that stops
+// normally loses none.
+//
+// This process reads its own writes: every read of actions and audit
+// records (Action, ActionByKey, Records, Verify, …) first waits for the
+// write-behinds queued before it (settle). Other processes see them once
+// committed. A write-behind that fails is logged through the failure hook
+// and remembered (BehindErr) until one succeeds, so the caller can stop
+// relying on write-behind while the database refuses writes.
+
+// behindLog tracks the write-behinds queued and not yet answered.
+type behindLog struct {
+	mu      sync.Mutex
+	next    uint64
+	waiting map[uint64]*behindReq // queued, not yet answered
+	err     error                 // the last write-behind's failure, until one succeeds
+	onErr   func(error)           // told each failure (WithWriteBehindFailure)
+}
+
+// WithWriteBehindFailure has f called, on the writer goroutine, with the
+// error of every write-behind that could not be committed (RecordOutcomeBehind,
+// AppendReadBehind), for the log. It must be quick.
+func WithWriteBehindFailure(f func(error)) Option {
+	return func(db *DB) { db.behind.onErr = f }
+}
+
+// behindReq is one queued write-behind.
+type behindReq struct {
+	done chan struct{} // closed when answered
+	err  error         // its answer, once done is closed
+}
+
+// Wait is what a write-behind's caller may wait on: the write's error once
+// it is committed or has failed, or ctx's error first.
+type Wait func(ctx context.Context) error
+
+// queueBehind queues fn as a write-behind: it returns at once, and fn is
+// committed with a later batch without an fsync wait. The returned Wait
+// lets the caller wait for it later, overlapping other work with it.
+func (db *DB) queueBehind(fn func(tx *Tx) error) Wait {
+	b := &db.behind
+	req := &behindReq{done: make(chan struct{})}
+	wait := func(ctx context.Context) error {
+		select {
+		case <-req.done:
+			return req.err
+		case <-ctx.Done():
+			return unavailable("write", ctx.Err())
+		}
+	}
+	b.mu.Lock()
+	b.next++
+	id := b.next
+	if b.waiting == nil {
+		b.waiting = map[uint64]*behindReq{}
+	}
+	b.waiting[id] = req
+	b.mu.Unlock()
+	r := writeReq{fn: fn, done: make(chan error, 1), lazy: true, behind: id}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		b.finish(id, unavailable("write", errClosed))
+		return wait
+	}
+	db.writes <- r
+	db.closeMu.RUnlock()
+	return wait
+}
+
+// finish marks write-behind id answered with err.
+func (b *behindLog) finish(id uint64, err error) {
+	b.mu.Lock()
+	if req, ok := b.waiting[id]; ok {
+		req.err = err
+		close(req.done)
+		delete(b.waiting, id)
+	}
+	b.err = err
+	onErr := b.onErr
+	b.mu.Unlock()
+	if err != nil && onErr != nil {
+		onErr(err)
+	}
+}
+
+// settle waits until every write-behind queued before it was called has
+// been answered, so that this process reads its own writes. It returns at
+// once when none is queued.
+func (db *DB) settle(ctx context.Context) {
+	b := &db.behind
+	b.mu.Lock()
+	if len(b.waiting) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	chans := make([]chan struct{}, 0, len(b.waiting))
+	for _, req := range b.waiting {
+		chans = append(chans, req.done)
+	}
+	b.mu.Unlock()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return // the read that follows reports the context's error
+		}
+	}
+}
+
+// Settle waits until this process's queued write-behinds are committed (or
+// have failed): what a caller about to hand the database to another process
+// or to a person needs.
+func (db *DB) Settle(ctx context.Context) { db.settle(ctx) }
+
+// BehindErr returns the error of the last write-behind if it failed, or nil
+// once a later one has succeeded. While it is set the database refuses
+// writes, and a caller that may not lose a record should write and wait.
+func (db *DB) BehindErr() error {
+	db.behind.mu.Lock()
+	defer db.behind.mu.Unlock()
+	return db.behind.err
+}
