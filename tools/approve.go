@@ -227,7 +227,7 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 		return claimed, mandate.Errorf(mandate.EDENIED, "the rules now refuse the %s, so it was denied and will not happen", s.describe(&a))
 	}
 	log.Info("approved; executing")
-	execute(ctx, d, s, &a, claimed, log)
+	execute(ctx, d, s, &a, claimed, log, false)
 	return claimed, nil
 }
 

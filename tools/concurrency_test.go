@@ -170,6 +170,9 @@ type concLedger struct {
 func checkConcLedger(t *testing.T, e *concEnv, calls []concRefund) concLedger {
 	t.Helper()
 	ctx := context.Background()
+	for _, d := range e.deps {
+		d.DB.Settle(ctx) // each "process" commits its queued outcomes
+	}
 	db := e.deps[0].DB
 	l := concLedger{decisions: map[string]int{}, statuses: map[string]int{}, executed: map[string]int64{}}
 

@@ -227,6 +227,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 	}
 	_, aspan := telemetry.Start(ctx, telemetry.SpanAuditAppend, telemetry.AttrPhase, storage.PhaseAttempt)
+	var recorded storage.Wait // an allowed lookup's record, being committed
 	if action {
 		// DecideAndRecord is the commit point: it refuses with
 		// storage.ErrCancelled, recording nothing, if ctx is done when the
@@ -253,7 +254,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		// A read is not cancelled once decided: its record is written whole.
 		wctx := context.WithoutCancel(ctx)
 		if dec.Effect == policy.Allow {
-			err = d.DB.AppendRead(wctx, rec) // no fsync wait: see storage.AppendRead
+			// Queued now and committed while the data is read; the data is
+			// shown only once its record is committed (below).
+			recorded = d.DB.AppendReadBehind(wctx, rec)
 		} else {
 			err = d.DB.Append(wctx, rec)
 		}
@@ -299,16 +302,27 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 
 	if !action {
 		out, err := s.run(ctx, d, &a, act.ID)
+		// Reading overlapped with committing the lookup's record; nothing
+		// is shown unless it was recorded.
+		if rerr := recorded(ctx); rerr != nil {
+			log.Error("audit write failed; refusing", "err", rerr)
+			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+		}
 		if err != nil {
 			return errorResult(err)
 		}
 		return mcp.NewToolResultStructuredOnly(out)
 	}
-	return execute(ctx, d, s, &a, act, log)
+	return execute(ctx, d, s, &a, act, log, true)
 }
 
 // execute calls the backend for an allowed action and records the outcome.
-func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Action, log *slog.Logger) *mcp.CallToolResult {
+// With behind (an agent's own call), the answer does not wait for the
+// outcome record, which is queued as a write-behind (storage/behind.go): if
+// it is lost, the action stays executing and recovery reconciles it. A
+// person's approval or a recovery waits for it, since it reports what the
+// record says.
+func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Action, log *slog.Logger, behind bool) *mcp.CallToolResult {
 	// Once the backend may act, nobody hanging up may stop the outcome from
 	// being recorded; the backend timeout bounds the wait.
 	ctx = context.WithoutCancel(ctx)
@@ -363,7 +377,13 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	stamp(ctx, d, act.ID, rec)
 	_, ospan := telemetry.Start(ctx, telemetry.SpanAuditAppend, telemetry.AttrPhase, storage.PhaseOutcome, telemetry.AttrActionID, act.ID, telemetry.AttrOutcome, rec.Outcome)
 	// The outcome is recorded even if the agent hung up: the action happened.
-	rerr := d.DB.RecordOutcome(ctx, act, rec)
+	var rerr error
+	if behind {
+		queued := *act // the writer stamps its copy, never act
+		d.DB.RecordOutcomeBehind(ctx, &queued, rec)
+	} else {
+		rerr = d.DB.RecordOutcome(ctx, act, rec)
+	}
 	ospan.End(rerr)
 	if mandate.ErrorCode(rerr) == mandate.ECONFLICT {
 		// Recovery recorded the outcome first: answer from the record, which

@@ -143,7 +143,7 @@ func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error
 		log.Info("approved action refused by the live policy; denied, not carried out")
 		return errRefusedNow
 	}
-	execute(ctx, d, s, &a, claimed, log)
+	execute(ctx, d, s, &a, claimed, log, false)
 	return nil
 }
 

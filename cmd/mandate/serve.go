@@ -135,7 +135,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	engine := policy.NewEngine(pol)
 	var metrics *telemetry.Metrics
 	var db *storage.DB
-	dbOpts := []storage.Option{storage.AuditKeyFile(*auditKey)}
+	dbOpts := []storage.Option{storage.AuditKeyFile(*auditKey), storage.WithWriteBehindFailure(func(err error) {
+		// An outcome whose record failed stays executing, and recovery
+		// reconciles it; a lookup whose record failed was refused.
+		log.Error("audit record written behind the answer could not be committed", "err", err)
+	})}
 	if *httpAddr != "" || of.metricsListen != "" {
 		metrics = newMetrics(func() *storage.DB { return db }, engine, log)
 		dbOpts = append(dbOpts, storage.WithCommitObserver(metrics.Commit))
