@@ -28,7 +28,13 @@ func newStore(t *testing.T) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	s.Now = func() time.Time { return asOf }
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		// Every statement a call runs must be one Open prepared.
+		if n := s.unprepared.Load(); n != 0 {
+			t.Errorf("%d queries ran unprepared; add them to readQueries or writeQueries", n)
+		}
+		s.Close() // tests that close it themselves check Close's error
+	})
 	return s
 }
 
@@ -424,6 +430,33 @@ func TestUnavailable(t *testing.T) {
 	if msg := mandate.ErrorMessage(err); strings.Contains(strings.ToLower(msg), "sql") {
 		t.Fatalf("message leaks driver details: %q", msg)
 	}
+}
+
+// TestClose checks that Close closes the prepared statements and the
+// database without error after they were used, and that a closed store
+// refuses calls as unavailable instead of panicking.
+func TestClose(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "mandate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Seed(ctx, DemoData); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Order(ctx, "ord_1001"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: money(t, "1.00", "USD"), IdempotencyKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	_, err = s.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: money(t, "1.00", "USD"), IdempotencyKey: "k2"})
+	wantError(t, err, mandate.EUNAVAILABLE, "unavailable")
+	_, err = s.Customer(ctx, "cus_ada")
+	wantError(t, err, mandate.EUNAVAILABLE, "unavailable")
 }
 
 // importBase is a small valid import file; each rejection case breaks one
