@@ -17,8 +17,9 @@ import (
 // check and the write share one BEGIN IMMEDIATE transaction so concurrent
 // refunds, from any process, cannot together exceed the order's total.
 //
-// A repeat with the same idempotency key, order and amount returns the first
-// refund and moves no money; the same key with a different order or amount
+// A new refund reports the order as it left it (Order). A repeat with the
+// same idempotency key, order and amount returns the first refund, without
+// Order, and moves no money; the same key with a different order or amount
 // is a conflict.
 func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.Refund, error) {
 	if err := requireKey(req.IdempotencyKey); err != nil {
@@ -80,6 +81,8 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 	if err := tx.Commit(); err != nil {
 		return backend.Refund{}, dbError(err)
 	}
+	o.Refunded.Minor += r.Amount.Minor // what the UPDATE above wrote
+	r.Order = &o
 	return r, nil
 }
 
