@@ -77,3 +77,19 @@ func BenchmarkRefund(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOrderParallel looks the order up from 16 goroutines, as 16
+// concurrent callers of get_order would.
+func BenchmarkOrderParallel(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Order(ctx, "ord_1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
