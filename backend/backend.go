@@ -83,6 +83,13 @@ type Refund struct {
 	Reason         string        `json:"reason"`
 	IdempotencyKey string        `json:"idempotency_key"`
 	CreatedAt      time.Time     `json:"created_at"`
+	// Order is the order as this refund left it, taken in the same
+	// transaction that made the refund, so a caller need not read the
+	// order again (and race other changes) to learn what is left to
+	// refund. It is nil when the system of record does not say (Stripe),
+	// and on a repeat of an earlier refund by its idempotency key, as the
+	// order may have changed since.
+	Order *Order `json:"order,omitempty"`
 }
 
 // RefundRequest asks to return Amount (in the order's currency) on an order.

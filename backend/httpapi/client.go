@@ -162,7 +162,9 @@ func (c *Client) RefundByKey(ctx context.Context, key string) (backend.Refund, e
 	if op.Refund == nil {
 		return backend.Refund{}, badAnswer("operation %q of kind refund has no refund", key)
 	}
-	return op.Refund.ToRefund()
+	r, err := op.Refund.ToRefund()
+	r.Order = nil // a lookup later is not the refund's transaction: the order may have changed since
+	return r, err
 }
 
 // operation reads GET /operations/{key}. A key spent on another kind of

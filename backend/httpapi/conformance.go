@@ -258,6 +258,25 @@ func (c *Conformance) readOrder(ctx context.Context) (backend.Order, error) {
 	return o.ToOrder()
 }
 
+// refundOrderMatches checks the optional order a refund of amount reported
+// against the order as it was before: the same order, with refunded grown
+// by exactly amount and nothing else about its money changed.
+func refundOrderMatches(got Order, before backend.Order, amount mandate.Money) error {
+	o, err := got.ToOrder()
+	if err != nil {
+		return fmt.Errorf("the refund's order: %s", mandate.ErrorMessage(err))
+	}
+	if problem := refundOrderProblem(o, before.ID, amount); problem != "" {
+		return fmt.Errorf("the refund's order: %s", problem)
+	}
+	if o.Total != before.Total || o.Refunded.Minor != before.Refunded.Minor+amount.Minor {
+		return fmt.Errorf("the refund's order shows %s refunded of %s %s; before the refund of %s it showed %s of %s, so want %s",
+			o.Refunded, o.Total, o.Total.Currency, amount, before.Refunded, before.Total,
+			mandate.Money{Minor: before.Refunded.Minor + amount.Minor, Currency: before.Refunded.Currency})
+	}
+	return nil
+}
+
 func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, customer backend.Customer,
 	check func(name, detail string, f func() error), skip func(name, why string)) {
 	cent := mandate.Money{Minor: 1, Currency: order.Total.Currency} // the smallest amount there is
@@ -293,6 +312,16 @@ func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, cust
 			}
 			return nil
 		})
+		switch {
+		case first.ID == "":
+			skip("refund-order", "no refund was made")
+		case first.Order == nil:
+			skip("refund-order", "the service does not report the order with a refund (optional)")
+		default:
+			check("refund-order", "the order a refund reports is the refunded order, with the refund added", func() error {
+				return refundOrderMatches(*first.Order, order, cent)
+			})
+		}
 		check("refund-key-conflict", "the same key with another amount is a 409 conflict", func() error {
 			other := body
 			other.Amount = mandate.Money{Minor: 2 * cent.Minor, Currency: cent.Currency}.String()

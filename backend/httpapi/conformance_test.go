@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -49,6 +51,19 @@ func TestConformance(t *testing.T) {
 				next.ServeHTTP(w, r)
 			})
 		}, []string{"order-shape"}},
+		// The order with a refund is optional: a service without it
+		// conforms, one that reports a wrong one does not.
+		{"refund without its order", "s3cret", rewriteRefund(func(r map[string]any) { delete(r, "order") }), nil},
+		{"refund with a stale order", "s3cret", rewriteRefund(func(r map[string]any) {
+			if o, ok := r["order"].(map[string]any); ok {
+				o["refunded"] = "0.00"
+			}
+		}), []string{"refund-order"}},
+		{"refund with another order", "s3cret", rewriteRefund(func(r map[string]any) {
+			if o, ok := r["order"].(map[string]any); ok {
+				o["id"] = "ord_1001"
+			}
+		}), []string{"refund-order"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var wrap []func(http.Handler) http.Handler
@@ -70,9 +85,42 @@ func TestConformance(t *testing.T) {
 					t.Errorf("check %s did not run", name)
 				}
 			}
+			switch _, seen := ran["refund-order"]; {
+			case tc.name == "reference" && !ran["refund-order"]:
+				t.Errorf("check refund-order did not run against the reference server, which reports the order")
+			case tc.name == "refund without its order" && (!seen || ran["refund-order"]):
+				t.Errorf("check refund-order was not skipped for a service that does not report the order")
+			}
 			if strings.Join(failed, " ") != strings.Join(tc.fails, " ") {
 				t.Fatalf("failed checks %v, want %v", failed, tc.fails)
 			}
+		})
+	}
+}
+
+// rewriteRefund passes every answer to POST /orders/{id}/refunds through
+// edit, as a service that reports a refund's order differently would.
+func rewriteRefund(edit func(map[string]any)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/refunds") {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			var m map[string]any
+			if rec.Code/100 == 2 && json.Unmarshal(body, &m) == nil {
+				edit(m)
+				body, _ = json.Marshal(m)
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			w.Write(body)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -218,5 +219,98 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("operations in the OpenAPI file:\n%v\nwant (the server's routes):\n%v", got, want)
+	}
+}
+
+// TestRefundOrderOverTheWire: the order a refund left crosses the contract
+// both ways. The server sends what the store reported, the client passes it
+// on, and both leave it out on a repeat and on a lookup by key.
+func TestRefundOrderOverTheWire(t *testing.T) {
+	ctx := context.Background()
+	c, st, hs := serve(t, "")
+
+	// The server's side: the raw answer carries the order, refunded included.
+	req, _ := http.NewRequest(http.MethodPost, hs.URL+"/orders/ord_1001/refunds",
+		strings.NewReader(`{"amount":"30.00","currency":"USD","reason":"late"}`))
+	req.Header.Set("Idempotency-Key", "raw_1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw httpapi.Refund
+	err = json.NewDecoder(resp.Body).Decode(&raw)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST refund: %d, %v", resp.StatusCode, err)
+	}
+	if raw.Order == nil || raw.Order.ID != "ord_1001" || raw.Order.Refunded != "30.00" || raw.Order.Currency != "USD" {
+		t.Fatalf("the server's refund carries order %+v, want ord_1001 with 30.00 USD refunded", raw.Order)
+	}
+
+	// The client's side: a fresh refund has the order as the store has it now.
+	amount := mandate.Money{Minor: 1000, Currency: "USD"}
+	r, err := c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: amount, IdempotencyKey: "act_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := st.Order(ctx, "ord_1001")
+	if r.Order == nil || r.Order.ID != stored.ID || r.Order.Refunded != stored.Refunded || r.Order.Total != stored.Total ||
+		r.Order.Status != stored.Status || r.Order.CustomerID != stored.CustomerID || !r.Order.CreatedAt.Equal(stored.CreatedAt) {
+		t.Fatalf("refund's order over HTTP = %+v, in the store %+v", r.Order, stored)
+	}
+	if r.Order.Refunded.Minor != 4000 {
+		t.Fatalf("refunded = %d after 30.00 and 10.00, want 4000", r.Order.Refunded.Minor)
+	}
+	again, err := c.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: amount, IdempotencyKey: "act_1"})
+	if err != nil || again.ID != r.ID || again.Order != nil {
+		t.Fatalf("repeat = %+v (order %+v), %v; want refund %s without an order", again, again.Order, err, r.ID)
+	}
+	if byKey, err := c.RefundByKey(ctx, "act_1"); err != nil || byKey.ID != r.ID || byKey.Order != nil {
+		t.Fatalf("RefundByKey = %+v, %v; want refund %s without an order", byKey, err, r.ID)
+	}
+}
+
+// TestClientRefundOrder: the client keeps a refund's order only when it can
+// be the order this refund left, and never fails the refund over it.
+func TestClientRefundOrder(t *testing.T) {
+	const refund = `"id":"re_1","order_id":"ord_1","amount":"5.00","currency":"EUR","reason":"","idempotency_key":"k","created_at":"2026-01-01T00:00:00Z"`
+	order := func(id, currency, total, refunded string) string {
+		return `,"order":{"id":"` + id + `","customer_id":"cus_1","status":"delivered","currency":"` + currency +
+			`","total":"` + total + `","refunded":"` + refunded + `","created_at":"2026-01-01T00:00:00Z"}`
+	}
+	for _, tc := range []struct {
+		name, extra  string
+		wantRefunded int64 // -1: no order
+	}{
+		{"absent", "", -1},
+		{"consistent", order("ord_1", "EUR", "10.00", "7.00"), 700},
+		{"exactly the refund", order("ord_1", "EUR", "10.00", "5.00"), 500},
+		{"another order", order("ord_2", "EUR", "10.00", "7.00"), -1},
+		{"another currency", order("ord_1", "USD", "10.00", "7.00"), -1},
+		{"less refunded than the refund", order("ord_1", "EUR", "10.00", "4.99"), -1},
+		{"more refunded than the total", order("ord_1", "EUR", "10.00", "10.01"), -1},
+		{"malformed money", order("ord_1", "EUR", "ten", "7.00"), -1},
+		{"null", `,"order":null`, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusCreated)
+				w.Write([]byte(`{` + refund + tc.extra + `}`))
+			}))
+			defer hs.Close()
+			c := &httpapi.Client{BaseURL: hs.URL}
+			r, err := c.Refund(context.Background(), backend.RefundRequest{
+				OrderID: "ord_1", Amount: mandate.Money{Minor: 500, Currency: "EUR"}, IdempotencyKey: "k"})
+			if err != nil || r.ID != "re_1" {
+				t.Fatalf("Refund = %+v, %v; want re_1 whatever its order", r, err)
+			}
+			switch {
+			case tc.wantRefunded < 0 && r.Order != nil:
+				t.Fatalf("order = %+v, want none", r.Order)
+			case tc.wantRefunded >= 0 && (r.Order == nil || r.Order.Refunded != mandate.Money{Minor: tc.wantRefunded, Currency: "EUR"}):
+				t.Fatalf("order = %+v, want refunded %d EUR", r.Order, tc.wantRefunded)
+			}
+		})
 	}
 }

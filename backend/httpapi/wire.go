@@ -12,6 +12,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -61,7 +62,10 @@ type CustomerList struct {
 	Customers []Customer `json:"customers"`
 }
 
-// Refund is a refund on the wire.
+// Refund is a refund on the wire. Order is optional: the order as this
+// refund left it, read in the transaction that made the refund, which spares
+// Mandate reading the order again; a service that cannot say omits it, and
+// so does a repeat by idempotency key.
 type Refund struct {
 	ID             string    `json:"id"`
 	OrderID        string    `json:"order_id"`
@@ -70,6 +74,7 @@ type Refund struct {
 	Reason         string    `json:"reason"`
 	IdempotencyKey string    `json:"idempotency_key"`
 	CreatedAt      time.Time `json:"created_at"`
+	Order          *Order    `json:"order,omitempty"`
 }
 
 // RefundRequest is the body of POST /orders/{id}/refunds.
@@ -162,13 +167,19 @@ func (c Customer) ToCustomer() (backend.Customer, error) {
 		ShippingAddress: c.ShippingAddress, CreatedAt: c.CreatedAt}, nil
 }
 
-// FromRefund converts a refund to its wire form.
+// FromRefund converts a refund to its wire form, with its order when the
+// backend reported one.
 func FromRefund(r backend.Refund) Refund {
-	return Refund{ID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency,
+	w := Refund{ID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency,
 		Reason: r.Reason, IdempotencyKey: r.IdempotencyKey, CreatedAt: r.CreatedAt.UTC()}
+	if r.Order != nil {
+		w.Order = ptr(FromOrder(*r.Order))
+	}
+	return w
 }
 
-// ToRefund converts a wire refund.
+// ToRefund converts a wire refund. Its order is kept only when it can be
+// trusted (see refundOrder); otherwise Order is nil, as when absent.
 func (r Refund) ToRefund() (backend.Refund, error) {
 	amount, err := mandate.ParseMoney(r.Amount, r.Currency)
 	if err != nil {
@@ -177,8 +188,42 @@ func (r Refund) ToRefund() (backend.Refund, error) {
 	if r.ID == "" || r.OrderID == "" {
 		return backend.Refund{}, badAnswer("a refund lacks id or order_id")
 	}
-	return backend.Refund{ID: r.ID, OrderID: r.OrderID, Amount: amount, Reason: r.Reason,
-		IdempotencyKey: r.IdempotencyKey, CreatedAt: r.CreatedAt}, nil
+	out := backend.Refund{ID: r.ID, OrderID: r.OrderID, Amount: amount, Reason: r.Reason,
+		IdempotencyKey: r.IdempotencyKey, CreatedAt: r.CreatedAt}
+	out.Order = r.refundOrder(amount)
+	return out, nil
+}
+
+// refundOrder converts the order a refund reported, or returns nil when
+// there is none or it cannot be the order this refund left: malformed, of
+// another order or currency, or with less refunded than this refund's
+// amount. The refund itself is still good, so a doubtful order is dropped
+// rather than failing a refund that moved money; the caller then reads the
+// order as it would without one. Conformance checks report such an order.
+func (r Refund) refundOrder(amount mandate.Money) *backend.Order {
+	if r.Order == nil {
+		return nil
+	}
+	o, err := r.Order.ToOrder()
+	if err != nil || refundOrderProblem(o, r.OrderID, amount) != "" {
+		return nil
+	}
+	return &o
+}
+
+// refundOrderProblem says why o cannot be the order as a refund of amount
+// on orderID left it, or "" when it can.
+func refundOrderProblem(o backend.Order, orderID string, amount mandate.Money) string {
+	switch {
+	case o.ID != orderID:
+		return fmt.Sprintf("its order is %q, not the refunded order %q", o.ID, orderID)
+	case o.Total.Currency != amount.Currency:
+		return fmt.Sprintf("its order is in %s, the refund in %s", o.Total.Currency, amount.Currency)
+	case o.Refunded.Minor < amount.Minor || o.Refunded.Minor > o.Total.Minor:
+		return fmt.Sprintf("its order shows %s refunded of %s, which cannot follow a refund of %s",
+			o.Refunded, o.Total, amount)
+	}
+	return ""
 }
 
 // badAnswer is the error for a response that does not follow the contract.

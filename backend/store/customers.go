@@ -21,23 +21,13 @@ var phonePattern = regexp.MustCompile(`^\+?[0-9 ()-]{6,20}$`)
 
 // Customer returns the customer with id, or not_found.
 func (s *Store) Customer(ctx context.Context, id string) (backend.Customer, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return backend.Customer{}, dbError(err)
-	}
-	defer tx.Rollback()
-	return findCustomer(ctx, tx, "id", id)
+	return findCustomer(ctx, s.rd, "id", id)
 }
 
 // CustomerByEmail returns the customer whose email matches, ignoring case, as
 // people type addresses in any case.
 func (s *Store) CustomerByEmail(ctx context.Context, email string) (backend.Customer, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return backend.Customer{}, dbError(err)
-	}
-	defer tx.Rollback()
-	return findCustomer(ctx, tx, "email", strings.TrimSpace(email)) // email is COLLATE NOCASE
+	return findCustomer(ctx, s.rd, "email", strings.TrimSpace(email)) // email is COLLATE NOCASE
 }
 
 // UpdateCustomer sets one field of backend.UpdatableFields. A repeat with the
@@ -72,8 +62,7 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 		}
 	}
 
-	// The column name comes from the fixed list checked by validateField.
-	if _, err := tx.ExecContext(ctx, `UPDATE customers SET `+req.Field+` = ? WHERE id = ?`, value, c.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, updateCustomerQuery(req.Field), value, c.ID); err != nil {
 		return backend.Customer{}, dbError(err)
 	}
 	switch req.Field {
@@ -93,6 +82,12 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 		return backend.Customer{}, dbError(err)
 	}
 	return c, nil
+}
+
+// updateCustomerQuery sets one column of a customer. The column name comes
+// from backend.UpdatableFields, checked by validateField, never from input.
+func updateCustomerQuery(field string) string {
+	return `UPDATE customers SET ` + field + ` = ? WHERE id = ?`
 }
 
 // validateField checks a new value for a customer field. Import applies the
@@ -126,10 +121,9 @@ func validateField(field, value string) error {
 // emailFree refuses an email another customer already uses, ignoring case,
 // because CustomerByEmail must find exactly one account. The message does
 // not name the other account.
-func emailFree(ctx context.Context, tx *sql.Tx, email, customerID string) error {
+func emailFree(ctx context.Context, tx writeTx, email, customerID string) error {
 	var n int
-	if err := tx.QueryRowContext(ctx,
-		`SELECT COUNT(*) FROM customers WHERE email = ? AND id <> ?`, email, customerID).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, qEmailTaken, email, customerID).Scan(&n); err != nil {
 		return dbError(err)
 	} else if n > 0 {
 		return mandate.Errorf(mandate.ECONFLICT, "another customer account already uses that email")
@@ -139,12 +133,10 @@ func emailFree(ctx context.Context, tx *sql.Tx, email, customerID string) error 
 
 // findCustomer reads the customer whose column (id or email, both unique)
 // equals value, or returns not_found naming what was looked up.
-func findCustomer(ctx context.Context, tx *sql.Tx, column, value string) (backend.Customer, error) {
+func findCustomer(ctx context.Context, q querier, column, value string) (backend.Customer, error) {
 	var c backend.Customer
 	var created string
-	err := tx.QueryRowContext(ctx,
-		`SELECT id, name, email, phone, shipping_address, created_at FROM customers WHERE `+column+` = ?`, value,
-	).Scan(&c.ID, &c.Name, &c.Email, &c.Phone, &c.ShippingAddress, &created)
+	err := q.QueryRowContext(ctx, findCustomerQuery(column), value).Scan(&c.ID, &c.Name, &c.Email, &c.Phone, &c.ShippingAddress, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return backend.Customer{}, mandate.Errorf(mandate.ENOTFOUND, "no customer with %s %q", column, value)
 	} else if err != nil {

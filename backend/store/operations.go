@@ -43,15 +43,12 @@ func digest(kind string, req any) string {
 // findOperation looks for an operation recorded under key. It reports true
 // and fills result when the same request was already done, and refuses a key
 // that was used for another request or for a refund.
-func findOperation(ctx context.Context, tx *sql.Tx, key, kind, dig string, result any) (bool, error) {
+func findOperation(ctx context.Context, tx writeTx, key, kind, dig string, result any) (bool, error) {
 	var gotKind, gotDigest, buf string
-	err := tx.QueryRowContext(ctx,
-		`SELECT kind, digest, result FROM operations WHERE idempotency_key = ?`, key,
-	).Scan(&gotKind, &gotDigest, &buf)
+	err := tx.QueryRowContext(ctx, qOperation, key).Scan(&gotKind, &gotDigest, &buf)
 	if errors.Is(err, sql.ErrNoRows) {
 		var n int
-		if err := tx.QueryRowContext(ctx,
-			`SELECT COUNT(*) FROM refunds WHERE idempotency_key = ?`, key).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, qRefundKeyUsed, key).Scan(&n); err != nil {
 			return false, dbError(err)
 		} else if n > 0 {
 			return false, keyReused(key, "refund")
@@ -71,14 +68,12 @@ func findOperation(ctx context.Context, tx *sql.Tx, key, kind, dig string, resul
 
 // recordOperation stores the result of a change under its key, in the
 // change's own transaction, so the change and its record commit together.
-func recordOperation(ctx context.Context, tx *sql.Tx, key, kind, dig string, result any, now time.Time) error {
+func recordOperation(ctx context.Context, tx writeTx, key, kind, dig string, result any, now time.Time) error {
 	buf, err := json.Marshal(result)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx,
-		`INSERT INTO operations (idempotency_key, kind, digest, result, created_at) VALUES (?, ?, ?, ?, ?)`,
-		key, kind, dig, string(buf), formatTime(now))
+	_, err = tx.ExecContext(ctx, qInsertOperation, key, kind, dig, string(buf), formatTime(now))
 	return dbError(err)
 }
 
@@ -109,8 +104,7 @@ func (s *Store) operationByKey(ctx context.Context, key, kind string, result any
 		return err
 	}
 	var buf string
-	err := s.db.QueryRowContext(ctx,
-		`SELECT result FROM operations WHERE idempotency_key = ? AND kind = ?`, key, kind).Scan(&buf)
+	err := s.rd.QueryRowContext(ctx, qOperationResult, key, kind).Scan(&buf)
 	if errors.Is(err, sql.ErrNoRows) {
 		return mandate.Errorf(mandate.ENOTFOUND, "no %s was made with idempotency key %q", strings.ReplaceAll(kind, "_", " "), key)
 	} else if err != nil {

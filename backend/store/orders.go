@@ -11,12 +11,7 @@ import (
 
 // Order returns the order with id, or not_found.
 func (s *Store) Order(ctx context.Context, id string) (backend.Order, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return backend.Order{}, dbError(err)
-	}
-	defer tx.Rollback()
-	return findOrder(ctx, tx, id)
+	return findOrder(ctx, s.rd, id)
 }
 
 // CancelOrder cancels an order that is pending or processing. A repeat with
@@ -51,9 +46,7 @@ func (s *Store) CancelOrder(ctx context.Context, req backend.CancelRequest) (bac
 	}
 
 	now := s.now()
-	if _, err := tx.ExecContext(ctx,
-		`UPDATE orders SET status = ?, cancel_reason = ?, cancelled_at = ? WHERE id = ?`,
-		backend.StatusCancelled, req.Reason, formatTime(now), o.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, qCancelOrder, backend.StatusCancelled, req.Reason, formatTime(now), o.ID); err != nil {
 		return backend.Order{}, dbError(err)
 	}
 	o.Status = backend.StatusCancelled
@@ -67,12 +60,10 @@ func (s *Store) CancelOrder(ctx context.Context, req backend.CancelRequest) (bac
 }
 
 // findOrder reads one order, or returns not_found naming the id.
-func findOrder(ctx context.Context, tx *sql.Tx, id string) (backend.Order, error) {
+func findOrder(ctx context.Context, q querier, id string) (backend.Order, error) {
 	var o backend.Order
 	var currency, created string
-	err := tx.QueryRowContext(ctx,
-		`SELECT id, customer_id, status, currency, total, refunded, payment_ref, created_at FROM orders WHERE id = ?`, id,
-	).Scan(&o.ID, &o.CustomerID, &o.Status, &currency, &o.Total.Minor, &o.Refunded.Minor, &o.PaymentRef, &created)
+	err := q.QueryRowContext(ctx, qOrder, id).Scan(&o.ID, &o.CustomerID, &o.Status, &currency, &o.Total.Minor, &o.Refunded.Minor, &o.PaymentRef, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return backend.Order{}, mandate.Errorf(mandate.ENOTFOUND, "no order with id %q", id)
 	} else if err != nil {

@@ -17,8 +17,9 @@ import (
 // check and the write share one BEGIN IMMEDIATE transaction so concurrent
 // refunds, from any process, cannot together exceed the order's total.
 //
-// A repeat with the same idempotency key, order and amount returns the first
-// refund and moves no money; the same key with a different order or amount
+// A new refund reports the order as it left it (Order). A repeat with the
+// same idempotency key, order and amount returns the first refund, without
+// Order, and moves no money; the same key with a different order or amount
 // is a conflict.
 func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.Refund, error) {
 	if err := requireKey(req.IdempotencyKey); err != nil {
@@ -43,8 +44,7 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 		return backend.Refund{}, err
 	}
 	var kind string
-	if err := tx.QueryRowContext(ctx,
-		`SELECT kind FROM operations WHERE idempotency_key = ?`, req.IdempotencyKey).Scan(&kind); err == nil {
+	if err := tx.QueryRowContext(ctx, qOperationKind, req.IdempotencyKey).Scan(&kind); err == nil {
 		return backend.Refund{}, keyReused(req.IdempotencyKey, strings.ReplaceAll(kind, "_", " "))
 	} else if !errors.Is(err, sql.ErrNoRows) {
 		return backend.Refund{}, dbError(err)
@@ -72,18 +72,17 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 		IdempotencyKey: req.IdempotencyKey,
 		CreatedAt:      s.now(),
 	}
-	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO refunds (id, order_id, amount, currency, reason, idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.OrderID, r.Amount.Minor, r.Amount.Currency, r.Reason, r.IdempotencyKey, formatTime(r.CreatedAt)); err != nil {
+	if _, err := tx.ExecContext(ctx, qInsertRefund, r.ID, r.OrderID, r.Amount.Minor, r.Amount.Currency, r.Reason, r.IdempotencyKey, formatTime(r.CreatedAt)); err != nil {
 		return backend.Refund{}, dbError(err)
 	}
-	if _, err := tx.ExecContext(ctx,
-		`UPDATE orders SET refunded = refunded + ? WHERE id = ?`, r.Amount.Minor, o.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, qAddRefunded, r.Amount.Minor, o.ID); err != nil {
 		return backend.Refund{}, dbError(err)
 	}
 	if err := tx.Commit(); err != nil {
 		return backend.Refund{}, dbError(err)
 	}
+	o.Refunded.Minor += r.Amount.Minor // what the UPDATE above wrote
+	r.Order = &o
 	return r, nil
 }
 
@@ -93,21 +92,14 @@ func (s *Store) RefundByKey(ctx context.Context, key string) (backend.Refund, er
 	if err := requireKey(key); err != nil {
 		return backend.Refund{}, err
 	}
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return backend.Refund{}, dbError(err)
-	}
-	defer tx.Rollback()
-	return findRefund(ctx, tx, key)
+	return findRefund(ctx, s.rd, key)
 }
 
 // findRefund reads the refund made with key, or returns not_found.
-func findRefund(ctx context.Context, tx *sql.Tx, key string) (backend.Refund, error) {
+func findRefund(ctx context.Context, q querier, key string) (backend.Refund, error) {
 	var r backend.Refund
 	var created string
-	err := tx.QueryRowContext(ctx,
-		`SELECT id, order_id, amount, currency, reason, idempotency_key, created_at FROM refunds WHERE idempotency_key = ?`, key,
-	).Scan(&r.ID, &r.OrderID, &r.Amount.Minor, &r.Amount.Currency, &r.Reason, &r.IdempotencyKey, &created)
+	err := q.QueryRowContext(ctx, qRefundByKey, key).Scan(&r.ID, &r.OrderID, &r.Amount.Minor, &r.Amount.Currency, &r.Reason, &r.IdempotencyKey, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return backend.Refund{}, mandate.Errorf(mandate.ENOTFOUND, "no refund was made with idempotency key %q", key)
 	} else if err != nil {

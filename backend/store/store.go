@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -47,6 +48,13 @@ type Store struct {
 	w  *sql.DB
 	wl *wlock.Lock
 
+	// rd runs lookups with the read pool's prepared statements; ws are the
+	// write connection's, for beginWrite's transactions. unprepared counts
+	// queries that ran without one (a test keeps it at zero).
+	rd         reader
+	ws         stmts
+	unprepared atomic.Int64
+
 	// Now is the clock used for created_at stamps and for Seed; tests fix it.
 	Now func() time.Time
 }
@@ -78,24 +86,47 @@ func Open(path string) (*Store, error) {
 		s.wl.Close()
 		return nil, err
 	}
+	if err := s.prepare(context.Background()); err != nil {
+		db.Close()
+		w.Close()
+		s.wl.Close()
+		return nil, dbError(err)
+	}
 	return s, nil
+}
+
+// prepare prepares the statements of every call, once the migrations have
+// made the tables they name.
+func (s *Store) prepare(ctx context.Context) error {
+	rs, err := prepareAll(ctx, s.db, readQueries, &s.unprepared)
+	if err != nil {
+		return err
+	}
+	ws, err := prepareAll(ctx, s.w, writeQueries(), &s.unprepared)
+	if err != nil {
+		rs.close()
+		return err
+	}
+	s.rd, s.ws = reader{db: s.db, stmts: rs}, ws
+	return nil
 }
 
 // beginWrite starts a read-write transaction on the write connection, once
 // this process's turn in the cross-process queue (wlock) has come. end rolls
 // back (a no-op after Commit) and gives the connection and the turn back.
-func (s *Store) beginWrite(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+func (s *Store) beginWrite(ctx context.Context) (tx writeTx, end func(), err error) {
 	conn, err := s.w.Conn(ctx) // waits for this process's other writes
 	if err != nil {
-		return nil, nil, err
+		return writeTx{}, nil, err
 	}
 	held := s.wl.Lock()
-	tx, err = conn.BeginTx(ctx, nil)
+	tx.Tx, err = conn.BeginTx(ctx, nil)
 	if err != nil {
 		s.wl.Unlock(held)
 		conn.Close()
-		return nil, nil, err
+		return writeTx{}, nil, err
 	}
+	tx.stmts = s.ws
 	return tx, func() {
 		tx.Rollback()
 		s.wl.Unlock(held)
@@ -103,9 +134,9 @@ func (s *Store) beginWrite(ctx context.Context) (tx *sql.Tx, end func(), err err
 	}, nil
 }
 
-// Close closes the database.
+// Close closes the statements and the database.
 func (s *Store) Close() error {
-	return errors.Join(s.w.Close(), s.db.Close(), s.wl.Close())
+	return errors.Join(s.rd.stmts.close(), s.ws.close(), s.w.Close(), s.db.Close(), s.wl.Close())
 }
 
 // migrate applies the embedded migrations in name order, each in its own

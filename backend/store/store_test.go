@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,13 @@ func newStore(t *testing.T) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	s.Now = func() time.Time { return asOf }
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		// Every statement a call runs must be one Open prepared.
+		if n := s.unprepared.Load(); n != 0 {
+			t.Errorf("%d queries ran unprepared; add them to readQueries or writeQueries", n)
+		}
+		s.Close() // tests that close it themselves check Close's error
+	})
 	return s
 }
 
@@ -126,16 +133,28 @@ func TestRefund(t *testing.T) {
 	if o.Refunded.Minor != 3000 || o.Refundable().Minor != 9000 {
 		t.Fatalf("after refund order = %+v", o)
 	}
+	// The refund reports the order as it left it: what a lookup now reads.
+	if r.Order == nil || *r.Order != o {
+		t.Fatalf("refund's order = %+v, want %+v", r.Order, o)
+	}
+	// RefundByKey is not the refund's own transaction: it has no order.
 	got, err := s.RefundByKey(ctx, "k1")
-	if err != nil || got != r {
-		t.Fatalf("RefundByKey = %+v, %v; want %+v", got, err, r)
+	want := r
+	want.Order = nil
+	if err != nil || got != want {
+		t.Fatalf("RefundByKey = %+v, %v; want %+v", got, err, want)
 	}
 
 	// Refunding exactly what is left is allowed; a cent more is not.
-	if _, err := s.Refund(ctx, backend.RefundRequest{
+	rest, err := s.Refund(ctx, backend.RefundRequest{
 		OrderID: "ord_1001", Amount: money(t, "90.00", "USD"), IdempotencyKey: "k2",
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatalf("refund of the rest: %v", err)
+	}
+	if rest.Order == nil || rest.Order.Refunded.Minor != 12000 || rest.Order.Refundable().Minor != 0 ||
+		rest.Order.Refunded.Currency != "USD" || rest.Order.ID != "ord_1001" {
+		t.Fatalf("order after refunding the rest = %+v", rest.Order)
 	}
 	_, err = s.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: money(t, "0.01", "USD"), IdempotencyKey: "k3"})
 	wantError(t, err, mandate.ECONFLICT, "refund of 0.01 USD exceeds the 0.00 USD still refundable on ord_1001")
@@ -187,9 +206,16 @@ func TestRefundIdempotent(t *testing.T) {
 	}
 	before := snapshot(t, s)
 
+	if first.Order == nil || first.Order.Refunded.Minor != 3000 {
+		t.Fatalf("first refund's order = %+v, want refunded 30.00", first.Order)
+	}
+	// A repeat returns the first refund without the order: the order may
+	// have changed since, and reporting it as this refund left it would lie.
 	again, err := s.Refund(ctx, req)
-	if err != nil || again != first {
-		t.Fatalf("repeat = %+v, %v; want the first refund %+v", again, err, first)
+	want := first
+	want.Order = nil
+	if err != nil || again != want {
+		t.Fatalf("repeat = %+v, %v; want the first refund without its order %+v", again, err, want)
 	}
 	if o, _ := s.Order(ctx, "ord_1001"); o.Refunded.Minor != 3000 {
 		t.Fatalf("refunded = %d after a repeat, want 3000", o.Refunded.Minor)
@@ -424,6 +450,33 @@ func TestUnavailable(t *testing.T) {
 	if msg := mandate.ErrorMessage(err); strings.Contains(strings.ToLower(msg), "sql") {
 		t.Fatalf("message leaks driver details: %q", msg)
 	}
+}
+
+// TestClose checks that Close closes the prepared statements and the
+// database without error after they were used, and that a closed store
+// refuses calls as unavailable instead of panicking.
+func TestClose(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "mandate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Seed(ctx, DemoData); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Order(ctx, "ord_1001"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: money(t, "1.00", "USD"), IdempotencyKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	_, err = s.Refund(ctx, backend.RefundRequest{OrderID: "ord_1001", Amount: money(t, "1.00", "USD"), IdempotencyKey: "k2"})
+	wantError(t, err, mandate.EUNAVAILABLE, "unavailable")
+	_, err = s.Customer(ctx, "cus_ada")
+	wantError(t, err, mandate.EUNAVAILABLE, "unavailable")
 }
 
 // importBase is a small valid import file; each rejection case breaks one
@@ -769,15 +822,33 @@ func TestConcurrentRefunds(t *testing.T) {
 	t.Run("distinct keys", func(t *testing.T) {
 		var wg sync.WaitGroup
 		codes := make([]string, 20)
+		after := make([]int64, 20) // the order's refunded as each refund left it
 		for i := range codes {
 			wg.Go(func() {
-				_, err := stores[i%2].Refund(ctx, backend.RefundRequest{
+				r, err := stores[i%2].Refund(ctx, backend.RefundRequest{
 					OrderID: "ord_1001", Amount: mandate.Money{Minor: 1000, Currency: "USD"}, IdempotencyKey: fmt.Sprintf("k-%d", i),
 				})
 				codes[i] = mandate.ErrorCode(err)
+				if err == nil && r.Order != nil {
+					after[i] = r.Order.Refunded.Minor
+				}
 			})
 		}
 		wg.Wait()
+		// Each refund's order was read in its own transaction, so the
+		// successful ones saw 10.00, 20.00, … 120.00, each exactly once.
+		var seen []int64
+		for i, c := range codes {
+			if c == "" {
+				seen = append(seen, after[i])
+			}
+		}
+		slices.Sort(seen)
+		for j, v := range seen {
+			if v != int64(j+1)*1000 {
+				t.Fatalf("orders as the refunds left them = %v, want 1000, 2000, … in steps of 1000", seen)
+			}
+		}
 		var ok, conflict int
 		for i, c := range codes {
 			switch c {

@@ -159,6 +159,7 @@ func (p *Payments) refund(r *stripego.Refund, orderID, reason, key string) (back
 	if orderID == "" {
 		orderID = r.Metadata[MetaOrderID]
 	}
+	// Order stays nil: Stripe knows the payment, not the order it paid for.
 	return backend.Refund{ID: r.ID, OrderID: orderID, Amount: mandate.Money{Minor: r.Amount, Currency: cur},
 		Reason: reason, IdempotencyKey: key, CreatedAt: time.Unix(r.Created, 0).UTC()}, nil
 }

@@ -107,6 +107,10 @@ func TestAgainstStripeMock(t *testing.T) {
 	if !strings.HasPrefix(r.ID, "re_") || r.Amount != (mandate.Money{Minor: 3000, Currency: "USD"}) || r.OrderID != "ord_1" || r.IdempotencyKey != "act_0123456789abcdef" {
 		t.Fatalf("refund = %+v", r)
 	}
+	// Stripe knows the payment, not the order: it cannot say how the order stands.
+	if r.Order != nil {
+		t.Fatalf("refund's order = %+v, want none from Stripe", r.Order)
+	}
 	var post *recorded
 	for _, q := range rec.all() {
 		if q.Version != stripe.APIVersion || q.Auth != "Bearer sk_test_mandate" {
