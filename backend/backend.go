@@ -136,6 +136,15 @@ type RefundChecker interface {
 	CheckRefundable(o Order) error
 }
 
+// RefundReporter is implemented by payment systems whose Refund always
+// reports the order as the refund left it (Refund.Order), taken in the
+// refund's own transaction: the embedded store. The order's totals before
+// and after a refund then come from that one answer, exactly, and the
+// guard does not read the order again just before and just after the call.
+type RefundReporter interface {
+	ReportsRefundOrder() bool
+}
+
 // Orders looks up and cancels orders.
 type Orders interface {
 	Order(ctx context.Context, id string) (Order, error)

@@ -45,7 +45,8 @@ import (
 // refund, a read of the order right after it); "reconciled" is an action
 // whose outcome was recorded after a restart (tools.Recover): before is
 // null, since nothing read it, and after is what the system of record
-// showed then. note says, in words, anything short of that (a value that
+// showed then; "reported_by_system_of_record" (ChangesReported) is a
+// refund whose before and after come from the refund's own answer. note says, in words, anything short of that (a value that
 // could not be read).
 //
 // The customer field values are personal data: Record.Redacted masks
@@ -64,6 +65,11 @@ type Changes struct {
 const (
 	ChangesReadBeforeCall = "read_before_call"
 	ChangesReconciled     = "reconciled"
+	// ChangesReported is a refund whose system of record reported the
+	// order as the refund left it, in the refund's own transaction
+	// (backend.RefundReporter): after is that answer and before is after
+	// less this refund, exact even when other changes raced it.
+	ChangesReported = "reported_by_system_of_record"
 )
 
 // FieldChange is one value an action changed: before and after are JSON

@@ -155,6 +155,10 @@ func (a *refundArgs) changesBefore(ctx context.Context, d *Deps, read bool) (*st
 	if !read {
 		return c, nil
 	}
+	if rr, ok := d.Backend.Payments.(backend.RefundReporter); ok && rr.ReportsRefundOrder() {
+		c.Source = storage.ChangesReported // before and after come from the refund's answer
+		return c, nil
+	}
 	o, err := d.Backend.Orders.Order(ctx, a.OrderID)
 	if err != nil {
 		return nil, err
@@ -171,6 +175,23 @@ func (a *refundArgs) changesAfter(ctx context.Context, d *Deps, c *storage.Chang
 	}
 	c.Fields[0].After = storage.MoneyValue(mandate.Money{}, false)
 	c.Fields[1].After = storage.MoneyValue(mandate.Money{}, false)
+	if c.Source == storage.ChangesReported {
+		if o := a.reported; o != nil && o.ID == a.OrderID && o.Refunded.Currency == a.amount.Currency {
+			if c.CustomerID == "" {
+				c.CustomerID = o.CustomerID
+			}
+			before := mandate.Money{Minor: o.Refunded.Minor - a.amount.Minor, Currency: o.Refunded.Currency}
+			left := o.Refundable()
+			c.Fields[0].Before = storage.MoneyValue(before, true)
+			c.Fields[1].Before = storage.MoneyValue(mandate.Money{Minor: left.Minor + a.amount.Minor, Currency: left.Currency}, true)
+			c.Fields[0].After = storage.MoneyValue(o.Refunded, true)
+			c.Fields[1].After = storage.MoneyValue(left, true)
+			return
+		}
+		// Not said after all (a repeat by key): before is unknown, and
+		// after is read as for any other system of record.
+		addNote(c, "the system of record did not report the order with the refund, so its totals before are unknown")
+	}
 	o, err := d.Backend.Orders.Order(ctx, a.OrderID)
 	if err != nil {
 		addNote(c, "the order could not be read after the refund, so its totals after are unknown")

@@ -18,9 +18,10 @@ type refundArgs struct {
 	Amount  amountArg `json:"amount"`
 	Reason  string    `json:"reason"`
 
-	amount     mandate.Money // Amount in the order's currency, set by load
-	base       mandate.Money // amount in the base currency, set by load
-	customerID string        // the order's customer, set by load
+	amount     mandate.Money  // Amount in the order's currency, set by load
+	base       mandate.Money  // amount in the base currency, set by load
+	customerID string         // the order's customer, set by load
+	reported   *backend.Order // the order as the refund left it, if the system of record said (run)
 }
 
 func (a *refundArgs) validate() error {
@@ -130,6 +131,7 @@ func refundOrder() entry {
 			if err != nil {
 				return nil, err
 			}
+			a.reported = r.Order
 			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
 		},
 		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {

@@ -86,6 +86,11 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 	return r, nil
 }
 
+// ReportsRefundOrder says that Refund always reports the order as the
+// refund left it (backend.RefundReporter); only a repeat by idempotency key
+// does not.
+func (s *Store) ReportsRefundOrder() bool { return true }
+
 // RefundByKey finds the refund made with an idempotency key, so a caller that
 // crashed mid-call can learn whether money moved; not_found means it did not.
 func (s *Store) RefundByKey(ctx context.Context, key string) (backend.Refund, error) {
