@@ -138,7 +138,7 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 // recovery reconciles it. a and rec must not be changed afterwards.
 func (db *DB) RecordOutcomeBehind(ctx context.Context, a *Action, rec *Record) {
 	faultPoint("before-outcome")
-	db.queueBehind(db.outcomeFn(ctx, a, rec))
+	db.queueBehind(db.outcomeFn(ctx, a, rec), true)
 }
 
 // outcomeFn is the write of RecordOutcome.

@@ -57,7 +57,10 @@ type Wait func(ctx context.Context) error
 // queueBehind queues fn as a write-behind: it returns at once, and fn is
 // committed with a later batch without an fsync wait. The returned Wait
 // lets the caller wait for it later, overlapping other work with it.
-func (db *DB) queueBehind(fn func(tx *Tx) error) Wait {
+//
+// A patient write is one nobody will wait for (an outcome): the writer may
+// hold it back briefly for another write to share its commit (companyWait).
+func (db *DB) queueBehind(fn func(tx *Tx) error, patient bool) Wait {
 	b := &db.behind
 	req := &behindReq{done: make(chan struct{})}
 	wait := func(ctx context.Context) error {
@@ -76,7 +79,7 @@ func (db *DB) queueBehind(fn func(tx *Tx) error) Wait {
 	}
 	b.waiting[id] = req
 	b.mu.Unlock()
-	r := writeReq{fn: fn, done: make(chan error, 1), lazy: true, behind: id}
+	r := writeReq{fn: fn, done: make(chan error, 1), lazy: true, behind: id, patient: patient}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()

@@ -54,6 +54,26 @@ type writeReq struct {
 	// behind is the write-behind's number (behind.go), 0 for a write whose
 	// caller waits for its answer.
 	behind uint64
+	// patient is set for a write-behind nobody waits for (an outcome).
+	patient bool
+}
+
+// companyWait is how long the writer holds back a batch of only patient
+// writes (outcomes nobody waits for) for another write to share its
+// transaction. An agent's next call usually comes within it: its attempt
+// then commits the previous outcome too, one transaction and one fsync
+// instead of two. Readers of this process wait for it at most this long
+// (settle); other processes see the outcome this much later.
+const companyWait = 2 * time.Millisecond
+
+// patient reports whether every write of batch is patient.
+func patient(batch []writeReq) bool {
+	for _, r := range batch {
+		if !r.patient {
+			return false
+		}
+	}
+	return true
 }
 
 // errClosed is returned for writes after Close.
@@ -75,18 +95,38 @@ func (db *DB) startWriter() {
 				db.wconn.Close()
 			}
 		}()
+		company := time.NewTimer(companyWait)
+		company.Stop()
 		for first := range db.writes {
 			batch := []writeReq{first}
+			open := true
 		gather:
 			for len(batch) < maxBatch {
 				select {
 				case r, ok := <-db.writes:
 					if !ok {
+						open = false
 						break gather
 					}
 					batch = append(batch, r)
 				default:
-					break gather
+					if !open || !patient(batch) {
+						break gather
+					}
+					// Only outcomes nobody waits for: wait a little for a
+					// write to share the commit with (companyWait).
+					company.Reset(companyWait)
+					select {
+					case r, ok := <-db.writes:
+						company.Stop()
+						if !ok {
+							open = false
+							break gather
+						}
+						batch = append(batch, r)
+					case <-company.C:
+						break gather
+					}
 				}
 			}
 			start := time.Now()
@@ -311,7 +351,7 @@ func (db *DB) AppendRead(ctx context.Context, rec *Record) error {
 // committing its record; wait before showing the data. rec must not be
 // changed afterwards.
 func (db *DB) AppendReadBehind(ctx context.Context, rec *Record) Wait {
-	return db.queueBehind(db.appendFn(context.WithoutCancel(ctx), rec))
+	return db.queueBehind(db.appendFn(context.WithoutCancel(ctx), rec), false)
 }
 
 func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {
