@@ -109,6 +109,10 @@ func (e *auditEnv) call(t *testing.T, c *auditCall) {
 	}
 	_ = json.Unmarshal(b, &out)
 	c.actionID, c.decision = out.ActionID, out.Decision
+	// An action's outcome is written behind its answer: commit it before
+	// the test reads the file through other handles, as a server does by
+	// the time anyone else looks (within milliseconds).
+	e.db.Settle(ctx)
 }
 
 // auditScript is the session every test below starts from: three days ago
