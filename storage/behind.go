@@ -39,7 +39,7 @@ type behindLog struct {
 
 // WithWriteBehindFailure has f called, on the writer goroutine, with the
 // error of every write-behind that could not be committed (RecordOutcomeBehind,
-// AppendReadBehind), for the log. It must be quick.
+// AppendLookup), for the log. It must be quick.
 func WithWriteBehindFailure(f func(error)) Option {
 	return func(db *DB) { db.behind.onErr = f }
 }
@@ -61,8 +61,26 @@ type Wait func(ctx context.Context) error
 // A patient write is one nobody will wait for (an outcome): the writer may
 // hold it back briefly for another write to share its commit (companyWait).
 func (db *DB) queueBehind(fn func(tx *Tx) error, patient bool) Wait {
-	b := &db.behind
+	id, req := db.behind.register()
+	return db.sendBehind(id, req, writeReq{fn: fn, patient: patient})
+}
+
+// register numbers a write-behind and counts it as waiting (settle waits
+// for it) before it is queued.
+func (b *behindLog) register() (uint64, *behindReq) {
 	req := &behindReq{done: make(chan struct{})}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next++
+	if b.waiting == nil {
+		b.waiting = map[uint64]*behindReq{}
+	}
+	b.waiting[b.next] = req
+	return b.next, req
+}
+
+// sendBehind queues the registered write-behind id as r.
+func (db *DB) sendBehind(id uint64, req *behindReq, r writeReq) Wait {
 	wait := func(ctx context.Context) error {
 		select {
 		case <-req.done:
@@ -71,19 +89,11 @@ func (db *DB) queueBehind(fn func(tx *Tx) error, patient bool) Wait {
 			return unavailable("write", ctx.Err())
 		}
 	}
-	b.mu.Lock()
-	b.next++
-	id := b.next
-	if b.waiting == nil {
-		b.waiting = map[uint64]*behindReq{}
-	}
-	b.waiting[id] = req
-	b.mu.Unlock()
-	r := writeReq{fn: fn, done: make(chan error, 1), lazy: true, behind: id, patient: patient}
+	r.done, r.lazy, r.behind = make(chan error, 1), true, id
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
-		b.finish(id, unavailable("write", errClosed))
+		db.behind.finish(id, unavailable("write", errClosed))
 		return wait
 	}
 	db.writes <- r

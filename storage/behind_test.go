@@ -86,7 +86,7 @@ func TestWriteBehindCloseCommitsAll(t *testing.T) {
 		go func() { defer wg.Done(); queueOutcome(ctx, db, a) }()
 		go func() {
 			defer wg.Done()
-			db.AppendReadBehind(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Args: []byte(`{"order_id":"ord_1001"}`), Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
+			db.AppendLookup(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Args: []byte(`{"order_id":"ord_1001"}`), Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
 		}()
 	}
 	wg.Wait()
@@ -138,7 +138,10 @@ func TestWriteBehindFailure(t *testing.T) {
 	}
 
 	queueOutcome(ctx, db, acts[0])
-	wait := db.AppendReadBehind(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
+	wait, err := db.AppendLookup(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := wait(ctx); err == nil {
 		t.Fatal("a lookup record that cannot be written: Wait returned nil")
 	}
@@ -162,7 +165,10 @@ func TestWriteBehindFailure(t *testing.T) {
 	if _, err := raw.Exec(`DROP TRIGGER audit_full`); err != nil {
 		t.Fatal(err)
 	}
-	wait = db.AppendReadBehind(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
+	wait, err = db.AppendLookup(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Decision: "allow", Outcome: "read", Phase: PhaseAttempt})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := wait(ctx); err != nil {
 		t.Fatalf("after the trail is writable again: %v", err)
 	}

@@ -56,6 +56,7 @@ type DB struct {
 	optErr     error                     // an option that could not apply (AuditKeyFile): Open fails
 	tree       atomic.Pointer[treeState] // the Merkle tree's last range (merkle.go)
 	behind     behindLog                 // write-behinds not yet answered (behind.go)
+	journal    journal                   // this process's lookup journal (journal.go)
 
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.
@@ -135,6 +136,7 @@ func (db *DB) Close() error {
 	}
 	db.closeMu.Unlock()
 	<-db.writerDone
+	db.closeJournal()
 	db.stmtMu.Lock()
 	for _, st := range db.stmts {
 		st.Close()

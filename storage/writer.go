@@ -56,6 +56,9 @@ type writeReq struct {
 	behind uint64
 	// patient is set for a write-behind nobody waits for (an outcome).
 	patient bool
+	// journaled is set for a lookup record already in the journal
+	// (journal.go): if it fails to commit, the journal keeps it.
+	journaled bool
 }
 
 // companyWait is how long the writer holds back a batch of only patient
@@ -141,10 +144,19 @@ func (db *DB) startWriter() {
 			if db.onCommit != nil {
 				db.onCommit(CommitStats{Writes: len(batch), Durable: durable(batch), Duration: time.Since(start), Err: err})
 			}
+			behind := false
 			for _, r := range batch {
 				if r.behind != 0 {
-					db.behind.finish(r.behind, <-r.done) // nobody else waits for it
+					err := <-r.done // nobody else waits for it
+					if err != nil && r.journaled {
+						db.journal.keep()
+					}
+					db.behind.finish(r.behind, err)
+					behind = true
 				}
+			}
+			if behind {
+				db.emptyJournal()
 			}
 		}
 	}()
@@ -344,14 +356,6 @@ func (db *DB) writeLazy(fn func(tx *Tx) error) error {
 // Refusals use Append.
 func (db *DB) AppendRead(ctx context.Context, rec *Record) error {
 	return db.writeLazy(db.appendFn(ctx, rec))
-}
-
-// AppendReadBehind is AppendRead as a write-behind (behind.go): it queues
-// the record and returns at once, so reading the data overlaps with
-// committing its record; wait before showing the data. rec must not be
-// changed afterwards.
-func (db *DB) AppendReadBehind(ctx context.Context, rec *Record) Wait {
-	return db.queueBehind(db.appendFn(context.WithoutCancel(ctx), rec), false)
 }
 
 func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {

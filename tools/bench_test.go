@@ -26,6 +26,7 @@ import (
 type benchEnv struct {
 	st      *store.Store
 	refund  server.ServerTool
+	lookup  server.ServerTool // get_order
 	ctx     context.Context
 	next    atomic.Int64 // the next iteration
 	perUser int
@@ -71,8 +72,11 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 		Backend: backend.Backend{Payments: st, Orders: st, Customers: st},
 	}
 	for _, t := range tools.ServerTools(deps) {
-		if t.Tool.Name == "refund_order" {
+		switch t.Tool.Name {
+		case "refund_order":
 			e.refund = t
+		case "get_order":
+			e.lookup = t
 		}
 	}
 	if e.refund.Handler == nil {
@@ -189,4 +193,23 @@ func BenchmarkGuardedRefundParallel(b *testing.B) {
 	}
 	reportPercentiles(b, took)
 	e.checkRefunded(b, b.N)
+}
+
+// BenchmarkGuardedLookup is one whole guarded get_order in-process: bind,
+// decide, queue the lookup's audit record, read the order while it
+// commits, wait for the commit, answer. Compare BenchmarkOrder in
+// backend/store, the read alone.
+func BenchmarkGuardedLookup(b *testing.B) {
+	e := newBenchEnv(b, 3)
+	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "get_order", Arguments: map[string]any{"order_id": "ord_b000000"}}}
+	took := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		t0 := time.Now()
+		res, err := e.lookup.Handler(e.ctx, req)
+		if err != nil || res.IsError {
+			b.Fatalf("get_order: %v %s", err, text(res))
+		}
+		took = append(took, time.Since(t0))
+	}
+	reportPercentiles(b, took)
 }

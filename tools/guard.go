@@ -254,9 +254,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		// A read is not cancelled once decided: its record is written whole.
 		wctx := context.WithoutCancel(ctx)
 		if dec.Effect == policy.Allow {
-			// Queued now and committed while the data is read; the data is
-			// shown only once its record is committed (below).
-			recorded = d.DB.AppendReadBehind(wctx, rec)
+			// Recorded in the lookup journal, or queued and committed while
+			// the data is read and shown only once committed (below):
+			// never shown unrecorded (storage/journal.go).
+			recorded, err = d.DB.AppendLookup(wctx, rec)
 		} else {
 			err = d.DB.Append(wctx, rec)
 		}

@@ -153,6 +153,12 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err := db.CheckWriteKey(ctx); err != nil { // a keyed trail needs the key to be written
 		return err
 	}
+	// Lookups are recorded in a journal before their data is shown and
+	// committed behind it; journals that stopped servers left are imported
+	// first (storage/journal.go).
+	if err := db.OpenLookupJournal(ctx); err != nil {
+		return err
+	}
 	// Background loops (recovery, reloads, the webhook) stop before the
 	// database closes: this cancel is deferred after db.Close, so it runs
 	// first when serve returns at the end of stdin.

@@ -1,0 +1,256 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// The lookup journal. An allowed lookup (get_order, get_customer, …) must
+// be in the audit trail, and its data should not wait for a SQLite commit:
+// a lookup record's transaction costs more than the whole unguarded lookup
+// (issue 15). So before the data is shown, its record is appended to a
+// journal file of this process with one write(2) and no fsync, then queued
+// as a write-behind (behind.go). The journal survives the process being
+// killed just as a commit without fsync does (it is in the OS's page cache,
+// like the WAL under synchronous=NORMAL, which is what lookup records had
+// before): the next process that opens the journal of the database imports
+// every journaled record that is not in the trail yet, and an idle process
+// empties its journal once its write-behinds are committed. A journal write
+// that fails refuses the lookup: nothing is shown that is not recorded.
+//
+// While the last write-behind failed (the trail refuses writes), lookups
+// wait for their own commit instead, and are refused if it fails. On
+// PostgreSQL (replicas on several machines, whose journals nobody else
+// could read) and where flock is missing there is no journal, and a
+// lookup reads while its record commits and waits for it.
+//
+// Each journal is "<database>-lookups-<random>", held with an exclusive
+// flock by its process while it lives: a journal nobody holds belongs to a
+// process that has stopped.
+
+type journal struct {
+	mu    sync.Mutex
+	f     *os.File // nil: no journal
+	dirty bool     // holds records since it was last emptied
+	kept  bool     // a journaled record did not commit: keep the file for import
+}
+
+// journalGlob matches every lookup journal of the database at path.
+func journalGlob(path string) string { return path + "-lookups-*" }
+
+// OpenLookupJournal imports the journals that stopped processes left (see
+// ImportLookupJournals) and starts this process's own, so that AppendLookup
+// need not wait for a commit. Without it (and on PostgreSQL, or without
+// flock) AppendLookup waits. It is for a server; one-off commands do not
+// journal.
+func (db *DB) OpenLookupJournal(ctx context.Context) error {
+	if db.postgres || db.Path == "" || strings.Contains(db.Path, ":memory:") || !flockSupported {
+		return nil
+	}
+	if _, err := db.ImportLookupJournals(ctx); err != nil {
+		return err
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	perm := os.FileMode(0o600)
+	if fi, err := os.Stat(db.Path); err == nil {
+		perm = fi.Mode().Perm() // like -wal and -shm: whoever may write the database
+	}
+	name := db.Path + "-lookups-" + hex.EncodeToString(b[:])
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, perm)
+	if err != nil {
+		return unavailable("create lookup journal", err)
+	}
+	if !tryFlock(f.Fd()) {
+		f.Close()
+		os.Remove(name)
+		return unavailable("lock lookup journal", errors.New("flock refused"))
+	}
+	db.journal.mu.Lock()
+	db.journal.f = f
+	db.journal.mu.Unlock()
+	return nil
+}
+
+// ImportLookupJournals appends to the trail every record in a journal that
+// no live process holds and that the trail does not have yet (a record
+// whose action id and phase are in the trail was committed before its
+// process stopped), then removes the journal. It returns how many records
+// it appended. A torn last line (the process died mid-write: that lookup
+// was never shown) is skipped.
+func (db *DB) ImportLookupJournals(ctx context.Context) (int, error) {
+	if db.postgres || db.Path == "" || !flockSupported {
+		return 0, nil
+	}
+	names, err := filepath.Glob(journalGlob(db.Path))
+	if err != nil {
+		return 0, nil
+	}
+	db.journal.mu.Lock()
+	own := ""
+	if db.journal.f != nil {
+		own = db.journal.f.Name()
+	}
+	db.journal.mu.Unlock()
+	total := 0
+	for _, name := range names {
+		if name == own {
+			continue
+		}
+		n, err := db.importJournal(ctx, name)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// importJournal imports one journal if no process holds it.
+func (db *DB) importJournal(ctx context.Context, name string) (int, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return 0, nil // gone already: another process imported it
+	}
+	defer f.Close()
+	if !tryFlock(f.Fd()) {
+		return 0, nil // its process is alive
+	}
+	var recs []*Record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.ActionID == "" {
+			continue // torn by a crash mid-write: that lookup was never shown
+		}
+		r.Seq, r.PrevHash, r.Hash, r.KeyID = 0, "", "", ""
+		recs = append(recs, &r)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, unavailable("read lookup journal", err)
+	}
+	added := 0
+	if len(recs) > 0 {
+		err := db.write(func(tx *Tx) error {
+			added = 0
+			for _, r := range recs {
+				var n int
+				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit WHERE action_id = ? AND phase = ?`, r.ActionID, r.Phase).Scan(&n); err != nil {
+					return err
+				}
+				if n > 0 {
+					continue
+				}
+				if err := appendRecord(ctx, tx, r); err != nil {
+					return err
+				}
+				added++
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, unavailable(fmt.Sprintf("import lookup journal %s", filepath.Base(name)), err)
+		}
+	}
+	if err := os.Remove(name); err != nil {
+		return added, unavailable("remove imported lookup journal", err)
+	}
+	return added, nil
+}
+
+// AppendLookup records an allowed lookup before its data is shown. With a
+// journal (OpenLookupJournal) it returns once the record is in the journal
+// and the Wait is a no-op; the commit follows as a write-behind. Without
+// one, or while the last write-behind failed, the record is queued and the
+// Wait waits for its commit: read the data meanwhile, show it only if Wait
+// returns nil. An error means nothing was recorded: refuse the lookup.
+func (db *DB) AppendLookup(ctx context.Context, rec *Record) (Wait, error) {
+	ctx = context.WithoutCancel(ctx)
+	if rec.Time.IsZero() {
+		rec.Time = db.Now()
+	}
+	j := &db.journal
+	j.mu.Lock()
+	if j.f == nil || j.kept || db.BehindErr() != nil {
+		j.mu.Unlock()
+		return db.queueBehind(db.appendFn(ctx, rec), false), nil
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		j.mu.Unlock()
+		return nil, unavailable("journal lookup", err)
+	}
+	if _, err := j.f.Write(append(line, '\n')); err != nil {
+		// A short write may have torn the line: keep the file as it is
+		// for the next import, and journal no more.
+		j.kept = true
+		j.mu.Unlock()
+		return nil, unavailable("journal lookup", err)
+	}
+	j.dirty = true
+	// Counted as waiting before j.mu is let go, so the journal is not
+	// emptied under it; queued after, since the writer may need j.mu to
+	// make room.
+	id, req := db.behind.register()
+	j.mu.Unlock()
+	db.sendBehind(id, req, writeReq{fn: db.appendFn(ctx, rec), journaled: true})
+	return func(context.Context) error { return nil }, nil
+}
+
+// emptyJournal empties this process's journal once every write-behind has
+// committed, so it holds only what may not be in the trail yet. The writer
+// calls it after each batch.
+func (db *DB) emptyJournal() {
+	j := &db.journal
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil || !j.dirty || j.kept {
+		return
+	}
+	db.behind.mu.Lock()
+	pending := len(db.behind.waiting)
+	db.behind.mu.Unlock()
+	if pending > 0 {
+		return
+	}
+	if err := j.f.Truncate(0); err == nil {
+		j.dirty = false
+	}
+}
+
+// closeJournal closes this process's journal after the writer has drained:
+// removed when everything in it was committed, kept for the next import
+// otherwise.
+func (db *DB) closeJournal() {
+	db.emptyJournal()
+	j := &db.journal
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return
+	}
+	name, clean := j.f.Name(), !j.dirty && !j.kept
+	j.f.Close()
+	j.f = nil
+	if clean {
+		os.Remove(name)
+	}
+}
+
+// keep marks the journal as holding a record that did not commit: it is
+// no longer emptied, and stays for the next import.
+func (j *journal) keep() {
+	j.mu.Lock()
+	j.kept = true
+	j.mu.Unlock()
+}
