@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Write-behind. Two kinds of record need not hold up the answer to the
@@ -90,6 +91,9 @@ func (db *DB) sendBehind(id uint64, req *behindReq, r writeReq) Wait {
 		}
 	}
 	r.done, r.lazy, r.behind = make(chan error, 1), true, id
+	if r.patient {
+		r.queued = time.Now()
+	}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()

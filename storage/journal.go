@@ -203,7 +203,9 @@ func (db *DB) AppendLookup(ctx context.Context, rec *Record) (Wait, error) {
 	// make room.
 	id, req := db.behind.register()
 	j.mu.Unlock()
-	db.sendBehind(id, req, writeReq{fn: db.appendFn(ctx, rec), journaled: true})
+	// Nobody waits for it: it may wait for company (companyWait), so a run
+	// of lookups shares one commit.
+	db.sendBehind(id, req, writeReq{fn: db.appendFn(ctx, rec), journaled: true, patient: true})
 	return func(context.Context) error { return nil }, nil
 }
 

@@ -54,29 +54,123 @@ type writeReq struct {
 	// behind is the write-behind's number (behind.go), 0 for a write whose
 	// caller waits for its answer.
 	behind uint64
-	// patient is set for a write-behind nobody waits for (an outcome).
+	// patient is set for a write-behind nobody waits for (an outcome, a
+	// journaled lookup).
 	patient bool
+	// queued is when a patient write was queued: it waits at most
+	// companyWait from then.
+	queued time.Time
 	// journaled is set for a lookup record already in the journal
 	// (journal.go): if it fails to commit, the journal keeps it.
 	journaled bool
 }
 
-// companyWait is how long the writer holds back a batch of only patient
-// writes (outcomes nobody waits for) for another write to share its
-// transaction. An agent's next call usually comes within it: its attempt
-// then commits the previous outcome too, one transaction and one fsync
-// instead of two. Readers of this process wait for it at most this long
-// (settle); other processes see the outcome this much later.
+// companyWait is how long a patient write (an outcome or a journaled
+// lookup: nobody waits for it) may wait for its commit, so that several
+// share one transaction (see writerQueue). Readers of this process wait
+// for it at most this long (settle); other processes see it this much
+// later.
 const companyWait = 2 * time.Millisecond
 
-// patient reports whether every write of batch is patient.
-func patient(batch []writeReq) bool {
-	for _, r := range batch {
-		if !r.patient {
-			return false
+// writerQueue chooses what the writer commits next. Urgent writes, whose
+// callers wait (attempts, refusals, decisions), go first, as one batch of
+// everything queued. Patient writes (outcomes and journaled lookups: nobody
+// waits for them) fill the writer's idle moments: right after an urgent
+// batch when nothing else is queued, which for an agent calling one tool
+// after another is while its backend call runs; or, with nothing urgent,
+// once the oldest has waited companyWait, so a run of them shares one
+// commit. Under constant load they join an urgent batch once they have
+// waited companyWait, so they are never starved. Either way an urgent write
+// never waits for a patient one's work in its own transaction unless that
+// one has waited its turn.
+type writerQueue struct {
+	in         <-chan writeReq
+	closed     bool
+	patient    []writeReq
+	since      time.Time // when the oldest patient write was queued
+	urgentLast bool      // the last batch was urgent
+	timer      *time.Timer
+}
+
+func (w *writerQueue) add(r writeReq, urgent *[]writeReq) {
+	if !r.patient {
+		*urgent = append(*urgent, r)
+		return
+	}
+	if len(w.patient) == 0 {
+		w.since = r.queued
+	}
+	w.patient = append(w.patient, r)
+}
+
+// takePatient removes up to n patient writes, oldest first.
+func (w *writerQueue) takePatient(n int) []writeReq {
+	n = min(n, len(w.patient))
+	out := w.patient[:n:n]
+	w.patient = w.patient[n:]
+	if len(w.patient) == 0 {
+		w.patient = nil
+	} else {
+		w.since = w.patient[0].queued
+	}
+	return out
+}
+
+// next returns the next batch to commit, or nil once the queue is closed
+// and everything in it has been returned.
+func (w *writerQueue) next() []writeReq {
+	var urgent []writeReq
+	for {
+	drain: // everything queued now, without waiting
+		for !w.closed && len(urgent)+len(w.patient) < 2*maxBatch {
+			select {
+			case r, ok := <-w.in:
+				if !ok {
+					w.closed = true
+					break drain
+				}
+				w.add(r, &urgent)
+			default:
+				break drain
+			}
+		}
+		aged := len(w.patient) > 0 && time.Since(w.since) >= companyWait
+		switch {
+		case len(urgent) > 0:
+			if aged || w.closed {
+				urgent = append(urgent, w.takePatient(maxBatch-len(urgent))...)
+			}
+			w.urgentLast = true
+			return urgent
+		case len(w.patient) > 0 && (aged || w.closed || w.urgentLast || len(w.patient) >= maxBatch):
+			w.urgentLast = false
+			return w.takePatient(maxBatch)
+		case w.closed:
+			return nil
+		}
+		w.urgentLast = false
+		if len(w.patient) == 0 {
+			r, ok := <-w.in
+			if !ok {
+				w.closed = true
+				continue
+			}
+			w.add(r, &urgent)
+			continue
+		}
+		// Only patient writes, young: wait for company or their turn.
+		w.timer.Reset(companyWait - time.Since(w.since))
+		select {
+		case r, ok := <-w.in:
+			w.timer.Stop()
+			if !ok {
+				w.closed = true
+				continue
+			}
+			w.add(r, &urgent)
+		case <-w.timer.C:
 		}
 	}
-	return true
 }
 
 // errClosed is returned for writes after Close.
@@ -98,39 +192,12 @@ func (db *DB) startWriter() {
 				db.wconn.Close()
 			}
 		}()
-		company := time.NewTimer(companyWait)
-		company.Stop()
-		for first := range db.writes {
-			batch := []writeReq{first}
-			open := true
-		gather:
-			for len(batch) < maxBatch {
-				select {
-				case r, ok := <-db.writes:
-					if !ok {
-						open = false
-						break gather
-					}
-					batch = append(batch, r)
-				default:
-					if !open || !patient(batch) {
-						break gather
-					}
-					// Only outcomes nobody waits for: wait a little for a
-					// write to share the commit with (companyWait).
-					company.Reset(companyWait)
-					select {
-					case r, ok := <-db.writes:
-						company.Stop()
-						if !ok {
-							open = false
-							break gather
-						}
-						batch = append(batch, r)
-					case <-company.C:
-						break gather
-					}
-				}
+		w := &writerQueue{in: db.writes, timer: time.NewTimer(time.Hour)}
+		w.timer.Stop()
+		for {
+			batch := w.next()
+			if batch == nil {
+				return
 			}
 			start := time.Now()
 			err := db.commitBatch(batch)

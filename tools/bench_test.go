@@ -25,6 +25,7 @@ import (
 // policy, and the registered refund_order handler.
 type benchEnv struct {
 	st      *store.Store
+	db      *storage.DB
 	refund  server.ServerTool
 	lookup  server.ServerTool // get_order
 	ctx     context.Context
@@ -59,7 +60,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
-	e := &benchEnv{st: st, ctx: tools.WithAgent(ctx, "senior-bot"), perUser: 3}
+	e := &benchEnv{st: st, db: db, ctx: tools.WithAgent(ctx, "senior-bot"), perUser: 3}
 	if _, err := st.Import(ctx, benchShop(n/e.perUser+1)); err != nil {
 		b.Fatalf("import: %v", err)
 	}
@@ -196,11 +197,26 @@ func BenchmarkGuardedRefundParallel(b *testing.B) {
 }
 
 // BenchmarkGuardedLookup is one whole guarded get_order in-process: bind,
-// decide, queue the lookup's audit record, read the order while it
-// commits, wait for the commit, answer. Compare BenchmarkOrder in
-// backend/store, the read alone.
+// decide, record the lookup, read the order, answer. Its record is either
+// queued and waited for while the order is read (wait-for-commit: one-off
+// commands, PostgreSQL) or written to the lookup journal first (journal:
+// mandate serve on SQLite). Compare BenchmarkOrder in backend/store, the
+// read alone.
 func BenchmarkGuardedLookup(b *testing.B) {
+	for _, journal := range []bool{false, true} {
+		b.Run(map[bool]string{false: "wait-for-commit", true: "journal"}[journal], func(b *testing.B) {
+			benchLookup(b, journal)
+		})
+	}
+}
+
+func benchLookup(b *testing.B, journal bool) {
 	e := newBenchEnv(b, 3)
+	if journal {
+		if err := e.db.OpenLookupJournal(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
 	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "get_order", Arguments: map[string]any{"order_id": "ord_b000000"}}}
 	took := make([]time.Duration, 0, b.N)
 	for b.Loop() {

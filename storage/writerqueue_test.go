@@ -1,0 +1,73 @@
+package storage
+
+import (
+	"testing"
+	"time"
+)
+
+// kinds names a batch's writes: u for urgent, p for patient.
+func kinds(batch []writeReq) string {
+	s := ""
+	for _, r := range batch {
+		if r.patient {
+			s += "p"
+		} else {
+			s += "u"
+		}
+	}
+	return s
+}
+
+// TestWriterQueueOrder: urgent writes go first without the patient ones'
+// work while those are young; the patient ones follow right after an
+// urgent batch; they join an urgent batch once they have waited
+// companyWait; alone, they wait companyWait for company; closing the queue
+// returns everything left.
+func TestWriterQueueOrder(t *testing.T) {
+	in := make(chan writeReq, 16)
+	w := &writerQueue{in: in, timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
+	u := writeReq{}
+	pq := func() writeReq { return writeReq{patient: true, queued: time.Now()} } // a patient write, queued now
+
+	in <- pq()
+	in <- u
+	in <- u
+	if got := kinds(w.next()); got != "uu" {
+		t.Fatalf("first batch %q, want the urgent writes alone", got)
+	}
+	if got := kinds(w.next()); got != "p" {
+		t.Fatalf("second batch %q, want the patient write right after", got)
+	}
+
+	in <- pq()
+	time.Sleep(companyWait + time.Millisecond)
+	in <- u
+	if got := kinds(w.next()); got != "up" {
+		t.Fatalf("batch %q, want an urgent write with the patient one that waited its turn", got)
+	}
+
+	in <- pq()
+	if got := kinds(w.next()); got != "p" {
+		t.Fatalf("batch %q, want a patient write right after an urgent batch", got)
+	}
+	start := time.Now()
+	in <- pq()
+	go func() { time.Sleep(companyWait / 4); in <- pq() }()
+	if got := kinds(w.next()); got != "pp" {
+		t.Fatalf("batch %q, want the two patient writes together", got)
+	}
+	if waited := time.Since(start); waited < companyWait {
+		t.Fatalf("patient writes alone were committed after %v, want them to wait %v for company", waited, companyWait)
+	}
+
+	in <- pq()
+	in <- u
+	close(in)
+	if got := kinds(w.next()); got != "up" {
+		t.Fatalf("batch after close %q, want everything left", got)
+	}
+	if b := w.next(); b != nil {
+		t.Fatalf("after everything: %q, want nil", kinds(b))
+	}
+}
