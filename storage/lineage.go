@@ -11,7 +11,7 @@ import (
 )
 
 // The customer and order an audit record names in its arguments, in the
-// columns migration 0019 indexes (partial: ” is not indexed).
+// columns migration 0019 indexes (partial: '' is not indexed).
 const (
 	argsCustomer = `args_customer_id`
 	argsOrder    = `args_order_id`
