@@ -181,36 +181,17 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	r.Seq, r.PrevHash = seq+1, prev
 	f := r.fields()
 	r.Hash = sum(prev, r.Seq, r.hashed())
-	ids := argsIDs(r.Args)
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
 			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
-			credential, changes, trace_id, conversation_id, key_id, args_customer_id, args_order_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			credential, changes, trace_id, conversation_id, key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
 		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment,
-		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID, ids.CustomerID, ids.OrderID)
+		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID)
 	if err != nil {
 		return err
 	}
 	tx.head = &chainHead{seq: r.Seq, hash: r.Hash}
 	return appendLeaf(ctx, tx, r) // the Merkle tree, in the same transaction (merkle.go)
-}
-
-// ids are the customer and order a record's arguments name, kept in
-// columns of their own for lineage (migration 0019): not hashed, since the
-// hashed arguments say the same, which `audit verify` checks.
-type ids struct {
-	CustomerID string `json:"customer_id"`
-	OrderID    string `json:"order_id"`
-}
-
-// argsIDs reads the ids from arguments; none from arguments that are not a
-// JSON object, or that name them with other types.
-func argsIDs(args []byte) ids {
-	var v ids
-	if json.Unmarshal(args, &v) != nil {
-		return ids{}
-	}
-	return v
 }

@@ -151,8 +151,7 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 	defer acts.Close()
 	// audit_action_id is on (action_id) and holds the rowid (seq), so this
 	// order is the index's: no sort.
-	recs, err := conn2.QueryContext(ctx, `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args,
-		args_customer_id, args_order_id
+	recs, err := conn2.QueryContext(ctx, `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args
 		FROM audit WHERE action_id != '' ORDER BY action_id, seq`)
 	if err != nil {
 		return res, unavailable("read audit", err)
@@ -190,19 +189,10 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 		}
 		rec = &Record{}
 		var ts, args string
-		var cols ids
-		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver, &args,
-			&cols.CustomerID, &cols.OrderID); err != nil {
+		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver, &args); err != nil {
 			return err
 		}
 		rec.Args = []byte(args)
-		if named := argsIDs(rec.Args); cols != named {
-			// The unhashed columns lineage searches must say what the
-			// hashed arguments say, or a record could be hidden from a
-			// customer's or an order's lineage (migration 0019).
-			add(Disagreement{ActionID: rec.ActionID, Field: fmt.Sprintf("record %d: customer and order for lineage", rec.Seq),
-				Table: cols.CustomerID + " " + cols.OrderID, Trail: named.CustomerID + " " + named.OrderID})
-		}
 		rec.Time, _ = time.Parse(time.RFC3339Nano, ts)
 		return nil
 	}

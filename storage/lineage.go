@@ -10,11 +10,12 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
-// The customer and order an audit record names in its arguments, in the
-// columns migration 0019 indexes (partial: '' is not indexed).
+// The customer and order an audit record names in its arguments, as
+// migration 0014 indexes them: a query must use exactly these expressions
+// for SQLite to search the indexes instead of scanning the trail.
 const (
-	argsCustomer = `args_customer_id`
-	argsOrder    = `args_order_id`
+	argsCustomer = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id')`
+	argsOrder    = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
 )
 
 // LineageFilter selects the records of one lineage: exactly one of
@@ -54,13 +55,13 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 	}
 	switch {
 	case f.CustomerID != "":
-		sub = `SELECT seq FROM audit WHERE ` + argsCustomer + ` = ?1 AND ` + argsCustomer + ` != ''
+		sub = `SELECT seq FROM audit WHERE ` + argsCustomer + ` = ?1
 			UNION SELECT a.seq FROM actions x JOIN audit a ON a.action_id = x.id WHERE x.customer_id = ?1 AND x.customer_id != ''
-			UNION SELECT seq FROM audit WHERE ` + argsOrder + ` != '' AND ` + argsOrder + ` IN
+			UNION SELECT seq FROM audit WHERE ` + argsOrder + ` IN
 				(SELECT json_extract(args, '$.order_id') FROM actions WHERE customer_id = ?1 AND customer_id != '')`
 		args = append(args, f.CustomerID)
 	case f.OrderID != "":
-		sub = `SELECT seq FROM audit WHERE ` + argsOrder + ` = ?1 AND ` + argsOrder + ` != ''`
+		sub = `SELECT seq FROM audit WHERE ` + argsOrder + ` = ?1`
 		args = append(args, f.OrderID)
 	case f.Agent != "":
 		sub = `SELECT seq FROM audit WHERE agent = ?1 AND time >= ?2
