@@ -210,6 +210,10 @@ func TestPostgresReplicas(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		// Each replica answers before its outcome record commits (a
+		// write-behind, storage/behind.go): another process, like this
+		// one, sees the refunds executed a moment later.
+		settle(t, owner)
 		// Everything demo-agent has had executed in the window, over every
 		// replica: within 500.00, and with no room left for one more 50.00.
 		// An action counts against the limit from its attempt on: its
