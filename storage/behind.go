@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/mandatehq/mandate"
 )
 
 // Write-behind. Two kinds of record need not hold up the answer to the
@@ -105,8 +107,12 @@ func (db *DB) sendBehind(id uint64, req *behindReq, r writeReq) Wait {
 	return wait
 }
 
-// finish marks write-behind id answered with err.
+// finish marks write-behind id answered with err. An outcome that recovery
+// recorded first (a conflict) is not a failure: the record is there.
 func (b *behindLog) finish(id uint64, err error) {
+	if mandate.ErrorCode(err) == mandate.ECONFLICT {
+		err = nil
+	}
 	b.mu.Lock()
 	if req, ok := b.waiting[id]; ok {
 		req.err = err

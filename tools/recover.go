@@ -60,11 +60,9 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			act.Status, act.Result, act.Error = storage.StatusExecuted, canonical(out), ""
 			rec.Outcome, rec.Error = storage.StatusExecuted, "reconciled after a restart: the system of record shows it was done"
 			rec.Changes = reconciledChanges(ctx, d, act, out) // before unknown: see changes.go
-			rep.Executed++
 		case mandate.ENOTFOUND:
 			act.Status, act.Error = storage.StatusFailed, "not done: the server stopped before the system of record acted; nothing was retried"
 			rec.Outcome, rec.Error = storage.StatusFailed, "reconciled after a restart: "+act.Error
-			rep.NotExecuted++
 		default:
 			// The backend cannot tell us now; leave it for the next pass.
 			d.Logger.Warn("could not reconcile action", "action_id", act.ID, "err", err)
@@ -72,8 +70,18 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			continue
 		}
 		stamp(ctx, d, act.ID, rec) // the trace of the call that asked, from its attempt
-		if err := d.DB.RecordOutcome(ctx, act, rec); err != nil && mandate.ErrorCode(err) != mandate.ECONFLICT {
+		if err := d.DB.RecordOutcome(ctx, act, rec); mandate.ErrorCode(err) == mandate.ECONFLICT {
+			// Its outcome was recorded meanwhile, by the process that made
+			// the call (a write-behind held up in its writer) or by another
+			// recovery: nothing was reconciled here, so count and log none.
+			continue
+		} else if err != nil {
 			return rep, err
+		}
+		if act.Status == storage.StatusExecuted {
+			rep.Executed++
+		} else {
+			rep.NotExecuted++
 		}
 		d.Logger.Info("reconciled action", "action_id", act.ID, "tool", act.Tool, "status", act.Status)
 	}
