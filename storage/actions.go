@@ -181,8 +181,7 @@ func (db *DB) outcomeFn(ctx context.Context, a *Action, rec *Record) func(tx *Tx
 
 // Action returns the action with id, or a not_found error.
 func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
-	db.settle(ctx) // this process reads its own write-behinds (behind.go)
-	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE id = ?`, id))
+	a, err := db.settledAction(ctx, `SELECT `+actionColumns+` FROM actions WHERE id = ?`, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action %q", id)
 	} else if err != nil {
@@ -194,17 +193,30 @@ func (db *DB) Action(ctx context.Context, id string) (*Action, error) {
 // ActionByKey returns the action agent made with an idempotency key, or a
 // not_found error.
 func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, error) {
-	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	// "idempotency_key != ''" lets SQLite use the partial unique index
 	// (migration 0003): without it the planner cannot know the key is not
 	// empty and scans every action ever recorded.
-	a, _, err := scanAction(db.db.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ? AND idempotency_key != ''`, agent, key))
+	a, err := db.settledAction(ctx, `SELECT `+actionColumns+` FROM actions WHERE agent = ? AND idempotency_key = ? AND idempotency_key != ''`, agent, key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no action with that idempotency key")
 	} else if err != nil {
 		return nil, unavailable("read action", err)
 	}
 	return a, nil
+}
+
+// settledAction reads one action with q. Only an executing action can have
+// an outcome of this process still queued behind it (behind.go), so only
+// then does it wait for the write-behinds and read again: the common reads
+// (a fresh idempotency key, a decided action) wait for nothing.
+func (db *DB) settledAction(ctx context.Context, q string, args ...any) (*Action, error) {
+	a, _, err := scanAction(db.db.QueryRowContext(ctx, q, args...))
+	if err != nil || a.Status != StatusExecuting || !db.behindQueued() {
+		return a, err
+	}
+	db.settle(ctx) // this process reads its own write-behinds
+	a, _, err = scanAction(db.db.QueryRowContext(ctx, q, args...))
+	return a, err
 }
 
 // ActionsWithStatus returns the actions in status, oldest first, up to limit.

@@ -127,15 +127,28 @@ func (b *behindLog) finish(id uint64, err error) {
 	}
 }
 
+// behindQueued reports whether any write-behind is queued and not yet
+// answered.
+func (db *DB) behindQueued() bool {
+	db.behind.mu.Lock()
+	defer db.behind.mu.Unlock()
+	return len(db.behind.waiting) > 0
+}
+
 // settle waits until every write-behind queued before it was called has
 // been answered, so that this process reads its own writes. It returns at
-// once when none is queued.
+// once when none is queued, and otherwise asks the writer not to hold
+// patient writes back for company (hurry).
 func (db *DB) settle(ctx context.Context) {
 	b := &db.behind
 	b.mu.Lock()
 	if len(b.waiting) == 0 {
 		b.mu.Unlock()
 		return
+	}
+	select {
+	case db.hurry <- struct{}{}:
+	default: // already asked
 	}
 	chans := make([]chan struct{}, 0, len(b.waiting))
 	for _, req := range b.waiting {

@@ -56,6 +56,7 @@ type DB struct {
 	optErr     error                     // an option that could not apply (AuditKeyFile): Open fails
 	tree       atomic.Pointer[treeState] // the Merkle tree's last range (merkle.go)
 	behind     behindLog                 // write-behinds not yet answered (behind.go)
+	hurry      chan struct{}             // settle asks the writer to commit patient writes now
 	journal    journal                   // this process's lookup journal (journal.go)
 
 	// postgres is set for a PostgreSQL database (postgres.go); Path is

@@ -85,6 +85,8 @@ const companyWait = 2 * time.Millisecond
 // one has waited its turn.
 type writerQueue struct {
 	in         <-chan writeReq
+	hurry      <-chan struct{} // a reader waits for the patient writes: no more waiting for company
+	wait       time.Duration   // companyWait (tests lengthen it)
 	closed     bool
 	patient    []writeReq
 	since      time.Time // when the oldest patient write was queued
@@ -134,7 +136,12 @@ func (w *writerQueue) next() []writeReq {
 				break drain
 			}
 		}
-		aged := len(w.patient) > 0 && time.Since(w.since) >= companyWait
+		aged := len(w.patient) > 0 && time.Since(w.since) >= w.wait
+		select {
+		case <-w.hurry:
+			aged = len(w.patient) > 0
+		default:
+		}
 		switch {
 		case len(urgent) > 0:
 			if aged || w.closed {
@@ -159,7 +166,7 @@ func (w *writerQueue) next() []writeReq {
 			continue
 		}
 		// Only patient writes, young: wait for company or their turn.
-		w.timer.Reset(companyWait - time.Since(w.since))
+		w.timer.Reset(w.wait - time.Since(w.since))
 		select {
 		case r, ok := <-w.in:
 			w.timer.Stop()
@@ -169,6 +176,9 @@ func (w *writerQueue) next() []writeReq {
 			}
 			w.add(r, &urgent)
 		case <-w.timer.C:
+		case <-w.hurry:
+			w.timer.Stop()
+			w.since = time.Now().Add(-w.wait) // aged now
 		}
 	}
 }
@@ -178,6 +188,7 @@ var errClosed = errors.New("storage: database is closed")
 
 func (db *DB) startWriter() {
 	db.writes = make(chan writeReq, maxBatch)
+	db.hurry = make(chan struct{}, 1)
 	db.writerDone = make(chan struct{})
 	if !db.postgres && db.Path != "" && !strings.Contains(db.Path, ":memory:") {
 		// Several processes on one file: wait for the write lock in the
@@ -192,7 +203,7 @@ func (db *DB) startWriter() {
 				db.wconn.Close()
 			}
 		}()
-		w := &writerQueue{in: db.writes, timer: time.NewTimer(time.Hour)}
+		w := &writerQueue{in: db.writes, hurry: db.hurry, wait: companyWait, timer: time.NewTimer(time.Hour)}
 		w.timer.Stop()
 		for {
 			batch := w.next()

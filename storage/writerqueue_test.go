@@ -25,7 +25,7 @@ func kinds(batch []writeReq) string {
 // returns everything left.
 func TestWriterQueueOrder(t *testing.T) {
 	in := make(chan writeReq, 16)
-	w := &writerQueue{in: in, timer: time.NewTimer(time.Hour)}
+	w := &writerQueue{in: in, wait: companyWait, timer: time.NewTimer(time.Hour)}
 	w.timer.Stop()
 	u := writeReq{}
 	pq := func() writeReq { return writeReq{patient: true, queued: time.Now()} } // a patient write, queued now
@@ -60,6 +60,18 @@ func TestWriterQueueOrder(t *testing.T) {
 	if waited := time.Since(start); waited < companyWait {
 		t.Fatalf("patient writes alone were committed after %v, want them to wait %v for company", waited, companyWait)
 	}
+
+	// A reader settling its own writes does not wait for company: with an
+	// hour's wait, only the hurry can end it.
+	hurry := make(chan struct{}, 1)
+	w.hurry, w.wait = hurry, time.Hour
+	w.urgentLast = false
+	in <- pq()
+	go func() { time.Sleep(companyWait / 10); hurry <- struct{}{} }()
+	if got := kinds(w.next()); got != "p" {
+		t.Fatalf("batch %q after a hurry, want the patient write", got)
+	}
+	w.hurry, w.wait = nil, companyWait
 
 	in <- pq()
 	in <- u
