@@ -60,20 +60,32 @@ func (db *DB) OpenLookupJournal(ctx context.Context) error {
 		return err
 	}
 	var b [8]byte
-	rand.Read(b[:])
 	perm := os.FileMode(0o600)
 	if fi, err := os.Stat(db.Path); err == nil {
 		perm = fi.Mode().Perm() // like -wal and -shm: whoever may write the database
 	}
-	name := db.Path + "-lookups-" + hex.EncodeToString(b[:])
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, perm)
-	if err != nil {
-		return unavailable("create lookup journal", err)
-	}
-	if !tryFlock(f.Fd()) {
+	// Between its creation and its flock the journal looks like one a
+	// stopped process left: another process starting then may import and
+	// remove it (and hold its flock meanwhile). A journal that is not
+	// still linked under its name once locked is abandoned for a new one;
+	// it was empty.
+	var f *os.File
+	for attempt := 0; ; attempt++ {
+		rand.Read(b[:])
+		name := db.Path + "-lookups-" + hex.EncodeToString(b[:])
+		var err error
+		f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, perm)
+		if err != nil {
+			return unavailable("create lookup journal", err)
+		}
+		if tryFlock(f.Fd()) && linked(f, name) {
+			break
+		}
 		f.Close()
-		os.Remove(name)
-		return unavailable("lock lookup journal", errors.New("flock refused"))
+		if attempt == 10 {
+			os.Remove(name)
+			return unavailable("lock lookup journal", errors.New("another process kept taking it"))
+		}
 	}
 	db.journal.mu.Lock()
 	db.journal.f = f
@@ -125,6 +137,9 @@ func (db *DB) importJournal(ctx context.Context, name string) (int, error) {
 	if !tryFlock(f.Fd()) {
 		return 0, nil // its process is alive
 	}
+	if !linked(f, name) {
+		return 0, nil // another process imported and removed it meanwhile
+	}
 	var recs []*Record
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
@@ -162,10 +177,21 @@ func (db *DB) importJournal(ctx context.Context, name string) (int, error) {
 			return 0, unavailable(fmt.Sprintf("import lookup journal %s", filepath.Base(name)), err)
 		}
 	}
-	if err := os.Remove(name); err != nil {
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return added, unavailable("remove imported lookup journal", err)
 	}
 	return added, nil
+}
+
+// linked reports whether f is still the file at name: a journal removed
+// after f was opened is not.
+func linked(f *os.File, name string) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	at, err := os.Stat(name)
+	return err == nil && os.SameFile(fi, at)
 }
 
 // AppendLookup records an allowed lookup before its data is shown. With a
