@@ -149,6 +149,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.cfg.only == "replicas" {
 		return b.runReplicas(ctx)
 	}
+	if b.cfg.only == "processes" {
+		return b.runProcessesOnly(ctx)
+	}
 	m, err := b.start(ctx, "mandate")
 	if err != nil {
 		return err

@@ -5,12 +5,9 @@ package filewatch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 )
 
 // Run watches paths until ctx is done and calls changed once after each
@@ -36,22 +33,19 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 	if len(targets) == 0 {
 		return errors.New("filewatch: no files to watch")
 	}
-	fw, err := fsnotify.NewWatcher()
+	var dirs []string
+	seen := map[string]bool{}
+	for t := range targets {
+		if dir := filepath.Dir(t); !seen[dir] {
+			seen[dir] = true
+			dirs = append(dirs, dir)
+		}
+	}
+	w, err := watchDirs(dirs)
 	if err != nil {
 		return err
 	}
-	defer fw.Close()
-	dirs := map[string]bool{}
-	for t := range targets {
-		dir := filepath.Dir(t)
-		if dirs[dir] {
-			continue
-		}
-		if err := fw.Add(dir); err != nil {
-			return fmt.Errorf("watch %s: %w", dir, err)
-		}
-		dirs[dir] = true
-	}
+	defer w.close()
 	if debounce <= 0 {
 		debounce = 100 * time.Millisecond
 	}
@@ -65,16 +59,18 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
+		case name, ok := <-w.names:
 			if !ok {
 				return nil
 			}
-			abs, err := filepath.Abs(ev.Name)
-			if err != nil || !targets[abs] || ev.Op == fsnotify.Chmod {
-				continue
+			if name != "" { // "" is "something may have changed" (events were lost)
+				abs, err := filepath.Abs(name)
+				if err != nil || !targets[abs] {
+					continue
+				}
 			}
 			timer.Reset(debounce)
-		case err, ok := <-fw.Errors:
+		case err, ok := <-w.errs:
 			if !ok {
 				return nil
 			}
@@ -85,4 +81,14 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 			}
 		}
 	}
+}
+
+// dirWatcher reports the paths of files in the watched directories that
+// may have changed: names gets each one (or "" when the kernel dropped
+// events, so that anything may have changed), errs the errors after the
+// start. Ownership changes and permission bits are not changes.
+type dirWatcher struct {
+	names <-chan string
+	errs  <-chan error
+	close func() error
 }

@@ -1,0 +1,100 @@
+package filewatch
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// watchMask is what a directory watch asks the kernel for on Linux: a file
+// saved (written and closed), renamed in or out, created or removed. Not
+// IN_MODIFY, which fires on every write(2) to any file in the directory:
+// the policy usually sits beside mandate.db, whose WAL takes tens of writes
+// per tool call, and with IN_MODIFY every `mandate serve` process was woken
+// for each write of every process (fsnotify asks for it and cannot be told
+// not to). With four processes on one database the wake-ups took a third
+// of the machine and halved the refunds per second (bench/e2e). A save
+// still ends in IN_CLOSE_WRITE (an editor writing in place, `cp`, `>`) or
+// IN_MOVED_TO (a rename over the file); a program that keeps the file open
+// and writes to it is seen when it closes it.
+const watchMask = syscall.IN_CLOSE_WRITE | syscall.IN_MOVED_TO | syscall.IN_MOVED_FROM |
+	syscall.IN_CREATE | syscall.IN_DELETE
+
+// watchDirs watches dirs with inotify, asking only for watchMask.
+func watchDirs(dirs []string) (*dirWatcher, error) {
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify: %w", err)
+	}
+	// Non-blocking, so reads wait in Go's poller and Close ends them.
+	f := os.NewFile(uintptr(fd), "inotify")
+	wds := map[int32]string{}
+	for _, dir := range dirs {
+		wd, err := syscall.InotifyAddWatch(fd, dir, watchMask)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("watch %s: %w", dir, err)
+		}
+		wds[int32(wd)] = dir
+	}
+	names := make(chan string)
+	errs := make(chan error)
+	done := make(chan struct{})
+	go func() {
+		defer close(names)
+		defer close(errs)
+		buf := make([]byte, 64*(syscall.SizeofInotifyEvent+syscall.NAME_MAX+1))
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				if errors.Is(err, os.ErrClosed) {
+					return
+				}
+				select { // a read that fails for another reason would fail again
+				case errs <- err:
+				case <-done:
+				}
+				return
+			}
+			for _, name := range parseEvents(buf[:n], wds) {
+				select {
+				case names <- name:
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	return &dirWatcher{names: names, errs: errs, close: func() error {
+		close(done)
+		return f.Close()
+	}}, nil
+}
+
+// parseEvents returns the path of each event in buf, a read from an
+// inotify descriptor whose watch descriptors wds maps to directories; ""
+// for an overflow of the kernel's queue (events were lost).
+func parseEvents(buf []byte, wds map[int32]string) []string {
+	var out []string
+	for len(buf) >= syscall.SizeofInotifyEvent {
+		wd := int32(binary.NativeEndian.Uint32(buf[0:]))
+		mask := binary.NativeEndian.Uint32(buf[4:])
+		size := syscall.SizeofInotifyEvent + int(binary.NativeEndian.Uint32(buf[12:]))
+		if size > len(buf) {
+			break
+		}
+		name := strings.TrimRight(string(buf[syscall.SizeofInotifyEvent:size]), "\x00")
+		buf = buf[size:]
+		switch dir, ok := wds[wd]; {
+		case mask&syscall.IN_Q_OVERFLOW != 0:
+			out = append(out, "")
+		case ok && name != "":
+			out = append(out, filepath.Join(dir, name))
+		}
+	}
+	return out
+}
