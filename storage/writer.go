@@ -118,6 +118,44 @@ func (w *writerQueue) takePatient(n int) []writeReq {
 	return out
 }
 
+// joiners adds to batch the writes queued since it was chosen, urgent or
+// patient, up to maxBatch: the writer had to wait for another process's
+// turn and holds the write lock by now, and they would otherwise wait for
+// another turn each.
+func (w *writerQueue) joiners(batch []writeReq) []writeReq {
+drain:
+	for !w.closed && len(batch) < maxBatch {
+		select {
+		case r, ok := <-w.in:
+			if !ok {
+				w.closed = true
+				break drain
+			}
+			batch = append(batch, r)
+		default:
+			break drain
+		}
+	}
+	if len(w.patient) > 0 && len(batch) < maxBatch && !patientOnly(batch) {
+		batch = append(batch, w.takePatient(maxBatch-len(batch))...)
+	}
+	return batch
+}
+
+// contended is how long a wait for the write lock means another process
+// held it (an uncontended flock takes microseconds).
+const contended = 100 * time.Microsecond
+
+// patientOnly reports whether every write of batch is patient.
+func patientOnly(batch []writeReq) bool {
+	for _, r := range batch {
+		if !r.patient {
+			return false
+		}
+	}
+	return true
+}
+
 // next returns the next batch to commit, or nil once the queue is closed
 // and everything in it has been returned.
 func (w *writerQueue) next() []writeReq {
@@ -211,7 +249,14 @@ func (db *DB) startWriter() {
 				return
 			}
 			start := time.Now()
-			err := db.commitBatch(batch)
+			// Waiting for another process's turn, this one's later writes
+			// may arrive: they join the batch once the lock is ours, one
+			// turn instead of several (four processes on one file).
+			held := db.wlock.Lock()
+			if time.Since(start) > contended {
+				batch = w.joiners(batch)
+			}
+			err := db.commitBatch(batch, held)
 			if err != nil && db.postgres && db.wconn != nil {
 				// The connection may be gone (a failover, a restarted
 				// server, a terminated backend): the next batch takes a
@@ -271,7 +316,7 @@ func durable(batch []writeReq) bool {
 
 // commitBatch runs a batch in one transaction and answers every write. It
 // returns the error that failed the whole transaction, if one did.
-func (db *DB) commitBatch(batch []writeReq) error {
+func (db *DB) commitBatch(batch []writeReq, held bool) error {
 	errs := make([]error, len(batch))
 	fail := func(err error) error {
 		for _, r := range batch {
@@ -287,7 +332,6 @@ func (db *DB) commitBatch(batch []writeReq) error {
 	if durable(batch) {
 		sync = "FULL"
 	}
-	held := db.wlock.Lock()
 	defer db.wlock.Unlock(held) // after the Rollback below
 	tx, err := db.begin(ctx, sync)
 	if err != nil && db.postgres {

@@ -83,3 +83,21 @@ func TestWriterQueueOrder(t *testing.T) {
 		t.Fatalf("after everything: %q, want nil", kinds(b))
 	}
 }
+
+// TestWriterQueueJoiners: once the writer has waited for another
+// process's turn, the writes queued meanwhile, and the patient ones held
+// back, join the batch it was about to commit.
+func TestWriterQueueJoiners(t *testing.T) {
+	in := make(chan writeReq, 16)
+	w := &writerQueue{in: in, wait: companyWait, timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
+	w.patient = []writeReq{{patient: true, queued: time.Now()}}
+	in <- writeReq{}
+	in <- writeReq{patient: true, queued: time.Now()}
+	if got := kinds(w.joiners([]writeReq{{}})); got != "uupp" {
+		t.Fatalf("batch %q, want the urgent write, what was queued while it waited, and the patient one held back", got)
+	}
+	if len(w.patient) != 0 {
+		t.Fatalf("%d patient writes still held back", len(w.patient))
+	}
+}
