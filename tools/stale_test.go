@@ -33,9 +33,15 @@ func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
 	if len(h.be.refunds) != writes {
 		t.Fatalf("the backend refunded under a stale policy")
 	}
-	recs := h.records()
-	last := recs[len(recs)-1]
-	if last.Decision != policy.Deny || last.Outcome != "refused" || !strings.Contains(last.Rule, other.Version) {
+	// The first refund's outcome is written behind its answer and may be
+	// committed after this refusal: find the refusal by its action.
+	var last *storage.Record
+	for _, r := range h.records() {
+		if r.ActionID == o.ActionID {
+			last = &r
+		}
+	}
+	if last == nil || last.Decision != policy.Deny || last.Outcome != "refused" || !strings.Contains(last.Rule, other.Version) {
 		t.Fatalf("audit of the refusal: %+v", last)
 	}
 	if o := decode(t, h.call(ctx, "get_order", map[string]any{"order_id": "ord_1001"})); o.Error != "" {

@@ -272,10 +272,16 @@ func TestStrictArgumentsOverStdio(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.Content[0].Text), &res); err != nil || res.ActionID == "" || res.Decision != "deny" {
 				t.Fatalf("%s: %+v, want the audited refusal's action_id and decision deny", c.tool, res)
 			}
-			recs := auditRecords(t, dbPath)
-			last := recs[len(recs)-1]
+			// Found by its action: an earlier call's outcome or lookup,
+			// written behind its answer, may be committed after it.
+			var last storage.Record
+			for _, r := range auditRecords(t, dbPath) {
+				if r.ActionID == res.ActionID {
+					last = r
+				}
+			}
 			if last.ActionID != res.ActionID || last.Decision != "deny" || last.Error != "not_found" {
-				t.Fatalf("%s: last audit record %+v, want the deny with error not_found", c.tool, last)
+				t.Fatalf("%s: audit record %+v, want the deny with error not_found", c.tool, last)
 			}
 		}
 	})
