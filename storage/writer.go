@@ -107,7 +107,7 @@ func (w *writerQueue) add(r writeReq, urgent *[]writeReq) {
 
 // takePatient removes up to n patient writes, oldest first.
 func (w *writerQueue) takePatient(n int) []writeReq {
-	n = min(n, len(w.patient))
+	n = max(0, min(n, len(w.patient)))
 	out := w.patient[:n:n]
 	w.patient = w.patient[n:]
 	if len(w.patient) == 0 {
@@ -162,7 +162,7 @@ func (w *writerQueue) next() []writeReq {
 	var urgent []writeReq
 	for {
 	drain: // everything queued now, without waiting
-		for !w.closed && len(urgent)+len(w.patient) < 2*maxBatch {
+		for !w.closed && len(urgent) < maxBatch && len(w.patient) < maxBatch {
 			select {
 			case r, ok := <-w.in:
 				if !ok {

@@ -101,3 +101,30 @@ func TestWriterQueueJoiners(t *testing.T) {
 		t.Fatalf("%d patient writes still held back", len(w.patient))
 	}
 }
+
+// TestWriterQueueFullBatches: however many writes are queued, a batch holds
+// at most maxBatch, and patient writes that have waited their turn never
+// overflow a full urgent batch.
+func TestWriterQueueFullBatches(t *testing.T) {
+	in := make(chan writeReq, 3*maxBatch)
+	w := &writerQueue{in: in, wait: companyWait, timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
+	old := time.Now().Add(-time.Second) // long past their turn
+	for range maxBatch + 10 {
+		in <- writeReq{}
+	}
+	for range maxBatch + 10 {
+		in <- writeReq{patient: true, queued: old}
+	}
+	close(in)
+	total := 0
+	for b := w.next(); b != nil; b = w.next() {
+		if len(b) == 0 || len(b) > maxBatch {
+			t.Fatalf("a batch of %d writes, want 1 to %d", len(b), maxBatch)
+		}
+		total += len(b)
+	}
+	if total != 2*(maxBatch+10) {
+		t.Fatalf("%d writes returned, want %d", total, 2*(maxBatch+10))
+	}
+}
