@@ -99,6 +99,13 @@ func (db *DB) sendBehind(id uint64, req *behindReq, r writeReq) Wait {
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
+		if r.journaled {
+			// Journaled while Close drained the writer (an HTTP handler
+			// outliving the shutdown grace): its data may be shown, and it
+			// will never commit here, so the journal stays for the next
+			// serve to import.
+			db.journal.keep()
+		}
 		db.behind.finish(id, unavailable("write", errClosed))
 		return wait
 	}

@@ -35,17 +35,42 @@ import (
 //
 // Each journal is "<database>-lookups-<random>", held with an exclusive
 // flock by its process while it lives: a journal nobody holds belongs to a
-// process that has stopped.
+// process that has stopped. It is readable and writable by the database
+// file's owner and group, never by others: its records name customers.
+//
+// Under steady load some write-behind is always queued, so the journal is
+// never idle enough to be emptied. Once it passes journalRotate bytes the
+// process sets it aside (still held) and starts another; a set-aside
+// journal is removed as soon as every record in it has committed. A busy
+// server so keeps about one journal's worth of records on disk, however
+// long it runs.
 
 type journal struct {
 	mu    sync.Mutex
 	f     *os.File // nil: no journal
 	dirty bool     // holds records since it was last emptied
-	kept  bool     // a journaled record did not commit: keep the file for import
+	kept  bool     // a journaled record did not commit: keep the files for import
+	size  int64    // bytes in f
+	last  uint64   // the write-behind of the newest record in f
+	full  []fullJournal
 }
 
-// journalGlob matches every lookup journal of the database at path.
-func journalGlob(path string) string { return path + "-lookups-*" }
+// fullJournal is a journal set aside for a new one, held until every
+// record in it has committed.
+type fullJournal struct {
+	f    *os.File
+	last uint64 // the write-behind of its newest record
+}
+
+// journalRotate is the size past which a journal still holding records not
+// yet committed is set aside for a new one (a variable so tests can shrink
+// it). A megabyte is a few thousand lookups: a second or so of a busy
+// server, and little to import after a crash.
+var journalRotate int64 = 1 << 20
+
+// journalPrefix begins the name of every lookup journal of the database at
+// path, in its directory.
+func journalPrefix(path string) string { return filepath.Base(path) + "-lookups-" }
 
 // OpenLookupJournal imports the journals that stopped processes left (see
 // ImportLookupJournals) and starts this process's own, so that AppendLookup
@@ -59,38 +84,65 @@ func (db *DB) OpenLookupJournal(ctx context.Context) error {
 	if _, err := db.ImportLookupJournals(ctx); err != nil {
 		return err
 	}
+	f, err := db.newJournal()
+	if err != nil {
+		return err
+	}
+	db.journal.mu.Lock()
+	db.journal.f = f
+	db.journal.mu.Unlock()
+	return nil
+}
+
+// newJournal creates a journal file for this process and takes its flock.
+func (db *DB) newJournal() (*os.File, error) {
 	var b [8]byte
 	perm := os.FileMode(0o600)
 	if fi, err := os.Stat(db.Path); err == nil {
-		perm = fi.Mode().Perm() // like -wal and -shm: whoever may write the database
+		// Like -wal and -shm, whoever may write the database, but never
+		// everyone: a database created under umask 022 is 0644.
+		perm = fi.Mode().Perm() &^ 0o007
 	}
 	// Between its creation and its flock the journal looks like one a
 	// stopped process left: another process starting then may import and
 	// remove it (and hold its flock meanwhile). A journal that is not
 	// still linked under its name once locked is abandoned for a new one;
 	// it was empty.
-	var f *os.File
 	for attempt := 0; ; attempt++ {
 		rand.Read(b[:])
-		name := db.Path + "-lookups-" + hex.EncodeToString(b[:])
-		var err error
-		f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, perm)
+		name := filepath.Join(filepath.Dir(db.Path), journalPrefix(db.Path)+hex.EncodeToString(b[:]))
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, perm)
 		if err != nil {
-			return unavailable("create lookup journal", err)
+			return nil, unavailable("create lookup journal", err)
 		}
 		if tryFlock(f.Fd()) && linked(f, name) {
-			break
+			f.Chmod(perm) // past the umask, as SQLite does for -wal; if refused, the umask's stricter mode stands
+			return f, nil
 		}
 		f.Close()
 		if attempt == 10 {
 			os.Remove(name)
-			return unavailable("lock lookup journal", errors.New("another process kept taking it"))
+			return nil, unavailable("lock lookup journal", errors.New("another process kept taking it"))
 		}
 	}
-	db.journal.mu.Lock()
-	db.journal.f = f
-	db.journal.mu.Unlock()
-	return nil
+}
+
+// lookupJournals lists the lookup journals of the database at path. The
+// directory is read rather than globbed: a database path may hold '[' or
+// '*', which a glob would take as a pattern.
+func lookupJournals(path string) ([]string, error) {
+	dir, prefix := filepath.Dir(path), journalPrefix(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) && !e.IsDir() {
+			names = append(names, filepath.Join(dir, e.Name()))
+		}
+	}
+	return names, nil
 }
 
 // ImportLookupJournals appends to the trail every record in a journal that
@@ -103,9 +155,9 @@ func (db *DB) ImportLookupJournals(ctx context.Context) (int, error) {
 	if db.postgres || db.Path == "" || !flockSupported {
 		return 0, nil
 	}
-	names, err := filepath.Glob(journalGlob(db.Path))
+	names, err := lookupJournals(db.Path)
 	if err != nil {
-		return 0, nil
+		return 0, unavailable("list lookup journals", err)
 	}
 	db.journal.mu.Lock()
 	own := ""
@@ -228,6 +280,11 @@ func (db *DB) AppendLookup(ctx context.Context, rec *Record) (Wait, error) {
 	// emptied under it; queued after, since the writer may need j.mu to
 	// make room.
 	id, req := db.behind.register()
+	j.size += int64(len(line)) + 1
+	j.last = id
+	if j.size >= journalRotate {
+		db.rotateJournal()
+	}
 	j.mu.Unlock()
 	// Nobody waits for it: it may wait for company (companyWait), so a run
 	// of lookups shares one commit.
@@ -235,24 +292,59 @@ func (db *DB) AppendLookup(ctx context.Context, rec *Record) (Wait, error) {
 	return func(context.Context) error { return nil }, nil
 }
 
+// rotateJournal sets the full journal aside and starts a new one; j.mu is
+// held. If no new journal can be made, the full one takes more records and
+// the next try is a journalRotate later.
+func (db *DB) rotateJournal() {
+	j := &db.journal
+	f, err := db.newJournal()
+	if err != nil {
+		j.size = 0
+		return
+	}
+	j.full = append(j.full, fullJournal{f: j.f, last: j.last})
+	j.f, j.size, j.dirty = f, 0, false
+}
+
 // emptyJournal empties this process's journal once every write-behind has
-// committed, so it holds only what may not be in the trail yet. The writer
+// committed, so it holds only what may not be in the trail yet, and removes
+// each set-aside journal whose records have all committed. The writer
 // calls it after each batch.
 func (db *DB) emptyJournal() {
 	j := &db.journal
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.f == nil || !j.dirty || j.kept {
+	if j.kept || (!j.dirty && len(j.full) == 0) {
 		return
 	}
+	// Write-behinds are numbered in the order they were journaled, so a
+	// journal whose newest record is older than every write-behind still
+	// waiting holds only committed records.
 	db.behind.mu.Lock()
-	pending := len(db.behind.waiting)
+	pending, oldest := len(db.behind.waiting), uint64(0)
+	for id := range db.behind.waiting {
+		if oldest == 0 || id < oldest {
+			oldest = id
+		}
+	}
 	db.behind.mu.Unlock()
-	if pending > 0 {
+	kept := j.full[:0]
+	for _, full := range j.full {
+		if pending > 0 && oldest <= full.last {
+			kept = append(kept, full)
+			continue
+		}
+		name := full.f.Name()
+		full.f.Close()
+		os.Remove(name)
+	}
+	clear(j.full[len(kept):])
+	j.full = kept
+	if j.f == nil || !j.dirty || pending > 0 {
 		return
 	}
 	if err := j.f.Truncate(0); err == nil {
-		j.dirty = false
+		j.dirty, j.size = false, 0
 	}
 }
 
@@ -273,6 +365,12 @@ func (db *DB) closeJournal() {
 	if clean {
 		os.Remove(name)
 	}
+	// Set-aside journals still here hold records that did not commit:
+	// closed, they are free for the next serve to import.
+	for _, full := range j.full {
+		full.f.Close()
+	}
+	j.full = nil
 }
 
 // keep marks the journal as holding a record that did not commit: it is

@@ -44,7 +44,7 @@ func TestLookupJournalLifecycle(t *testing.T) {
 	if err := db.OpenLookupJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	names, _ := filepath.Glob(journalGlob(path))
+	names, _ := lookupJournals(path)
 	if len(names) != 1 {
 		t.Fatalf("journals %v, want this process's one", names)
 	}
@@ -79,7 +79,7 @@ func TestLookupJournalLifecycle(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if names, _ := filepath.Glob(journalGlob(path)); len(names) != 0 {
+	if names, _ := lookupJournals(path); len(names) != 0 {
 		t.Fatalf("journals %v left after Close, want none", names)
 	}
 }
