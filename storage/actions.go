@@ -136,9 +136,14 @@ func (db *DB) RecordOutcome(ctx context.Context, a *Action, rec *Record) error {
 // queues the outcome and returns at once, so the agent's answer does not
 // wait for it. If it is never committed, the action stays executing and
 // recovery reconciles it. a and rec must not be changed afterwards.
+//
+// An executed outcome changes no limit counter and may wait for company
+// (patient). A failed one gives the action's use of the limits back, and
+// the agent has been told nothing changed: it keeps its place in the queue,
+// so every decision this process queues after it counts without it.
 func (db *DB) RecordOutcomeBehind(ctx context.Context, a *Action, rec *Record) {
 	faultPoint("before-outcome")
-	db.queueBehind(db.outcomeFn(ctx, a, rec), true)
+	db.queueBehind(db.outcomeFn(ctx, a, rec), a.Status != StatusFailed)
 }
 
 // outcomeFn is the write of RecordOutcome.
@@ -210,8 +215,12 @@ func (db *DB) ActionByKey(ctx context.Context, agent, key string) (*Action, erro
 // then does it wait for the write-behinds and read again: the common reads
 // (a fresh idempotency key, a decided action) wait for nothing.
 func (db *DB) settledAction(ctx context.Context, q string, args ...any) (*Action, error) {
+	// Asked before the read: an outcome queued now may commit between the
+	// read and the question, which would then find nothing queued and
+	// return the row as it was.
+	queued := db.behindQueued()
 	a, _, err := scanAction(db.db.QueryRowContext(ctx, q, args...))
-	if err != nil || a.Status != StatusExecuting || !db.behindQueued() {
+	if err != nil || a.Status != StatusExecuting || !queued {
 		return a, err
 	}
 	db.settle(ctx) // this process reads its own write-behinds
