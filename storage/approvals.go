@@ -449,7 +449,7 @@ func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review
 // now: its approval debited the limits (in the minute it was recorded), and
 // re-deciding it must see usage as its approver did, without itself.
 func withoutOwnShare(u Usage, a *Action, now time.Time) Usage {
-	in := func(window time.Duration) bool { return minute(a.CreatedAt) > minute(now.Add(-window)) }
+	in := func(window time.Duration) bool { return minute(a.CreatedAt) >= minute(now.Add(-window)) } // as usage counts
 	switch a.Tool {
 	case "refund_order":
 		if in(24 * time.Hour) {

@@ -29,12 +29,14 @@ type Usage struct {
 	Suspended int64
 }
 
-// Counters are kept per minute, so a window is exact to the minute: a
-// refund made 24 h and 30 s ago may still count.
+// Counters are kept per minute, so a window is exact to the minute, erring
+// towards counting more: the minute that holds now minus the window counts
+// whole, so a refund made 24 h and 30 s ago may still count, and one made
+// 23 h 59 min 59 s ago always does.
 const counterUnit = time.Minute
 
 // counterScopes names the counters an action debits. Each window is read
-// with scope = ? AND minute > ?, a range of the primary key.
+// with scope = ? AND minute >= ?, a range of the primary key.
 //
 // Money is counted in one scope per agent across all currencies: the
 // action's AmountMinor and Currency are the refund converted into the
@@ -98,10 +100,10 @@ func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage,
 	// days), the agent's cancellations (1 h).
 	err := tx.QueryRowContext(ctx, `
 		SELECT
-			(SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM usage_counters WHERE scope = ?1 AND minute > ?2),
-			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?3 AND minute > ?2),
-			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?4 AND minute > ?5),
-			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute > ?7),
+			(SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM usage_counters WHERE scope = ?1 AND minute >= ?2),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?3 AND minute >= ?2),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?4 AND minute >= ?5),
+			(SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM usage_counters WHERE scope = ?6 AND minute >= ?7),
 			(SELECT COALESCE(MAX(id), 0) FROM suspensions WHERE agent = ?8 AND resumed_at = ''),
 			(SELECT COUNT(*) FROM actions WHERE status = ?9 AND agent = ?8 AND expires_at > ?10),
 			COALESCE((SELECT version FROM policy_loads ORDER BY seq DESC LIMIT 1), '')`,
