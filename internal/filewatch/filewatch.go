@@ -16,8 +16,11 @@ import (
 // that long even without a change (a reload that must be retried). It watches the directories holding the files, not the files,
 // because editors (and atomic writers) save by renaming a new file over the
 // old one, which ends a watch on the file itself; so a file need not exist
-// yet, and creating it is a change. Run returns an error only if watching
-// could not start; later watch errors are logged.
+// yet, and creating it is a change. A file reached through a symlink that
+// is swapped to point elsewhere (a Kubernetes ConfigMap volume renames a
+// new "..data" link over the old one) has changed when it resolves to
+// another file. Run returns an error only if watching could not start;
+// later watch errors are logged.
 func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.Logger, changed func() (retry time.Duration)) error {
 	targets := map[string]bool{}
 	for _, p := range paths {
@@ -32,6 +35,10 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 	}
 	if len(targets) == 0 {
 		return errors.New("filewatch: no files to watch")
+	}
+	resolved := map[string]string{}
+	for t := range targets {
+		resolved[t], _ = filepath.EvalSymlinks(t)
 	}
 	var dirs []string
 	seen := map[string]bool{}
@@ -65,7 +72,7 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 			}
 			if name != "" { // "" is "something may have changed" (events were lost)
 				abs, err := filepath.Abs(name)
-				if err != nil || !targets[abs] {
+				if err != nil || !targets[abs] && !relinked(resolved) {
 					continue
 				}
 			}
@@ -91,4 +98,17 @@ type dirWatcher struct {
 	names <-chan string
 	errs  <-chan error
 	close func() error
+}
+
+// relinked re-resolves each target's symlinks and reports whether any now
+// leads elsewhere (a ConfigMap's ..data swapped), updating resolved.
+func relinked(resolved map[string]string) bool {
+	changed := false
+	for t, was := range resolved {
+		if now, _ := filepath.EvalSymlinks(t); now != was {
+			resolved[t] = now
+			changed = true
+		}
+	}
+	return changed
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // watchMask is what a directory watch asks the kernel for on Linux: a file
@@ -20,9 +21,12 @@ import (
 // of the machine and halved the refunds per second (bench/e2e). A save
 // still ends in IN_CLOSE_WRITE (an editor writing in place, `cp`, `>`) or
 // IN_MOVED_TO (a rename over the file); a program that keeps the file open
-// and writes to it is seen when it closes it.
+// and writes to it is seen when it closes it. IN_MOVE_SELF and
+// IN_DELETE_SELF say the watched directory itself was renamed or removed
+// (a deploy that swaps the whole directory): its name is watched again
+// once it exists, and that counts as a change.
 const watchMask = syscall.IN_CLOSE_WRITE | syscall.IN_MOVED_TO | syscall.IN_MOVED_FROM |
-	syscall.IN_CREATE | syscall.IN_DELETE
+	syscall.IN_CREATE | syscall.IN_DELETE | syscall.IN_MOVE_SELF | syscall.IN_DELETE_SELF
 
 // watchDirs watches dirs with inotify, asking only for watchMask.
 func watchDirs(dirs []string) (*dirWatcher, error) {
@@ -32,14 +36,14 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 	}
 	// Non-blocking, so reads wait in Go's poller and Close ends them.
 	f := os.NewFile(uintptr(fd), "inotify")
-	wds := map[int32]string{}
+	wds := map[int32][]string{}
 	for _, dir := range dirs {
 		wd, err := syscall.InotifyAddWatch(fd, dir, watchMask)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("watch %s: %w", dir, err)
 		}
-		wds[int32(wd)] = dir
+		wds[int32(wd)] = append(wds[int32(wd)], dir) // one inode, several names: the same wd
 	}
 	names := make(chan string)
 	errs := make(chan error)
@@ -48,8 +52,36 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 		defer close(names)
 		defer close(errs)
 		buf := make([]byte, 64*(syscall.SizeofInotifyEvent+syscall.NAME_MAX+1))
+		var lost []string // watched directories renamed or deleted: watched again once they exist
 		for {
+			if len(lost) > 0 {
+				f.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+			} else {
+				f.SetReadDeadline(time.Time{})
+			}
 			n, err := f.Read(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				again := lost[:0]
+				found := false
+				for _, dir := range lost {
+					wd, err := syscall.InotifyAddWatch(fd, dir, watchMask)
+					if err != nil {
+						again = append(again, dir)
+						continue
+					}
+					wds[int32(wd)] = append(wds[int32(wd)], dir)
+					found = true
+				}
+				lost = again
+				if found {
+					select {
+					case names <- "": // a new directory: anything may have changed
+					case <-done:
+						return
+					}
+				}
+				continue
+			}
 			if err != nil {
 				if errors.Is(err, os.ErrClosed) {
 					return
@@ -60,7 +92,15 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 				}
 				return
 			}
-			for _, name := range parseEvents(buf[:n], wds) {
+			events, gone := parseEvents(buf[:n], wds)
+			for _, wd := range gone {
+				if dirs, ok := wds[wd]; ok {
+					syscall.InotifyRmWatch(fd, uint32(wd)) // a moved directory still sends events; its name is no longer ours
+					delete(wds, wd)
+					lost = append(lost, dirs...)
+				}
+			}
+			for _, name := range events {
 				select {
 				case names <- name:
 				case <-done:
@@ -78,8 +118,7 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 // parseEvents returns the path of each event in buf, a read from an
 // inotify descriptor whose watch descriptors wds maps to directories; ""
 // for an overflow of the kernel's queue (events were lost).
-func parseEvents(buf []byte, wds map[int32]string) []string {
-	var out []string
+func parseEvents(buf []byte, wds map[int32][]string) (out []string, gone []int32) {
 	for len(buf) >= syscall.SizeofInotifyEvent {
 		wd := int32(binary.NativeEndian.Uint32(buf[0:]))
 		mask := binary.NativeEndian.Uint32(buf[4:])
@@ -89,12 +128,17 @@ func parseEvents(buf []byte, wds map[int32]string) []string {
 		}
 		name := strings.TrimRight(string(buf[syscall.SizeofInotifyEvent:size]), "\x00")
 		buf = buf[size:]
-		switch dir, ok := wds[wd]; {
+		switch dirs := wds[wd]; {
 		case mask&syscall.IN_Q_OVERFLOW != 0:
 			out = append(out, "")
-		case ok && name != "":
-			out = append(out, filepath.Join(dir, name))
+		case mask&(syscall.IN_MOVE_SELF|syscall.IN_DELETE_SELF|syscall.IN_IGNORED) != 0:
+			out = append(out, "")
+			gone = append(gone, wd)
+		case name != "":
+			for _, dir := range dirs {
+				out = append(out, filepath.Join(dir, name))
+			}
 		}
 	}
-	return out
+	return out, gone
 }

@@ -67,22 +67,29 @@ func TestParseEvents(t *testing.T) {
 		copy(b[syscall.SizeofInotifyEvent:], name)
 		return b
 	}
-	wds := map[int32]string{1: "/etc/mandate", 2: "/srv"}
+	wds := map[int32][]string{1: {"/etc/mandate"}, 2: {"/srv"}, 3: {"/conf", "/link"}}
 	tests := []struct {
 		name string
 		buf  []byte
 		want []string
+		gone []int32
 	}{
-		{"one save", event(1, syscall.IN_CLOSE_WRITE, "policy.csv"), []string{"/etc/mandate/policy.csv"}},
+		{"one save", event(1, syscall.IN_CLOSE_WRITE, "policy.csv"), []string{"/etc/mandate/policy.csv"}, nil},
 		{"two watches", slices.Concat(event(2, syscall.IN_MOVED_TO, "rates.csv"), event(1, syscall.IN_CREATE, "a-much-longer-file-name.csv")),
-			[]string{"/srv/rates.csv", "/etc/mandate/a-much-longer-file-name.csv"}},
-		{"overflow", event(-1, syscall.IN_Q_OVERFLOW, ""), []string{""}},
-		{"unknown watch, the directory itself", slices.Concat(event(9, syscall.IN_CLOSE_WRITE, "x"), event(1, syscall.IN_IGNORED, "")), nil},
-		{"truncated", event(1, syscall.IN_CLOSE_WRITE, "policy.csv")[:20], nil},
+			[]string{"/srv/rates.csv", "/etc/mandate/a-much-longer-file-name.csv"}, nil},
+		{"overflow", event(-1, syscall.IN_Q_OVERFLOW, ""), []string{""}, nil},
+		{"unknown watch", event(9, syscall.IN_CLOSE_WRITE, "x"), nil, nil},
+		// A watched directory moved or deleted: anything may have changed,
+		// and its watch is gone (Run watches the name again once it exists).
+		{"the directory itself", slices.Concat(event(1, syscall.IN_DELETE_SELF, ""), event(1, syscall.IN_IGNORED, "")), []string{"", ""}, []int32{1, 1}},
+		{"the directory moved", event(2, syscall.IN_MOVE_SELF, ""), []string{""}, []int32{2}},
+		{"one directory, two names", event(3, syscall.IN_CLOSE_WRITE, "policy.csv"), []string{"/conf/policy.csv", "/link/policy.csv"}, nil},
+		{"truncated", event(1, syscall.IN_CLOSE_WRITE, "policy.csv")[:20], nil, nil},
 	}
 	for _, tc := range tests {
-		if got := parseEvents(tc.buf, wds); !slices.Equal(got, tc.want) {
-			t.Fatalf("%s: got %q, want %q", tc.name, got, tc.want)
+		got, gone := parseEvents(tc.buf, wds)
+		if !slices.Equal(got, tc.want) || !slices.Equal(gone, tc.gone) {
+			t.Fatalf("%s: got %q and gone %v, want %q and %v", tc.name, got, gone, tc.want, tc.gone)
 		}
 	}
 }
