@@ -114,6 +114,15 @@ func (w payments) RefundByKey(ctx context.Context, key string) (backend.Refund, 
 
 // checkingPayments keeps the RefundChecker of the Payments it wraps; the
 // check is local (no call), so it is not timed.
+// ReportsRefundOrder passes the wrapped system's answer through, so that
+// with metrics on the guard still takes a refund's before and after from
+// the refund's own answer where it can (backend.RefundReporter), instead
+// of reading the order around the call.
+func (w payments) ReportsRefundOrder() bool {
+	rr, ok := w.p.(backend.RefundReporter)
+	return ok && rr.ReportsRefundOrder()
+}
+
 type checkingPayments struct {
 	payments
 	rc backend.RefundChecker

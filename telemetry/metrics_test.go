@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -76,5 +78,31 @@ func TestMetricsText(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", text)
+	}
+}
+
+// TestBackendKeepsRefundReporter: with metrics on, the embedded store still
+// reports the order a refund left (so the guard takes before and after from
+// the refund's answer, not from two more reads), and a payment system that
+// does not, still does not.
+func TestBackendKeepsRefundReporter(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := New(State{})
+	for _, tc := range []struct {
+		name string
+		p    backend.Payments
+		want bool
+	}{
+		{"embedded store", st, true},
+		{"a system that does not report", fakePayments{}, false},
+	} {
+		rr, ok := m.Backend(backend.Backend{Payments: tc.p}).Payments.(backend.RefundReporter)
+		if got := ok && rr.ReportsRefundOrder(); got != tc.want {
+			t.Errorf("%s wrapped for metrics: reports the refund's order %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
