@@ -39,13 +39,25 @@ func TestCommitObserverAndProbeWrite(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
+	// The writer tells the observer after it has answered the batch's
+	// callers, so the last batch may not be observed yet: wait for it.
 	writes := 0
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		writes = 0
+		for _, c := range stats {
+			writes += c.Writes
+		}
+		mu.Unlock()
+		if writes >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	mu.Lock()
 	for _, c := range stats {
 		if c.Err != nil || !c.Durable || c.Writes < 1 || c.Duration <= 0 {
 			t.Errorf("commit %+v: want a durable, successful batch of at least one write with a duration", c)
 		}
-		writes += c.Writes
 	}
 	mu.Unlock()
 	if writes != n {
