@@ -37,6 +37,7 @@ type behindLog struct {
 	next    uint64
 	waiting map[uint64]*behindReq // queued, not yet answered
 	err     error                 // the last write-behind's failure, until one succeeds
+	failed  int64                 // write-behinds that failed since Open
 	onErr   func(error)           // told each failure (WithWriteBehindFailure)
 }
 
@@ -127,6 +128,9 @@ func (b *behindLog) finish(id uint64, err error) {
 		delete(b.waiting, id)
 	}
 	b.err = err
+	if err != nil {
+		b.failed++
+	}
 	onErr := b.onErr
 	b.mu.Unlock()
 	if err != nil && onErr != nil {
@@ -175,6 +179,15 @@ func (db *DB) settle(ctx context.Context) {
 // have failed): what a caller about to hand the database to another process
 // or to a person needs.
 func (db *DB) Settle(ctx context.Context) { db.settle(ctx) }
+
+// BehindFailures returns how many write-behinds have failed since Open:
+// each an outcome left executing for recovery, or a lookup record kept in
+// the journal or refused. A server reports them when it exits.
+func (db *DB) BehindFailures() int64 {
+	db.behind.mu.Lock()
+	defer db.behind.mu.Unlock()
+	return db.behind.failed
+}
 
 // BehindErr returns the error of the last write-behind if it failed, or nil
 // once a later one has succeeded. While it is set the database refuses

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +29,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 )
 
-func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("serve", "mandate serve --agent NAME [flags]\n       mandate serve --http 127.0.0.1:8080 [--tls-cert F --tls-key F] [flags]", stderr)
 	agent := fs.String("agent", env("MANDATE_AGENT", ""), "identity this agent acts as, as named in policy.csv (env MANDATE_AGENT); required for stdio, refused with --http")
 	httpAddr := fs.String("http", env("MANDATE_HTTP", ""), "serve MCP Streamable HTTP at /mcp on this HOST:PORT instead of stdio; each request proves its agent with an API key (mandate agent key create) (env MANDATE_HTTP)")
@@ -149,6 +152,14 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// After db.Close (deferred below, so run first) has committed every
+		// queued write-behind: one that failed leaves an action executing
+		// for recovery, which a clean exit would hide from a supervisor.
+		if n := db.BehindFailures(); n > 0 && err == nil {
+			err = fmt.Errorf("serve: %d audit record(s) written behind an answer could not be committed (see the log); their actions stay executing until a server's recovery reconciles them", n)
+		}
+	}()
 	defer db.Close()
 	if err := db.CheckWriteKey(ctx); err != nil { // a keyed trail needs the key to be written
 		return err
@@ -186,7 +197,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// A client closing stdin ends mcp-go's request contexts; that is not a
 	// cancel (tools.Deps.InputClosed), so a piped script's calls still run.
 	// Over HTTP stdin is never read, so this stays false.
-	in := &eofReader{r: stdin}
+	in := &eofReader{r: stdin, ctx: ctx, patience: 4**backendTimeout + 10*time.Second, log: log}
 	deps.InputClosed = in.closed.Load
 	if metrics != nil {
 		deps.Observer = metrics
@@ -277,7 +288,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	server.WithQueueSize(256)(stdio)
 	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
-	err = stdio.Listen(ctx, in, stdout)
+	err = stdio.Listen(ctx, in, answerWriter{stdout, in})
 	if ctx.Err() != nil || err == io.EOF {
 		return nil
 	}
@@ -325,16 +336,165 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 }
 
 // eofReader notes when its reader reaches the end of input, before the
-// stdio server sees it and cancels the requests in flight.
+// stdio server sees it and cancels the requests in flight, and holds the
+// end back until every tools/call read so far has been answered: mcp-go
+// ends its workers when the input ends, and a call still waiting in its
+// queue (a piped script of more calls than workers) would be dropped
+// unanswered and undone. answerWriter, on stdout, notes the answers. The
+// wait ends early on a signal (ctx), or once no call has been answered for
+// patience (longer than any one call can take: a client id the server
+// writes back in another form is never matched), with a warning.
 type eofReader struct {
-	r      io.Reader
-	closed atomic.Bool
+	r        io.Reader
+	ctx      context.Context
+	patience time.Duration
+	log      *slog.Logger
+	closed   atomic.Bool
+	line     []byte // the input's last line, not yet complete
+
+	mu       sync.Mutex
+	calls    map[string]int // tools/call ids read and not yet answered
+	answered chan struct{}  // a tools/call was answered
 }
 
 func (e *eofReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
+	e.note(p[:n])
 	if err == io.EOF {
 		e.closed.Store(true)
+		e.drain()
 	}
 	return n, err
+}
+
+// note counts the tools/call requests in b, a piece of the input.
+func (e *eofReader) note(b []byte) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			e.line = append(e.line, b...)
+			return
+		}
+		line := b[:i]
+		if len(e.line) > 0 {
+			line = append(e.line, line...)
+			e.line = e.line[:0]
+		}
+		b = b[i+1:]
+		if !bytes.Contains(line, []byte(mcp.MethodToolsCall)) {
+			continue // cheap: most lines are not tools/call at all
+		}
+		var m struct {
+			Method string          `json:"method"`
+			ID     json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(line, &m) != nil || m.Method != string(mcp.MethodToolsCall) || len(m.ID) == 0 || string(m.ID) == "null" {
+			continue
+		}
+		e.mu.Lock()
+		if e.calls == nil {
+			e.calls, e.answered = map[string]int{}, make(chan struct{}, 1)
+		}
+		e.calls[string(compactJSON(m.ID))]++
+		e.mu.Unlock()
+	}
+}
+
+// answer notes the response to the request with id.
+func (e *eofReader) answer(id []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k := string(compactJSON(id))
+	switch c := e.calls[k]; {
+	case c > 1:
+		e.calls[k] = c - 1
+	case c == 1:
+		delete(e.calls, k)
+	default:
+		return
+	}
+	select {
+	case e.answered <- struct{}{}:
+	default:
+	}
+}
+
+// drain waits until every tools/call read has been answered.
+func (e *eofReader) drain() {
+	timer := time.NewTimer(e.patience)
+	defer timer.Stop()
+	for {
+		e.mu.Lock()
+		left, answered := len(e.calls), e.answered
+		e.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		select {
+		case <-answered:
+			timer.Reset(e.patience)
+		case <-e.ctx.Done():
+			return
+		case <-timer.C:
+			e.log.Warn("input ended; stopped waiting for tool calls without an answer", "calls", left, "waited", e.patience)
+			return
+		}
+	}
+}
+
+// compactJSON is b without insignificant spaces, so that an id is matched
+// however the client spaced it.
+func compactJSON(b []byte) []byte {
+	var buf bytes.Buffer
+	if json.Compact(&buf, b) != nil {
+		return b
+	}
+	return buf.Bytes()
+}
+
+// answerWriter is stdout, telling the eofReader of each response written.
+// A response is one JSON-RPC message per write, with its id before its
+// result (mcp-go's order), so only the first fields are decoded.
+type answerWriter struct {
+	w io.Writer
+	e *eofReader
+}
+
+func (a answerWriter) Write(p []byte) (int, error) {
+	n, err := a.w.Write(p)
+	a.e.mu.Lock()
+	waiting := len(a.e.calls) > 0
+	a.e.mu.Unlock()
+	if waiting {
+		if id, ok := responseID(p); ok {
+			a.e.answer(id)
+		}
+	}
+	return n, err
+}
+
+// responseID returns the id of the JSON-RPC response in p, reading only up
+// to it; a request or notification (it has a method) has none.
+func responseID(p []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(p))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		switch key {
+		case "id":
+			return v, true
+		case "method":
+			return nil, false
+		}
+	}
+	return nil, false
 }
