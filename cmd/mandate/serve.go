@@ -180,6 +180,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer st.Close()
+	defer stopBackground() // and before the store closes: recovery may be reading it
 	if seeded {
 		log.Info("created the embedded store with demo data", "store", *storePath)
 	}
