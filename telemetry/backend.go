@@ -112,8 +112,6 @@ func (w payments) RefundByKey(ctx context.Context, key string) (backend.Refund, 
 	return timed(w.m, "payments.refund_by_key", func() (backend.Refund, error) { return w.p.RefundByKey(ctx, key) })
 }
 
-// checkingPayments keeps the RefundChecker of the Payments it wraps; the
-// check is local (no call), so it is not timed.
 // ReportsRefundOrder passes the wrapped system's answer through, so that
 // with metrics on the guard still takes a refund's before and after from
 // the refund's own answer where it can (backend.RefundReporter), instead
@@ -123,6 +121,8 @@ func (w payments) ReportsRefundOrder() bool {
 	return ok && rr.ReportsRefundOrder()
 }
 
+// checkingPayments keeps the RefundChecker of the Payments it wraps; the
+// check is local (no call), so it is not timed.
 type checkingPayments struct {
 	payments
 	rc backend.RefundChecker

@@ -157,7 +157,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		// queued write-behind: one that failed leaves an action executing
 		// for recovery, which a clean exit would hide from a supervisor.
 		if n := db.BehindFailures(); n > 0 && err == nil {
-			err = fmt.Errorf("serve: %d audit record(s) written behind an answer could not be committed (see the log); their actions stay executing until a server's recovery reconciles them", n)
+			err = fmt.Errorf("serve: %d audit record(s) written behind an answer could not be committed (see the log): an action whose outcome is missing stays executing until a server's recovery reconciles it, and a lookup's record stays in its journal for the next serve", n)
 		}
 	}()
 	defer db.Close()
@@ -360,6 +360,10 @@ type eofReader struct {
 
 func (e *eofReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
+	if n == 0 && err == io.EOF && len(bytes.TrimSpace(e.line)) > 0 && len(p) > 0 {
+		// The last line has no newline: mcp-go would drop it with the EOF.
+		p[0], n, err = '\n', 1, nil
+	}
 	e.note(p[:n])
 	if err == io.EOF {
 		e.closed.Store(true)
@@ -396,7 +400,7 @@ func (e *eofReader) note(b []byte) {
 		if e.calls == nil {
 			e.calls, e.answered = map[string]int{}, make(chan struct{}, 1)
 		}
-		e.calls[string(compactJSON(m.ID))]++
+		e.calls[requestKey(m.ID)]++
 		e.mu.Unlock()
 	}
 }
@@ -405,7 +409,7 @@ func (e *eofReader) note(b []byte) {
 func (e *eofReader) answer(id []byte) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	k := string(compactJSON(id))
+	k := requestKey(id)
 	switch c := e.calls[k]; {
 	case c > 1:
 		e.calls[k] = c - 1
@@ -443,14 +447,19 @@ func (e *eofReader) drain() {
 	}
 }
 
-// compactJSON is b without insignificant spaces, so that an id is matched
-// however the client spaced it.
-func compactJSON(b []byte) []byte {
-	var buf bytes.Buffer
-	if json.Compact(&buf, b) != nil {
-		return b
+// requestKey is id as mcp-go writes it back: it decodes a request's id
+// into an any (a number becomes a float64) and marshals that, so an id is
+// matched however the client spelled it (spaces, 1.0, escapes).
+func requestKey(id []byte) string {
+	var v any
+	if json.Unmarshal(id, &v) != nil {
+		return string(id)
 	}
-	return buf.Bytes()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(id)
+	}
+	return string(b)
 }
 
 // answerWriter is stdout, telling the eofReader of each response written.
@@ -481,20 +490,24 @@ func responseID(p []byte) ([]byte, bool) {
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, false
 	}
+	var id json.RawMessage
 	for dec.More() {
 		key, err := dec.Token()
 		if err != nil {
 			return nil, false
 		}
+		switch key {
+		case "method": // a request to the client (its id comes first) or a notification
+			return nil, false
+		case "result", "error":
+			return id, id != nil
+		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
 			return nil, false
 		}
-		switch key {
-		case "id":
-			return v, true
-		case "method":
-			return nil, false
+		if key == "id" {
+			id = v
 		}
 	}
 	return nil, false

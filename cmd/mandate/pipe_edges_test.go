@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const pipeInit = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}` + "\n" +
+	`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"
+
+func pipeServe(t *testing.T, script string) (stdout, stderr string, took time.Duration) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// --backend-timeout 1s: patience is 4*1s+10s = 14s.
+	cmd := exec.CommandContext(ctx, bin, "serve", "--agent", "demo-agent", "--backend-timeout", "1s", "--recover-after", "3s",
+		"--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db"))
+	cmd.Env = childEnv(nil)
+	cmd.Stdin = strings.NewReader(script)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, errOut.String())
+	}
+	return out.String(), errOut.String(), time.Since(start)
+}
+
+// TestPipedIDFormsDoNotHoldExit: mcp-go writes a request's id back in its
+// own form (1.0 as 1, an HTML character escaped, a big integer rounded);
+// serve still matches each answer to its call and exits at once, rather
+// than hold the end of input for its whole patience and warn of calls
+// "without an answer".
+func TestPipedIDFormsDoNotHoldExit(t *testing.T) {
+	for _, id := range []string{`1.0`, `"a<b"`, `"caf\u00e9"`, `12345678901234567891`} {
+		t.Run(id, func(t *testing.T) {
+			out, errOut, took := pipeServe(t, pipeInit+
+				`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"ord_1001"}}}`+"\n")
+			if strings.Count(out, "\n") < 2 {
+				t.Fatalf("the call was not answered:\n%s", out)
+			}
+			if took > 8*time.Second || strings.Contains(errOut, "stopped waiting") {
+				t.Fatalf("serve took %s to exit after an answered call with id %s\nstderr:\n%s", took, id, errOut)
+			}
+		})
+	}
+}
+
+// TestPipedLastLineWithoutNewline: mcp-go reads a last line that has no
+// newline together with the EOF and drops it; serve hands it a newline
+// first, so the call runs and is answered.
+func TestPipedLastLineWithoutNewline(t *testing.T) {
+	out, errOut, _ := pipeServe(t, pipeInit+
+		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"1.00","reason":"no newline"}}}`)
+	if !strings.Contains(out, `"id":7`) {
+		t.Fatalf("the last call (no trailing newline) was not answered\nstdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+}
+
+// TestServerRequestIsNotAnAnswer: mcp-go writes its requests to the client
+// (sampling, elicitation, roots/list) with the id before the method; such
+// a request must not count as the answer to the client's tools/call with
+// the same id, or the end of input would be let through while that call
+// is still queued.
+func TestServerRequestIsNotAnAnswer(t *testing.T) {
+	e := &eofReader{r: strings.NewReader(""), ctx: context.Background(), patience: time.Second, log: slog.New(slog.DiscardHandler)}
+	e.note([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_order"}}` + "\n"))
+	w := answerWriter{io.Discard, e}
+	w.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"roots/list"}` + "\n"))
+	e.mu.Lock()
+	left := len(e.calls)
+	e.mu.Unlock()
+	if left != 1 {
+		t.Fatalf("a server-to-client request with id 1 was taken for the answer to tools/call 1 (%d calls left, want 1)", left)
+	}
+}
