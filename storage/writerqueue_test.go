@@ -51,15 +51,19 @@ func TestWriterQueueOrder(t *testing.T) {
 	if got := kinds(w.next()); got != "p" {
 		t.Fatalf("batch %q, want a patient write right after an urgent batch", got)
 	}
+	// A wait far longer than companyWait, so that a loaded machine's
+	// scheduling cannot age the first write before the second arrives.
+	w.wait = 200 * time.Millisecond
 	start := time.Now()
 	in <- pq()
-	go func() { time.Sleep(companyWait / 4); in <- pq() }()
+	go func() { time.Sleep(10 * time.Millisecond); in <- pq() }()
 	if got := kinds(w.next()); got != "pp" {
 		t.Fatalf("batch %q, want the two patient writes together", got)
 	}
-	if waited := time.Since(start); waited < companyWait {
-		t.Fatalf("patient writes alone were committed after %v, want them to wait %v for company", waited, companyWait)
+	if waited := time.Since(start); waited < w.wait {
+		t.Fatalf("patient writes alone were committed after %v, want them to wait %v for company", waited, w.wait)
 	}
+	w.wait = companyWait
 
 	// A reader settling its own writes does not wait for company: with an
 	// hour's wait, only the hurry can end it.
