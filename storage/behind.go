@@ -100,19 +100,24 @@ func (db *DB) sendBehind(id uint64, req *behindReq, r writeReq) Wait {
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
-		if r.journaled {
-			// Journaled while Close drained the writer (an HTTP handler
-			// outliving the shutdown grace): its data may be shown, and it
-			// will never commit here, so the journal stays for the next
-			// serve to import.
-			db.journal.keep()
-		}
-		db.behind.finish(id, unavailable("write", errClosed))
+		// Queued while Close drained the writer (an HTTP handler outliving
+		// the shutdown grace): it will never commit here.
+		db.finishBehind(r, unavailable("write", errClosed))
 		return wait
 	}
 	db.writes <- r
 	db.closeMu.RUnlock()
 	return wait
+}
+
+// finishBehind answers the write-behind r with err. A journaled lookup
+// that did not commit may have been shown: its journal is kept, before the
+// answer, for the next serve to import (journal.go).
+func (db *DB) finishBehind(r writeReq, err error) {
+	if err != nil && r.journaled {
+		db.journal.keep()
+	}
+	db.behind.finish(r.behind, err)
 }
 
 // finish marks write-behind id answered with err. An outcome that recovery

@@ -270,11 +270,7 @@ func (db *DB) startWriter() {
 			behind := false
 			for _, r := range batch {
 				if r.behind != 0 {
-					err := <-r.done // nobody else waits for it
-					if err != nil && r.journaled {
-						db.journal.keep()
-					}
-					db.behind.finish(r.behind, err)
+					db.finishBehind(r, <-r.done) // nobody else waits for it
 					behind = true
 				}
 			}
