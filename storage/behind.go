@@ -143,6 +143,20 @@ func (b *behindLog) finish(id uint64, err error) {
 	}
 }
 
+// oldest returns the number of the oldest write-behind still waiting for
+// its answer, 0 when none is.
+func (b *behindLog) oldest() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var oldest uint64
+	for id := range b.waiting {
+		if oldest == 0 || id < oldest {
+			oldest = id
+		}
+	}
+	return oldest
+}
+
 // behindQueued reports whether any write-behind is queued and not yet
 // answered.
 func (db *DB) behindQueued() bool {

@@ -320,17 +320,10 @@ func (db *DB) emptyJournal() {
 	// Write-behinds are numbered in the order they were journaled, so a
 	// journal whose newest record is older than every write-behind still
 	// waiting holds only committed records.
-	db.behind.mu.Lock()
-	pending, oldest := len(db.behind.waiting), uint64(0)
-	for id := range db.behind.waiting {
-		if oldest == 0 || id < oldest {
-			oldest = id
-		}
-	}
-	db.behind.mu.Unlock()
+	oldest := db.behind.oldest()
 	kept := j.full[:0]
 	for _, full := range j.full {
-		if pending > 0 && oldest <= full.last {
+		if oldest != 0 && oldest <= full.last {
 			kept = append(kept, full)
 			continue
 		}
@@ -340,7 +333,7 @@ func (db *DB) emptyJournal() {
 	}
 	clear(j.full[len(kept):])
 	j.full = kept
-	if j.f == nil || !j.dirty || pending > 0 {
+	if j.f == nil || !j.dirty || oldest != 0 {
 		return
 	}
 	if err := j.f.Truncate(0); err == nil {
