@@ -21,15 +21,8 @@ import (
 // the journals nobody holds) and returns the lookups in its trail.
 func reimported(t *testing.T, path string) map[string]int {
 	t.Helper()
-	ctx := context.Background()
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openJournaled(t, path)
 	defer db.Close()
-	if err := db.OpenLookupJournal(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return lookups(t, db)
 }
 
@@ -44,13 +37,7 @@ func TestLookupJournaledDuringCloseIsKept(t *testing.T) {
 	}
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mandate.db")
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.OpenLookupJournal(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := openJournaled(t, path)
 	// Close, first half: no more writes, the writer drained.
 	db.closeMu.Lock()
 	db.closed = true
@@ -83,13 +70,7 @@ func TestLookupsRacingCloseAreKept(t *testing.T) {
 	ctx := context.Background()
 	for round := range 10 {
 		path := filepath.Join(t.TempDir(), "mandate.db")
-		db, err := Open(ctx, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.OpenLookupJournal(ctx); err != nil {
-			t.Fatal(err)
-		}
+		db := openJournaled(t, path)
 		var mu sync.Mutex
 		var shown []string
 		var wg sync.WaitGroup

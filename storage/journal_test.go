@@ -15,6 +15,21 @@ func lookupRecord(id string) *Record {
 		Decision: "allow", Outcome: "read", Phase: PhaseAttempt, ActionID: id}
 }
 
+// openJournaled opens the database at path with its lookup journal, as
+// serve does (importing the journals nobody holds). The test closes it.
+func openJournaled(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.OpenLookupJournal(context.Background()); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db
+}
+
 // lookups counts the trail's lookup records by action id.
 func lookups(t *testing.T, db *DB) map[string]int {
 	t.Helper()
@@ -37,13 +52,7 @@ func TestLookupJournalLifecycle(t *testing.T) {
 	}
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mandate.db")
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.OpenLookupJournal(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := openJournaled(t, path)
 	names, _ := lookupJournals(path)
 	if len(names) != 1 {
 		t.Fatalf("journals %v, want this process's one", names)
