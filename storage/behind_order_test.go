@@ -29,19 +29,7 @@ func TestFailedOutcomeCountsBeforeNextDecision(t *testing.T) {
 	db := openPath(t, path)
 	first := executing(t, db, 1)[0]
 
-	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	release := holdWriteLock(t, path)
 	// An unrelated write keeps the writer waiting for the lock.
 	busy := make(chan error, 1)
 	go func() {
@@ -72,7 +60,7 @@ func TestFailedOutcomeCountsBeforeNextDecision(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	conn.ExecContext(ctx, "ROLLBACK")
+	release()
 	if err := <-busy; err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +71,33 @@ func TestFailedOutcomeCountsBeforeNextDecision(t *testing.T) {
 	if seen.AgentRefunds24h != 0 || seen.CustomerRefunds30d != 0 || seen.AgentRefundedMinor24h != 0 {
 		t.Fatalf("the retry was decided with usage %+v: the refund that failed (outcome queued before the retry) still counts", seen)
 	}
+}
+
+// holdWriteLock takes SQLite's write lock on the database at path from
+// another connection, as another process would, until release (or the
+// end of the test): the writer waits for it and nothing commits.
+func holdWriteLock(t *testing.T, path string) (release func() error) {
+	t.Helper()
+	other, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := other.BeginTx(context.Background(), nil) // BEGIN IMMEDIATE, from the DSN
+	if err != nil {
+		other.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var rerr error
+	release = func() error {
+		once.Do(func() {
+			rerr = tx.Rollback()
+			other.Close()
+		})
+		return rerr
+	}
+	t.Cleanup(func() { release() })
+	return release
 }
 
 // hookDriver wraps modernc's driver; hookRows, when set, is called as the
@@ -164,19 +179,7 @@ func TestActionSeesOutcomeQueuedBeforeIt(t *testing.T) {
 	a := executing(t, db, 1)[0]
 
 	// Hold the outcome back: SQLite's write lock from another connection.
-	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := holdWriteLock(t, path)
 	queueOutcome(ctx, db, a) // queued before Action is called
 
 	read, release := make(chan struct{}), make(chan struct{})
@@ -199,7 +202,7 @@ func TestActionSeesOutcomeQueuedBeforeIt(t *testing.T) {
 		got <- res{x, err}
 	}()
 	<-read // Action has read the row: executing
-	conn.ExecContext(ctx, "ROLLBACK")
+	unlock()
 	for deadline := time.Now().Add(5 * time.Second); db.behindQueued(); {
 		if time.Now().After(deadline) {
 			t.Fatal("the outcome was never committed")

@@ -6,7 +6,6 @@ package storage
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -177,15 +176,7 @@ func TestLookupJournalRotates(t *testing.T) {
 
 	// Hold SQLite's write lock from another connection: the writer waits
 	// (its busy timeout is far longer than this test) and nothing commits.
-	other, err := sql.Open(driverName, DSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	hold, err := other.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock in the DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	release := holdWriteLock(t, path)
 	const n = 100
 	var want []string
 	for i := range n {
@@ -232,7 +223,7 @@ func TestLookupJournalRotates(t *testing.T) {
 
 	// Let the writer go, and keep looking up: the set-aside journals go
 	// even though some write-behind is queued all along.
-	if err := hold.Rollback(); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	setAside := map[string]bool{}
