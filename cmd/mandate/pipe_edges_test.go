@@ -1,38 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
+// pipeServeFast is pipeServe with a 1 s backend timeout, so that serve's
+// patience with unanswered calls is 4*1s+10s = 14 s.
+func pipeServeFast(t *testing.T, script string) (stdout, stderr string, took time.Duration) {
+	t.Helper()
+	return pipeServe(t, script, "--backend-timeout", "1s", "--recover-after", "3s")
+}
+
 const pipeInit = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}` + "\n" +
 	`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"
-
-func pipeServe(t *testing.T, script string) (stdout, stderr string, took time.Duration) {
-	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	// --backend-timeout 1s: patience is 4*1s+10s = 14s.
-	cmd := exec.CommandContext(ctx, bin, "serve", "--agent", "demo-agent", "--backend-timeout", "1s", "--recover-after", "3s",
-		"--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db"))
-	cmd.Env = childEnv(nil)
-	cmd.Stdin = strings.NewReader(script)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("serve: %v\n%s", err, errOut.String())
-	}
-	return out.String(), errOut.String(), time.Since(start)
-}
 
 // TestPipedIDFormsDoNotHoldExit: mcp-go writes a request's id back in its
 // own form (1.0 as 1, an HTML character escaped, a big integer rounded);
@@ -42,7 +27,7 @@ func pipeServe(t *testing.T, script string) (stdout, stderr string, took time.Du
 func TestPipedIDFormsDoNotHoldExit(t *testing.T) {
 	for _, id := range []string{`1.0`, `"a<b"`, `"caf\u00e9"`, `12345678901234567891`} {
 		t.Run(id, func(t *testing.T) {
-			out, errOut, took := pipeServe(t, pipeInit+
+			out, errOut, took := pipeServeFast(t, pipeInit+
 				`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"ord_1001"}}}`+"\n")
 			if strings.Count(out, "\n") < 2 {
 				t.Fatalf("the call was not answered:\n%s", out)
@@ -58,7 +43,7 @@ func TestPipedIDFormsDoNotHoldExit(t *testing.T) {
 // newline together with the EOF and drops it; serve hands it a newline
 // first, so the call runs and is answered.
 func TestPipedLastLineWithoutNewline(t *testing.T) {
-	out, errOut, _ := pipeServe(t, pipeInit+
+	out, errOut, _ := pipeServeFast(t, pipeInit+
 		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"1.00","reason":"no newline"}}}`)
 	if !strings.Contains(out, `"id":7`) {
 		t.Fatalf("the last call (no trailing newline) was not answered\nstdout:\n%s\nstderr:\n%s", out, errOut)

@@ -17,12 +17,33 @@ import (
 	"github.com/mandatehq/mandate/storage"
 )
 
+// pipeServe pipes script into `mandate serve --agent demo-agent` (with
+// flags added, on fresh databases) and closes stdin, as a script does; it
+// fails the test unless serve exits 0, and returns what serve wrote and
+// how long it ran.
+func pipeServe(t *testing.T, script string, flags ...string) (stdout, stderr string, took time.Duration) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	args := append([]string{"serve", "--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db")}, flags...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = childEnv(nil)
+	cmd.Stdin = strings.NewReader(script)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, errOut.String())
+	}
+	return out.String(), errOut.String(), time.Since(start)
+}
+
 // TestPipedScriptRuns: a script that pipes its calls into `mandate serve`
 // and closes stdin at once has cancelled nothing. mcp-go ends every request
 // context when stdin reaches EOF; the calls still run to their end and are
 // answered (only notifications/cancelled cancels a call).
 func TestPipedScriptRuns(t *testing.T) {
-	dir := t.TempDir()
 	var script strings.Builder
 	for _, line := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}`,
@@ -32,18 +53,9 @@ func TestPipedScriptRuns(t *testing.T) {
 	} {
 		script.WriteString(line + "\n")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db"))
-	cmd.Env = childEnv(nil)
-	cmd.Stdin = strings.NewReader(script.String())
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("serve: %v\n%s", err, errOut.String())
-	}
+	out, errOut, _ := pipeServe(t, script.String())
 	got := map[float64]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var msg struct {
 			ID     float64 `json:"id"`
 			Result struct {
@@ -58,7 +70,7 @@ func TestPipedScriptRuns(t *testing.T) {
 		got[msg.ID] = msg.Result.Structured.Status
 	}
 	if got[2] != "executed" || got[3] != "executed" {
-		t.Fatalf("statuses %v, want the refund (2) and the cancellation (3) executed\nstdout:\n%s\nstderr:\n%s", got, out.String(), errOut.String())
+		t.Fatalf("statuses %v, want the refund (2) and the cancellation (3) executed\nstdout:\n%s\nstderr:\n%s", got, out, errOut)
 	}
 }
 
@@ -71,7 +83,6 @@ func TestPipedScriptRuns(t *testing.T) {
 // dropped.
 func TestPipedScriptManyCallsAllAnswered(t *testing.T) {
 	const n = 200
-	dir := t.TempDir()
 	var script strings.Builder
 	script.WriteString(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}` + "\n")
 	script.WriteString(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n")
@@ -82,18 +93,9 @@ func TestPipedScriptManyCallsAllAnswered(t *testing.T) {
 		}
 		fmt.Fprintf(&script, `{"jsonrpc":"2.0","id": %s,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"0.01","reason":"piped %d"}}}`+"\n", id, i)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"), "--store", filepath.Join(dir, "store.db"))
-	cmd.Env = childEnv(nil)
-	cmd.Stdin = strings.NewReader(script.String())
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("serve: %v\n%s", err, errOut.String())
-	}
+	out, errOut, _ := pipeServe(t, script.String())
 	answered := map[string]bool{}
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var msg struct {
 			ID     json.RawMessage `json:"id"`
 			Result struct {
@@ -120,7 +122,7 @@ func TestPipedScriptManyCallsAllAnswered(t *testing.T) {
 		}
 	}
 	if len(missing) > 0 {
-		t.Fatalf("%d of %d piped calls not answered with a status after stdin closed (ids %v)\nstderr:\n%s", len(missing), n, missing, errOut.String())
+		t.Fatalf("%d of %d piped calls not answered with a status after stdin closed (ids %v)\nstderr:\n%s", len(missing), n, missing, errOut)
 	}
 }
 
