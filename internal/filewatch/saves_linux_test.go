@@ -110,28 +110,25 @@ func TestSaveConfigMapSwap(t *testing.T) {
 	expect(t, got, "v2\n")
 }
 
-// The directory itself replaced (deploy by directory swap).
-func TestSaveDirectoryReplaced(t *testing.T) {
-	root := t.TempDir()
-	dir := filepath.Join(root, "conf")
-	os.Mkdir(dir, 0o755)
-	p := filepath.Join(dir, "policy.csv")
-	os.WriteFile(p, []byte("v1\n"), 0o644)
-	got := watchFile(t, p)
-	sh(t, root, "mkdir conf.new && echo v2 > conf.new/policy.csv && mv conf conf.old && mv conf.new conf")
-	expect(t, got, "v2\n")
-}
-
-// The directory deleted and made again (rm -rf conf && tar x / git checkout).
-func TestSaveDirectoryRecreated(t *testing.T) {
-	root := t.TempDir()
-	dir := filepath.Join(root, "conf")
-	os.Mkdir(dir, 0o755)
-	p := filepath.Join(dir, "policy.csv")
-	os.WriteFile(p, []byte("v1\n"), 0o644)
-	got := watchFile(t, p)
-	sh(t, root, "rm -rf conf && sleep 0.3 && mkdir conf && echo v2 > conf/policy.csv")
-	expect(t, got, "v2\n")
+// TestSaveDirectory: the watched directory itself replaced (a deploy that
+// swaps the directory) or deleted and made again (rm -rf conf, then tar x
+// or git checkout): the name is watched again, and the new file is read.
+func TestSaveDirectory(t *testing.T) {
+	for _, tc := range []struct{ name, script string }{
+		{"replaced", "mkdir conf.new && echo v2 > conf.new/policy.csv && mv conf conf.old && mv conf.new conf"},
+		{"recreated", "rm -rf conf && sleep 0.3 && mkdir conf && echo v2 > conf/policy.csv"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, "conf")
+			os.Mkdir(dir, 0o755)
+			p := filepath.Join(dir, "policy.csv")
+			os.WriteFile(p, []byte("v1\n"), 0o644)
+			got := watchFile(t, p)
+			sh(t, root, tc.script)
+			expect(t, got, "v2\n")
+		})
+	}
 }
 
 // Two paths naming one directory (one through a symlink): inotify gives both
