@@ -18,7 +18,8 @@ import (
 // The Merkle tree over the audit trail (attest, docs/attestation.md). Leaf
 // i is record seq i+1; merkle_nodes holds every node rooting a perfect
 // subtree, written in the transaction that appends the record completing
-// it. Appending needs the compact range of the tree (the roots of its
+// it, and keyed by that record's seq (pos, nodePos) so that the nodes one
+// append writes share a page (migrations/sqlite/0019). Appending needs the compact range of the tree (the roots of its
 // perfect subtrees, at most one per level); the writer keeps the last one
 // in memory (DB.tree), keyed by the chain head it belongs to, so an append
 // normally reads nothing and writes two nodes on average.
@@ -117,7 +118,7 @@ func appendLeaf(ctx context.Context, tx *Tx, r *Record) error {
 func appendHash(ctx context.Context, tx *Tx, rng *compact.Range, leaf []byte) error {
 	var args []any
 	err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
-		args = append(args, int64(id.Level), int64(id.Index), h)
+		args = append(args, nodePos(id), int64(id.Level), h)
 	})
 	if err != nil {
 		return err
@@ -131,11 +132,22 @@ var insertNodes = func() []string {
 	q := make([]string, 65)
 	for n := 1; n < len(q); n++ {
 		// ON CONFLICT rather than INSERT OR REPLACE: the same on both engines.
-		q[n] = `INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)` + strings.Repeat(`, (?, ?, ?)`, n-1) +
-			` ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash`
+		q[n] = `INSERT INTO merkle_nodes (pos, level, hash) VALUES (?, ?, ?)` + strings.Repeat(`, (?, ?, ?)`, n-1) +
+			` ON CONFLICT (pos, level) DO UPDATE SET hash = excluded.hash`
 	}
 	return q
 }()
+
+// nodePos is where merkle_nodes keeps a node: the seq of the record that
+// completes it, (index + 1) << level. Every node one append completes has
+// that record's seq, so they sit together at the end of the table's
+// B-tree, and the tree's size is the largest pos.
+func nodePos(id compact.NodeID) int64 { return int64((id.Index + 1) << id.Level) }
+
+// nodeAt is the node that merkle_nodes keeps at pos and level.
+func nodeAt(pos, level int64) compact.NodeID {
+	return compact.NewNodeID(uint(level), uint64(pos>>level)-1)
+}
 
 // rangeAt returns the compact range of the first seq records, whose last
 // has chain hash head: from memory when the writer appended that head
@@ -167,24 +179,24 @@ func nodeHashes(ctx context.Context, q queryer, ids []compact.NodeID) (hashes []
 	}
 	args := make([]any, 0, 2*len(ids))
 	for _, id := range ids {
-		args = append(args, int64(id.Level), int64(id.Index))
+		args = append(args, nodePos(id), int64(id.Level))
 	}
 	// An OR of key equalities plans as one primary-key search per node;
-	// older SQLite (the sqlite3 shell here) scans for (level, idx) IN (VALUES …).
-	rows, err := q.QueryContext(ctx, `SELECT level, idx, hash FROM merkle_nodes WHERE (level = ? AND idx = ?)`+
-		strings.Repeat(` OR (level = ? AND idx = ?)`, len(ids)-1), args...)
+	// older SQLite (the sqlite3 shell here) scans for (pos, level) IN (VALUES …).
+	rows, err := q.QueryContext(ctx, `SELECT pos, level, hash FROM merkle_nodes WHERE (pos = ? AND level = ?)`+
+		strings.Repeat(` OR (pos = ? AND level = ?)`, len(ids)-1), args...)
 	if err != nil {
 		return nil, false, unavailable("read merkle tree", err)
 	}
 	defer rows.Close()
 	got := make(map[compact.NodeID][]byte, len(ids))
 	for rows.Next() {
-		var level, idx int64
+		var pos, level int64
 		var h []byte
-		if err := rows.Scan(&level, &idx, &h); err != nil {
+		if err := rows.Scan(&pos, &level, &h); err != nil {
 			return nil, false, unavailable("read merkle tree", err)
 		}
-		got[compact.NewNodeID(uint(level), uint64(idx))] = h
+		got[nodeAt(pos, level)] = h
 	}
 	if err := rows.Err(); err != nil {
 		return nil, false, unavailable("read merkle tree", err)
@@ -208,16 +220,16 @@ func loadRange(ctx context.Context, q queryer, size uint64) (*compact.Range, err
 	return rangeFactory.NewRange(0, size, hashes)
 }
 
-// storedTreeSize is how many leaves the stored tree holds.
+// storedTreeSize is how many leaves the stored tree holds: the largest pos,
+// which is its last leaf's (a leaf at index i has pos i+1, and no node
+// completes before its last leaf). A tree damaged so that the largest pos
+// has no leaf fails lastLeafMatches and is rebuilt (repairTree).
 func storedTreeSize(ctx context.Context, q queryer) (uint64, error) {
 	var n sql.NullInt64
-	if err := q.QueryRowContext(ctx, `SELECT MAX(idx) FROM merkle_nodes WHERE level = 0`).Scan(&n); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT MAX(pos) FROM merkle_nodes`).Scan(&n); err != nil {
 		return 0, unavailable("read merkle tree", err)
 	}
-	if !n.Valid {
-		return 0, nil
-	}
-	return uint64(n.Int64) + 1, nil
+	return uint64(n.Int64), nil
 }
 
 // catchUp makes the stored tree hold the leaves of records 1 to seq, from
@@ -295,7 +307,7 @@ func (db *DB) repairTree(ctx context.Context) error {
 		}
 		if size > uint64(head) {
 			// Drop every node that covers a leaf past the last record.
-			if _, err := tx.ExecContext(ctx, `DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > ?`, head); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM merkle_nodes WHERE pos > ?`, head); err != nil {
 				return unavailable("trim merkle tree", err)
 			}
 		}

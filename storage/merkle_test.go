@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,7 +100,7 @@ func checkTree(t testing.TB, db *DB, want int) [][]byte {
 	if !bytes.Equal(root, mth(leaves)) {
 		t.Fatalf("stored root %x, recomputed %x", root, mth(leaves))
 	}
-	rows, err := db.db.Query(`SELECT idx, hash FROM merkle_nodes WHERE level = 0 ORDER BY idx`)
+	rows, err := db.db.Query(`SELECT pos - 1, hash FROM merkle_nodes WHERE level = 0 ORDER BY pos`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +209,13 @@ func TestMerkleRepair(t *testing.T) {
 		want  int
 	}{
 		{"no tree (a database from before it)", []string{`DELETE FROM merkle_nodes`}, 20},
-		{"tree behind", []string{`DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > 13`}, 20},
+		{"tree behind", []string{`DELETE FROM merkle_nodes WHERE pos > 13`}, 20},
 		{"tree ahead of the records", []string{`DELETE FROM audit WHERE seq > 11`}, 11},
-		{"a leaf overwritten", []string{`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 19`}, 20},
-		{"an inner node missing", []string{`DELETE FROM merkle_nodes WHERE level = 2 AND idx = 1`}, 20},
+		{"a leaf overwritten", []string{`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND pos = 20`}, 20},
+		{"an inner node missing", []string{`DELETE FROM merkle_nodes WHERE level = 2 AND pos = 8`}, 20},
+		// Nodes at the last pos but not its leaf: the size MAX(pos) claims
+		// has no leaf to check, so the tree is rebuilt.
+		{"the last leaf missing, its parents kept", []string{`DELETE FROM merkle_nodes WHERE level = 0 AND pos = 20`}, 20},
 		{"a record deleted, no tree", []string{`DELETE FROM audit WHERE seq = 6`, `DELETE FROM merkle_nodes`}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -448,5 +452,71 @@ func TestMerkleQueryPlans(t *testing.T) {
 	}
 	if merkle < 4 {
 		t.Fatalf("only %d statements on merkle_nodes were recorded: the test does not reach them", merkle)
+	}
+}
+
+// TestMerkleAppendOrderMigration runs migration 0019 on a tree stored the
+// way 0016 keyed it, (level, idx), and checks that it keeps every node at
+// pos = (idx + 1) << level with its hash: a wrong shift would still open
+// (repairTree rebuilds a tree that does not match), so the rows are
+// compared, not just the root.
+func TestMerkleAppendOrderMigration(t *testing.T) {
+	db := openTest(t)
+	appendN(t, db, 37)
+	checkTree(t, db, 37)
+	nodes := func(raw *sql.DB) map[[2]int64]string {
+		rows, err := raw.Query(`SELECT pos, level, hex(hash) FROM merkle_nodes`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		got := map[[2]int64]string{}
+		for rows.Next() {
+			var pos, level int64
+			var h string
+			if err := rows.Scan(&pos, &level, &h); err != nil {
+				t.Fatal(err)
+			}
+			got[[2]int64{pos, level}] = h
+		}
+		return got
+	}
+	raw, err := sql.Open("sqlite", DSN(db.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	want := nodes(raw)
+	// 37 leaves complete 36 inner nodes (one fewer than the leaves per
+	// perfect subtree: 32 + 4 + 1 leaves, 31 + 3 + 0 inner).
+	if len(want) != 37+34 {
+		t.Fatalf("%d nodes stored for 37 records, want %d", len(want), 37+34)
+	}
+	// The layout before 0019, with the nodes it held.
+	for _, s := range []string{
+		`CREATE TABLE merkle_nodes_0016 (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID`,
+		`INSERT INTO merkle_nodes_0016 SELECT level, (pos >> level) - 1, hash FROM merkle_nodes`,
+		`DROP TABLE merkle_nodes`,
+		`ALTER TABLE merkle_nodes_0016 RENAME TO merkle_nodes`,
+	} {
+		if _, err := raw.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	body, err := migrationFS.ReadFile("migrations/sqlite/0019_merkle_append_order.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(string(body)); err != nil {
+		t.Fatalf("migration 0019: %v", err)
+	}
+	got := nodes(raw)
+	if len(got) != len(want) {
+		t.Fatalf("%d nodes after the migration, %d before", len(got), len(want))
+	}
+	for k, h := range want {
+		if got[k] != h {
+			t.Fatalf("node at pos %d, level %d: %q after the migration, %q before", k[0], k[1], got[k], h)
+		}
 	}
 }

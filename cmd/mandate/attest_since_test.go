@@ -158,7 +158,7 @@ func TestProveRefusesDamagedTree(t *testing.T) {
 	key, vkey := keygen(t, dir, "k.key", "audit.example.com/log")
 	mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
 	raw := tamperDB(t, db)
-	if _, err := raw.Exec(`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 8`); err != nil {
+	if _, err := raw.Exec(`UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND pos = 9`); err != nil {
 		t.Fatal(err)
 	}
 	raw.Close()
