@@ -288,14 +288,19 @@ type counterKey struct {
 }
 
 // checkCounters compares the stored limit counters newer than horizon with
-// want, recomputed from the trail, and returns how many it compared.
+// want, recomputed from the trail, and returns how many it compared. The
+// rows hold running totals (limits.go), so a minute's amount is its row
+// less the row before it in the same scope; rows at or before horizon are
+// read only as that base.
 func checkCounters(ctx context.Context, conn *sql.Conn, horizon int64, want map[counterKey][2]int64, add func(Disagreement)) (int64, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT scope, minute, amount_minor, count FROM usage_counters WHERE minute > ? ORDER BY scope, minute`, horizon)
+	rows, err := conn.QueryContext(ctx, `SELECT scope, minute, amount_minor, count FROM usage_counters ORDER BY scope, minute`)
 	if err != nil {
 		return 0, unavailable("read usage counters", err)
 	}
 	defer rows.Close()
 	var n int64
+	var scope string
+	var before [2]int64 // scope's running total before the row
 	seen := map[counterKey]bool{}
 	report := func(k counterKey, have, w [2]int64) {
 		if have == w {
@@ -309,9 +314,17 @@ func checkCounters(ctx context.Context, conn *sql.Conn, horizon int64, want map[
 	}
 	for rows.Next() {
 		var k counterKey
-		var have [2]int64
-		if err := rows.Scan(&k.scope, &k.minute, &have[0], &have[1]); err != nil {
+		var total [2]int64
+		if err := rows.Scan(&k.scope, &k.minute, &total[0], &total[1]); err != nil {
 			return n, unavailable("read usage counters", err)
+		}
+		if k.scope != scope {
+			scope, before = k.scope, [2]int64{}
+		}
+		have := [2]int64{total[0] - before[0], total[1] - before[1]}
+		before = total
+		if k.minute <= horizon {
+			continue
 		}
 		n++
 		seen[k] = true
