@@ -80,6 +80,10 @@ func DSN(path string) string {
 		"&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
+// idleConns is how many connections the pool keeps between calls: as
+// many as `mandate serve` runs tool calls at once on stdio.
+const idleConns = 32
+
 // Open opens or creates the database at path and brings its schema up to
 // date. path is a SQLite file, or a postgres:// or postgresql:// URL of a
 // PostgreSQL database (which must exist; its tables are created). Errors
@@ -94,6 +98,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Keep as many idle connections as serve runs calls at once: with
+	// database/sql's default of 2, each burst of reads opened (and
+	// prepared statements on) connections it closed again right after.
+	sdb.SetMaxIdleConns(idleConns)
+	sdb.SetConnMaxIdleTime(time.Minute)
 	db := &DB{db: sdb, Path: path, Now: nowFunc}
 	for _, o := range opts {
 		o(db)

@@ -500,3 +500,29 @@ func TestUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// TestConnsStayOpen: after as many connections at once as serve runs
+// calls, they stay open for the next burst (database/sql keeps 2 by
+// default, and each new SQLite connection applies the DSN's pragmas and
+// prepares its statements anew).
+func TestConnsStayOpen(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	for round := range 3 {
+		conns := make([]*sql.Conn, idleConns)
+		for i := range conns {
+			c, err := db.db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns[i] = c
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		if st := db.db.Stats(); st.MaxIdleClosed != 0 || st.OpenConnections < idleConns {
+			t.Fatalf("round %d: %d connections closed for being idle past the limit, %d open; want 0 and at least %d",
+				round, st.MaxIdleClosed, st.OpenConnections, idleConns)
+		}
+	}
+}

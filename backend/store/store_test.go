@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -894,4 +895,45 @@ func TestConcurrentRefunds(t *testing.T) {
 			t.Fatalf("orders.refunded = %d, want 1000", n)
 		}
 	})
+}
+
+// TestReadersStayOpen: after as many reads at once as serve runs calls,
+// the read connections stay open for the next burst instead of being
+// closed and opened again (database/sql keeps only 2 by default, and each
+// new connection applies the DSN's pragmas and prepares its statements
+// anew).
+func TestReadersStayOpen(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Seed(ctx, DemoData); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		conns := make([]*sql.Conn, idleReaders)
+		for i := range conns {
+			c, err := s.db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns[i] = c
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		// A burst of reads on the kept connections.
+		var wg sync.WaitGroup
+		for range idleReaders {
+			wg.Go(func() {
+				if _, err := s.Order(ctx, "ord_1001"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		st := s.db.Stats()
+		if st.MaxIdleClosed != 0 || st.OpenConnections != idleReaders {
+			t.Fatalf("round %d: %d read connections closed for being idle past the limit, %d open; want 0 and %d",
+				round, st.MaxIdleClosed, st.OpenConnections, idleReaders)
+		}
+	}
 }
