@@ -21,6 +21,19 @@ type result struct {
 	p99       time.Duration
 	perSec    float64
 	firstErr  string
+	// cpu is the CPU time (user and system) the servers' processes used
+	// during the phase, 0 where the OS does not say (cpuTime).
+	cpu time.Duration
+}
+
+// cpuPerCall is the servers' CPU time per successful call: unlike
+// latency, it does not move with what else the machine is doing, and on
+// two cores shared with the client it is what bounds calls/s.
+func (r result) cpuPerCall() time.Duration {
+	if r.n == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.n)
 }
 
 // call makes one tool call on s and reports whether it succeeded.
@@ -37,6 +50,7 @@ func (b *bench) measure(ctx context.Context, servers []*server, callers int, fn 
 		seq      atomic.Int64
 		wg       sync.WaitGroup
 	)
+	cpu0 := serversCPU(servers)
 	start := time.Now()
 	deadline := start.Add(b.cfg.duration)
 	for c := range callers {
@@ -69,6 +83,9 @@ func (b *bench) measure(ctx context.Context, servers []*server, callers int, fn 
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	r := result{n: len(lat), failed: failed, firstErr: firstErr, perSec: float64(len(lat)) / elapsed.Seconds()}
+	if cpu0 > 0 {
+		r.cpu = serversCPU(servers) - cpu0
+	}
 	if len(lat) > 0 {
 		r.median = lat[len(lat)/2]
 		r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
@@ -203,6 +220,7 @@ func (b *bench) runAll(ctx context.Context) error {
 			when(c == 16, mark(rm.p99 <= 5*rm.median, "Mandate's p99 ≤ 5× its median")))
 		t.rate(fmt.Sprintf("refund, %d callers: calls/s", c), rm.perSec, rb.perSec,
 			when(c == 16, mark(rm.perSec >= 0.8*rb.perSec, "≥ 0.8×")))
+		t.cpu(fmt.Sprintf("refund, %d callers: server CPU per call", c), rm, rb)
 		t.fail(rm, rb)
 		if c == 4 {
 			t.oneProc4 = rm.perSec
@@ -213,6 +231,7 @@ func (b *bench) runAll(ctx context.Context) error {
 	gb := b.measure(ctx, []*server{bare}, 1, getOrder)
 	nb := b.measure(ctx, []*server{bare}, 1, noop)
 	t.latency("get_order, sequential: median", gm.median, gb.median, mark(float64(gm.median) <= 1.3*float64(gb.median), "≤ 1.3×"))
+	t.cpu("get_order, sequential: server CPU per call", gm, gb)
 	t.latency("no-op tool (bare mcp-go), sequential: median", 0, nb.median, "")
 	t.fail(gm, gb, nb)
 

@@ -110,6 +110,7 @@ type server struct {
 	side    string // "mandate" or "bare"
 	session *sdk.ClientSession
 	stderr  *bytes.Buffer
+	pid     int // the child process, whose CPU time measure reads
 }
 
 // start launches a mandate serve (side "mandate") or the bare server and
@@ -142,6 +143,9 @@ func connect(ctx context.Context, side string, cmd *exec.Cmd) (*server, error) {
 		return nil, fmt.Errorf("%s: connect: %v\n%s", side, err, s.stderr)
 	}
 	s.session = session
+	if cmd.Process != nil {
+		s.pid = cmd.Process.Pid
+	}
 	return s, nil
 }
 

@@ -54,6 +54,14 @@ func (t *table) latency(what string, m, b time.Duration, target string) {
 	t.rows = append(t.rows, row{what, ms0, ms(b), ratio(float64(m), float64(b)), target})
 }
 
+// cpu adds a row of the servers' CPU time per call, unless the OS did not
+// say (cpuTime).
+func (t *table) cpu(what string, m, b result) {
+	if m.cpu > 0 && b.cpu > 0 {
+		t.latency(what, m.cpuPerCall(), b.cpuPerCall(), "")
+	}
+}
+
 func (t *table) rate(what string, m, b float64, target string) {
 	t.rows = append(t.rows, row{what, fmt.Sprintf("%.0f", m), fmt.Sprintf("%.0f", b), ratio(m, b), target})
 }
