@@ -219,7 +219,7 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 	}
 	defer st.Close()
 	// Which destination columns are text: bytes read from a bytea column
-	// (usage_counters.scope on PostgreSQL) go into SQLite's text column as
+	// (usage_totals.scope on PostgreSQL) go into SQLite's text column as
 	// text, into a BLOB column (merkle_nodes.hash) as bytes.
 	text := map[string]bool{}
 	if !toPostgres {

@@ -31,7 +31,7 @@ import (
 //   - a row with no records at all, and records of an action (an approval or
 //     outcome, or an allowed or pending attempt) with no row.
 //
-// Limit counters (usage_counters) are recomputed for the last 30 days, the
+// Limit counters (usage_totals) are recomputed for the last 30 days, the
 // longest window a limit reads (older minutes are pruned): each action the
 // trail shows as executing, approved or executed counts once in the minute
 // of its attempt record, in the scopes its row names. What is not checked:
@@ -43,7 +43,7 @@ import (
 // Disagreement is one thing the tables say that the audit trail does not.
 type Disagreement struct {
 	ActionID string // "" for a limit counter
-	Field    string // status, approver, agent, tool, decision, row, or "usage_counters SCOPE minute M"
+	Field    string // status, approver, agent, tool, decision, row, or "usage_totals SCOPE minute M"
 	Table    string // what the table holds ("missing": no row)
 	Trail    string // what the audit records say
 }
@@ -293,7 +293,7 @@ type counterKey struct {
 // less the row before it in the same scope; rows at or before horizon are
 // read only as that base.
 func checkCounters(ctx context.Context, conn *sql.Conn, horizon int64, want map[counterKey][2]int64, add func(Disagreement)) (int64, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT scope, minute, amount_minor, count FROM usage_counters ORDER BY scope, minute`)
+	rows, err := conn.QueryContext(ctx, `SELECT scope, minute, amount_minor, count FROM usage_totals ORDER BY scope, minute`)
 	if err != nil {
 		return 0, unavailable("read usage counters", err)
 	}
@@ -307,7 +307,7 @@ func checkCounters(ctx context.Context, conn *sql.Conn, horizon int64, want map[
 			return
 		}
 		add(Disagreement{
-			Field: fmt.Sprintf("usage_counters %s minute %s", strings.ReplaceAll(k.scope, "\x00", "/"), time.Unix(k.minute*60, 0).UTC().Format("2006-01-02T15:04Z")),
+			Field: fmt.Sprintf("usage_totals %s minute %s", strings.ReplaceAll(k.scope, "\x00", "/"), time.Unix(k.minute*60, 0).UTC().Format("2006-01-02T15:04Z")),
 			Table: fmt.Sprintf("amount %d count %d", have[0], have[1]),
 			Trail: fmt.Sprintf("amount %d count %d", w[0], w[1]),
 		})

@@ -120,11 +120,11 @@ func TestCrossCheckCatchesRewrites(t *testing.T) {
 				created_at, updated_at, expires_at, '', customer_id, amount_minor, currency, approver, comment, decided_at FROM actions WHERE id = 'act_1'`},
 			[]string{`action act_0: row: table "executed", trail "no attempt record"`}},
 		{"counter lowered",
-			[]string{`UPDATE usage_counters SET count = count - 1 WHERE scope = 'agent_refunds' || char(0) || 'demo-agent' AND count > 0`},
-			[]string{`usage_counters agent_refunds/demo-agent minute 2026-03-01T12:00Z: table amount 3000 count 0, trail amount 3000 count 1`}},
+			[]string{`UPDATE usage_totals SET count = count - 1 WHERE scope = 'agent_refunds' || char(0) || 'demo-agent' AND count > 0`},
+			[]string{`usage_totals agent_refunds/demo-agent minute 2026-03-01T12:00Z: table amount 3000 count 0, trail amount 3000 count 1`}},
 		{"counters wiped",
-			[]string{`DELETE FROM usage_counters`},
-			[]string{`usage_counters agent_refunded/demo-agent/USD minute 2026-03-01T12:00Z: table amount 0 count 0, trail amount 3000 count 1`}},
+			[]string{`DELETE FROM usage_totals`},
+			[]string{`usage_totals agent_refunded/demo-agent/USD minute 2026-03-01T12:00Z: table amount 0 count 0, trail amount 3000 count 1`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := crossFixture(t)

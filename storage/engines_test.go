@@ -346,7 +346,7 @@ func TestPGCopy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Copy: %v", err)
 	}
-	if rep.Records != 5 || rep.Tables["actions"] != 5 || rep.Tables["users"] != 1 || rep.Tables["sessions"] != 1 || rep.Tables["usage_counters"] == 0 {
+	if rep.Records != 5 || rep.Tables["actions"] != 5 || rep.Tables["users"] != 1 || rep.Tables["sessions"] != 1 || rep.Tables["usage_totals"] == 0 {
 		t.Fatalf("Copy = %+v", rep)
 	}
 	if u, err := pg.Usage(ctx, probe); err != nil || u != wantUsage {
@@ -478,7 +478,7 @@ func TestPGHotPathQueryPlans(t *testing.T) {
 }
 
 // pgNode is a plan node reading a growing table.
-var pgNode = regexp.MustCompile(`(Seq Scan|Index Scan using \S+|Index Scan Backward using \S+|Index Only Scan using \S+|Index Only Scan Backward using \S+|Bitmap Heap Scan) on (actions|audit|usage_counters|merkle_nodes)\b`)
+var pgNode = regexp.MustCompile(`(Seq Scan|Index Scan using \S+|Index Scan Backward using \S+|Index Only Scan using \S+|Index Only Scan Backward using \S+|Bitmap Heap Scan) on (actions|audit|usage_totals|merkle_nodes)\b`)
 
 // pgScans explains q on conn (where enable_seqscan is off) and returns the
 // plan and its nodes that read a growing table whole: a sequential scan, or

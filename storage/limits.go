@@ -35,7 +35,7 @@ type Usage struct {
 // 23 h 59 min 59 s ago always does.
 //
 // Each row holds a running total: what its scope has counted up to and
-// including its minute (migrations/sqlite/0020). A window starting at
+// including its minute (usage_totals, migrations/sqlite/0020). A window starting at
 // minute s is then the scope's newest row minus its newest row before s:
 // two primary-key searches, however many minutes in the window saw an
 // action. Per-minute amounts, summed, made every decision read one row per
@@ -44,7 +44,7 @@ type Usage struct {
 const counterUnit = time.Minute
 
 // counterScopes names the counters an action debits. Each window is read
-// with scope = ? AND minute >= ?, a range of the primary key.
+// as two searches of the primary key (windowTotal).
 //
 // Money is counted in one scope per agent across all currencies: the
 // action's AmountMinor and Currency are the refund converted into the
@@ -131,7 +131,7 @@ var usageQuery = `
 // from minute start (a parameter) on: its newest running total less its
 // newest before start, 0 for a scope with no rows.
 func windowTotal(column, scope, start string) string {
-	newest := `SELECT ` + column + ` FROM usage_counters WHERE scope = ` + scope
+	newest := `SELECT ` + column + ` FROM usage_totals WHERE scope = ` + scope
 	return `(COALESCE((` + newest + ` ORDER BY minute DESC LIMIT 1), 0) - COALESCE((` +
 		newest + ` AND minute < ` + start + ` ORDER BY minute DESC LIMIT 1), 0))`
 }
@@ -142,9 +142,9 @@ func windowTotal(column, scope, start string) string {
 func (db *DB) PruneCounters(ctx context.Context) error {
 	return db.write(func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `
-			DELETE FROM usage_counters WHERE minute <= ?1 AND EXISTS (
-				SELECT 1 FROM usage_counters later
-				WHERE later.scope = usage_counters.scope AND later.minute > usage_counters.minute AND later.minute <= ?1)`,
+			DELETE FROM usage_totals WHERE minute <= ?1 AND EXISTS (
+				SELECT 1 FROM usage_totals later
+				WHERE later.scope = usage_totals.scope AND later.minute > usage_totals.minute AND later.minute <= ?1)`,
 			minute(db.Now().Add(-longestWindow-time.Hour)))
 		return err
 	})
@@ -157,16 +157,16 @@ func (db *DB) PruneCounters(ctx context.Context) error {
 func count(ctx context.Context, tx *Tx, a *Action, at time.Time, sign int64) error {
 	for _, scope := range counterScopes(a) {
 		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO usage_counters (scope, minute, amount_minor, count) VALUES (?1, ?2,
-				?3 + COALESCE((SELECT amount_minor FROM usage_counters WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0),
-				?4 + COALESCE((SELECT count FROM usage_counters WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0))
+			INSERT INTO usage_totals (scope, minute, amount_minor, count) VALUES (?1, ?2,
+				?3 + COALESCE((SELECT amount_minor FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0),
+				?4 + COALESCE((SELECT count FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0))
 			ON CONFLICT (scope, minute) DO UPDATE SET
-				amount_minor = usage_counters.amount_minor + ?3, count = usage_counters.count + ?4`,
+				amount_minor = usage_totals.amount_minor + ?3, count = usage_totals.count + ?4`,
 			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `
-			UPDATE usage_counters SET amount_minor = amount_minor + ?3, count = count + ?4 WHERE scope = ?1 AND minute > ?2`,
+			UPDATE usage_totals SET amount_minor = amount_minor + ?3, count = count + ?4 WHERE scope = ?1 AND minute > ?2`,
 			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
 			return err
 		}

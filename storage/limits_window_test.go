@@ -109,7 +109,7 @@ func TestRunningTotals(t *testing.T) {
 	// (the minute of r3 is the newest before the cutoff and stays).
 	rows := func() int {
 		var n int
-		if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_counters WHERE scope = ?`, "customer_refunds\x00cus_1").Scan(&n); err != nil {
+		if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_totals WHERE scope = ?`, "customer_refunds\x00cus_1").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -131,10 +131,25 @@ func TestRunningTotals(t *testing.T) {
 }
 
 // TestUsageRunningTotalsMigration runs migration 0020 on counters kept the
-// way 0005 kept them, an amount per minute, and checks that each row then
-// holds its scope's running total.
+// way 0005 kept them, an amount per minute in usage_counters, and checks
+// that usage_totals then holds each scope's running totals and that
+// usage_counters is gone (an older process writing it fails).
 func TestUsageRunningTotalsMigration(t *testing.T) {
 	db := openTest(t)
+	engine, scope := "sqlite", "TEXT"
+	if db.postgres {
+		engine, scope = "postgres", "BYTEA"
+	}
+	// The tables as they were before 0020.
+	for _, q := range []string{
+		`DROP TABLE usage_totals`,
+		`CREATE TABLE usage_counters (scope ` + scope + ` NOT NULL, minute BIGINT NOT NULL,
+			amount_minor BIGINT NOT NULL DEFAULT 0, count BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (scope, minute))`,
+	} {
+		if _, err := db.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 	for _, r := range [][4]any{
 		{"a\x00x", 1, 100, 1}, {"a\x00x", 2, 0, 0}, {"a\x00x", 7, 250, 2}, {"a\x00x", 9, -100, -1},
 		{"b\x00x", 1, 5, 1}, {"b\x00x", 3, 5, 1},
@@ -143,10 +158,6 @@ func TestUsageRunningTotalsMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	engine := "sqlite"
-	if db.postgres {
-		engine = "postgres"
-	}
 	body, err := migrationFS.ReadFile("migrations/" + engine + "/0020_usage_running_totals.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +165,10 @@ func TestUsageRunningTotalsMigration(t *testing.T) {
 	if _, err := db.db.Exec(string(body)); err != nil {
 		t.Fatalf("migration 0020: %v", err)
 	}
-	rows, err := db.db.Query(`SELECT scope, minute, amount_minor, count FROM usage_counters ORDER BY scope, minute`)
+	if _, err := db.db.Exec(`INSERT INTO usage_counters (scope, minute) VALUES ('x', 1)`); err == nil {
+		t.Error("usage_counters can still be written after migration 0020")
+	}
+	rows, err := db.db.Query(`SELECT scope, minute, amount_minor, count FROM usage_totals ORDER BY scope, minute`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -323,7 +323,7 @@ var pgTrace = func(query string, args []driver.NamedValue) {}
 
 // pgArgs sends a string holding a NUL byte as bytea: PostgreSQL's text
 // cannot hold NUL, and the limit counters' scopes ("agent_refunds\x00NAME")
-// separate their parts with it, so usage_counters.scope is bytea there.
+// separate their parts with it, so usage_totals.scope is bytea there.
 func pgArgs(args []driver.NamedValue) []driver.NamedValue {
 	for i, a := range args {
 		if s, ok := a.Value.(string); ok && strings.IndexByte(s, 0) >= 0 {

@@ -132,7 +132,7 @@ func (c *planConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.T
 }
 
 // growing are the tables that gain rows with every call.
-var growing = regexp.MustCompile(`^SCAN (actions|audit|usage_counters|merkle_nodes|checkpoints)\b`)
+var growing = regexp.MustCompile(`^SCAN (actions|audit|usage_totals|merkle_nodes|checkpoints)\b`)
 
 // scans returns the plan lines of query that scan a growing table.
 func scans(ctx context.Context, db *DB, q recorded) ([]string, error) {
@@ -238,7 +238,7 @@ func TestHotPathQueryPlans(t *testing.T) {
 	var sawKey, sawUsage, sawHead bool
 	for _, q := range queries {
 		sawKey = sawKey || strings.Contains(q.query, "idempotency_key = ?") && strings.HasPrefix(strings.TrimSpace(q.query), "SELECT")
-		sawUsage = sawUsage || strings.Contains(q.query, "FROM usage_counters")
+		sawUsage = sawUsage || strings.Contains(q.query, "FROM usage_totals")
 		sawHead = sawHead || strings.Contains(q.query, "FROM audit")
 	}
 	if !sawKey || !sawUsage || !sawHead || len(queries) < 10 {

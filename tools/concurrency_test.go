@@ -351,8 +351,8 @@ func checkConcLedger(t *testing.T, e *concEnv, calls []concRefund) concLedger {
 	defer gdb.Close()
 	// Each row is a running total (storage/limits.go): a scope's newest is
 	// its whole count.
-	rows, err = gdb.QueryContext(ctx, `SELECT scope, amount_minor, count FROM usage_counters u
-		WHERE minute = (SELECT MAX(minute) FROM usage_counters WHERE scope = u.scope)`)
+	rows, err = gdb.QueryContext(ctx, `SELECT scope, amount_minor, count FROM usage_totals u
+		WHERE minute = (SELECT MAX(minute) FROM usage_totals WHERE scope = u.scope)`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -351,7 +351,7 @@ func checkFault(t *testing.T, db *storage.DB, dbPath, storePath string, told map
 	var counted, n int64
 	// Each counter row is a running total: the newest is the whole count.
 	if err := gdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(amount_minor), 0), COALESCE(MAX(count), 0) FROM (
-			SELECT amount_minor, count FROM usage_counters WHERE scope = ? ORDER BY minute DESC LIMIT 1)`,
+			SELECT amount_minor, count FROM usage_totals WHERE scope = ? ORDER BY minute DESC LIMIT 1)`,
 		"agent_refunded\x00senior-bot\x00USD").Scan(&counted, &n); err != nil {
 		t.Fatal(err)
 	}
