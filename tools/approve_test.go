@@ -319,3 +319,53 @@ func TestApproveRace(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryExecutesOnlyApprovalsInTheTrail: the actions row is not
+// chained, so a writer of it can mark a pending refund approved by alice and
+// raise its amount (digest left stale, or the row disagreeing with its
+// records). Recovery carries out approved actions a stopped server never
+// claimed; it must check the row as an approval does, leave this one alone
+// and audit the refusal.
+func TestRecoveryExecutesOnlyApprovalsInTheTrail(t *testing.T) {
+	for _, c := range []struct {
+		name, args string
+	}{
+		{"amount rewritten, digest stale", `{"amount":"200.00","order_id":"ord_1002","reason":"late delivery"}`},
+		{"marked approved, arguments as requested", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := newApprovalEnv(t, mandate.DefaultPolicy)
+			id := e.pendingRefund(t, "demo-agent", "ord_1002", "150.00")
+			raw, err := sql.Open("sqlite", storage.DSN(e.path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			q, args := `UPDATE actions SET status = 'approved', approver = 'alice' WHERE id = ?`, []any{id}
+			if c.args != "" {
+				q, args = `UPDATE actions SET status = 'approved', approver = 'alice', args = ? WHERE id = ?`, []any{c.args, id}
+			}
+			if _, err := raw.Exec(q, args...); err != nil {
+				t.Fatal(err)
+			}
+			e.skew.Store(int64(2 * time.Minute))
+			rep, err := Recover(ctx, e.d, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.refunded(t, "ord_1002"); got != "0.00" || rep.Resumed != 0 || rep.Untrusted != 1 {
+				t.Fatalf("recovery: %+v; ord_1002 refunded %s with no approval in the trail (%v); want nothing done and 1 untrusted",
+					rep, got, e.approvalRecords(t, id))
+			}
+			recs := e.approvalRecords(t, id)
+			if last := recs[len(recs)-1]; last != storage.PhaseApproval+"/"+storage.OutcomeRefused+"/"+storage.RecoveryAgent {
+				t.Fatalf("records %v: the refusal is not audited", recs)
+			}
+			act, err := e.d.DB.Action(ctx, id)
+			if err != nil || act.Status != storage.StatusApproved {
+				t.Fatalf("action after recovery: %+v, %v; want it left approved for a person to deny", act, err)
+			}
+		})
+	}
+}

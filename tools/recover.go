@@ -3,9 +3,11 @@ package tools
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -21,6 +23,11 @@ type RecoverReport struct {
 	// Stale counts approved actions left alone because this process does
 	// not hold the live policy.
 	Stale int
+	// Untrusted counts approved actions left alone because their row
+	// disagrees with its digest or its audit trail (no approval recorded,
+	// arguments rewritten): refused and audited on every pass until a
+	// person denies them.
+	Untrusted int
 }
 
 // Recover reconciles actions left "executing" by a process that stopped
@@ -104,6 +111,9 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		err := e.resume(ctx, d, act)
 		var stale *storage.StalePolicyError
 		switch {
+		case errors.Is(err, errUntrusted):
+			d.Logger.Error("approved action not carried out: its row disagrees with its digest or its audit trail", "action_id", act.ID, "err", err)
+			rep.Untrusted++
 		case errors.Is(err, errRefusedNow):
 			rep.Refused++
 		case errors.As(err, &stale):
@@ -129,7 +139,19 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 // is denied and audited, and resume returns errRefusedNow; a process that
 // does not hold the live policy does nothing and gets a
 // *storage.StalePolicyError.
+//
+// The row is checked first, as an approval checks it (review): its
+// arguments against their digest and the whole row against its audit
+// records. The row is not chained, so a writer of the actions table could
+// otherwise mark a pending refund approved (or rewrite an approved one's
+// amount) and have recovery carry out what nobody approved. Such an action
+// is left alone, its refusal audited, and resume returns errUntrusted.
 func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error {
+	if err := trustedRow(ctx, d, act); err != nil {
+		pol := d.Policy.Policy()
+		recordRefusal(ctx, d, act, storage.RecoveryAgent, "", nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, mandate.ErrorMessage(err))
+		return fmt.Errorf("%w: %w", errUntrusted, err)
+	}
 	a, err := s.bindStored(act, mandate.EINVALID)
 	if err != nil {
 		return err
@@ -154,6 +176,19 @@ func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error
 	execute(ctx, d, s, &a, claimed, log, false)
 	return nil
 }
+
+// trustedRow refuses an action whose arguments do not match their digest
+// or whose row disagrees with its audit records (checkTrail).
+func trustedRow(ctx context.Context, d *Deps, act *storage.Action) error {
+	if storage.Digest(act.Args) != act.ArgsDigest {
+		return mandate.Errorf(mandate.ECONFLICT, "action %s: its arguments do not match their digest, so it is not carried out", act.ID)
+	}
+	return checkTrail(ctx, d, act)
+}
+
+// errUntrusted is resume's answer for an approved action whose row fails
+// trustedRow: not carried out, its refusal audited.
+var errUntrusted = errors.New("tools: the approved action's row is not backed by its audit trail")
 
 // errRefusedNow is resume's answer for an approved action the live policy
 // now refuses: it was denied and audited instead of carried out.

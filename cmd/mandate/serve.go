@@ -317,9 +317,9 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		rep, err := tools.Recover(ctx, d, grace)
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Error("reconciling stopped actions failed", "err", err)
-		} else if rep.Executed+rep.NotExecuted+rep.Resumed+rep.Refused > 0 {
+		} else if rep.Executed+rep.NotExecuted+rep.Resumed+rep.Refused+rep.Untrusted > 0 {
 			d.Logger.Info("reconciled stopped actions", "done", rep.Executed, "not_done", rep.NotExecuted, "resumed_approved", rep.Resumed,
-				"denied_by_live_policy", rep.Refused, "unknown", rep.Unknown)
+				"denied_by_live_policy", rep.Refused, "untrusted_rows_left_alone", rep.Untrusted, "unknown", rep.Unknown)
 		}
 		// Recovery acts only under the live policy (tools.Recover checks it
 		// in the transaction that claims each action); a server whose
