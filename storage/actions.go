@@ -165,15 +165,18 @@ func (db *DB) outcomeFn(ctx context.Context, a *Action, rec *Record) func(tx *Tx
 			return mandate.Errorf(mandate.ECONFLICT, "action %s is no longer executing; its outcome was already recorded", a.ID)
 		}
 		if a.Status == StatusFailed {
-			// Nothing moved: give the limits back, in the minute they were taken.
+			// Nothing moved: give the limits back, in the minute they were
+			// taken (countedAt).
 			var prior Action
-			var created string
-			if err := tx.QueryRowContext(ctx, `SELECT agent, tool, customer_id, amount_minor, currency, created_at FROM actions WHERE id = ?`, a.ID).
-				Scan(&prior.Agent, &prior.Tool, &prior.CustomerID, &prior.AmountMinor, &prior.Currency, &created); err != nil {
+			var ap Approval
+			var created, decided string
+			if err := tx.QueryRowContext(ctx, `SELECT agent, tool, customer_id, amount_minor, currency, created_at, approver, decided_at FROM actions WHERE id = ?`, a.ID).
+				Scan(&prior.Agent, &prior.Tool, &prior.CustomerID, &prior.AmountMinor, &prior.Currency, &created, &ap.Approver, &decided); err != nil {
 				return unavailable("read action", err)
 			}
-			at, _ := time.Parse(time.RFC3339Nano, created)
-			if err := count(ctx, tx, &prior, at, -1); err != nil {
+			prior.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+			ap.DecidedAt, _ = time.Parse(time.RFC3339Nano, decided)
+			if err := count(ctx, tx, &prior, countedAt(&prior, ap), -1); err != nil {
 				return unavailable("credit limits", err)
 			}
 		}

@@ -231,9 +231,10 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 			return unavailable("update action", err)
 		}
 		if rv.Approve {
-			// In the minute the action was recorded: RecordOutcome gives a
-			// failed action's limits back in that minute.
-			if err := count(ctx, tx, a, a.CreatedAt, +1); err != nil {
+			// Now, when the approval lets it happen (countedAt): counted in
+			// the minute the agent asked, a refund approved 23 hours later
+			// would leave the 24 h window an hour after it was made.
+			if err := count(ctx, tx, a, countedAt(a, Approval{Approver: rv.Approver, DecidedAt: now}), +1); err != nil {
 				return unavailable("debit limits", err)
 			}
 		}
@@ -398,7 +399,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 			if err != nil {
 				return unavailable("count usage", err)
 			}
-			rv, err := check(a, ap, withoutOwnShare(u, a, now))
+			rv, err := check(a, ap, withoutOwnShare(u, a, ap, now))
 			if err != nil {
 				return err
 			}
@@ -429,7 +430,7 @@ func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review
 		StatusDenied, rv.Note, timeText(now), a.ID, StatusApproved); err != nil {
 		return unavailable("deny action", err)
 	}
-	if err := count(ctx, tx, a, a.CreatedAt, -1); err != nil {
+	if err := count(ctx, tx, a, countedAt(a, ap), -1); err != nil {
 		return unavailable("credit limits", err)
 	}
 	rec := &Record{
@@ -446,10 +447,11 @@ func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review
 }
 
 // withoutOwnShare takes an approved action's own share out of usage counted
-// now: its approval debited the limits (in the minute it was recorded), and
-// re-deciding it must see usage as its approver did, without itself.
-func withoutOwnShare(u Usage, a *Action, now time.Time) Usage {
-	in := func(window time.Duration) bool { return minute(a.CreatedAt) >= minute(now.Add(-window)) } // as usage counts
+// now: its approval debited the limits (in the minute it was approved,
+// countedAt), and re-deciding it must see usage as its approver did,
+// without itself.
+func withoutOwnShare(u Usage, a *Action, ap Approval, now time.Time) Usage {
+	in := func(window time.Duration) bool { return minute(countedAt(a, ap)) >= minute(now.Add(-window)) } // as usage counts
 	switch a.Tool {
 	case "refund_order":
 		if in(24 * time.Hour) {
@@ -465,4 +467,16 @@ func withoutOwnShare(u Usage, a *Action, now time.Time) Usage {
 		}
 	}
 	return u
+}
+
+// countedAt is when an action's limits were debited, and so where they are
+// given back: when a person approved it, or, for an action the rules
+// allowed outright, when it was recorded. Either way it is the moment the
+// action was let happen, so it stays in each window for the window's whole
+// length after that.
+func countedAt(a *Action, ap Approval) time.Time {
+	if ap.Approver != "" && !ap.DecidedAt.IsZero() {
+		return ap.DecidedAt
+	}
+	return a.CreatedAt
 }

@@ -34,7 +34,8 @@ import (
 // Limit counters (usage_totals) are recomputed for the last 30 days, the
 // longest window a limit reads (older minutes are pruned): each action the
 // trail shows as executing, approved or executed counts once in the minute
-// of its attempt record, in the scopes its row names. What is not checked:
+// of its attempt record (its approval record, if a person approved it), in
+// the scopes its row names. What is not checked:
 // the amount, customer and currency an action counts under come from its
 // row (the trail holds the agent's arguments, not the converted amount), and
 // counters older than the window; an action's result and error text; a
@@ -72,7 +73,7 @@ type trailState struct {
 	status, approver      string
 	agent, tool, decision string
 	args                  string    // Digest of the attempt's arguments
-	at                    time.Time // the attempt's time: the minute its limits count in
+	at                    time.Time // the minute its limits count in: the attempt's, or the approval's (countedAt)
 	records               int
 }
 
@@ -100,6 +101,9 @@ func (s *trailState) apply(r *Record) {
 		switch r.Outcome {
 		case StatusApproved, StatusDenied:
 			s.status, s.approver = r.Outcome, r.Approver
+			if r.Outcome == StatusApproved {
+				s.at = r.Time // an approved action counts from its approval
+			}
 		case StatusExpired:
 			s.status = StatusExpired
 		}

@@ -369,3 +369,47 @@ func TestRecoveryExecutesOnlyApprovalsInTheTrail(t *testing.T) {
 		})
 	}
 }
+
+// TestApprovedRefundCountsFromWhenItRan: an approved refund is debited in
+// the minute a person approved it, when it actually happens, not the
+// minute the agent asked. Counted from the request, a 150.00 refund
+// approved after 23 hours left agent_refunded_24h an hour after it was
+// made, and the agent could refund up to its whole limit again without a
+// person. The trail's cross-check agrees with where it was counted.
+func TestApprovedRefundCountsFromWhenItRan(t *testing.T) {
+	ctx := context.Background()
+	// A support agent may refund 180.00 in 24 h without a person.
+	text := strings.Replace(string(mandate.DefaultPolicy), "agent_refunded_24h + amount_base > 500.00, require_approval", "agent_refunded_24h + amount_base > 180.00, require_approval", 1)
+	if text == string(mandate.DefaultPolicy) {
+		t.Fatal("the shipped policy no longer has the 500.00 rule this test lowers")
+	}
+	e := newApprovalEnv(t, []byte(text))
+	e.d.ApprovalTTL = 24 * time.Hour // the default of --approval-ttl
+
+	id := e.pendingRefund(t, "demo-agent", "ord_1002", "150.00")
+	e.skew.Store(int64(23 * time.Hour))
+	act, err := Approve(ctx, e.d, id, "alice", "ok")
+	if err != nil || act.Status != storage.StatusExecuted {
+		t.Fatalf("approve: %v %+v", err, act)
+	}
+	ranAt := e.now()
+
+	e.skew.Store(int64(24*time.Hour + 5*time.Minute))
+	u, err := e.d.DB.Usage(ctx, &storage.Action{Agent: "demo-agent", Tool: "refund_order", CustomerID: "cus_ada", Currency: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res ActionResult
+	e.call(t, "demo-agent", "refund_order", map[string]any{"order_id": "ord_1001", "amount": "40.00", "reason": "late"}, &res)
+	if u.AgentRefundedMinor24h != 15000 || res.Decision != policy.RequireApproval {
+		t.Fatalf("refund of 150.00 executed %s ago: agent_refunded_24h counts %d minor units (want 15000), and a further 40.00 is %q (%s), want require_approval",
+			e.now().Sub(ranAt).Round(time.Minute), u.AgentRefundedMinor24h, res.Decision, res.Rule)
+	}
+	cc, err := e.d.DB.CrossCheck(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.Disagreements) != 0 {
+		t.Fatalf("cross-check after an approved refund: %v", cc.Disagreements)
+	}
+}
