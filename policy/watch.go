@@ -55,7 +55,10 @@ type Watcher struct {
 // Run watches until ctx is done. It returns an error only if watching could
 // not start.
 func (w *Watcher) Run(ctx context.Context) error {
-	err := filewatch.Run(ctx, []string{w.ModelPath, w.PolicyPath}, w.Debounce, w.logger(), func() time.Duration {
+	// RunChecked: the files were read (and recorded as live) before the
+	// watch began; a save in between is caught by one reload once it is in
+	// place, which swaps nothing if the files are what the engine holds.
+	err := filewatch.RunChecked(ctx, []string{w.ModelPath, w.PolicyPath}, w.Debounce, w.logger(), func() time.Duration {
 		// Reload logs its own outcome. A broken file waits for the next
 		// edit; a policy that could not be recorded is tried again.
 		var re *recordError

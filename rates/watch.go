@@ -31,7 +31,15 @@ type Watcher struct {
 // Run watches until ctx is done. It returns an error only if watching could
 // not start. The file need not exist yet: creating it is a change.
 func (w *Watcher) Run(ctx context.Context) error {
-	if err := filewatch.Run(ctx, []string{w.Path}, w.Debounce, w.logger(), func() time.Duration {
+	// A file read at start may have been saved again before the watch
+	// began: check it once the watch is in place (filewatch.RunChecked).
+	// With no file yet (the embedded rates), there is nothing to catch up
+	// with, and a check would only log that it is missing.
+	watch := filewatch.Run
+	if _, err := os.Stat(w.Path); err == nil {
+		watch = filewatch.RunChecked
+	}
+	if err := watch(ctx, []string{w.Path}, w.Debounce, w.logger(), func() time.Duration {
 		_ = w.Reload() // Reload logs its own outcome
 		return 0
 	}); err != nil {

@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"encoding/csv"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
@@ -307,4 +309,60 @@ func signIn(t *testing.T, db string, names ...string) {
 	t.Helper()
 	addUsers(t, db, names...)
 	t.Setenv("MANDATE_ADMIN_PASSWORD", cliPassword)
+}
+
+// TestEditBetweenLoadAndWatchIsCaught: serve and admin read their policy
+// files long before they start watching them (database, migrations,
+// store). A save in between, already reloaded and recorded as live by a
+// server running beside them, used to be lost: the starting process
+// recorded its older copy as live over it and kept deciding under it until
+// the next save, and the process holding the file's rules refused every
+// action. Once the watch is in place, the files are checked once.
+func TestEditBetweenLoadAndWatchIsCaught(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mandate.db")
+	polPath := writePolicy(t, dir, "")
+
+	// The starting process reads its files (pf.load, as runServe and
+	// runAdminServe do long before keepPolicyLive).
+	pf := policyFlags{policy: polPath}
+	pol, err := pf.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile the operator saves an edit, and a serve already running
+	// (watching the same file) reloads it and records it as live.
+	if err := os.WriteFile(polPath, append(append([]byte(nil), mandate.DefaultPolicy...), emergencyDeny...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fileVersion := recordLive(t, dbPath, polPath, "serve reload")
+	if fileVersion == pol.Version {
+		t.Fatal("the edit did not change the version")
+	}
+	db, err := storage.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	engine := policy.NewEngine(pol)
+	if err := keepPolicyLive(ctx, db, engine, &pf, "admin", "", slog.New(slog.DiscardHandler), nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		live, err := db.LivePolicy(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if engine.Policy().Version == fileVersion && live.Version == fileVersion {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("policy.csv holds version %s, but this process holds %s and the live version is %s (recorded by %q): the edit was lost and the old rules are live",
+				fileVersion, engine.Policy().Version, live.Version, live.Command)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -22,6 +22,18 @@ import (
 // another file. Run returns an error only if watching could not start;
 // later watch errors are logged.
 func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.Logger, changed func() (retry time.Duration)) error {
+	return run(ctx, paths, debounce, log, changed, false)
+}
+
+// RunChecked is Run, and also calls changed once, debounce after the watch
+// is in place. A caller that read the files before calling it (as a server
+// does at start, long before it starts watching) would otherwise miss a
+// save made in between until the next one, and go on with the older copy.
+func RunChecked(ctx context.Context, paths []string, debounce time.Duration, log *slog.Logger, changed func() (retry time.Duration)) error {
+	return run(ctx, paths, debounce, log, changed, true)
+}
+
+func run(ctx context.Context, paths []string, debounce time.Duration, log *slog.Logger, changed func() (retry time.Duration), check bool) error {
 	targets := map[string]bool{}
 	for _, p := range paths {
 		if p == "" {
@@ -60,7 +72,9 @@ func Run(ctx context.Context, paths []string, debounce time.Duration, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	timer := time.NewTimer(debounce)
-	timer.Stop()
+	if !check {
+		timer.Stop()
+	}
 	defer timer.Stop()
 	for {
 		select {

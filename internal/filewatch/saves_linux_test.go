@@ -6,6 +6,7 @@ package filewatch
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,5 +226,47 @@ func TestNoLeaks(t *testing.T) {
 	}
 	if fd1 := countFDs(); fd1 > fd0 {
 		t.Fatalf("fds leaked on failed start %d -> %d", fd0, fd1)
+	}
+}
+
+// TestRunCheckedCatchesUp: RunChecked calls changed once after the watch is
+// in place, with nothing saved since, so a caller that read the file before
+// watching catches a save made in between; Run does not.
+func TestRunCheckedCatchesUp(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		run   func(context.Context, []string, time.Duration, *slog.Logger, func() time.Duration) error
+		calls int
+	}{
+		{"RunChecked", RunChecked, 1},
+		{"Run", Run, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "policy.csv")
+			if err := os.WriteFile(path, []byte("saved before the watch\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var mu sync.Mutex
+			calls := 0
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := c.run(ctx, []string{path}, 20*time.Millisecond, nil, func() time.Duration {
+					mu.Lock()
+					calls++
+					mu.Unlock()
+					return 0
+				}); err != nil {
+					t.Error(err)
+				}
+			}()
+			time.Sleep(300 * time.Millisecond) // far past the debounce
+			cancel()
+			<-done
+			if calls != c.calls {
+				t.Fatalf("%s called changed %d times with no save, want %d", c.name, calls, c.calls)
+			}
+		})
 	}
 }
