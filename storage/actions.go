@@ -49,6 +49,19 @@ type Action struct {
 	CustomerID  string `json:"customer_id,omitempty"`
 	AmountMinor int64  `json:"amount_minor,omitempty"`
 	Currency    string `json:"currency,omitempty"`
+	// PolicyTool is the policy tool that decided the action when it is not
+	// Tool (a person's revert, decided as revert_update_account), "" for
+	// every other action: approving or recovering it asks the same one.
+	PolicyTool string `json:"policy_tool,omitempty"`
+}
+
+// DecidedAs is the policy tool that decides the action: PolicyTool, or
+// Tool.
+func (a *Action) DecidedAs() string {
+	if a.PolicyTool != "" {
+		return a.PolicyTool
+	}
+	return a.Tool
 }
 
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
@@ -99,11 +112,11 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
-				status, result, error, created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)`,
+				status, result, error, created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, policy_tool)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.ID, a.Agent, a.Tool, string(a.Args), a.ArgsDigest, a.Decision, a.Rule, a.PolicyVersion,
 			a.Status, a.Error, timeText(now), timeText(now), timeText(a.ExpiresAt), a.IdempotencyKey,
-			a.CustomerID, a.AmountMinor, a.Currency); err != nil {
+			a.CustomerID, a.AmountMinor, a.Currency, a.PolicyTool); err != nil {
 			if a.IdempotencyKey != "" && isUniqueViolation(err, "actions_agent_idempotency_key", "actions.agent, actions.idempotency_key") {
 				return ErrDuplicateKey
 			}

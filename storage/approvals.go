@@ -69,7 +69,7 @@ type ActionFilter struct {
 const DefaultActionLimit = 500
 
 const actionColumns = `id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
-	created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, approver, comment, decided_at`
+	created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, approver, comment, decided_at, policy_tool`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -79,7 +79,7 @@ func scanAction(s scanner) (*Action, Approval, error) {
 	var args, result, created, updated, expires, decided string
 	if err := s.Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision, &a.Rule, &a.PolicyVersion,
 		&a.Status, &result, &a.Error, &created, &updated, &expires, &a.IdempotencyKey, &a.CustomerID, &a.AmountMinor, &a.Currency,
-		&ap.Approver, &ap.Comment, &decided); err != nil {
+		&ap.Approver, &ap.Comment, &decided, &a.PolicyTool); err != nil {
 		return nil, ap, err
 	}
 	a.Args = json.RawMessage(args)

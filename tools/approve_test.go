@@ -413,3 +413,41 @@ func TestApprovedRefundCountsFromWhenItRan(t *testing.T) {
 		t.Fatalf("cross-check after an approved refund: %v", cc.Disagreements)
 	}
 }
+
+// TestApprovedRevertIsRedecidedAsRevert: a person's revert of an agent's
+// account change is an update_account action decided as
+// revert_update_account. When that rule requires approval, the approval
+// must be decided again as revert_update_account too: asked as
+// update_account (for which a person has no rule), every approval became
+// a denial and the change could never be put back.
+func TestApprovedRevertIsRedecidedAsRevert(t *testing.T) {
+	ctx := context.Background()
+	text := strings.Replace(string(mandate.DefaultPolicy),
+		"p, supervisor, revert_update_account, true, allow", "p, supervisor, revert_update_account, true, require_approval", 1)
+	if text == string(mandate.DefaultPolicy) {
+		t.Fatal("the shipped policy no longer has the revert rule this test changes")
+	}
+	e := newApprovalEnv(t, []byte(text))
+	var r ActionResult
+	e.call(t, "senior-bot", "update_account", map[string]any{"customer_id": "cus_ada", "field": "email", "value": "x@attacker.example", "reason": "asked"}, &r)
+	if r.Status != storage.StatusExecuted {
+		t.Fatalf("change: %+v", r)
+	}
+	plan, err := PlanRemediation(ctx, e.d, "senior-bot", time.Now().Add(-time.Hour), "")
+	if err != nil || len(plan.Revert) != 1 {
+		t.Fatalf("plan %+v, %v", plan, err)
+	}
+	res := ApplyRemediation(ctx, e.d, "alice", plan)
+	if len(res) != 1 || res[0].Status != "pending" {
+		t.Fatalf("apply: %+v, want the revert pending for another person", res)
+	}
+	act, err := Approve(ctx, e.d, res[0].RevertID, "bob", "yes, put it back")
+	c, _ := e.st.Customer(ctx, "cus_ada")
+	if err != nil || act.Status != storage.StatusExecuted || c.Email != "ada@example.com" {
+		st := ""
+		if act != nil {
+			st = act.Status
+		}
+		t.Fatalf("bob approving alice's revert: status %q, err %v; cus_ada email %q, want the revert executed and ada@example.com back", st, err, c.Email)
+	}
+}

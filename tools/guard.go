@@ -164,6 +164,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	capped, stale := false, false
 	var suspension int64                       // the suspension that refused the call, if any
 	policyTool := revertTool(ctx, name, attrs) // a person's revert is decided as revert_update_account
+	if policyTool != name {
+		act.PolicyTool = policyTool // and so is its approval (redecide)
+	}
 	// decide runs inside the transaction that records the attempt, with the
 	// usage counted there, so limits over time cannot be raced.
 	decide := func(u storage.Usage) {
