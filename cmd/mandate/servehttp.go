@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate/auth"
@@ -55,8 +58,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 			return tools.WithTraceparent(tools.WithCredential(tools.WithAgent(ctx, p.Agent), p.Credential), r.Header.Get("traceparent"))
 		}),
 	)
+	streamsDone := make(chan struct{})
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(mcpHandler), toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(ownSessions(endStreams(authn, toolNames, streamsDone, mcpHandler))), toolNames, func(r *http.Request) string {
 		return proxy.base(r, tlsOn) + "/.well-known/oauth-protected-resource"
 	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +74,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", ops.guarded(http.HandlerFunc(meta)))
 	ops.handlers(mux)
 	srv := &http.Server{
-		Handler:           proxy.clientAddr(mux),
+		Handler:           bodyDeadline(proxy.clientAddr(mux)),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
@@ -79,6 +83,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 		// requests, and lets running calls finish and record outcomes.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	srv.RegisterOnShutdown(func() { close(streamsDone) })
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -97,6 +102,104 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 		return fmt.Errorf("serve: calls still running after %s at shutdown: %w", shutdownGrace, err)
 	}
 	return nil
+}
+
+// ownSessions keeps every request off every other request's session:
+// stateless, a client's Mcp-Session-Id names nothing, so a POST never
+// runs on (and a DELETE never ends) a stream another credential opened,
+// and each GET stream gets a session of its own that no one can name.
+func ownSessions(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodDelete:
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "this server is stateless: there is no session to end", http.StatusMethodNotAllowed)
+			return
+		case http.MethodGet:
+			r.Header.Set("Mcp-Session-Id", "mcp-session-"+rand.Text())
+		default:
+			r.Header.Del("Mcp-Session-Id")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// streamRecheck is how often an open notification stream's credential
+// is checked again.
+const streamRecheck = 5 * time.Second
+
+// endStreams ends a notification stream (a 2025-11-25 GET, a 2026-07-28
+// subscriptions/listen) at shutdown, so that SIGTERM does not wait out the
+// grace period for streams that never end by themselves, and once its
+// credential no longer authenticates (a key revoked or expired, a token
+// expired, an identity gone from the policy): revocation applies to open
+// streams too, within streamRecheck. The failed check is audited like any
+// refused request (auth.RequestAuthenticator).
+func endStreams(authn auth.RequestAuthenticator, tools []string, shutdown <-chan struct{}, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Header.Get("Mcp-Method") != "subscriptions/listen" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		go func() {
+			t := time.NewTicker(streamRecheck)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-shutdown:
+					cancel()
+					return
+				case <-t.C:
+					if _, err := authn.Authenticate(r, tools); err != nil {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// bodyTimeout bounds how long a request's body may take to arrive.
+var bodyTimeout = 30 * time.Second
+
+// bodyDeadline gives a request with a body bodyTimeout to send it, as the
+// connection's read deadline. Without it a client, authenticated or not,
+// could announce a body and never send it and hold the connection (and,
+// with a key, one of its agent's concurrent-call slots) for ever: net/http
+// waits to discard an unread body before it writes a 401, and mcp-go reads
+// the whole body before it answers. A plain ReadTimeout would also end
+// notification streams; this deadline is lifted once the body has been
+// read, so a subscriptions/listen stream stays open.
+func bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+			r.Body = &liftAtEOF{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// liftAtEOF calls lift once its body has been read to the end.
+type liftAtEOF struct {
+	io.ReadCloser
+	lift func()
+	once sync.Once
+}
+
+func (b *liftAtEOF) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
 }
 
 // limitBody caps each request body at maxRequestBody; a larger one fails

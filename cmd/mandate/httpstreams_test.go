@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// openStream opens a notification stream on base/mcp with key: a
+// 2025-11-25 GET stream (sessionID sent as Mcp-Session-Id when not
+// empty), or a 2026-07-28 subscriptions/listen POST when modern. It
+// returns the stream's data lines.
+func openStream(t *testing.T, ctx context.Context, base, key, sessionID string, modern bool) <-chan string {
+	t.Helper()
+	method, proto, body := "GET", "2025-11-25", ""
+	if modern {
+		method, proto = "POST", "2026-07-28"
+		body = `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` +
+			`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}}}}`
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, base+"/mcp", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", proto)
+	if sessionID != "" {
+		req.Header.Set("Mcp-Session-Id", sessionID)
+	}
+	if modern {
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Mcp-Method", "subscriptions/listen")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("%s stream: %d %s", method, res.StatusCode, b)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer res.Body.Close()
+		defer close(lines)
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				lines <- data
+			}
+		}
+	}()
+	if modern {
+		if ack := <-lines; !strings.Contains(ack, "acknowledged") {
+			t.Fatalf("subscriptions/listen: first message %q", ack)
+		}
+	}
+	return lines
+}
+
+// secEditPolicy drops one of lookup-bot's rules, so the server reloads
+// and broadcasts notifications/tools/list_changed.
+func secEditPolicy(t *testing.T, f httpFiles) {
+	t.Helper()
+	pol, err := os.ReadFile(f.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(pol), "p, order_reader, get_action_status, true, allow\n", "", 1)
+	if edited == string(pol) {
+		t.Fatal("no rule to drop")
+	}
+	if err := os.WriteFile(f.policy, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// secGot reports whether ch delivers notifications/tools/list_changed
+// within d.
+func secGot(ch <-chan string, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				return false
+			}
+			if strings.Contains(msg, "notifications/tools/list_changed") {
+				return true
+			}
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+// TestHTTPDeleteCannotEndAnotherAgentsStream: a 2025-11-25 agent's GET
+// notification stream is its own. Another agent, with its own valid key,
+// must not be able to end it (DELETE /mcp) or take its notifications.
+func TestHTTPDeleteCannotEndAnotherAgentsStream(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	victim, other := f.key(t, "lookup-bot"), f.key(t, "senior-bot")
+	base := startHTTP(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	stream := openStream(t, ctx, base, victim, "", false)
+	control := openStream(t, ctx, base, victim, "", true) // 2026-07-28: tells us the broadcast happened
+
+	// senior-bot, with its own key and no session id at all, sends DELETE.
+	req, _ := http.NewRequest("DELETE", base+"/mcp", nil)
+	req.Header.Set("Authorization", "Bearer "+other)
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	t.Logf("DELETE /mcp by another agent: %d", res.StatusCode)
+
+	secEditPolicy(t, f)
+	if !secGot(control, 50*time.Second) {
+		t.Fatal("control stream got no list_changed")
+	}
+	if !secGot(stream, 3*time.Second) {
+		t.Fatalf("lookup-bot's GET stream got no notifications/tools/list_changed: senior-bot's DELETE /mcp (status %d) ended lookup-bot's session", res.StatusCode)
+	}
+}
+
+// TestHTTPStreamsHaveOwnSessions: two agents' GET streams are two streams:
+// each gets the broadcast.
+func TestHTTPStreamsHaveOwnSessions(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	a, b := f.key(t, "lookup-bot"), f.key(t, "senior-bot")
+	base := startHTTP(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	sa := openStream(t, ctx, base, a, "", false)
+	sb := openStream(t, ctx, base, b, "", false)
+	control := openStream(t, ctx, base, a, "", true)
+	secEditPolicy(t, f)
+	if !secGot(control, 50*time.Second) {
+		t.Fatal("control stream got no list_changed")
+	}
+	gotA, gotB := secGot(sa, 3*time.Second), secGot(sb, 3*time.Second)
+	if !gotA || !gotB {
+		t.Fatalf("after a policy reload: lookup-bot's GET stream got list_changed %v, senior-bot's %v; want both (they share one session)", gotA, gotB)
+	}
+}
+
+// TestHTTPRevokedKeyEndsStreams: a key revoked while its notification streams
+// are open stops working there too: the server ends them (within a few
+// seconds) instead of serving them for as long as the client likes.
+func TestHTTPRevokedKeyEndsStreams(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	key := f.key(t, "lookup-bot")
+	base := startHTTP(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	get := openStream(t, ctx, base, key, "", false)
+	listen := openStream(t, ctx, base, key, "", true)
+	id := strings.Split(key, "_")[1]
+	if _, stderr, err := runMandate(t, nil, "agent", "key", "revoke", id, "--db", f.db); err != nil {
+		t.Fatalf("revoke: %v %s", err, stderr)
+	}
+	if res := mcpPost(t, base, "Bearer "+key); res.StatusCode != 401 {
+		t.Fatalf("revoked key: %d, want 401", res.StatusCode)
+	}
+	ended := func(ch <-chan string) bool {
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					return true
+				}
+			case <-deadline:
+				return false
+			}
+		}
+	}
+	g, l := ended(get), ended(listen)
+	if !g || !l {
+		t.Fatalf("15 s after its key was revoked (and refused with 401), the key's streams are still open: GET ended %v, subscriptions/listen ended %v", g, l)
+	}
+}
+
+// TestHTTPShutdownWithOpenStream: SIGTERM with a 2025-11-25 client's idle
+// notification stream open exits 0 promptly (README: "exits 0").
+func TestHTTPShutdownWithOpenStream(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	key := f.key(t, "lookup-bot")
+	base, stop := startHTTPProc(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_ = openStream(t, ctx, base, key, "", false)
+	start := time.Now()
+	err := stop()
+	if took := time.Since(start); err != nil || took > 10*time.Second {
+		t.Fatalf("SIGTERM with an idle GET stream open: exit %v after %s; want exit 0 at once", err, took.Round(time.Second))
+	}
+}
+
+// TestHTTPSlowBodyTimesOut: a peer that sends a request's headers, announcing a
+// 10-byte body it never sends, holds a connection (and a goroutine) for
+// ever: no answer, no close, with or without credentials. Headers have
+// 10 s; a body must have a bound too, or anyone who can reach the port
+// can pin connections until the process runs out of descriptors.
+func TestHTTPSlowBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	base := startHTTP(t, f)
+	for _, path := range []string{"/mcp", "/healthz"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = conn.SetReadDeadline(start.Add(40 * time.Second))
+			b, err := io.ReadAll(conn)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("POST %s with a 10-byte body never sent: after %s no answer (%d bytes) and the connection is still open", path, time.Since(start).Round(time.Second), len(b))
+			}
+			t.Logf("POST %s: server answered/closed after %s: %.60q", path, time.Since(start).Round(time.Second), b)
+		})
+	}
+}
