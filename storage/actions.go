@@ -55,14 +55,6 @@ type Action struct {
 	PolicyTool string `json:"policy_tool,omitempty"`
 }
 
-// DecidedAs is the policy tool that decides the action: PolicyTool, or
-// Tool.
-func (a *Action) DecidedAs() string {
-	if a.PolicyTool != "" {
-		return a.PolicyTool
-	}
-	return a.Tool
-}
 
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
 // the action's idempotency key: read that action with ActionByKey instead.

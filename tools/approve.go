@@ -83,7 +83,7 @@ func (s spec[A]) factsNow(attrs map[string]any, a *A, act *storage.Action, u sto
 	if currency != "" {
 		maps.Copy(facts, usageAttrs(u, currency))
 	}
-	if act.PolicyTool != "" && strings.HasPrefix(act.IdempotencyKey, RevertKeyPrefix) {
+	if decidedAs(act) != act.Tool {
 		// A revert's facts name the action it reverts, as its attempt's did
 		// (revertTool); its key is the one ApplyRemediation gave it.
 		facts[RevertAttr] = strings.TrimPrefix(act.IdempotencyKey, RevertKeyPrefix)
@@ -111,7 +111,7 @@ func (s spec[A]) redecide(pol *policy.Policy, act *storage.Action, approver stri
 	if !approve {
 		return rv, nil
 	}
-	if now := pol.Decide(policy.Request{Agent: act.Agent, Tool: act.DecidedAs(), Attrs: facts}); now.Effect == policy.Deny {
+	if now := pol.Decide(policy.Request{Agent: act.Agent, Tool: decidedAs(act), Attrs: facts}); now.Effect == policy.Deny {
 		rv.Approve, rv.Decision, rv.Rule, rv.PolicyVersion = false, now.Effect, now.RuleText(), now.Version
 		rv.Note = "approved by " + approver + ", but the rules now refuse it: " + now.RuleText()
 	}

@@ -451,3 +451,39 @@ func TestApprovedRevertIsRedecidedAsRevert(t *testing.T) {
 		t.Fatalf("bob approving alice's revert: status %q, err %v; cus_ada email %q, want the revert executed and ada@example.com back", st, err, c.Email)
 	}
 }
+
+// TestPolicyToolIsBelievedOnlyForReverts: policy_tool is on the unchained
+// actions row. A writer of it setting get_order on a pending refund must
+// not have the refund's approval judged as a lookup, past an emergency
+// deny on refund_order: only revert_update_account on a revert's
+// update_account row is believed.
+func TestPolicyToolIsBelievedOnlyForReverts(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	id := e.pendingRefund(t, "demo-agent", "ord_1002", "150.00")
+	raw, err := sql.Open("sqlite", storage.DSN(e.path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`UPDATE actions SET policy_tool = 'get_order' WHERE id = ?`, id); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel},
+		policy.Source{Name: "policy.csv", Data: append(append([]byte{}, mandate.DefaultPolicy...), "\np, *, refund_order, true, deny\n"...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.DB.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Policy.Swap(pol)
+	act, err := Approve(ctx, e.d, id, "alice", "ok")
+	st := ""
+	if act != nil {
+		st = act.Status
+	}
+	if got := e.refunded(t, "ord_1002"); got != "0.00" || st == storage.StatusExecuted {
+		t.Fatalf("approval under p, *, refund_order, true, deny of a refund whose row says policy_tool get_order: status %q, err %v, ord_1002 refunded %s; want it denied", st, err, got)
+	}
+}

@@ -57,6 +57,21 @@ func revertTool(ctx context.Context, name string, attrs map[string]any) string {
 	return "revert_" + name
 }
 
+// decidedAs is the policy tool that decides a stored action again (an
+// approval, recovery): revert_update_account for a person's revert, as the
+// guard recorded it (storage.Action.PolicyTool), else the action's tool.
+// The row is not chained, so only the one value the guard writes, on the
+// one kind of row it writes it on, is believed: a writer of the actions
+// table setting policy_tool to get_order on a pending refund must not have
+// its approval judged as a lookup, past an emergency deny on refund_order.
+func decidedAs(act *storage.Action) string {
+	if act.PolicyTool != "" && act.PolicyTool == "revert_"+act.Tool && act.Tool == "update_account" &&
+		strings.HasPrefix(act.IdempotencyKey, RevertKeyPrefix) {
+		return act.PolicyTool
+	}
+	return act.Tool
+}
+
 // PlanItem is one change an agent made, and what remediation does with it.
 type PlanItem struct {
 	ActionID   string    `json:"action_id"`
