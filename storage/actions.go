@@ -55,7 +55,6 @@ type Action struct {
 	PolicyTool string `json:"policy_tool,omitempty"`
 }
 
-
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
 // the action's idempotency key: read that action with ActionByKey instead.
 var ErrDuplicateKey = errors.New("storage: idempotency key already used by this agent")
