@@ -340,6 +340,27 @@ func appendRefusal(ctx context.Context, tx *Tx, a *Action, r Review, version, wh
 	return nil
 }
 
+// appendRefusalOnce records, inside tx, that recovery (RecoveryAgent) was
+// refused a for why, unless a's newest record already says so: a recovery
+// loop retrying every few seconds must not flood the trail.
+func appendRefusalOnce(ctx context.Context, tx *Tx, a *Action, version, why string) error {
+	var last string
+	if err := tx.QueryRowContext(ctx, `SELECT error FROM audit WHERE action_id = ? ORDER BY seq DESC LIMIT 1`, a.ID).Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return unavailable("read audit", err)
+	}
+	if last == why {
+		return nil
+	}
+	return appendRefusal(ctx, tx, a, Review{Approver: RecoveryAgent}, version, why)
+}
+
+// RefuseRecovery records that recovery left action a alone for why (its
+// row cannot be trusted, say), once for the same reason however often it
+// looks again.
+func (db *DB) RefuseRecovery(ctx context.Context, a *Action, version, why string) error {
+	return db.write(func(tx *Tx) error { return appendRefusalOnce(ctx, tx, a, version, why) })
+}
+
 // ClaimApproved moves an approved action to executing and returns it. It
 // succeeds once per action, whoever asks and from whichever process: the
 // caller that gets the action is the one that executes it.
@@ -383,15 +404,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 					return err
 				}
 				refused = err
-				why := "stale policy: " + err.Error()
-				var last string
-				if err := tx.QueryRowContext(ctx, `SELECT error FROM audit WHERE action_id = ? ORDER BY seq DESC LIMIT 1`, id).Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return unavailable("read audit", err)
-				}
-				if last == why {
-					return nil
-				}
-				return appendRefusal(ctx, tx, a, Review{Approver: RecoveryAgent}, held.Version, why)
+				return appendRefusalOnce(ctx, tx, a, held.Version, "stale policy: "+err.Error())
 			}
 		}
 		if check != nil {

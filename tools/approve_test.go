@@ -358,9 +358,22 @@ func TestRecoveryExecutesOnlyApprovalsInTheTrail(t *testing.T) {
 				t.Fatalf("recovery: %+v; ord_1002 refunded %s with no approval in the trail (%v); want nothing done and 1 untrusted",
 					rep, got, e.approvalRecords(t, id))
 			}
-			recs := e.approvalRecords(t, id)
-			if last := recs[len(recs)-1]; last != storage.PhaseApproval+"/"+storage.OutcomeRefused+"/"+storage.RecoveryAgent {
-				t.Fatalf("records %v: the refusal is not audited", recs)
+			// Later passes (every --recover-after/2) refuse it again, but
+			// record the refusal only once.
+			for pass := 2; pass <= 4; pass++ {
+				e.skew.Store(int64(time.Duration(pass) * 2 * time.Minute))
+				if rep, err := Recover(ctx, e.d, time.Minute); err != nil || rep.Untrusted != 1 {
+					t.Fatalf("pass %d: %+v, %v", pass, rep, err)
+				}
+			}
+			recs, refusals := e.approvalRecords(t, id), 0
+			for _, r := range recs {
+				if r == storage.PhaseApproval+"/"+storage.OutcomeRefused+"/"+storage.RecoveryAgent {
+					refusals++
+				}
+			}
+			if refusals != 1 {
+				t.Fatalf("records after 4 recovery passes %v: %d refusals audited, want 1", recs, refusals)
 			}
 			act, err := e.d.DB.Action(ctx, id)
 			if err != nil || act.Status != storage.StatusApproved {

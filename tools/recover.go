@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
-	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -25,8 +24,8 @@ type RecoverReport struct {
 	Stale int
 	// Untrusted counts approved actions left alone because their row
 	// disagrees with its digest or its audit trail (no approval recorded,
-	// arguments rewritten): refused and audited on every pass until a
-	// person denies them.
+	// arguments rewritten): refused and audited once, and logged on every
+	// pass while the row stays so.
 	Untrusted int
 }
 
@@ -145,11 +144,12 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 // records. The row is not chained, so a writer of the actions table could
 // otherwise mark a pending refund approved (or rewrite an approved one's
 // amount) and have recovery carry out what nobody approved. Such an action
-// is left alone, its refusal audited, and resume returns errUntrusted.
+// is left alone, its refusal audited once, and resume returns errUntrusted.
 func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error {
 	if err := trustedRow(ctx, d, act); err != nil {
-		pol := d.Policy.Policy()
-		recordRefusal(ctx, d, act, storage.RecoveryAgent, "", nil, policy.Decision{Effect: policy.Deny, Version: pol.Version}, mandate.ErrorMessage(err))
+		if rerr := d.DB.RefuseRecovery(ctx, act, d.Policy.Policy().Version, mandate.ErrorMessage(err)); rerr != nil {
+			d.Logger.Error("audit write failed", "err", rerr)
+		}
 		return fmt.Errorf("%w: %w", errUntrusted, err)
 	}
 	a, err := s.bindStored(act, mandate.EINVALID)
