@@ -53,6 +53,9 @@ type Action struct {
 	// Tool (a person's revert, decided as revert_update_account), "" for
 	// every other action: approving or recovering it asks the same one.
 	PolicyTool string `json:"policy_tool,omitempty"`
+	// CountedAt is when the action's limits were debited if not CreatedAt:
+	// when a person approved it (countedAt).
+	CountedAt time.Time `json:"counted_at,omitzero"`
 }
 
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
@@ -172,15 +175,16 @@ func (db *DB) outcomeFn(ctx context.Context, a *Action, rec *Record) func(tx *Tx
 			// Nothing moved: give the limits back, in the minute they were
 			// taken (countedAt).
 			var prior Action
-			var ap Approval
-			var created, decided string
-			if err := tx.QueryRowContext(ctx, `SELECT agent, tool, customer_id, amount_minor, currency, created_at, approver, decided_at FROM actions WHERE id = ?`, a.ID).
-				Scan(&prior.Agent, &prior.Tool, &prior.CustomerID, &prior.AmountMinor, &prior.Currency, &created, &ap.Approver, &decided); err != nil {
+			var created, counted string
+			if err := tx.QueryRowContext(ctx, `SELECT agent, tool, customer_id, amount_minor, currency, created_at, counted_at FROM actions WHERE id = ?`, a.ID).
+				Scan(&prior.Agent, &prior.Tool, &prior.CustomerID, &prior.AmountMinor, &prior.Currency, &created, &counted); err != nil {
 				return unavailable("read action", err)
 			}
 			prior.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-			ap.DecidedAt, _ = time.Parse(time.RFC3339Nano, decided)
-			if err := count(ctx, tx, &prior, countedAt(&prior, ap), -1); err != nil {
+			if counted != "" {
+				prior.CountedAt, _ = time.Parse(time.RFC3339Nano, counted)
+			}
+			if err := count(ctx, tx, &prior, countedAt(&prior), -1); err != nil {
 				return unavailable("credit limits", err)
 			}
 		}

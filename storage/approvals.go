@@ -69,17 +69,17 @@ type ActionFilter struct {
 const DefaultActionLimit = 500
 
 const actionColumns = `id, agent, tool, args, args_digest, decision, rule, policy_version, status, result, error,
-	created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, approver, comment, decided_at, policy_tool`
+	created_at, updated_at, expires_at, idempotency_key, customer_id, amount_minor, currency, approver, comment, decided_at, policy_tool, counted_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanAction(s scanner) (*Action, Approval, error) {
 	var a Action
 	var ap Approval
-	var args, result, created, updated, expires, decided string
+	var args, result, created, updated, expires, decided, counted string
 	if err := s.Scan(&a.ID, &a.Agent, &a.Tool, &args, &a.ArgsDigest, &a.Decision, &a.Rule, &a.PolicyVersion,
 		&a.Status, &result, &a.Error, &created, &updated, &expires, &a.IdempotencyKey, &a.CustomerID, &a.AmountMinor, &a.Currency,
-		&ap.Approver, &ap.Comment, &decided, &a.PolicyTool); err != nil {
+		&ap.Approver, &ap.Comment, &decided, &a.PolicyTool, &counted); err != nil {
 		return nil, ap, err
 	}
 	a.Args = json.RawMessage(args)
@@ -91,6 +91,9 @@ func scanAction(s scanner) (*Action, Approval, error) {
 	a.ExpiresAt, _ = time.Parse(time.RFC3339Nano, expires)
 	if decided != "" {
 		ap.DecidedAt, _ = time.Parse(time.RFC3339Nano, decided)
+	}
+	if counted != "" {
+		a.CountedAt, _ = time.Parse(time.RFC3339Nano, counted)
 	}
 	return &a, ap, nil
 }
@@ -226,15 +229,19 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 		if rv.Approve {
 			status = StatusApproved
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, approver = ?, comment = ?, decided_at = ?, updated_at = ? WHERE id = ?`,
-			status, rv.Approver, comment, timeText(now), timeText(now), id); err != nil {
-			return unavailable("update action", err)
-		}
+		counted := ""
 		if rv.Approve {
 			// Now, when the approval lets it happen (countedAt): counted in
 			// the minute the agent asked, a refund approved 23 hours later
 			// would leave the 24 h window an hour after it was made.
-			if err := count(ctx, tx, a, countedAt(a, Approval{Approver: rv.Approver, DecidedAt: now}), +1); err != nil {
+			counted, a.CountedAt = timeText(now), now
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, approver = ?, comment = ?, decided_at = ?, updated_at = ?, counted_at = ? WHERE id = ?`,
+			status, rv.Approver, comment, timeText(now), timeText(now), counted, id); err != nil {
+			return unavailable("update action", err)
+		}
+		if rv.Approve {
+			if err := count(ctx, tx, a, countedAt(a), +1); err != nil {
 				return unavailable("debit limits", err)
 			}
 		}
@@ -412,7 +419,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 			if err != nil {
 				return unavailable("count usage", err)
 			}
-			rv, err := check(a, ap, withoutOwnShare(u, a, ap, now))
+			rv, err := check(a, ap, withoutOwnShare(u, a, now))
 			if err != nil {
 				return err
 			}
@@ -443,7 +450,7 @@ func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review
 		StatusDenied, rv.Note, timeText(now), a.ID, StatusApproved); err != nil {
 		return unavailable("deny action", err)
 	}
-	if err := count(ctx, tx, a, countedAt(a, ap), -1); err != nil {
+	if err := count(ctx, tx, a, countedAt(a), -1); err != nil {
 		return unavailable("credit limits", err)
 	}
 	rec := &Record{
@@ -463,8 +470,8 @@ func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review
 // now: its approval debited the limits (in the minute it was approved,
 // countedAt), and re-deciding it must see usage as its approver did,
 // without itself.
-func withoutOwnShare(u Usage, a *Action, ap Approval, now time.Time) Usage {
-	in := func(window time.Duration) bool { return minute(countedAt(a, ap)) >= minute(now.Add(-window)) } // as usage counts
+func withoutOwnShare(u Usage, a *Action, now time.Time) Usage {
+	in := func(window time.Duration) bool { return minute(countedAt(a)) >= minute(now.Add(-window)) } // as usage counts
 	switch a.Tool {
 	case "refund_order":
 		if in(24 * time.Hour) {
@@ -483,13 +490,12 @@ func withoutOwnShare(u Usage, a *Action, ap Approval, now time.Time) Usage {
 }
 
 // countedAt is when an action's limits were debited, and so where they are
-// given back: when a person approved it, or, for an action the rules
-// allowed outright, when it was recorded. Either way it is the moment the
-// action was let happen, so it stays in each window for the window's whole
-// length after that.
-func countedAt(a *Action, ap Approval) time.Time {
-	if ap.Approver != "" && !ap.DecidedAt.IsZero() {
-		return ap.DecidedAt
+// given back: when a person approved it (Action.CountedAt, set by Decide),
+// or, for an action the rules allowed outright or one approved before
+// counted_at existed (debited then when it was recorded), CreatedAt.
+func countedAt(a *Action) time.Time {
+	if !a.CountedAt.IsZero() {
+		return a.CountedAt
 	}
 	return a.CreatedAt
 }

@@ -73,7 +73,8 @@ type trailState struct {
 	status, approver      string
 	agent, tool, decision string
 	args                  string    // Digest of the attempt's arguments
-	at                    time.Time // the minute its limits count in: the attempt's, or the approval's (countedAt)
+	at                    time.Time // the attempt's time
+	approvedAt            time.Time // the approval's time, if a person approved it
 	records               int
 }
 
@@ -102,7 +103,7 @@ func (s *trailState) apply(r *Record) {
 		case StatusApproved, StatusDenied:
 			s.status, s.approver = r.Outcome, r.Approver
 			if r.Outcome == StatusApproved {
-				s.at = r.Time // an approved action counts from its approval
+				s.approvedAt = r.Time
 			}
 		case StatusExpired:
 			s.status = StatusExpired
@@ -129,6 +130,9 @@ type crossRow struct {
 	args                                        string // Digest of the row's arguments
 	customer, currency                          string
 	amount                                      int64
+	// countedApproval: the row says its limits were debited at its
+	// approval (counted_at set), not at its attempt.
+	countedApproval bool
 }
 
 // CrossCheck compares the actions table and the limit counters with the
@@ -148,7 +152,7 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 	}
 	defer end()
 
-	acts, err := conn.QueryContext(ctx, `SELECT id, agent, tool, decision, status, approver, customer_id, currency, amount_minor, args FROM actions ORDER BY id`)
+	acts, err := conn.QueryContext(ctx, `SELECT id, agent, tool, decision, status, approver, customer_id, currency, amount_minor, args, counted_at != '' FROM actions ORDER BY id`)
 	if err != nil {
 		return res, unavailable("read actions", err)
 	}
@@ -181,7 +185,7 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 		}
 		row = &crossRow{}
 		var args string
-		err := acts.Scan(&row.id, &row.agent, &row.tool, &row.decision, &row.status, &row.approver, &row.customer, &row.currency, &row.amount, &args)
+		err := acts.Scan(&row.id, &row.agent, &row.tool, &row.decision, &row.status, &row.approver, &row.customer, &row.currency, &row.amount, &args, &row.countedApproval)
 		row.args = Digest([]byte(args))
 		return err
 	}
@@ -234,10 +238,18 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 		}
 		res.Actions++
 		compareAction(row, &st, add)
-		if st.debited() && minute(st.at) > horizon {
+		// Limits count from the attempt, or from the approval for an
+		// action approved since counted_at exists (countedAt). A row
+		// rewritten to say otherwise moves the minute expected here away
+		// from where the counters hold it, which shows as a disagreement.
+		at := st.at
+		if row.countedApproval && !st.approvedAt.IsZero() {
+			at = st.approvedAt
+		}
+		if st.debited() && minute(at) > horizon {
 			a := Action{Agent: row.agent, Tool: row.tool, CustomerID: row.customer, Currency: row.currency}
 			for _, scope := range counterScopes(&a) {
-				k := counterKey{scope, minute(st.at)}
+				k := counterKey{scope, minute(at)}
 				v := want[k]
 				want[k] = [2]int64{v[0] + row.amount, v[1] + 1}
 			}

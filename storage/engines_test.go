@@ -48,6 +48,7 @@ var engineTests = []struct {
 	{"ApprovalDebitsLimits", TestApprovalDebitsLimits},
 	{"WindowCountsEverythingInside", TestWindowCountsEverythingInside},
 	{"RunningTotals", TestRunningTotals},
+	{"ApprovedBeforeCountedAt", TestApprovedBeforeCountedAt},
 	{"UsageRunningTotalsMigration", TestUsageRunningTotalsMigration},
 	{"HashChain", TestHashChain},
 	{"HashCoversEveryField", TestHashCoversEveryField},

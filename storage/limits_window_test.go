@@ -224,3 +224,79 @@ func BenchmarkUsageBusyMinutes(b *testing.B) {
 		})
 	}
 }
+
+// TestApprovedBeforeCountedAt: actions approved before counted_at existed
+// were debited in the minute they were recorded. Upgraded, they must be
+// credited there and cross-checked there: counted in the approval minute
+// instead, audit verify reported every such action and a failure after the
+// upgrade made a 24 h window negative (room beyond the limit).
+func TestApprovedBeforeCountedAt(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
+	clock := &fixedClock{t: t0}
+	db := openClocked(t, filepath.Join(t.TempDir(), "mandate.db"), clock)
+	for _, id := range []string{"exec", "run"} {
+		clock.Set(t0)
+		args := json.RawMessage(`{"amount":"150.00","order_id":"ord_1002","reason":"late"}`)
+		a := &Action{ID: id, Agent: "demo-agent", Tool: "refund_order", Args: args, Decision: "require_approval",
+			Status: StatusPending, ExpiresAt: t0.Add(24 * time.Hour), CustomerID: "cus_ada", AmountMinor: 15000, Currency: "USD"}
+		if err := db.RecordAttempt(ctx, a, &Record{Agent: a.Agent, Tool: a.Tool, Args: args, Decision: a.Decision, Outcome: StatusPending}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Set(t0.Add(2 * time.Hour))
+		if _, err := db.Decide(ctx, id, Review{Approver: "alice", Approve: true, Decision: "allow"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// As a version before counted_at left it: debited at the request,
+		// counted_at empty.
+		if err := db.write(func(tx *Tx) error {
+			if err := count(ctx, tx, a, clock.Now(), -1); err != nil {
+				return err
+			}
+			if err := count(ctx, tx, a, a.CreatedAt, +1); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE actions SET counted_at = '' WHERE id = ?`, id)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.ClaimApproved(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id == "exec" {
+			c.Status = StatusExecuted
+			if err := db.RecordOutcome(ctx, c, &Record{Agent: c.Agent, Tool: c.Tool, Args: c.Args, Outcome: StatusExecuted}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	clock.Set(t0.Add(2*time.Hour + time.Minute))
+	cc, err := db.CrossCheck(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.Disagreements) != 0 {
+		t.Errorf("cross-check of actions approved before counted_at: %v", cc.Disagreements)
+	}
+	run, err := db.Action(ctx, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Status = StatusFailed
+	if err := db.RecordOutcome(ctx, run, &Record{Agent: run.Agent, Tool: run.Tool, Args: run.Args, Outcome: StatusFailed}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(t0.Add(24*time.Hour + 30*time.Minute))
+	u, err := db.Usage(ctx, &Action{Agent: "demo-agent", Tool: "refund_order", CustomerID: "cus_ada", Currency: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.AgentRefundedMinor24h != 0 || u.AgentRefunds24h != 0 {
+		t.Errorf("24 h window after the old debits left it and the failed one was credited: %d minor units in %d refunds, want 0 and 0", u.AgentRefundedMinor24h, u.AgentRefunds24h)
+	}
+	if cc, err := db.CrossCheck(ctx); err != nil || len(cc.Disagreements) != 0 {
+		t.Errorf("cross-check after the failure: %v, %v", cc.Disagreements, err)
+	}
+}
