@@ -500,3 +500,31 @@ func TestPolicyToolIsBelievedOnlyForReverts(t *testing.T) {
 		t.Fatalf("approval under p, *, refund_order, true, deny of a refund whose row says policy_tool get_order: status %q, err %v, ord_1002 refunded %s; want it denied", st, err, got)
 	}
 }
+
+// TestAgentRevertKeyIsNotARevert: an agent may send any idempotency key,
+// revert:act_… included. Its change of a field another agent changed is a
+// change, not a revert: remediation planning says it changed the field
+// again, never that a person already reverted it.
+func TestAgentRevertKeyIsNotARevert(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	var first, second ActionResult
+	e.call(t, "senior-bot", "update_account", map[string]any{"customer_id": "cus_ada", "field": "name", "value": "Ada X", "reason": "asked"}, &first)
+	if first.Status != storage.StatusExecuted {
+		t.Fatalf("change: %+v", first)
+	}
+	e.call(t, "demo-agent", "update_account", map[string]any{"customer_id": "cus_ada", "field": "name", "value": "Ada Y", "reason": "asked",
+		"idempotency_key": RevertKeyPrefix + first.ActionID}, &second)
+	if second.Status != storage.StatusExecuted {
+		t.Fatalf("demo-agent's change: %+v", second)
+	}
+	plan, err := PlanRemediation(ctx, e.d, "senior-bot", time.Now().Add(-time.Hour), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range append(plan.Revert, plan.Skipped...) {
+		if it.ActionID == first.ActionID && strings.Contains(it.Why, "already reverted") {
+			t.Fatalf("plan says %s was %q, after %s (status %s) by an agent with a revert: key", first.ActionID, it.Why, second.ActionID, second.Status)
+		}
+	}
+}

@@ -173,7 +173,9 @@ func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time
 	for _, list := range byKey {
 		for _, c := range list {
 			if c.agent != agent {
-				if act, err := d.DB.Action(ctx, c.actionID); err == nil && strings.HasPrefix(act.IdempotencyKey, RevertKeyPrefix) {
+				// A revert as the guard recorded it, not any change whose
+				// agent chose a revert: key.
+				if act, err := d.DB.Action(ctx, c.actionID); err == nil && decidedAs(act) != act.Tool {
 					c.isRevertOf = strings.TrimPrefix(act.IdempotencyKey, RevertKeyPrefix)
 				}
 			}
