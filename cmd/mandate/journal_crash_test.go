@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -350,6 +351,10 @@ func TestLookupJournalLiveProcessNotImported(t *testing.T) {
 						t.Fatalf("SIGSTOP server A: %v", err)
 					}
 					resumed = false
+					// kill returns before every thread has stopped: one in
+					// a system call (a commit, emptying the journal) may
+					// finish it first. Read nothing until all have.
+					waitStopped(t, a.cmd.Process.Pid)
 				}
 			}
 			answered = append(answered, lookup(t, a, next, stop))
@@ -421,4 +426,38 @@ func TestLookupJournalLiveProcessNotImported(t *testing.T) {
 	}
 	checkTrail(t, db, answered, "after both servers exited")
 	verifyTrail(t, dbPath, "after both servers exited")
+}
+
+// waitStopped waits until every thread of process pid is stopped (state T
+// in /proc/PID/task/*/stat), so that what the test reads next cannot
+// change under it.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	if _, err := os.Stat("/proc/self/task"); err != nil {
+		time.Sleep(200 * time.Millisecond) // no procfs to ask: give the threads time
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(stats) > 0
+		for _, st := range stats {
+			b, err := os.ReadFile(st)
+			i := bytes.LastIndexByte(b, ')')
+			if err != nil || i < 0 || i+2 >= len(b) {
+				continue // a thread that has gone
+			}
+			if state := b[i+2]; state != 'T' && state != 't' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d: not every thread stopped 10 s after SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
