@@ -13,10 +13,10 @@ import (
 )
 
 // openStream opens a notification stream on base/mcp with key: a
-// 2025-11-25 GET stream (sessionID sent as Mcp-Session-Id when not
-// empty), or a 2026-07-28 subscriptions/listen POST when modern. It
-// returns the stream's data lines.
-func openStream(t *testing.T, ctx context.Context, base, key, sessionID string, modern bool) <-chan string {
+// 2025-11-25 GET stream, or a 2026-07-28 subscriptions/listen POST when
+// modern (whose acknowledgement it reads first: only then is it
+// subscribed). It returns the stream's data lines.
+func openStream(t *testing.T, ctx context.Context, base, key string, modern bool) <-chan string {
 	t.Helper()
 	method, proto, body := "GET", "2025-11-25", ""
 	if modern {
@@ -28,9 +28,6 @@ func openStream(t *testing.T, ctx context.Context, base, key, sessionID string, 
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", proto)
-	if sessionID != "" {
-		req.Header.Set("Mcp-Session-Id", sessionID)
-	}
 	if modern {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Mcp-Method", "subscriptions/listen")
@@ -39,9 +36,9 @@ func openStream(t *testing.T, ctx context.Context, base, key, sessionID string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.StatusCode != 200 {
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
 		b, _ := io.ReadAll(res.Body)
-		t.Fatalf("%s stream: %d %s", method, res.StatusCode, b)
+		t.Fatalf("%s %s stream: %d %s %s", method, proto, res.StatusCode, res.Header.Get("Content-Type"), b)
 	}
 	lines := make(chan string, 16)
 	go func() {
@@ -55,16 +52,17 @@ func openStream(t *testing.T, ctx context.Context, base, key, sessionID string, 
 		}
 	}()
 	if modern {
-		if ack := <-lines; !strings.Contains(ack, "acknowledged") {
-			t.Fatalf("subscriptions/listen: first message %q", ack)
+		if ack := <-lines; !strings.Contains(ack, "notifications/subscriptions/acknowledged") {
+			t.Fatalf("subscriptions/listen: first message %q, want the acknowledgement", ack)
 		}
 	}
 	return lines
 }
 
-// secEditPolicy drops one of lookup-bot's rules, so the server reloads
-// and broadcasts notifications/tools/list_changed.
-func secEditPolicy(t *testing.T, f httpFiles) {
+// dropStatusRule drops order_reader's get_action_status rule (one of
+// lookup-bot's) from the policy file, so the server reloads and broadcasts
+// notifications/tools/list_changed.
+func dropStatusRule(t *testing.T, f httpFiles) {
 	t.Helper()
 	pol, err := os.ReadFile(f.policy)
 	if err != nil {
@@ -72,16 +70,16 @@ func secEditPolicy(t *testing.T, f httpFiles) {
 	}
 	edited := strings.Replace(string(pol), "p, order_reader, get_action_status, true, allow\n", "", 1)
 	if edited == string(pol) {
-		t.Fatal("no rule to drop")
+		t.Fatal("the test policy has no order_reader get_action_status rule")
 	}
 	if err := os.WriteFile(f.policy, []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// secGot reports whether ch delivers notifications/tools/list_changed
+// gotListChanged reports whether ch delivers notifications/tools/list_changed
 // within d.
-func secGot(ch <-chan string, d time.Duration) bool {
+func gotListChanged(ch <-chan string, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
@@ -110,8 +108,8 @@ func TestHTTPDeleteCannotEndAnotherAgentsStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	stream := openStream(t, ctx, base, victim, "", false)
-	control := openStream(t, ctx, base, victim, "", true) // 2026-07-28: tells us the broadcast happened
+	stream := openStream(t, ctx, base, victim, false)
+	control := openStream(t, ctx, base, victim, true) // 2026-07-28: tells us the broadcast happened
 
 	// senior-bot, with its own key and no session id at all, sends DELETE.
 	req, _ := http.NewRequest("DELETE", base+"/mcp", nil)
@@ -124,11 +122,11 @@ func TestHTTPDeleteCannotEndAnotherAgentsStream(t *testing.T) {
 	res.Body.Close()
 	t.Logf("DELETE /mcp by another agent: %d", res.StatusCode)
 
-	secEditPolicy(t, f)
-	if !secGot(control, 50*time.Second) {
+	dropStatusRule(t, f)
+	if !gotListChanged(control, 50*time.Second) {
 		t.Fatal("control stream got no list_changed")
 	}
-	if !secGot(stream, 3*time.Second) {
+	if !gotListChanged(stream, 3*time.Second) {
 		t.Fatalf("lookup-bot's GET stream got no notifications/tools/list_changed: senior-bot's DELETE /mcp (status %d) ended lookup-bot's session", res.StatusCode)
 	}
 }
@@ -143,14 +141,14 @@ func TestHTTPStreamsHaveOwnSessions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	sa := openStream(t, ctx, base, a, "", false)
-	sb := openStream(t, ctx, base, b, "", false)
-	control := openStream(t, ctx, base, a, "", true)
-	secEditPolicy(t, f)
-	if !secGot(control, 50*time.Second) {
+	sa := openStream(t, ctx, base, a, false)
+	sb := openStream(t, ctx, base, b, false)
+	control := openStream(t, ctx, base, a, true)
+	dropStatusRule(t, f)
+	if !gotListChanged(control, 50*time.Second) {
 		t.Fatal("control stream got no list_changed")
 	}
-	gotA, gotB := secGot(sa, 3*time.Second), secGot(sb, 3*time.Second)
+	gotA, gotB := gotListChanged(sa, 3*time.Second), gotListChanged(sb, 3*time.Second)
 	if !gotA || !gotB {
 		t.Fatalf("after a policy reload: lookup-bot's GET stream got list_changed %v, senior-bot's %v; want both (they share one session)", gotA, gotB)
 	}
@@ -166,8 +164,8 @@ func TestHTTPRevokedKeyEndsStreams(t *testing.T) {
 	base := startHTTP(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	get := openStream(t, ctx, base, key, "", false)
-	listen := openStream(t, ctx, base, key, "", true)
+	get := openStream(t, ctx, base, key, false)
+	listen := openStream(t, ctx, base, key, true)
 	id := strings.Split(key, "_")[1]
 	if _, stderr, err := runMandate(t, nil, "agent", "key", "revoke", id, "--db", f.db); err != nil {
 		t.Fatalf("revoke: %v %s", err, stderr)
@@ -203,7 +201,7 @@ func TestHTTPShutdownWithOpenStream(t *testing.T) {
 	base, stop := startHTTPProc(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_ = openStream(t, ctx, base, key, "", false)
+	_ = openStream(t, ctx, base, key, false)
 	start := time.Now()
 	err := stop()
 	if took := time.Since(start); err != nil || took > 10*time.Second {

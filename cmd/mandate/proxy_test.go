@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -186,59 +184,12 @@ func TestServeHTTPPolicyReloadToolsList(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	stream := func(method, proto, body string) <-chan string {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, base+"/mcp", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", proto)
-		if method == "POST" {
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Mcp-Method", "subscriptions/listen")
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
-			b, _ := io.ReadAll(res.Body)
-			t.Fatalf("%s %s stream: %d %s %s", method, proto, res.StatusCode, res.Header.Get("Content-Type"), b)
-		}
-		lines := make(chan string, 16)
-		go func() {
-			defer res.Body.Close()
-			defer close(lines)
-			sc := bufio.NewScanner(res.Body)
-			for sc.Scan() {
-				if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-					lines <- data
-				}
-			}
-		}()
-		return lines
-	}
-	old := stream("GET", "2025-11-25", "")
-	modern := stream("POST", "2026-07-28", `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},`+
-		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}}}}`)
-	// The listen stream acknowledges first; only then is it subscribed.
-	if ack := <-modern; !strings.Contains(ack, "notifications/subscriptions/acknowledged") {
-		t.Fatalf("subscriptions/listen: first message %s, want the acknowledgement", ack)
-	}
-	// The GET stream has no acknowledgement; wait until the server holds
-	// it (its session is registered before the response headers are
-	// sent, which stream has already seen).
-
-	pol, err := os.ReadFile(f.policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edited := strings.Replace(string(pol), "p, order_reader, get_action_status, true, allow\n", "", 1)
-	if edited == string(pol) {
-		t.Fatal("the test policy has no order_reader get_action_status rule")
-	}
-	if err := os.WriteFile(f.policy, []byte(edited), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	old := openStream(t, ctx, base, key, false)
+	modern := openStream(t, ctx, base, key, true)
+	// The GET stream has no acknowledgement; the server holds it once its
+	// response headers are sent (its session is registered before), which
+	// openStream has already seen.
+	dropStatusRule(t, f)
 	for name, ch := range map[string]<-chan string{"GET (2025-11-25)": old, "subscriptions/listen (2026-07-28)": modern} {
 		select {
 		case msg, ok := <-ch:
