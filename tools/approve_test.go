@@ -108,6 +108,20 @@ func (e *approvalEnv) refunded(t *testing.T, order string) string {
 	return o.Refunded.String()
 }
 
+// rewrite runs q on the gateway database from a connection of its own, as
+// a writer of the actions table (not the guard) would.
+func (e *approvalEnv) rewrite(t *testing.T, q string, args ...any) {
+	t.Helper()
+	raw, err := sql.Open("sqlite", storage.DSN(e.path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
 func (e *approvalEnv) approvalRecords(t *testing.T, id string) []string {
 	t.Helper()
 	var out []string
@@ -159,14 +173,7 @@ func TestApprove(t *testing.T) {
 		{name: "arguments rewritten in the actions row, digest and all: refused, nothing done", agent: "demo-agent", amount: "150.00", approver: "alice",
 			before: func(t *testing.T, e *approvalEnv) {
 				forged := `{"amount":"1500.00","order_id":"ord_1002","reason":"late delivery"}`
-				raw, err := sql.Open("sqlite", storage.DSN(e.path))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer raw.Close()
-				if _, err := raw.Exec(`UPDATE actions SET args = ?, args_digest = ? WHERE status = 'pending'`, forged, storage.Digest([]byte(forged))); err != nil {
-					t.Fatal(err)
-				}
+				e.rewrite(t, `UPDATE actions SET args = ?, args_digest = ? WHERE status = 'pending'`, forged, storage.Digest([]byte(forged)))
 			},
 			wantErr: mandate.ECONFLICT, wantStatus: storage.StatusPending, refunded: "0.00",
 			wantTrail: []string{"attempt/pending/demo-agent", "approval/refused/alice"}},
@@ -337,18 +344,11 @@ func TestRecoveryExecutesOnlyApprovalsInTheTrail(t *testing.T) {
 			ctx := context.Background()
 			e := newApprovalEnv(t, mandate.DefaultPolicy)
 			id := e.pendingRefund(t, "demo-agent", "ord_1002", "150.00")
-			raw, err := sql.Open("sqlite", storage.DSN(e.path))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
 			q, args := `UPDATE actions SET status = 'approved', approver = 'alice' WHERE id = ?`, []any{id}
 			if c.args != "" {
 				q, args = `UPDATE actions SET status = 'approved', approver = 'alice', args = ? WHERE id = ?`, []any{c.args, id}
 			}
-			if _, err := raw.Exec(q, args...); err != nil {
-				t.Fatal(err)
-			}
+			e.rewrite(t, q, args...)
 			e.skew.Store(int64(2 * time.Minute))
 			rep, err := Recover(ctx, e.d, time.Minute)
 			if err != nil {
@@ -474,14 +474,7 @@ func TestPolicyToolIsBelievedOnlyForReverts(t *testing.T) {
 	ctx := context.Background()
 	e := newApprovalEnv(t, mandate.DefaultPolicy)
 	id := e.pendingRefund(t, "demo-agent", "ord_1002", "150.00")
-	raw, err := sql.Open("sqlite", storage.DSN(e.path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	if _, err := raw.Exec(`UPDATE actions SET policy_tool = 'get_order' WHERE id = ?`, id); err != nil {
-		t.Fatal(err)
-	}
+	e.rewrite(t, `UPDATE actions SET policy_tool = 'get_order' WHERE id = ?`, id)
 	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel},
 		policy.Source{Name: "policy.csv", Data: append(append([]byte{}, mandate.DefaultPolicy...), "\np, *, refund_order, true, deny\n"...)})
 	if err != nil {
