@@ -39,6 +39,29 @@ func pipeServe(t *testing.T, script string, flags ...string) (stdout, stderr str
 	return out.String(), errOut.String(), time.Since(start)
 }
 
+// pipedStatuses reads serve's stdout, one JSON-RPC message per line, and
+// returns each answer's action status (structuredContent.status, "" for an
+// answer without one) by its id as written ("2", "\"call-2\"").
+func pipedStatuses(t *testing.T, out string) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Result struct {
+				Structured struct {
+					Status string `json:"status"`
+				} `json:"structuredContent"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &msg); err != nil {
+			t.Fatalf("stdout line %q: %v", line, err)
+		}
+		got[string(msg.ID)] = msg.Result.Structured.Status
+	}
+	return got
+}
+
 // TestPipedScriptRuns: a script that pipes its calls into `mandate serve`
 // and closes stdin at once has cancelled nothing. mcp-go ends every request
 // context when stdin reaches EOF; the calls still run to their end and are
@@ -54,22 +77,8 @@ func TestPipedScriptRuns(t *testing.T) {
 		script.WriteString(line + "\n")
 	}
 	out, errOut, _ := pipeServe(t, script.String())
-	got := map[float64]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var msg struct {
-			ID     float64 `json:"id"`
-			Result struct {
-				Structured struct {
-					Status string `json:"status"`
-				} `json:"structuredContent"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(line), &msg); err != nil {
-			t.Fatalf("stdout line %q: %v", line, err)
-		}
-		got[msg.ID] = msg.Result.Structured.Status
-	}
-	if got[2] != "executed" || got[3] != "executed" {
+	got := pipedStatuses(t, out)
+	if got["2"] != "executed" || got["3"] != "executed" {
 		t.Fatalf("statuses %v, want the refund (2) and the cancellation (3) executed\nstdout:\n%s\nstderr:\n%s", got, out, errOut)
 	}
 }
@@ -94,30 +103,14 @@ func TestPipedScriptManyCallsAllAnswered(t *testing.T) {
 		fmt.Fprintf(&script, `{"jsonrpc":"2.0","id": %s,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"0.01","reason":"piped %d"}}}`+"\n", id, i)
 	}
 	out, errOut, _ := pipeServe(t, script.String())
-	answered := map[string]bool{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var msg struct {
-			ID     json.RawMessage `json:"id"`
-			Result struct {
-				Structured struct {
-					Status string `json:"status"`
-				} `json:"structuredContent"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(line), &msg); err != nil {
-			t.Fatalf("stdout line %q: %v", line, err)
-		}
-		if msg.Result.Structured.Status != "" {
-			answered[string(msg.ID)] = true
-		}
-	}
+	statuses := pipedStatuses(t, out)
 	var missing []int
 	for i := 1; i <= n; i++ {
 		id := strconv.Itoa(i)
 		if i%2 == 0 {
 			id = `"call-` + id + `"`
 		}
-		if !answered[id] {
+		if statuses[id] == "" {
 			missing = append(missing, i)
 		}
 	}
