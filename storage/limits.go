@@ -156,10 +156,16 @@ func (db *DB) PruneCounters(ctx context.Context) error {
 // failed one credited back within seconds).
 func count(ctx context.Context, tx *Tx, a *Action, at time.Time, sign int64) error {
 	for _, scope := range counterScopes(a) {
+		// The total before the minute is read once, for both columns (a
+		// LEFT JOIN, so a scope's first row starts from 0); WHERE true
+		// lets SQLite tell ON CONFLICT from a join constraint.
 		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO usage_totals (scope, minute, amount_minor, count) VALUES (?1, ?2,
-				?3 + COALESCE((SELECT amount_minor FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0),
-				?4 + COALESCE((SELECT count FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1), 0))
+			INSERT INTO usage_totals (scope, minute, amount_minor, count)
+			SELECT ?1, ?2, ?3 + COALESCE(prev.amount_minor, 0), ?4 + COALESCE(prev.count, 0)
+			FROM (SELECT 1 AS one) AS here LEFT JOIN (
+				SELECT amount_minor, count FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1
+			) AS prev ON true
+			WHERE true
 			ON CONFLICT (scope, minute) DO UPDATE SET
 				amount_minor = usage_totals.amount_minor + ?3, count = usage_totals.count + ?4`,
 			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
