@@ -166,7 +166,7 @@ func endStreams(authn auth.RequestAuthenticator, tools []string, shutdown <-chan
 }
 
 // bodyTimeout bounds how long a request's body may take to arrive.
-var bodyTimeout = 30 * time.Second
+const bodyTimeout = 30 * time.Second
 
 // bodyDeadline gives a request with a body bodyTimeout to send it, as the
 // connection's read deadline. Without it a client, authenticated or not,
