@@ -192,8 +192,9 @@ func (db *DB) RemoveUser(ctx context.Context, name string) error {
 	return nil
 }
 
-// SetPassword replaces user's password hash and ends their sessions, in
-// one transaction: whoever held the old password is signed out.
+// SetPassword replaces user's password hash and ends their sessions and
+// their CLI approver token, in one transaction: whoever held the old
+// password is signed out, including a token they minted with it.
 func (db *DB) SetPassword(ctx context.Context, name, passwordHash string) error {
 	if passwordHash == "" {
 		return mandate.Errorf(mandate.EINVALID, "empty password hash")
@@ -211,6 +212,9 @@ func (db *DB) SetPassword(ctx context.Context, name, passwordHash string) error 
 		return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE user = ?`, name); err != nil {
+		return unavailable("set password", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM approver_tokens WHERE user = ?`, name); err != nil {
 		return unavailable("set password", err)
 	}
 	if err := tx.Commit(); err != nil {

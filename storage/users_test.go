@@ -129,3 +129,30 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatalf("sessions after the idle timeout: %v, %v", ss, err)
 	}
 }
+
+// TestSetPasswordEndsToken: a CLI approver token minted with a password
+// stops working when the password is changed, as the sessions do; whoever
+// stole the old password must not keep approving with its token.
+func TestSetPasswordEndsToken(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "mandate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.AddUser(ctx, "alice", "$2a$hash"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetToken(ctx, "alice", "tok-before-0123456789abcdef0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := db.TokenUser(ctx, "tok-before-0123456789abcdef0123456789abcdef"); err != nil || u != "alice" {
+		t.Fatalf("TokenUser before = %q, %v; want alice", u, err)
+	}
+	if err := db.SetPassword(ctx, "alice", "$2a$other"); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := db.TokenUser(ctx, "tok-before-0123456789abcdef0123456789abcdef"); err == nil {
+		t.Fatalf("the old token still signs in as %q after a password change", u)
+	}
+}

@@ -26,7 +26,7 @@ const adminUserUsage = `Usage:
   mandate admin user add NAME [--db FILE]
       add an approver or auditor; the password comes from a prompt, the first line of stdin, or MANDATE_ADMIN_PASSWORD
   mandate admin user remove NAME            remove a user and end their sessions
-  mandate admin user passwd NAME            set a new password and end their sessions
+  mandate admin user passwd NAME            set a new password; end their sessions and CLI token
   mandate admin user sessions NAME [--revoke]
                                             list (or end) a user's sessions
   mandate admin user token NAME             create a token for the approvals CLI, printed once
