@@ -67,6 +67,7 @@ var engineTests = []struct {
 	{"ActionsLimitAndCount", TestActionsLimitAndCount},
 	{"LoginFailuresAcrossProcesses", TestLoginFailuresAcrossProcesses},
 	{"SessionLimits", TestSessionLimits},
+	{"SetPasswordEndsToken", TestSetPasswordEndsToken},
 	{"VerifyIntact", TestVerifyIntact},
 	{"Lineage", TestLineage},
 	{"CrossCheckAgrees", TestCrossCheckAgrees},

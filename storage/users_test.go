@@ -135,24 +135,21 @@ func TestSessionLimits(t *testing.T) {
 // stole the old password must not keep approving with its token.
 func TestSetPasswordEndsToken(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "mandate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openPath(t, filepath.Join(t.TempDir(), "mandate.db"))
+	const tok = "tok-before-0123456789abcdef0123456789abcdef"
 	if err := db.AddUser(ctx, "alice", "$2a$hash"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetToken(ctx, "alice", "tok-before-0123456789abcdef0123456789abcdef"); err != nil {
+	if err := db.SetToken(ctx, "alice", tok); err != nil {
 		t.Fatal(err)
 	}
-	if u, err := db.TokenUser(ctx, "tok-before-0123456789abcdef0123456789abcdef"); err != nil || u != "alice" {
+	if u, err := db.TokenUser(ctx, tok); err != nil || u != "alice" {
 		t.Fatalf("TokenUser before = %q, %v; want alice", u, err)
 	}
 	if err := db.SetPassword(ctx, "alice", "$2a$other"); err != nil {
 		t.Fatal(err)
 	}
-	if u, err := db.TokenUser(ctx, "tok-before-0123456789abcdef0123456789abcdef"); err == nil {
+	if u, err := db.TokenUser(ctx, tok); err == nil {
 		t.Fatalf("the old token still signs in as %q after a password change", u)
 	}
 }
