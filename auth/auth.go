@@ -7,7 +7,9 @@
 // Guessing is slowed where every process sees it: failures are counted per
 // user name and per address in the database, each blocking further tries
 // for an exponentially growing, capped time, and every failure is an
-// audit record. Password hashing is capped per process so a flood of
+// audit record. A password attempt is counted before it is hashed, so
+// guesses sent at once are held to the count guesses one after another
+// would be. Password hashing is capped per process so a flood of
 // guesses cannot pin the CPU.
 package auth
 
@@ -164,10 +166,19 @@ var dummyHash = sync.OnceValue(func() []byte {
 func (a *Authenticator) Password(ctx context.Context, name, password, addr, via string) (Identity, error) {
 	a.init()
 	now := a.now()
-	keys := []string{UserKey(name), AddrKey(addr)}
-	if err := a.blocked(ctx, now, name, via, keys); err != nil {
+	// The attempt is counted as a failure before its password is hashed,
+	// in the same transaction that checks the backoff: checking first and
+	// counting after the hash would let every guess sent at once, to this
+	// process or another on the database, through to bcrypt.
+	attempt := storage.LoginAttempt{Keys: []string{UserKey(name), AddrKey(addr)}, Delay: a.delay, Forget: a.Forget}
+	until, err := a.DB.CountLoginAttempt(ctx, now, attempt)
+	if err != nil {
 		return Identity{}, err
 	}
+	if !until.IsZero() {
+		return Identity{}, a.throttled(now, until, name, via)
+	}
+	// From here an error leaves the attempt counted: fail closed.
 	u, err := a.DB.User(ctx, name)
 	hash := a.dummy
 	found := err == nil
@@ -179,10 +190,17 @@ func (a *Authenticator) Password(ctx context.Context, name, password, addr, via 
 	ok, err := a.check(ctx, hash, password)
 	if err != nil {
 		a.Logger.Warn("sign-in refused: hashing is saturated", "user", name, "via", via)
+		// Never checked, so not a failure.
+		if uerr := a.DB.UncountLoginAttempt(ctx, attempt); uerr != nil {
+			a.Logger.Warn("sign-in attempt left counted", "user", name, "via", via, "err", uerr)
+		}
 		return Identity{}, err
 	}
 	if !ok || !found {
-		return Identity{}, a.fail(ctx, now, name, addr, via, "password", "wrong name or password", keys)
+		return Identity{}, a.fail(ctx, a.now(), name, addr, via, "password", "wrong name or password", attempt.Keys, true)
+	}
+	if err := a.DB.UncountLoginAttempt(ctx, attempt); err != nil {
+		return Identity{}, err
 	}
 	return a.admit(ctx, name, addr, via, "password", UserKey(name))
 }
@@ -199,7 +217,7 @@ func (a *Authenticator) Token(ctx context.Context, token, addr, via string) (Ide
 	}
 	name, err := a.DB.TokenUser(ctx, token)
 	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
-		return Identity{}, a.fail(ctx, now, "", addr, via, "token", "unknown token", keys)
+		return Identity{}, a.fail(ctx, now, "", addr, via, "token", "unknown token", keys, false)
 	} else if err != nil {
 		return Identity{}, err
 	}
@@ -229,6 +247,11 @@ func (a *Authenticator) blocked(ctx context.Context, now time.Time, name, via st
 	if until.IsZero() {
 		return nil
 	}
+	return a.throttled(now, until, name, via)
+}
+
+// throttled refuses a sign-in while it is blocked until until.
+func (a *Authenticator) throttled(now, until time.Time, name, via string) error {
 	// Not audited one by one: a blocked try costs the attacker nothing, so
 	// auditing each would let anyone fill the trail; the failures that led
 	// here are audited, and the log says the block is being hit.
@@ -236,12 +259,13 @@ func (a *Authenticator) blocked(ctx context.Context, now time.Time, name, via st
 	return &ThrottledError{Until: until, Wait: until.Sub(now)}
 }
 
-// fail records a failed sign-in: backoff for keys, the queue's warning and
-// an audit record, in one transaction. The password is never recorded.
-func (a *Authenticator) fail(ctx context.Context, now time.Time, name, addr, via, method, reason string, keys []string) error {
+// fail records a failed sign-in: backoff for keys (already counted when
+// counted is set), the queue's warning and an audit record, in one
+// transaction. The password is never recorded.
+func (a *Authenticator) fail(ctx context.Context, now time.Time, name, addr, via, method, reason string, keys []string, counted bool) error {
 	rec := a.record(name, addr, via, method, reason, LoginTool)
 	_, err := a.DB.RecordLoginFailure(ctx, now, storage.LoginFailure{
-		User: name, Address: addr, Keys: keys, Delay: a.delay, Forget: a.Forget, Audit: rec,
+		User: name, Address: addr, Keys: keys, Counted: counted, Delay: a.delay, Forget: a.Forget, Audit: rec,
 	})
 	a.Logger.Info("failed sign-in", "user", name, "via", via, "method", method)
 	if err != nil {

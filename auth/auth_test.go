@@ -332,3 +332,72 @@ func TestCheckPassword(t *testing.T) {
 		t.Fatalf("the shipped list holds %d passwords, want a few thousand", n)
 	}
 }
+
+// TestConcurrentGuessesRespectBackoff fires many guesses for one user at
+// once, to one process and to two on the same database: the backoff must
+// bound how many are hashed as it does for guesses one after another, not
+// let through to bcrypt every guess that arrived before the first failure
+// was recorded.
+func TestConcurrentGuessesRespectBackoff(t *testing.T) {
+	for procs, name := range []string{1: "one process", 2: "two processes"} {
+		if name == "" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			a, clk, db := newAuth(t)
+			ctx := context.Background()
+			var compared atomic.Int64
+			auths := []*Authenticator{a}
+			for len(auths) < procs {
+				other, err := storage.Open(ctx, db.Path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { other.Close() })
+				auths = append(auths, &Authenticator{DB: other, Policy: a.Policy, Now: clk.Now, dummy: a.dummy})
+			}
+			for _, a := range auths {
+				a.MaxHashes, a.HashWait = 2, 10*time.Second
+				a.init()
+				a.compare = func(h, p []byte) error {
+					compared.Add(1)
+					time.Sleep(20 * time.Millisecond)
+					return bcrypt.ErrMismatchedHashAndPassword
+				}
+			}
+			var wg sync.WaitGroup
+			var throttled, bad atomic.Int64
+			for i := 0; i < 40; i++ {
+				wg.Add(1)
+				go func(a *Authenticator) {
+					defer wg.Done()
+					_, err := a.Password(ctx, "alice", "guess", "203.0.113.7:5555", "web")
+					if _, ok := IsThrottled(err); ok {
+						throttled.Add(1)
+					} else if err == ErrBadCredentials {
+						bad.Add(1)
+					} else {
+						t.Errorf("guess: %v, want a backoff or bad credentials", err)
+					}
+				}(auths[i%procs])
+			}
+			wg.Wait()
+			if c, most := compared.Load(), int64(freeUserFailures+a.MaxHashes); c > most {
+				t.Fatalf("%d of 40 guesses at once were hashed; at most %d may be", c, most)
+			}
+			// Every guess that was checked is refused and audited.
+			if n, _ := countAudit(t, db, LoginTool); int64(n) != bad.Load() || bad.Load() != compared.Load() {
+				t.Fatalf("%d audit records, %d refused as bad, %d hashed", n, bad.Load(), compared.Load())
+			}
+			if throttled.Load()+bad.Load() != 40 {
+				t.Fatalf("%d throttled + %d bad of 40", throttled.Load(), bad.Load())
+			}
+			// Once the backoff is over, the right password works.
+			clk.Add(time.Hour)
+			a.compare = bcrypt.CompareHashAndPassword
+			if id, err := a.Password(ctx, "alice", goodPassword, "203.0.113.7:5555", "web"); err != nil || id.Name != "alice" {
+				t.Fatalf("after the backoff: %+v, %v", id, err)
+			}
+		})
+	}
+}

@@ -66,6 +66,7 @@ var engineTests = []struct {
 	{"AgentPendingCounted", TestAgentPendingCounted},
 	{"ActionsLimitAndCount", TestActionsLimitAndCount},
 	{"LoginFailuresAcrossProcesses", TestLoginFailuresAcrossProcesses},
+	{"CountLoginAttempt", TestCountLoginAttempt},
 	{"SessionLimits", TestSessionLimits},
 	{"SetPasswordEndsToken", TestSetPasswordEndsToken},
 	{"VerifyIntact", TestVerifyIntact},
