@@ -271,9 +271,10 @@ type session struct {
 // authed wraps a handler that needs a signed-in user holding at least
 // role in the live policy: without a live session the request goes to the
 // login page; a user the policy no longer gives any role is signed out at
-// once (and it is audited); an auditor asking for an approver's page is
-// sent to the audit trail or refused; and a POST must carry the session's
-// CSRF token or it is refused with 403.
+// once (and it is audited); a POST must carry the session's CSRF token or
+// it is refused with 403; and an auditor asking for an approver's page is
+// sent to the audit trail or refused. Refused POSTs are audited, and
+// answered 503 if the record cannot be written.
 func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := r.Cookie(sessionCookie)
@@ -307,21 +308,49 @@ func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Reques
 			http.Error(w, "Forbidden: your name no longer holds an approver or auditor role in the policy, so you were signed out.", http.StatusForbidden)
 			return
 		}
+		// The token first: a POST without it may not be the user's own
+		// doing, so it is recorded as a forged or stale form, not as
+		// something the user tried.
+		if r.Method == http.MethodPost && !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
+			reason := r.Pattern + " without the session's CSRF token: a forged cross-site request, or a form from an earlier session"
+			if s.refuse(w, r, sess.User, reason) {
+				http.Error(w, "Forbidden: this form is missing its security token. Reload the page and try again.", http.StatusForbidden)
+			}
+			return
+		}
 		if role < need {
 			if r.Method == http.MethodGet && r.URL.Path == "/" {
 				http.Redirect(w, r, "/audit", http.StatusSeeOther)
 				return
 			}
+			// A page an auditor may not read is only a 403; a POST is an
+			// attempt to act (decide, suspend), and is audited.
+			if r.Method == http.MethodPost {
+				reason := fmt.Sprintf("%s is an %s and may not %s; it needs an %s", sess.User, role, r.Pattern, need)
+				if !s.refuse(w, r, sess.User, reason) {
+					return
+				}
+			}
 			http.Error(w, "Forbidden: auditors may read the audit trail only; deciding and the queue are for approvers.", http.StatusForbidden)
-			return
-		}
-		if r.Method == http.MethodPost && !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
-			s.cfg.Logger.Warn("form without a valid CSRF token refused", "user", sess.User, "path", r.URL.Path)
-			http.Error(w, "Forbidden: this form is missing its security token. Reload the page and try again.", http.StatusForbidden)
 			return
 		}
 		h(w, r, &session{Session: sess, token: c.Value, role: role})
 	}
+}
+
+// refuse audits the refusal of a signed-in user's request, in the lineage
+// of the action its path names (if any), and reports whether it was
+// recorded. If not, it has answered 503: the request is refused all the
+// same, but a refusal that matters to security is never silent.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, user, reason string) bool {
+	a := &auth.Authenticator{DB: s.cfg.Auth.DB, Policy: s.cfg.Auth.Policy, Now: s.cfg.Auth.Now, Logger: s.cfg.Auth.Logger,
+		ActionID: mandate.Truncate(mandate.Visible(r.PathValue("id"), false), 64)} // the path is the client's text
+	if err := a.Refuse(r.Context(), user, s.clientAddr(r), "web", auth.AccessTool, reason); err != nil {
+		s.cfg.Logger.Error("auditing a refused request failed", "user", user, "pattern", r.Pattern, "err", err)
+		http.Error(w, "the database is unavailable: the refusal could not be recorded", http.StatusServiceUnavailable)
+		return false
+	}
+	return true
 }
 
 func sameToken(got, want string) bool {

@@ -34,8 +34,10 @@ import (
 const (
 	// LoginTool marks a failed or refused sign-in (web or CLI).
 	LoginTool = "admin_login"
-	// AccessTool marks a signed-in user refused because the live policy
-	// no longer gives them a role.
+	// AccessTool marks a signed-in user refused: the live policy no
+	// longer gives them a role, or not the one the request needs (an
+	// auditor deciding an action), or a form lacked the session's CSRF
+	// token.
 	AccessTool = "admin_access"
 )
 
