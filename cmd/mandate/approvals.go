@@ -343,7 +343,8 @@ func cliAddr() string {
 // to decide as. Without credentials it refuses, and the refusal is
 // audited, in the action's lineage: a name on the command line proves
 // nothing, and the requester trying to approve its own action is a
-// security event (it has no approver role, so it cannot sign in).
+// security event (it has no approver role, so it cannot sign in). An
+// auditor who signs in is refused and audited the same way.
 func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as string, c approverCredentials) (string, error) {
 	// Who may sign in is read from the live policy (the texts a server
 	// recorded), never from the files this CLI was pointed at: with
@@ -355,7 +356,14 @@ func authenticateApprover(ctx context.Context, deps *tools.Deps, actionID, as st
 		return "", err
 	}
 	if id.Role != auth.Approver {
-		return "", mandate.Errorf(mandate.EDENIED, "%s is an %s and may not decide actions", id.Name, id.Role)
+		// Signed in, but not as someone who may decide: audited like the
+		// web page's refusal of an auditor, in the action's lineage.
+		msg := fmt.Sprintf("%s is an %s and may not decide actions", id.Name, id.Role)
+		if aerr := a.Refuse(ctx, id.Name, cliAddr(), "cli", auth.AccessTool, msg); aerr != nil {
+			a.Logger.Error("auditing a refused approver failed", "user", id.Name, "action_id", actionID, "err", aerr)
+			return "", mandate.Errorf(mandate.EUNAVAILABLE, "%s, and the refusal could not be recorded in the audit trail: %s", msg, mandate.ErrorMessage(aerr))
+		}
+		return "", mandate.Errorf(mandate.EDENIED, "%s", msg)
 	}
 	return id.Name, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"os"
@@ -341,5 +342,72 @@ func TestAdminUserLifecycle(t *testing.T) {
 	}
 	if _, err := sdb.TokenUser(ctx, "anything"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
 		t.Fatalf("token lookup after removal: %v", err)
+	}
+}
+
+// TestApprovalsCLIRefusesAuditor: an auditor signs in from the CLI but may
+// not decide. The refusal is an admin_access record in the action's
+// lineage; when the trail cannot take it, the CLI says so and still
+// refuses.
+func TestApprovalsCLIRefusesAuditor(t *testing.T) {
+	for _, broken := range []bool{false, true} {
+		t.Run(map[bool]string{false: "recorded", true: "trail unwritable"}[broken], func(t *testing.T) {
+			db, st, ids := approvalFiles(t, "150.00")
+			pol := writePolicy(t, t.TempDir(), "\ng, carol, auditor\n")
+			recordLive(t, db, pol, "admin reload")
+			signIn(t, db, "carol")
+			if broken {
+				breakAudit(t, db)
+			}
+			out, err := runCLI(t, "", "approvals", "approve", ids[0], "--as", "carol", "--db", db, "--store", st, "--policy", pol)
+			want := "carol is an auditor and may not decide actions"
+			if broken {
+				want += ", and the refusal could not be recorded in the audit trail"
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("approve as carol: %v\n%s\nwant a refusal saying %q", err, out, want)
+			}
+			ctx := context.Background()
+			sdb, err := storage.Open(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sdb.Close()
+			if a, err := sdb.Action(ctx, ids[0]); err != nil || a.Status != storage.StatusPending {
+				t.Fatalf("action after the refusal: %+v, %v; want it still pending", a, err)
+			}
+			var recs []*storage.Record
+			if err := sdb.Records(ctx, storage.Filter{Tool: "admin_access", ActionID: ids[0]}, func(r *storage.Record) error {
+				recs = append(recs, r)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if broken {
+				if len(recs) != 0 {
+					t.Fatalf("records written past the broken trail: %+v", recs)
+				}
+				return
+			}
+			if len(recs) != 1 || recs[0].Agent != "carol" || recs[0].Decision != policy.Deny || recs[0].Error != "carol is an auditor and may not decide actions" ||
+				!strings.Contains(string(recs[0].Args), `"via":"cli"`) {
+				t.Fatalf("refusal records %+v, want one of carol refused from the CLI", recs)
+			}
+		})
+	}
+}
+
+// breakAudit makes the audit trail at path (a SQLite file) refuse every new
+// record the way a full disk would, while the database stays readable.
+func breakAudit(t *testing.T, path string) {
+	t.Helper()
+	raw, err := sql.Open("sqlite", storage.DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit
+		BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END`); err != nil {
+		t.Fatal(err)
 	}
 }
