@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -56,17 +57,25 @@ func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 	return parseOne(fs, args, "action id, e.g. act_3f2a…")
 }
 
+// listStatuses are the values of approvals list --status: every action
+// status, and all.
+var listStatuses = []string{storage.StatusPending, storage.StatusApproved, storage.StatusDenied, storage.StatusExpired,
+	storage.StatusExecuting, storage.StatusExecuted, storage.StatusFailed, "all"}
+
 func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("approvals list", "mandate approvals list [--status pending] [--agent NAME] [--limit N] [--after ID | --offset N] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
 	auditKey := auditKeyFlag(fs) // listing expires what is due, which is recorded
-	status := fs.String("status", storage.StatusPending, "pending, approved, denied, expired, executing, executed, failed, or all")
+	status := fs.String("status", storage.StatusPending, oneOf(listStatuses))
 	agent := fs.String("agent", "", "only the actions this agent asked for")
 	limit := fs.Int("limit", storage.DefaultPage, fmt.Sprintf("how many to print, 1 to %d; the last line says how many more there are", storage.MaxPage))
 	after := fs.String("after", "", "pending only: print the page after this action id (the list says which)")
 	offset := fs.Int("offset", 0, "other statuses: skip this many of the newest first")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
+	}
+	if !slices.Contains(listStatuses, *status) {
+		return usageError{fmt.Sprintf("approvals list: --status %q: use %s", *status, oneOf(listStatuses))}
 	}
 	if *limit < 1 || *limit > storage.MaxPage {
 		return usageError{fmt.Sprintf("approvals list: --limit %d: print 1 to %d at a time and page with --after or --offset", *limit, storage.MaxPage)}
@@ -174,6 +183,11 @@ func runApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	fmt.Fprintln(stdout)
 	return nil
+}
+
+// oneOf lists choices for a person: "a, b or c".
+func oneOf(choices []string) string {
+	return strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
 }
 
 // approvalDeps opens what approving needs: the policy, the gateway

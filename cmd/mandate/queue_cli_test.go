@@ -200,3 +200,22 @@ func TestTerminalSafeSplitWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovalsListStatus: every status the flag names lists (exit 0); any
+// other is a usage error, exit status 2, naming the valid ones (it used to
+// print "no bogus actions" and succeed).
+func TestApprovalsListStatus(t *testing.T) {
+	db, _, _ := approvalFiles(t)
+	for _, s := range listStatuses {
+		if out, err := runCLI(t, "", "approvals", "list", "--status", s, "--db", db); err != nil {
+			t.Fatalf("approvals list --status %s: %v\n%s", s, err, out)
+		}
+	}
+	for _, bad := range []string{"bogus", "", "Pending", "refused"} {
+		stdout, stderr, status := runBinary(t, "approvals", "list", "--status", bad, "--db", db)
+		want := fmt.Sprintf("mandate: approvals list: --status %q: use pending, approved, denied, expired, executing, executed, failed or all\n", bad)
+		if status != 2 || stdout != "" || stderr != want {
+			t.Fatalf("approvals list --status %q: exit status %d, stdout %q, stderr %q; want 2, nothing and %q", bad, status, stdout, stderr, want)
+		}
+	}
+}
