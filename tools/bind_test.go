@@ -144,6 +144,13 @@ func TestBindRefusesBadArguments(t *testing.T) {
 		{"trailing dot", "refund_order", refund(`"5."`), `amount "5." is not a decimal number like "30.00"`},
 		{"thousands separator", "refund_order", refund(`"1,000.00"`), `amount "1,000.00" is not a decimal number like "30.00"`},
 		{"currency in amount", "refund_order", refund(`"30.00 USD"`), `amount "30.00 USD" is not a decimal number like "30.00"`},
+		// Money is refused, never trimmed: " 100" is not quietly 100.
+		{"leading space", "refund_order", refund(`" 100"`), `amount " 100" has spaces at its start or end; send the decimal number alone, like "30.00"`},
+		{"trailing space", "refund_order", refund(`"100 "`), `amount "100 " has spaces at its start or end; send the decimal number alone, like "30.00"`},
+		{"trailing newline", "refund_order", refund(`"30.00\n"`), `amount "30.00\n" has spaces at its start or end; send the decimal number alone, like "30.00"`},
+		{"leading tab", "refund_order", refund(`"\t30.00"`), `amount "\t30.00" has spaces at its start or end; send the decimal number alone, like "30.00"`},
+		{"no-break space", "refund_order", refund(`"30.00\u00a0"`), `amount "30.00\u00a0" has spaces at its start or end; send the decimal number alone, like "30.00"`},
+		{"space inside", "refund_order", refund(`"30 .00"`), `amount "30 .00" is not a decimal number like "30.00"`},
 		{"too large", "refund_order", refund(`"99999999999999999"`), `amount "99999999999999999" is too large`},
 	}
 	// One server for every case: nothing may change between them, and a

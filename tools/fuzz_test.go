@@ -3,6 +3,7 @@ package tools
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/mandatehq/mandate"
@@ -27,6 +28,8 @@ func FuzzBindRefund(f *testing.F) {
 		`{"order_id":"ord_1001","ORDER_ID":"ord_1002","amount":"1.00","reason":"x"}`,
 		`{"order_id":"ord_1001","amount":3.05e1,"reason":"x"}`,
 		`{"order_id":"ord_1001","amount":30.000000000000001,"reason":"x"}`,
+		`{"order_id":"ord_1001","amount":" 100","reason":"x"}`,
+		`{"order_id":"ord_1001","amount":"100 ","reason":"x"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -46,6 +49,9 @@ func FuzzBindRefund(f *testing.F) {
 		}
 		if err := a.validate(); err != nil {
 			t.Fatalf("bind(%s) accepted %+v, which does not validate: %v", data, a, err)
+		}
+		if s := string(a.Amount); s != strings.TrimSpace(s) {
+			t.Fatalf("bind(%s) accepted the amount %q: money with spaces around it must be refused, not trimmed", data, s)
 		}
 		// What is audited is canonical(a); bound again it must be the same.
 		var again map[string]any

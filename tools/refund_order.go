@@ -31,6 +31,11 @@ func (a *refundArgs) validate() error {
 	if err := required("amount", string(a.Amount), 40); err != nil {
 		return err
 	}
+	if s := string(a.Amount); strings.TrimSpace(s) != s {
+		// Money is refused rather than normalized: what the agent sent is
+		// what is decided and audited, or nothing is.
+		return mandate.Errorf(mandate.EINVALID, "amount %q has spaces at its start or end; send the decimal number alone, like \"30.00\"", s)
+	}
 	return required("reason", a.Reason, maxText)
 }
 
@@ -43,7 +48,7 @@ func (a *refundArgs) likeRecorded(recorded json.RawMessage) {
 	if json.Unmarshal(recorded, &r) != nil || r.Amount == "" {
 		return
 	}
-	mine, ok1 := new(big.Rat).SetString(strings.TrimSpace(string(a.Amount)))
+	mine, ok1 := new(big.Rat).SetString(string(a.Amount))
 	theirs, ok2 := new(big.Rat).SetString(r.Amount)
 	if ok1 && ok2 && mine.Cmp(theirs) == 0 {
 		a.Amount = amountArg(r.Amount)
@@ -53,10 +58,10 @@ func (a *refundArgs) likeRecorded(recorded json.RawMessage) {
 // parseAmount reads the agent's amount in the order's currency: the amount
 // is always in the order's currency, so a refund in another is impossible.
 func parseAmount(s amountArg, currency string) (mandate.Money, error) {
-	if strings.HasPrefix(strings.TrimSpace(string(s)), "-") {
+	if strings.HasPrefix(string(s), "-") {
 		return mandate.Money{}, mandate.Errorf(mandate.EINVALID, "amount must be greater than zero")
 	}
-	m, err := mandate.ParseMoney(strings.TrimSpace(string(s)), currency)
+	m, err := mandate.ParseMoney(string(s), currency)
 	if err != nil {
 		return m, err
 	}
