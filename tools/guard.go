@@ -108,7 +108,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		return errorResult(err)
 	}
 	var a A
-	if err := bind(raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
+	if err := bindCall(ctx, raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
 		log.Info("invalid arguments", "err", err)
 		return errorResult(err)
 	}

@@ -27,12 +27,41 @@ import (
 // and wherever --apply runs.
 
 // revertKey marks, in a context only Apply makes, that the call is a
-// person's revert of an agent's action (whose id it holds). Tool arguments
+// person's revert of an agent's action (a revertCall). Tool arguments
 // never carry it, so no agent can make its call a revert.
 type revertKey struct{}
 
-func withRevert(ctx context.Context, actionID string) context.Context {
-	return context.WithValue(ctx, revertKey{}, actionID)
+// revertCall is a person's revert: the action it reverts, and the value it
+// puts back, as the trail recorded it read from the system of record.
+type revertCall struct {
+	actionID, restore string
+}
+
+func withRevert(ctx context.Context, actionID, restore string) context.Context {
+	return context.WithValue(ctx, revertKey{}, revertCall{actionID: actionID, restore: restore})
+}
+
+// reverter is implemented by the arguments of a tool a revert calls
+// (update_account's): validateRevert checks them with the value put back
+// judged as the system of record's, not as an agent's input.
+type reverter interface{ validateRevert(restore string) error }
+
+// bindCall is bind for a call in ctx. A person's revert is read as strictly
+// as any call, but the value it puts back is the one the system of record
+// held before the agent changed it, which may predate or differ from the
+// rules for what agents send (a phone number stored as "+1 202 555 0143"
+// is not E.164). Remediation puts customers back as they were, so that
+// value is restored exactly; the system of record still checks it.
+func bindCall[A any](ctx context.Context, raw any, a *A, names []string) error {
+	rc, isRevert := ctx.Value(revertKey{}).(revertCall)
+	r, ok := any(a).(reverter)
+	if !isRevert || rc.actionID == "" || !ok {
+		return bind(raw, a, names)
+	}
+	if err := decodeArgs(raw, a, names); err != nil {
+		return err
+	}
+	return r.validateRevert(rc.restore)
 }
 
 // RevertAttr is the fact recorded with a revert's attempt: the id of the
@@ -47,7 +76,8 @@ const RevertKeyPrefix = "revert:"
 // revert_update_account, whose attributes then also record which action
 // it reverts.
 func revertTool(ctx context.Context, name string, attrs map[string]any) string {
-	id, _ := ctx.Value(revertKey{}).(string)
+	rc, _ := ctx.Value(revertKey{}).(revertCall)
+	id := rc.actionID
 	if id == "" || name != "update_account" {
 		return name
 	}
@@ -222,8 +252,8 @@ func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time
 		case first.before == "":
 			it.Why = "the field was empty before the change, and Mandate does not clear fields"
 		default:
-			if err := validValue(c.field, first.before); err != nil {
-				it.Why = "the previous value is not accepted by today's rules for " + fieldLabel(c.field) + ": " + mandate.ErrorMessage(err)
+			if err := restorable(first.before); err != nil {
+				it.Why = "the previous value of the " + fieldLabel(c.field) + " cannot be put back: " + mandate.ErrorMessage(err)
 				break
 			}
 			cur, err := currentValue(ctx, d, c.customer, c.field)
@@ -336,7 +366,7 @@ func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.C
 	r := RevertResult{PlanItem: it}
 	reason := fmt.Sprintf("Remediation by %s: revert of %s, the change of %s on %s by %s at %s", by, it.ActionID, fieldLabel(it.Field), it.CustomerID, agent, it.Time.UTC().Format(time.RFC3339))
 	args := map[string]any{"customer_id": it.CustomerID, "field": it.Field, "value": it.To, "reason": reason, "idempotency_key": RevertKeyPrefix + it.ActionID}
-	res, err := handler(WithAgent(withRevert(ctx, it.ActionID), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
+	res, err := handler(WithAgent(withRevert(ctx, it.ActionID, it.To), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
 	if err != nil {
 		r.Status, r.Message = "failed", err.Error()
 		return r

@@ -26,7 +26,21 @@ type updateArgs struct {
 // recorded: a value the system of record would refuse must not wait in a
 // person's queue, or be audited as allowed, only to fail later. The
 // messages never repeat the value, which is personal data.
-func (a *updateArgs) validate() error {
+func (a *updateArgs) validate() error { return a.validateWith(validValue) }
+
+// validateRevert is validate for a person's revert (see bindCall): the
+// value it puts back, restore, is checked only by restorable; any other
+// value as an agent's would be.
+func (a *updateArgs) validateRevert(restore string) error {
+	return a.validateWith(func(field, v string) error {
+		if v == restore {
+			return restorable(v)
+		}
+		return validValue(field, v)
+	})
+}
+
+func (a *updateArgs) validateWith(check func(field, v string) error) error {
 	if err := required("customer_id", a.CustomerID, 100); err != nil {
 		return err
 	}
@@ -36,7 +50,7 @@ func (a *updateArgs) validate() error {
 	if err := required("value", a.Value, 500); err != nil {
 		return err
 	}
-	if err := validValue(a.Field, a.Value); err != nil {
+	if err := check(a.Field, a.Value); err != nil {
 		return err
 	}
 	return required("reason", a.Reason, maxText)
@@ -116,6 +130,17 @@ func validValue(field, v string) error {
 		if err := checkText(v, "address", maxAddress, "'’-.,#/&()°:;"); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// restorable checks a value a revert puts back: one the system of record
+// held and accepted, in whatever form it holds it. It is put back as it
+// was, so the only refusal is what nobody should be shown on a screen or
+// in an email: control and invisible characters.
+func restorable(v string) error {
+	if mandate.HasHidden(v, false) {
+		return mandate.Errorf(mandate.EINVALID, "value holds a control or invisible character, which Mandate does not put back")
 	}
 	return nil
 }

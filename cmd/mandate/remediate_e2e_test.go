@@ -18,9 +18,9 @@ import (
 
 // demoData is the scenario's store: 20 customers with valid contact
 // details and 5 paid USD orders (testdata/remediate-store.json). The
-// embedded demo data has enough customers, but most of its phone numbers
-// are written with spaces, which update_account refuses, so a revert could
-// not put them back (the plan skips such a change and says why).
+// embedded demo data has enough customers but not enough paid USD orders;
+// its phone numbers written with spaces are reverted like any other (see
+// TestRemediateDemoPhone).
 type demoData struct {
 	Customers []struct {
 		ID, Email, Phone string
@@ -301,6 +301,66 @@ func TestRemediateScenario(t *testing.T) {
 	}
 	if out, _, err := runMandate(t, nil, "audit", "verify", "--db", dbPath); err != nil {
 		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+}
+
+// TestRemediateDemoPhone: on the embedded demo data, whose phone numbers
+// are mostly written with spaces ("+1 202 555 0143", which agents may not
+// send: they must use E.164), an agent's change of cus_grace's phone is
+// put back by mandate remediate --apply to exactly the number the store
+// held, and a second run reverts nothing more.
+func TestRemediateDemoPhone(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, storePath := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db") // seeded with the demo data
+	bad := startServer(t, mcp.LATEST_PROTOCOL_VERSION, []string{"MANDATE_AGENT=demo-agent"}, "--db", dbPath, "--store", storePath)
+	addUsers(t, dbPath, "alice", "bob")
+	pw := []string{"MANDATE_ADMIN_PASSWORD=" + cliPassword}
+
+	const was = "+1 202 555 0143"
+	if c := customerNow(t, bad, "cus_grace"); c.Phone != was {
+		t.Fatalf("cus_grace's phone in the demo data is %q, want %q", c.Phone, was)
+	}
+	var r actionResult
+	decode(t, call(t, bad, "update_account", map[string]any{"customer_id": "cus_grace", "field": "phone", "value": "+15550000001", "reason": "customer asked"}), &r)
+	switch r.Status {
+	case storage.StatusExecuted:
+	case storage.StatusPending:
+		if out, _, err := runMandate(t, pw, "approvals", "approve", r.ActionID, "--as", "bob", "--db", dbPath, "--store", storePath); err != nil {
+			t.Fatalf("approving %s: %v\n%s", r.ActionID, err, out)
+		}
+	default:
+		t.Fatalf("phone change: %+v", r)
+	}
+	if c := customerNow(t, bad, "cus_grace"); c.Phone != "+15550000001" {
+		t.Fatalf("cus_grace's phone is %q after the agent's change", c.Phone)
+	}
+	remediate := func(extra ...string) string {
+		t.Helper()
+		args := append([]string{"remediate", "--agent", "demo-agent", "--since", "1h", "--db", dbPath, "--store", storePath}, extra...)
+		out, errOut, err := runMandate(t, pw, args...)
+		if err != nil {
+			t.Fatalf("mandate %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+		}
+		return out
+	}
+	var plan tools.Plan
+	if err := json.Unmarshal([]byte(remediate("--format", "json")), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Revert) != 1 || plan.Revert[0].ActionID != r.ActionID || plan.Revert[0].To != was || len(plan.Skipped) != 0 {
+		t.Fatalf("plan: %+v; want %s reverted to %q", plan, r.ActionID, was)
+	}
+	if out := remediate("--apply", "--as", "alice"); !strings.Contains(out, "reverted 1,") || !strings.Contains(out, "failed 0") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	if c := customerNow(t, bad, "cus_grace"); c.Phone != was {
+		t.Fatalf("cus_grace's phone is %q after the revert, want %q exactly", c.Phone, was)
+	}
+	if out := remediate("--apply", "--as", "alice"); !strings.Contains(out, "reverted 0,") {
+		t.Fatalf("second apply:\n%s", out)
+	}
+	if got := revertActions(t, dbPath); len(got) != 1 {
+		t.Fatalf("reverts %v, want exactly one", got)
 	}
 }
 
