@@ -826,8 +826,23 @@ func TestStoreImport(t *testing.T) {
 		}
 	}
 
+	// A phone number the store would refuse on update is refused on import
+	// too, naming the record and the field, and nothing of the file is
+	// written.
+	badPhone := write("bad-phone.json", `{"customers": [{"id": "cus_ok", "name": "Fine Person", "email": "ok@example.com", "created_at": "2024-01-02T03:04:05Z"},
+  {"id": "cus_badphone", "name": "Phone Person", "email": "phone@example.com", "phone": "ask reception", "created_at": "2024-01-02T03:04:05Z"}]}`)
+	stdout, stderr, err = runMandate(t, nil, "store", "import", "--store", storePath, badPhone)
+	if err == nil {
+		t.Fatalf("import of a bad phone number exited 0; stdout %q", stdout)
+	}
+	for _, w := range []string{"customers[1] (cus_badphone)", "phone is not a phone number", "nothing was written"} {
+		if !strings.Contains(stderr, w) {
+			t.Fatalf("import bad phone: stderr %q does not mention %q", stderr, w)
+		}
+	}
+
 	// The imported store serves what the good file held and nothing of the
-	// bad one, not even its valid records.
+	// bad ones, not even their valid records.
 	c := startServer(t, mcp.LATEST_LEGACY_PROTOCOL_VERSION, nil,
 		"--agent", "demo-agent", "--db", filepath.Join(dir, "mandate.db"), "--store", storePath)
 	o := getOrder(t, c, "ord_t1")
@@ -837,6 +852,7 @@ func TestStoreImport(t *testing.T) {
 	for _, tt := range []struct{ tool, arg, id string }{
 		{"get_customer", "customer_id", "cus_new"},
 		{"get_order", "order_id", "ord_t2"},
+		{"get_customer", "customer_id", "cus_ok"},
 		{"get_order", "order_id", "ord_1001"}, // an import is not seeded with demo data
 	} {
 		res := call(t, c, tt.tool, map[string]any{tt.arg: tt.id})
