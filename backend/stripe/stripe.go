@@ -315,9 +315,13 @@ func (p *Payments) retry(ctx context.Context, call func(context.Context) error) 
 	}
 }
 
-// retryable: Stripe-Should-Retry decides when present; else 429, 5xx and
-// network failures are retried, other API errors are final.
+// retryable: a 409 is always retried (below); else Stripe-Should-Retry
+// decides when present; else 429, 5xx and network failures are retried,
+// other API errors are final.
 func retryable(err error, tap *tapped) bool {
+	if inProgress(err) {
+		return true
+	}
 	switch tap.shouldRetry {
 	case "true":
 		return true
@@ -354,6 +358,16 @@ func (h *headerTap) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// inProgress reports Stripe's 409: another request with the same
+// idempotency key is still being carried out (idempotency_error), or a lock
+// on the object was not had in time (lock_timeout). Either way the request
+// is undecided, not refused, and repeating it with the same key is safe: it
+// returns the first request's refund once that is done.
+func inProgress(err error) bool {
+	var se *stripego.Error
+	return errors.As(err, &se) && se.HTTPStatusCode == http.StatusConflict
+}
+
 // mapError turns a Stripe failure into a mandate error whose code says
 // what happened to the money.
 func mapError(err error, what string) error {
@@ -375,6 +389,14 @@ func mapError(err error, what string) error {
 			"Stripe refused Mandate's API key (HTTP %d); check secret_key_env or secret_key_file in the backend file", se.HTTPStatusCode), backend.ErrUnauthorized)
 	case se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode >= 500:
 		return fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "Stripe is unavailable (HTTP %d, %s)", se.HTTPStatusCode, what), err)
+	case inProgress(err) || se.Type == stripego.ErrorTypeIdempotency:
+		// Not a refusal of the refund: a request with this key may still
+		// make it (a 409 after the retries ran out), or one already did (the
+		// key's first request differs). Unavailable makes the guard leave
+		// the action for reconciliation instead of recording that nothing
+		// moved.
+		return fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE,
+			"Stripe could not say what became of the request with this idempotency key (HTTP %d, %s): %s", se.HTTPStatusCode, what, msg), err)
 	case se.Type == stripego.ErrorTypeCard || se.HTTPStatusCode == http.StatusPaymentRequired:
 		return mandate.Errorf(mandate.ECONFLICT, "the card or bank refused the %s: %s", what, msg)
 	case se.HTTPStatusCode == http.StatusNotFound || se.Code == stripego.ErrorCodeResourceMissing:

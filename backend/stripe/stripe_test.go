@@ -195,6 +195,7 @@ func TestErrorMapping(t *testing.T) {
 		return func(w http.ResponseWriter) { w.Header().Set(h, v); f(w) }
 	}
 	hang := func(w http.ResponseWriter) { time.Sleep(2 * time.Second); ok(w) }
+	inProgress := stripeError(409, "idempotency_error", "", "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through): act_1. Please try again later.")
 	for _, tc := range []struct {
 		name      string
 		responses []func(http.ResponseWriter) // per attempt; the last repeats
@@ -221,6 +222,18 @@ func TestErrorMapping(t *testing.T) {
 			mandate.EUNAVAILABLE, "Stripe refused Mandate's API key", 1, true},
 		{"hang past the timeout", []func(http.ResponseWriter){hang},
 			mandate.EUNAVAILABLE, "Stripe did not answer in time", 1, false},
+		// Stripe answers 409 idempotency_error to a request whose key's first
+		// request is still being carried out: undecided, not refused. It is
+		// retried with the same key and, when the retries run out, left
+		// unknown (unavailable), never a conflict ("nothing was changed").
+		{"a retry meets the first still in progress", []func(http.ResponseWriter){hang, inProgress, ok},
+			"", "", 3, false},
+		{"409 in progress every time", []func(http.ResponseWriter){inProgress},
+			mandate.EUNAVAILABLE, "Stripe could not say what became of the request", 3, false},
+		{"409 retried even when Stripe-Should-Retry says false", []func(http.ResponseWriter){withHeader("Stripe-Should-Retry", "false", inProgress), ok},
+			"", "", 2, false},
+		{"key reused with other parameters", []func(http.ResponseWriter){stripeError(400, "idempotency_error", "", "Keys for idempotent requests can only be used with the same parameters they were first used with.")},
+			mandate.EUNAVAILABLE, "Stripe could not say what became of the request", 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
