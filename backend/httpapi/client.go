@@ -174,7 +174,13 @@ func (c *Client) operation(ctx context.Context, key, kind string) (Operation, er
 		return Operation{}, err
 	}
 	var op Operation
-	if err := c.do(ctx, http.MethodGet, "/operations/"+url.PathEscape(key), "", nil, &op); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/operations/"+url.PathEscape(key), "", nil, &op); mandate.ErrorCode(err) == mandate.ECONFLICT {
+		// The contract's answer while a change with key is still being
+		// made: whether it happens is not known yet. Unavailable, never
+		// not_found, so the caller asks again later.
+		return Operation{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE,
+			"%s is still carrying out a change with idempotency key %q", c.name(), key), err)
+	} else if err != nil {
 		return Operation{}, err
 	}
 	if op.Kind != kind {
@@ -242,6 +248,12 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	// limit is what ends this attempt: the client's timeout or, when
+	// sooner, the caller's deadline (--backend-timeout), named in errors.
+	limit := timeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < limit {
+		limit = max(time.Until(dl), 0)
+	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, method, strings.TrimRight(c.BaseURL, "/")+path, bytes.NewReader(body))
@@ -268,7 +280,7 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 		// The request may or may not have reached the service: unavailable,
 		// which makes the guard ask by idempotency key rather than guess.
 		if errors.Is(err, context.DeadlineExceeded) {
-			return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s did not answer within %s", c.name(), timeout), err)
+			return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s did not answer within %s", c.name(), roundLimit(limit)), err)
 		}
 		return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s cannot be reached", c.name()), err)
 	}
@@ -359,6 +371,14 @@ func StatusForCode(code string) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
+}
+
+// roundLimit rounds a time limit for people: 2s, not 1.999873s.
+func roundLimit(d time.Duration) time.Duration {
+	if d >= 100*time.Millisecond {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 func pathOnly(p string) string {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -29,6 +30,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Timeout bounds each call to the backend; zero means 10 seconds.
 	Timeout time.Duration
+
+	mu       sync.Mutex
+	inFlight map[string]int // idempotency keys of the changes being made
 }
 
 // Handler returns the contract's routes.
@@ -101,6 +105,7 @@ func (s *Server) postRefund(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	defer s.begin(key)()
 	var in RefundRequest
 	if !s.decode(w, r, &in) {
 		return
@@ -122,6 +127,7 @@ func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	defer s.begin(key)()
 	var in CancelRequest
 	if !s.decode(w, r, &in) {
 		return
@@ -162,6 +168,7 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	defer s.begin(key)()
 	var in CustomerPatch
 	if !s.decode(w, r, &in) {
 		return
@@ -187,12 +194,46 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, http.StatusOK, FromCustomer(c), err)
 }
 
-// getOperation answers GET /operations/{key}.
+// getOperation answers GET /operations/{key}: 404 only when no change with
+// key was made and none is being made. A change still in progress (its
+// client gave up waiting; this server carries on) is 409, so that Mandate
+// does not take a change that is about to happen for one that never will.
+// Whether one is in progress is asked before the lookup: one that ends in
+// between has committed by then, and the lookup finds it.
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	busy := s.inProgress(key)
 	ctx, cancel := s.ctx(r, false)
 	defer cancel()
-	op, err := s.operation(ctx, r.PathValue("key"))
+	op, err := s.operation(ctx, key)
+	if busy && mandate.ErrorCode(err) == mandate.ENOTFOUND {
+		err = mandate.Errorf(mandate.ECONFLICT, "%s", InProgressDetail)
+	}
 	s.answer(w, r, http.StatusOK, op, err)
+}
+
+// begin marks a change with key as in progress, until the returned func is
+// called (after the backend call returned, committed or not).
+func (s *Server) begin(key string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight == nil {
+		s.inFlight = map[string]int{}
+	}
+	s.inFlight[key]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.inFlight[key]--; s.inFlight[key] <= 0 {
+			delete(s.inFlight, key)
+		}
+	}
+}
+
+func (s *Server) inProgress(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlight[key] > 0
 }
 
 // operation asks each capability in turn whether it made a change with

@@ -30,6 +30,11 @@ const (
 	HeaderContract       = "Mandate-Contract"
 )
 
+// InProgressDetail is the detail of the 409 that GET /operations/{key}
+// answers while a change with key is still being made: not known yet, ask
+// again later.
+const InProgressDetail = "a change with this idempotency key is still in progress; ask again later"
+
 // ProblemType is the URI prefix of the problem types; the stable code is
 // also in the "code" member, which is what clients act on.
 const ProblemType = "https://mandate.dev/problems/"
