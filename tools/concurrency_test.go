@@ -5,8 +5,8 @@ package tools_test
 // store handles on the same files, as two `mandate serve` processes would
 // make them; afterwards the store, the audit trail and the limit counters
 // must tell the same story. A backend that hangs or fails without a code is
-// reconciled by its idempotency key at once, so the agent hears what
-// happened within the timeout.
+// sent the same request again with the same key; what that does not settle
+// is left executing for recovery, and the agent is told not to retry.
 
 import (
 	"context"
@@ -524,6 +524,7 @@ type concMade struct {
 	mu      sync.Mutex
 	refunds map[string]backend.Refund
 	lookups int
+	calls   int // free for a test's refund func to count with
 }
 
 func (m *concMade) make(req backend.RefundRequest) {
@@ -544,14 +545,17 @@ func (m *concMade) find(_ context.Context, key string) (backend.Refund, error) {
 }
 
 // TestHangingBackend: a refund that hangs past the backend timeout, or fails
-// without saying why, is looked up by its idempotency key at once. Found is
-// executed, not found is failed, both recorded and told to the agent within
-// the timeout; a backend that cannot say leaves the action executing, with
-// no outcome, for Recover to settle later.
+// without saying why, is sent again with the same idempotency key (a
+// backend honouring it answers with the refund it made, or makes one), and
+// then, if time is left, looked up by key. An answer or a refund found is
+// executed, told to the agent within twice the timeout. Anything else,
+// "not found" included, proves nothing while a request of ours may still be
+// on its way: the action is left executing, with no outcome and its limits
+// counted, the agent is told not to retry, and Recover settles it later.
 func TestHangingBackend(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	// The agent must hear back within the timeout plus what the lookup and
-	// two durable writes take on a slow, shared machine.
+	// The agent must hear back within execute's budget (twice the timeout)
+	// plus what two durable writes take on a slow, shared machine.
 	const slack = 2 * time.Second
 	hang := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
 	for _, tt := range []struct {
@@ -560,20 +564,41 @@ func TestHangingBackend(t *testing.T) {
 		refund func(ctx context.Context, m *concMade, req backend.RefundRequest) (backend.Refund, error)
 		// lookupDown makes RefundByKey fail with unavailable.
 		lookupDown bool
-		wantStatus string
+		wantStatus string // what the agent is told
+		settled    string // with wantStatus executing: what Recover records
 		hangs      bool
 		leak       string // internal error text the agent must not see
 	}{
-		{name: "hangs past the timeout, nothing made", hangs: true, wantStatus: storage.StatusFailed, leak: "deadline",
+		{name: "hangs past the timeout every time, nothing made", hangs: true, wantStatus: storage.StatusExecuting, settled: storage.StatusFailed, leak: "deadline",
 			refund: func(ctx context.Context, _ *concMade, _ backend.RefundRequest) (backend.Refund, error) {
 				return backend.Refund{}, hang(ctx)
 			}},
-		{name: "hangs past the timeout after making the refund", hangs: true, wantStatus: storage.StatusExecuted,
+		{name: "hangs past the timeout every time after making the refund", hangs: true, wantStatus: storage.StatusExecuting, settled: storage.StatusExecuted,
 			refund: func(ctx context.Context, m *concMade, req backend.RefundRequest) (backend.Refund, error) {
 				m.make(req) // the answer is lost on the way back
 				return backend.Refund{}, hang(ctx)
 			}},
-		{name: "fails without a code, nothing made", wantStatus: storage.StatusFailed, leak: "connection reset",
+		{name: "hangs once after making the refund; the repeat returns it", hangs: true, wantStatus: storage.StatusExecuted,
+			refund: func(ctx context.Context, m *concMade, req backend.RefundRequest) (backend.Refund, error) {
+				if r, err := m.find(ctx, req.IdempotencyKey); err == nil {
+					return r, nil // the key is honoured: the first refund, not a second
+				}
+				m.make(req)
+				return backend.Refund{}, hang(ctx)
+			}},
+		{name: "hangs once before making it; the repeat makes it", hangs: true, wantStatus: storage.StatusExecuted,
+			refund: func(ctx context.Context, m *concMade, req backend.RefundRequest) (backend.Refund, error) {
+				m.mu.Lock()
+				m.calls++
+				first := m.calls == 1
+				m.mu.Unlock()
+				if first {
+					return backend.Refund{}, hang(ctx)
+				}
+				m.make(req)
+				return m.find(ctx, req.IdempotencyKey)
+			}},
+		{name: "fails without a code, nothing made", wantStatus: storage.StatusExecuting, settled: storage.StatusFailed, leak: "connection reset",
 			refund: func(context.Context, *concMade, backend.RefundRequest) (backend.Refund, error) {
 				return backend.Refund{}, errors.New("read tcp 10.0.0.1:443: connection reset by peer")
 			}},
@@ -582,7 +607,7 @@ func TestHangingBackend(t *testing.T) {
 				m.make(req)
 				return backend.Refund{}, errors.New("unexpected EOF")
 			}},
-		{name: "hangs, and the lookup cannot say", hangs: true, lookupDown: true, wantStatus: storage.StatusExecuting,
+		{name: "hangs, and the lookup cannot say", hangs: true, lookupDown: true, wantStatus: storage.StatusExecuting, settled: storage.StatusExecuted,
 			refund: func(ctx context.Context, m *concMade, req backend.RefundRequest) (backend.Refund, error) {
 				m.make(req)
 				return backend.Refund{}, hang(ctx)
@@ -619,7 +644,7 @@ func TestHangingBackend(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Go error (a JSON-RPC error to the agent): %v", err)
 			}
-			if took > timeout+slack {
+			if took > 2*timeout+slack {
 				t.Fatalf("the agent waited %v; the backend timeout is %v", took, timeout)
 			}
 			if tt.hangs && took < timeout {
@@ -662,10 +687,13 @@ func TestHangingBackend(t *testing.T) {
 				t.Fatalf("action status %s, the agent was told %s", act.Status, tt.wantStatus)
 			}
 			if tt.wantStatus == storage.StatusExecuting {
-				// Unknown: no outcome yet, and nothing retried. Recover
-				// settles it once the payments system answers again.
+				// Unknown: no outcome yet, and the agent told not to retry.
+				// Recover settles it once the payments system answers again.
 				if o := outcomes(); len(o) != 0 {
 					t.Fatalf("outcome records %+v for an action whose fate is unknown", o)
+				}
+				if !strings.Contains(got.Message, "Do not retry") {
+					t.Fatalf("message %q, want the agent told not to retry", got.Message)
 				}
 				down.Lock()
 				lookupDown = false
@@ -674,12 +702,16 @@ func TestHangingBackend(t *testing.T) {
 				if err != nil {
 					t.Fatalf("recover: %v", err)
 				}
-				if rep.Executed != 1 {
-					t.Fatalf("recover: %+v, want 1 executed", rep)
+				want := tools.RecoverReport{Executed: 1}
+				if tt.settled == storage.StatusFailed {
+					want = tools.RecoverReport{NotExecuted: 1}
 				}
-				tt.wantStatus = storage.StatusExecuted
-				if act, err = d.DB.Action(ctx, got.ActionID); err != nil || act.Status != storage.StatusExecuted {
-					t.Fatalf("after recover: %+v, %v; want executed", act, err)
+				if rep != want {
+					t.Fatalf("recover: %+v, want %+v", rep, want)
+				}
+				tt.wantStatus = tt.settled
+				if act, err = d.DB.Action(ctx, got.ActionID); err != nil || act.Status != tt.settled {
+					t.Fatalf("after recover: %+v, %v; want %s", act, err, tt.settled)
 				}
 			}
 			o := outcomes()
@@ -687,7 +719,7 @@ func TestHangingBackend(t *testing.T) {
 				t.Fatalf("outcome records %+v, want exactly one %s", o, tt.wantStatus)
 			}
 			attempt := readRecords(t, d.DB, storage.Filter{ActionID: got.ActionID})[0]
-			if gap := o[0].Time.Sub(attempt.Time); !tt.lookupDown && gap > timeout+slack {
+			if gap := o[0].Time.Sub(attempt.Time); gap > 2*timeout+slack {
 				t.Fatalf("outcome recorded %v after the attempt; the backend timeout is %v", gap, timeout)
 			}
 			made.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
@@ -32,8 +33,10 @@ type spec[A any] struct {
 	// backend must honour.
 	run func(ctx context.Context, d *Deps, a *A, key string) (any, error)
 	// reconcile asks the backend whether the action with this idempotency
-	// key happened, after a crash between acting and recording: its result
-	// if so, a not_found error if not. Actions only.
+	// key happened: its result if so, a not_found error if not. Recover asks
+	// it after a crash between acting and recording or an unconfirmed call;
+	// execute, after an unanswered repeat, trusts only a result found.
+	// Actions only.
 	reconcile func(ctx context.Context, d *Deps, key string) (any, error)
 }
 
@@ -333,37 +336,53 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	cred := callCredential(ctx, act.Agent) // before ctx names the agent
 	ctx = WithAgent(ctx, act.Agent)        // who asked, also when a person approved it later
 	start := d.Now()
+	// Everything execute asks of the backend ends within execBudget of the
+	// attempt, which recovery's grace (--recover-after) must exceed: recovery
+	// never asks about an action whose own call may still be on its way.
+	ectx, cancel := context.WithTimeout(ctx, execBudget(d))
+	defer cancel()
 	// What the action will change, read just before it (changes.go); no
 	// call is made when it cannot be read.
-	changes, err := readBefore(ctx, d, a)
+	changes, err := readBefore(ectx, d, a)
 	var out any
 	ran := err == nil
 	if ran {
-		bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
-		bctx, bspan := telemetry.Start(bctx, telemetry.SpanBackendCall, telemetry.AttrTool, act.Tool, telemetry.AttrActionID, act.ID)
-		out, err = s.run(bctx, d, a, act.ID)
-		bspan.End(err)
-		cancel()
-	}
-	if err != nil && ran && uncertain(err) && s.reconcile != nil {
-		// A timeout or a transport failure does not say whether the backend
-		// acted: ask it by the idempotency key instead of guessing.
-		rctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
-		found, rerr := s.reconcile(rctx, d, act.ID)
-		cancel()
-		switch mandate.ErrorCode(rerr) {
-		case "":
-			out, err = found, nil
-		case mandate.ENOTFOUND:
-			// It did not happen; record the failure below.
-		default:
-			// Still unknown: leave the action executing for Recover, which
-			// asks again later, and tell the agent not to retry.
-			log.Warn("backend outcome unknown; left for reconciliation", "err", err, "reconcile_err", rerr)
-			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: storage.StatusExecuting,
-				Message: fmt.Sprintf("The %s was sent, but the system of record did not confirm it in time. Do not retry: whether it happened is being checked; look with get_action_status(action_id=%q) in a minute.", s.describe(a), act.ID)}
-			return mcp.NewToolResultStructured(res, res.Message)
+		out, err = send(ectx, d, s, a, act)
+		if err != nil && uncertain(err) && ectx.Err() == nil {
+			// A timeout or a transport failure does not say whether the
+			// backend acted, and neither does a lookup by key made now: the
+			// first request may still be on its way or being carried out
+			// (the reference server finishes a change after its client hangs
+			// up), so "not found" would be a guess, and recording it as
+			// failed would give the limits back and invite the agent to try
+			// again with a new key: money moved twice. Instead the identical
+			// request is sent again under the same idempotency key, which the
+			// backend must honour: its answer is the first change or the one
+			// new one, never a second.
+			log.Warn("backend outcome unknown; sending the same request again with the same idempotency key", "err", err)
+			out, err = send(ectx, d, s, a, act)
 		}
+		if err != nil && uncertain(err) && s.reconcile != nil && ectx.Err() == nil {
+			// The repeat failed too, before the budget ran out (a connection
+			// reset, say): a lookup by key may still find the change. Found
+			// is as good as an answer; not found says nothing yet, for the
+			// reason above.
+			lctx, lcancel := context.WithTimeout(ectx, d.BackendTimeout)
+			if found, lerr := s.reconcile(lctx, d, act.ID); lerr == nil {
+				out, err = found, nil
+			}
+			lcancel()
+		}
+	}
+	if err != nil && ran && uncertain(err) {
+		// Still unknown: leave the action executing, its limits counted, for
+		// Recover to ask the backend by key once no call of ours can still
+		// arrive, and tell the agent not to retry. Only a coded refusal
+		// (below) is recorded as failed.
+		log.Warn("backend outcome unknown; left for reconciliation", "err", err)
+		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: storage.StatusExecuting,
+			Message: fmt.Sprintf("The %s was sent, but the system of record did not confirm it in time. Do not retry: whether it happened is being checked; look with get_action_status(action_id=%q) in a minute.", s.describe(a), act.ID)}
+		return mcp.NewToolResultStructured(res, res.Message)
 	}
 	rec := &storage.Record{
 		Agent: act.Agent, Tool: act.Tool, Args: act.Args, Decision: act.Decision,
@@ -404,8 +423,9 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	if err != nil {
 		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
 			Message: fmt.Sprintf("The %s was allowed but the system of record refused it: %s. Nothing was changed.", s.describe(a), act.Error)}
-		if uncertain(err) {
-			res.Message = fmt.Sprintf("The %s was allowed but the system of record failed, and confirmed that nothing was changed. You may try again later.", s.describe(a))
+		if !ran && uncertain(err) {
+			// The values before could not be read: no call was made.
+			res.Message = fmt.Sprintf("The %s was allowed but the system of record could not be read, so it was not sent and nothing was changed. You may try again later.", s.describe(a))
 		}
 		return structuredError(res)
 	}
@@ -414,6 +434,22 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		Message: fmt.Sprintf("Done: %s.", s.describe(a)), Result: object(act.Result)}
 	return mcp.NewToolResultStructured(res, res.Message+" Reference "+act.ID+".")
 }
+
+// send makes the action's backend call once, bounded by the backend timeout
+// and by what is left of ctx (execute's budget).
+func send[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Action) (any, error) {
+	bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
+	defer cancel()
+	bctx, bspan := telemetry.Start(bctx, telemetry.SpanBackendCall, telemetry.AttrTool, act.Tool, telemetry.AttrActionID, act.ID)
+	out, err := s.run(bctx, d, a, act.ID)
+	bspan.End(err)
+	return out, err
+}
+
+// execBudget bounds all of one execute's backend calls: the read before,
+// the call and its one repeat. It is twice the backend timeout, which
+// `mandate serve` requires --recover-after to exceed.
+func execBudget(d *Deps) time.Duration { return 2 * d.BackendTimeout }
 
 // StalePolicyReason begins the reason of an action refused because the
 // server's policy was not the live one; `policy replay` skips such records.

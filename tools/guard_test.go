@@ -899,9 +899,12 @@ func TestAttemptIsDurableBeforeBackendCall(t *testing.T) {
 	}
 }
 
-// TestBackendFailureIsRecorded: an allowed action whose backend refuses,
-// fails or times out ends failed, in the audit, the action state and the
-// answer, with no internals in the answer.
+// TestBackendFailureIsRecorded: an allowed action whose backend refuses it
+// with a code ends failed, in the audit, the action state and the answer.
+// One whose backend fails without a code or times out, even when sent again
+// with the same key, is not known to have failed: it stays executing with no
+// outcome recorded, and the agent is told not to retry. No internals reach
+// the answer either way.
 func TestBackendFailureIsRecorded(t *testing.T) {
 	t.Parallel()
 	const timeout = 50 * time.Millisecond
@@ -912,6 +915,7 @@ func TestBackendFailureIsRecorded(t *testing.T) {
 		wantMsg  string // what the agent is told, when it differs
 		hidden   string // text that must not reach the agent
 		deadline bool   // the call must have run under the backend timeout
+		unknown  bool   // the outcome is unknown: executing, for recovery
 	}{
 		{
 			name: "refused with a code",
@@ -925,9 +929,9 @@ func TestBackendFailureIsRecorded(t *testing.T) {
 			refund: func(ctx context.Context, req backend.RefundRequest) (backend.Refund, error) {
 				return backend.Refund{}, errors.New("dial tcp 10.9.8.7:443: connection refused")
 			},
-			wantErr: mandate.ErrorMessage(errors.New("x")),
-			wantMsg: "confirmed that nothing was changed",
+			wantMsg: "Do not retry",
 			hidden:  "10.9.8.7",
+			unknown: true,
 		},
 		{
 			name: "blocks beyond the timeout",
@@ -939,10 +943,10 @@ func TestBackendFailureIsRecorded(t *testing.T) {
 					return backend.Refund{}, errors.New("the backend timeout was not applied")
 				}
 			},
-			wantErr:  mandate.ErrorMessage(errors.New("x")),
-			wantMsg:  "confirmed that nothing was changed",
+			wantMsg:  "Do not retry",
 			hidden:   "payments.example",
 			deadline: true,
+			unknown:  true,
 		},
 	}
 	for _, tt := range tests {
@@ -962,8 +966,12 @@ func TestBackendFailureIsRecorded(t *testing.T) {
 			took := time.Since(start)
 			got := decode(t, res)
 
-			if !res.IsError || got.Decision != policy.Allow || got.Status != storage.StatusFailed || got.ActionID == "" {
-				t.Fatalf("result isError=%v %+v, want an error with decision allow and status failed", res.IsError, got)
+			wantStatus := storage.StatusFailed
+			if tt.unknown {
+				wantStatus = storage.StatusExecuting
+			}
+			if res.IsError == tt.unknown || got.Decision != policy.Allow || got.Status != wantStatus || got.ActionID == "" {
+				t.Fatalf("result isError=%v %+v, want decision allow and status %s", res.IsError, got, wantStatus)
 			}
 			wantMsg := tt.wantErr
 			if tt.wantMsg != "" {
@@ -978,23 +986,33 @@ func TestBackendFailureIsRecorded(t *testing.T) {
 			if !hasDeadline || deadline.Before(start) || deadline.Sub(start) > timeout+time.Second {
 				t.Fatalf("backend ctx deadline %v (set %v), want within %v", deadline, hasDeadline, timeout)
 			}
-			if tt.deadline && (took < timeout || took > 5*time.Second) {
-				t.Fatalf("call took %v, want the %v timeout to end it", took, timeout)
+			if tt.deadline && (took < 2*timeout || took > 5*time.Second) {
+				t.Fatalf("call took %v, want the %v timeout to end the call and its repeat", took, timeout)
+			}
+			act, err := h.db.Action(context.Background(), got.ActionID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs := readRecords(t, h.db, storage.Filter{ActionID: got.ActionID})
+			if tt.unknown {
+				// Sent again once with the same key, and still not known.
+				if w, k := h.be.Writes(), h.be.Keys(); len(w) != 2 || k[0] != got.ActionID || k[1] != got.ActionID {
+					t.Fatalf("backend writes %v with keys %v, want the call and one repeat, both with key %s", w, k, got.ActionID)
+				}
+				if len(recs) != 1 || recs[0].Phase != storage.PhaseAttempt || act.Status != storage.StatusExecuting {
+					t.Fatalf("audit %+v, action %s; want only the attempt, executing", recs, act.Status)
+				}
+				return
 			}
 			if w := h.be.Writes(); len(w) != 1 {
 				t.Fatalf("backend writes %v, want exactly one attempt", w)
 			}
 
-			recs := readRecords(t, h.db, storage.Filter{ActionID: got.ActionID})
 			if len(recs) != 2 || recs[0].Phase != storage.PhaseAttempt || recs[1].Phase != storage.PhaseOutcome {
 				t.Fatalf("audit %+v, want attempt then outcome", recs)
 			}
 			if out := recs[1]; out.Outcome != storage.StatusFailed || out.Error != tt.wantErr {
 				t.Fatalf("outcome record outcome=%q error=%q, want failed with %q", out.Outcome, out.Error, tt.wantErr)
-			}
-			act, err := h.db.Action(context.Background(), got.ActionID)
-			if err != nil {
-				t.Fatal(err)
 			}
 			if act.Status != storage.StatusFailed || act.Error != tt.wantErr {
 				t.Fatalf("action status=%q error=%q, want failed with %q", act.Status, act.Error, tt.wantErr)

@@ -30,12 +30,15 @@ type RecoverReport struct {
 }
 
 // Recover reconciles actions left "executing" by a process that stopped
-// between calling the backend and recording the outcome. For each one idle
-// for longer than grace (so a live process's in-flight call is left alone;
-// grace must exceed the backend timeout), it asks the backend whether the
-// action's idempotency key was used, and records an outcome saying what
-// happened. Nothing is retried: an action that did not happen is recorded
-// as failed, and the agent can ask again.
+// between calling the backend and recording the outcome, or by a call whose
+// backend did not confirm it in time (execute). For each one idle for
+// longer than grace (so a live process's calls are over: grace must exceed
+// execute's budget, twice the backend timeout), it asks the backend whether
+// the action's idempotency key was used, and records an outcome saying what
+// happened. A backend still carrying out a change with the key says so
+// (the contract's 409 on GET /operations/{key}), which leaves the action
+// for the next pass. Nothing is retried: an action that did not happen is
+// recorded as failed, and the agent can ask again.
 func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, error) {
 	d = withDefaults(d)
 	var rep RecoverReport
@@ -67,7 +70,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			rec.Outcome, rec.Error = storage.StatusExecuted, "reconciled after a restart: the system of record shows it was done"
 			rec.Changes = reconciledChanges(ctx, d, act, out) // before unknown: see changes.go
 		case mandate.ENOTFOUND:
-			act.Status, act.Error = storage.StatusFailed, "not done: the server stopped before the system of record acted; nothing was retried"
+			act.Status, act.Error = storage.StatusFailed, "not done: the system of record has no change made with this action's idempotency key; nothing was retried"
 			rec.Outcome, rec.Error = storage.StatusFailed, "reconciled after a restart: "+act.Error
 		default:
 			// The backend cannot tell us now; leave it for the next pass.
