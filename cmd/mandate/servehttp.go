@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/tools"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -60,7 +62,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 	)
 	streamsDone := make(chan struct{})
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, ops.limited(ownSessions(endStreams(authn, toolNames, streamsDone, mcpHandler))), toolNames, func(r *http.Request) string {
+	mux.Handle("/mcp", ops.guarded(limitBody(auth.Middleware(authn, dropCancels(ops.limited(ownSessions(endStreams(authn, toolNames, streamsDone, mcpHandler)))), toolNames, func(r *http.Request) string {
 		return proxy.base(r, tlsOn) + "/.well-known/oauth-protected-resource"
 	}))))
 	meta := func(w http.ResponseWriter, r *http.Request) {
@@ -122,6 +124,54 @@ func ownSessions(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// dropCancels answers a notifications/cancelled with 202 Accepted and
+// passes it no further: over this server's HTTP no request cancels
+// another. mcp-go keeps the cancel func of every request in flight in one
+// process-wide map keyed by session id and JSON-RPC id; stateless, every
+// POST runs on a session whose id is "", so the key is the request id
+// alone, which each client picks for itself (most count from 0 or 1).
+// Passed on, agent B's cancel for id 42 would end agent A's call 42 (one
+// not yet recorded stops and does nothing) or A's subscriptions/listen,
+// with nothing in the audit trail to say who did it. Only the verified
+// credential names a caller, and scoping a cancel to its agent would still
+// let one of an agent's clients end another's call with the same id, so
+// cancels are dropped. A client cancels a call over HTTP by closing its
+// connection: that ends the request's context, which the guard honours
+// until the attempt is recorded (tools/guard.go), as it honours a cancel
+// over stdio. The body is already bounded (limitBody); it is read here and
+// handed on unchanged, read error included, so mcp-go answers as before.
+func dropCancels(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
+		// Decoded as mcp-go decodes it (encoding/json: the last "method"
+		// key wins, names match case-insensitively), so both see the
+		// same method.
+		var msg struct {
+			Method string `json:"method"`
+		}
+		if err == nil && json.Unmarshal(body, &msg) == nil && msg.Method == string(mcp.MethodNotificationCancelled) {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// errReader returns err, or io.EOF when err is nil.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err == nil {
+		return 0, io.EOF
+	}
+	return 0, e.err
 }
 
 // streamRecheck is how often an open notification stream's credential
