@@ -99,7 +99,7 @@ func New(st State) *Metrics {
 	}, []string{"reason"})
 	m.httpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mandate_http_refused_total",
-		Help: "Requests to /mcp refused before any tool: reason=concurrency (429, too many in flight for one agent), origin or host (403).",
+		Help: "Requests to /mcp refused before any tool: reason=concurrency (429, too many in flight for one agent), streams (429 or 503, too many notification streams open), origin or host (403).",
 	}, []string{"reason"})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -150,7 +150,7 @@ func (m *Metrics) PolicyReloadFailed(error) { m.reloadFailures.Inc() }
 func (m *Metrics) AuthFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
 
 // HTTPRefused counts a request refused before authentication or a tool:
-// "concurrency", "origin" or "host".
+// "concurrency", "streams", "origin" or "host".
 func (m *Metrics) HTTPRefused(reason string) { m.httpRefused.WithLabelValues(reason).Inc() }
 
 // stateCollector reads the pending approvals and the policy versions at

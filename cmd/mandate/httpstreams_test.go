@@ -12,12 +12,10 @@ import (
 	"time"
 )
 
-// openStream opens a notification stream on base/mcp with key: a
-// 2025-11-25 GET stream, or a 2026-07-28 subscriptions/listen POST when
-// modern (whose acknowledgement it reads first: only then is it
-// subscribed). It returns the stream's data lines.
-func openStream(t *testing.T, ctx context.Context, base, key string, modern bool) <-chan string {
-	t.Helper()
+// streamRequest is the request that opens a notification stream on
+// base/mcp with key: a 2025-11-25 GET stream, or a 2026-07-28
+// subscriptions/listen POST when modern.
+func streamRequest(ctx context.Context, base, key string, modern bool) *http.Request {
 	method, proto, body := "GET", "2025-11-25", ""
 	if modern {
 		method, proto = "POST", "2026-07-28"
@@ -32,13 +30,22 @@ func openStream(t *testing.T, ctx context.Context, base, key string, modern bool
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Mcp-Method", "subscriptions/listen")
 	}
+	return req
+}
+
+// openStream opens a notification stream on base/mcp with key (see
+// streamRequest; a subscriptions/listen's acknowledgement is read first:
+// only then is it subscribed). It returns the stream's data lines.
+func openStream(t *testing.T, ctx context.Context, base, key string, modern bool) <-chan string {
+	t.Helper()
+	req := streamRequest(ctx, base, key, modern)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
 		b, _ := io.ReadAll(res.Body)
-		t.Fatalf("%s %s stream: %d %s %s", method, proto, res.StatusCode, res.Header.Get("Content-Type"), b)
+		t.Fatalf("%s %s stream: %d %s %s", req.Method, req.Header.Get("Mcp-Protocol-Version"), res.StatusCode, res.Header.Get("Content-Type"), b)
 	}
 	lines := make(chan string, 16)
 	go func() {
@@ -237,5 +244,61 @@ func TestHTTPSlowBodyTimesOut(t *testing.T) {
 			}
 			t.Logf("POST %s: server answered/closed after %s: %.60q", path, time.Since(start).Round(time.Second), b)
 		})
+	}
+}
+
+// TestHTTPStreamCap: one agent may hold maxStreamsPerAgent notification
+// streams open on a server, GETs and subscriptions/listen together; the
+// next of either kind is refused with 429, counted and audited, while
+// another agent still opens one. Closing a stream frees its place.
+// (Before the cap, one key could open streams without end.)
+func TestHTTPStreamCap(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	a, b := f.key(t, "lookup-bot"), f.key(t, "senior-bot")
+	s := startOps(t, "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// status opens a stream, returns its status and body, and closes it.
+	status := func(key string, modern bool) (int, string) {
+		res, err := http.DefaultClient.Do(streamRequest(ctx, s.base, key, modern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode == 200 {
+			return 200, ""
+		}
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+
+	firstCtx, closeFirst := context.WithCancel(ctx)
+	openStream(t, firstCtx, s.base, a, false)
+	for i := 1; i < maxStreamsPerAgent; i++ {
+		openStream(t, ctx, s.base, a, i%2 == 1)
+	}
+	for _, modern := range []bool{false, true} {
+		if st, body := status(a, modern); st != http.StatusTooManyRequests || !strings.Contains(body, "notification streams") {
+			t.Fatalf("lookup-bot's stream %d (subscriptions/listen %v): %d %q, want 429", maxStreamsPerAgent+1, modern, st, body)
+		}
+	}
+	openStream(t, ctx, s.base, b, false)
+
+	closeFirst()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st, body := status(a, false)
+		if st == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lookup-bot after closing one of its streams: %d %q, want a stream", st, body)
+		}
+	}
+	if v := metric(scrape(t, s.base), "mandate_http_refused_total", `reason="streams"`); v != 2 {
+		t.Fatalf(`mandate_http_refused_total{reason="streams"} = %v, want 2`, v)
+	}
+	if n := auditTools(t, f, "no secret here")["lookup-bot/"+BusyTool]; n != 2 {
+		t.Fatalf("audit records of the refused streams: %d, want 2", n)
 	}
 }

@@ -40,11 +40,27 @@ type agentLimiter struct {
 	// a Go mutex is right here.
 	mu       sync.Mutex
 	inFlight map[string]int
+	streams  map[string]int // open notification streams per agent
+	open     int            // and on this process
 	window   time.Time
 	audited  map[string]int
 	total    int
 	dropped  int
+
+	// Stream caps; 0 means maxStreamsPerAgent, maxStreams.
+	streamsPerAgent, streamsTotal int
 }
+
+// Caps on open notification streams (2025-11-25 GETs and 2026-07-28
+// subscriptions/listen). A stream runs no tool, but holds a connection
+// and a goroutine for as long as the client likes and re-authenticates
+// every streamRecheck; a client needs one. Per agent, so that one key
+// cannot open them without end; per process, so that many agents
+// together cannot either.
+const (
+	maxStreamsPerAgent = 4
+	maxStreams         = 1000
+)
 
 // Refusals audited per agent, and overall, each minute; the rest are only
 // counted (metrics, log), so a flood cannot fill the trail.
@@ -55,19 +71,36 @@ const (
 
 // middleware refuses with 429 and Retry-After: 1 a request whose agent
 // (from auth's Principal) already has max requests in flight. It must run
-// after authentication. A GET (a 2025-11-25 client's stream of server
-// notifications) is not counted: it stays open for the whole connection
-// by design and runs no tool, so counting it would let an agent's idle
-// streams use up its slots for calls.
+// after authentication. A notification stream (isStream) is counted
+// against the stream caps instead: at most maxStreamsPerAgent open per
+// agent (429 past that) and maxStreams on this process (503). A GET stream
+// is not counted as a request in flight: it stays open for the whole
+// connection by design and runs no tool, so counting it would let an
+// agent's idle streams use up its slots for calls. A subscriptions/listen
+// is a POST and counts as both.
 func (l *agentLimiter) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			next.ServeHTTP(w, r)
-			return
-		}
 		p, _ := auth.PrincipalFrom(r.Context())
+		if isStream(r) {
+			switch l.acquireStream(p.Agent) {
+			case streamsAgentFull:
+				l.refuse(r, p, "streams", fmt.Sprintf("too many notification streams open for this agent on this server (limit %d)", l.perAgent()), l.perAgent())
+				http.Error(w, fmt.Sprintf("too many notification streams open for this agent (at most %d at once); close one first", l.perAgent()), http.StatusTooManyRequests)
+				return
+			case streamsServerFull:
+				l.refuse(r, p, "streams", fmt.Sprintf("too many notification streams open on this server (limit %d)", l.serverStreams()), l.serverStreams())
+				w.Header().Set("Retry-After", "60")
+				http.Error(w, "too many notification streams open on this server; retry later", http.StatusServiceUnavailable)
+				return
+			}
+			defer l.releaseStream(p.Agent)
+			if r.Method == http.MethodGet {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
 		if !l.acquire(p.Agent) {
-			l.refuse(r, p)
+			l.refuse(r, p, "concurrency", fmt.Sprintf("too many requests in flight for this agent on this server (limit %d)", l.max), l.max)
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, fmt.Sprintf("too many requests in flight for this agent (at most %d at once); retry after a second", l.max), http.StatusTooManyRequests)
 			return
@@ -75,6 +108,53 @@ func (l *agentLimiter) middleware(next http.Handler) http.Handler {
 		defer l.release(p.Agent)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Answers of acquireStream.
+const (
+	streamsOK = iota
+	streamsAgentFull
+	streamsServerFull
+)
+
+func (l *agentLimiter) perAgent() int {
+	if l.streamsPerAgent > 0 {
+		return l.streamsPerAgent
+	}
+	return maxStreamsPerAgent
+}
+
+func (l *agentLimiter) serverStreams() int {
+	if l.streamsTotal > 0 {
+		return l.streamsTotal
+	}
+	return maxStreams
+}
+
+func (l *agentLimiter) acquireStream(agent string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streams == nil {
+		l.streams = map[string]int{}
+	}
+	switch {
+	case l.streams[agent] >= l.perAgent():
+		return streamsAgentFull
+	case l.open >= l.serverStreams():
+		return streamsServerFull
+	}
+	l.streams[agent]++
+	l.open++
+	return streamsOK
+}
+
+func (l *agentLimiter) releaseStream(agent string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if l.streams[agent]--; l.streams[agent] <= 0 {
+		delete(l.streams, agent)
+	}
 }
 
 func (l *agentLimiter) acquire(agent string) bool {
@@ -98,20 +178,21 @@ func (l *agentLimiter) release(agent string) {
 	}
 }
 
-// refuse counts, logs and (within the audit budget) records a refusal.
-func (l *agentLimiter) refuse(r *http.Request, p auth.Principal) {
+// refuse counts (as reason), logs and (within the audit budget) records
+// a refusal whose cause is why, under the given limit.
+func (l *agentLimiter) refuse(r *http.Request, p auth.Principal, reason, why string, limit int) {
 	if l.metrics != nil {
-		l.metrics.HTTPRefused("concurrency")
+		l.metrics.HTTPRefused(reason)
 	}
-	l.log.Warn("refused MCP request: too many in flight for this agent", "agent", p.Agent, "limit", l.max)
+	l.log.Warn("refused MCP request: "+why, "agent", p.Agent, "limit", limit)
 	if !l.admitAudit(p.Agent) {
 		return
 	}
-	args, _ := json.Marshal(map[string]string{"via": "http", "address": r.RemoteAddr, "key_id": p.KeyID, "limit": strconv.Itoa(l.max)})
+	args, _ := json.Marshal(map[string]string{"via": "http", "address": r.RemoteAddr, "key_id": p.KeyID, "limit": strconv.Itoa(limit)})
 	rec := &storage.Record{
 		Time: l.now(), Agent: p.Agent, Tool: BusyTool, Args: args, Decision: policy.Deny,
 		PolicyVersion: l.engine.Policy().Version, Phase: storage.PhaseAttempt, Outcome: "refused",
-		Error: fmt.Sprintf("too many requests in flight for this agent on this server (limit %d)", l.max),
+		Error: why,
 	}
 	if err := l.db.Append(context.WithoutCancel(r.Context()), rec); err != nil {
 		l.log.Error("auditing a refused MCP request failed", "err", err)

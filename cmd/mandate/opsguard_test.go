@@ -178,3 +178,34 @@ func TestHostGuardOffLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamCaps: the per-agent and per-process caps on notification
+// streams, with small caps (a test cannot cheaply hold maxStreams open).
+func TestStreamCaps(t *testing.T) {
+	t.Parallel()
+	l := &agentLimiter{streamsPerAgent: 2, streamsTotal: 3}
+	for _, step := range []struct {
+		agent string
+		want  int
+	}{
+		{"a", streamsOK}, {"a", streamsOK}, {"a", streamsAgentFull},
+		{"b", streamsOK}, {"c", streamsServerFull}, {"b", streamsServerFull},
+	} {
+		if got := l.acquireStream(step.agent); got != step.want {
+			t.Fatalf("stream for %s: %d, want %d (open %v)", step.agent, got, step.want, l.streams)
+		}
+	}
+	l.releaseStream("a")
+	if got := l.acquireStream("c"); got != streamsOK {
+		t.Fatalf("after one closed, stream for c: %d, want it", got)
+	}
+	if got := l.acquireStream("a"); got != streamsServerFull {
+		t.Fatalf("a at 1 of 2 with the server full: %d, want %d", got, streamsServerFull)
+	}
+	for _, a := range []string{"a", "b", "c"} {
+		l.releaseStream(a)
+	}
+	if l.open != 0 || len(l.streams) != 0 {
+		t.Fatalf("all closed: open %d, per agent %v", l.open, l.streams)
+	}
+}

@@ -174,6 +174,13 @@ func (e errReader) Read([]byte) (int, error) {
 	return 0, e.err
 }
 
+// isStream reports whether r opens a notification stream: a 2025-11-25
+// GET, or a 2026-07-28 subscriptions/listen (named in its Mcp-Method
+// header, which mcp-go requires to match the body).
+func isStream(r *http.Request) bool {
+	return r.Method == http.MethodGet || r.Header.Get("Mcp-Method") == "subscriptions/listen"
+}
+
 // streamRecheck is how often an open notification stream's credential
 // is checked again.
 const streamRecheck = 5 * time.Second
@@ -187,7 +194,7 @@ const streamRecheck = 5 * time.Second
 // refused request (auth.RequestAuthenticator).
 func endStreams(authn auth.RequestAuthenticator, tools []string, shutdown <-chan struct{}, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Header.Get("Mcp-Method") != "subscriptions/listen" {
+		if !isStream(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
