@@ -2,7 +2,7 @@ package main
 
 // Operations: the endpoints a service manager and Prometheus use
 // (/healthz, /readyz, /metrics), the per-agent concurrency limit, and the
-// Host and Origin checks in front of /mcp. serve.go and servehttp.go wire
+// Host and Origin checks in front of /mcp, /readyz and /metrics. serve.go and servehttp.go wire
 // these in; the metrics themselves are in telemetry/.
 
 import (
@@ -125,24 +125,30 @@ func newMetrics(db func() *storage.DB, engine *policy.Engine, log *slog.Logger) 
 
 // opsHandlers adds /healthz, /readyz and, when metrics is set, /metrics to
 // mux. None needs credentials: they carry no secrets and no personal data.
-func opsHandlers(mux *http.ServeMux, ready *readiness, metrics http.Handler) {
+// /readyz and /metrics go behind guarded, the Host and Origin checks, so a
+// web page cannot read them by DNS rebinding (a readiness check also costs
+// a database write and backend calls). /healthz does not: it says only
+// "ok", and a liveness probe must get it whatever Host it sends.
+func opsHandlers(mux *http.ServeMux, ready *readiness, metrics http.Handler, guarded func(http.Handler) http.Handler) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	if ready != nil {
-		mux.Handle("GET /readyz", ready)
+		mux.Handle("GET /readyz", guarded(ready))
 	}
 	if metrics != nil {
-		mux.Handle("GET /metrics", metrics)
+		mux.Handle("GET /metrics", guarded(metrics))
 	}
 }
 
 // serveOps serves the operations endpoints alone on ln (--metrics-listen)
-// until ctx is done.
+// until ctx is done, with the Host and Origin checks of hostGuard but no
+// --allowed-host names: on a loopback address only loopback names.
 func serveOps(ctx context.Context, ln net.Listener, ready *readiness, metrics http.Handler, log *slog.Logger) {
 	mux := http.NewServeMux()
-	opsHandlers(mux, ready, metrics)
+	g := &hostGuard{listenHost: listenIP(ln.Addr()), noAllowList: true, log: log}
+	opsHandlers(mux, ready, metrics, g.middleware)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go func() {
@@ -320,10 +326,10 @@ func (o *httpOps) ownHostCheck() bool {
 // handlers adds the operations endpoints to mux.
 func (o *httpOps) handlers(mux *http.ServeMux) {
 	if o == nil {
-		opsHandlers(mux, nil, nil)
+		opsHandlers(mux, nil, nil, nil)
 		return
 	}
-	opsHandlers(mux, o.ready, o.metrics)
+	opsHandlers(mux, o.ready, o.metrics, o.guarded)
 }
 
 // listenIP is the IP a listener is bound to, "" for an unspecified one

@@ -234,10 +234,11 @@ func (l *agentLimiter) admitAudit(agent string) bool {
 //     address this server listens on, or an --allowed-host. Agents are not
 //     browsers; a browser-based client on another origin must be listed.
 type hostGuard struct {
-	listenHost string   // the listener's IP, as bound
-	allowed    []string // --allowed-host, lower case
-	metrics    *telemetry.Metrics
-	log        *slog.Logger
+	listenHost  string   // the listener's IP, as bound
+	allowed     []string // --allowed-host, lower case
+	noAllowList bool     // --allowed-host does not apply here (--metrics-listen)
+	metrics     *telemetry.Metrics
+	log         *slog.Logger
 }
 
 func (g *hostGuard) middleware(next http.Handler) http.Handler {
@@ -246,7 +247,7 @@ func (g *hostGuard) middleware(next http.Handler) http.Handler {
 			if g.metrics != nil {
 				g.metrics.HTTPRefused(reason)
 			}
-			g.log.Info("refused MCP request", "reason", reason, "host", r.Host, "origin", r.Header.Get("Origin"), "addr", auth.AddrKey(r.RemoteAddr))
+			g.log.Info("refused HTTP request", "reason", reason, "path", r.URL.Path, "host", r.Host, "origin", r.Header.Get("Origin"), "addr", auth.AddrKey(r.RemoteAddr))
 			http.Error(w, "Forbidden: "+msg, http.StatusForbidden)
 			return
 		}
@@ -262,9 +263,13 @@ func (g *hostGuard) refusal(r *http.Request) (reason, msg string) {
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && a != nil {
 		local = isLoopbackName(hostOnly(a.String()))
 	}
+	hint := "; list other names with --allowed-host"
+	if g.noAllowList {
+		hint = ""
+	}
 	switch {
 	case local && !isLoopbackName(host) && !g.isAllowed(host):
-		return "host", "this server answers on localhost only (DNS rebinding protection); list other names with --allowed-host"
+		return "host", "this server answers on localhost only (DNS rebinding protection)" + hint
 	case !local && len(g.allowed) > 0 && !g.isAllowed(host):
 		return "host", "this server does not answer to that Host name (--allowed-host)"
 	}
@@ -279,6 +284,9 @@ func (g *hostGuard) refusal(r *http.Request) (reason, msg string) {
 	}
 	if oh != "" && (isLoopbackName(oh) || oh == g.listenHost || g.isAllowed(oh)) {
 		return "", ""
+	}
+	if g.noAllowList {
+		return "origin", "requests from web pages on other origins are refused"
 	}
 	return "origin", "requests from web pages on other origins are refused; list the origin's host with --allowed-host"
 }

@@ -209,3 +209,57 @@ func TestStreamCaps(t *testing.T) {
 		t.Fatalf("all closed: open %d, per agent %v", l.open, l.streams)
 	}
 }
+
+// TestOpsEndpointsHost: /readyz and /metrics answer a DNS-rebinding Host
+// or a foreign Origin with 403, on the MCP listener and on
+// --metrics-listen alike (a loopback listener answers only to loopback
+// names); /healthz answers any Host, for probes. (Before, /metrics and
+// /readyz answered a rebound request.)
+func TestOpsEndpointsHost(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFiles(t)
+	f2 := newHTTPFiles(t)
+	plain := startOps(t, "--http", "127.0.0.1:0", "--db", f.db, "--store", f.store, "--policy", f.policy)
+	split := startOps(t, "--http", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--db", f2.db, "--store", f2.store, "--policy", f2.policy)
+	get := func(base, path string, headers ...string) int {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			if headers[i] == "Host" {
+				req.Host = headers[i+1]
+			} else {
+				req.Header.Set(headers[i], headers[i+1])
+			}
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, base := range []string{plain.base, split.metrics} {
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+		for _, path := range []string{"/metrics", "/readyz"} {
+			for _, tt := range []struct {
+				name    string
+				headers []string
+				want    bool // refused
+			}{
+				{"own", nil, false},
+				{"localhost", []string{"Host", "localhost:" + port}, false},
+				{"rebinding host", []string{"Host", "evil.example:" + port}, true},
+				{"other origin", []string{"Origin", "https://evil.example"}, true},
+			} {
+				if st := get(base, path, tt.headers...); (st == 403) != tt.want {
+					t.Errorf("%s%s, %s: %d, refused want %v", base, path, tt.name, st, tt.want)
+				}
+			}
+		}
+		if st := get(base, "/healthz", "Host", "evil.example:"+port); st != 200 {
+			t.Errorf("%s/healthz with a foreign Host: %d, want 200 (probes)", base, st)
+		}
+	}
+	if v := metric(scrape(t, plain.base), "mandate_http_refused_total", `reason="host"`); v != 2 {
+		t.Errorf(`mandate_http_refused_total{reason="host"} on the MCP listener = %v, want 2`, v)
+	}
+}
