@@ -63,7 +63,8 @@ func cancelAs(t *testing.T, base, key, id string) {
 // is recorded, where a cancel would stop it) or of lookup-bot's 2026-07-28
 // subscriptions/listen (7) must end neither: request ids are the client's
 // to pick, not an identity. The refund then goes through, and the stream
-// still gets notifications.
+// still gets notifications. A client cancels its own call by closing the
+// connection: its refund held the same way is never recorded.
 func TestHTTPCancelIsNotAnotherAgents(t *testing.T) {
 	t.Parallel()
 	f := newHTTPFiles(t)
@@ -101,8 +102,37 @@ func TestHTTPCancelIsNotAnotherAgents(t *testing.T) {
 		}
 	}
 
+	// How a client cancels over HTTP: its own call 43, whose connection
+	// it closes while the lookup is held, is never recorded.
+	ownCtx, closeOwn := context.WithCancel(ctx)
+	ownDone := make(chan struct{})
+	go func() {
+		defer close(ownDone)
+		req, _ := http.NewRequestWithContext(ownCtx, "POST", s.base+"/mcp", strings.NewReader(
+			`{"jsonrpc":"2.0","id":43,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"6.00","reason":"damaged"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		req.Header.Set("Authorization", "Bearer "+caller)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); proxy.held.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("demo-agent's second refund never reached the backend")
+		}
+	}
+
 	cancelAs(t, s.base, other, "42")
 	cancelAs(t, s.base, other, "7")
+	closeOwn()
+	<-ownDone
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.stderr.String(), "cancelled before the attempt was recorded"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("demo-agent closed the connection of its call 43 while the lookup was held: the server did not cancel it")
+		}
+	}
 	select {
 	case a := <-got:
 		t.Fatalf("demo-agent's call 42 ended while its order lookup was held, after senior-bot's cancel for 42: %d %s", a.status, a.body)
@@ -112,6 +142,14 @@ func TestHTTPCancelIsNotAnotherAgents(t *testing.T) {
 	a := <-got
 	if a.status != 200 || !strings.Contains(a.body, "Done: refund") || strings.Contains(a.body, `"isError":true`) {
 		t.Fatalf("demo-agent's refund (id 42) after senior-bot cancelled id 42: %d %s, want it done", a.status, a.body)
+	}
+
+	out, stderr, err := runMandate(t, nil, "audit", "export", "--db", f.db)
+	if err != nil {
+		t.Fatalf("audit export: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(out, `"amount":"5.00"`) || strings.Contains(out, `"amount":"6.00"`) {
+		t.Fatalf("audit trail: want the refund of 5.00 (call 42) and nothing of the 6.00 whose connection was closed:\n%s", out)
 	}
 
 	dropStatusRule(t, f)
