@@ -130,8 +130,19 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	if *httpAddr == "" && !pol.IsIdentity(*agent) {
-		return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; identities there: %s", *agent, knownNames(pol))}
+	// An identity that may use no tool (an approver such as a supervisor)
+	// would be served no tools at all: refuse it, as agent key create does.
+	if *httpAddr == "" {
+		var names []string
+		for _, st := range tools.ServerTools(&tools.Deps{}) {
+			names = append(names, st.Tool.Name)
+		}
+		switch {
+		case !pol.IsIdentity(*agent):
+			return usageError{fmt.Sprintf("serve: identity %q is not in the policy as an identity (a name granted roles with a g line, and nobody's role), so every call would be denied; agents there: %s", *agent, agentNames(pol, names))}
+		case !auth.IsAgent(pol, *agent, names):
+			return usageError{fmt.Sprintf("serve: %q is not an agent: the policy grants it no tool (it may be an approver, a person who decides), so it would be served no tools; agents there: %s", *agent, agentNames(pol, names))}
+		}
 	}
 	// Metrics when something serves them (--http or --metrics-listen);
 	// otherwise every hook stays nil and costs nothing.
