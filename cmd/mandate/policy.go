@@ -365,6 +365,19 @@ func caseFacts(ctx context.Context, cf *policy.CaseFile, file, storePath string,
 	return facts, func() { st.Close(); cleanup() }, nil
 }
 
+// parseWindow reads policy replay's --since: a positive duration or whole
+// days (parseDays), or 0 for the whole trail.
+func parseWindow(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil && d == 0 {
+		return 0, nil
+	}
+	d, err := parseDays(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: give a positive duration such as 90m or 24h, whole days such as 7d, or 0 for the whole trail", s)
+	}
+	return d, nil
+}
+
 // transition names a change of decision for the replay summary.
 type transition struct{ from, to string }
 
@@ -378,7 +391,7 @@ var replayOrder = []transition{
 func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy replay", "mandate policy replay --policy CANDIDATE [--db F] [--model F] [--since 24h]", stderr)
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database with the audit trail (env MANDATE_DB)")
-	since := fs.Duration("since", 24*time.Hour, "replay the attempts of this long ago until now; 0 replays all")
+	sinceArg := fs.String("since", "24h", "replay the attempts of this long ago until now: a duration such as 90m or 24h, or whole days such as 7d; 0 replays the whole trail")
 	var pf policyFlags
 	pf.register(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -386,6 +399,10 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if pf.policy == "" {
 		return usageError{"policy replay: name the candidate with --policy FILE"}
+	}
+	since, err := parseWindow(*sinceArg)
+	if err != nil {
+		return usageError{"policy replay: --since " + err.Error()}
 	}
 	candidate, err := pf.load()
 	if err != nil {
@@ -397,8 +414,8 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	defer db.Close()
 	var f storage.Filter
-	if *since > 0 {
-		f.Since = time.Now().Add(-*since)
+	if since > 0 {
+		f.Since = time.Now().Add(-since)
 	}
 	counts := map[transition]int{}
 	var total, unchanged, skipped int
@@ -455,11 +472,11 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	window := "all recorded attempts"
-	if *since > 0 {
-		window = "attempts of the last " + since.String()
+	window := "of the whole trail"
+	if since > 0 {
+		window = "of the last " + since.String()
 	}
-	fmt.Fprintf(stdout, "replayed %d %s in %s under %s (version %s)\n", total, window, storage.Redact(*dbPath), pf.policy, candidate.Version)
+	fmt.Fprintf(stdout, "replayed %d attempts %s in %s under %s (version %s)\n", total, window, storage.Redact(*dbPath), pf.policy, candidate.Version)
 	fmt.Fprintf(stdout, "  %-28s %d\n", "unchanged", unchanged)
 	for _, t := range replayOrder {
 		fmt.Fprintf(stdout, "  %-28s %d\n", t.from+" -> "+t.to, counts[t])

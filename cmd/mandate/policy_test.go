@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -402,6 +403,26 @@ func TestPolicyReplay(t *testing.T) {
 		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", polPolicy, "--since", "0")
 		if err != nil || !strings.Contains(out, "unchanged                    7") || strings.Contains(out, "would change") {
 			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+	t.Run("--since 0 replays the whole trail", func(t *testing.T) {
+		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", candidate, "--since", "0")
+		if err != nil || !strings.Contains(out, "replayed 7 attempts of the whole trail in ") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+	t.Run("--since takes whole days", func(t *testing.T) {
+		out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", candidate, "--since", "7d")
+		if err != nil || !strings.Contains(out, "replayed 7 attempts of the last 168h0m0s in ") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+	t.Run("a negative or unreadable --since is a usage error", func(t *testing.T) {
+		for _, v := range []string{"-1h", "-7d", "0d", "1 day", "soon"} {
+			out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", candidate, "--since", v)
+			if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--since") || !strings.Contains(err.Error(), "whole days such as 7d") || strings.Contains(out, "replayed") {
+				t.Fatalf("--since %s: err = %v, want a usage error naming --since and how to write it\n%s", v, err, out)
+			}
 		}
 	})
 	t.Run("--since leaves out older attempts", func(t *testing.T) {
