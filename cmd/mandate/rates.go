@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/mandatehq/mandate"
@@ -101,26 +102,56 @@ func runRatesShow(args []string, stdout, stderr io.Writer) error {
 func runRatesSet(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("rates set", "mandate rates set CODE RATE [--rates FILE]", stderr)
 	path := fs.String("rates", env("MANDATE_RATES", "rates.csv"), "rates file to change; created from the shipped rates if missing (env MANDATE_RATES)")
-	// Flags may come after the positional arguments: mandate rates set EUR 1.08 --rates f.csv
+	// Flags may come after the positional arguments: mandate rates set EUR 1.08 --rates f.csv.
+	// A negative number is the rate, not a flag, so that it is refused as a rate.
 	var pos []string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
+		if isNegativeNumber(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+			continue
 		}
-		if fs.NArg() == 0 {
-			break
+		n := 1
+		for n < len(args) && !isNegativeNumber(args[n]) {
+			n++
 		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+		seg := args[:n]
+		for len(seg) > 0 {
+			if err := fs.Parse(seg); err != nil {
+				return err
+			}
+			if fs.NArg() == 0 {
+				break
+			}
+			pos, seg = append(pos, fs.Arg(0)), fs.Args()[1:]
+		}
+		args = args[n:]
 	}
 	if len(pos) != 2 {
 		return usageError{"rates set: give a currency code and a rate, e.g. mandate rates set EUR 1.0842"}
 	}
 	currency, rate := strings.ToUpper(pos[0]), pos[1]
+	// Mistakes in the arguments are usage errors, found before the file is read.
+	if _, known := mandate.CurrencyExponent(currency); !known {
+		return usageError{fmt.Sprintf("rates set: unknown currency %q: use an ISO 4217 code Mandate knows, such as EUR", mandate.TruncateBytes(currency, 40))}
+	}
+	if isNegativeNumber(rate) {
+		return usageError{fmt.Sprintf("rates set: rate %q must be greater than zero", mandate.TruncateBytes(rate, 40))}
+	}
+	if _, err := rates.ParseRate(rate); err != nil {
+		return usageError{"rates set: " + err.Error()}
+	}
 	data, err := os.ReadFile(*path)
 	if errors.Is(err, os.ErrNotExist) {
 		data = mandate.DefaultRates
 	} else if err != nil {
 		return err
+	}
+	old, err := rates.Parse(*path, data)
+	if err != nil {
+		return fmt.Errorf("rates set: %w", err)
+	}
+	if currency == old.Base {
+		return usageError{fmt.Sprintf("rates set: %s is the base currency: its rate is always 1 (to change the base, edit the base line of %s)", currency, *path)}
 	}
 	out, err := rates.Set(*path, data, currency, rate)
 	if err != nil {
@@ -130,13 +161,21 @@ func runRatesSet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	t, _ := rates.Parse(*path, out)
-	old, _ := rates.Parse(*path, data)
 	was := "none"
-	if old != nil {
-		if r, ok := old.Rate(currency); ok {
-			was = r
-		}
+	if r, ok := old.Rate(currency); ok {
+		was = r
 	}
 	fmt.Fprintf(stdout, "%s: 1 %s = %s %s (was %s); version %s\n", *path, currency, rate, t.Base, was, t.Version)
 	return nil
+}
+
+// isNegativeNumber reports whether arg is a negative number such as -1 or
+// -0.5: a mistaken value, never a flag.
+func isNegativeNumber(arg string) bool {
+	rest, ok := strings.CutPrefix(arg, "-")
+	if !ok || rest == "" {
+		return false
+	}
+	_, err := strconv.ParseFloat(rest, 64)
+	return err == nil && rest[0] >= '0' && rest[0] <= '9'
 }

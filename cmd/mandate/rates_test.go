@@ -180,3 +180,42 @@ func TestServeRatesReload(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRatesSetMistakes: a bad currency or rate, a negative rate among
+// them, is a usage error (exit status 2) saying what is wrong, and writes
+// nothing; a rates file that does not load is a failure (exit status 1).
+func TestRatesSetMistakes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rates.csv")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"EUR", "abc"}, `rate "abc" is not a decimal number`},
+		{[]string{"EUR", "-1"}, `rate "-1" must be greater than zero`},
+		{[]string{"EUR", "-1.5"}, `rate "-1.5" must be greater than zero`},
+		{[]string{"EUR", "0"}, `rate "0" must be greater than zero`},
+		{[]string{"XYZ", "1"}, `unknown currency "XYZ"`},
+		{[]string{"USD", "2"}, "USD is the base currency"},
+		{[]string{"EUR"}, "give a currency code and a rate"},
+		{[]string{"EUR", "1", "2"}, "give a currency code and a rate"},
+	} {
+		for _, args := range [][]string{
+			append([]string{"rates", "set", "--rates", path}, tt.args...),
+			append(append([]string{"rates", "set"}, tt.args...), "--rates", path),
+		} {
+			stdout, stderr, status := runInProcess(args...)
+			if status != 2 || stdout != "" || !strings.Contains(stderr, "rates set: "+tt.want) || strings.Contains(stderr, "flag provided") {
+				t.Errorf("mandate %s: exit status %d, stdout %q, stderr %q; want 2 and %q", strings.Join(args, " "), status, stdout, stderr, tt.want)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("mandate %s wrote %s (%v)", strings.Join(args, " "), path, err)
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte("EUR, 1.08\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, status := runInProcess("rates", "set", "EUR", "1.1", "--rates", path); status != 1 || !strings.Contains(stderr, "no base currency") {
+		t.Fatalf("rates set on a broken file: exit status %d, stderr %q; want 1 and the file's problem", status, stderr)
+	}
+}
