@@ -28,7 +28,7 @@ const auditUsage = `Usage:
       status 1 names the first broken record and every disagreement
   mandate audit mackey --out FILE
       write a new audit key for --audit-key (mode 0600)
-  mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [--since T] [--until T]
+  mandate audit export [--db FILE] [--format jsonl|csv|ocsf|text] [--since T] [--until T]
                        [--agent NAME] [--tool NAME] [--decision D] [--action ID] [--trace ID] [--redact]
       print audit records; T is RFC 3339 or a duration ago such as 24h or 7d
   mandate audit tail [--db FILE] [-f] [-n N] [--format text|jsonl|csv|ocsf] [--redact]
@@ -179,9 +179,9 @@ func printCrossCheck(ctx context.Context, db *storage.DB, stdout io.Writer) erro
 }
 
 func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit export", "mandate audit export [--db FILE] [--format jsonl|csv|ocsf] [filters] [--redact]", stderr)
+	fs := newFlags("audit export", "mandate audit export [--db FILE] [--format jsonl|csv|ocsf|text] [filters] [--redact]", stderr)
 	dbPath := dbFlag(fs)
-	format := fs.String("format", "jsonl", "output format: jsonl, csv or ocsf (OCSF 1.3 API Activity events, one per line)")
+	format := fs.String("format", "jsonl", "output format: jsonl, csv, ocsf (OCSF 1.3 API Activity events, one per line) or text (one line per record, as audit tail prints)")
 	var ff filterFlags
 	ff.register(fs)
 	redact := fs.Bool("redact", false, "mask customer personal data (email, phone, address, name) in arguments and errors")

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -604,5 +606,40 @@ func TestAuditUsageErrors(t *testing.T) {
 	_, _, err := runAuditCmd(context.Background(), "verify", "--db", filepath.Join(t.TempDir(), "missing.db"))
 	if err == nil || !strings.Contains(err.Error(), "no audit database") {
 		t.Fatalf("verify on a missing file: %v, want a clear error", err)
+	}
+}
+
+// TestAuditExportHelpListsEveryFormat: every format export writes is named
+// in its -h, in the audit group's list, in `mandate help` and in the README.
+func TestAuditExportHelpListsEveryFormat(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// exportLine is the first line of text that shows export's --format.
+	exportLine := func(text string) string {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.Contains(l, "audit export") && strings.Contains(l, "--format ") {
+				return l
+			}
+		}
+		return ""
+	}
+	help, _, _ := runInProcess("audit", "export", "-h")
+	group, _, _ := runInProcess("audit", "-h")
+	top, _, _ := runInProcess("help")
+	lines := map[string]string{"audit export -h": exportLine(help), "audit -h": exportLine(group), "mandate help": exportLine(top), "README.md": exportLine(string(readme))}
+	for _, format := range []string{"jsonl", "csv", "ocsf", "text"} {
+		if _, err := newRecordWriter(format, io.Discard); err != nil {
+			t.Fatalf("export does not write %s: %v", format, err)
+		}
+		for where, text := range lines {
+			if !regexp.MustCompile(`--format [a-z|]*\b` + format + `\b`).MatchString(text) {
+				t.Errorf("%s does not list --format %s for audit export:\n%s", where, format, text)
+			}
+		}
+		if !strings.Contains(help, format) {
+			t.Errorf("the --format help does not describe %s:\n%s", format, help)
+		}
 	}
 }

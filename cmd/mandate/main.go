@@ -69,7 +69,7 @@ Usage:
                                          a proof bundle: the action's records in a signed checkpoint
   mandate audit verify-proof --key VERIFIER_KEY BUNDLE
                                          check a proof bundle offline
-  mandate audit export [--format jsonl|csv|ocsf] [filters]
+  mandate audit export [--format jsonl|csv|ocsf|text] [filters]
                                          print audit records
   mandate audit tail [-f] [-n N]         print the last records, and follow new ones
   mandate lineage --customer ID | --order ID | --agent NAME | --trace ID [--since 24h]
