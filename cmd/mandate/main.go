@@ -270,14 +270,31 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and refuses stray positional arguments unless
-// allowed. A flag that does not parse, or a value a flag refuses, is a
-// usageError; -h and --help give flag.ErrHelp, which run answers.
+// parseFlags parses args and refuses more than positional positional
+// arguments, which then are fs.Args(). Flags may come before, between or
+// after them, as with parseOne; after "--" everything is positional. A flag
+// that does not parse, or a value a flag refuses, is a usageError; -h and
+// --help give flag.ErrHelp, which run answers.
 func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
 		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if i := len(args) - fs.NArg() - 1; i >= 0 && args[i] == "--" {
+			pos = append(pos, fs.Args()...)
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	// Leave the positional arguments, and only them, in fs.Args().
+	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
 		return usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
 	}
 	var err error

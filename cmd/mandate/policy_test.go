@@ -438,3 +438,36 @@ func TestPolicyReplay(t *testing.T) {
 		}
 	})
 }
+
+// TestFlagsAfterTheFile: store import and policy test take their flags
+// before or after the file, as agent key create and rates set do.
+func TestFlagsAfterTheFile(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data.json")
+	if err := os.WriteFile(data, []byte(`{"customers": [{"id": "cus_after", "name": "After Flags", "email": "after@example.com", "created_at": "2024-01-02T03:04:05Z"}], "orders": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := filepath.Join("..", "..", "testdata", "policy-cases.yaml")
+	for _, args := range [][]string{
+		{"store", "import", data, "--store", filepath.Join(dir, "after.db")},
+		{"store", "import", "--store", filepath.Join(dir, "before.db"), data},
+		{"policy", "test", cases, "--model", polModel, "--policy", polPolicy},
+		{"policy", "test", "--model", polModel, cases, "--policy", polPolicy},
+	} {
+		if out, err := polRun(t, args...); err != nil {
+			t.Errorf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	for _, name := range []string{"after.db", "before.db"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("store import did not write --store %s: %v", name, err)
+		}
+	}
+	// Still one file, and "--" ends the flags.
+	if _, err := polRun(t, "store", "import", data, data, "--store", filepath.Join(dir, "two.db")); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "unexpected argument") {
+		t.Errorf("store import of two files: %v, want a usage error", err)
+	}
+	if _, err := polRun(t, "policy", "test", "--model", polModel, "--policy", polPolicy, "--", "--store"); err == nil || errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--store") {
+		t.Errorf("policy test -- --store: %v, want the file --store not found", err)
+	}
+}
