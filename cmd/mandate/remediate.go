@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 )
@@ -62,6 +64,25 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer ad.Close()
+	from := time.Now().Add(-window)
+	// A mistyped name would otherwise give an empty plan and no hint.
+	everRecorded, err := hasRecords(ctx, ad.deps.DB, *agent, time.Time{})
+	if err != nil {
+		return err
+	}
+	var toolNames []string
+	for _, st := range tools.ServerTools(&tools.Deps{}) {
+		toolNames = append(toolNames, st.Tool.Name)
+	}
+	if pol := ad.deps.Policy.Policy(); !everRecorded && !auth.IsAgent(pol, *agent, toolNames) {
+		return usageError{fmt.Sprintf("remediate: %q is not an agent in the policy and has no recorded actions; agents there: %s", oneLine(*agent, 60), agentNames(pol, toolNames))}
+	}
+	recorded := everRecorded
+	if everRecorded {
+		if recorded, err = hasRecords(ctx, ad.deps.DB, *agent, from); err != nil {
+			return err
+		}
+	}
 	by := ""
 	if *apply {
 		// Before the plan: a refused sign-in shows nothing and changes nothing.
@@ -69,7 +90,6 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return fmt.Errorf("remediate: %s", mandate.ErrorMessage(err))
 		}
 	}
-	from := time.Now().Add(-window)
 	plan, err := tools.PlanRemediation(ctx, ad.deps, *agent, from, *customer)
 	if err != nil {
 		return fmt.Errorf("remediate: %s", mandate.ErrorMessage(err))
@@ -79,6 +99,9 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return writeJSON(stdout, plan)
 		}
 		printPlan(stdout, plan)
+		if !recorded {
+			fmt.Fprintf(stdout, "\nnote: %s has no recorded actions in the last %s\n", oneLine(*agent, 60), *since)
+		}
 		if err := printWaiting(ctx, stdout, ad.deps.DB, *agent); err != nil {
 			return err
 		}
@@ -176,4 +199,17 @@ func printWaiting(ctx context.Context, w io.Writer, db *storage.DB, agent string
 		fmt.Fprintf(w, "  … and %d more: mandate approvals list --agent %s\n", rest, oneLine(agent, 60))
 	}
 	return nil
+}
+
+// errFound stops a walk over records at the first one.
+var errFound = errors.New("found")
+
+// hasRecords reports whether the audit trail holds any record of agent
+// at or after since (the zero time: ever).
+func hasRecords(ctx context.Context, db *storage.DB, agent string, since time.Time) (bool, error) {
+	err := db.Records(ctx, storage.Filter{Agent: agent, Since: since}, func(*storage.Record) error { return errFound })
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }
