@@ -207,3 +207,25 @@ func TestUsageHidesDatabasePassword(t *testing.T) {
 		t.Fatal("no usage shows the redacted MANDATE_DB default; the test no longer looks where the password was")
 	}
 }
+
+// TestStoreServeStoreIsOptional: store serve's --store has a default
+// (store.db, or MANDATE_STORE), so no listing shows it as required.
+func TestStoreServeStoreIsOptional(t *testing.T) {
+	help, _, _ := runInProcess("store", "serve", "-h")
+	group, _, _ := runInProcess("store", "-h")
+	top, _, _ := runInProcess("help")
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(help, `(default "store.db")`) {
+		t.Fatalf("store serve --store has no default any more; fix this test and the listings:\n%s", help)
+	}
+	for where, text := range map[string]string{"store serve -h": help, "store -h": group, "mandate help": top, "README.md table": string(readme)} {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.Contains(l, "store serve --store FILE") {
+				t.Errorf("%s shows --store as required: %s", where, l)
+			}
+		}
+	}
+}

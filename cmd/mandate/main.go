@@ -41,7 +41,7 @@ Usage:
   mandate rates set CODE RATE            change one rate (a running server reloads it)
   mandate store import [--store FILE] DATA.json
                                          load customers and orders into the embedded store
-  mandate store serve --store FILE [--listen ADDR] [--token-file F]
+  mandate store serve [--store FILE] [--listen ADDR] [--token-file F]
                                          serve the embedded store over the HTTP backend contract
   mandate backend check --backend FILE [--order ID] [--conformance [--writes]]
                                          check each system of record the backend file names

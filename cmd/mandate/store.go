@@ -13,7 +13,7 @@ import (
 const storeUsage = `Usage:
   mandate store import [--store FILE] DATA.json
       load customers and orders into the embedded store; all or nothing
-  mandate store serve --store FILE [--listen 127.0.0.1:9000] [--token-file F]
+  mandate store serve [--store FILE] [--listen 127.0.0.1:9000] [--token-file F]
       serve the embedded store over the HTTP backend contract (docs/backends.md)
 `
 
