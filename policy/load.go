@@ -104,8 +104,17 @@ func parse(src Source) (*parsed, error) {
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
-				bad(pe.StartLine, "%v (put a field that contains a comma or a quote in double quotes, and double any quote inside it)", pe.Err)
-				// encoding/csv cannot resynchronise after a quote error.
+				// encoding/csv cannot resynchronise after a quote error:
+				// say where it is, what to write, and that checking stopped.
+				const rest = "lines after this one were not checked"
+				switch {
+				case errors.Is(pe.Err, csv.ErrBareQuote):
+					bad(pe.StartLine, `column %d: a " inside a field that does not start with one; put the whole field in double quotes and double each quote inside it, or write text in single quotes ('x'); %s`, pe.Column, rest)
+				case errors.Is(pe.Err, csv.ErrQuote):
+					bad(pe.StartLine, `the quoted field that starts on this line does not end with a " before a comma or the end of the line (seen at line %d, column %d); close it, and double each quote inside it; %s`, pe.Line, pe.Column, rest)
+				default:
+					bad(pe.StartLine, "%v (put a field that contains a comma or a quote in double quotes, and double any quote inside it); %s", pe.Err, rest)
+				}
 				return nil, &LoadError{problems}
 			}
 			return nil, err

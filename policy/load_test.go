@@ -48,7 +48,7 @@ var malformedCases = []malformedCase{
 	{file: "status_vs_number.csv", line: 2, want: `condition "order_status > 3": compares order_status (text) with 3`},
 	{file: "not_boolean.csv", line: 2, want: `condition "order_refundable - amount": is not true or false`},
 	{file: "unquoted_comma.csv", line: 2, want: `a rule has 5 fields (p, subject, tool, condition, effect, and optionally a tenant), this line has 6; quote a condition that contains a comma`},
-	{file: "bare_quote.csv", line: 2, want: `bare " in non-quoted-field`},
+	{file: "bare_quote.csv", line: 2, want: `column 44: a " inside a field that does not start with one`},
 	{file: "duplicate.csv", line: 5, want: `duplicate of the rule on line 2`},
 	{file: "empty_condition.csv", line: 1, want: `empty condition: write true for a rule without one`},
 	{file: "grant_two_fields.csv", line: 2, want: `a role grant has 3 fields (g, member, role, and optionally a tenant), this line has 2`},
