@@ -64,6 +64,7 @@ func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
 			break
 		}
 		if arg != "" {
+			fs.Usage() // as parseFlags does for a stray argument
 			return "", usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
 		}
 		arg, args = fs.Arg(0), fs.Args()[1:]

@@ -229,3 +229,34 @@ func TestStoreServeStoreIsOptional(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageOnMistakes keeps the README's promise: a flag that does not
+// parse, a stray argument or an unknown command or subcommand prints the
+// usage once on stderr; a bad value or a missing argument prints only
+// what was wrong. All exit with status 2.
+func TestUsageOnMistakes(t *testing.T) {
+	for _, tt := range []struct {
+		args      []string
+		withUsage bool
+		want      string
+	}{
+		{[]string{"version", "--nope"}, true, "flag provided but not defined: -nope"},
+		{[]string{"version", "extra"}, true, `version: unexpected argument "extra"`},
+		{[]string{"store", "import", "a.json", "b.json"}, true, `store import: unexpected argument "b.json"`},
+		{[]string{"agent", "key", "revoke", "a", "b"}, true, `agent key revoke: unexpected argument "b"`},
+		{[]string{"nope"}, true, `unknown command "nope"`},
+		{[]string{"policy", "nope"}, true, `policy: unknown subcommand "nope"`},
+		{[]string{"policy", "replay", "--policy", "x.csv", "--since", "-1h"}, false, "policy replay: --since"},
+		{[]string{"rates", "set", "EUR"}, false, "rates set: give a currency code and a rate"},
+		{[]string{"agent", "key", "revoke"}, false, "agent key revoke: name the key id"},
+	} {
+		stdout, stderr, status := runInProcess(tt.args...)
+		name := strings.Join(tt.args, " ")
+		if status != 2 || stdout != "" || !strings.Contains(stderr, "mandate: ") || !strings.Contains(stderr, tt.want) {
+			t.Errorf("mandate %s: exit status %d, stdout %q, stderr %q; want 2 and %q", name, status, stdout, stderr, tt.want)
+		}
+		if n, want := strings.Count(stderr, "Usage:"), map[bool]int{true: 1, false: 0}[tt.withUsage]; n != want {
+			t.Errorf("mandate %s printed the usage %d times, want %d:\n%s", name, n, want, stderr)
+		}
+	}
+}
