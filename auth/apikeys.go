@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +36,11 @@ const (
 // server at once, and the identity must still be an agent of the live
 // policy. Failed attempts are audited, at most AuditPerMinute records per
 // address (and GlobalAuditPerMinute overall) each minute, so a flood of
-// bad keys cannot fill the trail; the rest are counted in the log.
+// bad keys cannot fill the trail. A genuine credential refused (a real
+// key revoked or expired, a real key or token for a name that is not an
+// agent) has its own budget of AuditPerMinute per credential, outside the
+// others: a flood of junk cannot hide the use of a stolen key. What the
+// limits left out is counted in one record per minute.
 type Agents struct {
 	DB     *storage.DB
 	Policy *policy.Engine
@@ -52,7 +58,7 @@ type Agents struct {
 	// the database's): a Go mutex is the right tool here.
 	mu         sync.Mutex
 	window     time.Time
-	perAddr    map[string]int
+	perAddr    map[string]int // also "cred:<credential>" for genuine ones
 	total      int
 	suppressed int
 	lastUsed   map[string]time.Time
@@ -188,13 +194,24 @@ func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason strin
 func (a *Agents) refuseWith(ctx context.Context, addr, identity, credential string, args map[string]string, ae *AgentError) error {
 	a.logger().Info("refused MCP request", "reason", ae.Reason, "credential", credential, "key_id", args["key_id"], "addr", AddrKey(addr))
 	a.counted(ae.Reason)
-	if !a.admitAudit(AddrKey(addr)) {
+	ctx = context.WithoutCancel(ctx)
+	admitted, left := a.admitAudit(AddrKey(addr), credential)
+	if left > 0 {
+		// The last minute's refusals the limits kept out of the trail,
+		// counted in it all the same.
+		rec := refusal(a.now(), a.Policy, "", AgentAuthTool, map[string]string{"via": "http", "not_recorded": strconv.Itoa(left)},
+			fmt.Sprintf("%d refused requests in the previous minute were not recorded one by one (audit rate limit)", left))
+		if err := a.DB.Append(ctx, rec); err != nil {
+			a.logger().Error("auditing the count of unrecorded refusals failed", "count", left, "err", err)
+		}
+	}
+	if !admitted {
 		return ae
 	}
 	args["via"], args["address"] = "http", addr
 	rec := refusal(a.now(), a.Policy, identity, AgentAuthTool, args, ae.Reason)
 	rec.Credential = credential
-	if err := a.DB.Append(context.WithoutCancel(ctx), rec); err != nil {
+	if err := a.DB.Append(ctx, rec); err != nil {
 		a.logger().Error("auditing a refused MCP request failed", "err", err)
 	}
 	return ae
@@ -207,8 +224,11 @@ func (a *Agents) counted(reason string) {
 }
 
 // admitAudit reports whether one more refusal from addrKey may be
-// recorded this minute.
-func (a *Agents) admitAudit(addrKey string) bool {
+// recorded this minute. A genuine credential (non-empty) is counted
+// against its own budget only, so no amount of junk from other addresses
+// or this one keeps its refusal out of the trail. left is, once per
+// minute, how many refusals the previous window did not record.
+func (a *Agents) admitAudit(addrKey, credential string) (admitted bool, left int) {
 	per, global := a.AuditPerMinute, a.GlobalAuditPerMinute
 	if per <= 0 {
 		per = 10
@@ -220,18 +240,28 @@ func (a *Agents) admitAudit(addrKey string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if now.Sub(a.window) >= time.Minute || a.perAddr == nil {
-		if a.suppressed > 0 {
-			a.logger().Warn("refused MCP requests not audited (rate limit)", "count", a.suppressed)
+		left = a.suppressed
+		if left > 0 {
+			a.logger().Warn("refused MCP requests not audited one by one (rate limit)", "count", left)
 		}
 		a.window, a.perAddr, a.total, a.suppressed = now, map[string]int{}, 0, 0
 	}
+	if credential != "" {
+		k := "cred:" + credential
+		if a.perAddr[k] >= per {
+			a.suppressed++
+			return false, left
+		}
+		a.perAddr[k]++
+		return true, left
+	}
 	if a.perAddr[addrKey] >= per || a.total >= global {
 		a.suppressed++
-		return false
+		return false, left
 	}
 	a.perAddr[addrKey]++
 	a.total++
-	return true
+	return true, left
 }
 
 // Middleware refuses every request to next without a valid agent key,

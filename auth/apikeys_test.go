@@ -132,7 +132,8 @@ func policyWithout(t *testing.T, line string) *policy.Policy {
 
 // TestAgentsAuditRateLimit: a flood of bad keys from one address records
 // at most AuditPerMinute refusals a minute, and other addresses keep
-// theirs; the next minute records again.
+// theirs up to the global cap; a genuine key refused is recorded all the
+// same; the next minute records again, first the count left out.
 func TestAgentsAuditRateLimit(t *testing.T) {
 	a, clk, db := newAgents(t)
 	a.AuditPerMinute, a.GlobalAuditPerMinute = 3, 5
@@ -148,9 +149,31 @@ func TestAgentsAuditRateLimit(t *testing.T) {
 	if n := len(mcpAuthRecords(t, db)); n != 5 {
 		t.Fatalf("global cap: %d records, want 5", n)
 	}
+	// A stolen key, revoked, used from yet another address while the junk
+	// has used up every anonymous budget: still recorded, with its key.
+	ctx := context.Background()
+	key, k, err := db.CreateAPIKey(ctx, "demo-agent", clk.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 { // and its own budget holds too
+		_, _ = a.Authenticate(bearer(key, "10.0.0.3:1"), toolNames)
+	}
+	recs := mcpAuthRecords(t, db)
+	if len(recs) != 8 || recs[7].Error != ReasonRevoked || recs[7].Credential != "key:"+k.ID {
+		t.Fatalf("revoked key after the flood: %d records, last %+v", len(recs), recs[len(recs)-1])
+	}
 	clk.Add(time.Minute)
 	_, _ = a.Authenticate(bearer("mk_nope", "10.0.0.1:1"), toolNames)
-	if n := len(mcpAuthRecords(t, db)); n != 6 {
-		t.Fatalf("next minute: %d records, want 6", n)
+	recs = mcpAuthRecords(t, db)
+	if len(recs) != 10 {
+		t.Fatalf("next minute: %d records, want 10 (the count left out, and the refusal)", len(recs))
+	}
+	// 7 + 8 junk and 7 uses of the revoked key were left out.
+	if !strings.Contains(string(recs[8].Args), `"not_recorded":"22"`) || !strings.HasPrefix(recs[8].Error, "22 refused requests") {
+		t.Fatalf("count of unrecorded refusals: %+v", recs[8])
 	}
 }
