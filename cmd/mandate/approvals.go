@@ -205,6 +205,19 @@ func (a *approvalDeps) Close() {
 }
 
 func openApprovalDeps(ctx context.Context, dbPath, storePath, backendFile string, pf *policyFlags, stderr io.Writer, opts ...storage.Option) (*approvalDeps, error) {
+	// An approved action runs here, not in serve: its backend calls must
+	// be bounded like serve's, or a serve's recovery (which waits
+	// --recover-after, more than twice its own backend timeout) could
+	// reconcile a call of ours still in flight as not done. The same
+	// environment variable sets both; the default is serve's.
+	backendTimeout := 10 * time.Second
+	if s, ok := os.LookupEnv("MANDATE_BACKEND_TIMEOUT"); ok {
+		d, err := parsePositive(s)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("MANDATE_BACKEND_TIMEOUT=%q: %v", s, err)}
+		}
+		backendTimeout = d
+	}
 	pol, err := pf.load()
 	if err != nil {
 		return nil, err
@@ -232,7 +245,7 @@ func openApprovalDeps(ctx context.Context, dbPath, storePath, backendFile string
 	// live one that a server recorded (checked in tools.Approve and Deny).
 	modelFile, policyFile := pf.files()
 	return &approvalDeps{st: st, deps: &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: be, Logger: log,
-		ModelFile: modelFile, PolicyFile: policyFile, Rates: rates.NewLive(pf.ratesTable)}}, nil
+		BackendTimeout: backendTimeout, ModelFile: modelFile, PolicyFile: policyFile, Rates: rates.NewLive(pf.ratesTable)}}, nil
 }
 
 func runApprovalsDecide(ctx context.Context, args []string, approve bool, stdout, stderr io.Writer) error {

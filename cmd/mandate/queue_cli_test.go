@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -217,5 +218,19 @@ func TestApprovalsListStatus(t *testing.T) {
 		if status != 2 || stdout != "" || stderr != want {
 			t.Fatalf("approvals list --status %q: exit status %d, stdout %q, stderr %q; want 2, nothing and %q", bad, status, stdout, stderr, want)
 		}
+	}
+}
+
+// TestApprovalsBackendTimeoutFromEnv: the processes that run approved
+// actions read MANDATE_BACKEND_TIMEOUT like serve does (a serve's recovery
+// waits for more than twice it), and a bad value is a usage error that
+// decides nothing.
+func TestApprovalsBackendTimeoutFromEnv(t *testing.T) {
+	db, _, _ := approvalFiles(t)
+	stdout, stderr, err := runMandate(t, []string{"MANDATE_BACKEND_TIMEOUT=soon"},
+		"approvals", "deny", "act_0123456789abcdef", "--as", "alice", "--comment", "no", "--db", db)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || stdout != "" || !strings.Contains(stderr, `MANDATE_BACKEND_TIMEOUT="soon"`) {
+		t.Fatalf("bad MANDATE_BACKEND_TIMEOUT: %v, stdout %q, stderr %q; want exit 2 naming it", err, stdout, stderr)
 	}
 }

@@ -99,14 +99,21 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil || capN < 1 || capN > tools.MaxMaxPending {
 		return usageError{fmt.Sprintf("serve: --max-pending %q: give a number of pending actions from 1 to %d (default %d)", *maxPending, tools.MaxMaxPending, tools.DefaultMaxPending)}
 	}
-	// A live call can spend two backend timeouts (the call, then asking by
-	// key) before its outcome is recorded; recovery must wait longer.
+	// A live call's backend calls share a budget of two backend timeouts
+	// (tools.execBudget) before its outcome is recorded; recovery must
+	// wait longer. Approved actions run in admin, approvals and remediate
+	// processes, bounded by MANDATE_BACKEND_TIMEOUT (default 10s): warned
+	// below when this serve's wait may be too short for theirs.
 	if *recoverAfter <= 2**backendTimeout {
 		return usageError{fmt.Sprintf("serve: --recover-after (%s) must be longer than twice --backend-timeout (%s), or a live call could be reconciled as not done", *recoverAfter, *backendTimeout)}
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return err
+	}
+	if _, set := os.LookupEnv("MANDATE_BACKEND_TIMEOUT"); !set && *recoverAfter <= 20*time.Second {
+		log.Warn("approved actions run by mandate admin, approvals or remediate call the backend for up to 20s (twice MANDATE_BACKEND_TIMEOUT, default 10s), longer than --recover-after: set MANDATE_BACKEND_TIMEOUT for those processes to at most half of it",
+			"recover_after", *recoverAfter)
 	}
 	stopTracing, err := telemetry.SetupTracing(ctx, *otlpEndpoint, version, log) // off unless configured
 	if err != nil {
