@@ -192,8 +192,10 @@ func (a *Authenticator) Password(ctx context.Context, name, password, addr, via 
 	ok, err := a.check(ctx, hash, password)
 	if err != nil {
 		a.Logger.Warn("sign-in refused: hashing is saturated", "user", name, "via", via)
-		// Never checked, so not a failure.
-		if uerr := a.DB.UncountLoginAttempt(ctx, attempt); uerr != nil {
+		// Never checked, so not a failure; also when the client hung up
+		// while waiting (ctx is done then), or an impatient user would
+		// lock themselves out under load.
+		if uerr := a.DB.UncountLoginAttempt(context.WithoutCancel(ctx), attempt); uerr != nil {
 			a.Logger.Warn("sign-in attempt left counted", "user", name, "via", via, "err", uerr)
 		}
 		return Identity{}, err

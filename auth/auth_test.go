@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -399,5 +400,41 @@ func TestConcurrentGuessesRespectBackoff(t *testing.T) {
 				t.Fatalf("after the backoff: %+v, %v", id, err)
 			}
 		})
+	}
+}
+
+// TestHangUpWhileWaitingIsNotCounted: a sign-in whose client hangs up
+// while it waits for a hashing slot was never checked, so it does not
+// count as a failure; under load, impatient users would otherwise lock
+// themselves out.
+func TestHangUpWhileWaitingIsNotCounted(t *testing.T) {
+	a, clk, db := newAuth(t)
+	a.MaxHashes, a.HashWait = 1, 10*time.Second
+	a.init()
+	release := make(chan struct{})
+	a.compare = func(h, p []byte) error {
+		<-release
+		return bcrypt.ErrMismatchedHashAndPassword
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Password(context.Background(), "alice", "guess", "203.0.113.7:5555", "web")
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the guess holds the only slot
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := a.Password(ctx, "alice", goodPassword, fmt.Sprintf("198.51.100.%d:5555", i+1), "web")
+		cancel()
+		if err == nil {
+			t.Fatalf("attempt %d signed in while waiting for a slot", i)
+		}
+	}
+	close(release)
+	if err := <-done; err != ErrBadCredentials {
+		t.Fatalf("the guess: %v", err)
+	}
+	if until, err := db.LoginBlockedUntil(context.Background(), clk.Now(), UserKey("alice")); err != nil || !until.IsZero() {
+		t.Fatalf("one wrong guess and three hang-ups: alice blocked until %v (%v); only the guess counts", until, err)
 	}
 }
