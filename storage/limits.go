@@ -3,6 +3,9 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -153,29 +156,65 @@ func (db *DB) PruneCounters(ctx context.Context) error {
 // count adds (sign +1) or takes back (sign -1) a's use of its counters, in
 // the minute it was recorded: that minute's running total, and every later
 // one (normally none: an action is counted in the newest minute, and a
-// failed one credited back within seconds).
+// failed one credited back within seconds). Two statements whatever the
+// number of scopes: on the attempt's hot path each statement costs about
+// as much as the index work it does.
 func count(ctx context.Context, tx *Tx, a *Action, at time.Time, sign int64) error {
-	for _, scope := range counterScopes(a) {
-		// The total before the minute is read once, for both columns (a
-		// LEFT JOIN, so a scope's first row starts from 0); WHERE true
-		// lets SQLite tell ON CONFLICT from a join constraint.
-		if _, err := tx.ExecContext(ctx, `
+	scopes := counterScopes(a)
+	if len(scopes) == 0 {
+		return nil
+	}
+	if len(scopes) > maxScopes {
+		return fmt.Errorf("count: %d counter scopes, at most %d", len(scopes), maxScopes)
+	}
+	args := []any{minute(at), sign * a.AmountMinor, sign}
+	for _, s := range scopes {
+		args = append(args, s)
+	}
+	q := countQueries[tx.db.postgres][len(scopes)-1]
+	if _, err := tx.ExecContext(ctx, q[0], args...); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, q[1], args...)
+	return err
+}
+
+// maxScopes is the most counter scopes one action has (counterScopes).
+const maxScopes = 3
+
+// countQueries[postgres][n-1] is count's two statements for n scopes, the
+// scopes being ?4 to ?(n+3): the upsert of each scope's row for the minute
+// (?1), which starts from the scope's total before that minute (0 for its
+// first row), and the update of any later minutes. WHERE true lets SQLite
+// tell ON CONFLICT from a join constraint. PostgreSQL keeps scopes as bytea
+// (they hold NUL bytes) and cannot infer a parameter's type in a UNION, so
+// there the scopes are cast.
+var countQueries = map[bool][][2]string{false: countStatements(false), true: countStatements(true)}
+
+func countStatements(postgres bool) [][2]string {
+	var qs [][2]string
+	for n := 1; n <= maxScopes; n++ {
+		var scopes, in []string
+		for i := range n {
+			p := "?" + strconv.Itoa(4+i)
+			if postgres {
+				p = "CAST(" + p + " AS BYTEA)"
+			}
+			scopes = append(scopes, "SELECT "+p+" AS scope")
+			in = append(in, p)
+		}
+		before := func(column string) string {
+			return `COALESCE((SELECT p.` + column + ` FROM usage_totals p WHERE p.scope = s.scope AND p.minute < ?1 ORDER BY p.minute DESC LIMIT 1), 0)`
+		}
+		qs = append(qs, [2]string{`
 			INSERT INTO usage_totals (scope, minute, amount_minor, count)
-			SELECT ?1, ?2, ?3 + COALESCE(prev.amount_minor, 0), ?4 + COALESCE(prev.count, 0)
-			FROM (SELECT 1 AS one) AS here LEFT JOIN (
-				SELECT amount_minor, count FROM usage_totals WHERE scope = ?1 AND minute < ?2 ORDER BY minute DESC LIMIT 1
-			) AS prev ON true
+			SELECT s.scope, ?1, ?2 + ` + before("amount_minor") + `, ?3 + ` + before("count") + `
+			FROM (` + strings.Join(scopes, " UNION ALL ") + `) AS s
 			WHERE true
 			ON CONFLICT (scope, minute) DO UPDATE SET
-				amount_minor = usage_totals.amount_minor + ?3, count = usage_totals.count + ?4`,
-			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE usage_totals SET amount_minor = amount_minor + ?3, count = count + ?4 WHERE scope = ?1 AND minute > ?2`,
-			scope, minute(at), sign*a.AmountMinor, sign); err != nil {
-			return err
-		}
+				amount_minor = usage_totals.amount_minor + ?2, count = usage_totals.count + ?3`,
+			`UPDATE usage_totals SET amount_minor = amount_minor + ?2, count = count + ?3
+			WHERE scope IN (` + strings.Join(in, ", ") + `) AND minute > ?1`})
 	}
-	return nil
+	return qs
 }
