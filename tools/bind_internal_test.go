@@ -2,6 +2,8 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -94,5 +96,47 @@ func TestStoredArgsOfAnEarlierVersion(t *testing.T) {
 	}
 	if c, err := e.st.Customer(ctx, "cus_ada"); err != nil || c.Phone != "+1 202 555 0100" {
 		t.Fatalf("cus_ada phone = %q, %v", c.Phone, err)
+	}
+}
+
+// TestCanonicalPlainFastPath: a map of plain values, encoded once, gives
+// the very bytes of the decode-and-encode round trip that canonical uses for
+// everything else, so no audited digest changes; values that would come out
+// differently take the round trip.
+func TestCanonicalPlainFastPath(t *testing.T) {
+	roundTrip := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "{}"
+		}
+		var m any
+		if err := json.Unmarshal(b, &m); err != nil {
+			return "{}"
+		}
+		out, _ := json.Marshal(m)
+		return string(out)
+	}
+	cases := []map[string]any{
+		{"currency": "USD", "order_total": 120.5, "order_refunded": 0.0, "order_status": "delivered", "customer_age_days": 400.25},
+		{"z": 1, "a": int64(-3), "m": nil, "b": true, "big": int64(1 << 53), "tiny": 1e-7, "huge": 1e21, "neg0": math.Copysign(0, -1)},
+		{"html": "<a href='x'>&</a>", "sep": "line\u2028para\u2029", "ctl": "tab\tnul\x00", "uni": "café ☕", "quote": `"\`},
+		{"nested": map[string]any{"y": []any{1.5, "two", nil, map[string]any{"k": false}}, "x": 0.1}},
+		{"nan": math.NaN()},                        // no encoding either way: {}
+		{"bad": "\xff\xfe"},                        // invalid UTF-8: the round trip writes it differently
+		{"toobig": int64(1<<53 + 1)},               // loses precision in a float64
+		{"struct": struct{ B, A int }{B: 1, A: 2}}, // fields in declaration order: the round trip sorts them
+	}
+	for _, c := range cases {
+		if got, want := string(canonical(c)), roundTrip(c); got != want {
+			t.Errorf("canonical(%v) = %s, want the round trip's %s", c, got, want)
+		}
+	}
+	if !plainJSON(cases[0]) || !plainJSON(cases[1]) || !plainJSON(cases[2]) || !plainJSON(cases[3]) || !plainJSON(cases[4]) {
+		t.Error("the facts the rules test should take the fast path")
+	}
+	for _, c := range cases[5:] {
+		if plainJSON(c) {
+			t.Errorf("%v took the fast path; its one encoding differs from the round trip's or fails", c)
+		}
 	}
 }
