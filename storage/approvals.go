@@ -352,7 +352,7 @@ func appendRefusal(ctx context.Context, tx *Tx, a *Action, r Review, version, wh
 // loop retrying every few seconds must not flood the trail.
 func appendRefusalOnce(ctx context.Context, tx *Tx, a *Action, version, why string) error {
 	var last string
-	if err := tx.QueryRowContext(ctx, `SELECT error FROM audit WHERE action_id = ? ORDER BY seq DESC LIMIT 1`, a.ID).Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := tx.QueryRowContext(ctx, `SELECT error FROM audit WHERE seq = (SELECT MAX(seq) FROM audit_keys WHERE action_id = ?)`, a.ID).Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return unavailable("read audit", err)
 	}
 	if last == why {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -135,6 +136,26 @@ type crossRow struct {
 	countedApproval bool
 }
 
+// crossCheckAudit is CrossCheck's read of the audit trail, ordered by
+// action id and seq. On SQLite, audit_index_action_id is on (action_id) and
+// holds the rowid (seq), so the indexed records come in the index's order
+// and only the few records after the index's prefix (migration 0023) are
+// sorted, then merged with them. On PostgreSQL the index is on audit. The
+// last column is the action id the record itself holds, which an edit of
+// the trail could make differ from the one it was indexed under.
+func (db *DB) crossCheckAudit() string {
+	if db.postgres {
+		return `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args, action_id
+			FROM audit WHERE action_id != '' ORDER BY action_id, seq`
+	}
+	return `SELECT k.action_id, k.seq, a.time, a.agent, a.tool, a.decision, a.phase, a.outcome, a.approver, a.args, a.action_id
+			FROM audit_index k JOIN audit a ON a.seq = k.seq WHERE k.action_id != ''
+		UNION ALL
+		SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args, action_id
+			FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index) AND action_id != ''
+		ORDER BY 1, 2`
+}
+
 // CrossCheck compares the actions table and the limit counters with the
 // audit trail (see above). It reads both in one snapshot and in one pass:
 // the actions by id and the audit records by action id, merged like a
@@ -157,10 +178,7 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 		return res, unavailable("read actions", err)
 	}
 	defer acts.Close()
-	// audit_action_id is on (action_id) and holds the rowid (seq), so this
-	// order is the index's: no sort.
-	recs, err := conn2.QueryContext(ctx, `SELECT action_id, seq, time, agent, tool, decision, phase, outcome, approver, args
-		FROM audit WHERE action_id != '' ORDER BY action_id, seq`)
+	recs, err := conn2.QueryContext(ctx, db.crossCheckAudit())
 	if err != nil {
 		return res, unavailable("read audit", err)
 	}
@@ -196,9 +214,14 @@ func (db *DB) CrossCheck(ctx context.Context) (CrossCheckResult, error) {
 			return recs.Err()
 		}
 		rec = &Record{}
-		var ts, args string
-		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver, &args); err != nil {
+		var ts, args, stored string
+		if err := recs.Scan(&rec.ActionID, &rec.Seq, &ts, &rec.Agent, &rec.Tool, &rec.Decision, &rec.Phase, &rec.Outcome, &rec.Approver, &args, &stored); err != nil {
 			return err
+		}
+		if stored != rec.ActionID {
+			// Indexed under one action, holding another now: the record
+			// was edited after it was indexed (audit verify names it too).
+			add(Disagreement{ActionID: rec.ActionID, Field: "action_id of record " + strconv.FormatInt(rec.Seq, 10), Table: "indexed under " + rec.ActionID, Trail: stored})
 		}
 		rec.Args = []byte(args)
 		rec.Time, _ = time.Parse(time.RFC3339Nano, ts)

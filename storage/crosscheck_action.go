@@ -38,7 +38,7 @@ func (db *DB) CheckAction(ctx context.Context, id string) ([]Disagreement, error
 		return nil, unavailable("read actions", err)
 	}
 	recs, err := conn.QueryContext(ctx, `SELECT seq, time, agent, tool, decision, phase, outcome, approver, args
-		FROM audit WHERE action_id = ? ORDER BY seq`, id)
+		FROM audit WHERE seq IN (SELECT seq FROM audit_keys WHERE action_id = ?) ORDER BY seq`, id)
 	if err != nil {
 		return nil, unavailable("read audit", err)
 	}

@@ -45,6 +45,7 @@ type DB struct {
 	writes     chan writeReq // to the group-commit writer (writer.go)
 	writerDone chan struct{}
 	wconn      *sql.Conn   // the writer's own connection (writer.go)
+	indexedTo  int64       // the audit_index prefix as this writer last saw it (indexAudit)
 	wsync      string      // its synchronous setting: "FULL" or "NORMAL"
 	wlock      *wlock.Lock // queues this process's writer behind other processes' (writer.go)
 	closeMu    sync.RWMutex

@@ -149,8 +149,10 @@ func TestOpenCreatesSchema(t *testing.T) {
 		"table migrations",
 		"trigger audit_no_update",
 		"trigger audit_no_delete",
-		"index audit_action_id",
-		"index audit_time",
+		"table audit_index",
+		"index audit_index_action_id",
+		"index audit_index_time",
+		"view audit_keys",
 	} {
 		if !have[want] {
 			t.Errorf("schema has no %s", want)

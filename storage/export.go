@@ -34,13 +34,16 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error)
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
 	if !f.Since.IsZero() {
+		// The first record of that time on, found by the time index; the
+		// filter stays, for a record written under a clock set back.
+		add("seq >= (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM audit_keys WHERE time >= ?)", timeText(f.Since))
 		add("time >= ?", timeText(f.Since))
 	}
 	if !f.Until.IsZero() {
 		add("time < ?", timeText(f.Until))
 	}
 	if f.Agent != "" {
-		add("agent = ?", f.Agent)
+		add("seq IN (SELECT seq FROM audit_keys WHERE agent = ?)", f.Agent)
 	}
 	if f.Tool != "" {
 		add("tool = ?", f.Tool)
@@ -49,13 +52,14 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error)
 		add("decision = ?", f.Decision)
 	}
 	if f.ActionID != "" {
-		add("action_id = ?", f.ActionID)
+		add("seq IN (SELECT seq FROM audit_keys WHERE action_id = ?)", f.ActionID)
 	}
 	if f.TraceID != "" {
 		// Every record of the actions a call in the trace asked for: the
 		// attempt and outcome carry the trace id, a person's approval
-		// between them does not. The partial index audit_trace_id finds them.
-		add("action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != '')", f.TraceID)
+		// between them does not. The partial index audit_trace_id finds the
+		// actions, audit_keys their records.
+		add("seq IN (SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != ''))", f.TraceID)
 	}
 	return eachRecord(ctx, src, "read audit", q+" ORDER BY seq", args, fn)
 }

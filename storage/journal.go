@@ -212,7 +212,7 @@ func (db *DB) importJournal(ctx context.Context, name string) (int, error) {
 			added = 0
 			for _, r := range recs {
 				var n int
-				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit WHERE action_id = ? AND phase = ?`, r.ActionID, r.Phase).Scan(&n); err != nil {
+				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_keys WHERE action_id = ? AND phase = ?`, r.ActionID, r.Phase).Scan(&n); err != nil {
 					return err
 				}
 				if n > 0 {

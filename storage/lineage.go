@@ -11,8 +11,8 @@ import (
 )
 
 // The customer and order an audit record names in its arguments, as
-// migration 0014 indexes them: a query must use exactly these expressions
-// for SQLite to search the indexes instead of scanning the trail.
+// audit_index keeps them (migration 0023; on PostgreSQL, as migration 0014
+// indexes them, which audit_keys repeats exactly).
 const (
 	argsCustomer = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id')`
 	argsOrder    = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
@@ -43,8 +43,8 @@ type LineageFilter struct {
 //   - an agent: every record the agent wrote, and every record (a person's
 //     approval, the outcome) of the actions it asked for.
 //
-// Each branch searches an index (migration 0014), so a lineage costs what
-// it returns, not the size of the trail.
+// Each branch searches an index (audit_keys, migration 0023), so a lineage
+// costs what it returns, not the size of the trail.
 func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) error) error {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	var sub string
@@ -55,20 +55,20 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 	}
 	switch {
 	case f.CustomerID != "":
-		sub = `SELECT seq FROM audit WHERE ` + argsCustomer + ` = ?1
-			UNION SELECT a.seq FROM actions x JOIN audit a ON a.action_id = x.id WHERE x.customer_id = ?1 AND x.customer_id != ''
-			UNION SELECT seq FROM audit WHERE ` + argsOrder + ` IN
+		sub = `SELECT seq FROM audit_keys WHERE customer_id = ?1
+			UNION SELECT seq FROM audit_keys WHERE action_id IN (SELECT id FROM actions WHERE customer_id = ?1 AND customer_id != '')
+			UNION SELECT seq FROM audit_keys WHERE order_id IN
 				(SELECT json_extract(args, '$.order_id') FROM actions WHERE customer_id = ?1 AND customer_id != '')`
 		args = append(args, f.CustomerID)
 	case f.OrderID != "":
-		sub = `SELECT seq FROM audit WHERE ` + argsOrder + ` = ?1`
+		sub = `SELECT seq FROM audit_keys WHERE order_id = ?1`
 		args = append(args, f.OrderID)
 	case f.Agent != "":
-		sub = `SELECT seq FROM audit WHERE agent = ?1 AND time >= ?2
-			UNION SELECT a.seq FROM audit a WHERE a.action_id IN (SELECT action_id FROM audit WHERE agent = ?1 AND time >= ?2 AND phase = 'attempt')`
+		sub = `SELECT seq FROM audit_keys WHERE agent = ?1 AND time >= ?2
+			UNION SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit_keys WHERE agent = ?1 AND time >= ?2 AND phase = 'attempt')`
 		args = append(args, f.Agent, since)
 	case f.TraceID != "":
-		sub = `SELECT seq FROM audit WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ?1 AND trace_id != '')`
+		sub = `SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ?1 AND trace_id != '')`
 		args = append(args, f.TraceID)
 	default:
 		return mandate.Errorf(mandate.EINVALID, "a lineage needs a customer, an order, an agent or a trace")
@@ -93,7 +93,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // or after a restart.
 func (db *DB) Correlation(ctx context.Context, actionID string) (traceID, conversationID string, err error) {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
-	err = db.db.QueryRowContext(ctx, `SELECT trace_id, conversation_id FROM audit WHERE action_id = ? AND phase = 'attempt' ORDER BY seq LIMIT 1`, actionID).
+	err = db.db.QueryRowContext(ctx, `SELECT trace_id, conversation_id FROM audit WHERE seq = (SELECT MIN(seq) FROM audit_keys WHERE action_id = ? AND phase = 'attempt')`, actionID).
 		Scan(&traceID, &conversationID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", "", nil

@@ -87,12 +87,40 @@ func lineageDB(t *testing.T, path string) (*DB, map[string][]int64, time.Time) {
 }
 
 func TestLineage(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mandate.db")
 	db, seqs, cut := lineageDB(t, path)
 	if len(seqs["act_r1"]) < 3 {
 		t.Fatalf("the approved refund has records %v; want attempt, approval and outcome", seqs["act_r1"])
 	}
+	for _, indexed := range []bool{false, true} {
+		// First with every record after audit_index's prefix (found
+		// through audit_keys' tail), then with all of them indexed.
+		if indexed {
+			indexAll(t, db)
+		}
+		t.Run(map[bool]string{false: "unindexed", true: "indexed"}[indexed], func(t *testing.T) { checkLineage(t, db, seqs, cut) })
+	}
+}
+
+// indexAll catches audit_index up with the whole trail, as the writer does
+// in a commit nobody waits on.
+func indexAll(t *testing.T, db *DB) {
+	t.Helper()
+	if db.postgres {
+		return
+	}
+	if err := db.write(func(tx *Tx) error { _, err := catchUpAuditIndex(context.Background(), tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var indexed, records int
+	db.db.QueryRow(`SELECT (SELECT COUNT(*) FROM audit_index), (SELECT COUNT(*) FROM audit)`).Scan(&indexed, &records)
+	if indexed != records || records == 0 {
+		t.Fatalf("audit_index holds %d of %d records", indexed, records)
+	}
+}
+
+func checkLineage(t *testing.T, db *DB, seqs map[string][]int64, cut time.Time) {
+	ctx := context.Background()
 	trace := "4bf92f3577b34da6a3ce929d0e0e4736"
 	tests := []struct {
 		name    string
@@ -159,9 +187,18 @@ func TestLineage(t *testing.T) {
 // TestLineageQueryPlans: every lineage searches indexes; none scans the
 // audit trail or the actions, which grow with every call.
 func TestLineageQueryPlans(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mandate.db")
 	db, _, cut := lineageDB(t, path)
+	for _, indexed := range []bool{false, true} {
+		if indexed {
+			indexAll(t, db)
+		}
+		checkLineagePlans(t, db, path, cut)
+	}
+}
+
+func checkLineagePlans(t *testing.T, db *DB, path string, cut time.Time) {
+	ctx := context.Background()
 	stop := recordQueries(path)
 	for _, f := range []LineageFilter{
 		{CustomerID: "cus_ada"}, {CustomerID: "cus_ada", Since: cut, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
@@ -174,12 +211,17 @@ func TestLineageQueryPlans(t *testing.T) {
 	if _, _, err := db.Correlation(ctx, "act_c1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Records(ctx, Filter{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}, func(*Record) error { return nil }); err != nil {
+	for _, f := range []Filter{{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}, {Agent: "agent-a"}, {ActionID: "act_r1"}, {Since: cut}} {
+		if err := db.Records(ctx, f, func(*Record) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.CheckAction(ctx, "act_r1"); err != nil {
 		t.Fatal(err)
 	}
 	queries := stop()
-	if len(queries) < 7 {
-		t.Fatalf("recorded %d statements, want the 7 lineage, correlation and export queries", len(queries))
+	if len(queries) < 11 {
+		t.Fatalf("recorded %d statements, want the 11 lineage, correlation, export and check queries", len(queries))
 	}
 	for _, q := range queries {
 		bad, err := scans(ctx, db, q)
@@ -223,4 +265,62 @@ func TestNewColumnsHashed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAuditIndexOffTheAttempt: an attempt's transaction, which the agent
+// waits for, writes no search keys; the commit of its outcome, which
+// nobody waits for, indexes every record up to it; a writer that only
+// ever writes urgently still indexes once indexEvery records are behind.
+// Until indexed, a record is found all the same (audit_keys' tail).
+func TestAuditIndexOffTheAttempt(t *testing.T) {
+	db := openPath(t, filepath.Join(t.TempDir(), "mandate.db"))
+	if db.postgres {
+		t.Skip("SQLite only: PostgreSQL keeps its indexes on audit")
+	}
+	ctx := context.Background()
+	indexed := func() (n int64) {
+		t.Helper()
+		if err := db.db.QueryRow(`SELECT COUNT(*) FROM audit_index`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a := &Action{ID: "act_1", Agent: "bot", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1","amount":"1.00","reason":"r"}`), CustomerID: "cus_1"}
+	if err := db.DecideAndRecord(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args}, func(Usage) { a.Decision, a.Status = "allow", StatusExecuting }); err != nil {
+		t.Fatal(err)
+	}
+	if n := indexed(); n != 0 {
+		t.Fatalf("the attempt's transaction indexed %d records", n)
+	}
+	found := func(f LineageFilter, want int) {
+		t.Helper()
+		n := 0
+		if err := db.Lineage(ctx, f, func(*Record) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Fatalf("lineage %+v: %d records, want %d", f, n, want)
+		}
+	}
+	found(LineageFilter{OrderID: "ord_1"}, 1)
+	found(LineageFilter{CustomerID: "cus_1"}, 1)
+
+	a.Status, a.Result = StatusExecuted, []byte(`{}`)
+	db.RecordOutcomeBehind(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args, Outcome: StatusExecuted})
+	db.Settle(ctx)
+	if n := indexed(); n != 2 {
+		t.Fatalf("after the outcome's commit audit_index holds %d records, want both", n)
+	}
+	found(LineageFilter{OrderID: "ord_1"}, 2)
+	found(LineageFilter{Agent: "bot"}, 2)
+
+	for i := range indexEvery + 1 {
+		if err := db.Append(ctx, &Record{Agent: "bot", Tool: "get_order", Args: []byte(`{"order_id":"ord_2"}`), ActionID: "act_r" + itoa(i), Phase: PhaseAttempt, Outcome: "read"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := indexed(); n < indexEvery {
+		t.Fatalf("after %d urgent appends audit_index holds %d records", indexEvery+1, n)
+	}
+	found(LineageFilter{OrderID: "ord_2"}, indexEvery+1)
 }

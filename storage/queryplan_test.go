@@ -132,7 +132,7 @@ func (c *planConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.T
 }
 
 // growing are the tables that gain rows with every call.
-var growing = regexp.MustCompile(`^SCAN (actions|audit|usage_totals|merkle_nodes|checkpoints)\b`)
+var growing = regexp.MustCompile(`^SCAN (actions|audit|audit_index|usage_totals|merkle_nodes|checkpoints)\b`)
 
 // scans returns the plan lines of query that scan a growing table.
 func scans(ctx context.Context, db *DB, q recorded) ([]string, error) {

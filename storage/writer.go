@@ -354,9 +354,11 @@ func (db *DB) commitBatch(batch []writeReq, held bool) error {
 			batch[0].done <- err
 			return nil
 		}
+		indexed := db.indexAudit(ctx, wtx, batch)
 		if err := tx.Commit(); err != nil {
 			return fail(unavailable("commit", err))
 		}
+		db.indexedTo = max(db.indexedTo, indexed)
 		batch[0].done <- nil
 		return nil
 	}
@@ -375,13 +377,68 @@ func (db *DB) commitBatch(batch []writeReq, held bool) error {
 			return fail(unavailable("release savepoint", err))
 		}
 	}
+	indexed := db.indexAudit(ctx, wtx, batch)
 	if err := tx.Commit(); err != nil {
 		return fail(unavailable("commit", err))
 	}
+	db.indexedTo = max(db.indexedTo, indexed)
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
 	return nil
+}
+
+// indexEvery is how far the audit_index may fall behind this writer's own
+// appends before a batch that someone waits for catches it up anyway: a
+// process that only ever writes urgently (approvals from the CLI, a
+// benchmark of appends) still indexes, a run at a time.
+const indexEvery = 256
+
+// indexAudit catches audit_index up with the trail, inside the batch's
+// transaction, when the batch is one nobody waits on the commit of
+// (outcomes, lookups: see writerQueue), or when this writer has appended
+// indexEvery records since it last did. The keys of a run of records are
+// inserted in one statement, off the attempts' critical path; until then
+// readers find the newest records through audit_keys (migration 0023). It
+// returns the largest seq indexed, 0 if it did nothing. A failure leaves
+// the index behind, which costs readers a longer tail, not a record: it
+// is rolled back alone and the batch commits. SQLite only: PostgreSQL
+// keeps its indexes on audit.
+func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
+	if db.postgres {
+		return 0
+	}
+	due := false
+	for _, r := range batch {
+		due = due || r.patient
+	}
+	if !due && (tx.head == nil || tx.head.seq-db.indexedTo < indexEvery) {
+		return 0
+	}
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT ix"); err != nil {
+		return 0
+	}
+	to, err := catchUpAuditIndex(ctx, tx)
+	if err != nil {
+		tx.ExecContext(ctx, "ROLLBACK TO ix")
+		to = 0
+	}
+	tx.ExecContext(ctx, "RELEASE ix")
+	return to
+}
+
+// catchUpAuditIndex adds the keys of every record after audit_index's
+// prefix, in one statement, and returns the prefix's new end.
+func catchUpAuditIndex(ctx context.Context, tx *Tx) (int64, error) {
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
+		SELECT seq, time, agent, action_id, phase, `+argsCustomer+`, `+argsOrder+`
+		FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`); err != nil {
+		return 0, err
+	}
+	var to int64
+	err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_index`).Scan(&to)
+	return to, err
 }
 
 // writerConn takes a connection for the writer from the pool. On
