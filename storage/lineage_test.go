@@ -268,10 +268,10 @@ func TestNewColumnsHashed(t *testing.T) {
 }
 
 // TestAuditIndexOffTheAttempt: an attempt's transaction, which the agent
-// waits for, writes no search keys; the commit of its outcome, which
-// nobody waits for, indexes every record up to it; a writer that only
-// ever writes urgently still indexes once indexEvery records are behind.
-// Until indexed, a record is found all the same (audit_keys' tail).
+// waits for, writes no search keys; the commit of an outcome, which nobody
+// waits for, indexes once a run of records is behind; a writer that only
+// ever writes urgently still indexes once indexEvery records are. Until
+// indexed, a record is found all the same (audit_keys' tail).
 func TestAuditIndexOffTheAttempt(t *testing.T) {
 	db := openPath(t, filepath.Join(t.TempDir(), "mandate.db"))
 	if db.postgres {
@@ -285,13 +285,6 @@ func TestAuditIndexOffTheAttempt(t *testing.T) {
 		}
 		return n
 	}
-	a := &Action{ID: "act_1", Agent: "bot", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1","amount":"1.00","reason":"r"}`), CustomerID: "cus_1"}
-	if err := db.DecideAndRecord(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args}, func(Usage) { a.Decision, a.Status = "allow", StatusExecuting }); err != nil {
-		t.Fatal(err)
-	}
-	if n := indexed(); n != 0 {
-		t.Fatalf("the attempt's transaction indexed %d records", n)
-	}
 	found := func(f LineageFilter, want int) {
 		t.Helper()
 		n := 0
@@ -302,25 +295,42 @@ func TestAuditIndexOffTheAttempt(t *testing.T) {
 			t.Fatalf("lineage %+v: %d records, want %d", f, n, want)
 		}
 	}
-	found(LineageFilter{OrderID: "ord_1"}, 1)
-	found(LineageFilter{CustomerID: "cus_1"}, 1)
-
-	a.Status, a.Result = StatusExecuted, []byte(`{}`)
+	actions := indexRun / 2 // two records each: the last outcome makes the run
+	for i := range actions {
+		id := "act_" + itoa(i)
+		a := &Action{ID: id, Agent: "bot", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1","amount":"1.00","reason":"r"}`), CustomerID: "cus_1"}
+		if err := db.DecideAndRecord(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args}, func(Usage) { a.Decision, a.Status = "allow", StatusExecuting }); err != nil {
+			t.Fatal(err)
+		}
+		if n := indexed(); n != 0 {
+			t.Fatalf("attempt %d: audit_index holds %d records before a run was behind", i, n)
+		}
+		found(LineageFilter{OrderID: "ord_1"}, 2*i+1)
+		found(LineageFilter{CustomerID: "cus_1"}, 2*i+1)
+		if i == actions-1 {
+			break // its outcome is the one that indexes: below
+		}
+		a.Status, a.Result = StatusExecuted, []byte(`{}`)
+		db.RecordOutcomeBehind(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args, Outcome: StatusExecuted})
+		db.Settle(ctx)
+	}
+	a := &Action{ID: "act_" + itoa(actions-1), Agent: "bot", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1","amount":"1.00","reason":"r"}`), Status: StatusExecuted, Result: []byte(`{}`)}
 	db.RecordOutcomeBehind(ctx, a, &Record{Agent: "bot", Tool: "refund_order", Args: a.Args, Outcome: StatusExecuted})
 	db.Settle(ctx)
-	if n := indexed(); n != 2 {
-		t.Fatalf("after the outcome's commit audit_index holds %d records, want both", n)
+	if n := indexed(); n != int64(2*actions) {
+		t.Fatalf("after %d records and an outcome's commit audit_index holds %d", 2*actions, n)
 	}
-	found(LineageFilter{OrderID: "ord_1"}, 2)
-	found(LineageFilter{Agent: "bot"}, 2)
+	found(LineageFilter{OrderID: "ord_1"}, 2*actions)
+	found(LineageFilter{Agent: "bot"}, 2*actions)
 
-	for i := range indexEvery + 1 {
+	before := indexed()
+	for i := range indexEvery {
 		if err := db.Append(ctx, &Record{Agent: "bot", Tool: "get_order", Args: []byte(`{"order_id":"ord_2"}`), ActionID: "act_r" + itoa(i), Phase: PhaseAttempt, Outcome: "read"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := indexed(); n < indexEvery {
-		t.Fatalf("after %d urgent appends audit_index holds %d records", indexEvery+1, n)
+	if n := indexed(); n != before+indexEvery {
+		t.Fatalf("after %d urgent appends audit_index holds %d records, want %d", indexEvery, n, before+indexEvery)
 	}
-	found(LineageFilter{OrderID: "ord_2"}, indexEvery+1)
+	found(LineageFilter{OrderID: "ord_2"}, indexEvery)
 }

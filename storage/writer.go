@@ -388,18 +388,25 @@ func (db *DB) commitBatch(batch []writeReq, held bool) error {
 	return nil
 }
 
-// indexEvery is how far the audit_index may fall behind this writer's own
-// appends before a batch that someone waits for catches it up anyway: a
-// process that only ever writes urgently (approvals from the CLI, a
-// benchmark of appends) still indexes, a run at a time.
-const indexEvery = 256
+// indexRun is how many of this writer's appends a commit nobody waits for
+// lets gather before it indexes them: one statement inserts the keys of a
+// run, whose time, agent and seq entries share index pages, where one per
+// record would write each of those pages again. indexEvery is how far
+// behind the index may fall before a batch that someone waits for catches
+// it up anyway: a process that only ever writes urgently (approvals from
+// the CLI, a benchmark of appends) still indexes, a run at a time.
+const (
+	indexRun   = 64
+	indexEvery = 256
+)
 
 // indexAudit catches audit_index up with the trail, inside the batch's
-// transaction, when the batch is one nobody waits on the commit of
-// (outcomes, lookups: see writerQueue), or when this writer has appended
-// indexEvery records since it last did. The keys of a run of records are
-// inserted in one statement, off the attempts' critical path; until then
-// readers find the newest records through audit_keys (migration 0023). It
+// transaction, once this writer has appended indexRun records since it
+// last did and the batch holds a write nobody waits on the commit of
+// (outcomes, lookups: see writerQueue), or once it has appended indexEvery.
+// The keys of the run are inserted in one statement, off the attempts'
+// critical path; until then readers find the newest records through
+// audit_keys (migration 0023), whose unindexed tail stays this short. It
 // returns the largest seq indexed, 0 if it did nothing. A failure leaves
 // the index behind, which costs readers a longer tail, not a record: it
 // is rolled back alone and the batch commits. SQLite only: PostgreSQL
@@ -408,11 +415,15 @@ func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 	if db.postgres {
 		return 0
 	}
-	due := false
-	for _, r := range batch {
-		due = due || r.patient
+	if tx.head == nil {
+		return 0 // appended nothing: nothing new to index here
 	}
-	if !due && (tx.head == nil || tx.head.seq-db.indexedTo < indexEvery) {
+	behind := tx.head.seq - db.indexedTo
+	due := behind >= indexEvery
+	for _, r := range batch {
+		due = due || (r.patient && behind >= indexRun)
+	}
+	if !due {
 		return 0
 	}
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT ix"); err != nil {
