@@ -56,6 +56,13 @@ type Action struct {
 	// CountedAt is when the action's limits were debited if not CreatedAt:
 	// when a person approved it (countedAt).
 	CountedAt time.Time `json:"counted_at,omitzero"`
+	// Began is when this process recorded the action as executing (its
+	// UpdatedAt), read from this process's monotonic clock inside that
+	// transaction; zero for an action read back from the database. The
+	// backend calls made for it end within a budget counted from here, not
+	// from whenever they start, so recovery's grace, counted from
+	// UpdatedAt, covers them however long the commit took (tools.execute).
+	Began time.Time `json:"-"`
 }
 
 // ErrDuplicateKey is returned by RecordAttempt when the agent already used
@@ -98,7 +105,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			}
 			decide(u)
 		}
-		a.CreatedAt, a.UpdatedAt = now, now
+		a.CreatedAt, a.UpdatedAt, a.Began = now, now, time.Now()
 		if a.ExpiresAt.IsZero() {
 			a.ExpiresAt = now
 		}

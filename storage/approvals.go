@@ -431,7 +431,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 			StatusExecuting, timeText(now), id, StatusApproved); err != nil {
 			return unavailable("claim action", err)
 		}
-		a.Status, a.UpdatedAt = StatusExecuting, now
+		a.Status, a.UpdatedAt, a.Began = StatusExecuting, now, time.Now()
 		return nil
 	})
 	if err != nil {

@@ -521,3 +521,57 @@ func TestAgentRevertKeyIsNotARevert(t *testing.T) {
 		}
 	}
 }
+
+// TestExecuteBudgetFromRecording: the backend calls for an action end
+// within the budget counted from when the action was recorded as
+// executing (its updated_at, which recovery's grace is counted from), not
+// from when execute starts. A process that stalled after recording it
+// past the budget (a slow commit, a paused VM) may already have been
+// overtaken by recovery in another process, so it makes no call: the
+// action fails with nothing sent. Without the stall the same call goes
+// through.
+func TestExecuteBudgetFromRecording(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	d := withDefaults(e.d)
+	s := refundOrder().(spec[refundArgs])
+	run := func(stalled time.Duration) *storage.Action {
+		t.Helper()
+		a := refundArgs{OrderID: "ord_1002", Amount: "1.00", Reason: "late delivery"}
+		if _, err := s.load(ctx, d, &a); err != nil {
+			t.Fatal(err)
+		}
+		args := canonical(a)
+		act := &storage.Action{ID: newActionID(), Agent: "demo-agent", Tool: "refund_order", Args: args}
+		act.CustomerID, act.AmountMinor, act.Currency = a.scope()
+		if err := d.DB.DecideAndRecord(ctx, act, &storage.Record{Agent: "demo-agent", Tool: "refund_order", Args: args}, func(storage.Usage) {
+			act.Decision, act.Status = policy.Allow, storage.StatusExecuting
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if act.Began.IsZero() {
+			t.Fatal("DecideAndRecord did not note when the action began executing")
+		}
+		act.Began = act.Began.Add(-stalled)
+		execute(ctx, d, s, &a, act, d.Logger, false)
+		got, err := d.DB.Action(ctx, act.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	refunded := func() int64 {
+		o, err := e.st.Order(ctx, "ord_1002")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.Refunded.Minor
+	}
+	before := refunded()
+	if act := run(execBudget(d) + time.Second); act.Status != storage.StatusFailed || refunded() != before {
+		t.Fatalf("stalled past the budget: %s (%s), refunded %d -> %d; want failed and nothing sent", act.Status, act.Error, before, refunded())
+	}
+	if act := run(0); act.Status != storage.StatusExecuted || refunded() != before+100 {
+		t.Fatalf("without a stall: %s (%s), refunded %d -> %d; want executed", act.Status, act.Error, before, refunded())
+	}
+}

@@ -337,13 +337,26 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	ctx = WithAgent(ctx, act.Agent)        // who asked, also when a person approved it later
 	start := d.Now()
 	// Everything execute asks of the backend ends within execBudget of the
-	// attempt, which recovery's grace (--recover-after) must exceed: recovery
-	// never asks about an action whose own call may still be on its way.
-	ectx, cancel := context.WithTimeout(ctx, execBudget(d))
+	// moment the action was recorded as executing (act.Began, its
+	// updated_at), which recovery's grace (--recover-after) must exceed:
+	// recovery never asks about an action whose own call may still be on
+	// its way, even when the commit before this call took long. With the
+	// budget spent already, no call is made and the action fails cleanly.
+	began := time.Now() // a real clock: d.Now may be a test's
+	if !act.Began.IsZero() {
+		began = act.Began
+	}
+	ectx, cancel := context.WithDeadline(ctx, began.Add(execBudget(d)))
 	defer cancel()
 	// What the action will change, read just before it (changes.go); no
 	// call is made when it cannot be read.
 	changes, err := readBefore(ectx, d, a)
+	late := ectx.Err() != nil
+	if late {
+		// Recorded too long ago (a stalled commit or process): recovery
+		// may already have reconciled it, so nothing is sent.
+		err = mandate.Errorf(mandate.EUNAVAILABLE, "more than %s passed between recording the action and sending it", execBudget(d))
+	}
 	var out any
 	ran := err == nil
 	if ran {
@@ -426,6 +439,9 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		if !ran && uncertain(err) {
 			// The values before could not be read: no call was made.
 			res.Message = fmt.Sprintf("The %s was allowed but the system of record could not be read, so it was not sent and nothing was changed. You may try again later.", s.describe(a))
+		}
+		if late {
+			res.Message = fmt.Sprintf("The %s was allowed but could not be sent in time (%s), so nothing was changed. You may try again later.", s.describe(a), act.Error)
 		}
 		return structuredError(res)
 	}
