@@ -97,7 +97,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			return ErrCancelled
 		}
 		ctx := context.WithoutCancel(ctx)
-		now := db.Now()
+		now, began := db.Now(), time.Now() // updated_at, and the same moment on this process's clock
 		if decide != nil {
 			u, err := usage(ctx, tx, a, now)
 			if err != nil {
@@ -105,7 +105,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			}
 			decide(u)
 		}
-		a.CreatedAt, a.UpdatedAt, a.Began = now, now, time.Now()
+		a.CreatedAt, a.UpdatedAt, a.Began = now, now, began
 		if a.ExpiresAt.IsZero() {
 			a.ExpiresAt = now
 		}

@@ -395,7 +395,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 	var a *Action
 	var refused error
 	err := db.write(func(tx *Tx) error {
-		now := db.Now()
+		now, began := db.Now(), time.Now() // updated_at, and the same moment on this process's clock
 		var err error
 		var ap Approval
 		if a, ap, err = findAction(ctx, tx, id); err != nil {
@@ -431,7 +431,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 			StatusExecuting, timeText(now), id, StatusApproved); err != nil {
 			return unavailable("claim action", err)
 		}
-		a.Status, a.UpdatedAt, a.Began = StatusExecuting, now, time.Now()
+		a.Status, a.UpdatedAt, a.Began = StatusExecuting, now, began
 		return nil
 	})
 	if err != nil {

@@ -20,8 +20,7 @@ type CopyReport struct {
 // copySkip are the tables Copy does not copy: each engine keeps its own
 // record of migrations, PostgreSQL's chain_head is only a lock, and
 // SQLite's audit_index is derived from the trail (migration 0023): a copy
-// into SQLite starts with it empty, readers find every record through
-// audit_keys, and the writer's first commit nobody waits on fills it.
+// into SQLite builds it from the copied records.
 var copySkip = map[string]bool{"migrations": true, "chain_head": true, "audit_index": true}
 
 // Copy copies every table of from into to, which must be empty and at the
@@ -139,6 +138,13 @@ func Copy(ctx context.Context, from, to *DB) (CopyReport, error) {
 				id[0], id[1], id[1], id[0])); err != nil {
 				return rep, unavailable("reset identity "+id[0], err)
 			}
+		}
+	}
+	if !to.postgres {
+		// The copied trail's search keys, built here once rather than by
+		// the first write after the copy, under the write lock.
+		if _, err := wtx.ExecContext(ctx, indexTail); err != nil {
+			return rep, unavailable("index the trail", err)
 		}
 	}
 	if err := wtx.Commit(); err != nil {

@@ -640,6 +640,11 @@ func TestPGCopyBack(t *testing.T) {
 	if got, err := lite.TreeRoot(ctx, 3); err != nil || string(got) != string(root) {
 		t.Fatalf("tree root after copying back = %x, %v; want %x", got, err, root)
 	}
+	// The copy builds SQLite's search keys (audit_index) from the trail.
+	var indexed int
+	if err := lite.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_index`).Scan(&indexed); err != nil || indexed != 3 {
+		t.Fatalf("audit_index after copying to SQLite holds %d records, %v; want 3", indexed, err)
+	}
 	if err := lite.Append(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Phase: PhaseAttempt}); err != nil {
 		t.Fatal(err)
 	}

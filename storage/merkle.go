@@ -258,7 +258,7 @@ func catchUp(ctx context.Context, tx *Tx, seq int64) (*compact.Range, error) {
 		}
 		leaves = append(leaves, attest.LeafHash(r.LeafData()))
 		return nil
-	})
+	}, tx.db.postgres)
 	if err != nil && !errors.Is(err, errStopWalk) {
 		return nil, err
 	}
@@ -369,7 +369,7 @@ func lastLeafMatches(ctx context.Context, q queryer, size uint64) (bool, error) 
 		found = r.Seq == int64(size)
 		last = attest.LeafHash(r.LeafData())
 		return errStopWalk
-	})
+	}, false) // no Since: the engine makes no difference
 	if err != nil && !errors.Is(err, errStopWalk) {
 		return false, err
 	}

@@ -409,7 +409,8 @@ const (
 // audit_keys (migration 0023), whose unindexed tail stays this short. It
 // returns the largest seq indexed, 0 if it did nothing. A failure leaves
 // the index behind, which costs readers a longer tail, not a record: it
-// is rolled back alone and the batch commits. SQLite only: PostgreSQL
+// is rolled back alone (unless SQLite rolled back the whole transaction,
+// when the commit fails and every write of the batch is refused). SQLite only: PostgreSQL
 // keeps its indexes on audit.
 func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 	if db.postgres {
@@ -438,13 +439,17 @@ func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 	return to
 }
 
+// indexTail is the statement that adds the keys of every record after
+// audit_index's prefix.
+const indexTail = `
+	INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
+	SELECT seq, time, agent, action_id, phase, ` + argsCustomer + `, ` + argsOrder + `
+	FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`
+
 // catchUpAuditIndex adds the keys of every record after audit_index's
 // prefix, in one statement, and returns the prefix's new end.
 func catchUpAuditIndex(ctx context.Context, tx *Tx) (int64, error) {
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
-		SELECT seq, time, agent, action_id, phase, `+argsCustomer+`, `+argsOrder+`
-		FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`); err != nil {
+	if _, err := tx.ExecContext(ctx, indexTail); err != nil {
 		return 0, err
 	}
 	var to int64
