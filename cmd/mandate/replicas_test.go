@@ -41,6 +41,7 @@ CREATE ROLE mandate_app LOGIN;
 GRANT USAGE ON SCHEMA public TO mandate_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mandate_app;
 REVOKE UPDATE, DELETE, TRUNCATE ON audit, policy_loads, policy_texts, migrations FROM mandate_app;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_keys FROM mandate_app;
 REVOKE INSERT ON migrations FROM mandate_app;
 REVOKE DELETE, TRUNCATE ON chain_head FROM mandate_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO mandate_app;
@@ -116,7 +117,8 @@ func TestPostgresReplicas(t *testing.T) {
 	defer owner.Close()
 	cl.Exec(t, ownerURL, appRoleSQL)
 	appURL := strings.Replace(ownerURL, "postgres://postgres@", "postgres://mandate_app@", 1)
-	for _, s := range []string{`UPDATE audit SET agent = 'x'`, `DELETE FROM audit`, `ALTER TABLE audit DISABLE TRIGGER audit_no_update`} {
+	for _, s := range []string{`UPDATE audit SET agent = 'x'`, `DELETE FROM audit`, `ALTER TABLE audit DISABLE TRIGGER audit_no_update`,
+		`UPDATE audit_keys SET agent = 'x'`, `DELETE FROM audit_keys`} {
 		if err := pgtest.Exec(appURL, s); err == nil || !strings.Contains(err.Error(), "permission denied") && !strings.Contains(err.Error(), "must be owner") {
 			t.Fatalf("%s as the application role: %v, want it refused", s, err)
 		}
