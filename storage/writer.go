@@ -410,8 +410,8 @@ const (
 // returns the largest seq indexed, 0 if it did nothing. A failure leaves
 // the index behind, which costs readers a longer tail, not a record: it
 // is rolled back alone (unless SQLite rolled back the whole transaction,
-// when the commit fails and every write of the batch is refused). SQLite only: PostgreSQL
-// keeps its indexes on audit.
+// when the commit fails and every write of the batch is refused). SQLite
+// only: PostgreSQL keeps its indexes on audit.
 func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 	if db.postgres {
 		return 0
