@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -192,7 +194,7 @@ func (a *Agents) refuse(ctx context.Context, addr, keyID, identity, reason strin
 // the credential itself was genuine (a real key, a token signed by the
 // issuer); args describe the attempt, with via and address added.
 func (a *Agents) refuseWith(ctx context.Context, addr, identity, credential string, args map[string]string, ae *AgentError) error {
-	a.logger().Info("refused MCP request", "reason", ae.Reason, "credential", credential, "key_id", args["key_id"], "addr", AddrKey(addr))
+	a.logger().Info("refused MCP request", "reason", ae.Reason, "credential", logCredential(credential), "key_id", args["key_id"], "addr", AddrKey(addr))
 	a.counted(ae.Reason)
 	ctx = context.WithoutCancel(ctx)
 	admitted, left := a.admitAudit(AddrKey(addr), credential)
@@ -276,4 +278,18 @@ type principalKey struct{}
 func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
+}
+
+// logCredential is credential as the log shows it. A token's subject may be
+// a person's email address (some issuers' sub), and logs carry no personal
+// data: it is shown as a short digest, which still tells one subject's
+// refusals from another's; the audit record keeps it whole. Key ids, token
+// ids and client ids are shown as they are.
+func logCredential(credential string) string {
+	subject, ok := strings.CutPrefix(credential, "jwt-sub:")
+	if !ok {
+		return credential
+	}
+	sum := sha256.Sum256([]byte(subject))
+	return "jwt-sub:sha256:" + hex.EncodeToString(sum[:6])
 }

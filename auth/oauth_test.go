@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -366,5 +368,37 @@ func TestBearerMiddleware(t *testing.T) {
 	}
 	if m := (&Bearer{Keys: o.Agents}).ProtectedResource("x"); m["authorization_servers"] != nil || m["resource"] != "x" {
 		t.Fatalf("metadata without OAuth: %v", m)
+	}
+}
+
+// TestOAuthRefusalLogHasNoSubject: a token whose only name for itself is
+// its subject, here an email address as some issuers write sub, is
+// refused with the subject whole in the audit record (which is where it
+// belongs) and only as a digest in the log, which carries no personal data.
+func TestOAuthRefusalLogHasNoSubject(t *testing.T) {
+	is := newTestIssuer(t)
+	good := rsaSigner(t, "k1")
+	is.publish(good, "RS256", true)
+	a, clk, db := newAgents(t)
+	var logged bytes.Buffer
+	a.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	o, err := NewOAuth(context.Background(), OAuthConfig{Issuer: is.url, Audience: testAudience}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now()
+	token := good.sign(t, map[string]any{"iss": is.url, "aud": testAudience, "sub": "ada.lovelace@example.com",
+		"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix()})
+	_, err = o.Authenticate(bearer(token, "10.0.1.1:1"), toolNames)
+	var ae *AgentError
+	if !errors.As(err, &ae) || ae.Reason != TokenUnknownIdentity {
+		t.Fatalf("got %v, want refusal %s", err, TokenUnknownIdentity)
+	}
+	recs := mcpAuthRecords(t, db)
+	if r := recs[len(recs)-1]; r.Credential != "jwt-sub:ada.lovelace@example.com" {
+		t.Fatalf("audit record's credential %q, want the subject whole", r.Credential)
+	}
+	if strings.Contains(logged.String(), "ada.lovelace") || !strings.Contains(logged.String(), "credential=jwt-sub:sha256:") {
+		t.Fatalf("log %q: want the subject only as a digest", logged.String())
 	}
 }
