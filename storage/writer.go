@@ -430,8 +430,10 @@ func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT ix"); err != nil {
 		return 0
 	}
-	to, err := catchUpAuditIndex(ctx, tx)
-	if err != nil {
+	// This transaction appended the trail's head, so the index now ends
+	// there.
+	to := tx.head.seq
+	if _, err := tx.ExecContext(ctx, indexTail); err != nil {
 		tx.ExecContext(ctx, "ROLLBACK TO ix")
 		to = 0
 	}
@@ -445,17 +447,6 @@ const indexTail = `
 	INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
 	SELECT seq, time, agent, action_id, phase, ` + argsCustomer + `, ` + argsOrder + `
 	FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`
-
-// catchUpAuditIndex adds the keys of every record after audit_index's
-// prefix, in one statement, and returns the prefix's new end.
-func catchUpAuditIndex(ctx context.Context, tx *Tx) (int64, error) {
-	if _, err := tx.ExecContext(ctx, indexTail); err != nil {
-		return 0, err
-	}
-	var to int64
-	err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_index`).Scan(&to)
-	return to, err
-}
 
 // writerConn takes a connection for the writer from the pool. On
 // PostgreSQL it pings it first, once per new writer connection: after a

@@ -436,12 +436,12 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	if err != nil {
 		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
 			Message: fmt.Sprintf("The %s was allowed but the system of record refused it: %s. Nothing was changed.", s.describe(a), act.Error)}
-		if !ran && uncertain(err) {
+		switch {
+		case late:
+			res.Message = fmt.Sprintf("The %s was allowed but could not be sent in time (%s), so nothing was changed. You may try again later.", s.describe(a), act.Error)
+		case !ran && uncertain(err):
 			// The values before could not be read: no call was made.
 			res.Message = fmt.Sprintf("The %s was allowed but the system of record could not be read, so it was not sent and nothing was changed. You may try again later.", s.describe(a))
-		}
-		if late {
-			res.Message = fmt.Sprintf("The %s was allowed but could not be sent in time (%s), so nothing was changed. You may try again later.", s.describe(a), act.Error)
 		}
 		return structuredError(res)
 	}
