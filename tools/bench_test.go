@@ -31,6 +31,7 @@ type benchEnv struct {
 	ctx     context.Context
 	next    atomic.Int64 // the next iteration
 	perUser int
+	keyed   bool // each refund carries its own idempotency_key
 }
 
 // benchRefund is what each iteration refunds. The shipped policy's limits
@@ -104,9 +105,13 @@ func benchShop(n int) []byte {
 // refundOnce runs the i-th guarded refund; it is an error unless the refund
 // was allowed and made.
 func (e *benchEnv) refundOnce(i int64) error {
-	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order", Arguments: map[string]any{
+	args := map[string]any{
 		"order_id": fmt.Sprintf("ord_b%06d", i/int64(e.perUser)), "amount": benchRefund, "reason": "Benchmark goodwill",
-	}}}
+	}
+	if e.keyed {
+		args["idempotency_key"] = fmt.Sprintf("bench-%d", i)
+	}
+	req := mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order", Arguments: args}}
 	res, err := e.refund.Handler(e.ctx, req)
 	if err != nil {
 		return fmt.Errorf("refund %d: %v", i, err)
@@ -148,7 +153,16 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 // limits, decide with the shipped policy, commit the attempt durably, refund
 // in the store, commit the outcome durably. Target: p50 ≤ 1 ms on 2 cores.
 func BenchmarkGuardedRefund(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "unkeyed", true: "keyed"}[keyed], func(b *testing.B) {
+			benchRefunds(b, keyed)
+		})
+	}
+}
+
+func benchRefunds(b *testing.B, keyed bool) {
 	e := newBenchEnv(b, b.N)
+	e.keyed = keyed
 	took := make([]time.Duration, b.N)
 	b.ResetTimer()
 	for i := range b.N {

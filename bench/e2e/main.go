@@ -6,6 +6,7 @@
 //	go run ./bench/e2e -only http           # Streamable HTTP vs stdio alone
 //	go run ./bench/e2e -only replicas       # 1-3 processes: PostgreSQL vs SQLite
 //	go run ./bench/e2e -only processes      # 4 processes vs 1 process, 4 callers
+//	go run ./bench/e2e -only sequential     # one caller, 3 alternating rounds
 //
 // It builds `mandate` and a bare mcp-go server (bench/e2e/bare: the same
 // embedded-store refund write, the same SQLite settings, no guard), imports a
@@ -50,7 +51,7 @@ type config struct {
 	orders   int
 	workers  int // bare server's stdio worker pool; 0 = what mandate serve uses
 	keep     bool
-	only     string // "" for every phase, "http" for the HTTP comparison alone, "replicas" for 1-3 processes on PostgreSQL vs SQLite, "processes" for 4 processes vs 1
+	only     string // "" for every phase, "http" for the HTTP comparison alone, "replicas" for 1-3 processes on PostgreSQL vs SQLite, "processes" for 4 processes vs 1, "sequential" for one caller alone
 
 	replicaCallers int // concurrent callers spread over the processes in the replicas phase
 }
@@ -62,7 +63,7 @@ func main() {
 	flag.IntVar(&c.orders, "orders", 0, "orders (and customers) in each generated store; 0 sizes it from -duration")
 	flag.IntVar(&c.workers, "bare-workers", 32, "the bare server's stdio worker pool; keep it equal to mandate serve's so only the guard differs")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (databases, logs) and print its path")
-	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio), replicas (1, 2 and 3 mandate serve processes on one PostgreSQL vs on one SQLite file), processes (4 mandate serve processes × 1 caller vs 1 process × 4 callers, on one SQLite file)")
+	flag.StringVar(&c.only, "only", "", "run only these phases: http (refunds over Streamable HTTP from 1 and 64 agents vs over stdio), replicas (1, 2 and 3 mandate serve processes on one PostgreSQL vs on one SQLite file), processes (4 mandate serve processes × 1 caller vs 1 process × 4 callers, on one SQLite file), sequential (one caller's refunds and get_order calls, Mandate and the bare server alternating, 3 rounds)")
 	flag.IntVar(&c.replicaCallers, "replica-callers", 12, "concurrent callers spread over the processes in the replicas phase (the same for every N)")
 	flag.Parse()
 	for _, s := range strings.Split(*prefill, ",") {
@@ -73,8 +74,8 @@ func main() {
 		}
 		c.prefill = append(c.prefill, n)
 	}
-	if c.only != "" && c.only != "http" && c.only != "replicas" && c.only != "processes" {
-		fmt.Fprintf(os.Stderr, "e2e: -only %q: the choices are http, replicas and processes\n", c.only)
+	if c.only != "" && c.only != "http" && c.only != "replicas" && c.only != "processes" && c.only != "sequential" {
+		fmt.Fprintf(os.Stderr, "e2e: -only %q: the choices are http, replicas, processes and sequential\n", c.only)
 		os.Exit(2)
 	}
 	if c.replicaCallers < 1 {

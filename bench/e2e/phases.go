@@ -169,6 +169,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.cfg.only == "processes" {
 		return b.runProcessesOnly(ctx)
 	}
+	if b.cfg.only == "sequential" {
+		return b.runSequentialOnly(ctx)
+	}
 	m, err := b.start(ctx, "mandate")
 	if err != nil {
 		return err
