@@ -99,8 +99,11 @@ func (b *bench) measure(ctx context.Context, servers []*server, callers int, fn 
 func (b *bench) refund(keyed func(i int) bool) call {
 	return func(ctx context.Context, s *server, i int) error {
 		next := &b.mandateNext
-		if s.side == "bare" {
+		switch s.side {
+		case "bare":
 			next = &b.bareNext
+		case "floor":
+			next = &b.floorNext
 		}
 		o := int(next.Add(1)) - 1
 		if o >= b.cfg.orders {
@@ -180,7 +183,11 @@ func (b *bench) runAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	servers := []*server{m, bare}
+	floor, err := b.start(ctx, "floor")
+	if err != nil {
+		return err
+	}
+	servers := []*server{m, bare, floor}
 	stopAll := func() error {
 		var errs []string
 		for _, s := range servers {
@@ -210,6 +217,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		b.measure(ctx, []*server{s}, 4, b.refund(nil))
 		b.measure(ctx, []*server{s}, 1, getOrder)
 	}
+	b.measure(ctx, []*server{floor}, 1, b.refund(nil))
 	b.cfg.duration = old
 
 	t := &table{}
@@ -225,6 +233,10 @@ func (b *bench) runAll(ctx context.Context) error {
 			when(c == 16, mark(rm.perSec >= 0.8*rb.perSec, "≥ 0.8×")))
 		t.cpu(fmt.Sprintf("refund, %d callers: server CPU per call", c), rm, rb)
 		t.fail(rm, rb)
+		if c == 1 {
+			rf := b.measure(ctx, []*server{floor}, 1, b.refund(nil))
+			t.floor(rf, rb)
+		}
 		if c == 4 {
 			t.oneProc4 = rm.perSec
 		}

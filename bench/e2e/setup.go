@@ -25,10 +25,13 @@ type bench struct {
 
 	mandateDB, mandateStore, bareStore string
 	modelPath, policyPath              string
+	// The floor: the bare server with one durable intent commit before
+	// each refund (bare/main.go), on a store of its own.
+	floorStore, floorIntent string
 
 	// Orders are handed out once each, per side, so every refund is the
 	// first on its order and its customer.
-	mandateNext, bareNext atomic.Int64
+	mandateNext, bareNext, floorNext atomic.Int64
 
 	mu      sync.Mutex
 	refunds map[string]map[string]bool // side -> action ids the client saw succeed
@@ -51,10 +54,12 @@ g, bench-agent, bench_agent
 `
 
 func (b *bench) setup(root string) error {
-	b.refunds = map[string]map[string]bool{"mandate": {}, "bare": {}}
+	b.refunds = map[string]map[string]bool{"mandate": {}, "bare": {}, "floor": {}}
 	b.mandateDB = filepath.Join(b.dir, "mandate.db")
 	b.mandateStore = filepath.Join(b.dir, "mandate-store.db")
 	b.bareStore = filepath.Join(b.dir, "bare-store.db")
+	b.floorStore = filepath.Join(b.dir, "floor-store.db")
+	b.floorIntent = filepath.Join(b.dir, "floor-intent.db")
 	b.modelPath = filepath.Join(b.dir, "model.conf")
 	b.policyPath = filepath.Join(b.dir, "policy.csv")
 	model, err := os.ReadFile(filepath.Join(root, "model.conf"))
@@ -75,7 +80,11 @@ func (b *bench) setup(root string) error {
 	if err := os.WriteFile(data, dataset(b.cfg.orders), 0o644); err != nil {
 		return err
 	}
-	for _, st := range []string{b.mandateStore, b.bareStore} {
+	stores := []string{b.mandateStore, b.bareStore}
+	if b.measuresFloor() {
+		stores = append(stores, b.floorStore)
+	}
+	for _, st := range stores {
 		out, err := exec.Command(b.mandateBin, "store", "import", "--store", st, data).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("mandate store import: %v\n%s", err, out)
@@ -105,9 +114,13 @@ func dataset(n int) []byte {
 
 func orderID(i int) string { return fmt.Sprintf("ord_b%06d", i) }
 
+// measuresFloor reports whether this run measures the floor: the default
+// run and -only sequential do.
+func (b *bench) measuresFloor() bool { return b.cfg.only == "" || b.cfg.only == "sequential" }
+
 // server is one child process with an official-SDK session.
 type server struct {
-	side    string // "mandate" or "bare"
+	side    string // "mandate", "bare" or "floor"
 	session *sdk.ClientSession
 	stderr  *bytes.Buffer
 	pid     int // the child process, whose CPU time measure reads
@@ -116,8 +129,11 @@ type server struct {
 // start launches a mandate serve (side "mandate") or the bare server and
 // connects the official Go SDK client to it over its stdin and stdout.
 func (b *bench) start(ctx context.Context, side string) (*server, error) {
-	if side == "mandate" {
+	switch side {
+	case "mandate":
 		return b.startOn(ctx, side, b.mandateDB, b.mandateStore)
+	case "floor":
+		return connect(ctx, side, exec.Command(b.bareBin, "--store", b.floorStore, "--intent", b.floorIntent, "--workers", fmt.Sprint(b.cfg.workers)))
 	}
 	return connect(ctx, side, exec.Command(b.bareBin, "--store", b.bareStore, "--workers", fmt.Sprint(b.cfg.workers)))
 }

@@ -54,6 +54,14 @@ func (t *table) latency(what string, m, b time.Duration, target string) {
 	t.rows = append(t.rows, row{what, ms0, ms(b), ratio(float64(m), float64(b)), target})
 }
 
+// floor adds the row of the floor's sequential refunds (the bare server
+// with one durable intent commit before each) against the bare server's:
+// what the sequential ratio cannot go below on this machine.
+func (t *table) floor(f, b result) {
+	t.rows = append(t.rows, row{"refund, 1 caller: median of the floor (bare + one durable intent commit)",
+		ms(f.median), ms(b.median), ratio(float64(f.median), float64(b.median)), "no guard can go below this"})
+}
+
 // cpu adds a row of the servers' CPU time per call, unless the OS did not
 // say (cpuTime).
 func (t *table) cpu(what string, m, b result) {
@@ -95,6 +103,18 @@ func (b *bench) check(ctx context.Context) error {
 		return err
 	}
 	problems := diff("bare store refunds", keys, b.refunds["bare"])
+	if b.measuresFloor() {
+		for _, f := range []struct{ what, path, query string }{
+			{"floor store refunds", b.floorStore, `SELECT idempotency_key FROM refunds`},
+			{"floor intents", b.floorIntent, `SELECT id FROM intents`},
+		} {
+			keys, err := keysIn(ctx, f.path, f.query)
+			if err != nil {
+				return err
+			}
+			problems = append(problems, diff(f.what, keys, b.refunds["floor"])...)
+		}
+	}
 	bad, err := checkTrail(ctx, b.mandateDB, b.mandateStore, b.refunds["mandate"])
 	if err != nil {
 		return err
@@ -162,12 +182,18 @@ func checkTrail(ctx context.Context, dbPath, store string, seen map[string]bool)
 }
 
 func storeRefundKeys(ctx context.Context, path string) (map[string]bool, error) {
+	return keysIn(ctx, path, `SELECT idempotency_key FROM refunds`)
+}
+
+// keysIn is the set of strings query (one column) reads from the SQLite
+// file at path.
+func keysIn(ctx context.Context, path, query string) (map[string]bool, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT idempotency_key FROM refunds`)
+	rows, err := db.QueryContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}

@@ -4,11 +4,19 @@
 // and no audit trail, plus get_order and a tool that does nothing. It is a
 // benchmark fixture, not a product: never publish tools like these to an
 // agent.
+//
+// With -intent FILE it is the floor instead: before each refund it commits
+// one row naming it to FILE, a SQLite database with Mandate's settings
+// (storage.DSN: WAL, synchronous=FULL), and waits for that commit. That is
+// the one cost issue 15 says no guard can avoid, an intent made durable
+// before the system of record acts, with nothing else: no decision, no
+// limits, no hash chain, no outcome record.
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -19,6 +27,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
+	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -26,12 +35,28 @@ import (
 func main() {
 	storePath := flag.String("store", "store.db", "embedded store file")
 	workers := flag.Int("workers", 0, "mcp-go stdio worker pool size (0: mcp-go's default)")
+	intentPath := flag.String("intent", "", "commit one intent row to this SQLite file, durably, before each refund (the floor)")
 	flag.Parse()
 	st, err := store.Open(*storePath)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer st.Close()
+	var intent *sql.Stmt
+	if *intentPath != "" {
+		db, err := sql.Open("sqlite", storage.DSN(*intentPath))
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer db.Close()
+		db.SetMaxOpenConns(1) // one writer, as SQLite allows
+		if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS intents (id TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount TEXT NOT NULL, reason TEXT NOT NULL)`); err != nil {
+			log.Fatal(err)
+		}
+		if intent, err = db.Prepare(`INSERT INTO intents (id, order_id, amount, reason) VALUES (?, ?, ?, ?)`); err != nil {
+			log.Fatal(err)
+		}
+	}
 
 	s := server.NewMCPServer("bare", "0", server.WithToolCapabilities(true))
 	s.AddTool(mcp.NewTool("noop", mcp.WithDescription("does nothing")),
@@ -65,6 +90,11 @@ func main() {
 				var b [10]byte
 				rand.Read(b[:])
 				key = "act_" + hex.EncodeToString(b[:])
+			}
+			if intent != nil {
+				if _, err := intent.ExecContext(ctx, key, o.ID, amount.String(), req.GetString("reason", "")); err != nil {
+					return mcp.NewToolResultError("intent not recorded: " + err.Error()), nil
+				}
 			}
 			r, err := st.Refund(ctx, backend.RefundRequest{OrderID: o.ID, Amount: amount, Reason: req.GetString("reason", ""), IdempotencyKey: key})
 			if err != nil {
