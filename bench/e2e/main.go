@@ -12,7 +12,9 @@
 // embedded-store refund write, the same SQLite settings, no guard), imports a
 // generated data set (one customer per order, so no limit trips) into a store
 // for each, and drives both in the same run: refunds with 1, 4 and 16
-// concurrent callers, get_order and a no-op tool sequentially, four
+// concurrent callers, get_order and a no-op tool sequentially, the floor's
+// sequential refunds (the bare server committing one intent row durably
+// before each refund, to a store of its own: what no guard can go below), four
 // `mandate serve` processes sharing one database against one process with
 // four callers, and refunds with an idempotency key after N recorded actions
 // against refunds without one. Then guarded refunds over Streamable HTTP
@@ -138,7 +140,11 @@ func run(c config) error {
 			return fmt.Errorf("go build %s: %w", b[1], err)
 		}
 	}
-	say("generating %d orders and importing them into two stores", c.orders)
+	stores := "two stores"
+	if env.measuresFloor() {
+		stores = "three stores (Mandate, bare, floor)"
+	}
+	say("generating %d orders and importing them into %s", c.orders, stores)
 	if err := env.setup(root); err != nil {
 		return err
 	}
