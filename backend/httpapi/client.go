@@ -167,8 +167,13 @@ func (c *Client) RefundByKey(ctx context.Context, key string) (backend.Refund, e
 	return r, err
 }
 
-// operation reads GET /operations/{key}. A key spent on another kind of
-// change means no change of this kind was made with it: not_found.
+// operation reads GET /operations/{key}. Only the contract's 404 says
+// nothing was done with key (not_found, from do): recovery believes it,
+// records the action failed and gives its limits back. A 200 that does not
+// name this key and this kind of change is outside the contract, so
+// whether anything was done is not known: unavailable, and the action stays
+// executing for a person or a later pass. (Mandate never spends one action
+// id on two kinds of change, so another kind is no answer either.)
 func (c *Client) operation(ctx context.Context, key, kind string) (Operation, error) {
 	if err := needKey(key); err != nil {
 		return Operation{}, err
@@ -183,8 +188,9 @@ func (c *Client) operation(ctx context.Context, key, kind string) (Operation, er
 	} else if err != nil {
 		return Operation{}, err
 	}
-	if op.Kind != kind {
-		return Operation{}, mandate.Errorf(mandate.ENOTFOUND, "no %s was made with idempotency key %q", strings.ReplaceAll(kind, "_", " "), key)
+	if op.Kind != kind || op.IdempotencyKey != key {
+		return Operation{}, badAnswer("GET /operations/%s answered kind %q and idempotency_key %q, not a %s with that key (a 404 says nothing was done)",
+			url.PathEscape(key), op.Kind, op.IdempotencyKey, strings.ReplaceAll(kind, "_", " "))
 	}
 	return op, nil
 }

@@ -97,8 +97,10 @@ func TestClientServerRoundTrip(t *testing.T) {
 	if co, err := c.CancellationByKey(ctx, "act_3"); err != nil || co.ID != "ord_1001" {
 		t.Fatalf("CancellationByKey = %+v, %v", co, err)
 	}
-	if _, err := c.CancellationByKey(ctx, "act_1"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
-		t.Fatalf("CancellationByKey of a refund's key: err = %v, want not_found", err)
+	// Mandate never spends one action id on two kinds of change, so an
+	// answer of another kind is no answer: not known, never not_found.
+	if _, err := c.CancellationByKey(ctx, "act_1"); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("CancellationByKey of a refund's key: err = %v, want unavailable", err)
 	}
 
 	cu, err = c.UpdateCustomer(ctx, backend.UpdateRequest{CustomerID: "cus_ada", Field: "phone", Value: "+1 202 555 0100", IdempotencyKey: "act_4"})
@@ -186,6 +188,54 @@ func TestClientRetries(t *testing.T) {
 	_, err = c.Order(context.Background(), "bad")
 	if mandate.ErrorCode(err) != mandate.EINVALID || mandate.ErrorMessage(err) != "amount is wrong" || calls.Load() != 1 {
 		t.Fatalf("422: err = %v after %d calls; want invalid with the detail, once", err, calls.Load())
+	}
+}
+
+// TestOperationOutsideContract: only a 404 from GET /operations/{key} says
+// nothing was done with the key. Recovery believes not_found (it records the
+// action failed, gives the limits back, and the agent may try again with a
+// new key), so a 200 that does not name a refund made with this key must
+// leave the question open (unavailable), or one refund is paid twice.
+func TestOperationOutsideContract(t *testing.T) {
+	refund := `"refund":{"id":"re_1","order_id":"ord_1","amount":"5.00","currency":"EUR","reason":"x","created_at":"2026-01-01T00:00:00Z"}`
+	for _, c := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"empty object", `{}`, 200, mandate.EUNAVAILABLE},
+		{"kind in other case", `{"idempotency_key":"act_1","kind":"Refund",` + refund + `}`, 200, mandate.EUNAVAILABLE},
+		{"kind misspelt", `{"idempotency_key":"act_1","kind":"refunds",` + refund + `}`, 200, mandate.EUNAVAILABLE},
+		{"another kind", `{"idempotency_key":"act_1","kind":"cancel","order":{"id":"ord_1"}}`, 200, mandate.EUNAVAILABLE},
+		{"another key", `{"idempotency_key":"act_2","kind":"refund",` + refund + `}`, 200, mandate.EUNAVAILABLE},
+		{"no key", `{"kind":"refund",` + refund + `}`, 200, mandate.EUNAVAILABLE},
+		{"not JSON", `[]`, 200, mandate.EUNAVAILABLE},
+		{"the contract's not found", `{"type":"about:blank","title":"x","status":404,"detail":"no operation","code":"not_found"}`, 404, mandate.ENOTFOUND},
+		{"found", `{"idempotency_key":"act_1","kind":"refund",` + refund + `}`, 200, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/operations/act_1" {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				if c.status != 200 {
+					w.Header().Set("Content-Type", "application/problem+json")
+				}
+				w.WriteHeader(c.status)
+				w.Write([]byte(c.body))
+			}))
+			defer hs.Close()
+			cl := &httpapi.Client{BaseURL: hs.URL}
+			r, err := cl.RefundByKey(context.Background(), "act_1")
+			if got := mandate.ErrorCode(err); got != c.want {
+				t.Fatalf("RefundByKey = %+v, %v: code %q, want %q", r, err, got, c.want)
+			}
+			if c.want == "" && r.ID != "re_1" {
+				t.Fatalf("RefundByKey = %+v, want re_1", r)
+			}
+		})
 	}
 }
 
