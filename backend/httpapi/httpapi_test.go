@@ -239,6 +239,35 @@ func TestOperationOutsideContract(t *testing.T) {
 	}
 }
 
+// TestClientFollowsNoRedirect: a service that answers a change with a
+// redirect (here to plain http on the same host) gets neither the request
+// again nor Mandate's token there; the change is not done by this request
+// (unavailable).
+func TestClientFollowsNoRedirect(t *testing.T) {
+	var leaked atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the redirect target got the token: %q", r.Header.Get("Authorization"))
+		}
+	}))
+	defer elsewhere.Close()
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, elsewhere.URL+r.URL.Path, status)
+		}))
+		c := &httpapi.Client{BaseURL: hs.URL, Token: "s3cret-token"}
+		_, err := c.Refund(context.Background(), backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 100, Currency: "EUR"}, Reason: "x", IdempotencyKey: "act_1"})
+		hs.Close()
+		if mandate.ErrorCode(err) != mandate.EUNAVAILABLE || !strings.Contains(err.Error(), "redirect") {
+			t.Errorf("HTTP %d: err = %v, want unavailable naming the redirect", status, err)
+		}
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Fatalf("%d requests followed a redirect", n)
+	}
+}
+
 // TestOpenAPIListsEveryRoute keeps the published contract and the server in
 // step: every route served is in api/backend.openapi.yaml and back.
 func TestOpenAPIListsEveryRoute(t *testing.T) {

@@ -83,8 +83,11 @@ func New(cfg Config, orders backend.Orders) *Payments {
 		// Retries are ours: stripe-go ignores Stripe-Should-Retry on errors
 		// with a body and sleeps without watching the context.
 		MaxNetworkRetries: stripego.Int64(0),
-		HTTPClient:        &http.Client{Transport: &headerTap{next: http.DefaultTransport}},
-		LeveledLogger:     &stripego.LeveledLogger{Level: stripego.LevelNull},
+		// Stripe's API never redirects; a redirect (a proxy, a wrong
+		// --api-url) is not followed with the secret key and the request.
+		HTTPClient: &http.Client{Transport: &headerTap{next: http.DefaultTransport},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		LeveledLogger: &stripego.LeveledLogger{Level: stripego.LevelNull},
 	}
 	if cfg.APIURL != "" {
 		bc.URL = stripego.String(cfg.APIURL)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -307,5 +308,31 @@ func TestRefundByKey(t *testing.T) {
 		if _, err := p.RefundByKey(ctx, key); mandate.ErrorCode(err) != mandate.ENOTFOUND {
 			t.Fatalf("RefundByKey(%s): err = %v, want not_found", key, err)
 		}
+	}
+}
+
+// TestNoRedirectFollowed: an API URL that answers with a redirect (a proxy,
+// a mistyped --api-url) gets no second request elsewhere carrying the
+// secret key and the refund; the refund is left unknown, not done.
+func TestNoRedirectFollowed(t *testing.T) {
+	var leaked atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { leaked.Add(1) }))
+	defer elsewhere.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, piJSON)
+			return
+		}
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL, Retries: -1, Timeout: time.Second}, shop(t))
+	_, err := p.Refund(context.Background(), backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 3000, Currency: "USD"}, IdempotencyKey: "act_1"})
+	if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("err = %v, want unavailable", err)
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Fatalf("%d requests followed the redirect", n)
 	}
 }
