@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -122,9 +123,13 @@ func (p *Payments) Refund(ctx context.Context, req backend.RefundRequest) (backe
 		return backend.Refund{}, mandate.Errorf(mandate.EINVALID,
 			"refund is in %s but the payment for order %s is in %s", req.Amount.Currency, o.ID, cur)
 	}
+	amount, err := toStripe(req.Amount)
+	if err != nil {
+		return backend.Refund{}, err
+	}
 	params := &stripego.RefundCreateParams{
 		PaymentIntent: stripego.String(o.PaymentRef),
-		Amount:        stripego.Int64(req.Amount.Minor),
+		Amount:        stripego.Int64(amount),
 		Reason:        stripego.String(string(stripego.RefundReasonRequestedByCustomer)),
 	}
 	params.AddMetadata(MetaActionID, req.IdempotencyKey)
@@ -159,11 +164,15 @@ func (p *Payments) refund(r *stripego.Refund, orderID, reason, key string) (back
 	if _, ok := mandate.CurrencyExponent(cur); !ok {
 		return backend.Refund{}, mandate.Errorf(mandate.EUNAVAILABLE, "Stripe answered with refund %s in unknown currency %q", r.ID, r.Currency)
 	}
+	minor, err := fromStripe(r.Amount, cur, "refund "+r.ID)
+	if err != nil {
+		return backend.Refund{}, err
+	}
 	if orderID == "" {
 		orderID = r.Metadata[MetaOrderID]
 	}
 	// Order stays nil: Stripe knows the payment, not the order it paid for.
-	return backend.Refund{ID: r.ID, OrderID: orderID, Amount: mandate.Money{Minor: r.Amount, Currency: cur},
+	return backend.Refund{ID: r.ID, OrderID: orderID, Amount: mandate.Money{Minor: minor, Currency: cur},
 		Reason: reason, IdempotencyKey: key, CreatedAt: time.Unix(r.Created, 0).UTC()}, nil
 }
 
@@ -220,6 +229,41 @@ func (p *Payments) paymentIntent(ctx context.Context, id string) (*stripego.Paym
 	return pi, nil
 }
 
+// stripeScale is how many of Stripe's API units make one minor unit of
+// currency as Mandate counts it (ISO 4217 exponents, money.go), for the
+// currencies where the two differ. Stripe keeps ISK two-decimal in its API
+// for backwards compatibility (an ISK amount of 100 is 1 króna), though ISO
+// gives the króna no minor unit: sent as it is, a refund Mandate decided,
+// recorded and counted as 5000 ISK would refund 50. Every other currency
+// Mandate knows has the same exponent in both.
+var stripeScale = map[string]int64{"ISK": 100}
+
+// toStripe is m as an amount in Stripe's API.
+func toStripe(m mandate.Money) (int64, error) {
+	s := stripeScale[m.Currency]
+	if s == 0 {
+		return m.Minor, nil
+	}
+	if m.Minor > math.MaxInt64/s {
+		return 0, mandate.Errorf(mandate.EINVALID, "%s %s is more than Stripe can refund", m, m.Currency)
+	}
+	return m.Minor * s, nil
+}
+
+// fromStripe is an amount in Stripe's API, of currency cur, in Mandate's
+// minor units. One that is not a whole number of them (what holds it is
+// named by what) is refused: Mandate would have to round money.
+func fromStripe(amount int64, cur, what string) (int64, error) {
+	s := stripeScale[cur]
+	if s == 0 {
+		return amount, nil
+	}
+	if amount%s != 0 {
+		return 0, mandate.Errorf(mandate.EUNAVAILABLE, "Stripe has %s for %d of its %s units, not a whole number of %s", what, amount, cur, cur)
+	}
+	return amount / s, nil
+}
+
 // CheckRefundable refuses an order Stripe could never refund: one without
 // a payment reference.
 func (p *Payments) CheckRefundable(o backend.Order) error {
@@ -250,11 +294,15 @@ func (p *Payments) Facts(ctx context.Context, o backend.Order) (backend.Order, e
 	if pi.LatestCharge != nil {
 		refunded = pi.LatestCharge.AmountRefunded
 	}
-	o.Total = mandate.Money{Minor: pi.AmountReceived, Currency: cur}
-	o.Refunded = mandate.Money{Minor: refunded, Currency: cur}
-	if refunded > pi.AmountReceived {
-		o.Refunded.Minor = pi.AmountReceived
+	total, err := fromStripe(pi.AmountReceived, cur, "payment "+pi.ID)
+	if err != nil {
+		return backend.Order{}, err
 	}
+	if refunded, err = fromStripe(refunded, cur, "payment "+pi.ID+"'s refunds"); err != nil {
+		return backend.Order{}, err
+	}
+	o.Total = mandate.Money{Minor: total, Currency: cur}
+	o.Refunded = mandate.Money{Minor: min(refunded, total), Currency: cur}
 	return o, nil
 }
 

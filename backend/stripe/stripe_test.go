@@ -336,3 +336,54 @@ func TestNoRedirectFollowed(t *testing.T) {
 		t.Fatalf("%d requests followed the redirect", n)
 	}
 }
+
+// TestISKAmounts: Stripe's API keeps ISK two-decimal (100 is 1 króna),
+// where Mandate counts whole krónur (ISO 4217). A payment of 10,000 kr is
+// read as 10000 ISK, and a refund of 5000 ISK is sent as 500000; an amount
+// that is not whole krónur is refused rather than rounded.
+func TestISKAmounts(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Import(context.Background(), []byte(`{
+  "customers": [{"id": "cus_1", "name": "Ada", "email": "ada@example.com", "created_at": "2024-01-01T00:00:00Z"}],
+  "orders": [{"id": "ord_1", "customer_id": "cus_1", "status": "delivered", "currency": "ISK", "total": "10000", "payment_ref": "pi_isk", "created_at": "2026-01-01T00:00:00Z"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	received := int64(1000000) // 10,000 kr in Stripe's units
+	var posted []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			fmt.Fprintf(w, `{"id":"pi_isk","object":"payment_intent","amount":%d,"amount_received":%d,"currency":"isk","status":"succeeded","latest_charge":{"id":"ch_1","object":"charge","amount":%[1]d,"amount_refunded":20000,"currency":"isk"}}`, received, received)
+			return
+		}
+		r.ParseForm()
+		posted = append(posted, r.PostForm.Get("amount"))
+		fmt.Fprintf(w, `{"id":"re_1","object":"refund","amount":%s,"currency":"isk","status":"succeeded","created":1700000000,"payment_intent":"pi_isk","metadata":{"mandate_action_id":"act_1","mandate_order_id":"ord_1"}}`, r.PostForm.Get("amount"))
+	}))
+	defer srv.Close()
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL, Retries: -1}, st)
+	ctx := context.Background()
+	o, err := st.Order(ctx, "ord_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := p.Facts(ctx, o)
+	if err != nil || f.Total != (mandate.Money{Minor: 10000, Currency: "ISK"}) || f.Refunded != (mandate.Money{Minor: 200, Currency: "ISK"}) {
+		t.Fatalf("Facts = total %v %s, refunded %v, %v; want 10000 ISK and 200 ISK", f.Total, f.Total.Currency, f.Refunded, err)
+	}
+	r, err := p.Refund(ctx, backend.RefundRequest{OrderID: "ord_1", Amount: mandate.Money{Minor: 5000, Currency: "ISK"}, IdempotencyKey: "act_1"})
+	if err != nil || r.Amount != (mandate.Money{Minor: 5000, Currency: "ISK"}) {
+		t.Fatalf("Refund = %+v, %v; want 5000 ISK", r, err)
+	}
+	if len(posted) != 1 || posted[0] != "500000" {
+		t.Fatalf("Stripe was sent amount %v, want 500000 (5000 kr)", posted)
+	}
+	received = 1000050 // 10,000.50 kr: not whole krónur
+	if _, err := p.Facts(ctx, o); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("Facts of a payment of 1000050 Stripe ISK units: err = %v, want unavailable", err)
+	}
+}
