@@ -110,6 +110,16 @@ func (db *DB) LivePolicy(ctx context.Context) (*PolicyLoad, error) {
 	return livePolicy(ctx, db.db, true)
 }
 
+// LiveVersion is the version of the newest recorded policy load, "" when
+// none is recorded: LivePolicy without the texts, for the lookups' view.
+func (db *DB) LiveVersion(ctx context.Context) (string, error) {
+	l, err := livePolicy(ctx, db.db, false)
+	if err != nil || l == nil {
+		return "", err
+	}
+	return l.Version, nil
+}
+
 const loadColumns = `l.seq, l.version, l.model_file, l.policy_file, l.command, l.identity, l.pid, l.host, l.loaded_at`
 
 func livePolicy(ctx context.Context, q querier, texts bool) (*PolicyLoad, error) {

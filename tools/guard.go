@@ -188,10 +188,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// The kill switch (suspend.go): refused for now, like stale.
 			dec = policy.Decision{Effect: policy.Deny, Reason: suspendedReason(agent, u.Suspended), Version: held.Version}
 			suspension = u.Suspended
-		case action && u.LivePolicy != held.Version:
+		case u.LivePolicy != held.Version:
 			// One live policy: this process holds another version than the
 			// newest recorded one (another process loaded an edit this one
-			// has not reloaded yet, or other files altogether). Fail closed.
+			// has not reloaded yet, or other files altogether). Fail closed,
+			// for lookups too (their view of it lags by at most
+			// SuspensionRefresh, like their view of suspensions).
 			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, u.LivePolicy)}
 			stale = true
 		case loadErr != nil:
@@ -252,7 +254,8 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	} else {
 		// A read changes nothing, so it has no action state: one record of
 		// who looked at what, and whether the rules let them.
-		decide(storage.Usage{Suspended: lookupSuspended(ctx, d, agent)})
+		suspended, live := lookupView(ctx, d, agent)
+		decide(storage.Usage{Suspended: suspended, LivePolicy: live})
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
 		if dec.Effect == policy.Allow {
 			rec.Outcome = "read"
@@ -292,6 +295,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 		if suspension != 0 {
 			return suspendedResult(act, s.describe(&a), action, agent, suspension)
+		}
+		if stale && !action {
+			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "Not shown: this server's rules are not the live ones (they may have just changed), so nothing was looked up. Ask again in a few seconds; if it is refused again, pass it to a human."))
 		}
 		if stale {
 			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,

@@ -13,7 +13,9 @@ import (
 // TestActionsRefusedUnderAPolicyThatIsNotLive: once another process
 // records a newer live policy, this server's actions are denied (and
 // audited) until it holds that version, even though its own policy would
-// allow them. Lookups change nothing and are not held back.
+// allow them. So are its lookups: the live policy may be the one that
+// stopped an agent reading customers' data (a review found a stale server
+// still showing them).
 func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
 	h := newHarness(t, policyFrom(t, allowAllBut("")), nil)
 	ctx := tools.WithAgent(context.Background(), "tester")
@@ -44,12 +46,25 @@ func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
 	if last == nil || last.Decision != policy.Deny || last.Outcome != "refused" || !strings.Contains(last.Rule, other.Version) {
 		t.Fatalf("audit of the refusal: %+v", last)
 	}
-	if o := decode(t, h.call(ctx, "get_order", map[string]any{"order_id": "ord_1001"})); o.Error != "" {
-		t.Fatalf("a lookup under a stale policy: %+v, want it answered", o)
+	look := map[string]any{"order_id": "ord_1001"}
+	if o := decode(t, h.call(ctx, "get_order", look)); o.Error != "unavailable" || !strings.Contains(o.Message, "not the live ones") {
+		t.Fatalf("a lookup under a stale policy: %+v, want it refused", o)
 	}
-	// Reloaded to the live version (its own files changed): actions decide again.
+	var refused *storage.Record
+	for _, r := range h.records() {
+		if r.Tool == "get_order" {
+			refused = &r
+		}
+	}
+	if refused == nil || refused.Decision != policy.Deny || !strings.Contains(refused.Rule, other.Version) {
+		t.Fatalf("audit of the refused lookup: %+v", refused)
+	}
+	// Reloaded to the live version (its own files changed): it decides again.
 	h.deps.Policy.Swap(other)
 	if o := decode(t, h.call(ctx, "refund_order", args)); strings.Contains(o.Rule, "live policy") {
 		t.Fatalf("after reloading: %+v, still refused as stale", o)
+	}
+	if o := decode(t, h.call(ctx, "get_order", look)); strings.Contains(o.Message, "not the live ones") {
+		t.Fatalf("a lookup after reloading: %+v, still refused as stale", o)
 	}
 }

@@ -178,6 +178,7 @@ type suspensionCache struct {
 	mu     sync.Mutex
 	at     time.Time
 	active map[string]*storage.Suspension
+	live   string // the live policy version when read
 	err    error
 }
 
@@ -188,6 +189,16 @@ func dropSuspensionCache(db *storage.DB) { suspensionCaches.Delete(db) }
 // lookupSuspended is the id of agent's suspension that refuses lookups
 // (not an actions-only one), 0 if none, -1 if it cannot be known.
 func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
+	s, _ := lookupView(ctx, d, agent)
+	return s
+}
+
+// lookupView is lookupSuspended and the live policy version, read together
+// at most every SuspensionRefresh: one live policy holds for lookups too, so
+// a process holding another version than the live one (it has not reloaded
+// an edit yet, or runs other files) shows nothing under it, as it does
+// nothing (decide's stale case).
+func lookupView(ctx context.Context, d *Deps, agent string) (suspended int64, live string) {
 	v, ok := suspensionCaches.Load(d.DB)
 	if !ok {
 		v, _ = suspensionCaches.LoadOrStore(d.DB, &suspensionCache{})
@@ -197,6 +208,9 @@ func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
 	defer c.mu.Unlock()
 	if now := time.Now(); c.at.IsZero() || now.Sub(c.at) >= SuspensionRefresh || now.Before(c.at) {
 		list, err := d.DB.ActiveSuspensions(context.WithoutCancel(ctx))
+		if err == nil {
+			c.live, err = d.DB.LiveVersion(context.WithoutCancel(ctx))
+		}
 		c.err = err
 		if err == nil {
 			c.at, c.active = now, make(map[string]*storage.Suspension, len(list))
@@ -208,13 +222,13 @@ func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
 		}
 	}
 	if c.err != nil {
-		d.Logger.Error("suspensions could not be read; refusing lookups", "err", c.err)
-		return -1
+		d.Logger.Error("suspensions or the live policy could not be read; refusing lookups", "err", c.err)
+		return -1, c.live
 	}
 	if s := c.active[agent]; s != nil && !s.ActionsOnly {
-		return s.ID
+		return s.ID, c.live
 	}
-	return 0
+	return 0, c.live
 }
 
 // Agents lists the identities of p that some rule lets use an MCP tool,
