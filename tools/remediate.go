@@ -87,6 +87,32 @@ func revertTool(ctx context.Context, name string, attrs map[string]any) string {
 	return "revert_" + name
 }
 
+// RecordedPolicyTool is the policy tool an attempt record was decided as,
+// from its tool and recorded facts: revert_update_account for a person's
+// revert (its facts carry RevertAttr, which only revertTool sets), else
+// the tool. For policy replay and explain, which decide past calls again.
+func RecordedPolicyTool(tool string, attrs map[string]any) string {
+	if _, ok := attrs[RevertAttr]; ok && tool == "update_account" {
+		return "revert_" + tool
+	}
+	return tool
+}
+
+// RefusedBeforeRules reports whether an attempt record's rule says the
+// guard refused the call before the rules were consulted: no identity,
+// facts that could not be loaded, the pending-approval cap, a policy that
+// was not live, a suspension, or suspensions that could not be read. Its
+// facts say nothing about what the rules would decide.
+func RefusedBeforeRules(rule string) bool {
+	for _, p := range []string{"default deny: facts could not be loaded", "default deny: no identity", PendingCapRule,
+		"default deny: " + StalePolicyReason, "agent suspended: ", "suspensions could not be read"} {
+		if strings.HasPrefix(rule, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // decidedAs is the policy tool that decides a stored action again (an
 // approval, recovery): revert_update_account for a person's revert, as the
 // guard recorded it (storage.Action.PolicyTool), else the action's tool.

@@ -259,7 +259,14 @@ func explainRecorded(ctx context.Context, id, dbPath string, pf *policyFlags, st
 	if rec.PolicyVersion != p.Version {
 		fmt.Fprintf(stdout, "note:     the policy loaded now is version %s, not the one that decided; below is what it says about the same facts\n", p.Version)
 	}
-	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: rec.Agent, Tool: rec.Tool, Attrs: attrs}))
+	if tools.RefusedBeforeRules(rec.Rule) {
+		fmt.Fprintf(stdout, "note:     the guard refused this call before the rules were consulted (%s); below is what the rules say about its facts\n", rec.Rule)
+	}
+	tool := tools.RecordedPolicyTool(rec.Tool, attrs)
+	if tool != rec.Tool {
+		fmt.Fprintf(stdout, "note:     a person's revert, decided as %s\n", tool)
+	}
+	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: rec.Agent, Tool: tool, Attrs: attrs}))
 	return nil
 }
 
@@ -431,8 +438,8 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		// empty, so re-deciding them would say nothing about the candidate.
 		// So were these, by the guard's own checks (the pending cap, a
 		// policy that was not live), and sign-ins are no tool calls.
-		if strings.HasPrefix(r.Rule, "default deny: facts could not be loaded") || strings.HasPrefix(r.Rule, "default deny: no identity") ||
-			strings.HasPrefix(r.Rule, tools.PendingCapRule) || strings.HasPrefix(r.Rule, "default deny: "+tools.StalePolicyReason) {
+		// So were calls of a suspended agent.
+		if tools.RefusedBeforeRules(r.Rule) {
 			skipped++
 			return nil
 		}
@@ -459,7 +466,8 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		if _, ok := attrs[policy.FactRate]; ok {
 			converted++
 		}
-		dec := candidate.Decide(policy.Request{Agent: r.Agent, Tool: r.Tool, Attrs: attrs})
+		// A person's revert was decided as revert_update_account.
+		dec := candidate.Decide(policy.Request{Agent: r.Agent, Tool: tools.RecordedPolicyTool(r.Tool, attrs), Attrs: attrs})
 		if dec.Effect == r.Decision {
 			unchanged++
 			return nil
@@ -482,7 +490,7 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  %-28s %d\n", t.from+" -> "+t.to, counts[t])
 	}
 	if skipped > 0 {
-		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, facts not loaded, the pending cap, or a policy that was not live)\n", "not replayed", skipped)
+		fmt.Fprintf(stdout, "  %-28s %d (refused before the rules: no identity, facts not loaded, the pending cap, a policy that was not live, or a suspension)\n", "not replayed", skipped)
 	}
 	fmt.Fprint(stdout, replayCaveats(missing, usageSeen, converted))
 	if len(flipped) > 0 {

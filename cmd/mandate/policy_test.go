@@ -471,3 +471,62 @@ func TestFlagsAfterTheFile(t *testing.T) {
 		t.Errorf("policy test -- --store: %v, want the file --store not found", err)
 	}
 }
+
+// TestPolicyReplayKnowsGuardRefusalsAndReverts: replaying the live policy
+// against its own trail changes nothing. A suspended agent's call was
+// refused before the rules saw it (not replayed), and a person's revert of
+// an agent's update_account was decided as revert_update_account (replayed
+// and explained as that). A review found both listed as changes.
+func TestPolicyReplayKnowsGuardRefusalsAndReverts(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mandate.db")
+	handlers, _, closeAll := shippedToolHandlers(t, dbPath, filepath.Join(dir, "store.db"))
+	res, err := handlers["refund_order"](tools.WithAgent(ctx, "demo-agent"), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order",
+		Arguments: map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "damaged"}}})
+	if ar, ok := res.StructuredContent.(*tools.ActionResult); err != nil || !ok || ar.Decision != policy.Allow {
+		t.Fatalf("refund: %v %+v", err, res)
+	}
+	closeAll()
+
+	db, err := storage.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed *storage.Record
+	db.Records(ctx, storage.Filter{Tool: "refund_order"}, func(r *storage.Record) error {
+		if r.Phase == storage.PhaseAttempt {
+			allowed = r
+		}
+		return nil
+	})
+	if allowed == nil {
+		t.Fatal("no refund attempt recorded")
+	}
+	// As the guard records them (guard.go: decide; remediate.go).
+	suspended := &storage.Record{Agent: "demo-agent", Tool: "refund_order", Args: allowed.Args, Attrs: allowed.Attrs, ActionID: "act_suspended",
+		Phase: storage.PhaseAttempt, Decision: policy.Deny, Outcome: "refused", Rule: "agent suspended: demo-agent is under suspension 1", PolicyVersion: allowed.PolicyVersion}
+	revert := &storage.Record{Agent: "alice", Tool: "update_account", ActionID: "act_revert", Phase: storage.PhaseAttempt,
+		Args:     []byte(`{"customer_id":"cus_ada","field":"phone","value":"+1 202 555 0143"}`),
+		Attrs:    []byte(`{"field":"phone","reverts":"act_agent1","customer_age_days":900}`),
+		Decision: policy.Allow, Rule: "policy.csv:56: p, supervisor, revert_update_account, true, allow", PolicyVersion: allowed.PolicyVersion}
+	for _, r := range []*storage.Record{suspended, revert} {
+		if err := db.Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	out, err := polRun(t, "policy", "replay", "--db", dbPath, "--model", polModel, "--policy", polPolicy, "--since", "0")
+	if err != nil || !strings.Contains(out, "unchanged                    2") || !strings.Contains(out, "not replayed                 1") || strings.Contains(out, "would change") {
+		t.Fatalf("replay of the live policy: err = %v\n%s", err, out)
+	}
+	out, err = polRun(t, "policy", "explain", "--action", "act_revert", "--db", dbPath, "--model", polModel, "--policy", polPolicy)
+	if err != nil || !strings.Contains(out, "decision: allow") || !strings.Contains(out, "decided as revert_update_account") {
+		t.Fatalf("explain of the revert: err = %v\n%s", err, out)
+	}
+	out, err = polRun(t, "policy", "explain", "--action", "act_suspended", "--db", dbPath, "--model", polModel, "--policy", polPolicy)
+	if err != nil || !strings.Contains(out, "refused this call before the rules were consulted") {
+		t.Fatalf("explain of the suspended call: err = %v\n%s", err, out)
+	}
+}
