@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -87,6 +88,22 @@ func LoadCases(name string, data []byte) (*CaseFile, error) {
 		case c.Attrs == nil && c.Args == nil:
 			bad("give attrs (the attribute values) or args (read facts from the store)")
 		}
+		if t, ok := Tools[c.Tool]; c.Tool != "" && !ok {
+			bad("unknown tool %q", c.Tool)
+		} else if ok {
+			// A misspelt attribute would leave the one the rules test
+			// unset: every condition on it errors, and a deny case passes
+			// whatever the rules say.
+			for k := range c.Attrs {
+				if !slices.Contains(t.Attrs, k) && k != FactRate && k != FactRatesVersion && k != FactBaseCurrency {
+					if len(t.Attrs) == 0 {
+						bad("unknown attribute %q: %s has none", k, c.Tool)
+					} else {
+						bad("unknown attribute %q: %s has %s", k, c.Tool, strings.Join(t.Attrs, ", "))
+					}
+				}
+			}
+		}
 		c.Attrs = normalize(c.Attrs)
 	}
 	if len(problems) > 0 {
@@ -153,6 +170,13 @@ func RunCases(p *Policy, cases []Case, facts FactsFunc) []CaseResult {
 			res.Got = p.Decide(Request{Agent: c.Agent, Tool: c.Tool, Attrs: attrs})
 		}
 		res.Pass = res.Got.Effect == c.Expect && (c.Rule == "" || strings.Contains(res.Got.RuleText(), c.Rule))
+		if res.Got.PolicyError() && c.Rule == "" {
+			// Denied because a condition could not be evaluated (an
+			// attribute the rules test is missing): that says nothing about
+			// what the rules decide, so it passes only a case that names
+			// the error in rule:.
+			res.Pass = false
+		}
 		out = append(out, res)
 	}
 	return out
@@ -179,6 +203,9 @@ func (r CaseResult) Diff(file string) string {
 	}
 	fmt.Fprintf(&b, "   - want: %s\n", want)
 	fmt.Fprintf(&b, "   + got:  %s by %s\n", r.Got.Effect, r.Got.RuleText())
+	if r.Got.PolicyError() {
+		b.WriteString("     (a condition could not be evaluated: give every attribute the rules test, or expect it with rule: \"policy error\")\n")
+	}
 	return b.String()
 }
 

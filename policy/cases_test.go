@@ -20,6 +20,11 @@ func TestLoadCasesRefuses(t *testing.T) {
 		{"missing tool", "cases:\n  - agent: a\n    attrs: {}\n    expect: allow\n", "c.yaml:2: case 1: tool is required"},
 		{"bad effect", "cases:\n  - name: typo\n    agent: a\n    tool: get_order\n    attrs: {}\n    expect: alow\n", `c.yaml:2: typo: expect must be allow, deny or require_approval, not "alow"`},
 		{"neither attrs nor args", "cases:\n  - agent: a\n    tool: get_order\n    expect: allow\n", "give attrs (the attribute values) or args"},
+		{"unknown tool", "cases:\n  - agent: a\n    tool: refund\n    attrs: {}\n    expect: allow\n", `c.yaml:2: case 1: unknown tool "refund"`},
+		// A misspelt attribute leaves the one the rules test unset, and
+		// a deny case would pass whatever they say.
+		{"misspelt attribute", "cases:\n  - agent: a\n    tool: refund_order\n    attrs: {amout: 300, amount_base: 300}\n    expect: deny\n", `unknown attribute "amout": refund_order has amount, amount_base,`},
+		{"attribute of a lookup", "cases:\n  - agent: a\n    tool: get_order\n    attrs: {amount: 3}\n    expect: allow\n", `unknown attribute "amount": get_order has none`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,5 +126,42 @@ func TestRunCases(t *testing.T) {
 	}
 	if strings.Join(asked, ",") != "cancel_order ord_1004,cancel_order ord_404,cancel_order ord_1004" {
 		t.Fatalf("facts asked for %v; cases with attrs must not read the store", asked)
+	}
+}
+
+// TestPolicyErrorIsNoPass: a deny that came from a condition that could not
+// be evaluated (an attribute the rules test is not given) passes a case
+// only when the case names it (rule: "policy error"); otherwise a deny case
+// would pass however the rules were loosened.
+func TestPolicyErrorIsNoPass(t *testing.T) {
+	p, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "p.csv", Data: []byte(explainPolicy)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := policy.LoadCases("c.yaml", []byte(`cases:
+  - name: no amount
+    agent: demo-agent
+    tool: refund_order
+    attrs: {amount_base: 300}
+    expect: deny
+  - name: no amount, expected
+    agent: demo-agent
+    tool: refund_order
+    attrs: {amount_base: 300}
+    expect: deny
+    rule: policy error
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := policy.RunCases(p, cf.Cases, nil)
+	if results[0].Got.Effect != policy.Deny || !results[0].Got.PolicyError() || results[0].Pass {
+		t.Fatalf("a deny by a policy error passed (or was not one): %+v", results[0])
+	}
+	if d := results[0].Diff("c.yaml"); !strings.Contains(d, "a condition could not be evaluated") {
+		t.Fatalf("the failure does not say why:\n%s", d)
+	}
+	if !results[1].Pass {
+		t.Fatalf("a case expecting the policy error failed: %+v", results[1])
 	}
 }

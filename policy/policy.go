@@ -38,6 +38,13 @@ type Decision struct {
 	Version string
 }
 
+// PolicyError reports whether d is the default deny of a condition that
+// could not be evaluated (a missing attribute, a condition that gave no
+// boolean), not a rule's decision.
+func (d Decision) PolicyError() bool {
+	return d.Rule == nil && strings.HasPrefix(d.Reason, "policy error")
+}
+
 // RuleText is what the audit records as the deciding rule.
 func (d Decision) RuleText() string {
 	if d.Rule == nil {
