@@ -54,6 +54,14 @@ func TestCheck(t *testing.T) {
 			[]string{`p.csv:3: warning: "suport_agent" has rules but is in no g line`}, true},
 		{"identity granted a role with no rules", base + "g, new-bot, suport_agent\n",
 			[]string{`p.csv:3: warning: identity "new-bot" reaches no rules`, `p.csv:3: warning: role "suport_agent" reaches no rules`}, true},
+		// Rules of two tenants never meet: the allow of acme is not
+		// overridden by beta's deny, and the role reaches both tenants' rules.
+		{"rules of other tenants do not override", "p, support_agent, refund_order, amount_base <= 50.00, allow, acme\np, support_agent, refund_order, amount_base <= 100.00, deny, beta\ng, bot-a, support_agent, acme\ng, bot-b, support_agent, beta\n",
+			nil, true},
+		{"a rule of every tenant does override", "p, support_agent, refund_order, amount_base <= 50.00, allow, acme\np, support_agent, refund_order, amount_base <= 100.00, deny\ng, bot-a, support_agent, acme\n",
+			[]string{`p.csv:1: warning: always overridden by line 2 (p, support_agent, refund_order, amount_base <= 100.00, deny)`}, true},
+		{"a rule of the same tenant overrides, named with its tenant", "p, support_agent, refund_order, amount_base <= 50.00, allow, acme\np, support_agent, refund_order, amount_base <= 100.00, deny, acme\ng, bot-a, support_agent, acme\n",
+			[]string{`p.csv:1: warning: always overridden by line 2 (p, support_agent, refund_order, amount_base <= 100.00, deny, acme)`}, true},
 		{"contradictory condition never matches", base + "p, support_agent, refund_order, amount > 10 && amount < 5, allow\n",
 			[]string{`p.csv:3: warning: condition "amount > 10 && amount < 5" is false for every value probed`}, true},
 		{"text condition that cannot hold", base + "p, support_agent, cancel_order, order_status == 'pending' && order_status == 'shipped', allow\n",

@@ -162,8 +162,39 @@ func (l *linter) unreached() error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	// A role's scope above is worked out outside any tenant, so a role
+	// whose rules (or whose parents' rules) are all of one tenant would
+	// look unreached: a role counts as reached when it or a role it holds,
+	// in any tenant, has rules.
+	hasRules := map[string]bool{}
+	for i := range l.p.Rules {
+		hasRules[l.p.Rules[i].Subject] = true
+	}
+	parents := map[string][]string{}
+	for _, g := range l.p.Grants {
+		parents[g.Member] = append(parents[g.Member], g.Role)
+	}
+	roleReaches := func(n string) bool {
+		seen, level := map[string]bool{n: true}, []string{n}
+		for len(level) > 0 {
+			var next []string
+			for _, s := range level {
+				if hasRules[s] {
+					return true
+				}
+				for _, p := range parents[s] {
+					if !seen[p] {
+						seen[p] = true
+						next = append(next, p)
+					}
+				}
+			}
+			level = next
+		}
+		return false
+	}
 	for _, n := range names {
-		if !reached[n] {
+		if !reached[n] && !(l.isRole[n] && roleReaches(n)) {
 			g := l.firstGrant[n]
 			l.add(g.File, g.Line, SevWarning, "%s %q reaches no rules through its name or roles, only the rules for *: check the role names for a typo", l.kind(n), n)
 		}
@@ -254,6 +285,9 @@ func (l *linter) conditionsIn(lo, hi int) (int, error) {
 			if o == r || restrictiveness[o.Effect] <= restrictiveness[r.Effect] {
 				continue
 			}
+			if o.Tenant != "" && o.Tenant != r.Tenant {
+				continue // o does not apply everywhere r does
+			}
 			if compared++; compared > maxCompare {
 				skipped++
 				break
@@ -262,8 +296,8 @@ func (l *linter) conditionsIn(lo, hi int) (int, error) {
 				return 0, err
 			}
 			if l.pr.implies(r.Cond, o.Cond) {
-				l.add(r.File, r.Line, SevWarning, "always overridden by line %d (p, %s, %s, %s, %s), which matches whenever this rule does and is more restrictive",
-					o.Line, o.Subject, o.Tool, o.Cond, o.Effect)
+				l.add(r.File, r.Line, SevWarning, "always overridden by line %d (p, %s, %s, %s, %s%s), which matches whenever this rule does and is more restrictive",
+					o.Line, o.Subject, o.Tool, o.Cond, o.Effect, tenantSuffix(o.Tenant))
 				break
 			}
 		}
@@ -474,4 +508,13 @@ func (l *linter) twoHats() error {
 			id, act, l.through(id, actVia), approve, l.through(id, approveVia))
 	}
 	return nil
+}
+
+// tenantSuffix is ", TENANT" for a rule of one tenant, as policy.csv
+// writes it, and "" for a rule of every tenant.
+func tenantSuffix(tenant string) string {
+	if tenant == "" {
+		return ""
+	}
+	return ", " + tenant
 }
