@@ -128,6 +128,16 @@ type Payments interface {
 	RefundByKey(ctx context.Context, key string) (Refund, error)
 }
 
+// RefundFinder is implemented by payment systems that can find the refund
+// made with an idempotency key among one order's refunds, however old:
+// reconciliation uses it when it knows the order. Stripe's RefundByKey has
+// only the key, so it scans the account's refunds of the last days, which
+// misses an older refund (read as "not done") and, on a busy account, may
+// not finish in time; one PaymentIntent's refunds are few.
+type RefundFinder interface {
+	RefundByKeyOnOrder(ctx context.Context, key, orderID string) (Refund, error)
+}
+
 // RefundChecker is implemented by payment systems that can tell before a
 // refund is decided that they could never make it for an order (Stripe,
 // for an order without a payment reference): the refund is then refused

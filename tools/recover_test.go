@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,5 +89,52 @@ func TestRecoverResumesApprovedAction(t *testing.T) {
 	}
 	if o, _ := st.Order(ctx, "ord_1002"); o.Refunded.Minor != 15000 {
 		t.Fatalf("refunded %s after a second recovery, want 150.00", o.Refunded)
+	}
+}
+
+// finderPayments is a payment system that can search one order's refunds
+// (backend.RefundFinder), as Stripe can, noting each search.
+type finderPayments struct {
+	*fakeBackend
+	mu       sync.Mutex
+	searched []string // "key order"
+}
+
+func (f *finderPayments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) (backend.Refund, error) {
+	f.mu.Lock()
+	f.searched = append(f.searched, key+" "+orderID)
+	f.mu.Unlock()
+	return backend.Refund{ID: "re_" + key, OrderID: orderID, Amount: mandate.Money{Minor: 1000, Currency: "USD"}, IdempotencyKey: key, CreatedAt: now}, nil
+}
+
+// TestRecoverSearchesTheOrdersRefunds: an executing refund is reconciled by
+// searching its own order's refunds when the payment system can (Stripe's
+// key-only search covers only recent refunds of the whole account), and
+// the refund found there is recorded as done.
+func TestRecoverSearchesTheOrdersRefunds(t *testing.T) {
+	be := &fakeBackend{OnRefund: func(ctx context.Context, req backend.RefundRequest) (backend.Refund, error) {
+		return backend.Refund{}, mandate.Errorf(mandate.EUNAVAILABLE, "the payment system did not answer")
+	}}
+	h := newHarness(t, policyFrom(t, allowAllBut("")), be)
+	ctx := tools.WithAgent(context.Background(), "tester")
+	o := decode(t, h.call(ctx, "refund_order", map[string]any{"order_id": "ord_1001", "amount": "10.00", "reason": "recover test"}))
+	if o.Status != storage.StatusExecuting {
+		t.Fatalf("refund with no answer: %+v, want it left executing", o)
+	}
+	fp := &finderPayments{fakeBackend: be}
+	h.deps.Backend.Payments = fp
+	be.mu.Lock()
+	before := len(be.calls)
+	be.mu.Unlock()
+	h.deps.Now = func() time.Time { return time.Now().Add(time.Hour) } // past the grace
+	rep, err := tools.Recover(context.Background(), h.deps, time.Minute)
+	if err != nil || rep.Executed != 1 {
+		t.Fatalf("Recover = %+v, %v; want the refund reconciled as executed", rep, err)
+	}
+	if len(fp.searched) != 1 || fp.searched[0] != o.ActionID+" ord_1001" {
+		t.Fatalf("searched %v, want the action's key on ord_1001", fp.searched)
+	}
+	if slices.Contains(be.calls[before:], "RefundByKey") {
+		t.Fatalf("the key-only search was used too: %v", be.calls[before:])
 	}
 }

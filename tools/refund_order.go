@@ -140,11 +140,29 @@ func refundOrder() entry {
 			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
 		},
 		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
-			r, err := d.Backend.Payments.RefundByKey(ctx, key)
+			r, err := refundByKey(ctx, d, key)
 			if err != nil {
 				return nil, err
 			}
 			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
 		},
 	}
+}
+
+// refundByKey asks the payment system for the refund made with key (the
+// action id): among its order's refunds when the system can search those
+// (backend.RefundFinder) and the action names its order, else by the key
+// alone.
+func refundByKey(ctx context.Context, d *Deps, key string) (backend.Refund, error) {
+	if f, ok := d.Backend.Payments.(backend.RefundFinder); ok {
+		if act, err := d.DB.Action(ctx, key); err == nil {
+			var a struct {
+				OrderID string `json:"order_id"`
+			}
+			if json.Unmarshal(act.Args, &a) == nil && a.OrderID != "" {
+				return f.RefundByKeyOnOrder(ctx, key, a.OrderID)
+			}
+		}
+	}
+	return d.Backend.Payments.RefundByKey(ctx, key)
 }

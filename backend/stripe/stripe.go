@@ -184,6 +184,33 @@ func (p *Payments) RefundByKey(ctx context.Context, key string) (backend.Refund,
 	}
 	params := &stripego.RefundListParams{CreatedRange: &stripego.RangeQueryParams{
 		GreaterThanOrEqual: time.Now().Add(-p.cfg.Lookback).Unix()}}
+	return p.findRefund(ctx, params, key)
+}
+
+// RefundByKeyOnOrder finds the refund whose metadata.mandate_action_id is
+// key among the refunds of the order's PaymentIntent, however old
+// (backend.RefundFinder). An order without a payment reference never had a
+// refund sent to Stripe (Refund refuses it first): not_found.
+func (p *Payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) (backend.Refund, error) {
+	if strings.TrimSpace(key) == "" {
+		return backend.Refund{}, mandate.Errorf(mandate.EINVALID, "an idempotency key is required")
+	}
+	o, err := p.orders.Order(ctx, orderID)
+	if err != nil {
+		// Without the order its payment is unknown: so is the refund.
+		return backend.Refund{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "the refund made with idempotency key %q cannot be looked up: order %s cannot be read", key, orderID), err)
+	}
+	if o.PaymentRef == "" {
+		return backend.Refund{}, mandate.Errorf(mandate.ENOTFOUND, "order %s has no payment reference, so no refund was sent to Stripe", orderID)
+	}
+	return p.findRefund(ctx, &stripego.RefundListParams{PaymentIntent: stripego.String(o.PaymentRef)}, key)
+}
+
+var _ backend.RefundFinder = (*Payments)(nil)
+
+// findRefund lists the refunds params selects, newest first, for the one
+// whose metadata.mandate_action_id is key.
+func (p *Payments) findRefund(ctx context.Context, params *stripego.RefundListParams, key string) (backend.Refund, error) {
 	params.Limit = stripego.Int64(100)
 	var found *stripego.Refund
 	err := p.retry(ctx, func(ctx context.Context) error {

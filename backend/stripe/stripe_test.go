@@ -311,6 +311,43 @@ func TestRefundByKey(t *testing.T) {
 	}
 }
 
+// TestRefundByKeyOnOrder: knowing the order, reconciliation lists only its
+// PaymentIntent's refunds, with no time bound, so a refund older than the
+// key-only search's window is still found (a review showed it read as "not
+// done" after 7 days: money moved, recorded failed, limits given back).
+func TestRefundByKeyOnOrder(t *testing.T) {
+	old := time.Now().Add(-30 * 24 * time.Hour).Unix()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.URL.Path != "/v1/refunds" || q.Get("payment_intent") != "pi_test_1" || q.Get("created[gte]") != "" {
+			t.Errorf("reconciliation asked %s %s; want the refunds of pi_test_1, of any age", r.Method, r.URL)
+		}
+		aged := strings.Replace(refundJSON("act_old", 4200, "succeeded"), `"created":1700000000`, fmt.Sprintf(`"created":%d`, old), 1)
+		list := map[string]any{"object": "list", "has_more": false, "url": "/v1/refunds", "data": []json.RawMessage{
+			json.RawMessage(refundJSON("act_other", 100, "succeeded")), json.RawMessage(aged)}}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(list)
+	}))
+	defer srv.Close()
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL}, shop(t))
+	ctx := context.Background()
+	r, err := p.RefundByKeyOnOrder(ctx, "act_old", "ord_1")
+	if err != nil || r.ID != "re_act_old" || r.Amount != (mandate.Money{Minor: 4200, Currency: "USD"}) {
+		t.Fatalf("RefundByKeyOnOrder = %+v, %v", r, err)
+	}
+	if _, err := p.RefundByKeyOnOrder(ctx, "act_never", "ord_1"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("a key with no refund on the order: err = %v, want not_found", err)
+	}
+	// ord_2 has no payment reference: nothing was ever sent to Stripe.
+	if _, err := p.RefundByKeyOnOrder(ctx, "act_x", "ord_2"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("an order without a payment: err = %v, want not_found", err)
+	}
+	// An order that cannot be read: not known, never not_found.
+	if _, err := p.RefundByKeyOnOrder(ctx, "act_x", "ord_gone"); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("an unknown order: err = %v, want unavailable", err)
+	}
+}
+
 // TestNoRedirectFollowed: an API URL that answers with a redirect (a proxy,
 // a mistyped --api-url) gets no second request elsewhere carrying the
 // secret key and the refund; the refund is left unknown, not done.
