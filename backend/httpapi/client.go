@@ -55,7 +55,25 @@ func (c *Client) Order(ctx context.Context, id string) (backend.Order, error) {
 	if err := c.do(ctx, http.MethodGet, "/orders/"+url.PathEscape(id), "", nil, &o); err != nil {
 		return backend.Order{}, err
 	}
+	return orderNamed(o, id, "GET /orders/"+url.PathEscape(id))
+}
+
+// orderNamed converts o, which the service answered for order id: an
+// answer about another order is outside the contract (decided on, its
+// facts would be another customer's).
+func orderNamed(o Order, id, what string) (backend.Order, error) {
+	if o.ID != id {
+		return backend.Order{}, badAnswer("%s answered order %q", what, mandate.TruncateBytes(o.ID, 100))
+	}
 	return o.ToOrder()
+}
+
+// customerNamed is orderNamed for a customer.
+func customerNamed(cu Customer, id, what string) (backend.Customer, error) {
+	if cu.ID != id {
+		return backend.Customer{}, badAnswer("%s answered customer %q", what, mandate.TruncateBytes(cu.ID, 100))
+	}
+	return cu.ToCustomer()
 }
 
 // CancelOrder implements backend.Orders.
@@ -68,7 +86,12 @@ func (c *Client) CancelOrder(ctx context.Context, req backend.CancelRequest) (ba
 		CancelRequest{Reason: req.Reason}, &o); err != nil {
 		return backend.Order{}, err
 	}
-	return o.ToOrder()
+	out, err := orderNamed(o, req.OrderID, "POST /orders/"+url.PathEscape(req.OrderID)+"/cancel")
+	if err == nil && out.Status != backend.StatusCancelled {
+		// Not "done": whether it was cancelled is not known.
+		return backend.Order{}, badAnswer("POST /orders/%s/cancel answered the order with status %q, not cancelled", url.PathEscape(req.OrderID), mandate.TruncateBytes(out.Status, 40))
+	}
+	return out, err
 }
 
 // CancellationByKey implements backend.Orders.
@@ -89,7 +112,7 @@ func (c *Client) Customer(ctx context.Context, id string) (backend.Customer, err
 	if err := c.do(ctx, http.MethodGet, "/customers/"+url.PathEscape(id), "", nil, &cu); err != nil {
 		return backend.Customer{}, err
 	}
-	return cu.ToCustomer()
+	return customerNamed(cu, id, "GET /customers/"+url.PathEscape(id))
 }
 
 // CustomerByEmail implements backend.Customers.
@@ -118,7 +141,7 @@ func (c *Client) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) 
 		CustomerPatch{req.Field: req.Value}, &cu); err != nil {
 		return backend.Customer{}, err
 	}
-	return cu.ToCustomer()
+	return customerNamed(cu, req.CustomerID, "PATCH /customers/"+url.PathEscape(req.CustomerID))
 }
 
 // UpdateByKey implements backend.Customers.

@@ -268,6 +268,62 @@ func TestClientFollowsNoRedirect(t *testing.T) {
 	}
 }
 
+// TestAnswerAboutAnotherObject: an answer about another order or customer
+// than the one asked for is outside the contract (unavailable): decided on,
+// its facts would be another customer's; and a cancel answered with an
+// order that is not cancelled is not "done".
+func TestAnswerAboutAnotherObject(t *testing.T) {
+	order := func(id, status string) string {
+		return `{"id":"` + id + `","customer_id":"cus_1","status":"` + status + `","currency":"EUR","total":"10.00","refunded":"0.00","created_at":"2026-01-01T00:00:00Z"}`
+	}
+	customer := func(id string) string {
+		return `{"id":"` + id + `","name":"Ada","email":"ada@example.com","created_at":"2024-01-01T00:00:00Z"}`
+	}
+	answers := map[string]string{
+		"GET /orders/ord_1":         order("ord_2", "delivered"),
+		"GET /orders/ord_ok":        order("ord_ok", "delivered"),
+		"POST /orders/ord_1/cancel": order("ord_1", "pending"),
+		"POST /orders/ord_2/cancel": order("ord_9", "cancelled"),
+		"GET /customers/cus_1":      customer("cus_2"),
+		"PATCH /customers/cus_1":    customer("cus_2"),
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := answers[r.Method+" "+r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(body))
+	}))
+	defer hs.Close()
+	c := &httpapi.Client{BaseURL: hs.URL}
+	ctx := context.Background()
+	if _, err := c.Order(ctx, "ord_ok"); err != nil {
+		t.Fatalf("the right order: %v", err)
+	}
+	for what, err := range map[string]error{
+		"an order asked for, another answered": func() error { _, err := c.Order(ctx, "ord_1"); return err }(),
+		"a cancel answered not cancelled": func() error {
+			_, err := c.CancelOrder(ctx, backend.CancelRequest{OrderID: "ord_1", Reason: "x", IdempotencyKey: "act_1"})
+			return err
+		}(),
+		"a cancel answered with another order": func() error {
+			_, err := c.CancelOrder(ctx, backend.CancelRequest{OrderID: "ord_2", Reason: "x", IdempotencyKey: "act_2"})
+			return err
+		}(),
+		"a customer asked for, another answered": func() error { _, err := c.Customer(ctx, "cus_1"); return err }(),
+		"an update answered with another customer": func() error {
+			_, err := c.UpdateCustomer(ctx, backend.UpdateRequest{CustomerID: "cus_1", Field: "phone", Value: "+1 202 555 0100", IdempotencyKey: "act_3"})
+			return err
+		}(),
+	} {
+		if mandate.ErrorCode(err) != mandate.EUNAVAILABLE || !strings.Contains(err.Error(), "outside the contract") {
+			t.Errorf("%s: err = %v, want unavailable, outside the contract", what, err)
+		}
+	}
+}
+
 // TestOpenAPIListsEveryRoute keeps the published contract and the server in
 // step: every route served is in api/backend.openapi.yaml and back.
 func TestOpenAPIListsEveryRoute(t *testing.T) {
