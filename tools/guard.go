@@ -254,7 +254,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	} else {
 		// A read changes nothing, so it has no action state: one record of
 		// who looked at what, and whether the rules let them.
-		suspended, live := lookupView(ctx, d, agent)
+		suspended, live := lookupView(ctx, d, agent, d.Policy.Policy().Version)
 		decide(storage.Usage{Suspended: suspended, LivePolicy: live})
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
 		if dec.Effect == policy.Allow {

@@ -68,3 +68,24 @@ func TestActionsRefusedUnderAPolicyThatIsNotLive(t *testing.T) {
 		t.Fatalf("a lookup after reloading: %+v, still refused as stale", o)
 	}
 }
+
+// TestLookupRightAfterAReload: a lookup's view of the live version is
+// cached, but a process that has just reloaded (and recorded) a new
+// version is not refused for the cache's age: a cached version that
+// differs from the one held is read again at once.
+func TestLookupRightAfterAReload(t *testing.T) {
+	h := newHarness(t, policyFrom(t, allowAllBut("")), nil)
+	ctx := tools.WithAgent(context.Background(), "tester")
+	look := map[string]any{"order_id": "ord_1001"}
+	if o := decode(t, h.call(ctx, "get_order", look)); o.Error != "" {
+		t.Fatalf("before the reload: %+v", o) // the cache now holds the first version
+	}
+	next := policyFrom(t, allowAllBut("cancel_order"))
+	if err := h.db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: next.Version, Command: "reload"}); err != nil {
+		t.Fatal(err)
+	}
+	h.deps.Policy.Swap(next)
+	if o := decode(t, h.call(ctx, "get_order", look)); o.Error != "" {
+		t.Fatalf("right after the reload: %+v, want it answered", o)
+	}
+}

@@ -189,7 +189,7 @@ func dropSuspensionCache(db *storage.DB) { suspensionCaches.Delete(db) }
 // lookupSuspended is the id of agent's suspension that refuses lookups
 // (not an actions-only one), 0 if none, -1 if it cannot be known.
 func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
-	s, _ := lookupView(ctx, d, agent)
+	s, _ := lookupView(ctx, d, agent, "")
 	return s
 }
 
@@ -197,8 +197,11 @@ func lookupSuspended(ctx context.Context, d *Deps, agent string) int64 {
 // at most every SuspensionRefresh: one live policy holds for lookups too, so
 // a process holding another version than the live one (it has not reloaded
 // an edit yet, or runs other files) shows nothing under it, as it does
-// nothing (decide's stale case).
-func lookupView(ctx context.Context, d *Deps, agent string) (suspended int64, live string) {
+// nothing (decide's stale case). held is the version this process holds:
+// a cached live version that differs from it is read again at once, so a
+// reload here or elsewhere a moment ago refuses no lookup; only a process
+// that really holds another version keeps reading it, call after call.
+func lookupView(ctx context.Context, d *Deps, agent, held string) (suspended int64, live string) {
 	v, ok := suspensionCaches.Load(d.DB)
 	if !ok {
 		v, _ = suspensionCaches.LoadOrStore(d.DB, &suspensionCache{})
@@ -206,7 +209,7 @@ func lookupView(ctx context.Context, d *Deps, agent string) (suspended int64, li
 	c := v.(*suspensionCache)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := time.Now(); c.at.IsZero() || now.Sub(c.at) >= SuspensionRefresh || now.Before(c.at) {
+	if now := time.Now(); c.at.IsZero() || now.Sub(c.at) >= SuspensionRefresh || now.Before(c.at) || (held != "" && c.live != held) {
 		list, err := d.DB.ActiveSuspensions(context.WithoutCancel(ctx))
 		if err == nil {
 			c.live, err = d.DB.LiveVersion(context.WithoutCancel(ctx))
