@@ -11,7 +11,8 @@ import (
 
 // Backend returns be with every call timed and its errors counted, by
 // operation. The adapters stay unaware of metrics; a Payments that can
-// check a refund beforehand (backend.RefundChecker) still can.
+// check a refund beforehand (backend.RefundChecker) still can, and one that
+// can search an order's refunds (backend.RefundFinder) still does.
 func (m *Metrics) Backend(be backend.Backend) backend.Backend {
 	out := be
 	if be.Orders != nil {
@@ -112,6 +113,19 @@ func (w payments) RefundByKey(ctx context.Context, key string) (backend.Refund, 
 	return timed(w.m, "payments.refund_by_key", func() (backend.Refund, error) { return w.p.RefundByKey(ctx, key) })
 }
 
+// RefundByKeyOnOrder searches the order's refunds where the wrapped system
+// can (backend.RefundFinder), else by the key alone, as the guard does
+// with an unwrapped one: with metrics on (every `serve --http`),
+// reconciliation must still find a Stripe refund older than the key-only
+// search's window.
+func (w payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) (backend.Refund, error) {
+	f, ok := w.p.(backend.RefundFinder)
+	if !ok {
+		return w.RefundByKey(ctx, key)
+	}
+	return timed(w.m, "payments.refund_by_key_on_order", func() (backend.Refund, error) { return f.RefundByKeyOnOrder(ctx, key, orderID) })
+}
+
 // ReportsRefundOrder passes the wrapped system's answer through, so that
 // with metrics on the guard still takes a refund's before and after from
 // the refund's own answer where it can (backend.RefundReporter), instead
@@ -135,4 +149,6 @@ var (
 	_ backend.Customers     = customers{}
 	_ backend.Payments      = checkingPayments{}
 	_ backend.RefundChecker = checkingPayments{}
+	_ backend.RefundFinder  = payments{}
+	_ backend.RefundFinder  = checkingPayments{}
 )

@@ -106,3 +106,33 @@ func TestBackendKeepsRefundReporter(t *testing.T) {
 		}
 	}
 }
+
+// findingPayments also searches an order's refunds (backend.RefundFinder).
+type findingPayments struct{ fakePayments }
+
+func (findingPayments) RefundByKeyOnOrder(_ context.Context, key, orderID string) (backend.Refund, error) {
+	return backend.Refund{ID: "re_" + key, OrderID: orderID}, nil
+}
+
+// TestBackendKeepsRefundFinder: with metrics on (every serve --http),
+// reconciliation still searches the order's refunds where the payment
+// system can (a review found the wrapper hid it, so a Stripe refund older
+// than the key-only window read as not done), and falls back to the key
+// alone where it cannot, as without the wrapper.
+func TestBackendKeepsRefundFinder(t *testing.T) {
+	m := New(State{})
+	f, ok := m.Backend(backend.Backend{Payments: findingPayments{}}).Payments.(backend.RefundFinder)
+	if !ok {
+		t.Fatal("the wrapped payments are no RefundFinder")
+	}
+	if r, err := f.RefundByKeyOnOrder(context.Background(), "act_1", "ord_1"); err != nil || r.ID != "re_act_1" || r.OrderID != "ord_1" {
+		t.Fatalf("RefundByKeyOnOrder through the wrapper = %+v, %v", r, err)
+	}
+	f, ok = m.Backend(backend.Backend{Payments: fakePayments{}}).Payments.(backend.RefundFinder)
+	if !ok {
+		t.Fatal("the wrapped payments are no RefundFinder")
+	}
+	if _, err := f.RefundByKeyOnOrder(context.Background(), "act_1", "ord_1"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("a system without the search: err = %v, want RefundByKey's not_found", err)
+	}
+}

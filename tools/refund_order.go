@@ -151,18 +151,24 @@ func refundOrder() entry {
 
 // refundByKey asks the payment system for the refund made with key (the
 // action id): among its order's refunds when the system can search those
-// (backend.RefundFinder) and the action names its order, else by the key
-// alone.
+// (backend.RefundFinder), else by the key alone. The order is the one the
+// action recorded; if the action cannot be read, the answer is not known
+// (unavailable), never the key-only search's not_found, which covers only
+// recent refunds.
 func refundByKey(ctx context.Context, d *Deps, key string) (backend.Refund, error) {
-	if f, ok := d.Backend.Payments.(backend.RefundFinder); ok {
-		if act, err := d.DB.Action(ctx, key); err == nil {
-			var a struct {
-				OrderID string `json:"order_id"`
-			}
-			if json.Unmarshal(act.Args, &a) == nil && a.OrderID != "" {
-				return f.RefundByKeyOnOrder(ctx, key, a.OrderID)
-			}
-		}
+	f, ok := d.Backend.Payments.(backend.RefundFinder)
+	if !ok {
+		return d.Backend.Payments.RefundByKey(ctx, key)
 	}
-	return d.Backend.Payments.RefundByKey(ctx, key)
+	act, err := d.DB.Action(ctx, key)
+	if err != nil {
+		return backend.Refund{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "action %s cannot be read to look its refund up", key), err)
+	}
+	var a struct {
+		OrderID string `json:"order_id"`
+	}
+	if err := json.Unmarshal(act.Args, &a); err != nil || a.OrderID == "" {
+		return backend.Refund{}, mandate.Errorf(mandate.EUNAVAILABLE, "action %s names no order to look its refund up on", key)
+	}
+	return f.RefundByKeyOnOrder(ctx, key, a.OrderID)
 }

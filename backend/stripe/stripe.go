@@ -189,8 +189,10 @@ func (p *Payments) RefundByKey(ctx context.Context, key string) (backend.Refund,
 
 // RefundByKeyOnOrder finds the refund whose metadata.mandate_action_id is
 // key among the refunds of the order's PaymentIntent, however old
-// (backend.RefundFinder). An order without a payment reference never had a
-// refund sent to Stripe (Refund refuses it first): not_found.
+// (backend.RefundFinder). The order's payment reference is read now, so in
+// case it changed (or was cleared) since the refund, a miss there is
+// searched for again among the account's recent refunds (RefundByKey)
+// before it is called not done.
 func (p *Payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) (backend.Refund, error) {
 	if strings.TrimSpace(key) == "" {
 		return backend.Refund{}, mandate.Errorf(mandate.EINVALID, "an idempotency key is required")
@@ -200,10 +202,13 @@ func (p *Payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) 
 		// Without the order its payment is unknown: so is the refund.
 		return backend.Refund{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "the refund made with idempotency key %q cannot be looked up: order %s cannot be read", key, orderID), err)
 	}
-	if o.PaymentRef == "" {
-		return backend.Refund{}, mandate.Errorf(mandate.ENOTFOUND, "order %s has no payment reference, so no refund was sent to Stripe", orderID)
+	if o.PaymentRef != "" {
+		r, err := p.findRefund(ctx, &stripego.RefundListParams{PaymentIntent: stripego.String(o.PaymentRef)}, key)
+		if mandate.ErrorCode(err) != mandate.ENOTFOUND {
+			return r, err
+		}
 	}
-	return p.findRefund(ctx, &stripego.RefundListParams{PaymentIntent: stripego.String(o.PaymentRef)}, key)
+	return p.RefundByKey(ctx, key)
 }
 
 var _ backend.RefundFinder = (*Payments)(nil)
@@ -427,6 +432,13 @@ type headerTap struct{ next http.RoundTripper }
 
 func (h *headerTap) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := h.next.RoundTrip(req)
+	if err == nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (CheckRedirect), and not an answer either: stripe-go
+		// would decode a redirect's body as one (anything below 400 is a
+		// success to it), and an empty list would read as "no refund".
+		resp.Body.Close()
+		return nil, fmt.Errorf("Stripe's API answered HTTP %d, a redirect, which Mandate does not follow", resp.StatusCode)
+	}
 	if t, ok := req.Context().Value(tapKey{}).(*tapped); ok && resp != nil {
 		t.shouldRetry = resp.Header.Get("Stripe-Should-Retry")
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -311,40 +312,77 @@ func TestRefundByKey(t *testing.T) {
 	}
 }
 
-// TestRefundByKeyOnOrder: knowing the order, reconciliation lists only its
+// TestRefundByKeyOnOrder: knowing the order, reconciliation lists its
 // PaymentIntent's refunds, with no time bound, so a refund older than the
 // key-only search's window is still found (a review showed it read as "not
-// done" after 7 days: money moved, recorded failed, limits given back).
+// done" after 7 days: money moved, recorded failed, limits given back). A
+// miss there, or an order without a payment reference now, is searched for
+// again among the account's recent refunds before it is called not done:
+// the order's payment reference may have changed since.
 func TestRefundByKeyOnOrder(t *testing.T) {
 	old := time.Now().Add(-30 * 24 * time.Hour).Unix()
+	var mu sync.Mutex
+	var asked []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if r.URL.Path != "/v1/refunds" || q.Get("payment_intent") != "pi_test_1" || q.Get("created[gte]") != "" {
-			t.Errorf("reconciliation asked %s %s; want the refunds of pi_test_1, of any age", r.Method, r.URL)
+		data := []json.RawMessage{json.RawMessage(refundJSON("act_other", 100, "succeeded"))}
+		switch {
+		case r.URL.Path == "/v1/refunds" && q.Get("payment_intent") == "pi_test_1" && q.Get("created[gte]") == "":
+			mu.Lock()
+			asked = append(asked, "payment_intent")
+			mu.Unlock()
+			data = append(data, json.RawMessage(strings.Replace(refundJSON("act_old", 4200, "succeeded"), `"created":1700000000`, fmt.Sprintf(`"created":%d`, old), 1)))
+		case r.URL.Path == "/v1/refunds" && q.Get("payment_intent") == "" && q.Get("created[gte]") != "":
+			mu.Lock()
+			asked = append(asked, "recent")
+			mu.Unlock()
+			data = append(data, json.RawMessage(refundJSON("act_moved", 700, "succeeded"))) // on another PaymentIntent now
+		default:
+			t.Errorf("reconciliation asked %s %s", r.Method, r.URL)
 		}
-		aged := strings.Replace(refundJSON("act_old", 4200, "succeeded"), `"created":1700000000`, fmt.Sprintf(`"created":%d`, old), 1)
-		list := map[string]any{"object": "list", "has_more": false, "url": "/v1/refunds", "data": []json.RawMessage{
-			json.RawMessage(refundJSON("act_other", 100, "succeeded")), json.RawMessage(aged)}}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(list)
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "has_more": false, "url": "/v1/refunds", "data": data})
 	}))
 	defer srv.Close()
 	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL}, shop(t))
 	ctx := context.Background()
-	r, err := p.RefundByKeyOnOrder(ctx, "act_old", "ord_1")
-	if err != nil || r.ID != "re_act_old" || r.Amount != (mandate.Money{Minor: 4200, Currency: "USD"}) {
-		t.Fatalf("RefundByKeyOnOrder = %+v, %v", r, err)
+	for _, c := range []struct {
+		key, order, want, found string
+		asked                   []string
+	}{
+		{"act_old", "ord_1", "", "re_act_old", []string{"payment_intent"}},
+		{"act_moved", "ord_1", "", "re_act_moved", []string{"payment_intent", "recent"}},
+		{"act_never", "ord_1", mandate.ENOTFOUND, "", []string{"payment_intent", "recent"}},
+		// ord_2 has no payment reference now.
+		{"act_never", "ord_2", mandate.ENOTFOUND, "", []string{"recent"}},
+		// An order that cannot be read: not known, never not_found.
+		{"act_x", "ord_gone", mandate.EUNAVAILABLE, "", nil},
+	} {
+		asked = nil
+		r, err := p.RefundByKeyOnOrder(ctx, c.key, c.order)
+		if mandate.ErrorCode(err) != c.want || r.ID != c.found {
+			t.Errorf("RefundByKeyOnOrder(%s, %s) = %+v, %v; want %q, code %q", c.key, c.order, r, err, c.found, c.want)
+		}
+		if !slices.Equal(asked, c.asked) {
+			t.Errorf("RefundByKeyOnOrder(%s, %s) listed %v, want %v", c.key, c.order, asked, c.asked)
+		}
 	}
-	if _, err := p.RefundByKeyOnOrder(ctx, "act_never", "ord_1"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
-		t.Fatalf("a key with no refund on the order: err = %v, want not_found", err)
-	}
-	// ord_2 has no payment reference: nothing was ever sent to Stripe.
-	if _, err := p.RefundByKeyOnOrder(ctx, "act_x", "ord_2"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
-		t.Fatalf("an order without a payment: err = %v, want not_found", err)
-	}
-	// An order that cannot be read: not known, never not_found.
-	if _, err := p.RefundByKeyOnOrder(ctx, "act_x", "ord_gone"); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
-		t.Fatalf("an unknown order: err = %v, want unavailable", err)
+}
+
+// TestRedirectIsNoAnswer: a redirect whose body looks like an answer (an
+// empty list of refunds) is not read as one: the lookup is unknown, never
+// "no refund was made".
+func TestRedirectIsNoAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Location", "http://elsewhere.invalid/v1/refunds")
+		w.WriteHeader(http.StatusFound)
+		io.WriteString(w, `{"object":"list","has_more":false,"url":"/v1/refunds","data":[]}`)
+	}))
+	defer srv.Close()
+	p := stripe.New(stripe.Config{SecretKey: "sk_test_x", APIURL: srv.URL, Retries: -1, Timeout: time.Second}, shop(t))
+	if _, err := p.RefundByKey(context.Background(), "act_1"); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("RefundByKey answered by a redirect: err = %v, want unavailable", err)
 	}
 }
 
