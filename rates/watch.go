@@ -68,11 +68,19 @@ func (w *Watcher) Reload() error {
 	if t.Version == old.Version {
 		return nil
 	}
+	if t.Base != old.Base {
+		// The windows of limits over time count money in the base
+		// currency, so a new base would start them from zero in the middle
+		// of a window, and every base-currency limit in the policy would
+		// mean another amount: an agent could refund its limit again.
+		// That takes a deliberate restart, never a saved file.
+		err := fmt.Errorf("%s: the base currency changed from %s to %s: a running server keeps %s; restart it to change the base (the windows of limits over time then start afresh, and the policy's base-currency limits must be written in %s)",
+			w.Path, old.Base, t.Base, old.Base, t.Base)
+		log.Error("rates not reloaded; the last good rates stay live", "problem", err.Error(), "version", old.Version)
+		return err
+	}
 	w.Live.Swap(t)
 	log.Info("rates reloaded", "version", t.Version, "previous", old.Version, "base", t.Base, "currencies", len(t.Currencies()))
-	if old.Base != t.Base {
-		log.Warn("base currency changed: money counted in the old base no longer adds up in the windows of limits over time", "base", t.Base, "previous", old.Base)
-	}
 	return nil
 }
 

@@ -75,6 +75,17 @@ func TestWatcherReloads(t *testing.T) {
 		t.Fatalf("a broken edit replaced the live rates")
 	}
 
+	// A new base currency would restart the windows of limits over time
+	// and change what every base-currency limit means: a running server
+	// keeps its base (a review refunded 550 USD against a 500 limit after
+	// such an edit).
+	save([]byte("base, EUR\nUSD, 0.9223\n"), "the base change to be refused", func() bool {
+		return strings.Contains(logs.String(), "the base currency changed from USD to EUR")
+	})
+	if got := w.Live.Table(); got.Version != good || got.Base != "USD" {
+		t.Fatalf("a base change went live: version %s, base %s", got.Version, got.Base)
+	}
+
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
