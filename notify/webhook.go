@@ -58,7 +58,22 @@ type Webhook struct {
 	queue chan string
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
+	drain chan struct{} // closed by Close: deliver what is queued, then stop
+	once  sync.Once     // Close's work
+
+	mu   sync.Mutex
+	sent map[string]bool // action ids already queued (recent ones)
+	ids  []string        // sent's keys, oldest first
 }
+
+// remember bounds how many action ids Pending remembers, so that a retry of
+// a pending action (the same idempotency key answers "already asked for")
+// notifies nobody again.
+const remember = 4096
+
+// drainFor is how long Close keeps delivering the messages still queued
+// (a piped stdio session ends the moment its input does).
+const drainFor = 5 * time.Second
 
 // queueSize bounds messages waiting to be posted; beyond it new ones are
 // dropped (and logged) rather than held in memory or blocking a call.
@@ -67,7 +82,10 @@ const queueSize = 256
 // Start starts the worker. Close stops it.
 func (w *Webhook) Start(ctx context.Context) {
 	if w.Client == nil {
-		w.Client = &http.Client{Timeout: 10 * time.Second}
+		// No redirect is followed: a 307 would post the message again to
+		// wherever the receiver points, an internal address included.
+		w.Client = &http.Client{Timeout: 10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if w.Logger == nil {
 		w.Logger = slog.New(slog.DiscardHandler)
@@ -79,38 +97,82 @@ func (w *Webhook) Start(ctx context.Context) {
 		w.Backoff = time.Second
 	}
 	w.queue = make(chan string, queueSize)
+	w.drain = make(chan struct{})
 	ctx, w.stop = context.WithCancel(ctx)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		notify := func(id string) {
+			if ctx.Err() != nil {
+				w.Logger.Warn("notification abandoned: the server stopped first", "action_id", id)
+				return
+			}
+			a, err := w.DB.Action(ctx, id)
+			if err != nil {
+				w.Logger.Error("notification: action not readable", "action_id", id, "err", err)
+				return
+			}
+			w.deliver(ctx, w.message(a))
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case id := <-w.queue:
-				a, err := w.DB.Action(ctx, id)
-				if err != nil {
-					w.Logger.Error("notification: action not readable", "action_id", id, "err", err)
-					continue
+				notify(id)
+			case <-w.drain:
+				for {
+					select {
+					case id := <-w.queue:
+						notify(id)
+					default:
+						return
+					}
 				}
-				w.deliver(ctx, w.message(a))
 			}
 		}
 	}()
 }
 
-// Close stops the worker, abandoning messages not yet delivered, and waits
-// for it to finish.
+// Close delivers the messages still queued, for at most drainFor (each
+// one given up then is logged), and stops the worker.
 func (w *Webhook) Close() {
-	if w.stop != nil {
-		w.stop()
+	if w.stop == nil {
+		return
 	}
-	w.wg.Wait()
+	w.once.Do(func() {
+		close(w.drain)
+		done := make(chan struct{})
+		go func() { w.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(drainFor):
+			w.stop()
+			<-done
+		}
+		w.stop()
+	})
 }
 
-// Pending queues a notification about the pending action id. It never
-// blocks: the action is read and the message posted by the worker.
+// Pending queues a notification about the pending action id, once: a retry
+// of the same pending action notifies nobody again. It never blocks: the
+// action is read and the message posted by the worker.
 func (w *Webhook) Pending(id string) {
+	w.mu.Lock()
+	if w.sent[id] {
+		w.mu.Unlock()
+		return
+	}
+	if w.sent == nil {
+		w.sent = map[string]bool{}
+	}
+	w.sent[id] = true
+	w.ids = append(w.ids, id)
+	if len(w.ids) > remember {
+		delete(w.sent, w.ids[0])
+		w.ids = w.ids[1:]
+	}
+	w.mu.Unlock()
 	select {
 	case w.queue <- id:
 	default:
@@ -164,7 +226,9 @@ func (w *Webhook) deliver(ctx context.Context, m Message) {
 			return
 		}
 		if !retry || attempt >= w.Attempts {
-			w.Logger.Warn("notification failed; giving up", "action_id", m.ActionID, "attempts", attempt, "err", err)
+			// The URL's path may be a credential (a Slack webhook's is):
+			// the error names its host only.
+			w.Logger.Warn("notification failed; giving up", "action_id", m.ActionID, "attempts", attempt, "err", mandate.WithoutURL(err))
 			return
 		}
 		select {
@@ -179,7 +243,7 @@ func (w *Webhook) deliver(ctx context.Context, m Message) {
 func (w *Webhook) post(ctx context.Context, body []byte) (retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("the notify URL %s… cannot be used", mandate.URLHost(w.URL))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := w.Client.Do(req)

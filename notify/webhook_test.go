@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -221,3 +222,89 @@ func TestMessageTextIsInert(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookOncePerAction: a retry of a pending action with the same
+// idempotency key ("already asked for") notifies nobody again (a review
+// got three posts for one action).
+func TestWebhookOncePerAction(t *testing.T) {
+	r := newReceiver(t)
+	hook := &Webhook{URL: r.srv.URL, Attempts: 1}
+	c := agentClient(t, hook)
+	var id string
+	for range 3 {
+		res, err := c.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "refund_order",
+			Arguments: map[string]any{"order_id": "ord_1002", "amount": "150.00", "reason": "late", "idempotency_key": "k1"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out tools.ActionResult
+		b, _ := json.Marshal(res.StructuredContent)
+		json.Unmarshal(b, &out)
+		if out.Status != storage.StatusPending || (id != "" && out.ActionID != id) {
+			t.Fatalf("retry: %+v", out)
+		}
+		id = out.ActionID
+	}
+	waitFor(t, "the webhook", func() bool { return r.count() >= 1 })
+	time.Sleep(100 * time.Millisecond) // room for a wrong second post
+	if n := r.count(); n != 1 {
+		t.Fatalf("%d posts for one pending action, want 1", n)
+	}
+}
+
+// TestWebhookDeliversQueuedOnClose: a message still queued when the server
+// stops (a piped stdio session ends with its input) is delivered by Close,
+// not dropped.
+func TestWebhookDeliversQueuedOnClose(t *testing.T) {
+	r := newReceiver(t)
+	r.hold = make(chan struct{})
+	hook := &Webhook{URL: r.srv.URL, Attempts: 1}
+	c := agentClient(t, hook)
+	if res := refund(t, c, "ord_1002", "150.00"); res.Status != storage.StatusPending {
+		t.Fatalf("%+v, want pending", res)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(r.hold) })
+	hook.Close()
+	if n := r.count(); n != 1 {
+		t.Fatalf("%d posts after Close, want the queued one", n)
+	}
+}
+
+// TestWebhookFailureLogsNoURL: a webhook URL's path is a credential (a
+// Slack incoming webhook's is), so a failure is logged with its host only;
+// and a redirect is not followed.
+func TestWebhookFailureLogsNoURL(t *testing.T) {
+	var logs syncBuffer
+	elsewhere := newReceiver(t)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, elsewhere.srv.URL+"/internal", http.StatusTemporaryRedirect)
+	}))
+	defer redirecting.Close()
+	for _, u := range []string{"http://127.0.0.1:1/services/T0/B0/SECRET?token=hunter2", redirecting.URL + "/services/T0/B0/SECRET"} {
+		hook := &Webhook{URL: u, Attempts: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+		c := agentClient(t, hook)
+		if res := refund(t, c, "ord_1002", "150.00"); res.Status != storage.StatusPending {
+			t.Fatalf("%+v, want pending", res)
+		}
+		hook.Close()
+	}
+	out := logs.String()
+	if strings.Contains(out, "SECRET") || strings.Contains(out, "hunter2") || !strings.Contains(out, "notification failed") {
+		t.Fatalf("log:\n%s", out)
+	}
+	if n := elsewhere.count(); n != 0 {
+		t.Fatalf("the redirect was followed %d times", n)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
 	"golang.org/x/mod/sumdb/note"
@@ -48,7 +49,8 @@ func (c *checkpointFlags) load() (*checkpointer, error) {
 	}
 	if c.url != "" {
 		if u, err := url.Parse(c.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, usageError{fmt.Sprintf("serve: --checkpoint-url %q: give an http or https URL", c.url)}
+			// Not repeated: its path or query may hold a token.
+			return nil, usageError{"serve: --checkpoint-url (or MANDATE_CHECKPOINT_URL) is not an http or https URL with a host"}
 		}
 	}
 	if c.dir != "" {
@@ -57,7 +59,10 @@ func (c *checkpointFlags) load() (*checkpointer, error) {
 		}
 	}
 	return &checkpointer{signer: s, every: *c.every, dir: c.dir, url: c.url, retry: time.Second,
-		publish: make(chan []byte, 1), client: &http.Client{Timeout: 10 * time.Second}}, nil
+		publish: make(chan []byte, 1), client: &http.Client{Timeout: 10 * time.Second,
+			// A redirect is not followed: the receiver configured is the
+			// one published to.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 }
 
 // checkpointer signs a checkpoint of the trail every interval when records
@@ -180,7 +185,7 @@ func (c *checkpointer) poster(ctx context.Context) {
 			if err == nil {
 				break
 			}
-			c.log.Warn("publishing a checkpoint failed; retrying", "host", hostOf(c.url), "err", err, "in", wait.String())
+			c.log.Warn("publishing a checkpoint failed; retrying", "host", hostOf(c.url), "err", mandate.WithoutURL(err), "in", wait.String())
 			select {
 			case <-ctx.Done():
 				return
@@ -197,7 +202,7 @@ func (c *checkpointer) poster(ctx context.Context) {
 func (c *checkpointer) post(ctx context.Context, text []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(text))
 	if err != nil {
-		return err
+		return fmt.Errorf("the checkpoint URL %s… cannot be used", mandate.URLHost(c.url))
 	}
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	resp, err := c.client.Do(req)

@@ -208,6 +208,27 @@ func TestUsageHidesDatabasePassword(t *testing.T) {
 	}
 }
 
+// TestUsageAndErrorsHideWebhookSecrets: a webhook's or checkpoint
+// receiver's URL may carry its credential in its path or query (a Slack
+// incoming webhook's path is one), so serve's usage shows an env default of
+// either as its scheme and host only, and a bad one is refused at start
+// (exit 2) without repeating it.
+func TestUsageAndErrorsHideWebhookSecrets(t *testing.T) {
+	const secret = "T0-B0-SECRETPATH"
+	t.Setenv("MANDATE_NOTIFY_URL", "https://hooks.example.com/services/"+secret)
+	t.Setenv("MANDATE_CHECKPOINT_URL", "https://receiver.example.com/ingest?token="+secret)
+	stdout, stderr, _ := runInProcess("serve", "-h")
+	if strings.Contains(stdout+stderr, secret) || !strings.Contains(stdout+stderr, "https://hooks.example.com/…") || !strings.Contains(stdout+stderr, "https://receiver.example.com/…") {
+		t.Fatalf("serve -h:\n%s%s", stdout, stderr)
+	}
+	t.Setenv("MANDATE_CHECKPOINT_URL", "")
+	t.Setenv("MANDATE_NOTIFY_URL", "hooks.example.com/services/"+secret) // no scheme
+	_, stderr, status := runInProcess("serve", "--agent", "demo-agent", "--db", filepath.Join(t.TempDir(), "m.db"), "--store", filepath.Join(t.TempDir(), "s.db"))
+	if status != 2 || strings.Contains(stderr, secret) || !strings.Contains(stderr, "--notify-url") {
+		t.Fatalf("a notify URL without a scheme: exit %d\n%s", status, stderr)
+	}
+}
+
 // TestStoreServeStoreIsOptional: store serve's --store has a default
 // (store.db, or MANDATE_STORE), so no listing shows it as required.
 func TestStoreServeStoreIsOptional(t *testing.T) {

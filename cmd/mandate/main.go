@@ -17,6 +17,7 @@ import (
 
 	"github.com/lmittmann/tint"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -251,6 +252,19 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 			// with its password (MANDATE_DB): the usage, which a flag
 			// mistake prints to stderr and so to logs, shows it redacted.
 			fs.VisitAll(func(f *flag.Flag) { f.DefValue = storage.Redact(f.DefValue) })
+			// So can a webhook's or receiver's URL (MANDATE_NOTIFY_URL,
+			// MANDATE_CHECKPOINT_URL): a Slack webhook's path is its secret.
+			fs.VisitAll(func(f *flag.Flag) {
+				if !strings.HasSuffix(f.Name, "-url") || f.DefValue == "" {
+					return
+				}
+				switch h := mandate.URLHost(f.DefValue); {
+				case h == "":
+					f.DefValue = "(set, not shown)"
+				case strings.TrimSuffix(f.DefValue, "/") != h:
+					f.DefValue = h + "/…"
+				}
+			})
 			fs.SetOutput(&b)
 			fs.PrintDefaults()
 			fs.SetOutput(io.Discard)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/pprof"
 	"sort"
@@ -82,6 +83,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	} else if *tlsCert != "" || *tlsKey != "" || *insecureHTTP {
 		return usageError{"serve: --tls-cert, --tls-key and --insecure-http apply only with --http"}
+	}
+	if *notifyURL != "" {
+		// Checked now, not at the first pending action; not repeated,
+		// since its path may be the webhook's secret.
+		if u, err := url.Parse(*notifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError{"serve: --notify-url (or MANDATE_NOTIFY_URL) is not an http or https URL with a host, e.g. https://hooks.slack.com/services/…"}
+		}
 	}
 	proxy, err := xf.check(*httpAddr != "")
 	if err != nil {
