@@ -87,11 +87,11 @@ func (s *Store) load(ctx context.Context, data []byte, rebase, onlyIfEmpty bool)
 			shift = s.now().Sub(asOf)
 		}
 	}
-	customers, err := parseCustomers(f.Customers, shift)
+	customers, err := parseCustomers(f.Customers, shift, s.now())
 	if err != nil {
 		return ImportStats{}, err
 	}
-	orders, err := parseOrders(f.Orders, customers, shift)
+	orders, err := parseOrders(f.Orders, customers, shift, s.now())
 	if err != nil {
 		return ImportStats{}, err
 	}
@@ -146,7 +146,7 @@ func decodeImport(data []byte) (ImportFile, error) {
 
 // parseCustomers checks each customer with the rules UpdateCustomer applies,
 // and for ids and emails repeated within the file.
-func parseCustomers(recs []CustomerRecord, shift time.Duration) ([]backend.Customer, error) {
+func parseCustomers(recs []CustomerRecord, shift time.Duration, now time.Time) ([]backend.Customer, error) {
 	ids := map[string]int{}
 	emails := map[string]int{}
 	out := make([]backend.Customer, 0, len(recs))
@@ -155,13 +155,17 @@ func parseCustomers(recs []CustomerRecord, shift time.Duration) ([]backend.Custo
 		if err := required(where, "id", r.ID, "name", r.Name, "email", r.Email, "created_at", r.CreatedAt); err != nil {
 			return nil, err
 		}
+		if err := checkID(where, "id", r.ID); err != nil {
+			return nil, err
+		}
 		if j, ok := ids[r.ID]; ok {
 			return nil, refused(where, "duplicate id: customers[%d] has it too", j)
 		}
 		ids[r.ID] = i
 		email := strings.ToLower(r.Email)
 		if j, ok := emails[email]; ok {
-			return nil, refused(where, "duplicate email %s: customers[%d] has it too", r.Email, j)
+			// The address is personal data: the message does not repeat it.
+			return nil, refused(where, "duplicate email: customers[%d] has the same one", j)
 		}
 		emails[email] = i
 		for _, fv := range [][2]string{
@@ -178,13 +182,13 @@ func parseCustomers(recs []CustomerRecord, shift time.Duration) ([]backend.Custo
 				return nil, refused(where, "%s", mandate.ErrorMessage(err))
 			}
 		}
-		created, err := parseCreatedAt(where, r.CreatedAt)
+		created, err := parseCreatedAt(where, r.CreatedAt, shift, now)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, backend.Customer{
 			ID: r.ID, Name: r.Name, Email: r.Email, Phone: r.Phone,
-			ShippingAddress: r.ShippingAddress, CreatedAt: created.Add(shift),
+			ShippingAddress: r.ShippingAddress, CreatedAt: created,
 		})
 	}
 	return out, nil
@@ -193,13 +197,16 @@ func parseCustomers(recs []CustomerRecord, shift time.Duration) ([]backend.Custo
 // parseOrders checks each order's status and money, and for ids repeated
 // within the file. Customers not in the file are checked against the store
 // later, inside the transaction.
-func parseOrders(recs []OrderRecord, customers []backend.Customer, shift time.Duration) ([]backend.Order, error) {
+func parseOrders(recs []OrderRecord, customers []backend.Customer, shift time.Duration, now time.Time) ([]backend.Order, error) {
 	ids := map[string]int{}
 	out := make([]backend.Order, 0, len(recs))
 	for i, r := range recs {
 		where := recordName("orders", i, r.ID)
 		if err := required(where, "id", r.ID, "customer_id", r.CustomerID, "status", r.Status,
 			"currency", r.Currency, "total", r.Total, "created_at", r.CreatedAt); err != nil {
+			return nil, err
+		}
+		if err := checkID(where, "id", r.ID); err != nil {
 			return nil, err
 		}
 		if j, ok := ids[r.ID]; ok {
@@ -226,13 +233,13 @@ func parseOrders(recs []OrderRecord, customers []backend.Customer, shift time.Du
 		if refunded.Minor > total.Minor {
 			return nil, refused(where, "refunded %s exceeds total %s %s", refunded, total, r.Currency)
 		}
-		created, err := parseCreatedAt(where, r.CreatedAt)
+		created, err := parseCreatedAt(where, r.CreatedAt, shift, now)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, backend.Order{
 			ID: r.ID, CustomerID: r.CustomerID, Status: r.Status,
-			Total: total, Refunded: refunded, PaymentRef: r.PaymentRef, CreatedAt: created.Add(shift),
+			Total: total, Refunded: refunded, PaymentRef: r.PaymentRef, CreatedAt: created,
 		})
 	}
 	return out, nil
@@ -253,7 +260,7 @@ func checkExisting(ctx context.Context, tx *sql.Tx, customers []backend.Customer
 		if n, err := count(ctx, tx, `SELECT COUNT(*) FROM customers WHERE email = ?`, c.Email); err != nil {
 			return err
 		} else if n > 0 {
-			return refused(where, "email %s is already used by an existing customer", c.Email)
+			return refused(where, "its email is already used by an existing customer")
 		}
 	}
 	for i, o := range orders {
@@ -313,12 +320,41 @@ func parseAmount(where, field, s, currency string) (mandate.Money, error) {
 	return m, nil
 }
 
-func parseCreatedAt(where, s string) (time.Time, error) {
+// parseCreatedAt parses s and moves it by shift (Seed's rebasing); one more
+// than a day after now (the store's clock) is refused.
+func parseCreatedAt(where, s string, shift time.Duration, now time.Time) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
 		return time.Time{}, refused(where, "created_at %q is not an RFC 3339 time like \"2024-03-01T10:00:00Z\"", s)
 	}
+	t = t.Add(shift)
+	// A customer or order from the future would have a negative age,
+	// which rules like customer_age_days < 7 would misjudge. A day's
+	// slack allows for clocks and time zones.
+	if t.After(now.Add(24 * time.Hour)) {
+		return time.Time{}, refused(where, "created_at %q is in the future", s)
+	}
 	return t.UTC(), nil
+}
+
+// maxIDBytes is the longest id a tool call can name (tools: order_id and
+// customer_id are at most 100 bytes).
+const maxIDBytes = 100
+
+// checkID refuses an id an agent could not name, or a person could not
+// tell from another: surrounding spaces, control or invisible characters
+// (" c1" beside "c1", or a right-to-left override), or more than
+// maxIDBytes.
+func checkID(where, field, id string) error {
+	switch {
+	case id != strings.TrimSpace(id):
+		return refused(where, "%s has leading or trailing spaces", field)
+	case mandate.HasHidden(id, false):
+		return refused(where, "%s holds a control or invisible character", field)
+	case len(id) > maxIDBytes:
+		return refused(where, "%s is %d bytes; the limit is %d", field, len(id), maxIDBytes)
+	}
+	return nil
 }
 
 // required refuses the first of the named fields (name, value pairs) that is

@@ -563,7 +563,7 @@ func TestImportRefused(t *testing.T) {
 		{name: "duplicate order id", edit: order(func(o *OrderRecord) { o.ID = "ord_1" }),
 			want: "orders[3] (ord_1): duplicate id: orders[0] has it too"},
 		{name: "duplicate email", edit: customer(func(c *CustomerRecord) { c.Email = "A@example.com" }),
-			want: "customers[2] (cus_c): duplicate email A@example.com: customers[0] has it too"},
+			want: "customers[2] (cus_c): duplicate email: customers[0] has the same one"},
 		{name: "unknown currency", edit: order(func(o *OrderRecord) { o.Currency = "XYZ" }),
 			want: `orders[3] (ord_4): unknown currency "XYZ"`},
 		{name: "lowercase currency", edit: order(func(o *OrderRecord) { o.Currency = "usd" }),
@@ -594,6 +594,15 @@ func TestImportRefused(t *testing.T) {
 			want: `customers[2] (cus_c): email is not an email address`},
 		{name: "bad phone", edit: customer(func(c *CustomerRecord) { c.Phone = "ask reception" }),
 			want: `customers[2] (cus_c): phone is not a phone number`},
+		// Ids an agent could not name, or a person could not tell apart.
+		{name: "id with a leading space", edit: customer(func(c *CustomerRecord) { c.ID = " cus_a" }),
+			want: `id has leading or trailing spaces`},
+		{name: "id with a right-to-left override", edit: order(func(o *OrderRecord) { o.ID = "ord_\u202e4" }),
+			want: `id holds a control or invisible character`},
+		{name: "id too long", edit: order(func(o *OrderRecord) { o.ID = "ord_" + strings.Repeat("9", 100) }),
+			want: `id is 104 bytes; the limit is 100`},
+		{name: "created in the future", edit: customer(func(c *CustomerRecord) { c.CreatedAt = "2999-01-01T00:00:00Z" }),
+			want: `customers[2] (cus_c): created_at "2999-01-01T00:00:00Z" is in the future`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStore(t)
@@ -628,7 +637,7 @@ func TestImportExisting(t *testing.T) {
 		{"customer id exists", ImportFile{Customers: []CustomerRecord{newCustomer, {ID: "cus_a", Name: "A", Email: "a2@example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
 			"customers[1] (cus_a): a customer with this id already exists"},
 		{"email exists", ImportFile{Customers: []CustomerRecord{{ID: "cus_d", Name: "D", Email: "B@Example.com", CreatedAt: "2024-01-01T00:00:00Z"}}},
-			"customers[0] (cus_d): email B@Example.com is already used by an existing customer"},
+			"customers[0] (cus_d): its email is already used by an existing customer"},
 		{"order id exists", ImportFile{Customers: []CustomerRecord{newCustomer}, Orders: []OrderRecord{
 			{ID: "ord_2", CustomerID: "cus_c", Status: "pending", Currency: "USD", Total: "1.00", CreatedAt: "2024-03-01T00:00:00Z"}}},
 			"orders[0] (ord_2): an order with this id already exists"},

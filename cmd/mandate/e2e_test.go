@@ -841,6 +841,16 @@ func TestStoreImport(t *testing.T) {
 		}
 	}
 
+	// A refused import into a store that did not exist leaves no empty
+	// store behind.
+	fresh := filepath.Join(dir, "fresh.db")
+	if _, _, err := runMandate(t, nil, "store", "import", "--store", fresh, bad); err == nil {
+		t.Fatal("import of the bad file into a new store exited 0")
+	}
+	if left, _ := filepath.Glob(fresh + "*"); len(left) != 0 {
+		t.Fatalf("a refused import left %v", left)
+	}
+
 	// The imported store serves what the good file held and nothing of the
 	// bad ones, not even their valid records.
 	c := startServer(t, mcp.LATEST_LEGACY_PROTOCOL_VERSION, nil,

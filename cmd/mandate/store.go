@@ -39,6 +39,8 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	_, statErr := os.Stat(*path)
+	created := os.IsNotExist(statErr)
 	st, err := store.Open(*path)
 	if err != nil {
 		return err
@@ -46,6 +48,13 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer st.Close()
 	stats, err := st.Import(ctx, data)
 	if err != nil {
+		if created {
+			// Nothing was imported: leave no empty store behind either.
+			st.Close()
+			for _, f := range []string{*path, *path + "-wal", *path + "-shm", *path + "-wlock"} {
+				os.Remove(f)
+			}
+		}
 		return fmt.Errorf("store import: nothing was imported: %s", mandate.ErrorMessage(err))
 	}
 	fmt.Fprintf(stdout, "imported %d customers and %d orders into %s\n", stats.Customers, stats.Orders, *path)
