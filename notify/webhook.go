@@ -192,7 +192,11 @@ func (w *Webhook) message(a *storage.Action) Message {
 	var what []string
 	for _, k := range []string{"order_id", "customer_id", "amount", "field"} {
 		if v, ok := args[k]; ok {
-			what = append(what, fmt.Sprintf("%s %s", k, slackText(fmt.Sprint(v))))
+			text := slackText(fmt.Sprint(v))
+			if k == "amount" && a.Currency != "" {
+				text += " " + a.Currency // the order's currency: 100.00 is not 100.000 KWD
+			}
+			what = append(what, fmt.Sprintf("%s %s", k, text))
 		}
 	}
 	m.Text = fmt.Sprintf("Approval needed: %s wants %s (%s). Reference %s, expires %s.",

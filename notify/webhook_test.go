@@ -177,7 +177,7 @@ func TestWebhookDelivery(t *testing.T) {
 				m.URL != "http://127.0.0.1:8080/actions/"+pending.ActionID || m.ExpiresAt.IsZero() {
 				t.Fatalf("message = %+v", m)
 			}
-			for _, want := range []string{"Approval needed", "demo-agent", "order_id ord_1002", "amount 150.00", pending.ActionID} {
+			for _, want := range []string{"Approval needed", "demo-agent", "order_id ord_1002", "amount 150.00 USD", pending.ActionID} {
 				if !strings.Contains(m.Text, want) {
 					t.Fatalf("text %q lacks %q", m.Text, want)
 				}
