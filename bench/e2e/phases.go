@@ -305,6 +305,20 @@ func (b *bench) runAll(ctx context.Context) error {
 	}
 	t.print(os.Stdout, b)
 	ht.print(os.Stdout, b)
+	return b.verdict(ctx, t)
+}
+
+func median(l []time.Duration) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	return l[len(l)/2]
+}
+
+// verdict checks each store and Mandate's trail against the refunds the
+// client saw succeed (check), and that no measured call failed.
+func (b *bench) verdict(ctx context.Context, t *table) error {
 	b.say("checking the stores and the audit trail against what the client saw")
 	if err := b.check(ctx); err != nil {
 		return err
@@ -314,12 +328,4 @@ func (b *bench) runAll(ctx context.Context) error {
 	}
 	fmt.Println("\nCheck passed: each store and the audit trail hold exactly the refunds the client saw succeed; the hash chain verifies.")
 	return nil
-}
-
-func median(l []time.Duration) time.Duration {
-	if len(l) == 0 {
-		return 0
-	}
-	slices.Sort(l)
-	return l[len(l)/2]
 }
