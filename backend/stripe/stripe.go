@@ -437,7 +437,7 @@ func (h *headerTap) RoundTrip(req *http.Request) (*http.Response, error) {
 		// would decode a redirect's body as one (anything below 400 is a
 		// success to it), and an empty list would read as "no refund".
 		resp.Body.Close()
-		return nil, fmt.Errorf("Stripe's API answered HTTP %d, a redirect, which Mandate does not follow", resp.StatusCode)
+		return nil, fmt.Errorf("the Stripe API answered HTTP %d, a redirect, which Mandate does not follow", resp.StatusCode)
 	}
 	if t, ok := req.Context().Value(tapKey{}).(*tapped); ok && resp != nil {
 		t.shouldRetry = resp.Header.Get("Stripe-Should-Retry")
