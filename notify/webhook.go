@@ -174,6 +174,13 @@ func (w *Webhook) Pending(id string) {
 	}
 	w.mu.Unlock()
 	select {
+	case <-w.drain:
+		// Close has begun: the worker may be gone.
+		w.Logger.Warn("notification abandoned: the server is stopping", "action_id", id)
+		return
+	default:
+	}
+	select {
 	case w.queue <- id:
 	default:
 		w.Logger.Warn("notification queue full; dropped", "action_id", id)
@@ -237,6 +244,7 @@ func (w *Webhook) deliver(ctx context.Context, m Message) {
 		}
 		select {
 		case <-ctx.Done():
+			w.Logger.Warn("notification abandoned: the server stopped first", "action_id", m.ActionID, "attempts", attempt, "err", mandate.WithoutURL(err))
 			return
 		case <-time.After(wait):
 		}

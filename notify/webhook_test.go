@@ -308,3 +308,26 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestWebhookLogsAMessageAfterClose: Close delivers what is queued, and a
+// message queued once Close has begun (a call still finishing during an
+// HTTP shutdown) is logged, not lost silently.
+func TestWebhookLogsAMessageAfterClose(t *testing.T) {
+	r := newReceiver(t)
+	r.hold = make(chan struct{})
+	var logs syncBuffer
+	hook := &Webhook{URL: r.srv.URL, Attempts: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	c := agentClient(t, hook)
+	if res := refund(t, c, "ord_1002", "150.00"); res.Status != storage.StatusPending {
+		t.Fatalf("%+v, want pending", res)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(r.hold) })
+	hook.Close()
+	if n := r.count(); n != 1 {
+		t.Fatalf("%d posts after Close, want the queued one", n)
+	}
+	hook.Pending("act_late")
+	if !strings.Contains(logs.String(), "act_late") {
+		t.Fatalf("a message after Close was dropped silently; log:\n%s", logs.String())
+	}
+}

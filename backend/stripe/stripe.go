@@ -189,10 +189,10 @@ func (p *Payments) RefundByKey(ctx context.Context, key string) (backend.Refund,
 
 // RefundByKeyOnOrder finds the refund whose metadata.mandate_action_id is
 // key among the refunds of the order's PaymentIntent, however old
-// (backend.RefundFinder). The order's payment reference is read now, so in
-// case it changed (or was cleared) since the refund, a miss there is
-// searched for again among the account's recent refunds (RefundByKey)
-// before it is called not done.
+// (backend.RefundFinder): one short list, where a miss is the usual answer
+// after a crash before the refund was sent. Only an order with no payment
+// reference now (cleared since the refund?) falls back to the account's
+// recent refunds (RefundByKey), a scan that a busy account may not finish.
 func (p *Payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) (backend.Refund, error) {
 	if strings.TrimSpace(key) == "" {
 		return backend.Refund{}, mandate.Errorf(mandate.EINVALID, "an idempotency key is required")
@@ -202,13 +202,10 @@ func (p *Payments) RefundByKeyOnOrder(ctx context.Context, key, orderID string) 
 		// Without the order its payment is unknown: so is the refund.
 		return backend.Refund{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "the refund made with idempotency key %q cannot be looked up: order %s cannot be read", key, orderID), err)
 	}
-	if o.PaymentRef != "" {
-		r, err := p.findRefund(ctx, &stripego.RefundListParams{PaymentIntent: stripego.String(o.PaymentRef)}, key)
-		if mandate.ErrorCode(err) != mandate.ENOTFOUND {
-			return r, err
-		}
+	if o.PaymentRef == "" {
+		return p.RefundByKey(ctx, key)
 	}
-	return p.RefundByKey(ctx, key)
+	return p.findRefund(ctx, &stripego.RefundListParams{PaymentIntent: stripego.String(o.PaymentRef)}, key)
 }
 
 var _ backend.RefundFinder = (*Payments)(nil)

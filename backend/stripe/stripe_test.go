@@ -316,9 +316,8 @@ func TestRefundByKey(t *testing.T) {
 // PaymentIntent's refunds, with no time bound, so a refund older than the
 // key-only search's window is still found (a review showed it read as "not
 // done" after 7 days: money moved, recorded failed, limits given back). A
-// miss there, or an order without a payment reference now, is searched for
-// again among the account's recent refunds before it is called not done:
-// the order's payment reference may have changed since.
+// miss there is the answer, with no account-wide scan; only an order with
+// no payment reference now falls back to the account's recent refunds.
 func TestRefundByKeyOnOrder(t *testing.T) {
 	old := time.Now().Add(-30 * 24 * time.Hour).Unix()
 	var mu sync.Mutex
@@ -351,8 +350,9 @@ func TestRefundByKeyOnOrder(t *testing.T) {
 		asked                   []string
 	}{
 		{"act_old", "ord_1", "", "re_act_old", []string{"payment_intent"}},
-		{"act_moved", "ord_1", "", "re_act_moved", []string{"payment_intent", "recent"}},
-		{"act_never", "ord_1", mandate.ENOTFOUND, "", []string{"payment_intent", "recent"}},
+		// A miss on the PaymentIntent is the answer: no account-wide scan.
+		{"act_moved", "ord_1", mandate.ENOTFOUND, "", []string{"payment_intent"}},
+		{"act_never", "ord_1", mandate.ENOTFOUND, "", []string{"payment_intent"}},
 		// ord_2 has no payment reference now.
 		{"act_never", "ord_2", mandate.ENOTFOUND, "", []string{"recent"}},
 		// An order that cannot be read: not known, never not_found.

@@ -255,7 +255,7 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 			// So can a webhook's or receiver's URL (MANDATE_NOTIFY_URL,
 			// MANDATE_CHECKPOINT_URL): a Slack webhook's path is its secret.
 			fs.VisitAll(func(f *flag.Flag) {
-				if !strings.HasSuffix(f.Name, "-url") || f.DefValue == "" {
+				if (f.Name != "notify-url" && f.Name != "checkpoint-url") || f.DefValue == "" {
 					return
 				}
 				switch h := mandate.URLHost(f.DefValue); {

@@ -234,7 +234,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	opts := []server.ServerOption{server.WithMethodCacheHints(mcp.MethodToolsList, 0, mcp.CacheScopePrivate)}
 	if *notifyURL != "" {
 		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
-		hook.Start(ctx)
+		// Not ctx: a signal ends ctx before the deferred Close, which
+		// delivers what is still queued (for a few seconds) and then stops
+		// the worker.
+		hook.Start(context.WithoutCancel(ctx))
 		defer hook.Close()
 		opts = append(opts, notify.Middleware(hook))
 	}
