@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -58,8 +59,8 @@ func cancelOrder() entry {
 			}
 			return orderView(o), nil
 		},
-		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
-			o, err := d.Backend.Orders.CancellationByKey(ctx, key)
+		reconcile: func(ctx context.Context, d *Deps, act *storage.Action) (any, error) {
+			o, err := d.Backend.Orders.CancellationByKey(ctx, act.ID)
 			if err != nil {
 				return nil, err
 			}

@@ -32,19 +32,19 @@ type spec[A any] struct {
 	// run performs the read or the action. key is the idempotency key the
 	// backend must honour.
 	run func(ctx context.Context, d *Deps, a *A, key string) (any, error)
-	// reconcile asks the backend whether the action with this idempotency
-	// key happened: its result if so, a not_found error if not. Recover asks
-	// it after a crash between acting and recording or an unconfirmed call;
-	// execute, after an unanswered repeat, trusts only a result found.
-	// Actions only.
-	reconcile func(ctx context.Context, d *Deps, key string) (any, error)
+	// reconcile asks the backend whether the recorded action act (its id
+	// is the idempotency key) happened: its result if so, a not_found error
+	// if not. Recover asks it after a crash between acting and recording or
+	// an unconfirmed call; execute, after an unanswered repeat, trusts only
+	// a result found. Actions only.
+	reconcile func(ctx context.Context, d *Deps, act *storage.Action) (any, error)
 }
 
 // entry is a spec of any argument type, ready to register.
 type entry interface {
 	serverTool(d *Deps) server.ServerTool
 	name() string
-	reconciler() func(ctx context.Context, d *Deps, key string) (any, error)
+	reconciler() func(ctx context.Context, d *Deps, act *storage.Action) (any, error)
 	resume(ctx context.Context, d *Deps, act *storage.Action) error
 	review(ctx context.Context, d *Deps, act *storage.Action, approver, comment string, approve bool) (*storage.Action, error)
 	facts(ctx context.Context, d *Deps, args map[string]any) (map[string]any, error)
@@ -70,7 +70,7 @@ func (s spec[A]) bindStored(act *storage.Action, code string) (A, error) {
 
 func (s spec[A]) name() string { return s.tool.Name }
 
-func (s spec[A]) reconciler() func(ctx context.Context, d *Deps, key string) (any, error) {
+func (s spec[A]) reconciler() func(ctx context.Context, d *Deps, act *storage.Action) (any, error) {
 	return s.reconcile
 }
 
@@ -387,7 +387,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 			// is as good as an answer; not found says nothing yet, for the
 			// reason above.
 			lctx, lcancel := context.WithTimeout(ectx, d.BackendTimeout)
-			if found, lerr := s.reconcile(lctx, d, act.ID); lerr == nil {
+			if found, lerr := s.reconcile(lctx, d, act); lerr == nil {
 				out, err = found, nil
 			}
 			lcancel()

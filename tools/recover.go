@@ -60,7 +60,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			continue
 		}
 		bctx, cancel := context.WithTimeout(ctx, d.BackendTimeout)
-		out, err := e.reconciler()(bctx, d, act.ID)
+		out, err := e.reconciler()(bctx, d, act)
 		cancel()
 		rec := &storage.Record{Agent: act.Agent, Tool: act.Tool, Args: act.Args, Decision: act.Decision,
 			Rule: act.Rule, PolicyVersion: act.PolicyVersion}

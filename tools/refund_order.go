@@ -10,6 +10,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -139,8 +140,8 @@ func refundOrder() entry {
 			a.reported = r.Order
 			return RefundView{RefundID: r.ID, OrderID: r.OrderID, Amount: r.Amount.String(), Currency: r.Amount.Currency, Created: r.CreatedAt}, nil
 		},
-		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
-			r, err := refundByKey(ctx, d, key)
+		reconcile: func(ctx context.Context, d *Deps, act *storage.Action) (any, error) {
+			r, err := refundByKey(ctx, d, act)
 			if err != nil {
 				return nil, err
 			}
@@ -149,26 +150,21 @@ func refundOrder() entry {
 	}
 }
 
-// refundByKey asks the payment system for the refund made with key (the
-// action id): among its order's refunds when the system can search those
-// (backend.RefundFinder), else by the key alone. The order is the one the
-// action recorded; if the action cannot be read, the answer is not known
-// (unavailable), never the key-only search's not_found, which covers only
-// recent refunds.
-func refundByKey(ctx context.Context, d *Deps, key string) (backend.Refund, error) {
+// refundByKey asks the payment system for the refund made with act's id as
+// its key: among the refunds of the order act recorded when the system can
+// search those (backend.RefundFinder), else by the key alone. A recorded
+// refund that names no order is not known (unavailable), never the key-only
+// search's not_found, which covers only recent refunds.
+func refundByKey(ctx context.Context, d *Deps, act *storage.Action) (backend.Refund, error) {
 	f, ok := d.Backend.Payments.(backend.RefundFinder)
 	if !ok {
-		return d.Backend.Payments.RefundByKey(ctx, key)
-	}
-	act, err := d.DB.Action(ctx, key)
-	if err != nil {
-		return backend.Refund{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "action %s cannot be read to look its refund up", key), err)
+		return d.Backend.Payments.RefundByKey(ctx, act.ID)
 	}
 	var a struct {
 		OrderID string `json:"order_id"`
 	}
 	if err := json.Unmarshal(act.Args, &a); err != nil || a.OrderID == "" {
-		return backend.Refund{}, mandate.Errorf(mandate.EUNAVAILABLE, "action %s names no order to look its refund up on", key)
+		return backend.Refund{}, mandate.Errorf(mandate.EUNAVAILABLE, "action %s names no order to look its refund up on", act.ID)
 	}
-	return f.RefundByKeyOnOrder(ctx, key, a.OrderID)
+	return f.RefundByKeyOnOrder(ctx, act.ID, a.OrderID)
 }

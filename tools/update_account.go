@@ -12,6 +12,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -87,8 +88,8 @@ func updateAccount() entry {
 			}
 			return customerView(c), nil
 		},
-		reconcile: func(ctx context.Context, d *Deps, key string) (any, error) {
-			c, err := d.Backend.Customers.UpdateByKey(ctx, key)
+		reconcile: func(ctx context.Context, d *Deps, act *storage.Action) (any, error) {
+			c, err := d.Backend.Customers.UpdateByKey(ctx, act.ID)
 			if err != nil {
 				return nil, err
 			}
