@@ -3,6 +3,7 @@ package mandate
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 )
 
@@ -16,6 +17,14 @@ func URLHost(s string) string {
 	}
 	return u.Scheme + "://" + u.Host
 }
+
+// RefuseRedirects is an http.Client's CheckRedirect that follows none: Go
+// would send a request again to wherever a 307 or 308 points, with its
+// body and (to the same host or a subdomain, plain http too) its
+// Authorization header. What Mandate sends (a change, a credential, a
+// notification) goes only to the URL the operator configured; the
+// redirect comes back as the answer, which is not a success.
+func RefuseRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // WithoutURL is err with the URL of a failed HTTP request cut down to its
 // scheme and host: net/http's *url.Error prints the whole URL ("Post

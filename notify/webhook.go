@@ -84,8 +84,7 @@ func (w *Webhook) Start(ctx context.Context) {
 	if w.Client == nil {
 		// No redirect is followed: a 307 would post the message again to
 		// wherever the receiver points, an internal address included.
-		w.Client = &http.Client{Timeout: 10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		w.Client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: mandate.RefuseRedirects}
 	}
 	if w.Logger == nil {
 		w.Logger = slog.New(slog.DiscardHandler)

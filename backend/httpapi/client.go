@@ -305,7 +305,7 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 		hc = http.DefaultClient
 	}
 	once := *hc // same transport and its connections
-	once.CheckRedirect = noRedirects
+	once.CheckRedirect = mandate.RefuseRedirects
 	resp, err := once.Do(req)
 	if err != nil {
 		// The request may or may not have reached the service: unavailable,
@@ -327,7 +327,7 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 		return false, 0, nil
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		// Not followed (noRedirects): not done by this request.
+		// Not followed (mandate.RefuseRedirects): not done by this request.
 		return false, 0, mandate.Errorf(mandate.EUNAVAILABLE, "%s answered HTTP %d, a redirect to %q, which Mandate does not follow: put the URL it should use in the backend file",
 			c.name(), resp.StatusCode, mandate.TruncateBytes(resp.Header.Get("Location"), 200))
 	}
@@ -339,13 +339,6 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 	}
 	return retry, wait, perr
 }
-
-// noRedirects stops the client at a redirect. Go would send the request
-// again to wherever a 307 or 308 points, with its body, its idempotency key
-// and (to the same host or a subdomain, also over plain http) Mandate's
-// bearer token: a change and a credential go only to the URL the operator
-// configured.
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // problem turns an error response into a mandate error: the problem's code
 // when it is one the contract defines and agrees with the status, else one

@@ -84,10 +84,10 @@ func New(cfg Config, orders backend.Orders) *Payments {
 		// Retries are ours: stripe-go ignores Stripe-Should-Retry on errors
 		// with a body and sleeps without watching the context.
 		MaxNetworkRetries: stripego.Int64(0),
-		// Stripe's API never redirects; a redirect (a proxy, a wrong
-		// --api-url) is not followed with the secret key and the request.
-		HTTPClient: &http.Client{Transport: &headerTap{next: http.DefaultTransport},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		// headerTap also turns a redirect into an error: Stripe's API never
+		// redirects, and one (a proxy, a wrong api_url) is neither followed
+		// with the secret key nor read as an answer.
+		HTTPClient:    &http.Client{Transport: &headerTap{next: http.DefaultTransport}},
 		LeveledLogger: &stripego.LeveledLogger{Level: stripego.LevelNull},
 	}
 	if cfg.APIURL != "" {
@@ -430,9 +430,10 @@ type headerTap struct{ next http.RoundTripper }
 func (h *headerTap) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := h.next.RoundTrip(req)
 	if err == nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		// Not followed (CheckRedirect), and not an answer either: stripe-go
-		// would decode a redirect's body as one (anything below 400 is a
-		// success to it), and an empty list would read as "no refund".
+		// Neither followed (the client never sees it) nor an answer:
+		// stripe-go would decode a redirect's body as one (anything below
+		// 400 is a success to it), and an empty list would read as "no
+		// refund".
 		resp.Body.Close()
 		return nil, fmt.Errorf("the Stripe API answered HTTP %d, a redirect, which Mandate does not follow", resp.StatusCode)
 	}

@@ -59,10 +59,7 @@ func (c *checkpointFlags) load() (*checkpointer, error) {
 		}
 	}
 	return &checkpointer{signer: s, every: *c.every, dir: c.dir, url: c.url, retry: time.Second,
-		publish: make(chan []byte, 1), client: &http.Client{Timeout: 10 * time.Second,
-			// A redirect is not followed: the receiver configured is the
-			// one published to.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+		publish: make(chan []byte, 1), client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: mandate.RefuseRedirects}}, nil
 }
 
 // checkpointer signs a checkpoint of the trail every interval when records
