@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/internal/pgtest"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -850,6 +851,11 @@ func TestStoreImport(t *testing.T) {
 	if left, _ := filepath.Glob(fresh + "*"); len(left) != 0 {
 		t.Fatalf("a refused import left %v", left)
 	}
+	// Nor the file it was built in, and neither does a good import, which
+	// was built beside store.db before being linked into place.
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*import*")); len(left) != 0 {
+		t.Fatalf("imports left %v behind", left)
+	}
 
 	// The imported store serves what the good file held and nothing of the
 	// bad ones, not even their valid records.
@@ -871,6 +877,38 @@ func TestStoreImport(t *testing.T) {
 		if !res.IsError || e.Error != "not_found" {
 			t.Fatalf("%s %s: isError %v, error %q; want not_found", tt.tool, tt.id, res.IsError, e.Error)
 		}
+	}
+}
+
+// TestImportNewLeavesOthersStore: a store another process created at the
+// path while a new one was being imported (a serve seeding its demo data)
+// is neither overwritten nor removed; the import is refused and says so.
+func TestImportNewLeavesOthersStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.db")
+	st, err := store.Open(path) // "the other process", done before the link
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Seed(context.Background(), store.DemoData); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(`{"customers": [{"id": "cus_test", "name": "Test Person", "email": "test@example.com", "created_at": "2024-01-02T03:04:05Z"}]}`)
+	if _, err := importNew(context.Background(), path, data); err == nil || !strings.Contains(err.Error(), "created by another process") {
+		t.Fatalf("import into a store created meanwhile: err %v, want a refusal naming the race", err)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("the other process's store was changed or removed (err %v)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*import*")); len(left) != 0 {
+		t.Fatalf("the refused import left %v behind", left)
 	}
 }
 

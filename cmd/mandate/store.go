@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend/store"
@@ -39,24 +43,70 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	_, statErr := os.Stat(*path)
-	created := os.IsNotExist(statErr)
-	st, err := store.Open(*path)
-	if err != nil {
-		return err
+	var stats store.ImportStats
+	if _, statErr := os.Stat(*path); os.IsNotExist(statErr) {
+		stats, err = importNew(ctx, *path, data)
+	} else {
+		stats, err = importInto(ctx, *path, data)
 	}
-	defer st.Close()
-	stats, err := st.Import(ctx, data)
 	if err != nil {
-		if created {
-			// Nothing was imported: leave no empty store behind either.
-			st.Close()
-			for _, f := range []string{*path, *path + "-wal", *path + "-shm", *path + "-wlock"} {
-				os.Remove(f)
-			}
-		}
 		return fmt.Errorf("store import: nothing was imported: %s", mandate.ErrorMessage(err))
 	}
 	fmt.Fprintf(stdout, "imported %d customers and %d orders into %s\n", stats.Customers, stats.Orders, *path)
 	return nil
+}
+
+// importInto imports data into the existing store at path, in one
+// transaction: all or nothing.
+func importInto(ctx context.Context, path string, data []byte) (store.ImportStats, error) {
+	st, err := store.Open(path)
+	if err != nil {
+		return store.ImportStats{}, err
+	}
+	defer st.Close()
+	return st.Import(ctx, data)
+}
+
+// importNew creates the store at path with data in it. It builds the store
+// in a file of its own beside path and links it into place only when
+// whole: a refused import leaves nothing behind, and a store that another
+// process (a serve seeding demo data) created at path meanwhile is refused,
+// never removed or overwritten.
+func importNew(ctx context.Context, path string, data []byte) (store.ImportStats, error) {
+	var suffix [6]byte
+	rand.Read(suffix[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".import-"+hex.EncodeToString(suffix[:]))
+	// Created here, exclusively, with the mode SQLite would give it.
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return store.ImportStats{}, err
+	}
+	f.Close()
+	defer func() {
+		for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm", tmp + "-wlock"} {
+			os.Remove(f)
+		}
+	}()
+	st, err := store.Open(tmp)
+	if err != nil {
+		return store.ImportStats{}, err
+	}
+	stats, err := st.Import(ctx, data)
+	// Closing the last connection checkpoints the WAL into the file.
+	if cerr := st.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return store.ImportStats{}, err
+	}
+	if fi, err := os.Stat(tmp + "-wal"); err == nil && fi.Size() > 0 {
+		return store.ImportStats{}, fmt.Errorf("the new store could not be completed (its write-ahead log was not checkpointed)")
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return store.ImportStats{}, fmt.Errorf("%s was created by another process during the import; run the import again to load into it", path)
+		}
+		return store.ImportStats{}, err
+	}
+	return stats, nil
 }
