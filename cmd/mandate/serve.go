@@ -50,6 +50,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	recoverAfter := durationFlag(fs, "recover-after", "MANDATE_RECOVER_AFTER", 30*time.Second, "an action left executing this long by a stopped process is reconciled against the backend; must exceed twice --backend-timeout (env MANDATE_RECOVER_AFTER)")
 	maxPending := fs.String("max-pending", env("MANDATE_MAX_PENDING", strconv.Itoa(tools.DefaultMaxPending)), fmt.Sprintf("how many actions this agent may have waiting for a person, 1 to %d; beyond that, requests are refused (env MANDATE_MAX_PENDING)", tools.MaxMaxPending))
 	notifyURL := fs.String("notify-url", env("MANDATE_NOTIFY_URL", ""), "post a Slack-compatible JSON message here for each new pending action (env MANDATE_NOTIFY_URL)")
+	adminURL := fs.String("admin-url", env("MANDATE_ADMIN_PUBLIC_URL", ""), "with --notify-url, the approvals page's URL (what mandate admin --public-url names), e.g. https://approvals.example.com: each message links to its action there (env MANDATE_ADMIN_PUBLIC_URL)")
 	level := fs.String("log-level", env("MANDATE_LOG_LEVEL", "info"), "debug, info, warn or error (env MANDATE_LOG_LEVEL)")
 	format := fs.String("log-format", env("MANDATE_LOG_FORMAT", "text"), "text or json; logs go to stderr (env MANDATE_LOG_FORMAT)")
 	otlpEndpoint := fs.String("otlp-endpoint", "", "send OpenTelemetry spans of each tool call to this OTLP/HTTP collector URL, e.g. http://127.0.0.1:4318 (default: off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set)")
@@ -89,6 +90,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		// since its path may be the webhook's secret.
 		if u, err := url.Parse(*notifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return usageError{"serve: --notify-url (or MANDATE_NOTIFY_URL) is not an http or https URL with a host, e.g. https://hooks.slack.com/services/…"}
+		}
+	}
+	if *adminURL != "" {
+		// Shared with mandate admin through MANDATE_ADMIN_PUBLIC_URL, so
+		// set without --notify-url it is simply unused.
+		if u, err := url.Parse(*adminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return usageError{fmt.Sprintf("serve: --admin-url (or MANDATE_ADMIN_PUBLIC_URL) %q is not an http or https URL of the approvals page, e.g. https://approvals.example.com", *adminURL)}
 		}
 	}
 	proxy, err := xf.check(*httpAddr != "")
@@ -233,7 +241,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// identity), so no cache may share it across credentials.
 	opts := []server.ServerOption{server.WithMethodCacheHints(mcp.MethodToolsList, 0, mcp.CacheScopePrivate)}
 	if *notifyURL != "" {
-		hook := &notify.Webhook{URL: *notifyURL, DB: db, Logger: log}
+		hook := &notify.Webhook{URL: *notifyURL, AdminURL: *adminURL, DB: db, Logger: log}
 		// Not ctx: a signal ends ctx before the deferred Close, which
 		// delivers what is still queued (for a few seconds) and then stops
 		// the worker.
