@@ -111,6 +111,16 @@ func (w *Webhook) Start(ctx context.Context) {
 				w.Logger.Error("notification: action not readable", "action_id", id, "err", err)
 				return
 			}
+			// Once for every process sharing the database: a retry that
+			// reached another replica, or this one after a restart, is
+			// not posted again. A claim that cannot be written posts
+			// anyway: a second message beats none.
+			if claimed, err := w.DB.ClaimNotification(ctx, id); err != nil {
+				w.Logger.Warn("notification: claim not recorded; posting anyway", "action_id", id, "err", err)
+			} else if !claimed {
+				w.Logger.Debug("notification: already sent for this action", "action_id", id)
+				return
+			}
 			w.deliver(ctx, w.message(a))
 		}
 		for {
@@ -154,8 +164,9 @@ func (w *Webhook) Close() {
 }
 
 // Pending queues a notification about the pending action id, once: a retry
-// of the same pending action notifies nobody again. It never blocks: the
-// action is read and the message posted by the worker.
+// of the same pending action notifies nobody again, in this process or any
+// other sharing the database (storage.ClaimNotification). It never blocks:
+// the action is read, claimed and the message posted by the worker.
 func (w *Webhook) Pending(id string) {
 	w.mu.Lock()
 	if w.sent[id] {

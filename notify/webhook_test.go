@@ -252,6 +252,40 @@ func TestWebhookOncePerAction(t *testing.T) {
 	}
 }
 
+// TestWebhookOncePerActionAcrossProcesses: a second webhook on the same
+// database (another replica the retry reached, or this server after a
+// restart: its own memory of what it sent is empty) posts nothing for an
+// action the first one already posted.
+func TestWebhookOncePerActionAcrossProcesses(t *testing.T) {
+	r := newReceiver(t)
+	first := &Webhook{URL: r.srv.URL, Attempts: 1}
+	c := agentClient(t, first)
+	out := refund(t, c, "ord_1002", "150.00")
+	if out.Status != storage.StatusPending {
+		t.Fatalf("refund: %+v", out)
+	}
+	waitFor(t, "the webhook", func() bool { return r.count() >= 1 })
+
+	second := &Webhook{URL: r.srv.URL, Attempts: 1, DB: first.DB}
+	second.Start(context.Background())
+	second.Pending(out.ActionID)
+	second.Close() // delivers what it queued
+	if n := r.count(); n != 1 {
+		t.Fatalf("%d posts for one pending action seen by two processes, want 1", n)
+	}
+	// Another action is still posted by whoever sees it first.
+	other := refund(t, c, "ord_1002", "120.00")
+	second = &Webhook{URL: r.srv.URL, Attempts: 1, DB: first.DB}
+	second.Start(context.Background())
+	second.Pending(other.ActionID)
+	second.Close()
+	waitFor(t, "the second action's post", func() bool { return r.count() >= 2 })
+	time.Sleep(100 * time.Millisecond) // room for a wrong third post by the first webhook
+	if n := r.count(); n != 2 {
+		t.Fatalf("%d posts for two pending actions, want 2", n)
+	}
+}
+
 // TestWebhookDeliversQueuedOnClose: a message still queued when the server
 // stops (a piped stdio session ends with its input) is delivered by Close,
 // not dropped; one queued once Close has begun (a call still finishing

@@ -499,3 +499,25 @@ func countedAt(a *Action) time.Time {
 	}
 	return a.CreatedAt
 }
+
+// ClaimNotification claims the right to tell people about pending action
+// id, once for all processes sharing the database and across restarts: true
+// if this call made the claim, false if someone had already. The claim is
+// a lazy write: a power cut may lose it, and the cost is a second message.
+func (db *DB) ClaimNotification(ctx context.Context, id string) (bool, error) {
+	var claimed bool
+	err := db.writeLazy(func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO notifications (action_id, notified_at) VALUES (?, ?) ON CONFLICT (action_id) DO NOTHING`,
+			id, timeText(db.Now()))
+		if err != nil {
+			return unavailable("claim notification", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return unavailable("claim notification", err)
+		}
+		claimed = n == 1
+		return nil
+	})
+	return claimed, err
+}
