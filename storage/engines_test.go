@@ -71,6 +71,7 @@ var engineTests = []struct {
 	{"SetPasswordEndsToken", TestSetPasswordEndsToken},
 	{"VerifyIntact", TestVerifyIntact},
 	{"Lineage", TestLineage},
+	{"AgentLineageShowsApprovalOfOlderAttempt", TestAgentLineageShowsApprovalOfOlderAttempt},
 	{"CrossCheckAgrees", TestCrossCheckAgrees},
 	{"CrossCheckArgsRewrite", TestCrossCheckArgsRewrite},
 	{"KeyedChain", TestKeyedChain},

@@ -41,10 +41,12 @@ type LineageFilter struct {
 //     order no action touched is found under the order, not the customer.
 //   - an order: records whose arguments name the order.
 //   - an agent: every record the agent wrote, and every record (a person's
-//     approval, the outcome) of the actions it asked for.
+//     approval, the outcome) of the actions it asked for, also of those
+//     asked for before Since.
 //
 // Each branch searches an index (audit_keys, migration 0023), so a lineage
-// costs what it returns, not the size of the trail.
+// costs what it returns, not the size of the trail; an agent's since Since
+// also reads the window's records.
 func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) error) error {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
 	var sub string
@@ -66,6 +68,15 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 	case f.Agent != "":
 		sub = `SELECT seq FROM audit_keys WHERE agent = ?1 AND time >= ?2
 			UNION SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit_keys WHERE agent = ?1 AND time >= ?2 AND phase = 'attempt')`
+		if since != "" {
+			// An action asked for before the window and decided or
+			// carried out in it (a person's approval a day later): found
+			// among the window's records of others, each checked against
+			// the actions table, so this branch costs the window's size.
+			sub += `
+			UNION SELECT k.seq FROM audit_keys k WHERE k.time >= ?2 AND k.phase != 'attempt' AND k.action_id != ''
+				AND EXISTS (SELECT 1 FROM actions a WHERE a.id = k.action_id AND a.agent = ?1)`
+		}
 		args = append(args, f.Agent, since)
 	case f.TraceID != "":
 		sub = `SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ?1 AND trace_id != '')`

@@ -184,6 +184,57 @@ func checkLineage(t *testing.T, db *DB, seqs map[string][]int64, cut time.Time) 
 	}
 }
 
+// TestAgentLineageShowsApprovalOfOlderAttempt: an agent's action asked for
+// before --since and approved by a person inside the window: the agent's
+// lineage since then shows the approval that let it happen, with the
+// outcome (a review found only the outcome).
+func TestAgentLineageShowsApprovalOfOlderAttempt(t *testing.T) {
+	ctx := context.Background()
+	db := openPath(t, filepath.Join(t.TempDir(), "mandate.db"))
+	clock := &stepClock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), step: time.Second}
+	db.Now = clock.Now
+	a := &Action{ID: "act_r1", Agent: "agent-a", Tool: "refund_order", Args: []byte(`{"order_id":"ord_1","amount":"60.00","reason":"r"}`), CustomerID: "cus_ada"}
+	rec := &Record{Agent: "agent-a", Tool: a.Tool, Args: a.Args}
+	if err := db.DecideAndRecord(ctx, a, rec, func(Usage) {
+		a.Decision, a.Status, a.ExpiresAt = "require_approval", StatusPending, clock.Now().Add(48*time.Hour)
+		rec.Decision = a.Decision
+	}); err != nil {
+		t.Fatal(err)
+	}
+	clock.t = clock.t.Add(25 * time.Hour)
+	since := clock.t
+	if _, err := db.Decide(ctx, "act_r1", Review{Approver: "boss", Approve: true}, func(*Action, Usage) (Review, error) {
+		return Review{Approve: true, Decision: "allow"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := db.ClaimApproved(ctx, "act_r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed.Status, claimed.Result = StatusExecuted, []byte(`{}`)
+	if err := db.RecordOutcome(ctx, claimed, &Record{Agent: "agent-a", Tool: a.Tool, Args: a.Args, Outcome: StatusExecuted,
+		Changes: json.RawMessage(`{"tool":"refund_order","customer_id":"cus_ada","order_id":"ord_1","fields":[],"source":"read_before_call"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var phases []string
+	if err := db.Lineage(ctx, LineageFilter{Agent: "agent-a", Since: since}, func(r *Record) error {
+		phases = append(phases, r.Phase+" by "+r.Agent)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hasApproval := false
+	for _, p := range phases {
+		if p == PhaseApproval+" by boss" {
+			hasApproval = true
+		}
+	}
+	if !hasApproval {
+		t.Fatalf("lineage --agent agent-a --since %s = %v: the approval by boss inside the window is missing", since.Format(time.RFC3339), phases)
+	}
+}
+
 // TestLineageQueryPlans: every lineage searches indexes; none scans the
 // audit trail or the actions, which grow with every call.
 func TestLineageQueryPlans(t *testing.T) {

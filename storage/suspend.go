@@ -229,24 +229,40 @@ func (e *SuspendedError) Unwrap() error {
 	return mandate.Errorf(mandate.ECONFLICT, "%s", e.Error())
 }
 
+// RevertClaim is a person's claim to revert an action (ClaimRevert).
+type RevertClaim struct {
+	By string // who holds it
+	At string // when it was made, as stored: it names this claim's revert
+}
+
 // ClaimRevert claims the right to revert action id for by, once for all
-// processes and people: it returns "" if by now holds the claim (made now
-// or earlier by the same person, whose runs are made idempotent by the
-// revert's idempotency key), or the person who claimed it first.
-func (db *DB) ClaimRevert(ctx context.Context, id, by string) (string, error) {
-	var holder string
+// processes and people, and returns the claim now held: by's (made now, or
+// earlier by the same person, whose runs are made idempotent by the
+// revert's idempotency key) or that of the person who claimed it first.
+func (db *DB) ClaimRevert(ctx context.Context, id, by string) (RevertClaim, error) {
+	var c RevertClaim
 	err := db.write(func(tx *Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO reverts (action_id, revert_by, claimed_at) VALUES (?, ?, ?) ON CONFLICT (action_id) DO NOTHING`,
 			id, by, timeText(db.Now())); err != nil {
 			return unavailable("claim revert", err)
 		}
-		return tx.QueryRowContext(ctx, `SELECT revert_by FROM reverts WHERE action_id = ?`, id).Scan(&holder)
+		return tx.QueryRowContext(ctx, `SELECT revert_by, claimed_at FROM reverts WHERE action_id = ?`, id).Scan(&c.By, &c.At)
 	})
 	if err != nil {
-		return "", err
+		return RevertClaim{}, err
 	}
-	if holder == by {
-		return "", nil
-	}
-	return holder, nil
+	return c, nil
+}
+
+// ReleaseRevert gives back claim c on reverting action id, once its revert
+// ended without changing anything (refused by the rules, denied, failed):
+// the next run, by anyone, claims it anew. A claim someone else holds by
+// now is left as it is.
+func (db *DB) ReleaseRevert(ctx context.Context, id string, c RevertClaim) error {
+	return db.write(func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM reverts WHERE action_id = ? AND revert_by = ? AND claimed_at = ?`, id, c.By, c.At); err != nil {
+			return unavailable("release revert", err)
+		}
+		return nil
+	})
 }

@@ -96,17 +96,35 @@ func TestSuspendRefusesStalePolicy(t *testing.T) {
 }
 
 // TestClaimRevert: the first person to claim a revert holds it, again and
-// again; another person is told who holds it.
+// again (the same claim, so the same revert); another person is told who
+// holds it. A released claim is made anew (a new revert) by whoever claims
+// next; releasing a claim that is no longer held changes nothing.
 func TestClaimRevert(t *testing.T) {
 	ctx := context.Background()
 	db := openPath(t, filepath.Join(t.TempDir(), "m.db"))
-	for _, c := range []struct{ by, want string }{{"alice", ""}, {"alice", ""}, {"bob", "alice"}} {
-		got, err := db.ClaimRevert(ctx, "act_1", c.by)
-		if err != nil || got != c.want {
-			t.Fatalf("ClaimRevert(act_1, %s) = %q, %v; want %q", c.by, got, err, c.want)
+	first, err := db.ClaimRevert(ctx, "act_1", "alice")
+	if err != nil || first.By != "alice" || first.At == "" {
+		t.Fatalf("ClaimRevert(act_1, alice) = %+v, %v", first, err)
+	}
+	for _, by := range []string{"alice", "bob"} {
+		if got, err := db.ClaimRevert(ctx, "act_1", by); err != nil || got != first {
+			t.Fatalf("ClaimRevert(act_1, %s) = %+v, %v; want alice's %+v", by, got, err, first)
 		}
 	}
-	if got, err := db.ClaimRevert(ctx, "act_2", "bob"); err != nil || got != "" {
-		t.Fatalf("ClaimRevert(act_2, bob) = %q, %v; want it", got, err)
+	if got, err := db.ClaimRevert(ctx, "act_2", "bob"); err != nil || got.By != "bob" {
+		t.Fatalf("ClaimRevert(act_2, bob) = %+v, %v; want it", got, err)
+	}
+	if err := db.ReleaseRevert(ctx, "act_1", first); err != nil {
+		t.Fatal(err)
+	}
+	bobs, err := db.ClaimRevert(ctx, "act_1", "bob")
+	if err != nil || bobs.By != "bob" || bobs.At == first.At {
+		t.Fatalf("after alice released act_1, ClaimRevert(act_1, bob) = %+v, %v; want a new claim by bob", bobs, err)
+	}
+	if err := db.ReleaseRevert(ctx, "act_1", first); err != nil { // alice's, long gone
+		t.Fatal(err)
+	}
+	if got, err := db.ClaimRevert(ctx, "act_1", "alice"); err != nil || got != bobs {
+		t.Fatalf("a stale release took bob's claim: ClaimRevert(act_1, alice) = %+v, %v", got, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
@@ -86,7 +85,7 @@ func (s spec[A]) factsNow(attrs map[string]any, a *A, act *storage.Action, u sto
 	if decidedAs(act) != act.Tool {
 		// A revert's facts name the action it reverts, as its attempt's did
 		// (revertTool); its key is the one ApplyRemediation gave it.
-		facts[RevertAttr] = strings.TrimPrefix(act.IdempotencyKey, RevertKeyPrefix)
+		facts[RevertAttr] = revertedID(act.IdempotencyKey)
 	}
 	return facts
 }

@@ -357,6 +357,9 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	// What the action will change, read just before it (changes.go); no
 	// call is made when it cannot be read.
 	changes, err := readBefore(ectx, d, a)
+	if err == nil {
+		err = revertStillDue(ectx, d, act, changes) // a person's revert of a value changed since is not sent
+	}
 	late := ectx.Err() != nil
 	if late {
 		// Recorded too long ago (a stalled commit or process): recovery
@@ -445,6 +448,8 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		switch {
 		case late:
 			res.Message = fmt.Sprintf("The %s was allowed but could not be sent in time (%s), so nothing was changed. You may try again later.", s.describe(a), act.Error)
+		case !ran && mandate.ErrorCode(err) == mandate.ECONFLICT:
+			res.Message = fmt.Sprintf("The %s was allowed but not sent: %s. Nothing was changed.", s.describe(a), act.Error)
 		case !ran && uncertain(err):
 			// The values before could not be read: no call was made.
 			res.Message = fmt.Sprintf("The %s was allowed but the system of record could not be read, so it was not sent and nothing was changed. You may try again later.", s.describe(a))

@@ -68,8 +68,29 @@ func bindCall[A any](ctx context.Context, raw any, a *A, names []string) error {
 // action it reverts.
 const RevertAttr = "reverts"
 
-// RevertKeyPrefix begins the idempotency key of a revert: "revert:act_…".
+// RevertKeyPrefix begins the idempotency key of a revert:
+// "revert:act_…:CLAIM", where CLAIM names the claim it was made under
+// (storage.ClaimRevert), so a revert that ended without changing anything
+// is tried again under a new claim. Versions before had "revert:act_…".
 const RevertKeyPrefix = "revert:"
+
+// revertIdempotencyKey is the idempotency key of the revert of action id
+// made under claim c: the same for every run of the person holding it.
+func revertIdempotencyKey(id string, c storage.RevertClaim) string {
+	claim := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, c.At)
+	return RevertKeyPrefix + id + ":" + claim
+}
+
+// revertedID is the action a revert's idempotency key names.
+func revertedID(key string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(key, RevertKeyPrefix), ":")
+	return id
+}
 
 // revertTool is the policy tool that decides a call of tool name: the
 // name itself, or for a revert of an update_account,
@@ -228,20 +249,26 @@ func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time
 	}
 	for _, list := range byKey {
 		for _, c := range list {
-			if c.agent != agent {
-				// A revert as the guard recorded it, not any change whose
-				// agent chose a revert: key.
-				if act, err := d.DB.Action(ctx, c.actionID); err == nil && decidedAs(act) != act.Tool {
-					c.isRevertOf = strings.TrimPrefix(act.IdempotencyKey, RevertKeyPrefix)
-				}
+			// A revert as the guard recorded it, not any change whose agent
+			// chose a revert: key. The agent's own too: remediating a
+			// person who ran a remediation must not plan to undo it.
+			if act, err := d.DB.Action(ctx, c.actionID); err == nil && decidedAs(act) != act.Tool {
+				c.isRevertOf = revertedID(act.IdempotencyKey)
 			}
 		}
 	}
 	covered := map[string]string{} // an earlier change of the agent -> the revert that covers it
+	// A change a partial revert made current again -> the change after
+	// that revert, if any.
+	resumed := map[string]*accountChange{}
 	for i := len(mine) - 1; i >= 0; i-- {
 		c := mine[i]
 		if by, ok := covered[c.actionID]; ok {
 			p.Skipped = append(p.Skipped, c.item(fmt.Sprintf("undone by the revert of %s, a later change of the same field by %s", by, agent)))
+			continue
+		}
+		if c.isRevertOf != "" {
+			p.Skipped = append(p.Skipped, c.item(fmt.Sprintf("a remediation: the revert of %s; to undo it, look at that change's agent", c.isRevertOf)))
 			continue
 		}
 		list := byKey[c.customer+"\x00"+c.field]
@@ -257,6 +284,30 @@ func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time
 					next = list[j+1]
 				}
 				break
+			}
+		}
+		if after, ok := resumed[c.actionID]; ok {
+			next = after // its value was current again after a revert: see below
+		}
+		if next != nil && next.isRevertOf == c.actionID && next.after != first.before {
+			// A revert that put back the agent's own earlier value (a plan
+			// over a narrower window, whose run began later): the changes
+			// it undid are skipped, and the change that set that value is
+			// planned as current again, back to the value before the run.
+			if q := lastSetting(list, first, c, next.after); q != nil {
+				p.Skipped = append(p.Skipped, c.item(fmt.Sprintf("reverted by %s (%s) at %s, to %s's own earlier value", next.actionID, next.agent, next.time, agent)))
+				for _, o := range list {
+					if o.seq > q.seq && o.seq < c.seq {
+						covered[o.actionID] = c.actionID
+					}
+				}
+				resumed[q.actionID] = nil
+				for j, o := range list {
+					if o == next && j+1 < len(list) {
+						resumed[q.actionID] = list[j+1]
+					}
+				}
+				continue
 			}
 		}
 		var covers []string
@@ -307,6 +358,65 @@ func PlanRemediation(ctx context.Context, d *Deps, agent string, since time.Time
 func (c *accountChange) item(why string) PlanItem {
 	return PlanItem{ActionID: c.actionID, Time: c.rec.Time, Tool: "update_account", CustomerID: c.customer, Field: c.field,
 		From: c.after, To: c.before, Why: why}
+}
+
+// revertStillDue is checked right before a person's revert is sent, with
+// c the values read just then: the field must still hold the value the
+// reverted change set. Someone may have changed it since the plan was made
+// or while the revert waited for approval, and putting the earlier value
+// back would overwrite theirs; such a revert is not sent (a conflict).
+// Anything but a revert passes.
+func revertStillDue(ctx context.Context, d *Deps, act *storage.Action, c *storage.Changes) error {
+	if decidedAs(act) == act.Tool {
+		return nil
+	}
+	id := revertedID(act.IdempotencyKey)
+	if c == nil || len(c.Fields) != 1 {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "the current value could not be read before reverting %s", id)
+	}
+	field := c.Fields[0].Field
+	cur, known := storage.ChangeText(c.Fields[0].Before)
+	orig, err := d.DB.Action(ctx, id)
+	if err != nil {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "the reverted action %s could not be read: %s", id, mandate.ErrorMessage(err))
+	}
+	set, ok := valueSetBy(orig, field)
+	if !known || !ok || cur != set {
+		return mandate.Errorf(mandate.ECONFLICT, "the %s is no longer what %s set (it was changed since), so putting the earlier value back would overwrite a newer one", fieldLabel(field), id)
+	}
+	return nil
+}
+
+// valueSetBy is the value of field that the executed update_account act
+// left: from its result (the customer as the system of record answered),
+// else its arguments.
+func valueSetBy(act *storage.Action, field string) (string, bool) {
+	if act.Tool != "update_account" || act.Status != storage.StatusExecuted {
+		return "", false
+	}
+	var cv CustomerView
+	if json.Unmarshal(act.Result, &cv) == nil {
+		if v, ok := customerField(backend.Customer{Name: cv.Name, Email: cv.Email, Phone: cv.Phone, ShippingAddress: cv.ShippingAddress}, field); ok && v != "" {
+			return v, true
+		}
+	}
+	var args updateArgs
+	if json.Unmarshal(act.Args, &args) == nil && args.Field == field && args.Value != "" {
+		return args.Value, true
+	}
+	return "", false
+}
+
+// lastSetting is the latest change in list from first up to (not
+// including) c that set value, or nil.
+func lastSetting(list []*accountChange, first, c *accountChange, value string) *accountChange {
+	var q *accountChange
+	for _, o := range list {
+		if o.seq >= first.seq && o.seq < c.seq && o.after == value {
+			q = o
+		}
+	}
+	return q
 }
 
 // irreversible lists a refund or cancellation with its references.
@@ -374,24 +484,33 @@ func ApplyRemediation(ctx context.Context, d *Deps, by string, p *Plan) []Revert
 	var out []RevertResult
 	for _, it := range p.Revert {
 		r := RevertResult{PlanItem: it}
-		holder, err := d.DB.ClaimRevert(ctx, it.ActionID, by)
+		claim, err := d.DB.ClaimRevert(ctx, it.ActionID, by)
 		switch {
 		case err != nil:
 			r.Status, r.Message = "failed", mandate.ErrorMessage(err)
-		case holder != "":
-			r.Status, r.Message = "skipped", holder+" is reverting it (or did): only one person reverts a change"
+		case claim.By != by:
+			r.Status, r.Message = "skipped", claim.By+" is reverting it (or did): only one person reverts a change"
 		default:
-			r = revertOne(ctx, d, handler, by, p.Agent, it)
+			r = revertOne(ctx, d, handler, by, p.Agent, it, revertIdempotencyKey(it.ActionID, claim))
+			if r.Status == "failed" {
+				// Nothing was changed (refused by the rules, denied by a
+				// person, failed, or no longer due): the claim is given
+				// back, so the next run, by anyone, tries again under a
+				// new key rather than being answered with this failure.
+				if err := d.DB.ReleaseRevert(ctx, it.ActionID, claim); err != nil {
+					r.Message += " (the claim on this revert could not be given back: " + mandate.ErrorMessage(err) + ")"
+				}
+			}
 		}
 		out = append(out, r)
 	}
 	return out
 }
 
-func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error), by, agent string, it PlanItem) RevertResult {
+func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error), by, agent string, it PlanItem, key string) RevertResult {
 	r := RevertResult{PlanItem: it}
 	reason := fmt.Sprintf("Remediation by %s: revert of %s, the change of %s on %s by %s at %s", by, it.ActionID, fieldLabel(it.Field), it.CustomerID, agent, it.Time.UTC().Format(time.RFC3339))
-	args := map[string]any{"customer_id": it.CustomerID, "field": it.Field, "value": it.To, "reason": reason, "idempotency_key": RevertKeyPrefix + it.ActionID}
+	args := map[string]any{"customer_id": it.CustomerID, "field": it.Field, "value": it.To, "reason": reason, "idempotency_key": key}
 	res, err := handler(WithAgent(withRevert(ctx, it.ActionID, it.To), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
 	if err != nil {
 		r.Status, r.Message = "failed", err.Error()
