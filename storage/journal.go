@@ -53,6 +53,8 @@ type journal struct {
 	size  int64    // bytes in f
 	last  uint64   // the write-behind of the newest record in f
 	full  []fullJournal
+	// importing: importOwn is putting the kept files' records in the trail.
+	importing bool
 }
 
 // fullJournal is a journal set aside for a new one, held until every
@@ -192,47 +194,120 @@ func (db *DB) importJournal(ctx context.Context, name string) (int, error) {
 	if !linked(f, name) {
 		return 0, nil // another process imported and removed it meanwhile
 	}
+	recs, err := readJournal(f)
+	if err != nil {
+		return 0, err
+	}
+	added, err := db.appendMissing(ctx, recs)
+	if err != nil {
+		return 0, unavailable(fmt.Sprintf("import lookup journal %s", filepath.Base(name)), err)
+	}
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return added, unavailable("remove imported lookup journal", err)
+	}
+	return added, nil
+}
+
+// readJournal reads a journal's records. A torn line (a crash or a failed
+// write mid-line: that lookup was never shown) is skipped.
+func readJournal(f *os.File) ([]*Record, error) {
 	var recs []*Record
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
 		var r Record
 		if json.Unmarshal(sc.Bytes(), &r) != nil || r.ActionID == "" {
-			continue // torn by a crash mid-write: that lookup was never shown
+			continue
 		}
 		r.Seq, r.PrevHash, r.Hash, r.KeyID = 0, "", "", ""
 		recs = append(recs, &r)
 	}
 	if err := sc.Err(); err != nil {
-		return 0, unavailable("read lookup journal", err)
+		return nil, unavailable("read lookup journal", err)
 	}
+	return recs, nil
+}
+
+// appendMissing appends, in one durable transaction, each of recs whose
+// action id and phase the trail does not hold yet (one committed before
+// its journal was read), and returns how many it appended.
+func (db *DB) appendMissing(ctx context.Context, recs []*Record) (int, error) {
 	added := 0
-	if len(recs) > 0 {
-		err := db.write(func(tx *Tx) error {
-			added = 0
-			for _, r := range recs {
-				var n int
-				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_keys WHERE action_id = ? AND phase = ?`, r.ActionID, r.Phase).Scan(&n); err != nil {
-					return err
-				}
-				if n > 0 {
-					continue
-				}
-				if err := appendRecord(ctx, tx, r); err != nil {
-					return err
-				}
-				added++
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	err := db.write(func(tx *Tx) error {
+		added = 0
+		for _, r := range recs {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_keys WHERE action_id = ? AND phase = ?`, r.ActionID, r.Phase).Scan(&n); err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			return 0, unavailable(fmt.Sprintf("import lookup journal %s", filepath.Base(name)), err)
+			if n > 0 {
+				continue
+			}
+			if err := appendRecord(ctx, tx, r); err != nil {
+				return err
+			}
+			added++
 		}
+		return nil
+	})
+	return added, err
+}
+
+// importOwn puts in the trail the records of this process's kept journals
+// (a journaled lookup whose commit failed was shown all the same), once the
+// trail takes writes again and no write-behind is waiting, then empties
+// them and journals again. Without it such a record would reach the trail
+// only when the next serve imports the journals after this one stops. It
+// runs on a goroutine of its own (its write goes through the writer, which
+// starts it); if the write fails, the writer starts it again after a later
+// batch.
+func (db *DB) importOwn() {
+	j := &db.journal
+	j.mu.Lock()
+	var names []string
+	if j.f != nil {
+		names = append(names, j.f.Name())
 	}
-	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return added, unavailable("remove imported lookup journal", err)
+	for _, full := range j.full {
+		names = append(names, full.f.Name())
 	}
-	return added, nil
+	j.mu.Unlock()
+	var recs []*Record
+	err := func() error {
+		for _, name := range names {
+			f, err := os.Open(name) // this process's own: its flock is held already
+			if err != nil {
+				return unavailable("read lookup journal", err)
+			}
+			r, err := readJournal(f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			recs = append(recs, r...)
+		}
+		_, err := db.appendMissing(context.Background(), recs)
+		return err
+	}()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.importing = false
+	if err != nil || j.f == nil {
+		return // tried again after a later batch; or closed: kept on disk for the next serve
+	}
+	if err := j.f.Truncate(0); err != nil {
+		return
+	}
+	for _, full := range j.full {
+		name := full.f.Name()
+		full.f.Close()
+		os.Remove(name)
+	}
+	j.full = nil
+	j.kept, j.dirty, j.size = false, false, 0
 }
 
 // linked reports whether f is still the file at name: a journal removed
@@ -314,13 +389,23 @@ func (db *DB) emptyJournal() {
 	j := &db.journal
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.kept || (!j.dirty && len(j.full) == 0) {
-		return
-	}
 	// Write-behinds are numbered in the order they were journaled, so a
 	// journal whose newest record is older than every write-behind still
 	// waiting holds only committed records.
 	oldest := db.behind.oldest()
+	if j.kept {
+		// Nothing is journaled while kept, and with no write-behind
+		// waiting none of the kept records can still commit on its own:
+		// the trail took this batch, so put them in it now.
+		if oldest == 0 && !j.importing && j.f != nil && db.BehindErr() == nil {
+			j.importing = true
+			go db.importOwn()
+		}
+		return
+	}
+	if !j.dirty && len(j.full) == 0 {
+		return
+	}
 	kept := j.full[:0]
 	for _, full := range j.full {
 		if oldest != 0 && oldest <= full.last {

@@ -6,6 +6,7 @@ package storage
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -259,5 +260,84 @@ func TestLookupJournalRotates(t *testing.T) {
 		if got[id] != 1 {
 			t.Fatalf("lookup %s is in the trail %d times, want 1", id, got[id])
 		}
+	}
+}
+
+// TestShownLookupReachesTheTrailOnceWritable: the trail refuses a write (a
+// moment of disk full, a lock timeout) while a journaled lookup commits.
+// Its data was shown already, so its record must reach the trail: once the
+// trail takes writes again, the live server imports its own kept journal
+// (a review found the record waiting for the next serve), exactly once,
+// and journals again.
+func TestShownLookupReachesTheTrailOnceWritable(t *testing.T) {
+	if !flockSupported {
+		t.Skip("no flock")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db := openJournaled(t, path)
+	defer db.Close()
+	raw, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit
+		BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := db.AppendLookup(ctx, lookupRecord("act_shown"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(ctx); err != nil {
+		t.Fatal("a journaled lookup is shown at once:", err)
+	}
+	db.Settle(ctx)
+	if db.BehindErr() == nil {
+		t.Fatal("the write-behind should have failed")
+	}
+	if _, err := raw.Exec(`DROP TRIGGER audit_full`); err != nil {
+		t.Fatal(err)
+	}
+	// The trail works again and the server keeps serving lookups.
+	for _, id := range []string{"act_later1", "act_later2"} {
+		w, err := db.AppendLookup(ctx, lookupRecord(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Settle(ctx)
+	other, err := Open(ctx, path) // another process: admin, audit export
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var got map[string]int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = lookups(t, other); got["act_shown"] == 1 {
+			break
+		}
+	}
+	if got["act_shown"] != 1 || got["act_later1"] != 1 || got["act_later2"] != 1 {
+		t.Fatalf("lookup records in the trail while the server lives: %v; want each once", got)
+	}
+	// Journaling again: the next lookup is in the journal, not waited for.
+	db.journal.mu.Lock()
+	kept := db.journal.kept
+	db.journal.mu.Unlock()
+	if kept {
+		t.Fatal("the journal is still kept after its records were imported")
+	}
+	w, err := db.AppendLookup(ctx, lookupRecord("act_after"))
+	if err != nil || w(ctx) != nil {
+		t.Fatal(err)
+	}
+	db.Settle(ctx)
+	if got := lookups(t, other); got["act_after"] != 1 || got["act_shown"] != 1 {
+		t.Fatalf("after journaling again: %v", got)
 	}
 }

@@ -209,8 +209,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// for the agent to try again with later.
 			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
 		}
-		if stale || suspension != 0 {
-			act.IdempotencyKey = "" // refused for now, like the cap
+		if stale || suspension != 0 || (agent != "" && loadErr != nil && transient(loadErr)) {
+			// Refused for now, like the cap: nothing was decided by a
+			// rule, so a retry with the key may act once it can be.
+			act.IdempotencyKey = ""
 		}
 		if suspension != 0 {
 			act.Rule = dec.Reason
@@ -471,6 +473,17 @@ func send[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Act
 	out, err := s.run(bctx, d, a, act.ID)
 	bspan.End(err)
 	return out, err
+}
+
+// transient reports whether err, a failure to read the facts, may pass:
+// the system of record unavailable or failing, not an unknown id or a
+// refusal it gave.
+func transient(err error) bool {
+	switch mandate.ErrorCode(err) {
+	case mandate.ENOTFOUND, mandate.EDENIED, mandate.EINVALID, mandate.ECONFLICT:
+		return false
+	}
+	return true
 }
 
 // execBudget bounds all of one execute's backend calls: the read before,

@@ -91,6 +91,11 @@ func refundOrder() entry {
 			if err != nil {
 				return nil, err
 			}
+			if _, ok := mandate.CurrencyExponent(o.Total.Currency); !ok {
+				// The system of record's currency, not the agent's input:
+				// refused (and audited), not reported as a bad argument.
+				return nil, mandate.Errorf(mandate.EDENIED, "order %s is in %s, a currency Mandate does not know, so its amount cannot be checked", o.ID, mandate.Visible(mandate.Truncate(o.Total.Currency, 10), false))
+			}
 			if a.amount, err = parseAmount(a.Amount, o.Total.Currency); err != nil {
 				return nil, err
 			}

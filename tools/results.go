@@ -45,9 +45,12 @@ func denyResult(act *storage.Action, what string, dec policy.Decision, loadErr e
 		// No facts, no action; but an unknown id is the agent's to fix.
 		res.Error = mandate.ErrorCode(loadErr)
 		res.Message = fmt.Sprintf("Not done: the %s could not be checked because %s.", what, mandate.ErrorMessage(loadErr))
-		if res.Error == mandate.ENOTFOUND {
+		switch res.Error {
+		case mandate.ENOTFOUND:
 			res.Message += " Check the id (get_order, find_customer) and try again."
-		} else {
+		case mandate.EDENIED, mandate.ECONFLICT:
+			res.Message += " Nothing was changed, and retrying will not change this; tell the customer it cannot be done here and offer to pass it to a human agent."
+		default:
 			res.Message += " Nothing was changed; try again later."
 		}
 		// As every error result, the text is JSON with error and message

@@ -1,0 +1,77 @@
+package tools_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/tools"
+)
+
+// flakyOrders fails the first n reads with unavailable, then answers.
+type flakyOrders struct {
+	*fakeBackend
+	fails atomic.Int64
+}
+
+func (f *flakyOrders) Order(ctx context.Context, id string) (backend.Order, error) {
+	if f.fails.Add(-1) >= 0 {
+		return backend.Order{}, mandate.Errorf(mandate.EUNAVAILABLE, "orders system timed out")
+	}
+	return f.fakeBackend.Order(ctx, id)
+}
+
+// TestTransientFactFailureKeepsTheKeyFree: the system of record is briefly
+// unavailable while the facts are read, and the agent is told "Nothing was
+// changed; try again later". The retry with the same idempotency key acts
+// (it used to be answered "already refused by the rules" for ever).
+func TestTransientFactFailureKeepsTheKeyFree(t *testing.T) {
+	h := newHarness(t, shippedPolicy(t), nil)
+	fo := &flakyOrders{fakeBackend: h.be}
+	fo.fails.Store(1)
+	h.deps.Backend.Orders = fo
+	ctx := tools.WithAgent(context.Background(), "demo-agent")
+	args := map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "Item arrived scratched", "idempotency_key": "k-1"}
+
+	first := decode(t, h.call(ctx, "refund_order", args))
+	if first.Error != mandate.EUNAVAILABLE || len(h.be.Writes()) != 0 {
+		t.Fatalf("during the outage: error %q, %d writes; want unavailable and none", first.Error, len(h.be.Writes()))
+	}
+	second := decode(t, h.call(ctx, "refund_order", args))
+	if second.Status != "executed" || len(h.be.Writes()) != 1 {
+		t.Fatalf("the retry with the same key after the outage: status %q, %q, %d writes; want it executed once", second.Status, second.Message, len(h.be.Writes()))
+	}
+	third := decode(t, h.call(ctx, "refund_order", args))
+	if third.ActionID != second.ActionID || len(h.be.Writes()) != 1 {
+		t.Fatalf("a third call with the key: action %s, %d writes; want the second's answer, no new write", third.ActionID, len(h.be.Writes()))
+	}
+}
+
+// thbOrders answers ord_1001 as an order in Thai baht, a currency the
+// payment system uses but Mandate's currency table does not list.
+type thbOrders struct{ *fakeBackend }
+
+func (f thbOrders) Order(ctx context.Context, id string) (backend.Order, error) {
+	o, err := f.fakeBackend.Order(ctx, id)
+	o.Total.Currency, o.Refunded.Currency = "THB", "THB"
+	return o, err
+}
+
+// TestUnknownOrderCurrencyIsAuditedRefusal: a refund on an order whose
+// currency Mandate does not know is a refusal, audited, not the agent's
+// bad input (it sent no currency): it used to be "invalid" with no record.
+func TestUnknownOrderCurrencyIsAuditedRefusal(t *testing.T) {
+	h := newHarness(t, shippedPolicy(t), nil)
+	h.deps.Backend.Orders = thbOrders{h.be}
+	ctx := tools.WithAgent(context.Background(), "demo-agent")
+	ref := decode(t, h.call(ctx, "refund_order", map[string]any{"order_id": "ord_1001", "amount": "30.00", "reason": "Item arrived scratched"}))
+	if ref.Error != mandate.EDENIED || ref.ActionID == "" || !strings.Contains(ref.Message, "THB") || len(h.be.Writes()) != 0 {
+		t.Fatalf("refund on a THB order: error %q, action %q, %q, %d writes; want an audited refusal naming THB", ref.Error, ref.ActionID, ref.Message, len(h.be.Writes()))
+	}
+	if n := len(h.records()); n != 1 {
+		t.Fatalf("%d audit records for the refused refund, want 1", n)
+	}
+}
