@@ -41,8 +41,10 @@ const (
 // bad keys cannot fill the trail. A genuine credential refused (a real
 // key revoked or expired, a real key or token for a name that is not an
 // agent) has its own budget of AuditPerMinute per credential, outside the
-// others: a flood of junk cannot hide the use of a stolen key. What the
-// limits left out is counted in one record per minute.
+// others: a flood of junk cannot hide the use of a stolen key. Those
+// budgets together are capped too (CredentialAuditPerMinute), since
+// whoever can get tokens from the issuer can mint credentials by the
+// thousand. What the limits left out is counted in one record per minute.
 type Agents struct {
 	DB     *storage.DB
 	Policy *policy.Engine
@@ -50,8 +52,9 @@ type Agents struct {
 	// Now is the clock; tests fix it. Nil is time.Now.
 	Now func() time.Time
 	// AuditPerMinute and GlobalAuditPerMinute bound refusal records
-	// (defaults 10 and 100).
-	AuditPerMinute, GlobalAuditPerMinute int
+	// (defaults 10 and 100); CredentialAuditPerMinute bounds those of
+	// genuine credentials, all of them together (default 1000).
+	AuditPerMinute, GlobalAuditPerMinute, CredentialAuditPerMinute int
 	// OnRefuse, when set, is called with the reason of every refused
 	// request (audited or not), for metrics.
 	OnRefuse func(reason string)
@@ -62,6 +65,7 @@ type Agents struct {
 	window     time.Time
 	perAddr    map[string]int // also "cred:<credential>" for genuine ones
 	total      int
+	credTotal  int // records of genuine credentials, all together
 	suppressed int
 	lastUsed   map[string]time.Time
 }
@@ -227,16 +231,20 @@ func (a *Agents) counted(reason string) {
 
 // admitAudit reports whether one more refusal from addrKey may be
 // recorded this minute. A genuine credential (non-empty) is counted
-// against its own budget only, so no amount of junk from other addresses
-// or this one keeps its refusal out of the trail. left is, once per
-// minute, how many refusals the previous window did not record.
+// against its own budget and the cap on all of them, not the address's,
+// so no amount of junk from other addresses or this one keeps its refusal
+// out of the trail. left is, once per minute, how many refusals the
+// previous window did not record.
 func (a *Agents) admitAudit(addrKey, credential string) (admitted bool, left int) {
-	per, global := a.AuditPerMinute, a.GlobalAuditPerMinute
+	per, global, creds := a.AuditPerMinute, a.GlobalAuditPerMinute, a.CredentialAuditPerMinute
 	if per <= 0 {
 		per = 10
 	}
 	if global <= 0 {
 		global = 100
+	}
+	if creds <= 0 {
+		creds = 1000
 	}
 	now := a.now()
 	a.mu.Lock()
@@ -246,15 +254,16 @@ func (a *Agents) admitAudit(addrKey, credential string) (admitted bool, left int
 		if left > 0 {
 			a.logger().Warn("refused MCP requests not audited one by one (rate limit)", "count", left)
 		}
-		a.window, a.perAddr, a.total, a.suppressed = now, map[string]int{}, 0, 0
+		a.window, a.perAddr, a.total, a.credTotal, a.suppressed = now, map[string]int{}, 0, 0, 0
 	}
 	if credential != "" {
 		k := "cred:" + credential
-		if a.perAddr[k] >= per {
+		if a.perAddr[k] >= per || a.credTotal >= creds {
 			a.suppressed++
 			return false, left
 		}
 		a.perAddr[k]++
+		a.credTotal++
 		return true, left
 	}
 	if a.perAddr[addrKey] >= per || a.total >= global {

@@ -410,8 +410,8 @@ func (c *tokenClaims) hasScope(scope string) bool {
 }
 
 // verify checks raw's signature and registered claims. It returns the
-// claims once the signature is good (so a refusal after that point can
-// name the credential) and the reason for a refusal, "" when none;
+// claims once the signature is good (so a refusal of a token for this
+// resource can name the credential) and the reason for a refusal, "" when none;
 // ReasonUnavailable when the keys could not be fetched.
 func (o *OAuth) verify(ctx context.Context, raw string) (*tokenClaims, string) {
 	if len(raw) > maxTokenBytes {
@@ -488,6 +488,13 @@ func (o *OAuth) Authenticate(r *http.Request, tools []string) (Principal, error)
 	if c == nil {
 		return Principal{}, o.refuse(ctx, addr, "", "", &AgentError{Reason: reason})
 	}
+	switch reason {
+	case TokenWrongIssuer, TokenWrongAudience:
+		// Signed by the issuer but not for us: every client of the issuer
+		// can mint these, each with its own jti, so they are not named as
+		// a credential (with a budget of its own) but counted as junk.
+		return Principal{}, o.refuse(ctx, addr, "", "", &AgentError{Reason: reason})
+	}
 	cred := c.credential()
 	if reason != "" {
 		return Principal{}, o.refuse(ctx, addr, "", cred, &AgentError{Reason: reason})
@@ -505,7 +512,8 @@ func (o *OAuth) Authenticate(r *http.Request, tools []string) (Principal, error)
 }
 
 // refuse audits (rate-limited, with the API keys' refusals) and returns
-// ae. identity and cred are set once the issuer's signature proved them.
+// ae. identity and cred are set once the issuer's signature proved them
+// and the token is for this resource.
 func (o *OAuth) refuse(ctx context.Context, addr, identity, cred string, ae *AgentError) error {
 	return o.Agents.refuseWith(ctx, addr, identity, cred, map[string]string{"credential_type": "oauth_token"}, ae)
 }

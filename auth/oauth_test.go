@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -126,7 +127,8 @@ func newTestOAuth(t *testing.T, is *testIssuer, scope string) (*OAuth, *clock, *
 
 // TestOAuthAuthenticate: each way a token can be wrong is refused with its
 // own reason and audited, without the token; a good one proves its
-// subject with its jti as the credential.
+// subject with its jti as the credential. A refusal names the credential
+// only once the signature is good and the token is for this resource.
 func TestOAuthAuthenticate(t *testing.T) {
 	is := newTestIssuer(t)
 	good := rsaSigner(t, "k1")
@@ -156,9 +158,9 @@ func TestOAuthAuthenticate(t *testing.T) {
 		{"no jti: client", good.sign(t, claims(func(c map[string]any) { delete(c, "jti") })), "", "jwt-client:c1", ""},
 		{"no jti or client_id: azp", good.sign(t, claims(func(c map[string]any) { delete(c, "jti"); delete(c, "client_id"); c["azp"] = "c2" })), "", "jwt-client:c2", ""},
 		{"only sub", good.sign(t, claims(func(c map[string]any) { delete(c, "jti"); delete(c, "client_id") })), "", "jwt-sub:demo-agent", ""},
-		{"wrong audience", good.sign(t, claims(func(c map[string]any) { c["aud"] = "https://other.example.com/mcp" })), TokenWrongAudience, "jwt:tok-1", ""},
-		{"no audience", good.sign(t, claims(func(c map[string]any) { delete(c, "aud") })), TokenWrongAudience, "jwt:tok-1", ""},
-		{"wrong issuer", good.sign(t, claims(func(c map[string]any) { c["iss"] = is.url + "/" })), TokenWrongIssuer, "jwt:tok-1", ""},
+		{"wrong audience", good.sign(t, claims(func(c map[string]any) { c["aud"] = "https://other.example.com/mcp" })), TokenWrongAudience, "", ""},
+		{"no audience", good.sign(t, claims(func(c map[string]any) { delete(c, "aud") })), TokenWrongAudience, "", ""},
+		{"wrong issuer", good.sign(t, claims(func(c map[string]any) { c["iss"] = is.url + "/" })), TokenWrongIssuer, "", ""},
 		{"expired", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-61 * time.Second).Unix() })), TokenExpired, "jwt:tok-1", ""},
 		{"expired within skew", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-59 * time.Second).Unix() })), "", "jwt:tok-1", ""},
 		{"no exp", good.sign(t, claims(func(c map[string]any) { delete(c, "exp") })), TokenNoExpiry, "jwt:tok-1", ""},
@@ -198,6 +200,64 @@ func TestOAuthAuthenticate(t *testing.T) {
 	}
 	if _, err := db.Verify(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOAuthAuditFloodNotForUs: tokens the issuer signed for another
+// resource (or naming another issuer) are no credential of ours: any
+// client of the issuer can mint them by the hundred, each with its own
+// jti, so they count against the address's budget like junk, not each
+// against a budget of its own.
+func TestOAuthAuditFloodNotForUs(t *testing.T) {
+	is := newTestIssuer(t)
+	good := rsaSigner(t, "k1")
+	is.publish(good, "RS256", true)
+	o, clk, db := newTestOAuth(t, is, "")
+	now := clk.Now()
+	for i := range 300 {
+		c := map[string]any{"iss": is.url, "aud": "https://other-service.example.com", "sub": "demo-agent",
+			"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix(), "jti": fmt.Sprintf("j%d", i)}
+		if i%2 == 1 {
+			c["iss"], c["aud"] = is.url+"/other-realm", testAudience
+		}
+		if _, err := o.Authenticate(bearer(good.sign(t, c), "203.0.113.9:1234"), toolNames); err == nil {
+			t.Fatal("accepted a token not for us")
+		}
+	}
+	if n := len(mcpAuthRecords(t, db)); n != 10 {
+		t.Fatalf("300 tokens for another resource from one address: %d records, want the address's 10", n)
+	}
+}
+
+// TestOAuthAuditCredentialCap: tokens for this resource refused after
+// their signature (here a name that is not an agent), each with its own
+// jti, from many addresses: each has its own budget, but all of them
+// together stop at CredentialAuditPerMinute a minute, and the rest is
+// counted in the next minute's record.
+func TestOAuthAuditCredentialCap(t *testing.T) {
+	is := newTestIssuer(t)
+	good := rsaSigner(t, "k1")
+	is.publish(good, "RS256", true)
+	o, clk, db := newTestOAuth(t, is, "")
+	o.Agents.CredentialAuditPerMinute = 20
+	now := clk.Now()
+	for i := range 50 {
+		tok := good.sign(t, map[string]any{"iss": is.url, "aud": testAudience, "sub": "nobody",
+			"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix(), "jti": fmt.Sprintf("j%d", i)})
+		addr := fmt.Sprintf("10.%d.0.1:1", i) // a budget per address would admit every one
+		if _, err := o.Authenticate(bearer(tok, addr), toolNames); err == nil {
+			t.Fatal("accepted")
+		}
+	}
+	recs := mcpAuthRecords(t, db)
+	if len(recs) != 20 || recs[19].Credential != "jwt:j19" {
+		t.Fatalf("50 distinct tokens: %d records, want the cap of 20", len(recs))
+	}
+	clk.Add(time.Minute)
+	_, _ = o.Authenticate(bearer("junk", "10.0.0.1:1"), toolNames)
+	recs = mcpAuthRecords(t, db)
+	if len(recs) != 22 || !strings.Contains(string(recs[20].Args), `"not_recorded":"30"`) {
+		t.Fatalf("next minute: %d records, want the count of the 30 left out first", len(recs))
 	}
 }
 
