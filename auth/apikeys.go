@@ -143,6 +143,9 @@ func (a *Agents) Authenticate(r *http.Request, tools []string) (Principal, error
 		return Principal{}, &AgentError{Reason: ReasonUnavailable}
 	}
 	now := a.now()
+	if len(k.Unreadable) > 0 {
+		a.logger().Warn("an API key holds a time set by hand that is no time we read: it counts as revoked or expired", "key_id", k.ID, "unreadable", k.Unreadable)
+	}
 	switch {
 	case !k.RevokedAt.IsZero():
 		return Principal{}, a.refuse(ctx, addr, k.ID, k.Identity, ReasonRevoked)

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ type APIKey struct {
 	ExpiresAt time.Time // zero: never
 	RevokedAt time.Time // zero: not revoked
 	LastUsed  time.Time // zero: never used; updated at most once a minute
+	// Unreadable lists, as column=value, a revoked_at or expires_at set
+	// (by hand) to text that is no time we can read. Such a key counts as
+	// revoked or expired: fail closed, never "never".
+	Unreadable []string
 }
 
 // Active reports whether the key may be used at now.
@@ -114,19 +119,40 @@ func scanAPIKey(id string, scan func(...any) error, hash *string) (APIKey, error
 	if err := scan(hash, &k.Identity, &created, &expires, &revoked, &used); err != nil {
 		return k, err
 	}
-	k.CreatedAt = parseKeyTime(created)
-	k.ExpiresAt = parseKeyTime(expires)
-	k.RevokedAt = parseKeyTime(revoked)
-	k.LastUsed = parseKeyTime(used)
+	k.CreatedAt, _ = parseKeyTime(created)
+	k.LastUsed, _ = parseKeyTime(used)
+	var ok bool
+	if k.ExpiresAt, ok = parseKeyTime(expires); !ok {
+		k.ExpiresAt = time.Unix(0, 0).UTC() // long expired
+		k.Unreadable = append(k.Unreadable, "expires_at="+strconv.Quote(mandate.Truncate(expires, 64)))
+	}
+	if k.RevokedAt, ok = parseKeyTime(revoked); !ok {
+		k.RevokedAt = time.Unix(0, 0).UTC()
+		k.Unreadable = append(k.Unreadable, "revoked_at="+strconv.Quote(mandate.Truncate(revoked, 64)))
+	}
 	return k, nil
 }
 
-func parseKeyTime(s string) time.Time {
+// keyTimeLayouts are the forms a time in api_keys is read in: ours
+// (timeText), then those an operator's hand-made UPDATE writes, such as
+// SQLite's CURRENT_TIMESTAMP ("2006-01-02 15:04:05", UTC) and
+// PostgreSQL's now()::text ("2006-01-02 15:04:05.999999+00"). Fractional
+// seconds are accepted after the seconds in each.
+var keyTimeLayouts = []string{timeFormat, time.RFC3339, "2006-01-02 15:04:05Z07:00", "2006-01-02 15:04:05Z07",
+	"2006-01-02 15:04:05", "2006-01-02T15:04:05"}
+
+// parseKeyTime reads a time column of api_keys: "" is none (zero, ok);
+// ok is false for text in none of keyTimeLayouts.
+func parseKeyTime(s string) (time.Time, bool) {
 	if s == "" {
-		return time.Time{}
+		return time.Time{}, true
 	}
-	t, _ := time.Parse(timeFormat, s)
-	return t
+	for _, layout := range keyTimeLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // APIKeys lists every key, newest first, without secrets.

@@ -68,3 +68,56 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("a revoked key must verify as itself, inactive: %+v %v", got, err)
 	}
 }
+
+// TestAPIKeyTimesSetByHand: an operator revoking or expiring a key by hand
+// in SQL writes the time in the database's own form, not ours: the common
+// forms are read as the times they are, and text that is no time counts
+// as revoked or expired (fail closed), never as "not revoked" or "never
+// expires", and says which column it was.
+func TestAPIKeyTimesSetByHand(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	for _, tt := range []struct {
+		name, set  string // an SQL SET clause
+		revoked    time.Time
+		expires    time.Time
+		active     bool
+		unreadable string
+	}{
+		{"CURRENT_TIMESTAMP", "revoked_at = CURRENT_TIMESTAMP", time.Time{}, time.Time{}, false, ""},
+		{"SQLite datetime text", "revoked_at = '2026-03-01 11:59:00'", now.Add(-time.Minute), time.Time{}, false, ""},
+		{"PostgreSQL now()::text", "revoked_at = '2026-03-01 13:59:00.123456+02'", now.Add(-time.Minute + 123456*time.Microsecond), time.Time{}, false, ""},
+		{"RFC 3339 without fraction", "expires_at = '2026-03-01T11:00:00Z'", time.Time{}, now.Add(-time.Hour), false, ""},
+		{"expiry in the future, SQL form", "expires_at = '2026-03-02 12:00:00'", time.Time{}, now.Add(24 * time.Hour), true, ""},
+		{"revoked_at not a time", "revoked_at = 'yes'", time.Unix(0, 0), time.Time{}, false, `revoked_at="yes"`},
+		{"expires_at not a time", "expires_at = 'tomorrow'", time.Time{}, time.Unix(0, 0), false, `expires_at="tomorrow"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key, k, err := db.CreateAPIKey(ctx, "demo-agent", time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.db.ExecContext(ctx, `UPDATE api_keys SET `+tt.set+` WHERE id = ?`, k.ID); err != nil {
+				t.Fatal(err)
+			}
+			got, err := db.VerifyAPIKey(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Active(now) != tt.active || strings.Join(got.Unreadable, " ") != tt.unreadable {
+				t.Fatalf("%s: active %v, unreadable %q; want %v, %q (revoked %v, expires %v)", tt.set, got.Active(now), got.Unreadable, tt.active, tt.unreadable, got.RevokedAt, got.ExpiresAt)
+			}
+			if tt.name == "CURRENT_TIMESTAMP" { // the real clock: only that it is set
+				if got.RevokedAt.IsZero() {
+					t.Fatalf("revoked_at = CURRENT_TIMESTAMP read as not revoked")
+				}
+				return
+			}
+			if !got.RevokedAt.Equal(tt.revoked) || !got.ExpiresAt.Equal(tt.expires) {
+				t.Fatalf("%s: revoked %v, expires %v; want %v, %v", tt.set, got.RevokedAt, got.ExpiresAt, tt.revoked, tt.expires)
+			}
+		})
+	}
+}

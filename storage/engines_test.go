@@ -37,6 +37,7 @@ var engineTests = []struct {
 	{"RecordAttemptDuplicateWritesNothing", TestRecordAttemptDuplicateWritesNothing},
 	{"ActionNotFound", TestActionNotFound},
 	{"APIKeys", TestAPIKeys},
+	{"APIKeyTimesSetByHand", TestAPIKeyTimesSetByHand},
 	{"Decide", TestDecide},
 	{"DecideUnknownAction", TestDecideUnknownAction},
 	{"ClaimApproved", TestClaimApproved},

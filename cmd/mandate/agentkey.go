@@ -163,17 +163,34 @@ func runAgentKeyList(ctx context.Context, args []string, stdout, stderr io.Write
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tAGENT\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
 	for _, k := range keys {
-		status := "active"
-		switch {
-		case !k.RevokedAt.IsZero():
-			status = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
-		case !k.Active(now):
-			status = "expired"
-		}
+		status, expires := keyStatus(k, now)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, mandate.Visible(k.Identity, false), status,
-			k.CreatedAt.UTC().Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsed))
+			k.CreatedAt.UTC().Format(time.RFC3339), expires, orDash(k.LastUsed))
 	}
 	return tw.Flush()
+}
+
+// keyStatus is k's status and expiry as the list shows them. A revoked_at
+// or expires_at set by hand to text that is no time counts as revoked or
+// expired, and the list says so instead of showing a made-up time.
+func keyStatus(k storage.APIKey, now time.Time) (status, expires string) {
+	status, expires = "active", orDash(k.ExpiresAt)
+	revokedAt := k.RevokedAt.UTC().Format(time.RFC3339)
+	for _, u := range k.Unreadable {
+		switch {
+		case strings.HasPrefix(u, "revoked_at="):
+			revokedAt = "(unreadable " + u + ")"
+		case strings.HasPrefix(u, "expires_at="):
+			expires = "unreadable " + u
+		}
+	}
+	switch {
+	case !k.RevokedAt.IsZero():
+		status = "revoked " + revokedAt
+	case !k.Active(now):
+		status = "expired"
+	}
+	return status, expires
 }
 
 func orDash(t time.Time) string {
