@@ -180,7 +180,8 @@ func (db *DB) APIKeys(ctx context.Context) ([]APIKey, error) {
 
 // RevokeAPIKey revokes the key with id; every server sharing the database
 // refuses it from its next request. Revoking a revoked key is a no-op; an
-// unknown id is not_found.
+// unknown id is not_found, whose message repeats id only if it has an
+// id's shape (anything else may be a secret).
 func (db *DB) RevokeAPIKey(ctx context.Context, id string) (APIKey, error) {
 	_, err := db.db.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = ''`, timeText(db.Now()), id)
 	if err != nil {
@@ -190,7 +191,11 @@ func (db *DB) RevokeAPIKey(ctx context.Context, id string) (APIKey, error) {
 	row := db.db.QueryRowContext(ctx, `SELECT secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE id = ?`, id)
 	k, err := scanAPIKey(id, row.Scan, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no API key %q; `mandate agent key list` shows them", mandate.Visible(id, false))
+		if len(id) != 12 || !isHex(id) {
+			// Not echoed: it may be (part of) a secret pasted by mistake.
+			return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no such API key: an id is 12 hex digits, the part after mk_; `mandate agent key list` shows them")
+		}
+		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no API key %s; `mandate agent key list` shows them", id)
 	} else if err != nil {
 		return APIKey{}, unavailable("revoke api key", err)
 	}

@@ -21,7 +21,8 @@ const agentKeyUsage = `Usage:
   mandate agent key create NAME [--expires 90d] [--db FILE]
       create an API key for agent NAME (an identity in the policy with some tool) and print it once
   mandate agent key list [--db FILE]        every key: id, agent, created, expires, last used, revoked
-  mandate agent key revoke ID [--db FILE]   revoke a key; every server sharing the database refuses it at once
+  mandate agent key revoke ID|KEY [--db FILE]
+      revoke a key by its id (or the whole key, after a leak); every server sharing the database refuses it at once
 `
 
 // runAgent is the `mandate agent` group: the API keys that agents present
@@ -201,20 +202,27 @@ func orDash(t time.Time) string {
 }
 
 func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("agent key revoke", "mandate agent key revoke ID [--db FILE]", stderr)
+	fs := newFlags("agent key revoke", "mandate agent key revoke ID|KEY [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
-	id, err := parseOne(fs, args, "key id (the part after mk_; `mandate agent key list` shows them)")
+	arg, err := parseOne(fs, args, "key id (the part after mk_; `mandate agent key list` shows them)")
 	if err != nil {
 		return err
 	}
+	// A whole key (mk_<id>_<secret>) is what one has after a leak: revoke
+	// its id. Ids hold no '_', so whatever follows one is the secret, or
+	// part of it, and is never shown.
+	id, secret, whole := strings.Cut(strings.TrimPrefix(arg, storage.APIKeyPrefix), "_")
 	db, err := openExistingDB(ctx, *dbPath)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	k, err := db.RevokeAPIKey(ctx, strings.TrimPrefix(id, "mk_"))
+	k, err := db.RevokeAPIKey(ctx, id)
 	if err != nil {
 		return err
+	}
+	if whole && secret != "" {
+		fmt.Fprintf(stderr, "That was a whole key; revoking its id %s (the secret is not needed, and not shown).\n", k.ID)
 	}
 	fmt.Fprintf(stdout, "revoked API key %s of %s at %s\n", k.ID, mandate.Visible(k.Identity, false), k.RevokedAt.UTC().Format(time.RFC3339))
 	return nil

@@ -54,3 +54,31 @@ func execSQL(t *testing.T, path, q string) {
 		t.Fatal(err)
 	}
 }
+
+// TestAgentKeyRevokeWholeKey: revoke given the whole key, as pasted after a
+// secret scanner's alert, revokes its id and says so; no message, on
+// success or failure, shows anything past the id.
+func TestAgentKeyRevokeWholeKey(t *testing.T) {
+	dbPath, key, id := createKey(t, "demo-agent")
+	_, secret, _ := storage.SplitAPIKey(key)
+	out, stderr, status := runInProcess("agent", "key", "revoke", key, "--db", dbPath)
+	if status != 0 || !strings.Contains(out, "revoked API key "+id) || !strings.Contains(stderr, "whole key") {
+		t.Fatalf("revoke the whole key: %d %q %q", status, out, stderr)
+	}
+	if strings.Contains(out+stderr, secret[:8]) {
+		t.Fatalf("revoke printed the secret: %q %q", out, stderr)
+	}
+	list, _, _ := runInProcess("agent", "key", "list", "--db", dbPath)
+	if !strings.Contains(list, id+"  demo-agent  revoked") {
+		t.Fatalf("after revoking the whole key:\n%s", list)
+	}
+	// Unknown keys, whole or cut short, and junk: not_found, and the
+	// message stops at the id.
+	unknown := "mk_000000000000_" + secret
+	for _, arg := range []string{unknown, unknown[:40], "mk_" + secret, secret} {
+		out, stderr, status := runInProcess("agent", "key", "revoke", arg, "--db", dbPath)
+		if status != 1 || strings.Contains(out+stderr, secret[:8]) {
+			t.Errorf("revoke %.20s…: %d %q %q; want exit 1 without the secret", arg, status, out, stderr)
+		}
+	}
+}
