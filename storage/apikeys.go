@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -39,10 +40,35 @@ func (k APIKey) Active(now time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
+// Tools of the audit records of key management, written with the change
+// itself: the key's id, agent and expiry, never its secret.
+const (
+	KeyCreateTool = "agent_key_create"
+	KeyRevokeTool = "agent_key_revoke"
+)
+
+// KeyAdminAgent is the audit agent of key management records. No person
+// signs in to create or revoke a key (write access to the database is the
+// authority), and the key's agent did not do it: the record names Mandate,
+// as an expiry's does, and the key's agent is in its arguments.
+const KeyAdminAgent = "mandate"
+
+// keyRecord is the audit record of tool (KeyCreateTool or KeyRevokeTool)
+// done to k at now.
+func keyRecord(tool string, k APIKey, now time.Time) *Record {
+	exp := ""
+	if !k.ExpiresAt.IsZero() {
+		exp = k.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	args, _ := json.Marshal(map[string]string{"agent": k.Identity, "key_id": k.ID, "expires_at": exp})
+	return &Record{Time: now, Agent: KeyAdminAgent, Tool: tool, Args: args, Phase: PhaseAttempt, Outcome: StatusExecuted}
+}
+
 // CreateAPIKey makes a key for identity, expiring at expires (zero: never),
 // and returns it whole: this is the only time the secret exists outside
-// the caller. Whether identity may hold a key is the caller's to check
-// against the policy.
+// the caller. The key and its audit record (KeyCreateTool) are written in
+// one transaction: no record, no key. Whether identity may hold a key is
+// the caller's to check against the policy.
 func (db *DB) CreateAPIKey(ctx context.Context, identity string, expires time.Time) (string, APIKey, error) {
 	if p := mandate.NameProblem(identity); p != "" {
 		return "", APIKey{}, mandate.Errorf(mandate.EINVALID, "identity %q: %s", mandate.Visible(identity, false), p)
@@ -57,10 +83,18 @@ func (db *DB) CreateAPIKey(ctx context.Context, identity string, expires time.Ti
 	if !expires.IsZero() {
 		exp = timeText(expires)
 	}
-	_, err := db.db.ExecContext(ctx, `INSERT INTO api_keys (id, secret_hash, identity, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		k.ID, tokenHash(secret), identity, timeText(k.CreatedAt), exp)
+	err := db.write(func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, secret_hash, identity, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+			k.ID, tokenHash(secret), identity, timeText(k.CreatedAt), exp); err != nil {
+			return unavailable("create api key", err)
+		}
+		if err := appendRecord(ctx, tx, keyRecord(KeyCreateTool, k, k.CreatedAt)); err != nil {
+			return unavailable("append key creation", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return "", APIKey{}, unavailable("create api key", err)
+		return "", APIKey{}, err
 	}
 	return APIKeyPrefix + k.ID + "_" + secret, k, nil
 }
@@ -179,25 +213,40 @@ func (db *DB) APIKeys(ctx context.Context) ([]APIKey, error) {
 }
 
 // RevokeAPIKey revokes the key with id; every server sharing the database
-// refuses it from its next request. Revoking a revoked key is a no-op; an
-// unknown id is not_found, whose message repeats id only if it has an
-// id's shape (anything else may be a secret).
+// refuses it from its next request. The revocation and its audit record
+// (KeyRevokeTool) are written in one transaction. Revoking a revoked key
+// is a no-op, unrecorded; an unknown id is not_found, whose message
+// repeats id only if it has an id's shape (anything else may be a secret).
 func (db *DB) RevokeAPIKey(ctx context.Context, id string) (APIKey, error) {
-	_, err := db.db.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = ''`, timeText(db.Now()), id)
-	if err != nil {
-		return APIKey{}, unavailable("revoke api key", err)
-	}
-	var hash string
-	row := db.db.QueryRowContext(ctx, `SELECT secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE id = ?`, id)
-	k, err := scanAPIKey(id, row.Scan, &hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		if len(id) != 12 || !isHex(id) {
-			// Not echoed: it may be (part of) a secret pasted by mistake.
-			return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no such API key: an id is 12 hex digits, the part after mk_; `mandate agent key list` shows them")
+	var k APIKey
+	err := db.write(func(tx *Tx) error {
+		now := db.Now()
+		res, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = ''`, timeText(now), id)
+		if err != nil {
+			return unavailable("revoke api key", err)
 		}
-		return APIKey{}, mandate.Errorf(mandate.ENOTFOUND, "no API key %s; `mandate agent key list` shows them", id)
-	} else if err != nil {
-		return APIKey{}, unavailable("revoke api key", err)
+		var hash string
+		row := tx.QueryRowContext(ctx, `SELECT secret_hash, identity, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE id = ?`, id)
+		k, err = scanAPIKey(id, row.Scan, &hash)
+		if errors.Is(err, sql.ErrNoRows) {
+			if len(id) != 12 || !isHex(id) {
+				// Not echoed: it may be (part of) a secret pasted by mistake.
+				return mandate.Errorf(mandate.ENOTFOUND, "no such API key: an id is 12 hex digits, the part after mk_; `mandate agent key list` shows them")
+			}
+			return mandate.Errorf(mandate.ENOTFOUND, "no API key %s; `mandate agent key list` shows them", id)
+		} else if err != nil {
+			return unavailable("revoke api key", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // revoked already
+		}
+		if err := appendRecord(ctx, tx, keyRecord(KeyRevokeTool, k, now)); err != nil {
+			return unavailable("append key revocation", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return APIKey{}, err
 	}
 	return k, nil
 }

@@ -121,3 +121,54 @@ func TestAPIKeyTimesSetByHand(t *testing.T) {
 		})
 	}
 }
+
+// TestAPIKeyAudit: creating and revoking a key are audit records, written
+// with the change, naming the key's id, agent and expiry and never its
+// secret; revoking a revoked key changes nothing and records nothing. The
+// chain verifies, and the agent's own lineage (what it asked for) is left
+// alone: it did neither.
+func TestAPIKeyAudit(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	key, k, err := db.CreateAPIKey(ctx, "demo-agent", now.Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := SplitAPIKey(key)
+	for range 2 {
+		if _, err := db.RevokeAPIKey(ctx, k.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.RevokeAPIKey(ctx, "000000000000"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	var got []string
+	if err := db.Records(ctx, Filter{}, func(r *Record) error {
+		b, _ := r.MarshalJSON()
+		if strings.Contains(string(b), secret) || strings.Contains(string(b), secret[:16]) {
+			t.Fatalf("record holds the secret: %s", b)
+		}
+		got = append(got, r.Agent+" "+r.Tool+" "+string(r.Args)+" "+r.Phase+" "+r.Outcome)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	args := `{"agent":"demo-agent","expires_at":"2026-05-30T12:00:00Z","key_id":"` + k.ID + `"}`
+	want := []string{
+		"mandate agent_key_create " + args + " attempt executed",
+		"mandate agent_key_revoke " + args + " attempt executed",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := db.Lineage(ctx, LineageFilter{Agent: "demo-agent"}, func(*Record) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("demo-agent's lineage: %d records, %v; want none", n, err)
+	}
+}

@@ -18,11 +18,11 @@ import (
 )
 
 const agentKeyUsage = `Usage:
-  mandate agent key create NAME [--expires 90d] [--db FILE]
-      create an API key for agent NAME (an identity in the policy with some tool) and print it once
+  mandate agent key create NAME [--expires 90d] [--audit-key FILE] [--db FILE]
+      create an API key for agent NAME (an identity in the policy with some tool) and print it once; audited
   mandate agent key list [--db FILE]        every key: id, agent, created, expires, last used, revoked
-  mandate agent key revoke ID|KEY [--db FILE]
-      revoke a key by its id (or the whole key, after a leak); every server sharing the database refuses it at once
+  mandate agent key revoke ID|KEY [--audit-key FILE] [--db FILE]
+      revoke a key by its id (or the whole key, after a leak); every server sharing the database refuses it at once; audited
 `
 
 // runAgent is the `mandate agent` group: the API keys that agents present
@@ -94,8 +94,9 @@ func parseDays(s string) (time.Duration, error) {
 }
 
 func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("agent key create", "mandate agent key create NAME [--expires 90d] [--db FILE --policy FILE]", stderr)
+	fs := newFlags("agent key create", "mandate agent key create NAME [--expires 90d] [--audit-key FILE] [--db FILE --policy FILE]", stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs) // creating a key is recorded: a keyed trail needs the key
 	expires := fs.String("expires", "", "the key stops working after this long, e.g. 90d or 12h; default never")
 	var pf policyFlags
 	pf.register(fs)
@@ -123,11 +124,14 @@ func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if !auth.IsAgent(pol, name, names) {
 		return usageError{fmt.Sprintf("agent key create: %q is not an agent in the policy (an identity granted some tool); agents there: %s", name, agentNames(pol, names))}
 	}
-	db, err := storage.Open(ctx, *dbPath)
+	db, err := storage.Open(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil {
+		return err
+	}
 	var exp time.Time
 	if ttl > 0 {
 		exp = db.Now().Add(ttl)
@@ -202,8 +206,9 @@ func orDash(t time.Time) string {
 }
 
 func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("agent key revoke", "mandate agent key revoke ID|KEY [--db FILE]", stderr)
+	fs := newFlags("agent key revoke", "mandate agent key revoke ID|KEY [--audit-key FILE] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	arg, err := parseOne(fs, args, "key id (the part after mk_; `mandate agent key list` shows them)")
 	if err != nil {
 		return err
@@ -212,11 +217,14 @@ func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Wri
 	// its id. Ids hold no '_', so whatever follows one is the secret, or
 	// part of it, and is never shown.
 	id, secret, whole := strings.Cut(strings.TrimPrefix(arg, storage.APIKeyPrefix), "_")
-	db, err := openExistingDB(ctx, *dbPath)
+	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil {
+		return err
+	}
 	k, err := db.RevokeAPIKey(ctx, id)
 	if err != nil {
 		return err

@@ -82,3 +82,55 @@ func TestAgentKeyRevokeWholeKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentKeyAudit: agent key create and revoke each leave an audit record
+// (key id, agent, expiry; never the secret) that audit verify, every export
+// format and lineage take as they take any other. On a keyed trail they
+// need the audit key, and without it change nothing.
+func TestAgentKeyAudit(t *testing.T) {
+	dbPath, key, id := createKey(t, "demo-agent", "--expires", "90d")
+	_, secret, _ := storage.SplitAPIKey(key)
+	if _, stderr, status := runInProcess("agent", "key", "revoke", id, "--db", dbPath); status != 0 {
+		t.Fatalf("revoke: %s", stderr)
+	}
+	if out, stderr, status := runInProcess("audit", "verify", "--db", dbPath); status != 0 || !strings.HasPrefix(out, "unanchored") && !strings.HasPrefix(out, "intact") {
+		t.Fatalf("audit verify: %d\n%s%s", status, out, stderr)
+	}
+	for _, format := range []string{"jsonl", "csv", "ocsf", "text"} {
+		out, stderr, status := runInProcess("audit", "export", "--format", format, "--db", dbPath)
+		if status != 0 || strings.Count(out, id) != 2 || !strings.Contains(out, storage.KeyCreateTool) || !strings.Contains(out, storage.KeyRevokeTool) ||
+			strings.Contains(out, secret[:16]) {
+			t.Fatalf("audit export --format %s: %d, want the key's id in 2 records (create, revoke) and no secret:\n%s%s", format, status, out, stderr)
+		}
+	}
+	out, stderr, status := runInProcess("audit", "export", "--tool", storage.KeyCreateTool, "--db", dbPath)
+	if status != 0 || !strings.Contains(out, `"args":{"agent":"demo-agent","expires_at":"`) || !strings.Contains(out, `"key_id":"`+id+`"`) {
+		t.Fatalf("the creation's record: %d\n%s%s", status, out, stderr)
+	}
+	if out, stderr, status := runInProcess("lineage", "--agent", storage.KeyAdminAgent, "--db", dbPath); status != 0 ||
+		!strings.Contains(out, storage.KeyCreateTool) || !strings.Contains(out, storage.KeyRevokeTool) {
+		t.Fatalf("lineage --agent %s: %d\n%s%s", storage.KeyAdminAgent, status, out, stderr)
+	}
+
+	// A keyed trail: without its audit key, neither command changes anything.
+	auditKey := filepath.Join(t.TempDir(), "audit.key")
+	if _, stderr, status := runInProcess("audit", "mackey", "--out", auditKey); status != 0 {
+		t.Fatal(stderr)
+	}
+	dbPath, _, id = createKey(t, "demo-agent", "--audit-key", auditKey)
+	if _, stderr, status := runInProcess("agent", "key", "revoke", id, "--db", dbPath); status != 1 || !strings.Contains(stderr, "audit key") {
+		t.Fatalf("revoke on a keyed trail without the key: %d %q, want a refusal naming the audit key", status, stderr)
+	}
+	if _, stderr, status := runInProcess("agent", "key", "create", "demo-agent", "--db", dbPath); status != 1 || !strings.Contains(stderr, "audit key") {
+		t.Fatalf("create on a keyed trail without the key: %d %q", status, stderr)
+	}
+	if list, _, _ := runInProcess("agent", "key", "list", "--db", dbPath); strings.Count(list, "active") != 1 {
+		t.Fatalf("after the refusals, want the one key, active:\n%s", list)
+	}
+	if _, stderr, status := runInProcess("agent", "key", "revoke", id, "--audit-key", auditKey, "--db", dbPath); status != 0 {
+		t.Fatalf("revoke with the key: %s", stderr)
+	}
+	if out, stderr, status := runInProcess("audit", "verify", "--audit-key", auditKey, "--db", dbPath); status != 0 || !strings.HasPrefix(out, "intact (keyed from seq 1): 2 records") {
+		t.Fatalf("audit verify of the keyed trail: %d\n%s%s", status, out, stderr)
+	}
+}
