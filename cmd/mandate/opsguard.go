@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
@@ -247,7 +248,10 @@ func (g *hostGuard) middleware(next http.Handler) http.Handler {
 			if g.metrics != nil {
 				g.metrics.HTTPRefused(reason)
 			}
-			g.log.Info("refused HTTP request", "reason", reason, "path", r.URL.Path, "host", r.Host, "origin", r.Header.Get("Origin"), "addr", auth.AddrKey(r.RemoteAddr))
+			// The client's text, which may be as long as the header limit
+			// and hold hidden characters: shown cut short and visible.
+			shown := func(s string) string { return mandate.TruncateBytes(mandate.Visible(s, false), 256) }
+			g.log.Info("refused HTTP request", "reason", reason, "path", shown(r.URL.Path), "host", shown(r.Host), "origin", shown(r.Header.Get("Origin")), "addr", auth.AddrKey(r.RemoteAddr))
 			http.Error(w, "Forbidden: "+msg, http.StatusForbidden)
 			return
 		}

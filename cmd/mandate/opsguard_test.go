@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -175,6 +177,34 @@ func TestHostGuardOffLoopback(t *testing.T) {
 	} {
 		if got, _ := tt.g.refusal(tt.r); got != tt.want {
 			t.Errorf("%s: refusal %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestHostGuardLogIsBounded: a refused request's Host and Origin are the
+// client's text: the log line shows at most 256 bytes of each, with hidden
+// characters made visible, however much was sent.
+func TestHostGuardLogIsBounded(t *testing.T) {
+	t.Parallel()
+	var logged bytes.Buffer
+	g := &hostGuard{log: slog.New(slog.NewJSONHandler(&logged, nil))}
+	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Fatal("a refused request was served") })
+	for _, tt := range []struct{ host, origin string }{
+		{"localhost", "https://evil.example/\u202e" + strings.Repeat("a", 60<<10)},
+		{"evil\u202e" + strings.Repeat("b", 60<<10) + ".example", ""},
+	} {
+		logged.Reset()
+		r := httptest.NewRequest("POST", "/mcp", nil)
+		r.Host = tt.host
+		if tt.origin != "" {
+			r.Header.Set("Origin", tt.origin)
+		}
+		a, _ := net.ResolveTCPAddr("tcp", "127.0.0.1:8080")
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, a))
+		w := httptest.NewRecorder()
+		g.middleware(next).ServeHTTP(w, r)
+		if w.Code != http.StatusForbidden || logged.Len() > 1024 || !strings.Contains(logged.String(), "⟨U+202E⟩") || strings.Contains(logged.String(), "\u202e") {
+			t.Fatalf("%d, logged %d bytes: %.300s; want 403 and a short line with the hidden character visible", w.Code, logged.Len(), logged.String())
 		}
 	}
 }
