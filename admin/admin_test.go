@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/client"
@@ -51,8 +52,12 @@ func newSite(t *testing.T, opts ...storage.Option) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	// What mandate admin does at start: record its policy as the live one.
+	// What mandate admin does at start: record its policy and rates as the
+	// live ones.
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "admin start"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "admin start"}); err != nil {
 		t.Fatal(err)
 	}
 	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))

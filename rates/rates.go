@@ -35,6 +35,7 @@ type Table struct {
 	// SHA-256. Every decision records it next to the rate it used.
 	Version string
 
+	data []byte              // the file as read
 	text map[string]string   // currency → rate as written ("1" for Base)
 	rats map[string]*big.Rat // currency → exact rate
 }
@@ -47,7 +48,7 @@ const maxBaseMinor = int64(1) << 50
 // refuses unknown currency codes, a missing or repeated base, a currency
 // listed twice, and rates that are not positive exact decimals.
 func Parse(name string, data []byte) (*Table, error) {
-	t := &Table{Name: name, text: map[string]string{}, rats: map[string]*big.Rat{}}
+	t := &Table{Name: name, data: bytes.Clone(data), text: map[string]string{}, rats: map[string]*big.Rat{}}
 	sum := sha256.Sum256(data)
 	t.Version = hex.EncodeToString(sum[:8])
 	var problems []string
@@ -126,6 +127,9 @@ func ParseRate(s string) (*big.Rat, error) {
 	}
 	return r, nil
 }
+
+// Text returns the file the rates were read from, as read.
+func (t *Table) Text() string { return string(t.data) }
 
 // Rate returns the rate of currency as written in the file ("1" for the
 // base currency), and whether there is one.

@@ -24,6 +24,10 @@ type Watcher struct {
 	Logger *slog.Logger
 	// Debounce is how long to wait for more events after one; 0 is 100 ms.
 	Debounce time.Duration
+	// Record, when set, is called with new rates before they are swapped
+	// in (the database's record of the live rates); if it fails, the last
+	// good rates stay live.
+	Record func(*Table) error
 
 	mu sync.Mutex // one reload at a time
 }
@@ -78,6 +82,12 @@ func (w *Watcher) Reload() error {
 			w.Path, old.Base, t.Base, old.Base, t.Base)
 		log.Error("rates not reloaded; the last good rates stay live", "problem", err.Error(), "version", old.Version)
 		return err
+	}
+	if w.Record != nil {
+		if err := w.Record(t); err != nil {
+			log.Error("rates not reloaded; the last good rates stay live", "problem", "recording them as live: "+err.Error(), "version", old.Version)
+			return err
+		}
 	}
 	w.Live.Swap(t)
 	log.Info("rates reloaded", "version", t.Version, "previous", old.Version, "base", t.Base, "currencies", len(t.Currencies()))

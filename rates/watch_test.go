@@ -94,3 +94,40 @@ func TestWatcherReloads(t *testing.T) {
 		return ok
 	})
 }
+
+// TestReloadRecordsBeforeSwap: new rates go live in the process only once
+// Record (the database's record of the live rates) has taken them; if it
+// fails, the last good rates stay live, so a process never converts with
+// rates that approvals elsewhere would not accept as the live ones.
+func TestReloadRecordsBeforeSwap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rates.csv")
+	first := []byte("base, USD\nEUR, 1.0842\n")
+	tab, err := rates.Parse(path, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded []string
+	fail := true
+	w := &rates.Watcher{Live: rates.NewLive(tab), Path: path, Record: func(t *rates.Table) error {
+		if fail {
+			return os.ErrPermission
+		}
+		recorded = append(recorded, t.Version+" "+t.Text())
+		return nil
+	}}
+	next := []byte("base, USD\nEUR, 1.2000\n")
+	if err := rates.WriteFile(path, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reload(); err == nil || w.Live.Table().Version != tab.Version {
+		t.Fatalf("Reload with a failing Record = %v, live version %s; want an error and %s still live", err, w.Live.Table().Version, tab.Version)
+	}
+	fail = false
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := rates.Parse(path, next)
+	if got := w.Live.Table().Version; got != want.Version || len(recorded) != 1 || recorded[0] != want.Version+" "+string(next) {
+		t.Fatalf("live version %s, recorded %q; want %s recorded with its text, then live", got, recorded, want.Version)
+	}
+}

@@ -43,7 +43,8 @@ type Review struct {
 	// action's comment that the agent sees.
 	Note string
 	// Held, when set, is the policy the deciding process holds: Decide
-	// refuses, and records the refusal, unless it is the live policy.
+	// refuses, and records the refusal, unless it is the live policy (and,
+	// when Held names rates, they are the live rates).
 	Held *PolicyRef
 }
 
@@ -176,7 +177,7 @@ func queryActions(ctx context.Context, q rowsQuerier, op, query string, args ...
 // recorded too, in the same transaction, with outcome "refused" and the
 // action left pending: the identity that asked trying to decide its own
 // action (a security event), and a process whose policy (r.Held) is not the
-// live one.
+// live one, or whose exchange rates are not the live rates.
 func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Action, Usage) (Review, error)) (*Action, error) {
 	if r.Approver == "" {
 		return nil, mandate.Errorf(mandate.EDENIED, "no approver identity")
@@ -201,13 +202,12 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 			return appendRefusal(ctx, tx, a, r, "", "self-approval refused: "+mandate.ErrorMessage(refused))
 		}
 		if r.Held != nil {
-			if err := checkLive(ctx, tx, *r.Held); err != nil {
-				var stale *StalePolicyError
-				if !errors.As(err, &stale) {
+			if stale, err := checkHeld(ctx, tx, *r.Held); err != nil {
+				if stale == "" {
 					return err
 				}
 				refused = err
-				return appendRefusal(ctx, tx, a, r, r.Held.Version, "stale policy: "+err.Error())
+				return appendRefusal(ctx, tx, a, r, r.Held.Version, stale+err.Error())
 			}
 		}
 		rv := r
@@ -379,7 +379,8 @@ func (db *DB) ClaimApproved(ctx context.Context, id string) (*Action, error) {
 // policy held, and re-decides the action now, in the same transaction as
 // the claim, so no reload or new rule can slip in between.
 //
-// If held is not the live policy, it refuses with a *StalePolicyError and
+// If held is not the live policy, it refuses with a *StalePolicyError (if
+// held names rates that are not the live rates, a *StaleRatesError) and
 // leaves the action approved (recovery under the live policy will find
 // it); the refusal is recorded, once per action for the same refusal, so a
 // recovery loop retrying it does not flood the trail.
@@ -405,13 +406,12 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 			return mandate.Errorf(mandate.ECONFLICT, "action %s is %s, not approved: it cannot be executed now", id, a.Status)
 		}
 		if held != nil {
-			if err := checkLive(ctx, tx, *held); err != nil {
-				var stale *StalePolicyError
-				if !errors.As(err, &stale) {
+			if stale, err := checkHeld(ctx, tx, *held); err != nil {
+				if stale == "" {
 					return err
 				}
 				refused = err
-				return appendRefusalOnce(ctx, tx, a, held.Version, "stale policy: "+err.Error())
+				return appendRefusalOnce(ctx, tx, a, held.Version, stale+err.Error())
 			}
 		}
 		if check != nil {

@@ -63,6 +63,8 @@ var engineTests = []struct {
 	{"LivePolicyIsNewestLoad", TestLivePolicyIsNewestLoad},
 	{"DecideUnderStalePolicy", TestDecideUnderStalePolicy},
 	{"ClaimApprovedUnder", TestClaimApprovedUnder},
+	{"LiveRatesIsNewestLoad", TestLiveRatesIsNewestLoad},
+	{"DecideWithStaleRates", TestDecideWithStaleRates},
 	{"PendingPages", TestPendingPages},
 	{"PendingBadFilter", TestPendingBadFilter},
 	{"AgentPendingCounted", TestAgentPendingCounted},

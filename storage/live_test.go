@@ -110,6 +110,111 @@ func TestDecideUnderStalePolicy(t *testing.T) {
 	}
 }
 
+// TestDecideWithStaleRates: a decision that converted money (PolicyRef
+// names rates) is refused, in the decision's transaction, unless its rates
+// are the newest recorded (failing closed with none recorded); the action
+// stays pending and the refusal is recorded. Claiming refuses the same way
+// and leaves the action approved. A decision that converted nothing (an
+// email change) names no rates and is not held to them.
+func TestDecideWithStaleRates(t *testing.T) {
+	ctx := context.Background()
+	approve := Review{Approver: "alice", Approve: true, Comment: "ok", Decision: "allow", Rule: "approve rule"}
+	ratesLoad := func(t *testing.T, db *DB, version string) {
+		t.Helper()
+		l := &RatesLoad{Version: version, Base: "USD", Rates: "base, USD\n", File: "/srv/" + version + "/rates.csv", Command: "serve reload", PID: 42, Host: "gw1"}
+		if err := db.RecordRates(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		loads []string // rates versions recorded, oldest first
+		held  string   // the rates the decision converted with
+		want  string   // in the error; "" for approved
+	}{
+		{name: "held rates are live", loads: []string{"r1"}, held: "r1"},
+		{name: "newer rates were recorded", loads: []string{"r1", "r2"}, held: "r1", want: "the live rates are version r2 from /srv/r2/rates.csv (base USD), loaded by `mandate serve`"},
+		{name: "nothing recorded: fail closed", held: "r1", want: "no live rates are recorded"},
+		{name: "nothing converted: no rates held", loads: []string{"r2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openPath(t, filepath.Join(t.TempDir(), "m.db"))
+			recordLoad(t, db, "v1", "/a/policy.csv")
+			for _, v := range tt.loads {
+				ratesLoad(t, db, v)
+			}
+			held := &PolicyRef{Version: "v1", PolicyFile: "/a/policy.csv", Rates: tt.held, RatesFile: "/home/bob/rates.csv"}
+			a := addPending(t, db, "act_1", time.Hour)
+			r := approve
+			r.Held = held
+			_, err := db.Decide(ctx, a.ID, r, func(*Action, Usage) (Review, error) { return approve, nil })
+			if tt.want == "" {
+				if err != nil || status(t, db, a.ID) != StatusApproved {
+					t.Fatalf("Decide = %v, status %s; want approved", err, status(t, db, a.ID))
+				}
+				return
+			}
+			var stale *StaleRatesError
+			if !errors.As(err, &stale) || mandate.ErrorCode(err) != mandate.ECONFLICT || !strings.Contains(err.Error(), tt.want) ||
+				!strings.Contains(err.Error(), "exchange rates version "+tt.held+" from /home/bob/rates.csv") {
+				t.Fatalf("Decide error = %v, want a stale-rates conflict saying %q", err, tt.want)
+			}
+			if s := status(t, db, a.ID); s != StatusPending {
+				t.Fatalf("status %s, want pending", s)
+			}
+			recs := actionRecords(t, db, a.ID)
+			if last := recs[len(recs)-1]; len(recs) != 2 || last.Outcome != OutcomeRefused || last.Approver != "alice" || !strings.HasPrefix(last.Error, "stale rates: ") {
+				t.Fatalf("refusal record %+v; want outcome refused, approver alice, a stale-rates error", last)
+			}
+
+			// Approved by a process with the live rates, claimed by one without.
+			if _, err := db.Decide(ctx, a.ID, Review{Approver: "alice"}, func(*Action, Usage) (Review, error) { return approve, nil }); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if _, err := db.ClaimApprovedUnder(ctx, a.ID, held, nil); !errors.As(err, new(*StaleRatesError)) {
+					t.Fatalf("claim with stale rates: %v, want a StaleRatesError", err)
+				}
+			}
+			if s := status(t, db, a.ID); s != StatusApproved {
+				t.Fatalf("status %s after the claim, want approved", s)
+			}
+			if recs := actionRecords(t, db, a.ID); len(recs) != 4 || !strings.HasPrefix(recs[3].Error, "stale rates: ") {
+				t.Fatalf("%d records after two refused claims, want one refusal more", len(recs))
+			}
+			if _, err := db.Verify(ctx); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+		})
+	}
+}
+
+// TestLiveRatesIsNewestLoad: the newest recorded rates load is live, with
+// its text; loads are append-only.
+func TestLiveRatesIsNewestLoad(t *testing.T) {
+	ctx := context.Background()
+	db := openPath(t, filepath.Join(t.TempDir(), "m.db"))
+	if live, err := db.LiveRates(ctx); err != nil || live != nil {
+		t.Fatalf("LiveRates on a fresh database = %+v, %v; want none", live, err)
+	}
+	for _, v := range []string{"r1", "r2"} {
+		if err := db.RecordRates(ctx, &RatesLoad{Version: v, Base: "USD", Rates: "base, USD\n# " + v + "\n", File: "/srv/rates.csv", Command: "admin start"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live, err := db.LiveRates(ctx)
+	if err != nil || live == nil || live.Version != "r2" || live.Base != "USD" || live.Rates != "base, USD\n# r2\n" || live.Seq != 2 {
+		t.Fatalf("LiveRates = %+v, %v; want r2", live, err)
+	}
+	if err := db.RecordRates(ctx, &RatesLoad{Version: "r3"}); mandate.ErrorCode(err) != mandate.EINVALID {
+		t.Fatalf("recording rates without a base: %v, want invalid", err)
+	}
+	if _, err := db.db.ExecContext(ctx, `DELETE FROM rates_loads`); err == nil || !strings.Contains(err.Error(), "append-only") {
+		t.Fatalf("deleting loads: %v, want the append-only refusal", err)
+	}
+}
+
 // TestClaimApprovedUnder: claiming re-checks the live policy and re-decides
 // in the claim's transaction. Stale: the action stays approved and one
 // refusal is recorded however often it is retried. Refused now: denied,

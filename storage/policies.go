@@ -37,15 +37,20 @@ type PolicyLoad struct {
 
 // Where says where and by what the policy was loaded, for messages.
 func (l *PolicyLoad) Where() string {
-	cmd, when, _ := strings.Cut(l.Command, " ")
+	return l.Files() + ", " + loadedBy(l.Command, l.Identity, l.PID, l.Host, l.LoadedAt)
+}
+
+// loadedBy says which process recorded a load, and when, for messages.
+func loadedBy(command, identity string, pid int, host string, at time.Time) string {
+	cmd, when, _ := strings.Cut(command, " ")
 	who := "`mandate " + cmd + "`"
-	if l.Identity != "" {
-		who += " (agent " + l.Identity + ")"
+	if identity != "" {
+		who += " (agent " + identity + ")"
 	}
 	if when != "" {
 		when = " on " + when
 	}
-	return fmt.Sprintf("%s, loaded by %s, pid %d on host %s, at %s%s", l.Files(), who, l.PID, l.Host, l.LoadedAt.UTC().Format(time.RFC3339), when)
+	return fmt.Sprintf("loaded by %s, pid %d on host %s, at %s%s", who, pid, host, at.UTC().Format(time.RFC3339), when)
 }
 
 // Files names the policy and model files of the load.
@@ -57,6 +62,11 @@ func (l *PolicyLoad) Files() string {
 // was read from.
 type PolicyRef struct {
 	Version, ModelFile, PolicyFile string
+	// Rates and RatesFile, when set, are the version and file of the
+	// exchange rates a decision converted money with: Decide and
+	// ClaimApprovedUnder then refuse unless they are the live rates too
+	// (RecordRates).
+	Rates, RatesFile string
 }
 
 // StalePolicyError refuses an action because the policy a process holds is

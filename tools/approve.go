@@ -72,6 +72,22 @@ func heldPolicy(d *Deps, pol *policy.Policy) storage.PolicyRef {
 	return ref
 }
 
+// heldRates adds to held the exchange rates facts were converted with, if
+// any (refunds and cancellations record rates_version): an approval is
+// then refused unless they are the live rates the servers recorded, so an
+// approving process with other rates (approvals --rates FILE, an admin
+// host's old rates.csv) cannot judge limits on a base amount of its own.
+func heldRates(d *Deps, held *storage.PolicyRef, facts map[string]any) {
+	v, _ := facts[policy.FactRatesVersion].(string)
+	if v == "" {
+		return
+	}
+	held.Rates, held.RatesFile = v, "an unnamed rates file"
+	if t := d.Rates.Table(); t.Version == v {
+		held.RatesFile = t.Name
+	}
+}
+
 // factsNow adds the usage counted now to the facts read for the action.
 func (s spec[A]) factsNow(attrs map[string]any, a *A, act *storage.Action, u storage.Usage) map[string]any {
 	facts := maps.Clone(attrs)
@@ -170,6 +186,7 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 		}
 	}
 	held := heldPolicy(d, pol)
+	heldRates(d, &held, attrs)
 	var refusal *policy.Decision
 	var suspended *storage.SuspendedError
 	var refusalFacts map[string]any
@@ -203,8 +220,11 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	}
 	if err != nil {
 		var stale *storage.StalePolicyError
+		var staleRates *storage.StaleRatesError
 		if errors.As(err, &stale) {
 			log.Warn("refused to decide under a policy that is not the live one", "held", held.Version, "live", liveVersion(stale))
+		} else if errors.As(err, &staleRates) {
+			log.Warn("refused to decide with exchange rates that are not the live ones", "held", held.Rates, "live", liveRatesVersion(staleRates))
 		}
 		return nil, err
 	}
@@ -222,8 +242,11 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, s.claimCheck(pol, attrs, &a))
 	if err != nil {
 		var stale *storage.StalePolicyError
+		var staleRates *storage.StaleRatesError
 		if errors.As(err, &stale) {
 			return nil, mandate.Errorf(mandate.ECONFLICT, "action %s was approved, but the policy changed before it could run (%s); a server holding the live policy will carry it out or refuse it under that policy", act.ID, stale.Error())
+		} else if errors.As(err, &staleRates) {
+			return nil, mandate.Errorf(mandate.ECONFLICT, "action %s was approved, but the exchange rates changed before it could run (%s); a server holding the live rates will carry it out or refuse it with them", act.ID, staleRates.Error())
 		}
 		return nil, err
 	}
@@ -237,6 +260,13 @@ func (s spec[A]) review(ctx context.Context, d *Deps, act *storage.Action, appro
 }
 
 func liveVersion(e *storage.StalePolicyError) string {
+	if e.Live == nil {
+		return ""
+	}
+	return e.Live.Version
+}
+
+func liveRatesVersion(e *storage.StaleRatesError) string {
 	if e.Live == nil {
 		return ""
 	}

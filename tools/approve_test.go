@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -45,8 +47,12 @@ func newApprovalEnv(t *testing.T, policyText []byte) *approvalEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	db.Now = e.now
-	// A server records the policy it decides under; approvals act only under it.
+	// A server records the policy and rates it decides under; approvals act
+	// only under them.
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	st, _, err := store.OpenSeeded(ctx, filepath.Join(dir, "store.db"))
@@ -261,6 +267,64 @@ func TestApproveOtherTools(t *testing.T) {
 	}
 	if _, err := Deny(ctx, e.d, res.ActionID, "alice", ""); mandate.ErrorCode(err) != mandate.EINVALID {
 		t.Fatalf("deny without comment: %v, want invalid", err)
+	}
+}
+
+// TestApproveOnlyWithLiveRates: limits compare money in the base currency,
+// so an approval converts with the rates the servers recorded as live, or
+// is refused. bob may approve up to 100.00 USD; a 150.00 EUR refund is
+// 162.63 USD at the shipped rates. Approving from a process holding other
+// rates (approvals --rates FILE, an admin host's old rates.csv), where it
+// would be 75.00 USD, is refused and audited, nothing is refunded, and the
+// action stays pending; once the servers record those rates as live, the
+// process holding the shipped ones is refused instead.
+func TestApproveOnlyWithLiveRates(t *testing.T) {
+	ctx := context.Background()
+	pol := strings.Replace(string(mandate.DefaultPolicy), "approve_refund_order, amount_base <= 2000.00", "approve_refund_order, amount_base <= 100.00", 1)
+	e := newApprovalEnv(t, []byte(pol))
+	id := e.pendingRefund(t, "demo-agent", "ord_1015", "150.00")
+	cheap, err := rates.Parse("/home/bob/cheap-rates.csv", []byte("base, USD\nEUR, 0.5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobs := *e.d
+	bobs.Rates = rates.NewLive(cheap)
+	refused := func(d *Deps, held, live string) {
+		t.Helper()
+		act, err := Approve(ctx, d, id, "bob", "")
+		var stale *storage.StaleRatesError
+		if !errors.As(err, &stale) || mandate.ErrorCode(err) != mandate.ECONFLICT || act != nil ||
+			!strings.Contains(err.Error(), "exchange rates version "+held) || !strings.Contains(err.Error(), "the live rates are version "+live) {
+			t.Fatalf("Approve with rates %s while %s are live = %+v, %v; want a stale-rates conflict naming both", held, live, act, err)
+		}
+		if got := e.refunded(t, "ord_1015"); got != "200.00" {
+			t.Fatalf("ord_1015 refunded %s, want 200.00 as before", got)
+		}
+		if st := e.status(t, "demo-agent", id); st.Status != storage.StatusPending {
+			t.Fatalf("status %s, want pending", st.Status)
+		}
+		var last *storage.Record
+		if err := e.d.DB.Records(ctx, storage.Filter{ActionID: id}, func(r *storage.Record) error { last = r; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if last.Outcome != storage.OutcomeRefused || last.Approver != "bob" || !strings.HasPrefix(last.Error, "stale rates: ") {
+			t.Fatalf("last audit record %+v, want bob's refusal for stale rates", last)
+		}
+	}
+	shipped := rates.Default()
+	refused(&bobs, cheap.Version, shipped.Version)
+	if _, err := Approve(ctx, e.d, id, "bob", ""); mandate.ErrorCode(err) != mandate.EDENIED {
+		t.Fatalf("bob approving 162.63 USD with the live rates: %v, want denied by his limit", err)
+	}
+
+	// The servers reload the cheap rates: they are live now, and only they.
+	if err := e.d.DB.RecordRates(ctx, &storage.RatesLoad{Version: cheap.Version, Base: cheap.Base, File: cheap.Name, Command: "serve reload"}); err != nil {
+		t.Fatal(err)
+	}
+	refused(e.d, shipped.Version, cheap.Version)
+	act, err := Approve(ctx, &bobs, id, "bob", "")
+	if err != nil || act.Status != storage.StatusExecuted {
+		t.Fatalf("bob approving 75.00 USD with the live rates = %+v, %v; want executed", act, err)
 	}
 }
 

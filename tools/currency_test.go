@@ -66,8 +66,11 @@ func currencyFixture(t *testing.T, rt *rates.Table) *tools.Deps {
 	if rt == nil {
 		rt = rates.Default()
 	}
-	// As a server does before deciding: its policy is the live one.
+	// As a server does before deciding: its policy and rates are the live ones.
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, &storage.RatesLoad{Version: rt.Version, Base: rt.Base, Command: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	return &tools.Deps{Policy: policy.NewEngine(pol), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st},

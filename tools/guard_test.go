@@ -18,6 +18,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/client"
@@ -322,8 +323,11 @@ func newHarness(t testing.TB, pol *policy.Policy, be *fakeBackend) *harness {
 		Backend: backend.Backend{Payments: be, Orders: be, Customers: be},
 		Now:     func() time.Time { return now },
 	}
-	// As a server does before deciding: its policy is the live one.
+	// As a server does before deciding: its policy and rates are the live ones.
 	if err := db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(context.Background(), &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range tools.ServerTools(h.deps) {

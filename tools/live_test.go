@@ -12,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -46,7 +47,8 @@ func newLiveEnv(t *testing.T) *liveEnv {
 	return e
 }
 
-// load loads text as the policy and, if record, records it as live.
+// load loads text as the policy and, if record, records it as live, with
+// the shipped rates the environment converts with, as a server does.
 func (e *liveEnv) load(t *testing.T, text string, record bool) *policy.Policy {
 	t.Helper()
 	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: []byte(text)})
@@ -56,6 +58,10 @@ func (e *liveEnv) load(t *testing.T, text string, record bool) *policy.Policy {
 	if record {
 		if err := e.db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: pol.Version, Policy: text,
 			ModelFile: "model.conf", PolicyFile: "/srv/policy.csv", Command: "serve reload", Identity: "demo-agent"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.RecordRates(context.Background(), &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base,
+			File: "embedded rates.csv", Command: "serve reload", Identity: "demo-agent"}); err != nil {
 			t.Fatal(err)
 		}
 	}

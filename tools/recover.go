@@ -20,7 +20,7 @@ type RecoverReport struct {
 	// were denied, not carried out.
 	Refused int
 	// Stale counts approved actions left alone because this process does
-	// not hold the live policy.
+	// not hold the live policy, or the live exchange rates.
 	Stale int
 	// Untrusted counts approved actions left alone because their row
 	// disagrees with its digest or its audit trail (no approval recorded,
@@ -112,6 +112,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		}
 		err := e.resume(ctx, d, act)
 		var stale *storage.StalePolicyError
+		var staleRates *storage.StaleRatesError
 		switch {
 		case errors.Is(err, errUntrusted):
 			d.Logger.Error("approved action not carried out: its row disagrees with its digest or its audit trail", "action_id", act.ID, "err", err)
@@ -120,6 +121,9 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			rep.Refused++
 		case errors.As(err, &stale):
 			d.Logger.Warn("approved action not carried out: this process does not hold the live policy", "action_id", act.ID, "err", stale.Error())
+			rep.Stale++
+		case errors.As(err, &staleRates):
+			d.Logger.Warn("approved action not carried out: this process does not hold the live exchange rates", "action_id", act.ID, "err", staleRates.Error())
 			rep.Stale++
 		case err != nil:
 			if mandate.ErrorCode(err) != mandate.ECONFLICT { // a conflict: another server claimed it
@@ -140,7 +144,7 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 // emergency rule added since the approval stops it). An action refused now
 // is denied and audited, and resume returns errRefusedNow; a process that
 // does not hold the live policy does nothing and gets a
-// *storage.StalePolicyError.
+// *storage.StalePolicyError (not the live rates: a *storage.StaleRatesError).
 //
 // The row is checked first, as an approval checks it (review): its
 // arguments against their digest and the whole row against its audit
@@ -167,6 +171,7 @@ func (s spec[A]) resume(ctx context.Context, d *Deps, act *storage.Action) error
 	}
 	pol := d.Policy.Policy()
 	held := heldPolicy(d, pol)
+	heldRates(d, &held, attrs)
 	log := d.Logger.With("action_id", act.ID, "tool", act.Tool, "agent", act.Agent)
 	claimed, err := d.DB.ClaimApprovedUnder(ctx, act.ID, &held, s.claimCheck(pol, attrs, &a))
 	if err != nil {

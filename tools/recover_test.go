@@ -13,6 +13,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -39,6 +40,9 @@ func TestRecoverResumesApprovedAction(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "serve start", Identity: "demo-agent"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "serve start", Identity: "demo-agent"}); err != nil {
 		t.Fatal(err)
 	}
 	d := &tools.Deps{Agent: "demo-agent", Policy: policy.NewEngine(pol), DB: db, Logger: slog.New(slog.DiscardHandler),

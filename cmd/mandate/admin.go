@@ -76,8 +76,11 @@ func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := keepPolicyLive(ctx, ad.deps.DB, ad.deps.Policy, &pf, "admin", "", log, nil); err != nil {
 		return err
 	}
-	// Approvals convert money with the rates live now, as serve does.
-	pf.watchRates(ctx, ad.deps.Rates, log)
+	// Approvals convert money with the rates live now, as serve does, and
+	// only when they are the live rates recorded in the database.
+	if err := pf.keepRatesLive(ctx, ad.deps.DB, ad.deps.Rates, "admin", "", log); err != nil {
+		return err
+	}
 	srv, err := admin.New(admin.Config{Deps: ad.deps, Secure: *secure || nw.secure, Logger: log,
 		IdleTimeout: *idle, SessionTTL: *ttl, Hosts: nw.hosts, TrustedProxies: trusted})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -38,9 +39,13 @@ func approvalFiles(t *testing.T, amounts ...string) (dbPath, storePath string, i
 		t.Fatal(err)
 	}
 	defer db.Close()
-	// As `mandate serve` does at start: the embedded policy is the live one.
+	// As `mandate serve` does at start: the embedded policy and rates are
+	// the live ones.
 	if err := db.RecordPolicy(ctx, policyLoad(pol, policy.Source{Name: "embedded model.conf", Data: mandate.DefaultModel},
 		policy.Source{Name: "embedded policy.csv", Data: mandate.DefaultPolicy}, "serve start", "demo-agent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, ratesLoad(rates.Default(), "serve start", "demo-agent")); err != nil {
 		t.Fatal(err)
 	}
 	st, be, _, err := openStore(ctx, storePath)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/client"
@@ -66,9 +67,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer db.Close()
-	// The demo decides, so its policy is recorded as the live one, as serve
-	// and admin record theirs.
+	// The demo decides, so its policy and rates are recorded as the live
+	// ones, as serve and admin record theirs.
 	if err := db.RecordPolicy(ctx, policyLoad(pol, model, src, "demo start", "")); err != nil {
+		return err
+	}
+	if err := db.RecordRates(ctx, ratesLoad(rates.Default(), "demo start", "")); err != nil {
 		return err
 	}
 	st, be, _, err := openBackend(ctx, *backendFile, filepath.Join(dir, "store.db"), false)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -32,8 +33,8 @@ func writePolicy(t *testing.T, dir, extra string) string {
 	return p
 }
 
-// recordLive records the policy file at path (with the embedded model) as
-// loaded by a server, as `mandate serve` or `mandate admin` does.
+// recordLive records the policy file at path (with the embedded model and
+// rates) as loaded by a server, as `mandate serve` or `mandate admin` does.
 func recordLive(t *testing.T, dbPath, path, command string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -53,6 +54,9 @@ func recordLive(t *testing.T, dbPath, path, command string) string {
 	}
 	defer db.Close()
 	if err := db.RecordPolicy(ctx, policyLoad(pol, m, src, command, "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, ratesLoad(rates.Default(), command, "")); err != nil {
 		t.Fatal(err)
 	}
 	return pol.Version
@@ -133,6 +137,45 @@ func TestApprovalsCLIRefusesStalePolicy(t *testing.T) {
 				t.Fatalf("show: %v\n%s\nwant the action still pending", err, out)
 			}
 		})
+	}
+}
+
+// TestApprovalsCLIRefusesStaleRates: limits compare money in the base
+// currency, so the approvals CLI decides only with the live rates, the
+// newest a server recorded. With --rates naming other rates (where a
+// 150.00 EUR refund might fall under the approver's limit) it refuses,
+// names both rates versions and where the live ones were loaded, changes
+// nothing, and the refusal is in the audit trail.
+func TestApprovalsCLIRefusesStaleRates(t *testing.T) {
+	db, st, ids := approvalFiles(t, "150.00")
+	signIn(t, db, "alice")
+	evil := filepath.Join(t.TempDir(), "evil-rates.csv")
+	if err := os.WriteFile(evil, []byte("base, USD\nEUR, 0.5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := rates.Parse(evil, mustRead(t, evil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "", "approvals", "approve", ids[0], "--db", db, "--store", st, "--as", "alice", "--rates", evil)
+	if err == nil {
+		t.Fatalf("approve with rates that are not live succeeded:\n%s", out)
+	}
+	for _, want := range []string{"exchange rates version " + held.Version + " from " + evil, "the live rates are version " + rates.Default().Version,
+		"embedded rates.csv (base USD), loaded by `mandate serve` (agent demo-agent)", "nothing was done"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("message lacks %q:\n%s", want, err)
+		}
+	}
+	trail, last := actionTrail(t, db, ids[0])
+	if got := strings.Join(trail, " "); got != "attempt/pending/demo-agent approval/refused/alice" {
+		t.Fatalf("audit trail %v, want the attempt and alice's refusal", trail)
+	}
+	if !strings.HasPrefix(last.Error, "stale rates: ") {
+		t.Fatalf("refusal record error %q, want a stale-rates refusal", last.Error)
+	}
+	if out, err := runCLI(t, "", "approvals", "show", ids[0], "--db", db); err != nil || !strings.Contains(out, "pending") {
+		t.Fatalf("show: %v\n%s\nwant the action still pending", err, out)
 	}
 }
 

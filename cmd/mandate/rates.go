@@ -11,7 +11,9 @@ import (
 	"strings"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
+	"github.com/mandatehq/mandate/storage"
 )
 
 // loadRates reads the exchange rates named by --rates (or MANDATE_RATES):
@@ -41,16 +43,46 @@ func (p *policyFlags) ratesWatchPath() string {
 	return "rates.csv"
 }
 
-// watchRates reloads the rates into live, in the background until ctx
-// ends, when the file ratesWatchPath names changes (serve and admin);
-// like the policy, a broken edit keeps the last good rates.
-func (p *policyFlags) watchRates(ctx context.Context, live *rates.Live, log *slog.Logger) {
-	rw := &rates.Watcher{Live: live, Path: p.ratesWatchPath(), Logger: log}
+// ratesLoad describes, for the record, a load of t by this process.
+func ratesLoad(t *rates.Table, command, identity string) *storage.RatesLoad {
+	host, _ := os.Hostname()
+	return &storage.RatesLoad{Version: t.Version, Base: t.Base, Rates: t.Text(), File: sourceName(policy.Source{Name: t.Name}),
+		Command: command, Identity: identity, PID: os.Getpid(), Host: host}
+}
+
+// keepRatesLive records the rates a deciding process (serve, admin) loaded
+// as the live ones, then reloads them into live, in the background until
+// ctx ends, when the file ratesWatchPath names changes, recording each new
+// version before it is swapped in; like the policy, a broken edit keeps
+// the last good rates. name is the subcommand, identity the agent a serve
+// process acts as. A failure to record at start is returned.
+//
+// Approvals are refused unless the rates they converted with are the live
+// ones (storage.RatesLoad), as they are refused under a policy that is not
+// live: every process that approves must judge limits on the same base
+// amounts. As with the policy, no process takes another's rates from the
+// database.
+func (p *policyFlags) keepRatesLive(ctx context.Context, db *storage.DB, live *rates.Live, name, identity string, log *slog.Logger) error {
+	t := live.Table()
+	prev, err := db.LiveRates(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: read the live rates: %w", name, err)
+	}
+	if err := db.RecordRates(ctx, ratesLoad(t, name+" start", identity)); err != nil {
+		return fmt.Errorf("%s: record the rates as live: %w", name, err)
+	}
+	if prev != nil && prev.Version != t.Version {
+		log.Warn("these exchange rates are now the live ones; approvals in processes sharing the database that hold other rates are refused until they load them",
+			"version", t.Version, "file", t.Name, "previous", prev.Version, "previous_from", prev.Where())
+	}
+	rw := &rates.Watcher{Live: live, Path: p.ratesWatchPath(), Logger: log,
+		Record: func(t *rates.Table) error { return db.RecordRates(ctx, ratesLoad(t, name+" reload", identity)) }}
 	go func() {
 		if err := rw.Run(ctx); err != nil {
 			log.Warn("rates hot reload is off", "err", err)
 		}
 	}()
+	return nil
 }
 
 const ratesUsage = `Usage:

@@ -40,7 +40,7 @@ const appRoleSQL = `
 CREATE ROLE mandate_app LOGIN;
 GRANT USAGE ON SCHEMA public TO mandate_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mandate_app;
-REVOKE UPDATE, DELETE, TRUNCATE ON audit, policy_loads, policy_texts, migrations FROM mandate_app;
+REVOKE UPDATE, DELETE, TRUNCATE ON audit, policy_loads, policy_texts, rates_loads, migrations FROM mandate_app;
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_keys FROM mandate_app;
 REVOKE INSERT ON migrations FROM mandate_app;
 REVOKE DELETE, TRUNCATE ON chain_head FROM mandate_app;

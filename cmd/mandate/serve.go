@@ -262,9 +262,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}); err != nil {
 		return err
 	}
+	if err := pf.keepRatesLive(ctx, db, liveRates, "serve", who, log); err != nil {
+		return err
+	}
 	go reconcileLoop(ctx, deps, *recoverAfter)
 	checkpoints.start(ctx, db, log)
-	pf.watchRates(ctx, liveRates, log)
 	var metricsHandler http.Handler
 	if metrics != nil {
 		metricsHandler = metrics.Handler()
@@ -363,7 +365,7 @@ func reconcileLoop(ctx context.Context, d *tools.Deps, grace time.Duration) {
 		// policy was replaced by another process's leaves approved actions
 		// to a server that holds the live one.
 		if rep.Stale > 0 {
-			d.Logger.Warn("approved actions left alone: this server's policy is not the live one", "actions", rep.Stale)
+			d.Logger.Warn("approved actions left alone: this server's policy or exchange rates are not the live ones", "actions", rep.Stale)
 		}
 		select {
 		case <-ctx.Done():
