@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -174,6 +175,68 @@ func TestRoleRemovalIsAudited(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("%d audit records of alice's refused session, want 1", n)
+	}
+}
+
+// TestStaleServerRefusesSignInAndPages: roles are read from the policy, so
+// an admin server whose policy is not the live one (another process made
+// live a policy without alice's g line; this one has not loaded it) shows
+// nothing and signs nobody in: 503, audited for a signed-in user, and no
+// password is checked. Once it holds the live policy, alice is refused
+// by her role as usual.
+func TestStaleServerRefusesSignInAndPages(t *testing.T) {
+	s := newSite(t)
+	id := s.pendingRefund(t, "150.00", "late")
+	c := browser(t)
+	s.login(t, c, "alice")
+	if resp, body := get(t, c, s.srv.URL+"/actions/"+id); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Ada Lovelace") {
+		t.Fatalf("control: the action page under the live policy: %s, customer shown %v", resp.Status, strings.Contains(body, "Ada Lovelace"))
+	}
+	text := strings.Replace(string(mandate.DefaultPolicy), "g, alice, supervisor\n", "", 1)
+	live, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: []byte(text)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recorded as live by another process; this server's engine is not swapped.
+	if err := s.deps.DB.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: live.Version, Command: "admin reload"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(tools.SuspensionRefresh) // the server's view of the live version may be that old
+
+	for _, path := range []string{"/", "/actions/" + id, "/audit"} {
+		resp, body := get(t, c, s.srv.URL+path)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "rules are not the live ones") || strings.Contains(body, "Ada Lovelace") {
+			t.Fatalf("alice GET %s on a server whose policy is not live: %s\n%s\nwant 503 and nothing shown", path, resp.Status, body)
+		}
+	}
+	c2 := browser(t)
+	if resp, body := s.tryLogin(t, c2, "alice", testPassword); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "rules are not the live ones") {
+		t.Fatalf("alice signing in on a server whose policy is not live: %s\n%s\nwant 503", resp.Status, body)
+	}
+	u, _ := url.Parse(s.srv.URL)
+	for _, ck := range c2.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			t.Fatal("a session was created by a server whose policy is not live")
+		}
+	}
+	var refusals, failures int
+	s.deps.DB.Records(context.Background(), storage.Filter{}, func(r *storage.Record) error {
+		if r.Tool == "admin_access" && r.Agent == "alice" && r.Outcome == "refused" && strings.HasPrefix(r.Error, "stale policy: ") && strings.Contains(r.Error, live.Version) {
+			refusals++
+		}
+		if r.Tool == "admin_login" {
+			failures++
+		}
+		return nil
+	})
+	if refusals != 3 || failures != 0 {
+		t.Fatalf("%d audited stale-policy refusals of alice's requests and %d sign-in records; want 3, and none for the sign-in (no password was checked)", refusals, failures)
+	}
+
+	// This server reloads the live policy: alice's role is gone.
+	s.deps.Policy.Swap(live)
+	if resp, _ := get(t, c, s.srv.URL+"/"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("alice GET / under the live policy without her role: %s, want 403", resp.Status)
 	}
 }
 

@@ -16,7 +16,9 @@
 // failures); what they may see is asked of the live policy on every
 // request: approvers see the queue and the audit trail, an auditor only the
 // trail, and anyone else (a user whose role was removed a second ago) is
-// signed out. Requests whose Host header names another site are refused,
+// signed out. The server judges roles by the policy it holds, so while that
+// is not the live one (another process recorded a newer version) it
+// answers every sign-in and page 503. Requests whose Host header names another site are refused,
 // so a DNS-rebinding page cannot reach the login form.
 package admin
 
@@ -38,6 +40,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -92,6 +95,16 @@ type Server struct {
 	cfg   Config
 	pages map[string]*template.Template
 	mux   *http.ServeMux
+	live  liveView
+}
+
+// liveView is the server's view of the live policy version (the newest
+// recorded load), read again at most every tools.SuspensionRefresh, as the
+// tools' lookups read it.
+type liveView struct {
+	mu      sync.Mutex
+	at      time.Time
+	version string
 }
 
 // New returns a Server for cfg.
@@ -259,6 +272,62 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
+// liveVersion is the live policy version, as read at most
+// tools.SuspensionRefresh ago. A cached version other than held (the one
+// this server holds) is read again at once, so a reload here a moment ago
+// refuses nothing; only a server that really holds another version keeps
+// reading it, request after request.
+func (s *Server) liveVersion(ctx context.Context, held string) (string, error) {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	now := time.Now()
+	if s.live.at.IsZero() || now.Sub(s.live.at) >= tools.SuspensionRefresh || now.Before(s.live.at) || s.live.version != held {
+		v, err := s.cfg.Deps.DB.LiveVersion(context.WithoutCancel(ctx))
+		if err != nil {
+			s.live.at = time.Time{}
+			return "", err
+		}
+		s.live.at, s.live.version = now, v
+	}
+	return s.live.version, nil
+}
+
+// stale answers 503 and returns true unless the policy this server holds
+// is the live one: roles are read from the policy, and a server that has
+// not loaded the live one would judge them by rules no longer in force (a
+// supervisor whose g line another process's reload removed could still
+// sign in and read customers' data). It fails closed when the live version
+// cannot be read. user, when not "", is signed in, and the refusal is
+// audited in their name, as a stale approval is; a sign-in is refused
+// before any credential is checked, and only logged, so nobody can fill
+// the trail at no cost.
+func (s *Server) stale(w http.ResponseWriter, r *http.Request, user string) bool {
+	held := s.cfg.Deps.Policy.Policy().Version
+	live, err := s.liveVersion(r.Context(), held)
+	if err != nil {
+		s.cfg.Logger.Error("reading the live policy failed", "err", err)
+		http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
+		return true
+	}
+	if live == held {
+		return false
+	}
+	reason := fmt.Sprintf("stale policy: this admin server holds policy version %s but the live policy is %s; nothing was shown or done", held, live)
+	if live == "" {
+		reason = fmt.Sprintf("stale policy: this admin server holds policy version %s but no live policy is recorded; nothing was shown or done", held)
+	}
+	s.cfg.Logger.Warn("refused: this server's policy is not the live one", "user", user, "held", held, "live", live, "pattern", r.Pattern)
+	msg := "Service Unavailable: this server's rules are not the live ones (they may have just changed), so nothing was shown or done. "
+	if user != "" {
+		if !s.refuse(w, r, user, reason) {
+			return true
+		}
+		msg += fmt.Sprintf("It holds policy version %s; the live one is %q. ", held, live)
+	}
+	http.Error(w, msg+"Try again in a few seconds; if it keeps happening, this admin server must load the live policy files.", http.StatusServiceUnavailable)
+	return true
+}
+
 // session is the logged-in user of a request.
 type session struct {
 	storage.Session
@@ -270,8 +339,9 @@ type session struct {
 
 // authed wraps a handler that needs a signed-in user holding at least
 // role in the live policy: without a live session the request goes to the
-// login page; a user the policy no longer gives any role is signed out at
-// once (and it is audited); a POST must carry the session's CSRF token or
+// login page; while this server's policy is not the live one, everything
+// but signing out is refused with 503 (and audited, see stale); a user the
+// policy no longer gives any role is signed out at once (and it is audited); a POST must carry the session's CSRF token or
 // it is refused with 403; and an auditor asking for an approver's page is
 // sent to the audit trail or refused. Refused POSTs are audited, and
 // answered 503 if the record cannot be written.
@@ -293,6 +363,11 @@ func (s *Server) authed(need auth.Role, h func(http.ResponseWriter, *http.Reques
 				next = r.URL.RequestURI()
 			}
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			return
+		}
+		// Signing out needs no role, and ends what a stale server could
+		// otherwise only refuse.
+		if r.Pattern != "POST /logout" && s.stale(w, r, sess.User) {
 			return
 		}
 		role := auth.RoleOf(s.cfg.Deps.Policy.Policy(), sess.User)
@@ -377,6 +452,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(loginCookie)
 	if err != nil || !sameToken(r.PostFormValue("csrf"), c.Value) {
 		http.Error(w, "Forbidden: this form is missing its security token. Reload the page and try again.", http.StatusForbidden)
+		return
+	}
+	if s.stale(w, r, "") {
 		return
 	}
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
