@@ -471,8 +471,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Logger.Error("sign-in failed", "err", err)
 		}
 		// A correct password for a name the policy gives no role gets the
-		// same answer as a wrong one (auth audits the difference), so the
-		// page is no oracle for passwords of people who lost their role.
+		// same answer as a wrong one, and counts toward the backoff as one
+		// (auth audits the difference), so the page is no oracle for
+		// passwords of people who lost their role.
 		s.renderLogin(w, r, code, d)
 		return
 	}

@@ -164,7 +164,9 @@ var dummyHash = sync.OnceValue(func() []byte {
 // address for the web, "cli:USER" for the CLI); via says which ("web",
 // "cli") for the audit record. It refuses while name or addr is blocked,
 // when the password is wrong (counting and auditing the failure), and when
-// the live policy gives name no role.
+// the live policy gives name no role (auditing the refusal, and counting it
+// like a failure, so the backoff does not tell a right password from a
+// wrong one).
 func (a *Authenticator) Password(ctx context.Context, name, password, addr, via string) (Identity, error) {
 	a.init()
 	now := a.now()
@@ -203,10 +205,17 @@ func (a *Authenticator) Password(ctx context.Context, name, password, addr, via 
 	if !ok || !found {
 		return Identity{}, a.fail(ctx, a.now(), name, addr, via, "password", "wrong name or password", attempt.Keys, true)
 	}
-	if err := a.DB.UncountLoginAttempt(ctx, attempt); err != nil {
-		return Identity{}, err
+	// The role before the uncount: a right password for a name the live
+	// policy gives no role stays counted, as a wrong one does, or the
+	// backoff (429 after a few tries instead of 401) would tell which it
+	// was. admitAs refuses it and records the refusal.
+	role := RoleOf(a.Policy.Policy(), name)
+	if role != None {
+		if err := a.DB.UncountLoginAttempt(ctx, attempt); err != nil {
+			return Identity{}, err
+		}
 	}
-	return a.admit(ctx, name, addr, via, "password", UserKey(name))
+	return a.admitAs(ctx, name, role, addr, via, UserKey(name))
 }
 
 // Token signs in whoever token belongs to (created by `mandate admin user
@@ -281,7 +290,12 @@ func (a *Authenticator) fail(ctx context.Context, now time.Time, name, addr, via
 // admit checks the live policy still gives name a role, then forgets the
 // backoff for the keys the success clears.
 func (a *Authenticator) admit(ctx context.Context, name, addr, via, method string, clear ...string) (Identity, error) {
-	role := RoleOf(a.Policy.Policy(), name)
+	return a.admitAs(ctx, name, RoleOf(a.Policy.Policy(), name), addr, via, clear...)
+}
+
+// admitAs is admit with name's role already read from the policy: None
+// is refused, and the refusal audited.
+func (a *Authenticator) admitAs(ctx context.Context, name string, role Role, addr, via string, clear ...string) (Identity, error) {
 	if role == None {
 		err := mandate.Errorf(mandate.EDENIED, "%s", describe(name))
 		if aerr := a.Refuse(ctx, name, addr, via, LoginTool, describe(name)); aerr != nil {

@@ -269,6 +269,38 @@ func TestTokenAndRoles(t *testing.T) {
 	}
 }
 
+// TestRightPasswordWithoutRoleStaysCounted: a right password for a name
+// the live policy gives no role (dave lost his g line, his users row stayed)
+// costs what a wrong one does: after two wrong guesses, the third blocks the
+// fourth whether it was right or wrong, so the backoff is no oracle for the
+// passwords of people who lost their role. The refusal is audited.
+func TestRightPasswordWithoutRoleStaysCounted(t *testing.T) {
+	ctx := context.Background()
+	fourth := map[string]error{}
+	for _, third := range []string{"wrong guess 3", goodPassword} {
+		a, _, db := newAuth(t) // time stands still: no block is waited out
+		hash, _ := bcrypt.GenerateFromPassword([]byte(goodPassword), bcrypt.MinCost)
+		if err := db.AddUser(ctx, "dave", string(hash)); err != nil {
+			t.Fatal(err)
+		}
+		for _, pw := range []string{"wrong guess 1", "wrong guess 2", third} {
+			if _, err := a.Password(ctx, "dave", pw, "192.0.2.1:1", "web"); mandate.ErrorCode(err) != mandate.EDENIED {
+				t.Fatalf("dave with %q: %v, want denied", pw, err)
+			}
+		}
+		_, fourth[third] = a.Password(ctx, "dave", "wrong guess 4", "192.0.2.1:1", "web")
+		if _, ok := IsThrottled(fourth[third]); !ok {
+			t.Fatalf("the 4th try after a third that was %q: %v, want it blocked like any after three failures", third, fourth[third])
+		}
+		if third == goodPassword {
+			_, recs := countAudit(t, db, LoginTool)
+			if n := len(recs); n != 3 || !contains(recs[2].Error, "dave holds no approver or auditor role") {
+				t.Fatalf("%d sign-in records, the last %+v; want two failures and the refusal of dave's role", n, recs[n-1])
+			}
+		}
+	}
+}
+
 func replace(s, old, new string) string {
 	for i := 0; i+len(old) <= len(s); i++ {
 		if s[i:i+len(old)] == old {
