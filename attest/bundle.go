@@ -54,7 +54,8 @@ func EncodeProof(hashes [][]byte) []string {
 }
 
 // VerifyBundle checks a bundle offline: the checkpoint's signature by one
-// of known, then for every entry that its leaf index is its seq minus one,
+// of known, then for every entry that its leaf index is its seq minus one
+// and greater than the entry before's (each record once, in chain order),
 // and that the leaf recomputed from the record is included in the
 // checkpoint's tree at that index. It returns the checkpoint and the
 // signing key's name, or the first failure, naming the entry.
@@ -76,6 +77,9 @@ func VerifyBundle(b *Bundle, known note.Verifiers, leaf LeafFunc) (Checkpoint, s
 		}
 		if seq < 1 || uint64(seq-1) != e.LeafIndex {
 			return Checkpoint{}, "", fmt.Errorf("entry %d: leaf index %d does not match the record's seq %d (the leaf index is always seq-1): the index was altered", i+1, e.LeafIndex, seq)
+		}
+		if i > 0 && e.LeafIndex <= b.Entries[i-1].LeafIndex {
+			return Checkpoint{}, "", fmt.Errorf("entry %d: leaf index %d does not follow the entry before's %d: entries are in chain order, each record once", i+1, e.LeafIndex, b.Entries[i-1].LeafIndex)
 		}
 		if e.LeafIndex >= cp.Size {
 			return Checkpoint{}, "", fmt.Errorf("entry %d: record %d is not covered by the checkpoint, which holds %d records", i+1, seq, cp.Size)

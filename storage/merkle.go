@@ -68,13 +68,33 @@ func (r *Record) LeafIndex() uint64 {
 
 // ExportedLeaf reads one record as `audit export` writes it (JSON) and
 // returns its seq and leaf encoding: what an outside verifier recomputes.
+//
+// The leaf is computed from the record json.Unmarshal decodes, and that
+// matches keys in any case, keeps the last of duplicate keys and skips
+// unknown ones, where jq or a SIEM may read another value ("decision":
+// "deny" followed by "Decision":"allow"). So only the bytes the export
+// writes for the decoded record are accepted (whitespace aside): whatever
+// a reader sees in them is what the leaf covers.
 func ExportedLeaf(b json.RawMessage) (int64, []byte, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return 0, nil, err
 	}
+	canon, err := r.MarshalJSON()
+	if err != nil {
+		return 0, nil, err
+	}
+	var got bytes.Buffer
+	if err := json.Compact(&got, b); err != nil {
+		return 0, nil, err
+	}
+	if !bytes.Equal(got.Bytes(), canon) {
+		return 0, nil, errNotExported
+	}
 	return r.Seq, r.LeafData(), nil
 }
+
+var errNotExported = errors.New("it is not written as `mandate audit export` writes it (a field repeated, in another case, unknown or missing, or a value re-encoded): it was altered after export")
 
 // UnmarshalJSON reads the export format that MarshalJSON writes, duration
 // in microseconds included.

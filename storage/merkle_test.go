@@ -202,6 +202,53 @@ func TestLeafIsExportedRecord(t *testing.T) {
 	checkTree(t, db2, 4)
 }
 
+// TestExportedLeafRejectsAlteredForm checks that a record is accepted only
+// in the form the export writes: encoding/json decodes keys in any case,
+// keeps the last of duplicates and skips unknown ones, so each edit below
+// leaves the decoded record and its leaf as they were, while jq reads
+// something else.
+func TestExportedLeafRejectsAlteredForm(t *testing.T) {
+	db := openTest(t)
+	appendAll(t, db, []*Record{{Agent: "a", Tool: "refund_order", Phase: PhaseAttempt, Decision: "allow", ActionID: "act_1",
+		Args: json.RawMessage(`{ "reason": "<b>&</b>",  "n": 1 }`)}})
+	var exported string
+	db.Records(context.Background(), Filter{}, func(r *Record) error {
+		b, err := r.MarshalJSON()
+		exported = string(b)
+		return err
+	})
+	seq, want, err := ExportedLeaf(json.RawMessage("  " + exported + "\n"))
+	if err != nil || seq != 1 {
+		t.Fatalf("the exported record: seq %d, %v", seq, err)
+	}
+	for name, edit := range map[string]func(string) string{
+		"key in another case": func(s string) string {
+			return strings.TrimSuffix(strings.Replace(s, `"decision":"allow"`, `"decision":"deny"`, 1), "}") + `,"Decision":"allow"}`
+		},
+		"repeated key": func(s string) string {
+			return strings.Replace(s, `"approver":""`, `"approver":"alice","approver":""`, 1)
+		},
+		"unknown key":        func(s string) string { return strings.TrimSuffix(s, "}") + `,"approved_by":"ceo@example.com"}` },
+		"missing key":        func(s string) string { return strings.Replace(s, `"comment":"",`, "", 1) },
+		"leaf_index altered": func(s string) string { return strings.Replace(s, `"leaf_index":0`, `"leaf_index":7`, 1) },
+		"escaped string":     func(s string) string { return strings.Replace(s, `"agent":"a"`, `"agent":"\u0061"`, 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			altered := edit(exported)
+			if altered == exported {
+				t.Fatal("the edit changed nothing")
+			}
+			var r Record
+			if err := json.Unmarshal([]byte(altered), &r); err != nil || !bytes.Equal(r.LeafData(), want) {
+				t.Fatalf("the edit changed the decoded leaf (%v): the test shows nothing", err)
+			}
+			if _, _, err := ExportedLeaf(json.RawMessage(altered)); err == nil {
+				t.Fatalf("ExportedLeaf accepted %s", altered)
+			}
+		})
+	}
+}
+
 func TestMerkleRepair(t *testing.T) {
 	for _, c := range []struct {
 		name  string

@@ -324,12 +324,17 @@ func runAuditVerifyProof(args []string, stdout, stderr io.Writer) error {
 	if len(b.Entries) == 0 {
 		return nil
 	}
+	// prove writes the records of one action; the line below says whose.
 	var action string
-	for _, e := range b.Entries {
+	for i, e := range b.Entries {
 		var r storage.Record
-		if json.Unmarshal(e.Record, &r) == nil && action == "" {
-			action = r.ActionID
+		if err := json.Unmarshal(e.Record, &r); err != nil {
+			return fmt.Errorf("audit verify-proof: FAILED: entry %d: %v", i+1, err)
 		}
+		if i > 0 && r.ActionID != action {
+			return fmt.Errorf("audit verify-proof: FAILED: entry %d is a record of action %q, entry 1 of %q: a bundle from `mandate audit prove` holds the records of one action", i+1, r.ActionID, action)
+		}
+		action = r.ActionID
 	}
 	fmt.Fprintf(stdout, "ok: %d records of action %s are in the audit log %s, in its checkpoint of %d records (root %s) signed by %s\n",
 		len(b.Entries), action, cp.Origin, cp.Size, base64.StdEncoding.EncodeToString(cp.Root), signer)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/csv"
@@ -171,15 +172,20 @@ func TestAuditProveAndVerifyProof(t *testing.T) {
 			b.Entries[0].Record = json.RawMessage(strings.Replace(string(b.Entries[0].Record), "30.00", "3000.00", 1))
 		}, []string{vk1}, "record 38 is not in the signed tree of 41 records", "record 38 is NOT in"},
 		{"tampered approver", func(b *attest.Bundle) {
-			var r map[string]any
-			if err := json.Unmarshal(b.Entries[1].Record, &r); err != nil {
-				t.Fatal(err)
-			}
-			r["approver"] = "alice"
-			var rec strings.Builder
-			newEncoder(&rec).Encode(r)
-			b.Entries[1].Record = json.RawMessage(rec.String())
+			b.Entries[1].Record = json.RawMessage(strings.Replace(compactRecord(t, b.Entries[1].Record), `"approver":""`, `"approver":"alice"`, 1))
 		}, []string{vk1}, "record 39 is not in the signed tree", "record 39 is NOT in"},
+		// encoding/json reads keys in any case and keeps the last of
+		// duplicates; jq reads "deny" and "alice" here, the leaf the rest.
+		{"key repeated in another case", func(b *attest.Bundle) {
+			r := strings.Replace(compactRecord(t, b.Entries[0].Record), `"decision":"allow"`, `"decision":"deny"`, 1)
+			b.Entries[0].Record = json.RawMessage(strings.TrimSuffix(r, "}") + `,"Decision":"allow"}`)
+		}, []string{vk1}, "entry 1: the record cannot be read: it is not written as `mandate audit export` writes it", "key \"Decision\" is repeated or unknown"},
+		{"key repeated", func(b *attest.Bundle) {
+			b.Entries[1].Record = json.RawMessage(strings.Replace(compactRecord(t, b.Entries[1].Record), `"approver":""`, `"approver":"alice","approver":""`, 1))
+		}, []string{vk1}, "entry 2: the record cannot be read: it is not written as", "key \"approver\" is repeated or unknown"},
+		{"unknown key", func(b *attest.Bundle) {
+			b.Entries[1].Record = json.RawMessage(strings.TrimSuffix(compactRecord(t, b.Entries[1].Record), "}") + `,"approved_by":"ceo@example.com"}`)
+		}, []string{vk1}, "entry 2: the record cannot be read: it is not written as", "key \"approved_by\" is repeated or unknown"},
 		{"wrong leaf index", func(b *attest.Bundle) { b.Entries[1].LeafIndex = 37 }, []string{vk1},
 			"leaf index 37 does not match the record's seq 39", "wrong leaf index"},
 		{"shortened proof", func(b *attest.Bundle) { b.Entries[0].Inclusion = b.Entries[0].Inclusion[1:] }, []string{vk1},
@@ -214,6 +220,32 @@ func TestAuditProveAndVerifyProof(t *testing.T) {
 		})
 	}
 
+	// The output names one action and counts its records: a bundle mixing
+	// actions, or repeating a record, says something prove never wrote.
+	bundleB := filepath.Join(dir, "bundle-b.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_b", "--checkpoint", writeTemp(t, dir, "cp1", cp1), "--out", bundleB)
+	var bb attest.Bundle
+	raw, _ = os.ReadFile(bundleB)
+	if err := json.Unmarshal(raw, &bb); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		entries []attest.Entry
+		want    string
+	}{
+		"two actions":     {append(append([]attest.Entry(nil), b.Entries...), bb.Entries...), `entry 3 is a record of action "act_b", entry 1 of "act_a"`},
+		"a record twice":  {append(append([]attest.Entry(nil), b.Entries...), b.Entries[1]), "entry 3: leaf index 38 does not follow the entry before's 38"},
+		"records swapped": {[]attest.Entry{b.Entries[1], b.Entries[0]}, "entry 2: leaf index 37 does not follow the entry before's 38"},
+	} {
+		mixed := b
+		mixed.Entries = c.entries
+		var w strings.Builder
+		newEncoder(&w).Encode(mixed)
+		if msg := mandateFails(t, "audit", "verify-proof", "--key", vk1, writeTemp(t, t.TempDir(), "mixed.json", w.String())); !strings.Contains(msg, c.want) {
+			t.Fatalf("%s: verify-proof said %q, want %q", name, msg, c.want)
+		}
+	}
+
 	// Key rotation: records after a checkpoint by the new key are proven
 	// against it; a verifier holding both keys accepts both bundles.
 	appendTrail(t, db, 3, "act_c")
@@ -238,6 +270,16 @@ func TestAuditProveAndVerifyProof(t *testing.T) {
 	if msg := mandateFails(t, "audit", "prove", "--db", db, "--action", "act_none"); !strings.Contains(msg, "no audit records") {
 		t.Fatalf("prove of an unknown action: %s", msg)
 	}
+}
+
+// compactRecord is a bundle entry's record as prove writes it, compact.
+func compactRecord(t *testing.T, rec json.RawMessage) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, rec); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 func writeTemp(t *testing.T, dir, name, text string) string {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,7 @@ func main() {
 			KeyID                                                                             string `json:"key_id"`
 		}
 		check(json.Unmarshal(e.Record, &r))
+		exportKeys(e.Record)
 		var buf bytes.Buffer
 		put := func(s string) { binary.Write(&buf, binary.LittleEndian, uint64(len(s))); buf.WriteString(s) }
 		put(strconv.FormatInt(r.Seq, 10))
@@ -101,6 +103,33 @@ func main() {
 			fail(fmt.Sprintf("record %d is NOT in the checkpoint's tree", r.Seq))
 		}
 		fmt.Printf("ok: record %d (action %s, %s) is in %s at size %d\n", r.Seq, r.ActionID, r.Phase, lines[0], size)
+	}
+}
+
+// exported lists the keys of a record as the export writes them.
+var exported = strings.Fields(`seq time agent tool args attrs decision rule policy_version action_id phase outcome
+	error approver comment credential changes trace_id conversation_id key_id prev_hash hash duration leaf_index`)
+
+// exportKeys fails unless every key of the record is one the export writes,
+// spelled exactly so and given once. encoding/json matches keys in any
+// case, keeps the last of duplicates and skips unknown ones, where jq or
+// a SIEM may read another value ("decision":"deny" then "Decision":"allow"):
+// the leaf must cover what every reader sees.
+func exportKeys(rec json.RawMessage) {
+	dec := json.NewDecoder(bytes.NewReader(rec))
+	_, err := dec.Token() // the record's {
+	check(err)
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		check(err)
+		k, _ := t.(string)
+		if seen[k] || !slices.Contains(exported, k) {
+			fail(fmt.Sprintf("a record is not as the export writes it: key %q is repeated or unknown", k))
+		}
+		seen[k] = true
+		var v json.RawMessage
+		check(dec.Decode(&v))
 	}
 }
 
