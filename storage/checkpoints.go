@@ -155,3 +155,39 @@ func (db *DB) firstRewritten(ctx context.Context, size uint64) int64 {
 	})
 	return found
 }
+
+// ExtendsLastCheckpoint checks that the tree of size records with root
+// root, about to be signed for origin, extends the last checkpoint stored
+// for origin: a key must never sign two histories, one of which drops or
+// rewrites records the other holds. That happens when records are cut off
+// the end of the trail (the tree is trimmed to match when the database is
+// opened) and new ones appended in their place. It reads the stored tree
+// only, O(log n), so serve's checkpointer can ask every interval;
+// CheckExtends is the full check against the rows. A failed check is an
+// *ExtendError; no checkpoint stored for origin passes.
+func (db *DB) ExtendsLastCheckpoint(ctx context.Context, origin string, size uint64, root []byte) error {
+	last, err := db.LatestCheckpoint(ctx, origin)
+	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lastRoot, err := base64.StdEncoding.DecodeString(last.Root)
+	if err != nil {
+		return fmt.Errorf("the checkpoint of %s at size %d stored in the database has a root that is not base64", origin, last.Size)
+	}
+	if size < last.Size {
+		return &ExtendError{Size: last.Size, Have: size, Truncated: true,
+			Reason: fmt.Sprintf("TRUNCATED: the tree holds %d records, but the last checkpoint signed for %s covers %d: records %d to %d were removed", size, origin, last.Size, size+1, last.Size)}
+	}
+	p, err := db.ConsistencyProof(ctx, last.Size, size)
+	if err != nil {
+		return err
+	}
+	if err := proof.VerifyConsistency(attest.Hasher, last.Size, size, p, lastRoot, root); err != nil {
+		return &ExtendError{Size: last.Size, Have: size,
+			Reason: fmt.Sprintf("REWRITTEN: the tree of %d records does not extend the last checkpoint signed for %s, of %d records: a record it covers was removed or rewritten (records cut off the end and new ones appended in their place?)", size, origin, last.Size)}
+	}
+	return nil
+}

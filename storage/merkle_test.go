@@ -452,6 +452,77 @@ func TestCheckExtends(t *testing.T) {
 	}
 }
 
+// TestExtendsLastCheckpoint checks what a signer asks before signing: that
+// the tree extends the last checkpoint stored for its origin, however the
+// trail was cut; a checkpoint of another origin does not bind it.
+func TestExtendsLastCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name      string
+		first     int // records when the checkpoint is stored
+		tamper    []string
+		more      int // records appended after the tampering
+		truncated bool
+		want      string // in the reason; "" for success
+	}{
+		{"intact", 20, nil, 5, false, ""},
+		{"nothing added", 20, nil, 0, false, ""},
+		{"cut", 20, []string{`DELETE FROM audit WHERE seq > 18`}, 0, true, "records 19 to 20 were removed"},
+		{"cut and regrown past it", 20, []string{`DELETE FROM audit WHERE seq > 18`}, 5, false, "does not extend the last checkpoint signed for log.example/a, of 20 records"},
+		{"cut and regrown to its size", 20, []string{`DELETE FROM audit WHERE seq > 18`}, 2, false, "REWRITTEN"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := openTest(t)
+			appendN(t, db, c.first)
+			root, err := db.TreeRoot(ctx, uint64(c.first))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.SaveCheckpoint(ctx, "log.example/a", uint64(c.first), root, "note"); err != nil {
+				t.Fatal(err)
+			}
+			// Another origin's larger checkpoint is not this signer's.
+			if err := db.SaveCheckpoint(ctx, "log.example/b", 1000, root, "note"); err != nil {
+				t.Fatal(err)
+			}
+			if c.tamper != nil {
+				db.Close()
+				vtTamper(t, db, c.tamper...)
+				if db, err = Open(ctx, db.Path); err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+			}
+			appendN(t, db, c.more)
+			size, err := db.TreeSize(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now, err := db.TreeRoot(ctx, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.ExtendsLastCheckpoint(ctx, "log.example/a", size, now)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("ExtendsLastCheckpoint: %v", err)
+				}
+				return
+			}
+			var e *ExtendError
+			if !errors.As(err, &e) || e.Truncated != c.truncated || !strings.Contains(e.Reason, c.want) {
+				t.Fatalf("ExtendsLastCheckpoint = %v, want an ExtendError, truncated %v, reason with %q", err, c.truncated, c.want)
+			}
+		})
+	}
+	db := openTest(t)
+	appendN(t, db, 3)
+	root, _ := db.TreeRoot(ctx, 3)
+	if err := db.ExtendsLastCheckpoint(ctx, "log.example/new", 3, root); err != nil {
+		t.Fatalf("no checkpoint stored yet: %v", err)
+	}
+}
+
 // TestMerkleQueryPlans checks that the tree's statements search by key:
 // an append by a process that did not write the head (it reads the range),
 // proofs, roots, the checkpointer's question and the check at open.

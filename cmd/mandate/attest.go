@@ -79,7 +79,9 @@ func runAuditKeygen(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// signCheckpoint signs the tree as it is now and stores the checkpoint.
+// signCheckpoint signs the tree as it is now and stores the checkpoint. It
+// refuses a tree that does not extend the last checkpoint stored for the
+// key's origin: signing it would put two histories under one key.
 func signCheckpoint(ctx context.Context, db *storage.DB, s note.Signer) ([]byte, attest.Checkpoint, error) {
 	size, err := db.TreeSize(ctx)
 	if err != nil {
@@ -90,6 +92,13 @@ func signCheckpoint(ctx context.Context, db *storage.DB, s note.Signer) ([]byte,
 		return nil, attest.Checkpoint{}, err
 	}
 	cp := attest.Checkpoint{Origin: s.Name(), Size: size, Root: root}
+	if err := db.ExtendsLastCheckpoint(ctx, cp.Origin, size, root); err != nil {
+		var ext *storage.ExtendError
+		if errors.As(err, &ext) {
+			err = fmt.Errorf("refusing to sign a checkpoint of %d records: %w; check the trail with `mandate audit verify --since-checkpoint` and the last published checkpoint", size, err)
+		}
+		return nil, cp, err
+	}
 	text, err := attest.Sign(cp, s)
 	if err != nil {
 		return nil, cp, err

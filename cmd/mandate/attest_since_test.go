@@ -66,9 +66,10 @@ func TestProveSinceCheckpoint(t *testing.T) {
 	}
 
 	// A writer without the keys rewrites record 5 and recomputes every
-	// later hash and the tree; the server, holding the signer key, then signs the
-	// rewritten trail. prove refuses, and a bundle of the new checkpoint
-	// with the old proof does not pass.
+	// later hash and the tree. The signer refuses to sign the rewritten
+	// trail; signed anyway (by a version without that check, or by whoever
+	// holds the signer key), prove refuses, and a bundle of the new
+	// checkpoint with the old proof does not pass.
 	raw2 := tamperDB(t, db)
 	if _, err := raw2.Exec(`UPDATE audit SET args = '{"order_id":"ord_forged"}' WHERE seq = 5`); err != nil {
 		t.Fatal(err)
@@ -85,7 +86,10 @@ func TestProveSinceCheckpoint(t *testing.T) {
 	if out := mandateFails(t, "audit", "verify", "--db", db); !strings.HasPrefix(out, "unanchored: 31 records") {
 		t.Fatalf("plain verify after the rewrite: %s", out)
 	}
-	rewritten := mandateOK(t, "audit", "checkpoint", "--db", db, "--key", filepath.Join(dir, "k.key"))
+	if msg := mandateFails(t, "audit", "checkpoint", "--db", db, "--key", key); !strings.Contains(msg, "refusing to sign a checkpoint of 31 records: REWRITTEN") {
+		t.Fatalf("checkpoint of the rewritten trail: %s", msg)
+	}
+	rewritten := signTreeAnyway(t, db, key)
 	if msg := mandateFails(t, "audit", "prove", "--db", db, "--checkpoint", writeTemp(t, dir, "rewritten", rewritten), "--since-checkpoint", lastWeek); !strings.Contains(msg, "no longer hash to the root") {
 		t.Fatalf("prove after the rewrite: %s", msg)
 	}
@@ -232,4 +236,33 @@ func TestExportKeyIDEveryFormat(t *testing.T) {
 	if !strings.Contains(header, "key_id") || strings.Count(csvOut, k.ID()) != 3 || !strings.Contains(first, k.ID()) {
 		t.Fatalf("csv export:\n%s", csvOut)
 	}
+}
+
+// signTreeAnyway signs the stored tree as it is with the signer key file,
+// without the checks `audit checkpoint` makes first.
+func signTreeAnyway(t *testing.T, path, keyFile string) string {
+	t.Helper()
+	ctx := context.Background()
+	s, err := attest.LoadSigner(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	size, err := db.TreeSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := db.TreeRoot(ctx, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := attest.Sign(attest.Checkpoint{Origin: s.Name(), Size: size, Root: root}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(text)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate/attest"
 	"github.com/mandatehq/mandate/storage"
@@ -480,5 +482,59 @@ func TestAuditExportLeafIndex(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAuditCheckpointRefusesFork cuts the last records of a signed trail
+// (which the chain alone cannot see) and appends new ones: a checkpoint of
+// the new tree would put a second history under the key, so neither
+// `audit checkpoint --key` nor serve's checkpointer signs it.
+func TestAuditCheckpointRefusesFork(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := attestTrail(t, 10)
+	key, _ := keygen(t, dir, "k.key", "audit.example.com/log")
+	other, _ := keygen(t, dir, "other.key", "other.example.com/log")
+	first := mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
+	signer, err := attest.LoadSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpointerOnce := func() error {
+		sdb, err := storage.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		c := &checkpointer{signer: signer, every: time.Hour, publish: make(chan []byte, 1), db: sdb,
+			log: slog.New(slog.DiscardHandler), signed: 10} // as start reads it from the stored checkpoint
+		return c.once(ctx)
+	}
+
+	if _, err := tamperDB(t, db).Exec(`DELETE FROM audit WHERE seq > 8`); err != nil {
+		t.Fatal(err)
+	}
+	const cut = "TRUNCATED: the tree holds 8 records, but "
+	if msg := mandateFails(t, "audit", "checkpoint", "--db", db, "--key", key); !strings.Contains(msg, cut+"the last checkpoint signed for audit.example.com/log covers 10") {
+		t.Fatalf("checkpoint of a cut trail: %s", msg)
+	}
+	if err := checkpointerOnce(); err == nil || !strings.Contains(err.Error(), cut+"a checkpoint of 10 was signed for audit.example.com/log") {
+		t.Fatalf("checkpointer on a cut trail: %v", err)
+	}
+
+	appendTrail(t, db, 5) // 13 records; 9 and 10 are new ones
+	const fork = "refusing to sign a checkpoint of 13 records: REWRITTEN: the tree of 13 records does not extend the last checkpoint signed for audit.example.com/log, of 10 records"
+	if msg := mandateFails(t, "audit", "checkpoint", "--db", db, "--key", key); !strings.Contains(msg, fork) {
+		t.Fatalf("checkpoint of a forked trail: %s", msg)
+	}
+	if err := checkpointerOnce(); err == nil || !strings.Contains(err.Error(), fork) {
+		t.Fatalf("checkpointer on a forked trail: %v", err)
+	}
+	if got := mandateOK(t, "audit", "checkpoint", "--db", db); got != first {
+		t.Fatalf("latest stored checkpoint after the refusals %q, want the first %q", got, first)
+	}
+	// A key of another origin has signed nothing here: nothing binds it.
+	if out := mandateOK(t, "audit", "checkpoint", "--db", db, "--key", other); !strings.HasPrefix(out, "other.example.com/log\n13\n") {
+		t.Fatalf("checkpoint by another origin: %s", out)
 	}
 }

@@ -108,11 +108,18 @@ func (c *checkpointer) start(ctx context.Context, db *storage.DB, log *slog.Logg
 }
 
 // once signs, stores and publishes a checkpoint if the tree grew since the
-// last one this origin has.
+// last one this origin has. A tree that shrank, or grew from another
+// history, is an error each time: signCheckpoint refuses it.
 func (c *checkpointer) once(ctx context.Context) error {
 	size, err := c.db.TreeSize(ctx)
-	if err != nil || size <= c.signed {
+	if err != nil {
 		return err
+	}
+	if size < c.signed {
+		return fmt.Errorf("refusing to sign a checkpoint: TRUNCATED: the tree holds %d records, but a checkpoint of %d was signed for %s: records %d to %d were removed; check the trail with `mandate audit verify --since-checkpoint` and the last published checkpoint", size, c.signed, c.signer.Name(), size+1, c.signed)
+	}
+	if size == c.signed {
+		return nil
 	}
 	if last, err := c.db.LatestCheckpoint(ctx, c.signer.Name()); err == nil && last.Size >= size {
 		c.signed = last.Size // another process signed it
