@@ -19,6 +19,11 @@ type Filter struct {
 	// trace (32 lowercase hex digits).
 	TraceID  string
 	AfterSeq int64
+	// Exact selects by the audit rows alone, never through audit_index,
+	// which is derived and unchained (CheckIndex): for what must not
+	// depend on it, such as a proof of an action's records. On SQLite a
+	// filter by agent, action, trace or time then reads the whole trail.
+	Exact bool
 }
 
 // Records calls fn for each record matching f, in chain order.
@@ -28,18 +33,27 @@ func (db *DB) Records(ctx context.Context, f Filter, fn func(*Record) error) err
 }
 
 // records is Records through src: the pool, or the write transaction that
-// builds the Merkle tree from the rows (merkle.go).
+// builds the Merkle tree from the rows (merkle.go). audit_keys finds the
+// records quickly, and each condition is applied again to the record
+// itself, so an edited audit_index row never selects a record that does
+// not match; one that hides a record shows in CheckIndex (audit verify).
 func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error, postgres bool) error {
 	q := `SELECT ` + recordColumns + ` FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	add := func(cond string, v any) { q += " AND " + cond; args = append(args, v) }
+	// search adds a condition through audit_keys, unless f is Exact.
+	search := func(cond string, v any) {
+		if !f.Exact {
+			add(cond, v)
+		}
+	}
 	if !f.Since.IsZero() {
 		if !postgres {
 			// The first record of that time on, found by audit_index's
 			// time index; the filter below stays, for a record written
 			// under a clock set back. PostgreSQL searches audit_time
 			// itself (and would plan this MIN as a walk of seq from 1).
-			add("seq >= (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM audit_keys WHERE time >= ?)", timeText(f.Since))
+			search("seq >= (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM audit_keys WHERE time >= ?)", timeText(f.Since))
 		}
 		add("time >= ?", timeText(f.Since))
 	}
@@ -47,7 +61,8 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error,
 		add("time < ?", timeText(f.Until))
 	}
 	if f.Agent != "" {
-		add("seq IN (SELECT seq FROM audit_keys WHERE agent = ?)", f.Agent)
+		search("seq IN (SELECT seq FROM audit_keys WHERE agent = ?)", f.Agent)
+		add("agent = ?", f.Agent)
 	}
 	if f.Tool != "" {
 		add("tool = ?", f.Tool)
@@ -56,14 +71,16 @@ func records(ctx context.Context, src queryer, f Filter, fn func(*Record) error,
 		add("decision = ?", f.Decision)
 	}
 	if f.ActionID != "" {
-		add("seq IN (SELECT seq FROM audit_keys WHERE action_id = ?)", f.ActionID)
+		search("seq IN (SELECT seq FROM audit_keys WHERE action_id = ?)", f.ActionID)
+		add("action_id = ?", f.ActionID)
 	}
 	if f.TraceID != "" {
 		// Every record of the actions a call in the trace asked for: the
 		// attempt and outcome carry the trace id, a person's approval
 		// between them does not. The partial index audit_trace_id finds the
 		// actions, audit_keys their records.
-		add("seq IN (SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != ''))", f.TraceID)
+		search("seq IN (SELECT seq FROM audit_keys WHERE action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != ''))", f.TraceID)
+		add("action_id IN (SELECT action_id FROM audit WHERE trace_id = ? AND trace_id != '')", f.TraceID)
 	}
 	return eachRecord(ctx, src, "read audit", q+" ORDER BY seq", args, fn)
 }

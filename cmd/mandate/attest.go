@@ -200,7 +200,9 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *action == "" {
 		return writeBundle(&b, *out, stdout, stderr, fmt.Sprintf("the proof that the checkpoint of %d records extends %s", cp.Size, *since))
 	}
-	err = db.Records(ctx, storage.Filter{ActionID: *action}, func(r *storage.Record) error {
+	// Exact: by the chained rows, not the derived index, which an edit
+	// could make hide one of the action's records from the bundle.
+	err = db.Records(ctx, storage.Filter{ActionID: *action, Exact: true}, func(r *storage.Record) error {
 		if r.LeafIndex() >= cp.Size {
 			return fmt.Errorf("audit prove: record %d of action %s is newer than the checkpoint, which covers %d records: wait for the next checkpoint, or sign one with `mandate audit checkpoint --key FILE`", r.Seq, *action, cp.Size)
 		}

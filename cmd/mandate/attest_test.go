@@ -538,3 +538,50 @@ func TestAuditCheckpointRefusesFork(t *testing.T) {
 		t.Fatalf("checkpoint by another origin: %s", out)
 	}
 }
+
+// TestAuditIndexTamper edits audit_index, the unchained search keys, as a
+// database writer could: records vanish from filtered exports while the
+// chain stays intact. `audit verify` names them and exits 1, and prove,
+// which selects by the chained records, still proves every record.
+func TestAuditIndexTamper(t *testing.T) {
+	dir := t.TempDir()
+	db := attestTrail(t, 20, "act_a")
+	appendTrail(t, db, 5)
+	key, vkey := keygen(t, dir, "k.key", "audit.example.com/log")
+	mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
+	raw := tamperDB(t, db)
+	// What the writer does in a commit nobody waits on (storage indexTail).
+	if _, err := raw.Exec(`INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
+		SELECT seq, time, agent, action_id, phase, json_extract(args, '$.customer_id'), json_extract(args, '$.order_id')
+		FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`); err != nil {
+		t.Fatal(err)
+	}
+	// (The fixture has no actions rows, so the cross-check fails throughout.)
+	if out, _, _ := runMandate(t, nil, "audit", "verify", "--db", db); !strings.Contains(out, "search keys (audit_index) agree with the trail: 27 records indexed") {
+		t.Fatalf("verify of an intact index: %s", out)
+	}
+	for _, s := range []string{
+		`UPDATE audit_index SET agent = 'someone-else' WHERE seq = 5`,
+		`DELETE FROM audit_index WHERE seq = 22`, // act_a's outcome
+	} {
+		if _, err := raw.Exec(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mandateFails(t, "audit", "verify", "--db", db)
+	for _, want := range []string{
+		"unanchored: 27 records",
+		"search keys (audit_index) DISAGREE with the trail in 2 records",
+		"record 5: audit_index gives it another agent than the record has",
+		"record 22: not in audit_index",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("verify after editing audit_index:\n%s\nwant %q", out, want)
+		}
+	}
+	bundle := filepath.Join(dir, "b.json")
+	mandateOK(t, "audit", "prove", "--db", db, "--action", "act_a", "--out", bundle)
+	if out := mandateOK(t, "audit", "verify-proof", "--key", vkey, bundle); !strings.HasPrefix(out, "ok: 2 records of action act_a") {
+		t.Fatalf("verify-proof of act_a after its outcome left the index: %s", out)
+	}
+}
