@@ -317,6 +317,11 @@ func runAuditVerifyProof(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("audit verify-proof: FAILED: %w", err)
 	}
+	if b.Consistency != nil && *since == "" {
+		// Checked only against the reader's own copy of the older
+		// checkpoint: passing over it would say nothing, and exit 0.
+		return usageError{fmt.Sprintf("audit verify-proof: the bundle holds a proof that its checkpoint extends an older one of %d records, which only your own copy of that checkpoint can check: give it with --since-checkpoint FILE", b.Consistency.FromSize)}
+	}
 	if *since != "" {
 		text, err := os.ReadFile(*since)
 		if err != nil {

@@ -50,6 +50,14 @@ func TestProveSinceCheckpoint(t *testing.T) {
 	only := filepath.Join(dir, "only.json")
 	mandateOK(t, "audit", "prove", "--db", db, "--since-checkpoint", lastWeek, "--out", only)
 	mandateOK(t, "audit", "verify-proof", "--key", vkey, "--since-checkpoint", lastWeek, only)
+	// Without the reader's checkpoint its proof cannot be checked: an exit
+	// 0 would pass it unchecked, however altered.
+	for _, b := range []string{only, filepath.Join(dir, "new.json")} {
+		out, errOut, err := runMandate(t, nil, "audit", "verify-proof", "--key", vkey, b)
+		if err == nil || !strings.Contains(errOut, "holds a proof that its checkpoint extends an older one of 22 records, which only your own copy of that checkpoint can check: give it with --since-checkpoint FILE") {
+			t.Fatalf("verify-proof of a bundle with a consistency proof, without --since-checkpoint: %v\nstdout %q\nstderr %q", err, out, errOut)
+		}
+	}
 	var b attest.Bundle
 	raw, _ := os.ReadFile(only)
 	if err := json.Unmarshal(raw, &b); err != nil || b.Consistency == nil || len(b.Consistency.Proof) == 0 {
