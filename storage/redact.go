@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -24,40 +25,72 @@ var piiMasks = map[string]func(string) string{
 var emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`)
 
 // Redacted returns a copy of r with customer personal data masked in its
-// arguments, attributes and error, for exports that leave the operator's
-// hands. Everything else is kept. The hash still covers the original
-// record, so a redacted export cannot be verified against the chain.
+// arguments, attributes, changes, error and comment, for exports that leave
+// the operator's hands. Everything else is kept. The hash still covers the
+// original record, so a redacted export cannot be verified against the
+// chain.
+//
+// It collects the personal values first (by the name that holds them, or
+// the field update_account changes), then masks each of them wherever it
+// appears: update_account's new phone number is masked in its reason too,
+// whichever of the two keys comes first.
 func (r *Record) Redacted() *Record {
 	out := *r
-	var seen []masked // the personal values found, to mask in the error too
-	out.Args = redactJSON(r.Args, &seen)
-	out.Attrs = redactJSON(r.Attrs, &seen)
-	out.Changes = redactJSON(r.Changes, &seen) // before and after by field: see Changes
+	docs := []*json.RawMessage{&out.Args, &out.Attrs, &out.Changes} // Changes: before and after by field
+	values := make([]any, len(docs))
+	var seen []masked
+	for i, doc := range docs {
+		values[i] = decodeJSON(*doc)
+		redactValue(values[i], &seen, nil)
+	}
+	// The longest first, so a value inside another is not masked half.
+	slices.SortStableFunc(seen, func(a, b masked) int { return len(b.value) - len(a.value) })
+	for i, doc := range docs {
+		*doc = redactJSON(*doc, values[i], seen)
+	}
 	out.Error = redactText(r.Error, seen)
 	out.Comment = redactText(r.Comment, seen)
 	return &out
 }
 
-// redactJSON masks personal values in a JSON document. Text that is not
-// JSON is not shown at all.
-func redactJSON(doc json.RawMessage, seen *[]masked) json.RawMessage {
+// notJSON stands for a document that is not JSON (decodeJSON).
+type notJSON struct{}
+
+// decodeJSON decodes doc, keeping numbers exactly as written; nil for an
+// empty doc, notJSON{} for one that is not JSON.
+func decodeJSON(doc json.RawMessage) any {
 	if len(doc) == 0 {
-		return doc
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber() // keep amounts exactly as written
 	var v any
 	if err := dec.Decode(&v); err != nil {
+		return notJSON{}
+	}
+	return v
+}
+
+// redactJSON is doc, decoded as v, with personal values masked. Text that
+// is not JSON is not shown at all.
+func redactJSON(doc json.RawMessage, v any, known []masked) json.RawMessage {
+	if len(doc) == 0 {
+		return doc
+	}
+	if _, bad := v.(notJSON); bad {
 		return json.RawMessage(`"[redacted]"`)
 	}
-	b, err := json.Marshal(redactValue(v, seen))
+	b, err := json.Marshal(redactValue(v, new([]masked), known))
 	if err != nil {
 		return json.RawMessage(`"[redacted]"`)
 	}
 	return b
 }
 
-func redactValue(v any, seen *[]masked) any {
+// redactValue masks v's personal values by the names that hold them and
+// adds each to seen; any other string has the known values and email
+// addresses masked in it.
+func redactValue(v any, seen *[]masked, known []masked) any {
 	switch v := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(v))
@@ -82,18 +115,18 @@ func redactValue(v any, seen *[]masked) any {
 					out[k] = "[redacted]"
 				}
 			default:
-				out[k] = redactValue(x, seen)
+				out[k] = redactValue(x, seen, known)
 			}
 		}
 		return out
 	case []any:
 		out := make([]any, len(v))
 		for i, x := range v {
-			out[i] = redactValue(x, seen)
+			out[i] = redactValue(x, seen, known)
 		}
 		return out
 	case string:
-		return redactText(v, nil)
+		return redactText(v, known)
 	}
 	return v
 }

@@ -81,6 +81,22 @@ func TestRedacted(t *testing.T) {
 		{name: "nested",
 			args:     `{"customer":{"name":"Ada Lovelace","phone":"+441234567890","id":"cus_ada"},"list":[{"email":"x@y.io"}]}`,
 			wantArgs: `{"customer":{"id":"cus_ada","name":"A*** L***","phone":"+44******7890"},"list":[{"email":"x***@y.io"}]}`},
+		// The value is masked wherever it appears, whichever key comes
+		// first: in the reason next to it, in the attributes, the error.
+		{name: "new phone in the reason",
+			args:     `{"customer_id":"cus_ada","field":"phone","reason":"customer asked to change it to +441234567890; verified by callback","value":"+441234567890"}`,
+			wantArgs: `{"customer_id":"cus_ada","field":"phone","reason":"customer asked to change it to +44******7890; verified by callback","value":"+44******7890"}`},
+		{name: "new name in the reason",
+			args:     `{"value":"Ada King","reason":"now Ada King after marriage","field":"name","customer_id":"cus_ada"}`,
+			wantArgs: `{"customer_id":"cus_ada","field":"name","reason":"now A*** K*** after marriage","value":"A*** K***"}`},
+		{name: "new address in the reason",
+			args:     `{"customer_id":"cus_ada","field":"shipping_address","reason":"moved to 1 Navy Yard Drive","value":"1 Navy Yard Drive"}`,
+			wantArgs: `{"customer_id":"cus_ada","field":"shipping_address","reason":"moved to [redacted address]","value":"[redacted address]"}`},
+		{name: "personal value of the attributes in the arguments",
+			args:      `{"note":"call Ada Lovelace back"}`,
+			attrs:     `{"name":"Ada Lovelace"}`,
+			wantArgs:  `{"note":"call A*** L*** back"}`,
+			wantAttrs: `{"name":"A*** L***"}`},
 		{name: "not JSON",
 			args: `{"email":"ada@exa`, wantArgs: `"[redacted]"`},
 	}
