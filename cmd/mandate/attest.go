@@ -275,6 +275,11 @@ func writeBundle(b *attest.Bundle, out string, stdout, stderr io.Writer, what st
 			return fmt.Errorf("audit prove: %w", err)
 		}
 		defer f.Close()
+		// An existing file keeps its mode through OpenFile: narrow it
+		// before anything is written.
+		if err := f.Chmod(0o600); err != nil {
+			return fmt.Errorf("audit prove: %w", err)
+		}
 		w = f
 	}
 	enc := newEncoder(w)

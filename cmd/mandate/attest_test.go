@@ -296,6 +296,30 @@ func writeTemp(t *testing.T, dir, name, text string) string {
 // TestAuditVerifySinceCheckpointTruncation is the issue's truncation case:
 // 100 records, a checkpoint, 50 more; the last 120 deleted with SQL, which
 // leaves a chain that `audit verify` alone finds intact.
+// TestAuditProveOutOwnerOnly: a bundle holds full records, personal data
+// included, so --out leaves it readable by its owner only, also when it
+// replaces a file anyone could read.
+func TestAuditProveOutOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	db := attestTrail(t, 3, "act_a")
+	key, _ := keygen(t, dir, "k.key", "audit.example.com/log")
+	mandateOK(t, "audit", "checkpoint", "--db", db, "--key", key)
+	existing := writeTemp(t, dir, "old.proof.json", "{}")
+	if err := os.Chmod(existing, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{filepath.Join(dir, "new.proof.json"), existing} {
+		mandateOK(t, "audit", "prove", "--db", db, "--action", "act_a", "--out", out)
+		fi, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %04o, want 0600", out, fi.Mode().Perm())
+		}
+	}
+}
+
 func TestAuditVerifySinceCheckpointTruncation(t *testing.T) {
 	dir := t.TempDir()
 	db := attestTrail(t, 100)
