@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 func TestLeafData(t *testing.T) {
@@ -73,5 +75,37 @@ func TestCheckpointSignOpen(t *testing.T) {
 	}
 	if _, _, err := GenerateKey("a name"); err == nil {
 		t.Fatal("a key name with a space was accepted")
+	}
+}
+
+// TestOpenOriginIsKeyName: a checkpoint claims a log by its origin line;
+// only a key named after that log may vouch for it (C2SP tlog-checkpoint:
+// the verifier checks the origin it expects).
+func TestOpenOriginIsKeyName(t *testing.T) {
+	skey, vkey, err := GenerateKey("staging.example.com/mandate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := Verifiers([]string{vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := Sign(Checkpoint{Origin: "prod.example.com/mandate", Size: 1, Root: make([]byte, 32)}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, signer, err := Open(text, known); err == nil || !strings.Contains(err.Error(), `the checkpoint is of the log "prod.example.com/mandate", but signed by a key named staging.example.com/mandate`) {
+		t.Fatalf("Open of a checkpoint of another origin = %+v, %q, %v", cp, signer, err)
+	}
+	text, err = Sign(Checkpoint{Origin: s.Name(), Size: 1, Root: make([]byte, 32)}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, signer, err := Open(text, known); err != nil || signer != "staging.example.com/mandate" {
+		t.Fatalf("Open of its own origin: %q, %v", signer, err)
 	}
 }

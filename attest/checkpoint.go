@@ -60,7 +60,7 @@ func Sign(c Checkpoint, s note.Signer) ([]byte, error) {
 }
 
 // Open checks that text is a checkpoint signed by one of the keys in known,
-// and returns it with the name of the key that signed it.
+// by a key named as its origin, and returns it with that key's name.
 func Open(text []byte, known note.Verifiers) (Checkpoint, string, error) {
 	n, err := note.Open(text, known)
 	if err != nil {
@@ -85,7 +85,17 @@ func Open(text []byte, known note.Verifiers) (Checkpoint, string, error) {
 	if err != nil {
 		return Checkpoint{}, "", err
 	}
-	return c, n.Sigs[0].Name, nil
+	// The origin names the log, and a log's key is named after it
+	// (GenerateKey, and the same name again on rotation): a key of one log
+	// must not vouch for a checkpoint claiming to be another's.
+	var by []string
+	for _, s := range n.Sigs {
+		if s.Name == c.Origin {
+			return c, s.Name, nil
+		}
+		by = append(by, s.Name)
+	}
+	return Checkpoint{}, "", fmt.Errorf("the checkpoint is of the log %q, but signed by a key named %s: a log's checkpoints are signed by keys named after it (its origin)", c.Origin, strings.Join(by, ", "))
 }
 
 // GenerateKey makes an Ed25519 signer key named name and its verifier key,

@@ -45,6 +45,9 @@ func main() {
 	size, err1 := strconv.ParseUint(lines[1], 10, 64)
 	root, err2 := base64.StdEncoding.DecodeString(lines[2])
 	check(err1, err2)
+	if !slices.ContainsFunc(n.Sigs, func(s note.Signature) bool { return s.Name == lines[0] }) {
+		fail(fmt.Sprintf("the checkpoint is of the log %q, but no key named so signed it", lines[0]))
+	}
 	for _, e := range b.Entries {
 		var r struct {
 			Seq, Duration                                                                     int64
