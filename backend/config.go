@@ -173,6 +173,16 @@ func ParseConfig(path string, buf []byte, getenv func(string) string) (*Config, 
 		}
 		*c.out = src
 	}
+	// Refunds are made where payments point, and the embedded store
+	// refunds only the orders it holds. With the orders elsewhere, a refund
+	// would be made in a local file nobody reads and answered as done.
+	if cfg.Payments.Kind == KindStore && (cfg.Orders.Kind != KindStore || filepath.Clean(cfg.Orders.Store.Path) != filepath.Clean(cfg.Payments.Store.Path)) {
+		where := "another store file"
+		if cfg.Orders.Kind == KindHTTP {
+			where = cfg.Orders.HTTP.URL
+		}
+		return nil, fail("payments", "refunds would be made in the embedded store, which does not hold your orders (they are at %s): say where refunds are made, e.g. payments: { http: { url: ..., token_env: ... } } for the service that answers POST /orders/{id}/refunds, or payments: { stripe: { ... } }", where)
+	}
 	return cfg, nil
 }
 

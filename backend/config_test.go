@@ -38,7 +38,7 @@ payments:  { stripe: { secret_key_env: "STRIPE_KEY", api_url: "http://127.0.0.1:
 		}
 	})
 	t.Run("empty file and absent capabilities are the embedded store", func(t *testing.T) {
-		for _, src := range []string{"", "orders: { store: { path: shop.db } }\n"} {
+		for _, src := range []string{"", "orders: { store: { path: shop.db } }\npayments: { store: { path: shop.db } }\n"} {
 			cfg, err := backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte(src), getenv)
 			if err != nil {
 				t.Fatal(err)
@@ -68,6 +68,8 @@ payments:  { stripe: { secret_key_env: "STRIPE_KEY", api_url: "http://127.0.0.1:
 		{"two kinds", `orders: { store: {}, http: { url: "http://127.0.0.1:9000" } }`, "orders: set exactly one of store, http or stripe (found 2"},
 		{"stripe for orders", `orders: { stripe: { secret_key_env: STRIPE_KEY } }`, "orders.stripe: Stripe can serve payments only"},
 		{"not a stripe key", `payments: { stripe: { secret_key_env: ORDERS_TOKEN } }`, "payments.stripe.secret_key: the secret key does not start with sk_"},
+		{"refunds in a store without the orders", `orders: { http: { url: "http://127.0.0.1:9000", token_env: ORDERS_TOKEN } }`, "payments: refunds would be made in the embedded store, which does not hold your orders (they are at http://127.0.0.1:9000)"},
+		{"refunds in another store file", `orders: { store: { path: shop.db } }`, "payments: refunds would be made in the embedded store, which does not hold your orders (they are at another store file)"},
 		{"bad timeout", `orders: { http: { url: "http://127.0.0.1:9000", token_env: ORDERS_TOKEN, timeout: soon } }`, "orders.http.timeout: \"soon\" is not a duration"},
 		{"half mTLS", `orders: { http: { url: "https://x.example", token_env: ORDERS_TOKEN, cert_file: c.pem } }`, "orders.http: set both cert_file and key_file"},
 		{"token file missing", `orders: { http: { url: "http://127.0.0.1:9000", token_file: nope } }`, "orders.http.token_file: open"},

@@ -63,7 +63,8 @@ func TestMutualTLS(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o600)
 
 	getenv := func(string) string { return "tok" }
-	src := `orders: { http: { url: "` + hs.URL + `", token_env: T, ca_file: ca.pem, cert_file: client.pem, key_file: client.key } }`
+	mtls := `{ http: { url: "` + hs.URL + `", token_env: T, ca_file: ca.pem, cert_file: client.pem, key_file: client.key } }`
+	src := "orders: " + mtls + "\npayments: " + mtls
 	cfg, err := backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte(src), getenv)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +77,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	cfg, err = backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte(`orders: { http: { url: "`+hs.URL+`", token_env: T, ca_file: ca.pem } }`), getenv)
+	cfg, err = backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte(`orders: { http: { url: "`+hs.URL+`", token_env: T, ca_file: ca.pem } }`+"\n"+`payments: { http: { url: "`+hs.URL+`", token_env: T, ca_file: ca.pem } }`), getenv)
 	if err != nil {
 		t.Fatal(err)
 	}

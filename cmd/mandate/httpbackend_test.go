@@ -369,6 +369,8 @@ func TestBackendFileStartupErrors(t *testing.T) {
 		{"unknown key", "payments:\n  stripe: { secret_key_env: K, api_ur: \"http://127.0.0.1:9\" }\n", `line 2: unknown key "api_ur" in stripe`},
 		{"missing variable", `customers: { http: { url: "http://127.0.0.1:9", token_env: MANDATE_TEST_UNSET } }`, "customers.http.token_env: environment variable MANDATE_TEST_UNSET is not set"},
 		{"bad url", `orders: { http: { url: "orders.internal", token_env: K } }`, `orders.http.url: "orders.internal" is not an http:// or https:// URL`},
+		// A review's file: refunds went to the local store.db, answered as done.
+		{"payments left on the store", `orders: { http: { url: "http://127.0.0.1:9", token_env: K } }`, "payments: refunds would be made in the embedded store, which does not hold your orders (they are at http://127.0.0.1:9)"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
 		if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
