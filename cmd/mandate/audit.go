@@ -369,7 +369,7 @@ func jsonEscapeHidden(s string) string {
 type filterFlags struct{ since, until, agent, tool, decision, action, trace string }
 
 func (f *filterFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.since, "since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d")
+	fs.StringVar(&f.since, "since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d; 0 for the whole trail")
 	fs.StringVar(&f.until, "until", "", "only records before this time, in the same forms as --since")
 	fs.StringVar(&f.agent, "agent", "", "only records of this agent (or, for approvals, approver)")
 	fs.StringVar(&f.tool, "tool", "", "only records of this tool")
@@ -418,7 +418,12 @@ func parseWhen(name, s string, now time.Time) (time.Time, error) {
 		d = time.Duration(n) * 24 * time.Hour
 	}
 	if err != nil || d < 0 {
-		return time.Time{}, usageError{fmt.Sprintf("--%s %q: use an RFC 3339 time such as 2026-11-25T09:00:00Z, a date, or a duration ago such as 24h or 7d", name, s)}
+		return time.Time{}, usageError{fmt.Sprintf("--%s %q: use an RFC 3339 time such as 2026-11-25T09:00:00Z, a date, a duration ago such as 24h or 7d, or 0 for the whole trail", name, s)}
+	}
+	if d == 0 {
+		// As in policy replay and remediate: "0 ago" would be an empty
+		// window, read as "nothing recorded" in an incident.
+		return time.Time{}, nil
 	}
 	return now.Add(-d), nil
 }

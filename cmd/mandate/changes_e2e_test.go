@@ -207,6 +207,11 @@ func TestLineageCLI(t *testing.T) {
 		{name: "redacted jsonl", args: []string{"--customer", "cus_marie", "--redact", "--format", "jsonl"},
 			want: []string{`"before":"m***@example.fr"`, `"after":"m***@example.org"`}, not: []string{"marie@example.fr", "marie.curie@example.org"}},
 		{name: "nothing", args: []string{"--customer", "cus_nobody"}, want: []string{"nothing recorded for customer cus_nobody"}},
+		// 0 is the whole trail, as in policy replay; "0 ago" used to be an
+		// empty window that answered "nothing recorded" in an incident.
+		{name: "since 0", args: []string{"--agent", "demo-agent", "--since", "0"},
+			want: []string{ids["phone"], ids["refund"], ids["cancel"], ids["email"]}},
+		{name: "nothing in a window", args: []string{"--customer", "cus_nobody", "--since", "1h"}, want: []string{"nothing recorded for customer cus_nobody since "}},
 		{name: "two subjects", args: []string{"--customer", "cus_ada", "--order", "ord_1001"}, want: []string{"exactly one of"}, exitCode: 2},
 		{name: "bad trace", args: []string{"--customer", "cus_ada", "--trace", "xyz"}, want: []string{"32 hex digits"}, exitCode: 2},
 		{name: "bad format", args: []string{"--agent", "demo-agent", "--format", "csv"}, want: []string{"use text or jsonl"}, exitCode: 2},

@@ -26,7 +26,7 @@ func runLineage(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	customer := fs.String("customer", "", "the customer (e.g. cus_ada): its account changes, and every action on its orders")
 	order := fs.String("order", "", "the order (e.g. ord_1001)")
 	agent := fs.String("agent", "", "the agent identity: everything it asked for, and what became of it")
-	since := fs.String("since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d (default: all)")
+	since := fs.String("since", "", "only records at or after this time: RFC 3339, a date, or a duration ago such as 24h or 7d (default, or 0: the whole trail)")
 	trace := fs.String("trace", "", "only the actions asked for in this W3C trace (32 hex digits); alone, that trace's whole lineage")
 	format := fs.String("format", "text", "text (for people) or jsonl (one audit record per line, as audit export)")
 	redact := fs.Bool("redact", false, "mask customer personal data (email, phone, address, name), before and after values included")
@@ -77,7 +77,11 @@ func runLineage(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if count == 0 && *format == "text" {
-		fmt.Fprintf(w, "nothing recorded for %s\n", lineageSubject(f))
+		if f.Since.IsZero() {
+			fmt.Fprintf(w, "nothing recorded for %s\n", lineageSubject(f))
+		} else {
+			fmt.Fprintf(w, "nothing recorded for %s since %s\n", lineageSubject(f), f.Since.Local().Format("2006-01-02 15:04:05 MST"))
+		}
 	}
 	return w.Flush()
 }

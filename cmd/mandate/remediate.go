@@ -27,7 +27,7 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "the store the agent acted on (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	agent := fs.String("agent", "", "the agent whose changes to put back (required)")
-	since := fs.String("since", "", "how far back: a duration such as 2h or 90m, or whole days such as 2d (required)")
+	since := fs.String("since", "", "how far back: a duration such as 2h or 90m, whole days such as 2d, or 0 for everything the agent did (required)")
 	customer := fs.String("customer", "", "only this customer's account")
 	format := fs.String("format", "text", "text or json")
 	apply := fs.Bool("apply", false, "carry out the reverts, as --as, each an update_account action decided by the policy (revert_update_account); without it nothing changes")
@@ -41,7 +41,7 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *agent == "" || *since == "" {
 		return usageError{"remediate: name the agent with --agent and the window with --since (e.g. --since 2h)"}
 	}
-	window, err := parseDays(*since)
+	window, err := parseWindow(*since)
 	if err != nil {
 		return usageError{"remediate: --since " + err.Error()}
 	}
@@ -64,7 +64,10 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer ad.Close()
-	from := time.Now().Add(-window)
+	var from time.Time // 0: the whole trail
+	if window > 0 {
+		from = time.Now().Add(-window)
+	}
 	// A mistyped name would otherwise give an empty plan and no hint.
 	everRecorded, err := hasRecords(ctx, ad.deps.DB, *agent, time.Time{})
 	if err != nil {
@@ -100,7 +103,11 @@ func runRemediate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		printPlan(stdout, plan)
 		if !recorded {
-			fmt.Fprintf(stdout, "\nnote: %s has no recorded actions in the last %s\n", oneLine(*agent, 60), *since)
+			if from.IsZero() {
+				fmt.Fprintf(stdout, "\nnote: %s has no recorded actions in the whole trail\n", oneLine(*agent, 60))
+			} else {
+				fmt.Fprintf(stdout, "\nnote: %s has no recorded actions in the last %s\n", oneLine(*agent, 60), *since)
+			}
 		}
 		if err := printWaiting(ctx, stdout, ad.deps.DB, *agent); err != nil {
 			return err
@@ -148,7 +155,11 @@ func writeJSON(w io.Writer, v any) error {
 // printPlan prints a plan for people. Values set by the agent are shown
 // made visible (mandate.Visible): they are attacker-controlled text.
 func printPlan(w io.Writer, p *tools.Plan) {
-	fmt.Fprintf(w, "Changes by %s since %s\n", oneLine(p.Agent, 60), p.Since.UTC().Format(time.RFC3339))
+	if p.Since.IsZero() {
+		fmt.Fprintf(w, "Changes by %s, over the whole trail\n", oneLine(p.Agent, 60))
+	} else {
+		fmt.Fprintf(w, "Changes by %s since %s\n", oneLine(p.Agent, 60), p.Since.UTC().Format(time.RFC3339))
+	}
 	section := func(title string, n int) { fmt.Fprintf(w, "\n%s (%d):\n", title, n) }
 	section("To revert", len(p.Revert))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

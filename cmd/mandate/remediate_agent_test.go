@@ -30,4 +30,9 @@ func TestRemediateUnknownAgent(t *testing.T) {
 	if status != 0 || !strings.Contains(stdout, "demo-agent has no recorded actions in the last 2h") {
 		t.Fatalf("remediate --agent demo-agent: exit status %d\nstdout %s\nstderr %s", status, stdout, stderr)
 	}
+	// 0 is the whole trail, as for lineage, export and policy replay.
+	stdout, stderr, status = runInProcess("remediate", "--agent", "demo-agent", "--since", "0", "--db", db, "--store", st)
+	if status != 0 || !strings.Contains(stdout, "over the whole trail") || !strings.Contains(stdout, "no recorded actions in the whole trail") {
+		t.Fatalf("remediate --since 0: exit status %d\nstdout %s\nstderr %s", status, stdout, stderr)
+	}
 }
