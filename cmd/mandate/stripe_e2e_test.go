@@ -84,6 +84,24 @@ payments:  { stripe: { secret_key_env: "STRIPE_SECRET_KEY", api_url: %q } }
 		t.Fatalf("backend check: %v\n%s%s", err, out, errOut)
 	}
 
+	// A wrong orders token fails the orders line only: Stripe's line checks
+	// Stripe alone rather than repeat the orders' refusal (a new user read
+	// it as Stripe refusing the key).
+	badEnv := []string{"ORDERS_TOKEN=wrong-token", "STRIPE_SECRET_KEY=sk_test_123mandate"}
+	out, errOut, err = runMandate(t, badEnv, "backend", "check", "--backend", backendFile, "--order", "ord_1001")
+	var ordersLine, paymentsLine string
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, "orders "):
+			ordersLine = l
+		case strings.HasPrefix(l, "payments "):
+			paymentsLine = l
+		}
+	}
+	if err == nil || !strings.Contains(ordersLine, "FAIL") || !strings.Contains(paymentsLine, "ok:") {
+		t.Fatalf("backend check with a wrong orders token: %v; want orders FAIL and payments ok\n%s%s", err, out, errOut)
+	}
+
 	c := startServer(t, mcp.LATEST_PROTOCOL_VERSION, env, "--agent", "demo-agent", "--db", dbPath, "--backend", backendFile)
 	refund := func(order, amount string) actionResult {
 		var r actionResult
