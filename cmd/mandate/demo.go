@@ -86,7 +86,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w.printf("Mandate demo: a scripted agent session over MCP, in-process, against throwaway databases.\n")
 	w.printf("Policy: the shipped policy.csv (version %s). Identities: demo-agent (support_agent), senior-bot (senior_agent).\n\n", pol.Version)
 	if *backendFile != "" {
-		w.printf("Systems of record: those named in %s (only the audit database is throwaway).\n\n", *backendFile)
+		w.printf("Systems of record: those named in %s (only the audit database is throwaway).\n", *backendFile)
+		w.printf("Each step's note says what it shows on the embedded demo data; the rules decide on the facts your systems report (with Stripe, what the payment received), so some outcomes may differ.\n\n")
 	}
 
 	clients := map[string]*client.Client{}
