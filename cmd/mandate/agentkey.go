@@ -19,7 +19,7 @@ import (
 
 const agentKeyUsage = `Usage:
   mandate agent key create NAME [--expires 90d] [--audit-key FILE] [--db FILE]
-      create an API key for agent NAME (an identity in the policy with some tool) and print it once; audited
+      create an API key for agent NAME (an identity the live policy grants some tool) and print it once; audited
   mandate agent key list [--db FILE]        every key: id, agent, created, expires, last used, revoked
   mandate agent key revoke ID|KEY [--audit-key FILE] [--db FILE]
       revoke a key by its id (or the whole key, after a leak); every server sharing the database refuses it at once; audited
@@ -100,7 +100,7 @@ func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	expires := fs.String("expires", "", "the key stops working after this long, e.g. 90d or 12h; default never")
 	var pf policyFlags
 	pf.register(fs)
-	name, err := parseOne(fs, args, "agent, an identity in the policy, e.g. demo-agent")
+	name, err := parseOne(fs, args, "agent, an identity in the live policy, e.g. demo-agent")
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,12 @@ func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if p := mandate.NameProblem(name); p != "" {
 		return usageError{fmt.Sprintf("agent key create: %q: %s", mandate.Visible(name, false), p)}
 	}
-	pol, err := pf.load()
+	db, err := storage.Open(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pol, which, err := agentPolicy(ctx, db, &pf, stderr)
 	if err != nil {
 		return err
 	}
@@ -122,13 +127,14 @@ func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 		names = append(names, st.Tool.Name)
 	}
 	if !auth.IsAgent(pol, name, names) {
-		return usageError{fmt.Sprintf("agent key create: %q is not an agent in the policy (an identity granted some tool); agents there: %s", name, agentNames(pol, names))}
+		msg := fmt.Sprintf("agent key create: %q is not an agent (an identity granted some tool) in %s; agents there: %s",
+			name, which, agentNames(pol, names))
+		if files, err := pf.load(); err == nil && files.Version != pol.Version && auth.IsAgent(files, name, names) {
+			_, file := pf.files()
+			msg += fmt.Sprintf(". %s (version %s) makes it one, but it is not live until a server loads it (start serve with --policy on it)", file, files.Version)
+		}
+		return usageError{msg}
 	}
-	db, err := storage.Open(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	if err := db.CheckWriteKey(ctx); err != nil {
 		return err
 	}
@@ -234,6 +240,33 @@ func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	fmt.Fprintf(stdout, "revoked API key %s of %s at %s\n", k.ID, mandate.Visible(k.Identity, false), k.RevokedAt.UTC().Format(time.RFC3339))
 	return nil
+}
+
+// agentPolicy is the policy that says who is an agent, for agent key
+// create: the live one a server recorded in db, since every request with
+// the key is checked against it, never the files in the current directory
+// (a key the live policy refuses is useless, and one it would accept must
+// not be refused). Until a server has recorded one, the files a server
+// started here would load decide, with a note saying so. which names the
+// policy and its version, for messages.
+func agentPolicy(ctx context.Context, db *storage.DB, pf *policyFlags, stderr io.Writer) (pol *policy.Policy, which string, err error) {
+	live, err := db.LivePolicy(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if live != nil {
+		pol, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
+		if err != nil {
+			return nil, "", fmt.Errorf("agent key create: the live policy %s recorded in the database does not load: %w", live.Version, err)
+		}
+		return pol, fmt.Sprintf("the live policy, version %s (%s)", live.Version, live.Where()), nil
+	}
+	if pol, err = pf.load(); err != nil {
+		return nil, "", err
+	}
+	_, file := pf.files()
+	fmt.Fprintf(stderr, "note: no server has recorded a live policy in this database yet, so the agent is checked against %s (version %s); once a server runs, requests are checked against the policy it loads\n", file, pol.Version)
+	return pol, fmt.Sprintf("%s (version %s; no live policy is recorded yet)", file, pol.Version), nil
 }
 
 // agentNames lists the policy's agents, for an error message.

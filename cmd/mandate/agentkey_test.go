@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
 	"database/sql"
+	"log/slog"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
+	"github.com/mandatehq/mandate/tools"
 )
 
 // createKey makes a key for agent in a new database with the CLI, and
@@ -132,5 +140,67 @@ func TestAgentKeyAudit(t *testing.T) {
 	}
 	if out, stderr, status := runInProcess("audit", "verify", "--audit-key", auditKey, "--db", dbPath); status != 0 || !strings.HasPrefix(out, "intact (keyed from seq 1): 2 records") {
 		t.Fatalf("audit verify of the keyed trail: %d\n%s%s", status, out, stderr)
+	}
+}
+
+// TestAgentKeyCreateUsesLivePolicy: agent key create judges NAME under the
+// live policy a server recorded in the database, the one every request
+// with the key is checked against, not under ./policy.csv; the refusal
+// names the version it checked. With no live policy recorded yet, the
+// files decide, and a note says so.
+func TestAgentKeyCreateUsesLivePolicy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mandate.db")
+	live := recordLive(t, dbPath, writePolicy(t, t.TempDir(), ""), "serve start") // serve on the shipped policy
+	t.Chdir(dir)
+	lookupBot := "\np, order_reader, get_order, true, allow\ng, lookup-bot, order_reader\n"
+	writePolicy(t, dir, lookupBot) // ./policy.csv, edited after mandate init
+
+	_, stderr, status := runInProcess("agent", "key", "create", "lookup-bot", "--db", dbPath)
+	if status != 2 || !strings.Contains(stderr, `"lookup-bot" is not an agent (an identity granted some tool) in the live policy, version `+live) ||
+		!strings.Contains(stderr, "policy.csv (version ") || !strings.Contains(stderr, "not live until a server loads it") {
+		t.Fatalf("create lookup-bot, only in ./policy.csv: %d %q; want a refusal naming live version %s and the file", status, stderr, live)
+	}
+
+	// ./policy.csv without demo-agent: the live policy has it, so the key
+	// is made, and works against the live policy.
+	noDemo := strings.Replace(string(mandate.DefaultPolicy), "g, demo-agent, support_agent\n", "", 1)
+	if noDemo == string(mandate.DefaultPolicy) {
+		t.Fatal("the shipped policy no longer has demo-agent's line")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.csv"), []byte(noDemo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key, stderr, status := runInProcess("agent", "key", "create", "demo-agent", "--db", dbPath)
+	if status != 0 || strings.Contains(stderr, "note:") {
+		t.Fatalf("create demo-agent, in the live policy only: %d %q", status, stderr)
+	}
+	db, err := storage.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pol, err := recordedPolicy(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, st := range tools.ServerTools(&tools.Deps{}) {
+		names = append(names, st.Tool.Name)
+	}
+	agents := &auth.Agents{DB: db, Policy: policy.NewEngine(pol), Logger: slog.New(slog.DiscardHandler)}
+	r := httptest.NewRequest("POST", "/mcp", nil)
+	r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(key))
+	if p, err := agents.Authenticate(r, names); err != nil || p.Agent != "demo-agent" {
+		t.Fatalf("the new key against the live policy: %+v, %v", p, err)
+	}
+
+	// A new database: no live policy yet, so ./policy.csv decides, and the
+	// note says so.
+	writePolicy(t, dir, lookupBot)
+	_, stderr, status = runInProcess("agent", "key", "create", "lookup-bot", "--db", filepath.Join(dir, "new.db"))
+	if status != 0 || !strings.Contains(stderr, "no server has recorded a live policy") || !strings.Contains(stderr, "policy.csv (version ") {
+		t.Fatalf("create lookup-bot on a new database: %d %q; want it made, with a note naming ./policy.csv", status, stderr)
 	}
 }
