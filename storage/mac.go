@@ -136,7 +136,7 @@ func (k *AuditKey) sum(prev string, seq int64, f []string) string {
 
 // ErrKeyedHead is returned by appends when the chain's head was keyed with
 // another key than this process holds, or this process holds none.
-var ErrKeyedHead = errors.New("storage: the audit trail is keyed with another audit key")
+var ErrKeyedHead = errors.New("storage: the audit trail is keyed with an audit key this process does not hold")
 
 // checkHeadKey refuses to append after a head keyed with a key this
 // process does not hold: a plain record there would be a downgrade, and
@@ -146,7 +146,7 @@ func (db *DB) checkHeadKey(headSeq int64, headKey string) error {
 		return nil
 	}
 	if db.auditKey == nil {
-		return fmt.Errorf("%w: record %d is keyed with audit key %s and this process has no --audit-key; every process writing this database needs the same key", ErrKeyedHead, headSeq, headKey)
+		return fmt.Errorf("%w: record %d is keyed with audit key %s and no audit key was given: pass --audit-key FILE or set MANDATE_AUDIT_KEY (every process writing this database needs the same key)", ErrKeyedHead, headSeq, headKey)
 	}
 	return fmt.Errorf("%w: record %d is keyed with audit key %s, but this process holds audit key %s; every process writing this database needs the same key", ErrKeyedHead, headSeq, headKey, db.auditKey.id)
 }

@@ -26,10 +26,14 @@ const adminUserUsage = `Usage:
   mandate admin user add NAME [--db FILE]
       add an approver or auditor; the password comes from a prompt, the first line of stdin, or MANDATE_ADMIN_PASSWORD
   mandate admin user remove NAME            remove a user and end their sessions
-  mandate admin user passwd NAME            set a new password; end their sessions and CLI token
+  mandate admin user passwd NAME [--audit-key FILE]
+                                            set a new password; end their sessions and CLI token
   mandate admin user sessions NAME [--revoke]
                                             list (or end) a user's sessions
-  mandate admin user token NAME             create a token for the approvals CLI, printed once
+  mandate admin user token NAME [--audit-key FILE]
+                                            create a token for the approvals CLI, printed once
+  passwd and token first check NAME's current password; a failed check is an audit record,
+  so on a keyed trail they need the audit key (--audit-key FILE or MANDATE_AUDIT_KEY)
 `
 
 // runAdminUser manages the people who may sign in to the admin page and
@@ -154,7 +158,7 @@ func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Wr
 }
 
 func runAdminUserPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--db FILE]   (current password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD; new: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
+	fs := newFlags("admin user passwd", "mandate admin user passwd NAME [--audit-key FILE] [--db FILE]   (current password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD; new: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
 	db, name, err := openProvenUser(ctx, fs, args, stderr)
 	if err != nil {
 		return err
@@ -214,7 +218,7 @@ func runAdminUserSessions(ctx context.Context, args []string, stdout, stderr io.
 // runAdminUserToken makes a new CLI token for the user, replacing any
 // earlier one, and prints it once: only its hash is stored.
 func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user token", "mandate admin user token NAME [--db FILE]   (NAME's password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD)", stderr)
+	fs := newFlags("admin user token", "mandate admin user token NAME [--audit-key FILE] [--db FILE]   (NAME's password: prompt or MANDATE_ADMIN_CURRENT_PASSWORD)", stderr)
 	db, name, err := openProvenUser(ctx, fs, args, stderr)
 	if err != nil {
 		return err
@@ -235,18 +239,26 @@ func runAdminUserToken(ctx context.Context, args []string, stdout, stderr io.Wri
 }
 
 // openProvenUser parses the flags of `admin user passwd|token NAME`, opens
-// the database and has the caller prove they are NAME (proveUser).
+// the database and has the caller prove they are NAME (proveUser). The
+// sign-in's failures and refusals are audit records, so on a keyed trail
+// these commands need the audit key, and say so before any password is
+// asked for or checked.
 func openProvenUser(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer) (*storage.DB, string, error) {
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	var pf policyFlags
 	pf.register(fs)
 	name, err := parseWithID(fs, args)
 	if err != nil {
 		return nil, "", err
 	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return nil, "", err
+	}
+	if err := db.CheckWriteKey(ctx); err != nil {
+		db.Close()
+		return nil, "", fmt.Errorf("%s: %w", fs.Name(), err)
 	}
 	_, err = db.User(ctx, name)
 	if err == nil {

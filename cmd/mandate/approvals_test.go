@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auth"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
@@ -347,6 +348,68 @@ func TestAdminUserLifecycle(t *testing.T) {
 	}
 	if _, err := sdb.TokenUser(ctx, "anything"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
 		t.Fatalf("token lookup after removal: %v", err)
+	}
+}
+
+// TestAdminUserKeyedTrail: on a trail keyed with an audit key, admin user
+// passwd and token take the key (--audit-key or MANDATE_AUDIT_KEY), as
+// their failed sign-ins are audit records. Without it they say which flag
+// or variable is missing, not that the database is unavailable, before
+// checking any password, and write nothing; with it a wrong password is
+// refused and audited, and a right one works.
+func TestAdminUserKeyedTrail(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("MANDATE_AUDIT_KEY", "")
+	t.Setenv("MANDATE_ADMIN_PASSWORD", "")
+	dir := t.TempDir()
+	db, auditKey := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "audit.key")
+	if out, err := runCLI(t, "", "audit", "mackey", "--out", auditKey); err != nil {
+		t.Fatal(out, err)
+	}
+	if out, err := runCLI(t, "", "agent", "key", "create", "demo-agent", "--audit-key", auditKey, "--db", db); err != nil { // a keyed record
+		t.Fatal(out, err)
+	}
+	addUsers(t, db, "bob")
+	loginRecords := func() int {
+		t.Helper()
+		sdb, err := storage.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		n := 0
+		if err := sdb.Records(ctx, storage.Filter{Tool: auth.LoginTool}, func(*storage.Record) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", "not-bobs-password-1")
+	for _, cmd := range []string{"token", "passwd"} {
+		out, err := runCLI(t, "another-fine-sentence-7\n", "admin", "user", cmd, "bob", "--db", db)
+		if err == nil || !strings.Contains(err.Error(), "no audit key was given: pass --audit-key FILE or set MANDATE_AUDIT_KEY") ||
+			strings.Contains(err.Error(), "unavailable") {
+			t.Fatalf("%s without the audit key: %v\n%s\nwant a refusal naming --audit-key and MANDATE_AUDIT_KEY", cmd, err, out)
+		}
+		out, err = runCLI(t, "another-fine-sentence-7\n", "admin", "user", cmd, "bob", "--audit-key", auditKey, "--db", db)
+		if err == nil || !strings.Contains(err.Error(), "do not match") {
+			t.Fatalf("%s with the key and a wrong password: %v\n%s", cmd, err, out)
+		}
+	}
+	if n := loginRecords(); n != 2 {
+		t.Fatalf("%d admin_login records, want the 2 wrong passwords given with the key", n)
+	}
+
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", cliPassword)
+	t.Setenv("MANDATE_AUDIT_KEY", auditKey)
+	if out, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db); err != nil || !strings.Contains(out, "mdt_") {
+		t.Fatalf("token with MANDATE_AUDIT_KEY: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "another-fine-sentence-7\n", "admin", "user", "passwd", "bob", "--db", db); err != nil || !strings.Contains(out, "changed the password of bob") {
+		t.Fatalf("passwd with MANDATE_AUDIT_KEY: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--db", db); err != nil || !strings.HasPrefix(out, "intact (keyed from seq 1)") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
 }
 
