@@ -64,6 +64,47 @@ func (db *DB) User(ctx context.Context, name string) (User, error) {
 	return u, nil
 }
 
+// UserInfo describes a user for a listing: never the password hash, the
+// token or a session's secrets.
+type UserInfo struct {
+	Name      string
+	CreatedAt time.Time
+	// Token says they hold a CLI token, made at TokenCreatedAt.
+	Token          bool
+	TokenCreatedAt time.Time
+	// Sessions counts their unexpired admin page sessions.
+	Sessions int
+}
+
+// Users lists every user by name, with whether each holds a CLI token and
+// how many sessions each has open, in one query.
+func (db *DB) Users(ctx context.Context) ([]UserInfo, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT name, created_at,
+		COALESCE((SELECT created_at FROM approver_tokens WHERE user = users.name), ''),
+		(SELECT COUNT(*) FROM sessions WHERE user = users.name AND expires_at > ?)
+		FROM users ORDER BY name`, timeText(db.Now()))
+	if err != nil {
+		return nil, unavailable("read users", err)
+	}
+	defer rows.Close()
+	var out []UserInfo
+	for rows.Next() {
+		var u UserInfo
+		var created, token string
+		if err := rows.Scan(&u.Name, &created, &token, &u.Sessions); err != nil {
+			return nil, unavailable("read users", err)
+		}
+		u.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		u.Token = token != ""
+		u.TokenCreatedAt, _ = time.Parse(time.RFC3339Nano, token)
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("read users", err)
+	}
+	return out, nil
+}
+
 // CreateSession starts a session for user lasting at most ttl and returns
 // its secret token (for the cookie; only its hash is stored) and CSRF token.
 // It ends the user's other sessions in the same transaction: a new login

@@ -153,3 +153,51 @@ func TestSetPasswordEndsToken(t *testing.T) {
 		t.Fatalf("the old token still signs in as %q after a password change", u)
 	}
 }
+
+// TestUsers: the listing gives each user's name, creation time, whether a
+// CLI token is set and their unexpired sessions, by name, and nothing
+// secret.
+func TestUsers(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	if us, err := db.Users(ctx); err != nil || len(us) != 0 {
+		t.Fatalf("Users of a new database = %+v, %v; want none", us, err)
+	}
+	for _, n := range []string{"carol", "alice", "bob"} {
+		if err := db.AddUser(ctx, n, "$2a$hash-of-"+n); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Minute)
+	}
+	if err := db.SetToken(ctx, "alice", "tok-alice-0123456789abcdef0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.CreateSession(ctx, "bob", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.CreateSession(ctx, "alice", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute) // alice's session has expired
+	us, err := db.Users(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	want := []UserInfo{
+		{Name: "alice", CreatedAt: start.Add(time.Minute), Token: true, TokenCreatedAt: start.Add(3 * time.Minute)},
+		{Name: "bob", CreatedAt: start.Add(2 * time.Minute), Sessions: 1},
+		{Name: "carol", CreatedAt: start},
+	}
+	if len(us) != len(want) {
+		t.Fatalf("Users = %+v, want %+v", us, want)
+	}
+	for i := range want {
+		if got := us[i]; got.Name != want[i].Name || !got.CreatedAt.Equal(want[i].CreatedAt) || got.Token != want[i].Token ||
+			!got.TokenCreatedAt.Equal(want[i].TokenCreatedAt) || got.Sessions != want[i].Sessions {
+			t.Errorf("Users[%d] = %+v, want %+v", i, got, want[i])
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 const adminUserUsage = `Usage:
   mandate admin user add NAME [--db FILE]
       add an approver or auditor; the password comes from a prompt, the first line of stdin, or MANDATE_ADMIN_PASSWORD
+  mandate admin user list [--db FILE]       every user: role under the live policy, created, CLI token, open sessions
   mandate admin user remove NAME            remove a user and end their sessions
   mandate admin user passwd NAME [--audit-key FILE]
                                             set a new password; end their sessions and CLI token
@@ -45,6 +46,8 @@ func runAdminUser(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	switch args[0] {
 	case "add":
 		return runAdminUserAdd(ctx, args[1:], stdin, stdout, stderr)
+	case "list":
+		return runAdminUserList(ctx, args[1:], stdout, stderr)
 	case "remove":
 		return runAdminUserRemove(ctx, args[1:], stdout, stderr)
 	case "passwd":
@@ -136,6 +139,51 @@ func promptPassword(f *os.File, stderr io.Writer, prompt string) (string, error)
 		return "", fmt.Errorf("reading the password: %w", err)
 	}
 	return string(b), nil
+}
+
+// runAdminUserList lists the users with the role each holds under the
+// live policy (roles are never stored with a user), whether they hold a
+// CLI token and how many sessions they have open; never a hash or secret.
+func runAdminUserList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("admin user list", "mandate admin user list [--db FILE]", stderr)
+	dbPath := dbFlag(fs)
+	var pf policyFlags
+	pf.register(fs)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	db, err := openExistingDB(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pol, which, _, err := livePolicyOrFiles(ctx, db, &pf)
+	if err != nil {
+		return fmt.Errorf("admin user list: %w", err)
+	}
+	users, err := db.Users(ctx)
+	if err != nil {
+		return fmt.Errorf("admin user list: %w", err)
+	}
+	if len(users) == 0 {
+		fmt.Fprintln(stdout, "no users; add one with `mandate admin user add NAME`")
+		return nil
+	}
+	fmt.Fprintf(stderr, "roles under %s\n", which)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tCLI TOKEN\tSESSIONS")
+	for _, u := range users {
+		role := auth.RoleOf(pol, u.Name).String()
+		if role == auth.None.String() {
+			role = "none (cannot sign in)"
+		}
+		token := "-"
+		if u.Token {
+			token = "set " + orDash(u.TokenCreatedAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", mandate.Visible(u.Name, false), role, orDash(u.CreatedAt), token, u.Sessions)
+	}
+	return tw.Flush()
 }
 
 func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -309,6 +357,28 @@ func policyForUsers(ctx context.Context, db *storage.DB, pf *policyFlags) (*poli
 		return p, err
 	}
 	return pf.load()
+}
+
+// livePolicyOrFiles is policyForUsers saying which policy it is: the live
+// one a server recorded in db (live is true), or, when none is recorded
+// yet, the files pf names. which names it with its version, for messages.
+func livePolicyOrFiles(ctx context.Context, db *storage.DB, pf *policyFlags) (pol *policy.Policy, which string, live bool, err error) {
+	l, err := db.LivePolicy(ctx)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if l != nil {
+		pol, err := policy.Load(policy.Source{Name: l.ModelFile, Data: []byte(l.Model)}, policy.Source{Name: l.PolicyFile, Data: []byte(l.Policy)})
+		if err != nil {
+			return nil, "", false, fmt.Errorf("the live policy %s recorded in the database does not load: %w", l.Version, err)
+		}
+		return pol, fmt.Sprintf("the live policy, version %s (%s)", l.Version, l.Where()), true, nil
+	}
+	if pol, err = pf.load(); err != nil {
+		return nil, "", false, err
+	}
+	_, file := pf.files()
+	return pol, fmt.Sprintf("%s (version %s; no live policy is recorded yet)", file, pol.Version), false, nil
 }
 
 // recordedPolicy loads the policy texts a server recorded in db as live,

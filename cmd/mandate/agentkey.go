@@ -118,9 +118,15 @@ func runAgentKeyCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	defer db.Close()
-	pol, which, err := agentPolicy(ctx, db, &pf, stderr)
+	// Every request with the key is checked against the live policy, so
+	// NAME is judged under it, never under ./policy.csv: a key it would
+	// refuse is useless, and one it accepts must not be refused.
+	pol, which, live, err := livePolicyOrFiles(ctx, db, &pf)
 	if err != nil {
-		return err
+		return fmt.Errorf("agent key create: %w", err)
+	}
+	if !live {
+		fmt.Fprintf(stderr, "note: no server has recorded a live policy in this database yet, so the agent is checked against %s; once a server runs, requests are checked against the policy it loads\n", which)
 	}
 	var names []string
 	for _, st := range tools.ServerTools(&tools.Deps{}) {
@@ -240,33 +246,6 @@ func runAgentKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	fmt.Fprintf(stdout, "revoked API key %s of %s at %s\n", k.ID, mandate.Visible(k.Identity, false), k.RevokedAt.UTC().Format(time.RFC3339))
 	return nil
-}
-
-// agentPolicy is the policy that says who is an agent, for agent key
-// create: the live one a server recorded in db, since every request with
-// the key is checked against it, never the files in the current directory
-// (a key the live policy refuses is useless, and one it would accept must
-// not be refused). Until a server has recorded one, the files a server
-// started here would load decide, with a note saying so. which names the
-// policy and its version, for messages.
-func agentPolicy(ctx context.Context, db *storage.DB, pf *policyFlags, stderr io.Writer) (pol *policy.Policy, which string, err error) {
-	live, err := db.LivePolicy(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	if live != nil {
-		pol, err := policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
-		if err != nil {
-			return nil, "", fmt.Errorf("agent key create: the live policy %s recorded in the database does not load: %w", live.Version, err)
-		}
-		return pol, fmt.Sprintf("the live policy, version %s (%s)", live.Version, live.Where()), nil
-	}
-	if pol, err = pf.load(); err != nil {
-		return nil, "", err
-	}
-	_, file := pf.files()
-	fmt.Fprintf(stderr, "note: no server has recorded a live policy in this database yet, so the agent is checked against %s (version %s); once a server runs, requests are checked against the policy it loads\n", file, pol.Version)
-	return pol, fmt.Sprintf("%s (version %s; no live policy is recorded yet)", file, pol.Version), nil
 }
 
 // agentNames lists the policy's agents, for an error message.

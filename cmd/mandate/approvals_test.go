@@ -351,6 +351,65 @@ func TestAdminUserLifecycle(t *testing.T) {
 	}
 }
 
+// TestAdminUserList: admin user list shows every user with the role the
+// live policy gives them (not the one in the files the CLI was pointed
+// at), whether a CLI token is set and their open sessions, and never a
+// password hash or token.
+func TestAdminUserList(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "mandate.db")
+	if out, err := runCLI(t, "", "admin", "user", "list", "--db", db); err == nil {
+		t.Fatalf("list without a database: %s, want an error", out)
+	}
+	addUsers(t, db, "bob", "alice", "carol", "demo-agent")
+	live := recordLive(t, db, writePolicy(t, dir, "\ng, carol, auditor\n"), "admin start")
+	sdb, err := storage.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if _, _, err := sdb.CreateSession(ctx, "bob", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", cliPassword)
+	tok, err := runCLI(t, "", "admin", "user", "token", "alice", "--db", db)
+	if err != nil {
+		t.Fatal(tok, err)
+	}
+	// Files that make alice an auditor and carol nothing: not live, so
+	// not what the list shows.
+	other := writePolicy(t, t.TempDir(), "\ng, dave, auditor\n")
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"admin", "user", "list", "--db", db, "--policy", other}, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatal(err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := [][]string{
+		{"NAME", "ROLE", "CREATED", "CLI TOKEN", "SESSIONS"},
+		{"alice", "approver", "set", "0"},
+		{"bob", "approver", "-", "1"},
+		{"carol", "auditor", "-", "0"},
+		{"demo-agent", "none (cannot sign in)", "-", "0"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("admin user list:\n%s\nwant %d lines", out.String(), len(want))
+	}
+	for i, w := range want {
+		for _, f := range w {
+			if !strings.Contains(lines[i], f) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], f)
+			}
+		}
+	}
+	if !strings.Contains(errOut.String(), "roles under the live policy, version "+live) {
+		t.Errorf("stderr %q, want it to name the live version %s", errOut.String(), live)
+	}
+	if secret := strings.Fields(tok)[0]; strings.Contains(out.String(), "$2a$") || strings.Contains(out.String(), secret[4:16]) {
+		t.Fatalf("the list shows a hash or token:\n%s", out.String())
+	}
+}
+
 // TestAdminUserKeyedTrail: on a trail keyed with an audit key, admin user
 // passwd and token take the key (--audit-key or MANDATE_AUDIT_KEY), as
 // their failed sign-ins are audit records. Without it they say which flag

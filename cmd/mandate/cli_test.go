@@ -22,7 +22,7 @@ var (
 		{"policy", "check"}, {"policy", "explain"}, {"policy", "test"}, {"policy", "replay"},
 		{"approvals", "list"}, {"approvals", "show"}, {"approvals", "approve"}, {"approvals", "deny"},
 		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"}, {"audit", "mackey"},
-		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
+		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "list"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
 		{"admin", "user", "sessions"}, {"admin", "user", "token"},
 		{"rates", "show"}, {"rates", "set"},
 		{"store", "serve"}, {"backend", "check"},
