@@ -33,6 +33,8 @@ const adminUserUsage = `Usage:
                                             list (or end) a user's sessions
   mandate admin user token NAME [--audit-key FILE]
                                             create a token for the approvals CLI, printed once
+  A forgotten password has no reset: remove NAME, then add NAME again with a new one;
+  that ends their sessions and CLI token, and leaves what the policy lets them approve.
   passwd and token first check NAME's current password; a failed check is an audit record,
   so on a keyed trail they need the audit key (--audit-key FILE or MANDATE_AUDIT_KEY)
 `

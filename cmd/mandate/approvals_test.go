@@ -410,6 +410,44 @@ func TestAdminUserList(t *testing.T) {
 	}
 }
 
+// TestAdminUserForgottenPassword: the route for a forgotten password is
+// remove then add, as admin user -h says (passwd needs the current one).
+// It ends the old CLI token, and the new password proves who they are.
+func TestAdminUserForgottenPassword(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "mandate.db")
+	if help, err := runCLI(t, "", "admin", "user", "-h"); err != nil || !strings.Contains(help, "forgotten password has no reset: remove NAME, then add NAME again") {
+		t.Fatalf("admin user -h: %v\n%s\nwant the route for a forgotten password", err, help)
+	}
+	addUsers(t, db, "bob")
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", cliPassword)
+	tok, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db)
+	if err != nil {
+		t.Fatal(tok, err)
+	}
+	t.Setenv("MANDATE_ADMIN_PASSWORD", "")
+	if out, err := runCLI(t, "", "admin", "user", "remove", "bob", "--db", db); err != nil {
+		t.Fatal(out, err)
+	}
+	if out, err := runCLI(t, "another-fine-sentence-7\n", "admin", "user", "add", "bob", "--db", db); err != nil {
+		t.Fatal(out, err)
+	}
+	sdb, err := storage.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if _, err := sdb.TokenUser(context.Background(), strings.Fields(tok)[0]); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Fatalf("the old token after remove and add: %v, want not_found", err)
+	}
+	if _, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db); err == nil || !strings.Contains(err.Error(), "do not match") {
+		t.Fatalf("the old password after remove and add: %v, want refused", err)
+	}
+	t.Setenv("MANDATE_ADMIN_CURRENT_PASSWORD", "another-fine-sentence-7")
+	if out, err := runCLI(t, "", "admin", "user", "token", "bob", "--db", db); err != nil || !strings.Contains(out, "mdt_") {
+		t.Fatalf("the new password: %v\n%s", err, out)
+	}
+}
+
 // TestAdminUserKeyedTrail: on a trail keyed with an audit key, admin user
 // passwd and token take the key (--audit-key or MANDATE_AUDIT_KEY), as
 // their failed sign-ins are audit records. Without it they say which flag
