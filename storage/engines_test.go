@@ -75,6 +75,7 @@ var engineTests = []struct {
 	{"SetPasswordEndsToken", TestSetPasswordEndsToken},
 	{"VerifyIntact", TestVerifyIntact},
 	{"Lineage", TestLineage},
+	{"Users", TestUsers},
 	{"AgentLineageShowsApprovalOfOlderAttempt", TestAgentLineageShowsApprovalOfOlderAttempt},
 	{"CrossCheckAgrees", TestCrossCheckAgrees},
 	{"CrossCheckArgsRewrite", TestCrossCheckArgsRewrite},
