@@ -380,7 +380,7 @@ func TestAuditPage(t *testing.T) {
 		query     string
 		want, not []string
 	}{
-		{"?", []string{"Hash chain unanchored: 5 records link", "<code>--audit-key FILE</code>", "--since-checkpoint", "ord_1001", "ord_1002"}, []string{"intact"}},
+		{"?", []string{"Hash chain unanchored: 7 records link", "<code>--audit-key FILE</code>", "--since-checkpoint", "ord_1001", "ord_1002"}, []string{"intact"}},
 		{"?agent=alice", []string{"1 records", "approval"}, []string{"scratch"}},
 		{"?decision=allow&tool=refund_order", []string{"3 records"}, []string{"require_approval</td>"}},
 		{"?action=" + id, []string{"3 records"}, nil},

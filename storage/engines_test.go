@@ -355,7 +355,7 @@ func TestPGCopy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Copy: %v", err)
 	}
-	if rep.Records != 6 || rep.Tables["actions"] != 5 || rep.Tables["users"] != 1 || rep.Tables["sessions"] != 1 || rep.Tables["usage_totals"] == 0 {
+	if rep.Records != 7 || rep.Tables["actions"] != 5 || rep.Tables["users"] != 1 || rep.Tables["sessions"] != 1 || rep.Tables["usage_totals"] == 0 {
 		t.Fatalf("Copy = %+v", rep)
 	}
 	if u, err := pg.Usage(ctx, probe); err != nil || u != wantUsage {
@@ -376,7 +376,7 @@ func TestPGCopy(t *testing.T) {
 	if err := pg.RecordPolicy(ctx, l); err != nil || l.Seq != 2 {
 		t.Fatalf("RecordPolicy after the copy: seq %d, %v; want 2", l.Seq, err)
 	}
-	if res, err := pg.Verify(ctx); err != nil || res.Count != 7 { // the key's creation, 5 attempts, this one
+	if res, err := pg.Verify(ctx); err != nil || res.Count != 8 { // the user's addition, the key's creation, 5 attempts, this one
 		t.Fatalf("Verify after appending to the copy = %+v, %v", res, err)
 	}
 	if _, err := Copy(ctx, lite, pg); err == nil || !strings.Contains(err.Error(), "not empty") {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -29,8 +30,23 @@ type Session struct {
 	ExpiresAt time.Time
 }
 
+// Tools of the audit records of approver management, written with the
+// change itself: who became or stopped being a user, never a password.
+// Their agent is KeyAdminAgent: no person signs in to add or remove a user
+// (write access to the database is the authority).
+const (
+	UserAddTool    = "admin_user_add"
+	UserRemoveTool = "admin_user_remove"
+)
+
+func userRecord(tool, name string, now time.Time) *Record {
+	args, _ := json.Marshal(map[string]string{"user": name})
+	return &Record{Time: now, Agent: KeyAdminAgent, Tool: tool, Args: args, Phase: PhaseAttempt, Outcome: StatusExecuted}
+}
+
 // AddUser adds a user with a password hash (bcrypt or argon2, made by the
-// caller); a name that exists is a conflict.
+// caller); a name that exists is a conflict. The user and its audit record
+// (UserAddTool) are written in one transaction: no record, no user.
 func (db *DB) AddUser(ctx context.Context, name, passwordHash string) error {
 	if strings.TrimSpace(name) == "" || strings.ContainsAny(name, " #,") {
 		return mandate.Errorf(mandate.EINVALID, "user name %q must be an identity name without spaces, commas or #", name)
@@ -38,15 +54,21 @@ func (db *DB) AddUser(ctx context.Context, name, passwordHash string) error {
 	if passwordHash == "" {
 		return mandate.Errorf(mandate.EINVALID, "empty password hash")
 	}
-	res, err := db.db.ExecContext(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
-		name, passwordHash, timeText(db.Now()))
-	if err != nil {
-		return unavailable("add user", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return mandate.Errorf(mandate.ECONFLICT, "user %q exists", name)
-	}
-	return nil
+	return db.write(func(tx *Tx) error {
+		now := db.Now()
+		res, err := tx.ExecContext(ctx, `INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+			name, passwordHash, timeText(now))
+		if err != nil {
+			return unavailable("add user", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return mandate.Errorf(mandate.ECONFLICT, "user %q exists", name)
+		}
+		if err := appendRecord(ctx, tx, userRecord(UserAddTool, name, now)); err != nil {
+			return unavailable("append user addition", err)
+		}
+		return nil
+	})
 }
 
 // User returns the user called name, or a not_found error.
@@ -222,15 +244,22 @@ func (db *DB) RevokeSessions(ctx context.Context, user string) (int64, error) {
 
 // RemoveUser deletes user with their sessions and token (the foreign keys
 // cascade); a name that does not exist is not_found.
+//
+// The removal and its audit record (UserRemoveTool) are one transaction.
 func (db *DB) RemoveUser(ctx context.Context, name string) error {
-	res, err := db.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
-	if err != nil {
-		return unavailable("remove user", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
-	}
-	return nil
+	return db.write(func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
+		if err != nil {
+			return unavailable("remove user", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
+		}
+		if err := appendRecord(ctx, tx, userRecord(UserRemoveTool, name, db.Now())); err != nil {
+			return unavailable("append user removal", err)
+		}
+		return nil
+	})
 }
 
 // SetPassword replaces user's password hash and ends their sessions and

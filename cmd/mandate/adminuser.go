@@ -67,19 +67,25 @@ func runAdminUser(ctx context.Context, args []string, stdin io.Reader, stdout, s
 // agent tool, unmistakable for any other name in the policy; the password
 // must pass auth.CheckPassword.
 func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user add", "mandate admin user add NAME [--db FILE --policy FILE]   (password: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
+	fs := newFlags("admin user add", "mandate admin user add NAME [--audit-key FILE] [--db FILE --policy FILE]   (password: prompt, first line of stdin, or MANDATE_ADMIN_PASSWORD)", stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	var pf policyFlags
 	pf.register(fs)
 	name, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, *dbPath)
+	db, err := storage.Open(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	// The addition is an audit record: on a keyed trail, say so before a
+	// password is asked for.
+	if err := db.CheckWriteKey(ctx); err != nil {
+		return fmt.Errorf("admin user add: %w", err)
+	}
 	pol, err := policyForUsers(ctx, db, &pf)
 	if err != nil {
 		return err
@@ -189,17 +195,21 @@ func runAdminUserList(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runAdminUserRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("admin user remove", "mandate admin user remove NAME [--db FILE]", stderr)
+	fs := newFlags("admin user remove", "mandate admin user remove NAME [--audit-key FILE] [--db FILE]", stderr)
 	dbPath := dbFlag(fs)
+	auditKey := auditKeyFlag(fs)
 	name, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	db, err := openExistingDB(ctx, *dbPath)
+	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := db.CheckWriteKey(ctx); err != nil {
+		return fmt.Errorf("admin user remove: %w", err)
+	}
 	if err := db.RemoveUser(ctx, name); err != nil {
 		return fmt.Errorf("admin user remove: %s", mandate.ErrorMessage(err))
 	}

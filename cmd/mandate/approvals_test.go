@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -463,10 +464,10 @@ func TestAdminUserKeyedTrail(t *testing.T) {
 	if out, err := runCLI(t, "", "audit", "mackey", "--out", auditKey); err != nil {
 		t.Fatal(out, err)
 	}
+	addUsers(t, db, "bob")                                                                                                  // its record is the trail's first, before any is keyed
 	if out, err := runCLI(t, "", "agent", "key", "create", "demo-agent", "--audit-key", auditKey, "--db", db); err != nil { // a keyed record
 		t.Fatal(out, err)
 	}
-	addUsers(t, db, "bob")
 	loginRecords := func() int {
 		t.Helper()
 		sdb, err := storage.Open(ctx, db)
@@ -505,8 +506,8 @@ func TestAdminUserKeyedTrail(t *testing.T) {
 	if out, err := runCLI(t, "another-fine-sentence-7\n", "admin", "user", "passwd", "bob", "--db", db); err != nil || !strings.Contains(out, "changed the password of bob") {
 		t.Fatalf("passwd with MANDATE_AUDIT_KEY: %v\n%s", err, out)
 	}
-	if out, err := runCLI(t, "", "audit", "verify", "--db", db); err != nil || !strings.HasPrefix(out, "intact (keyed from seq 1)") {
-		t.Fatalf("audit verify: %v\n%s", err, out)
+	if out, err := runCLI(t, "", "audit", "verify", "--db", db); err != nil || !strings.HasPrefix(out, "intact (keyed from seq 2)") {
+		t.Fatalf("audit verify: %v\n%s", err, out) // record 1, bob's addition, predates the key
 	}
 }
 
@@ -574,5 +575,60 @@ func breakAudit(t *testing.T, path string) {
 	if _, err := raw.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit
 		BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END`); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdminUserChangesAudited: adding and removing an approver are audit
+// records (who became or stopped being one, and when), written with the
+// change; on a keyed trail, add without the key says which flag is
+// missing before asking for a password, and adds nobody.
+func TestAdminUserChangesAudited(t *testing.T) {
+	t.Setenv("MANDATE_AUDIT_KEY", "")
+	t.Setenv("MANDATE_ADMIN_PASSWORD", "")
+	dir := t.TempDir()
+	db, auditKey := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "audit.key")
+	if out, err := runCLI(t, "correct horse battery\n", "admin", "user", "add", "alice", "--db", db); err != nil {
+		t.Fatal(out, err)
+	}
+	if out, err := runCLI(t, "", "admin", "user", "remove", "alice", "--db", db); err != nil {
+		t.Fatal(out, err)
+	}
+	out, err := runCLI(t, "", "audit", "export", "--db", db, "--format", "jsonl")
+	if err != nil {
+		t.Fatal(out, err)
+	}
+	var tools []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			Agent, Tool string
+			Args        map[string]string
+		}
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if r.Agent != storage.KeyAdminAgent || r.Args["user"] != "alice" {
+			t.Fatalf("record %s", l)
+		}
+		tools = append(tools, r.Tool)
+	}
+	if want := []string{storage.UserAddTool, storage.UserRemoveTool}; !slices.Equal(tools, want) {
+		t.Fatalf("records %v, want %v", tools, want)
+	}
+
+	if out, err := runCLI(t, "", "audit", "mackey", "--out", auditKey); err != nil {
+		t.Fatal(out, err)
+	}
+	if out, err := runCLI(t, "", "agent", "key", "create", "demo-agent", "--audit-key", auditKey, "--db", db); err != nil { // a keyed record
+		t.Fatal(out, err)
+	}
+	out, err = runCLI(t, "correct horse battery\n", "admin", "user", "add", "alice", "--db", db)
+	if err == nil || !strings.Contains(err.Error(), "--audit-key") {
+		t.Fatalf("add on a keyed trail without the key: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "correct horse battery\n", "admin", "user", "add", "alice", "--db", db, "--audit-key", auditKey); err != nil {
+		t.Fatalf("add with the key: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--db", db, "--audit-key", auditKey); err != nil {
+		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
 }
