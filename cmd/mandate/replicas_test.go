@@ -47,6 +47,32 @@ REVOKE DELETE, TRUNCATE ON chain_head FROM mandate_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO mandate_app;
 `
 
+// TestGrantsMatchDocs: the grants README.md and docs/scaling.md tell an
+// operator to run are the ones the replicas test runs; a line missing from
+// one of them (the audit_keys REVOKE once was) would leave the trail
+// writable through a view.
+func TestGrantsMatchDocs(t *testing.T) {
+	want := strings.TrimPrefix(strings.TrimSpace(appRoleSQL), "CREATE ROLE mandate_app LOGIN;\n")
+	for _, doc := range []string{"README.md", "docs/scaling.md"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		start := strings.Index(text, "GRANT USAGE ON SCHEMA public TO mandate_app;")
+		if start < 0 {
+			t.Fatalf("%s: no grants block", doc)
+		}
+		end := strings.Index(text[start:], "\nSQL\n")
+		if end < 0 {
+			t.Fatalf("%s: the grants block does not end with SQL", doc)
+		}
+		if got := text[start : start+end]; got != want {
+			t.Errorf("%s grants:\n%s\nwant (as replicas_test.go runs them):\n%s", doc, got, want)
+		}
+	}
+}
+
 // replicaShop is the import file: old customers (so only amounts and limits
 // decide), each with one order.
 func replicaShop(t *testing.T, path string, orders map[string]string) {
