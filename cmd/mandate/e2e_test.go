@@ -938,19 +938,30 @@ func TestInit(t *testing.T) {
 	}
 	same()
 
+	// One file edited, one removed: init keeps the edit, writes the missing
+	// file back, says which it kept and how to overwrite, and exits 0.
 	edited := filepath.Join(dir, "policy.csv")
 	if err := os.WriteFile(edited, []byte("# my edits\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, err := runMandate(t, nil, "init", "--dir", dir)
-	if err == nil {
-		t.Fatal("init over existing files exited 0")
+	if err := os.Remove(filepath.Join(dir, "rates.csv")); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(stderr, "--force") {
-		t.Fatalf("stderr %q does not say how to overwrite (--force)", stderr)
+	stdout, stderr, err := runMandate(t, nil, "init", "--dir", dir)
+	if err != nil {
+		t.Fatalf("init over some existing files: %v\nstderr: %s", err, stderr)
+	}
+	for _, want := range []string{"kept " + edited, "--force", "wrote " + filepath.Join(dir, "rates.csv")} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("init output %q does not say %q", stdout, want)
+		}
 	}
 	if b, _ := os.ReadFile(edited); string(b) != "# my edits\n" {
 		t.Fatalf("init without --force overwrote policy.csv: %q", b)
+	}
+	rates, _ := os.ReadFile(filepath.Join("..", "..", "rates.csv"))
+	if b, err := os.ReadFile(filepath.Join(dir, "rates.csv")); err != nil || !bytes.Equal(b, rates) {
+		t.Fatalf("init did not write the missing rates.csv (err %v)", err)
 	}
 
 	if _, stderr, err := runMandate(t, nil, "init", "--dir", dir, "--force"); err != nil {

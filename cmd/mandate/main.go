@@ -37,7 +37,8 @@ Usage:
   mandate agent resume NAME --as ADMIN   lift its suspension
   mandate agent suspensions [--all]      the agents suspended now
   mandate demo [--keep]                  a 30-second scripted tour on throwaway databases
-  mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing
+  mandate init [--dir DIR] [--force]     write the default model.conf, policy.csv and rates.csv for editing,
+                                         keeping those that exist (--force overwrites them)
   mandate rates show                     the exchange rates money limits are converted with
   mandate rates set CODE RATE            change one rate (a running server reloads it)
   mandate store import [--store FILE] DATA.json
