@@ -34,8 +34,9 @@ func (r Role) String() string {
 }
 
 // AuditorRole is the role, granted with `g, NAME, auditor`, that lets a
-// person read the audit trail without deciding anything.
-const AuditorRole = "auditor"
+// person read the audit trail without deciding anything. Defined in policy,
+// so that `policy check` knows the role has no rules by design.
+const AuditorRole = policy.AuditorRole
 
 // RoleOf returns what name may do under p. An approver is an identity for
 // which some approve_* rule could allow; an auditor holds AuditorRole. An

@@ -82,6 +82,14 @@ func TestCheck(t *testing.T) {
 			[]string{"p.csv:3: warning: every identity, approvers included, may use cancel_order whenever order_status == 'pending' holds"}, true},
 		{"an allow for * of an approval", base + "p, *, approve_refund_order, true, allow\n",
 			[]string{"p.csv:3: warning: every identity, every agent included, may approve refund order without any condition"}, true},
+		// auditor has no rules by design (auth gives it its meaning): a
+		// note for the role, nothing for its members, nothing to fail --strict.
+		{"an auditor", base + "g, carol, auditor\n",
+			[]string{`p.csv:3: note: role "auditor" has no rules, by design`}, true},
+		{"a role of auditors", base + "g, audit_team, auditor\ng, dave, audit_team\n",
+			[]string{`p.csv:3: note: role "auditor" has no rules, by design`}, true},
+		{"a typo of auditor still warns", base + "g, carol, auditr\n",
+			[]string{`p.csv:3: warning: identity "carol" reaches no rules`, `p.csv:3: warning: role "auditr" reaches no rules`}, true},
 		{"a lookalike identity with U+2010", base + "g, demo\u2010agent, support_agent\n",
 			[]string{`p.csv:3: warning: identity "demo‐agent": the name holds '‐' (U+2010), which looks like "-"; it looks like identity "demo-agent" (line 2)`}, true},
 		{"a lookalike role in Cyrillic", base + "g, new-bot, suppоrt_agent\np, suppоrt_agent, get_customer, true, allow\n",

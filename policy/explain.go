@@ -183,6 +183,12 @@ func (p *Policy) whyNot(agent, tool, subject string) string {
 	return fmt.Sprintf("%s is not %s and does not have that role", agent, subject)
 }
 
+// AuditorRole is the role, granted with `g, NAME, auditor`, that lets a
+// person read the audit trail in the admin page and nothing else. It has
+// no rules by design: package auth gives it its meaning (auth.RoleOf), and
+// Lint does not take it for a typo. It lives here so that both can name it.
+const AuditorRole = "auditor"
+
 // HasRole reports whether name reaches role through g lines, in its own
 // tenant or in every tenant.
 func (p *Policy) HasRole(name, role string) bool {

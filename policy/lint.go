@@ -174,12 +174,14 @@ func (l *linter) unreached() error {
 	for _, g := range l.p.Grants {
 		parents[g.Member] = append(parents[g.Member], g.Role)
 	}
-	roleReaches := func(n string) bool {
+	// reaches reports whether n or a role it holds, in any tenant, is
+	// one that found reports.
+	reaches := func(n string, found func(string) bool) bool {
 		seen, level := map[string]bool{n: true}, []string{n}
 		for len(level) > 0 {
 			var next []string
 			for _, s := range level {
-				if hasRules[s] {
+				if found(s) {
 					return true
 				}
 				for _, p := range parents[s] {
@@ -194,8 +196,17 @@ func (l *linter) unreached() error {
 		return false
 	}
 	for _, n := range names {
-		if !reached[n] && !(l.isRole[n] && roleReaches(n)) {
-			g := l.firstGrant[n]
+		if reached[n] || (l.isRole[n] && reaches(n, func(s string) bool { return hasRules[s] })) {
+			continue
+		}
+		g := l.firstGrant[n]
+		switch {
+		case n == AuditorRole:
+			// Its meaning is in the admin page, not in rules.
+			l.add(g.File, g.Line, SevNote, "role %q has no rules, by design: its members may read the audit trail in the admin page and nothing else", n)
+		case reaches(n, func(s string) bool { return s == AuditorRole }):
+			// An auditor, or a role of auditors: no rules is what it should have.
+		default:
 			l.add(g.File, g.Line, SevWarning, "%s %q reaches no rules through its name or roles, only the rules for *: check the role names for a typo", l.kind(n), n)
 		}
 	}

@@ -149,6 +149,21 @@ func TestPolicyCheckShipped(t *testing.T) {
 	if err != nil || !strings.Contains(out, ": note: does not apply to senior_agent") {
 		t.Fatalf("--notes: err = %v\n%s", err, out)
 	}
+
+	// The README's auditor (`g, carol, auditor`) has no rules by design:
+	// the shipped policy with her still passes --strict.
+	shipped, err := os.ReadFile(polPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withAuditor := filepath.Join(t.TempDir(), "policy.csv")
+	if err := os.WriteFile(withAuditor, append(shipped, "g, carol, auditor\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = polRun(t, "policy", "check", "--strict", "--notes", "--model", polModel, "--policy", withAuditor)
+	if err != nil || !strings.Contains(out, `note: role "auditor" has no rules, by design`) || strings.Contains(out, ": warning:") {
+		t.Fatalf("the shipped policy with an auditor: err = %v\n%s", err, out)
+	}
 }
 
 // polStore creates the demo store in a temp dir and returns its path.
