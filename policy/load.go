@@ -137,7 +137,7 @@ func parse(src Source) (*parsed, error) {
 			rule := Rule{File: src.Name, Line: line, Subject: rec[1], Tool: rec[2], Cond: rec[3], Effect: rec[4]}
 			if len(rec) == 6 {
 				if rule.Tenant = rec[5]; !validName(rule.Tenant) {
-					bad(line, "tenant %q: use letters, digits, '-', '_' or '.'", truncate(rule.Tenant, 40))
+					bad(line, "%s", tenantProblem(rule.Tenant))
 					continue
 				}
 			}
@@ -159,7 +159,7 @@ func parse(src Source) (*parsed, error) {
 			g := Grant{File: src.Name, Line: line, Member: rec[1], Role: rec[2]}
 			if len(rec) == 4 {
 				if g.Tenant = rec[3]; !validName(g.Tenant) {
-					bad(line, "tenant %q: use letters, digits, '-', '_' or '.'", truncate(g.Tenant, 40))
+					bad(line, "%s", tenantProblem(g.Tenant))
 					continue
 				}
 			}
@@ -198,6 +198,16 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// tenantProblem says what is wrong with a tenant that is not validName:
+// like the effect, a tenant followed by a # comment gets the hint that the
+// comment must be on its own line.
+func tenantProblem(s string) string {
+	if before, _, ok := strings.Cut(s, "#"); ok && validName(strings.TrimSpace(before)) {
+		return fmt.Sprintf("text after the tenant %q: a # comment must be on its own line", strings.TrimSpace(before))
+	}
+	return fmt.Sprintf("tenant %q: use letters, digits, '-', '_' or '.'", truncate(s, 40))
 }
 
 // lineOf reads N from a "file:N: message" problem, for sorting.

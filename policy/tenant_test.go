@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -94,6 +95,10 @@ func TestTenantMistakesAreRefused(t *testing.T) {
 		{"identity in two tenants", "p, r, get_order, true, allow\ng, bot, r, acme\ng, bot, r, beta\n",
 			`p.csv:3: "bot" is granted roles in tenant "beta" here and in tenant "acme" on line 2`},
 		{"bad tenant name", "p, r, get_order, true, allow, ac me\ng, bot, r\n", `p.csv:1: tenant "ac me"`},
+		{"a comment after a rule's tenant", "p, r, get_order, true, allow, acme   # acme only\ng, bot, r\n",
+			`p.csv:1: text after the tenant "acme": a # comment must be on its own line`},
+		{"a comment after a grant's tenant", "p, r, get_order, true, allow\ng, bot, r, acme # acme-bot\n",
+			`p.csv:2: text after the tenant "acme": a # comment must be on its own line`},
 		{"unquoted comma still caught", "p, r, cancel_order, order_status IN ('pending', 'processing'), allow\ng, bot, r\n",
 			"p.csv:1: a rule has 5 fields"},
 	} {
@@ -103,5 +108,25 @@ func TestTenantMistakesAreRefused(t *testing.T) {
 				t.Fatalf("error %v, want it to contain %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestTenantsExampleLoads: the example in docs/policy.md's Tenants section
+// loads (it once ended its lines in # comments, which Load refuses).
+func TestTenantsExampleLoads(t *testing.T) {
+	doc, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)\n## Tenants\n.*?\n```\n(.*?)```\n").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/policy.md has no Tenants example")
+	}
+	p, err := loadTenants(t, string(m[1]))
+	if err != nil {
+		t.Fatalf("the Tenants example does not load: %v\n%s", err, m[1])
+	}
+	if got := p.TenantOf("acme-bot"); got != "acme" {
+		t.Fatalf("TenantOf(acme-bot) = %q, want acme", got)
 	}
 }
