@@ -251,9 +251,9 @@ func TestStoreServeStoreIsOptional(t *testing.T) {
 	}
 }
 
-// TestUsageOnMistakes keeps the README's promise: a flag that does not
-// parse, a stray argument or an unknown command or subcommand prints the
-// usage once on stderr; a bad value or a missing argument prints only
+// TestUsageOnMistakes keeps the README's promise: an unknown flag, a stray
+// argument or an unknown command or subcommand prints the usage once on
+// stderr; a bad or missing flag value or a missing argument prints only
 // what was wrong. All exit with status 2.
 func TestUsageOnMistakes(t *testing.T) {
 	for _, tt := range []struct {
@@ -268,6 +268,16 @@ func TestUsageOnMistakes(t *testing.T) {
 		{[]string{"nope"}, true, `unknown command "nope"`},
 		{[]string{"policy", "nope"}, true, `policy: unknown subcommand "nope"`},
 		{[]string{"policy", "replay", "--policy", "x.csv", "--since", "-1h"}, false, "policy replay: --since"},
+		// A flag's value refused or missing: the error names the flag, the
+		// usage would bury it. Through parseFlags, parseOne and rates set.
+		{[]string{"serve", "--approval-ttl", "0s"}, false, `serve: invalid value "0s" for flag -approval-ttl`},
+		{[]string{"serve", "--approval-ttl"}, false, "serve: flag needs an argument: -approval-ttl"},
+		{[]string{"init", "--force=maybe"}, false, `init: invalid boolean value "maybe" for -force`},
+		{[]string{"audit", "verify", "--db"}, false, "audit verify: flag needs an argument: -db"},
+		{[]string{"agent", "key", "revoke", "abc", "--db"}, false, "flag needs an argument: -db"},
+		{[]string{"approvals", "show", "act_1", "--db"}, false, "flag needs an argument: -db"},
+		{[]string{"rates", "set", "EUR", "1.1", "--rates"}, false, "flag needs an argument: -rates"},
+		{[]string{"serve", "--bogus", "1"}, true, "flag provided but not defined: -bogus"},
 		{[]string{"rates", "set", "EUR"}, false, "rates set: give a currency code and a rate"},
 		{[]string{"agent", "key", "revoke"}, false, "agent key revoke: name the key id"},
 	} {

@@ -114,10 +114,19 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// valueError is a usageError for a flag given a value it refuses, or no
+// value: the message names the flag and what is wrong, so run prints it
+// without the command's usage (the README promises a bad value only the
+// mandate: line).
+type valueError struct{ error }
+
+func (e valueError) Unwrap() error { return e.error }
+
 // run runs one command. Help and flag mistakes are answered here for every
 // command alike: -h, -help and --help print the command's usage to stdout
-// and succeed; a flag that does not parse prints the usage to stderr, once,
-// and is a usageError.
+// and succeed; an unknown flag or bad flag syntax prints the usage to
+// stderr, once, and a flag value refused or missing prints no usage; all
+// are usageErrors.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	out := &cliStderr{Writer: stderr}
 	err := dispatch(ctx, args, stdin, stdout, out)
@@ -128,8 +137,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, out.usage)
 		return nil
 	case out.failed:
-		// The flag package called Usage: the flags did not parse.
-		fmt.Fprint(stderr, out.usage)
+		// The flag package called Usage: the flags did not parse. The
+		// usage helps with an unknown flag, not with a refused value.
+		if !errors.As(err, new(valueError)) && !isValueMistake(err) {
+			fmt.Fprint(stderr, out.usage)
+		}
 		var ue usageError
 		if !errors.As(err, &ue) {
 			err = usageError{fmt.Sprintf("%s: %v", out.name, err)}
@@ -289,8 +301,9 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 // parseFlags parses args and refuses more than positional positional
 // arguments, which then are fs.Args(). Flags may come before, between or
 // after them, as with parseOne; after "--" everything is positional. A flag
-// that does not parse, or a value a flag refuses, is a usageError; -h and
-// --help give flag.ErrHelp, which run answers.
+// that does not parse is a usageError, and a value a flag refuses (or a
+// missing one) a valueError wrapping one; -h and --help give flag.ErrHelp,
+// which run answers.
 func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 	var pos []string
 	for {
@@ -298,7 +311,11 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 			if errors.Is(err, flag.ErrHelp) {
 				return err
 			}
-			return usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+			ue := usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+			if isValueMistake(err) {
+				return valueError{ue}
+			}
+			return ue
 		}
 		if fs.NArg() == 0 {
 			break
@@ -327,6 +344,21 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 		return usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(positional))}
 	}
 	return nil
+}
+
+// isValueMistake reports whether err, from the flag package, is about a
+// known flag's value (refused or missing) rather than an unknown flag or
+// bad syntax, which still print the usage. parseFlags marks these with
+// valueError; parsers that return the flag package's error as it is
+// (parseOne, rates set) are recognised here.
+func isValueMistake(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"invalid value ", "invalid boolean value ", "flag needs an argument: "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // durationValue is a duration flag that must be positive, with a default
