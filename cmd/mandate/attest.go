@@ -362,21 +362,35 @@ func runAuditVerifyProof(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// verifySinceCheckpoint proves that the trail as stored now extends an
-// older signed checkpoint (storage.CheckExtends).
-func verifySinceCheckpoint(ctx context.Context, db *storage.DB, file string, keys *keyList, stdout io.Writer) error {
+// sinceCheckpoint is the older signed checkpoint `audit verify
+// --since-checkpoint` compares the trail with, opened before anything is
+// verified so that a missing --key or an unreadable file is said at once.
+type sinceCheckpoint struct {
+	cp     attest.Checkpoint
+	signer string
+}
+
+// openSinceCheckpoint reads file and checks its signature with keys.
+func openSinceCheckpoint(file string, keys *keyList) (*sinceCheckpoint, error) {
 	known, err := keys.verifiers("audit verify --since-checkpoint")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	text, err := os.ReadFile(file)
 	if err != nil {
-		return fmt.Errorf("audit verify: %w", err)
+		return nil, fmt.Errorf("audit verify: %w", err)
 	}
 	cp, signer, err := attest.Open(text, known)
 	if err != nil {
-		return fmt.Errorf("audit verify: %s: %w", file, err)
+		return nil, fmt.Errorf("audit verify: %s: %w", file, err)
 	}
+	return &sinceCheckpoint{cp, signer}, nil
+}
+
+// verifySinceCheckpoint proves that the trail as stored now extends an
+// older signed checkpoint (storage.CheckExtends).
+func verifySinceCheckpoint(ctx context.Context, db *storage.DB, since *sinceCheckpoint, stdout io.Writer) error {
+	cp, signer := since.cp, since.signer
 	n, err := db.CheckExtends(ctx, cp.Size, cp.Root)
 	var ext *storage.ExtendError
 	if errors.As(err, &ext) {

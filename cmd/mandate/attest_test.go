@@ -346,8 +346,20 @@ func TestAuditVerifySinceCheckpointTruncation(t *testing.T) {
 	if !strings.Contains(msg, "TRUNCATED") || !strings.Contains(msg, "the checkpoint covers 100") || !strings.Contains(msg, "records 31 to 100 were removed") {
 		t.Fatalf("verify --since-checkpoint after the cut: %s", msg)
 	}
-	if _, _, err := runMandate(t, nil, "audit", "verify", "--db", db, "--since-checkpoint", cp); err == nil {
-		t.Fatal("--since-checkpoint without --key succeeded")
+	// Without --key, or with a checkpoint that cannot be read, verify says
+	// so before it verifies anything (it once printed the whole report
+	// first).
+	for _, args := range [][]string{
+		{"--since-checkpoint", cp},
+		{"--since-checkpoint", filepath.Join(dir, "missing"), "--key", vkey},
+	} {
+		out, errOut, err := runMandate(t, nil, append([]string{"audit", "verify", "--db", db}, args...)...)
+		if err == nil || out != "" {
+			t.Fatalf("verify %v: %v; want a refusal before any report, got stdout:\n%s\nstderr: %s", args, err, out, errOut)
+		}
+	}
+	if _, errOut, _ := runMandate(t, nil, "audit", "verify", "--db", db, "--since-checkpoint", cp); !strings.Contains(errOut, "give the verifier key with --key") {
+		t.Fatalf("verify --since-checkpoint without --key: %s", errOut)
 	}
 }
 

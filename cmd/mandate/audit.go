@@ -72,6 +72,13 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
+	var sinceCP *sinceCheckpoint
+	if *since != "" {
+		var err error
+		if sinceCP, err = openSinceCheckpoint(*since, keys); err != nil {
+			return err
+		}
+	}
 	db, err := openExistingDB(ctx, *dbPath, storage.AuditKeyFile(*keyFile))
 	if err != nil {
 		return err
@@ -81,14 +88,14 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if chainErr != nil && !errors.Is(chainErr, errChainFailed) {
 		return chainErr
 	}
-	if *since != "" {
+	if sinceCP != nil {
 		// Prove the trail extends the older signed checkpoint (nothing it
 		// covers removed or rewritten) even when the chain failed or
 		// could not be checked: the check recomputes leaves from the rows
 		// and needs neither the chain nor the audit key, so an auditor
 		// without the key, or facing a broken chain, still learns whether
 		// what the checkpoint covers survived.
-		if sinceErr := verifySinceCheckpoint(ctx, db, *since, keys, stdout); chainErr == nil {
+		if sinceErr := verifySinceCheckpoint(ctx, db, sinceCP, stdout); chainErr == nil {
 			chainErr = sinceErr
 		}
 	}
