@@ -109,12 +109,12 @@ func runPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy explain", "mandate policy explain --agent A --tool T --args JSON [--store F] [--db F] [--attrs JSON] [--model F] [--policy F] [--rates F]\n       mandate policy explain --agent A --tool T --attrs JSON [--model F] [--policy F]\n       mandate policy explain --action ACTION_ID [--db F] [--model F] [--policy F]", stderr)
 	actionID := fs.String("action", "", "explain a recorded decision: the attempt's identity, tool and the facts it was decided on, from the audit trail")
-	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database: with --args, the usage counters of limits over time are read from it as the guard would count them now (without --db or MANDATE_DB they are 0); with --action, the audit trail (env MANDATE_DB)")
+	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's database: with --args, the usage counters of limits over time are read from it as the guard would count them now (when the default does not exist, they are 0 and a usage: line says so); with --action, the audit trail (env MANDATE_DB)")
 	agent := fs.String("agent", "", "the identity that calls (required)")
 	tool := fs.String("tool", "", "the tool it calls (required)")
 	argsJSON := fs.String("args", "", "the call's arguments as a JSON object; facts are read from --store as the guard reads them")
 	attrsJSON := fs.String("attrs", "", "attribute values as a JSON object: alone, all of them; with --args, they replace the facts read (e.g. a usage counter)")
-	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to read facts from; must exist (env MANDATE_STORE)")
+	storePath := fs.String("store", env("MANDATE_STORE", "store.db"), "embedded store to read facts from with --args; must exist (mandate store import or a first mandate serve creates it) (env MANDATE_STORE)")
 	backendFile := fs.String("backend", env("MANDATE_BACKEND", ""), backendFlagHelp)
 	var pf policyFlags
 	pf.register(fs)
@@ -124,10 +124,16 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *actionID != "" {
 		return explainRecorded(ctx, *actionID, *dbPath, &pf, stdout)
 	}
-	// The real counters are used only when a database is named: a default
-	// mandate.db that happens to lie around must not be read silently.
+	// The counters come from the database the guard here would count in:
+	// a --db or MANDATE_DB given must exist; the default mandate.db is read
+	// when it exists, as --action and every other command read it. Either
+	// way a usage: line names the database, or says the counters are zero.
 	_, dbGiven := os.LookupEnv("MANDATE_DB")
 	fs.Visit(func(f *flag.Flag) { dbGiven = dbGiven || f.Name == "db" })
+	useDB := dbGiven
+	if _, err := os.Stat(*dbPath); err == nil {
+		useDB = true
+	}
 	if *agent == "" || *tool == "" || (*argsJSON == "" && *attrsJSON == "") {
 		return usageError{"policy explain: --agent, --tool and --args (or --attrs) are required, or --action ID"}
 	}
@@ -157,7 +163,7 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		defer st.Close()
 		d := &tools.Deps{Agent: *agent, Backend: be, Rates: rates.NewLive(pf.ratesTable)}
-		if dbGiven {
+		if useDB {
 			db, err := openExistingDB(ctx, *dbPath)
 			if err != nil {
 				return err
@@ -175,7 +181,7 @@ func runPolicyExplain(ctx context.Context, args []string, stdout, stderr io.Writ
 			attrs[k] = v
 		}
 		fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
-		fmt.Fprint(stdout, explainSources(attrs, override, dbGiven, *dbPath, *agent))
+		fmt.Fprint(stdout, explainSources(attrs, override, useDB, *dbPath, *agent))
 		return nil
 	}
 	fmt.Fprint(stdout, p.Explain(policy.Request{Agent: *agent, Tool: *tool, Attrs: attrs}))
@@ -192,9 +198,9 @@ var usageNames = []string{policy.AttrAgentRefunded24h, policy.AttrAgentRefunds24
 // explainSources says where the facts of a dry run that are not read from
 // the store came from: the usage counters (the database, or zero) and the
 // exchange rate, so an explanation never passes zeros off as real usage.
-func explainSources(attrs, override map[string]any, dbGiven bool, dbPath, agent string) string {
+func explainSources(attrs, override map[string]any, counted bool, dbPath, agent string) string {
 	var b strings.Builder
-	var counted, set []string
+	var read, set []string
 	for _, n := range usageNames {
 		v, ok := attrs[n]
 		if !ok {
@@ -204,13 +210,13 @@ func explainSources(attrs, override map[string]any, dbGiven bool, dbPath, agent 
 			set = append(set, n)
 			continue
 		}
-		counted = append(counted, fmt.Sprintf("%s = %v", n, v))
+		read = append(read, fmt.Sprintf("%s = %v", n, v))
 	}
-	if len(counted) > 0 {
-		if dbGiven {
-			fmt.Fprintf(&b, "usage:    counted in %s now, as the guard would count this call by %s: %s\n", storage.Redact(dbPath), agent, strings.Join(counted, ", "))
+	if len(read) > 0 {
+		if counted {
+			fmt.Fprintf(&b, "usage:    counted in %s now, as the guard would count this call by %s: %s\n", storage.Redact(dbPath), agent, strings.Join(read, ", "))
 		} else {
-			fmt.Fprintf(&b, "usage:    zero, not counted: no --db given, and a dry run records nothing, so %s are as for a first call; give --db mandate.db for the real counters, or set them with --attrs\n", strings.Join(counted, ", "))
+			fmt.Fprintf(&b, "usage:    zero, not counted: no database at %s, and a dry run records nothing, so %s are as for a first call; give --db for the real counters, or set them with --attrs\n", storage.Redact(dbPath), strings.Join(read, ", "))
 		}
 	}
 	if len(set) > 0 {

@@ -15,8 +15,9 @@ import (
 
 // TestPolicyExplainUsesRealCounters: after three refunds to cus_ada, the
 // live guard sends a fourth to a person (customer_refunds_30d >= 3).
-// explain with --db counts as the guard does and says so; without --db it
-// says the counters are zero and why, instead of passing zeros off as real.
+// explain with --db, or beside the default mandate.db, counts as the guard
+// does and says so; without a database it says the counters are zero and
+// why, instead of passing zeros off as real.
 func TestPolicyExplainUsesRealCounters(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv("MANDATE_DB", "")
@@ -42,7 +43,7 @@ func TestPolicyExplainUsesRealCounters(t *testing.T) {
 		want  []string
 	}{
 		{"without --db the counters are zero, and it says so", nil,
-			[]string{"decision: allow", "agent_refunded_24h = 0", "usage:    zero, not counted: no --db given", "rates:    1 USD = 1 USD (rates version "}},
+			[]string{"decision: allow", "agent_refunded_24h = 0", "usage:    zero, not counted: no database at mandate.db", "rates:    1 USD = 1 USD (rates version "}},
 		{"with --db the counters are the guard's", []string{"--db", dbPath},
 			[]string{"decision: require_approval", "customer_refunds_30d >= 3", "agent_refunded_24h = 135", "customer_refunds_30d = 3",
 				"usage:    counted in " + dbPath + " now, as the guard would count this call by demo-agent: agent_refunded_24h = 135, agent_refunds_24h = 3, customer_refunds_30d = 3"}},
@@ -62,6 +63,25 @@ func TestPolicyExplainUsesRealCounters(t *testing.T) {
 			}
 		})
 	}
+	// -h shows --db's default, mandate.db: run where it exists, explain
+	// counts in it as a server there would (it once read it only when
+	// named, and showed zeros).
+	t.Run("the default mandate.db is read when it exists", func(t *testing.T) {
+		model, err := filepath.Abs(polModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol, err := filepath.Abs(polPolicy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Chdir(dir) // where dbPath is mandate.db
+		out, err := polRun(t, "policy", "explain", "--model", model, "--policy", pol, "--store", storePath,
+			"--agent", "demo-agent", "--tool", "refund_order", "--args", `{"order_id":"ord_1001","amount":"30.00","reason":"damaged"}`)
+		if err != nil || !strings.Contains(out, "decision: require_approval") || !strings.Contains(out, "usage:    counted in mandate.db now") {
+			t.Fatalf("explain beside mandate.db: %v\n%s", err, out)
+		}
+	})
 	t.Run("a --db that does not exist is an error", func(t *testing.T) {
 		if _, err := polRun(t, append(append([]string{}, args...), "--db", filepath.Join(dir, "nope.db"))...); err == nil {
 			t.Fatal("explain with a missing --db succeeded")
