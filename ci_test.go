@@ -70,3 +70,24 @@ func TestCheckTrackedFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestGitignoreCoversRuntimeFiles: the files a server run from the
+// repository root leaves behind (README, "Two commands"), also when killed,
+// are ignored, so that none is committed by accident.
+func TestGitignoreCoversRuntimeFiles(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	if err := exec.Command("git", "rev-parse", "--git-dir").Run(); err != nil {
+		t.Skip("not in a git checkout")
+	}
+	for _, f := range []string{
+		"mandate.db", "mandate.db-wal", "mandate.db-shm", "mandate.db-wlock",
+		"mandate.db-lookups-85cdabdcd36d16cf", // the lookup journal a killed serve leaves
+		"store.db", "store.db-wal", "store.db-shm", "store.db-wlock",
+	} {
+		if out, err := exec.Command("git", "check-ignore", "--no-index", f).CombinedOutput(); err != nil {
+			t.Errorf("%s is not ignored by .gitignore: %v %s", f, err, out)
+		}
+	}
+}
