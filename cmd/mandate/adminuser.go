@@ -100,8 +100,15 @@ func runAdminUserAdd(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err := db.AddUser(ctx, name, hash); err != nil {
 		return fmt.Errorf("admin user add: %w", err)
 	}
-	fmt.Fprintf(stdout, "added %s (%s) to %s; what they may approve is set by the approve_* rules for %s in the policy, checked on every request\n",
-		name, auth.RoleOf(pol, name), storage.Redact(*dbPath), name)
+	// What the live policy lets them do, read again on every request.
+	switch role := auth.RoleOf(pol, name); role {
+	case auth.Auditor:
+		fmt.Fprintf(stdout, "added %s (%s) to %s; they may read the audit trail and approve nothing while the policy grants them the %s role, checked on every request\n",
+			name, role, storage.Redact(*dbPath), auth.AuditorRole)
+	default:
+		fmt.Fprintf(stdout, "added %s (%s) to %s; what they may approve is set by the approve_* rules for %s in the policy, checked on every request\n",
+			name, role, storage.Redact(*dbPath), name)
+	}
 	return nil
 }
 

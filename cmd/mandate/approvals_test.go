@@ -274,6 +274,20 @@ func TestAdminUserAdd(t *testing.T) {
 			}
 		})
 	}
+	// An auditor approves nothing: the message must not say the approve_*
+	// rules set what carol may approve.
+	pol := filepath.Join(t.TempDir(), "policy.csv")
+	shipped, err := os.ReadFile(polPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pol, append(shipped, "g, carol, auditor\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "another good password\n", "admin", "user", "add", "carol", "--db", filepath.Join(t.TempDir(), "m.db"), "--model", polModel, "--policy", pol)
+	if err != nil || !strings.Contains(out, "(auditor)") || strings.Contains(out, "approve_*") || !strings.Contains(out, "approve nothing") {
+		t.Fatalf("admin user add for an auditor: %v\n%s", err, out)
+	}
 	sdb, err := storage.Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
