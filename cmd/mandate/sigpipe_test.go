@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/storage"
+)
+
+// TestClientGoneMidCall: a stdio client that goes away while a refund is at
+// the backend closes the pipes of serve's stdout and stderr, as a crashed
+// client does. serve is not killed by SIGPIPE at its next write: the
+// refund's outcome is recorded and serve exits 0 (a review saw it killed,
+// the action left executing for another server's recovery).
+func TestClientGoneMidCall(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	svc := startStoreServe(t, filepath.Join(dir, "shop.db"), writeToken(t, dir, "orders-token"), "127.0.0.1:0")
+	target, err := url.Parse("http://" + svc.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached, release := make(chan struct{}, 1), make(chan struct{})
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/refunds") {
+			select {
+			case reached <- struct{}{}:
+			default:
+			}
+			<-release // the refund is held at the backend while the client goes
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+
+	dbPath := filepath.Join(dir, "mandate.db")
+	cmd := exec.Command(bin, "serve", "--agent", "demo-agent", "--db", dbPath, "--backend", httpBackendFile(t, dir, proxy.URL))
+	cmd.Env = childEnv([]string{"ORDERS_TOKEN=orders-token"})
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = errW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	errW.Close()
+	logged := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(errR); logged <- string(b) }()
+
+	fmt.Fprintf(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"refund_order","arguments":{"order_id":"ord_1001","amount":"30.00","reason":"client gone test"}}}
+`)
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+		t.Fatalf("no answer to initialize: %v", err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refund never reached the backend")
+	}
+	// The client goes: every pipe to it closes.
+	stdout.Close()
+	errR.Close()
+	stdin.Close()
+	close(release)
+	released = true
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve, its client gone mid-call: %v; want exit 0 with the outcome recorded", err)
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("serve did not exit after its client went")
+	}
+
+	db, err := storage.Open(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var phases []string
+	if err := db.Records(context.Background(), storage.Filter{Tool: "refund_order"}, func(r *storage.Record) error {
+		phases = append(phases, r.Phase+":"+r.Outcome)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(phases, " "); got != "attempt: outcome:executed" {
+		t.Fatalf("the refund's records: %q; want its attempt and its executed outcome", got)
+	}
+}
