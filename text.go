@@ -2,6 +2,7 @@ package mandate
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -182,3 +183,12 @@ func init() {
 		confusable[r+0xfee0] = strings.ToLower(string(r))
 	}
 }
+
+// quoted is a double-quoted string as %q writes it.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// Unquoted replaces each double-quoted string in s with "…": for logging an
+// error that quotes what an agent or a service sent (an email passed as an
+// order id, a bad amount), since logs carry no personal data. The agent's
+// answer and the audit record keep the whole message.
+func Unquoted(s string) string { return quoted.ReplaceAllString(s, `"…"`) }

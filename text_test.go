@@ -101,3 +101,16 @@ func TestTruncateBytesKeepsCharactersWhole(t *testing.T) {
 		}
 	}
 }
+
+func TestUnquoted(t *testing.T) {
+	for in, want := range map[string]string{
+		`no order with id "grace@example.com"`:         `no order with id "…"`,
+		`amount "a \"b\" c" is not a decimal; see "x"`: `amount "…" is not a decimal; see "…"`,
+		`nothing quoted`: `nothing quoted`,
+		`unknown argument "ünïcode\u202e" and "" at end`: `unknown argument "…" and "…" at end`,
+	} {
+		if got := Unquoted(in); got != want {
+			t.Errorf("Unquoted(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

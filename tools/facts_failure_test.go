@@ -1,8 +1,11 @@
 package tools_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -73,5 +76,55 @@ func TestUnknownOrderCurrencyIsAuditedRefusal(t *testing.T) {
 	}
 	if n := len(h.records()); n != 1 {
 		t.Fatalf("%d audit records for the refused refund, want 1", n)
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogsCarryNoAgentValues: an agent that sends an email where an id or
+// an amount belongs (common) gets it back in its error, and the audit
+// record keeps it; the server's log does not (logs carry no personal
+// data; a review found it in three log lines).
+func TestLogsCarryNoAgentValues(t *testing.T) {
+	const email = "grace.hopper@example.com"
+	h := newHarness(t, shippedPolicy(t), nil)
+	var logged syncBuf
+	h.deps.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx := tools.WithAgent(context.Background(), "demo-agent")
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"refund_order", map[string]any{"order_id": "ord_1001", "amount": "abc " + email, "reason": "r"}},
+		{"refund_order", map[string]any{"order_id": "ord_1001", "amount": "1.00", "reason": "r", email: "x"}},
+		{"refund_order", map[string]any{"order_id": email, "amount": "1.00", "reason": "r"}},
+		{"get_order", map[string]any{"order_id": email}},
+	} {
+		res := h.call(ctx, c.tool, c.args)
+		if !res.IsError {
+			t.Fatalf("%s %v: not refused", c.tool, c.args)
+		}
+	}
+	if strings.Contains(logged.String(), email) {
+		t.Fatalf("the log repeats what the agent sent:\n%s", logged.String())
+	}
+	if !strings.Contains(logged.String(), "invalid arguments") || !strings.Contains(logged.String(), "denied") {
+		t.Fatalf("the log lacks the refusals themselves:\n%s", logged.String())
 	}
 }

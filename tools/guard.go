@@ -107,12 +107,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 
 	raw, key, err := splitKey(rawArguments(req.Params), action)
 	if err != nil {
-		log.Info("invalid arguments", "err", err)
+		log.Info("invalid arguments", "err", logText(err))
 		return errorResult(err)
 	}
 	var a A
 	if err := bindCall(ctx, raw, &a, argNames(s.tool.InputSchema.Properties)); err != nil {
-		log.Info("invalid arguments", "err", err)
+		log.Info("invalid arguments", "err", logText(err))
 		return errorResult(err)
 	}
 	if ctx.Err() != nil {
@@ -143,12 +143,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		attrs, loadErr = s.load(fctx, d, &a)
 		fspan.End(loadErr)
 		if loadErr != nil && mandate.ErrorCode(loadErr) != mandate.ENOTFOUND && mandate.ErrorCode(loadErr) != mandate.EINVALID {
-			log.Warn("facts could not be loaded", "err", loadErr)
+			log.Warn("facts could not be loaded", "err", logText(loadErr))
 		}
 		if mandate.ErrorCode(loadErr) == mandate.EINVALID {
 			// Bad input that needed a fact to judge (an amount with more
 			// decimals than the order's currency has): fix and resend.
-			log.Info("invalid arguments", "err", loadErr)
+			log.Info("invalid arguments", "err", logText(loadErr))
 			return errorResult(loadErr)
 		}
 	}
@@ -291,7 +291,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		log.Info("pending approval", "rule", act.Rule)
 		return pendingResult(act, s.describe(&a))
 	default:
-		log.Info("denied", "rule", act.Rule, "reason", dec.Reason)
+		log.Info("denied", "rule", mandate.Unquoted(act.Rule), "reason", mandate.Unquoted(dec.Reason))
 		if capped {
 			return pendingCapResult(act, s.describe(&a))
 		}
@@ -383,7 +383,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 			// request is sent again under the same idempotency key, which the
 			// backend must honour: its answer is the first change or the one
 			// new one, never a second.
-			log.Warn("backend outcome unknown; sending the same request again with the same idempotency key", "err", err)
+			log.Warn("backend outcome unknown; sending the same request again with the same idempotency key", "err", logText(err))
 			out, err = send(ectx, d, s, a, act)
 		}
 		if err != nil && uncertain(err) && s.reconcile != nil && ectx.Err() == nil {
@@ -403,7 +403,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 		// Recover to ask the backend by key once no call of ours can still
 		// arrive, and tell the agent not to retry. Only a coded refusal
 		// (below) is recorded as failed.
-		log.Warn("backend outcome unknown; left for reconciliation", "err", err)
+		log.Warn("backend outcome unknown; left for reconciliation", "err", logText(err))
 		res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: storage.StatusExecuting,
 			Message: fmt.Sprintf("The %s was sent, but the system of record did not confirm it in time. Do not retry: whether it happened is being checked; look with get_action_status(action_id=%q) in a minute.", s.describe(a), act.ID)}
 		return mcp.NewToolResultStructured(res, res.Message)
@@ -416,7 +416,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	if err != nil {
 		act.Status, act.Error = storage.StatusFailed, mandate.ErrorMessage(err)
 		rec.Outcome, rec.Error = storage.StatusFailed, act.Error
-		log.Warn("backend refused or failed", "err", err)
+		log.Warn("backend refused or failed", "err", logText(err))
 	} else {
 		act.Status, act.Result = storage.StatusExecuted, canonical(out)
 		rec.Outcome, rec.Changes = storage.StatusExecuted, changesAfter(ctx, d, a, changes, out)
@@ -474,6 +474,10 @@ func send[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Act
 	bspan.End(err)
 	return out, err
 }
+
+// logText is err for the log: what it quotes (an agent's or a service's
+// values, which may be personal data) replaced by "…".
+func logText(err error) string { return mandate.Unquoted(err.Error()) }
 
 // transient reports whether err, a failure to read the facts, may pass:
 // the system of record unavailable or failing, not an unknown id or a
