@@ -293,3 +293,19 @@ func TestOpsEndpointsHost(t *testing.T) {
 		t.Errorf(`mandate_http_refused_total{reason="host"} on the MCP listener = %v, want 2`, v)
 	}
 }
+
+// TestShutdownGraceCoversACall: a stop waits for calls in flight at least
+// as long as one may take (twice --backend-timeout), never less than 30 s:
+// a fixed 30 s cut off a refund held 35 s at a backend given 20 s per call,
+// its outcome unrecorded (a review).
+func TestShutdownGraceCoversACall(t *testing.T) {
+	for bt, want := range map[time.Duration]time.Duration{
+		10 * time.Second: 30 * time.Second, // the default
+		20 * time.Second: 45 * time.Second,
+		time.Minute:      125 * time.Second,
+	} {
+		if got := shutdownGraceFor(bt); got != want {
+			t.Errorf("shutdownGraceFor(%s) = %s, want %s", bt, got, want)
+		}
+	}
+}

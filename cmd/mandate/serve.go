@@ -312,7 +312,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if proxy.host != "" && isLoopbackName(ops.guard.listenHost) {
 			ops.guard.allowed = append(ops.guard.allowed, proxy.host)
 		}
-		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops, proxy)
+		return serveHTTP(ctx, ln, httpTLS, s, authn, names, log, ops, proxy, shutdownGraceFor(*backendTimeout))
 	}
 	log.Info("serving MCP on stdio", "agent", *agent, "db", storage.Redact(*dbPath), "store", *storePath, "policy_version", pol.Version,
 		"base_currency", pf.ratesTable.Base, "rates_version", pf.ratesTable.Version)

@@ -33,8 +33,16 @@ const (
 	shutdownGrace     = 30 * time.Second
 )
 
+// shutdownGraceFor is how long a stop waits for calls in flight: 30 s, or
+// longer when a call may take longer (twice --backend-timeout: execute's
+// budget, tools.execBudget), so an action sent to the backend is never
+// cut off before its outcome is recorded.
+func shutdownGraceFor(backendTimeout time.Duration) time.Duration {
+	return max(shutdownGrace, 2*backendTimeout+5*time.Second)
+}
+
 // serveHTTP serves s over MCP Streamable HTTP at /mcp on ln until ctx is
-// done, then stops accepting and waits (up to shutdownGrace) for calls in
+// done, then stops accepting and waits (up to grace) for calls in
 // flight to finish, so their outcomes are recorded. Every /mcp request
 // must prove an agent identity with its bearer credential (authn: an API
 // key, or an OAuth access token when configured); the identity and the
@@ -47,7 +55,7 @@ const (
 // ops adds the operations endpoints, the Host/Origin checks and the
 // per-agent concurrency limit (ops.go, opsguard.go); proxy the public
 // URL and the trusted proxies (proxy.go).
-func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps, proxy *proxySettings) error {
+func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPServer, authn *auth.Bearer, toolNames []string, log *slog.Logger, ops *httpOps, proxy *proxySettings, grace time.Duration) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithStateLess(true),
 		server.WithDisableLocalhostProtection(ops.ownHostCheck()),
@@ -94,14 +102,14 @@ func serveHTTP(ctx context.Context, ln net.Listener, tlsOn bool, s *server.MCPSe
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: no new requests; waiting for calls in flight")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if errors.Is(<-done, http.ErrServerClosed) && err == nil {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("serve: calls still running after %s at shutdown: %w", shutdownGrace, err)
+		return fmt.Errorf("serve: calls still running after %s at shutdown: %w", grace, err)
 	}
 	return nil
 }
