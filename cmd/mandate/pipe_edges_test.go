@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -65,5 +66,47 @@ func TestServerRequestIsNotAnAnswer(t *testing.T) {
 	e.mu.Unlock()
 	if left != 1 {
 		t.Fatalf("a server-to-client request with id 1 was taken for the answer to tools/call 1 (%d calls left, want 1)", left)
+	}
+}
+
+// TestLongInputLineIsCut: a line past maxLine reaches mcp-go cut at the
+// limit (it reads a line whole, with no limit of its own: a 100 MB line
+// held over a gigabyte), whichever way the reads split it; the lines
+// around it pass whole.
+func TestLongInputLineIsCut(t *testing.T) {
+	long := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"` + strings.Repeat("x", 3*maxLine) + `"}}}`
+	in := "first\n" + long + "\n" + "last\n"
+	for _, chunk := range []int{1 << 10, 4096, maxLine, 5 * maxLine} {
+		e := &eofReader{r: iotest.HalfReader(strings.NewReader(in)), ctx: context.Background(), patience: time.Second, log: slog.New(slog.DiscardHandler)}
+		var out []byte
+		buf := make([]byte, chunk)
+		for {
+			n, err := e.Read(buf)
+			out = append(out, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := "first\n" + long[:maxLine] + "\n" + "last\n"
+		if string(out) != want {
+			t.Fatalf("chunk %d: %d bytes out, want %d: the long line cut at %d bytes and the others whole", chunk, len(out), len(want), maxLine)
+		}
+	}
+}
+
+// TestPipedLongLineThenACall: serve answers a line past the limit with a
+// parse error and goes on to answer the next call.
+func TestPipedLongLineThenACall(t *testing.T) {
+	out, errOut, _ := pipeServeFast(t, pipeInit+
+		`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"`+strings.Repeat("y", 2*maxLine)+`"}}}`+"\n"+
+		`{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"get_order","arguments":{"order_id":"ord_1001"}}}`+"\n")
+	if !strings.Contains(out, `"code":-32700`) || !strings.Contains(out, `"id":6`) || !strings.Contains(out, "ord_1001") {
+		t.Fatalf("want a parse error for the long line and an answer to call 6\nstdout:\n%.2000s\nstderr:\n%s", out, errOut)
+	}
+	if !strings.Contains(errOut, "input line longer than the limit") {
+		t.Fatalf("the cut is not logged:\n%s", errOut)
 	}
 }

@@ -391,6 +391,7 @@ type eofReader struct {
 	log      *slog.Logger
 	closed   atomic.Bool
 	line     []byte // the input's last line, not yet complete
+	lineLen  int    // bytes of the current line read so far, kept or not
 
 	mu       sync.Mutex
 	calls    map[string]int // tools/call ids read and not yet answered
@@ -399,6 +400,9 @@ type eofReader struct {
 
 func (e *eofReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
+	for n = e.cut(p[:n]); n == 0 && err == nil && len(p) > 0; n = e.cut(p[:n]) {
+		n, err = e.r.Read(p) // all of it was the dropped part of a long line
+	}
 	if n == 0 && err == io.EOF && len(bytes.TrimSpace(e.line)) > 0 && len(p) > 0 {
 		// The last line has no newline: mcp-go would drop it with the EOF.
 		p[0], n, err = '\n', 1, nil
@@ -409,6 +413,41 @@ func (e *eofReader) Read(p []byte) (int, error) {
 		e.drain()
 	}
 	return n, err
+}
+
+// maxLine bounds one line of input, as maxRequestBody bounds a request
+// over HTTP: far more than any call's arguments.
+const maxLine = maxRequestBody
+
+// cut keeps at most maxLine bytes of each input line and drops the rest up
+// to its newline: mcp-go reads a line whole, with no limit, and a line of
+// 100 MB held over a gigabyte. The kept part, no JSON-RPC message, is
+// answered with a parse error, and the server keeps serving. It compacts
+// b in place and returns how many bytes it kept.
+func (e *eofReader) cut(b []byte) int {
+	kept, rest := 0, b
+	for len(rest) > 0 {
+		seg := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			seg = rest[:i+1]
+		}
+		rest = rest[len(seg):]
+		body, nl := bytes.CutSuffix(seg, []byte{'\n'})
+		room := max(maxLine-e.lineLen, 0)
+		if len(body) > room {
+			if room > 0 || e.lineLen == maxLine {
+				e.log.Warn("input line longer than the limit: the rest of it is dropped, and it is answered as a parse error", "limit_bytes", maxLine)
+			}
+			body = body[:room]
+		}
+		e.lineLen += len(seg)
+		kept += copy(b[kept:], body)
+		if nl {
+			kept += copy(b[kept:], "\n")
+			e.lineLen = 0
+		}
+	}
+	return kept
 }
 
 // note counts the tools/call requests in b, a piece of the input.
