@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,5 +295,72 @@ func TestWatcherRecordsBeforeSwap(t *testing.T) {
 	defer mu.Unlock()
 	if len(recorded) != 1 || recorded[0] != watchVersion(watchPolicyB) {
 		t.Fatalf("recorded %v, want B once", recorded)
+	}
+}
+
+// TestWatcherWaitsForWriterToClose: a policy saved by a writer that creates
+// the file anew (rm, then open, write, close: `rm f; cat > f`, a copy over
+// a network share) and pauses half-way is not loaded until the writer
+// closes the file. What is on disk half-way here is policy A, which allows
+// the refund that the live policy B and the complete new file deny; it
+// must never be recorded or decide a call.
+func TestWatcherWaitsForWriterToClose(t *testing.T) {
+	w, logs, policyPath := watchSetup(t)
+	partial := watchPolicyA
+	full := watchPolicyB + "# saved again\n"
+	var (
+		mu       sync.Mutex
+		recorded []string
+	)
+	w.Record = func(p *policy.Policy, _, _ policy.Source) error {
+		mu.Lock()
+		defer mu.Unlock()
+		recorded = append(recorded, p.Version)
+		return nil
+	}
+	watchWrite(t, policyPath, watchPolicyB) // RunChecked loads it once the watch is in place
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	watchWait(t, "B live", func() bool { return w.Engine.Policy().Version == watchVersion(watchPolicyB) })
+
+	if err := os.Remove(policyPath); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(partial); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher logs when a reload is due but the file is still open;
+	// before that line nothing may have been loaded either.
+	watchWait(t, "the watcher to wait for the writer", func() bool {
+		return strings.Contains(logs.String(), "waiting for its writer to close it") ||
+			w.Engine.Policy().Version != watchVersion(watchPolicyB)
+	})
+	mu.Lock()
+	half := slices.Clone(recorded)
+	mu.Unlock()
+	if got := w.Engine.Policy().Version; got != watchVersion(watchPolicyB) || len(half) != 1 {
+		t.Fatalf("while the file was half-written: live %s, recorded %v; want B still live and only B recorded\nlog:\n%s", got, half, logs)
+	}
+	if e := w.Engine.Decide(watchRefund).Effect; e != policy.Deny {
+		t.Fatalf("while the file was half-written the refund was decided %q, want deny", e)
+	}
+	if _, err := f.WriteString(full[len(partial):]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	watchWait(t, "the complete file live", func() bool { return w.Engine.Policy().Version == watchVersion(full) })
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{watchVersion(watchPolicyB), watchVersion(full)}; !slices.Equal(recorded, want) {
+		t.Fatalf("recorded %v, want %v (B at start, then the complete file)", recorded, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,6 +78,8 @@ func TestSaves(t *testing.T) {
 		{"delete and recreate", "rm policy.csv && sleep 0.2 && echo v2 > policy.csv", "v2\n"},
 		{"truncate tool", "truncate -s 0 policy.csv", ""},
 		{"hard link over", "echo v2 > y && ln -f y policy.csv", "v2\n"},
+		{"symlink over", "echo v2 > y && ln -sf y policy.csv", "v2\n"},
+		{"delete and copy", "echo v2 > y && rm policy.csv && cp y policy.csv", "v2\n"},
 		{"dd notrunc", "printf v2 | dd of=policy.csv conv=notrunc 2>/dev/null", "v2\n"},
 	}
 	for _, tc := range cases {
@@ -269,4 +272,103 @@ func TestRunCheckedCatchesUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSaveCreatedWaitsForClose: a file created anew and written slowly
+// (`rm f; cat > f`, a copy over a network share) is read only once its
+// writer closes it; what is on disk before is a prefix, which may parse.
+func TestSaveCreatedWaitsForClose(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "policy.csv")
+	os.WriteFile(p, []byte("v1\n"), 0o644)
+	logs := make(chan string, 100)
+	got := make(chan string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, []string{p}, 30*time.Millisecond, slog.New(msgHandler(logs)), func() time.Duration {
+			b, _ := os.ReadFile(p)
+			got <- string(b)
+			return 0
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(150 * time.Millisecond) // let the watch start
+
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("half")
+	// The reload falls due while the file is open: Run says it waits.
+	for waiting := false; !waiting; {
+		select {
+		case s := <-got:
+			if s != "" { // the removal alone may be seen first: no file
+				t.Fatalf("read %q while the writer had the file open", s)
+			}
+		case msg := <-logs:
+			waiting = strings.Contains(msg, "waiting for its writer to close it")
+		case <-time.After(time.Minute):
+			t.Fatal("no reload fell due after the file was created")
+		}
+	}
+	f.WriteString(" and the rest\n")
+	f.Close()
+	expect(t, got, "half and the rest\n")
+}
+
+// TestSaveCreatedNotClosed: a file created and never seen closed (its
+// writer keeps it open) is still read, once it has stayed unchanged for
+// settle (TestWritersWait checks that one still changing is not).
+func TestSaveCreatedNotClosed(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "policy.csv")
+	got := make(chan string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx, []string{p}, 10*time.Millisecond, 200*time.Millisecond, nil, func() time.Duration {
+			b, _ := os.ReadFile(p)
+			got <- string(b)
+			return 0
+		}, false)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(150 * time.Millisecond) // let the watch start
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("v2\n")
+	select {
+	case s := <-got:
+		if s != "v2\n" {
+			t.Fatalf("read %q, want the file as written", s)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a file created and left open was never read")
+	}
+}
+
+// msgHandler is a slog.Handler that sends each message to ch, or drops it
+// if ch is full.
+type msgHandler chan<- string
+
+func (h msgHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h msgHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h msgHandler) WithGroup(string) slog.Handler            { return h }
+func (h msgHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r.Message:
+	default:
+	}
+	return nil
 }

@@ -21,7 +21,9 @@ import (
 // of the machine and halved the refunds per second (bench/e2e). A save
 // still ends in IN_CLOSE_WRITE (an editor writing in place, `cp`, `>`) or
 // IN_MOVED_TO (a rename over the file); a program that keeps the file open
-// and writes to it is seen when it closes it. IN_MOVE_SELF and
+// and writes to it is seen when it closes it. IN_CREATE of a file is not
+// the end of a save: Run waits for the file's IN_CLOSE_WRITE before
+// reading it (see Run). IN_MOVE_SELF and
 // IN_DELETE_SELF say the watched directory itself was renamed or removed
 // (a deploy that swaps the whole directory): its name is watched again
 // once it exists, and that counts as a change.
@@ -45,11 +47,11 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 		}
 		wds[int32(wd)] = append(wds[int32(wd)], dir) // one inode, several names: the same wd
 	}
-	names := make(chan string)
+	events := make(chan event)
 	errs := make(chan error)
 	done := make(chan struct{})
 	go func() {
-		defer close(names)
+		defer close(events)
 		defer close(errs)
 		buf := make([]byte, 64*(syscall.SizeofInotifyEvent+syscall.NAME_MAX+1))
 		var lost []string // watched directories renamed or deleted: watched again once they exist
@@ -75,7 +77,7 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 				lost = again
 				if found {
 					select {
-					case names <- "": // a new directory: anything may have changed
+					case events <- event{}: // a new directory: anything may have changed
 					case <-done:
 						return
 					}
@@ -92,7 +94,7 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 				}
 				return
 			}
-			events, gone := parseEvents(buf[:n], wds)
+			evs, gone := parseEvents(buf[:n], wds)
 			for _, wd := range gone {
 				if dirs, ok := wds[wd]; ok {
 					syscall.InotifyRmWatch(fd, uint32(wd)) // a moved directory still sends events; its name is no longer ours
@@ -100,25 +102,25 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 					lost = append(lost, dirs...)
 				}
 			}
-			for _, name := range events {
+			for _, ev := range evs {
 				select {
-				case names <- name:
+				case events <- ev:
 				case <-done:
 					return
 				}
 			}
 		}
 	}()
-	return &dirWatcher{names: names, errs: errs, close: func() error {
+	return &dirWatcher{events: events, errs: errs, close: func() error {
 		close(done)
 		return f.Close()
 	}}, nil
 }
 
-// parseEvents returns the path of each event in buf, a read from an
-// inotify descriptor whose watch descriptors wds maps to directories; ""
-// for an overflow of the kernel's queue (events were lost).
-func parseEvents(buf []byte, wds map[int32][]string) (out []string, gone []int32) {
+// parseEvents returns each event in buf, a read from an inotify descriptor
+// whose watch descriptors wds maps to directories, with the file's path;
+// "" for an overflow of the kernel's queue (events were lost).
+func parseEvents(buf []byte, wds map[int32][]string) (out []event, gone []int32) {
 	for len(buf) >= syscall.SizeofInotifyEvent {
 		wd := int32(binary.NativeEndian.Uint32(buf[0:]))
 		mask := binary.NativeEndian.Uint32(buf[4:])
@@ -130,15 +132,33 @@ func parseEvents(buf []byte, wds map[int32][]string) (out []string, gone []int32
 		buf = buf[size:]
 		switch dirs := wds[wd]; {
 		case mask&syscall.IN_Q_OVERFLOW != 0:
-			out = append(out, "")
+			out = append(out, event{})
 		case mask&(syscall.IN_MOVE_SELF|syscall.IN_DELETE_SELF|syscall.IN_IGNORED) != 0:
-			out = append(out, "")
+			out = append(out, event{})
 			gone = append(gone, wd)
 		case name != "":
+			o := opChanged
+			switch {
+			case mask&syscall.IN_ISDIR != 0:
+			case mask&syscall.IN_CREATE != 0:
+				o = opCreated
+			case mask&(syscall.IN_CLOSE_WRITE|syscall.IN_MOVED_TO) != 0:
+				o = opWritten
+			case mask&(syscall.IN_DELETE|syscall.IN_MOVED_FROM) != 0:
+				o = opRemoved
+			}
 			for _, dir := range dirs {
-				out = append(out, filepath.Join(dir, name))
+				out = append(out, event{filepath.Join(dir, name), o})
 			}
 		}
 	}
 	return out, gone
+}
+
+// links returns how many names the file has.
+func links(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Nlink
+	}
+	return 1
 }

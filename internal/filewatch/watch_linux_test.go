@@ -38,9 +38,9 @@ func TestWritesToOtherFilesDoNotWake(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
-		case name := <-w.names:
-			if name != policy {
-				t.Fatalf("the watcher reported %q before the save of %s", name, policy)
+		case ev := <-w.events:
+			if ev.name != policy {
+				t.Fatalf("the watcher reported %q before the save of %s", ev.name, policy)
 			}
 			return
 		case err := <-w.errs:
@@ -53,9 +53,11 @@ func TestWritesToOtherFilesDoNotWake(t *testing.T) {
 
 // TestParseEvents checks the decoding of a read from inotify: names joined
 // to their watch's directory, an overflow as "", events of unknown watches
-// and of the directory itself skipped.
+// and of the directory itself skipped, and what happened to the file: a
+// file created may still be being written, one closed after writing or
+// renamed into place is complete.
 func TestParseEvents(t *testing.T) {
-	event := func(wd int32, mask uint32, name string) []byte {
+	raw := func(wd int32, mask uint32, name string) []byte {
 		n := 0
 		if name != "" {
 			n = (len(name) + 1 + 15) / 16 * 16 // NUL-padded as the kernel does
@@ -71,20 +73,25 @@ func TestParseEvents(t *testing.T) {
 	tests := []struct {
 		name string
 		buf  []byte
-		want []string
+		want []event
 		gone []int32
 	}{
-		{"one save", event(1, syscall.IN_CLOSE_WRITE, "policy.csv"), []string{"/etc/mandate/policy.csv"}, nil},
-		{"two watches", slices.Concat(event(2, syscall.IN_MOVED_TO, "rates.csv"), event(1, syscall.IN_CREATE, "a-much-longer-file-name.csv")),
-			[]string{"/srv/rates.csv", "/etc/mandate/a-much-longer-file-name.csv"}, nil},
-		{"overflow", event(-1, syscall.IN_Q_OVERFLOW, ""), []string{""}, nil},
-		{"unknown watch", event(9, syscall.IN_CLOSE_WRITE, "x"), nil, nil},
+		{"one save", raw(1, syscall.IN_CLOSE_WRITE, "policy.csv"), []event{{"/etc/mandate/policy.csv", opWritten}}, nil},
+		{"two watches", slices.Concat(raw(2, syscall.IN_MOVED_TO, "rates.csv"), raw(1, syscall.IN_CREATE, "a-much-longer-file-name.csv")),
+			[]event{{"/srv/rates.csv", opWritten}, {"/etc/mandate/a-much-longer-file-name.csv", opCreated}}, nil},
+		{"created, written, closed", slices.Concat(raw(1, syscall.IN_CREATE, "policy.csv"), raw(1, syscall.IN_CLOSE_WRITE, "policy.csv")),
+			[]event{{"/etc/mandate/policy.csv", opCreated}, {"/etc/mandate/policy.csv", opWritten}}, nil},
+		{"removed, renamed away", slices.Concat(raw(1, syscall.IN_DELETE, "policy.csv"), raw(1, syscall.IN_MOVED_FROM, "model.conf")),
+			[]event{{"/etc/mandate/policy.csv", opRemoved}, {"/etc/mandate/model.conf", opRemoved}}, nil},
+		{"a directory created", raw(1, syscall.IN_CREATE|syscall.IN_ISDIR, "policy.csv"), []event{{"/etc/mandate/policy.csv", opChanged}}, nil},
+		{"overflow", raw(-1, syscall.IN_Q_OVERFLOW, ""), []event{{}}, nil},
+		{"unknown watch", raw(9, syscall.IN_CLOSE_WRITE, "x"), nil, nil},
 		// A watched directory moved or deleted: anything may have changed,
 		// and its watch is gone (Run watches the name again once it exists).
-		{"the directory itself", slices.Concat(event(1, syscall.IN_DELETE_SELF, ""), event(1, syscall.IN_IGNORED, "")), []string{"", ""}, []int32{1, 1}},
-		{"the directory moved", event(2, syscall.IN_MOVE_SELF, ""), []string{""}, []int32{2}},
-		{"one directory, two names", event(3, syscall.IN_CLOSE_WRITE, "policy.csv"), []string{"/conf/policy.csv", "/link/policy.csv"}, nil},
-		{"truncated", event(1, syscall.IN_CLOSE_WRITE, "policy.csv")[:20], nil, nil},
+		{"the directory itself", slices.Concat(raw(1, syscall.IN_DELETE_SELF, ""), raw(1, syscall.IN_IGNORED, "")), []event{{}, {}}, []int32{1, 1}},
+		{"the directory moved", raw(2, syscall.IN_MOVE_SELF, ""), []event{{}}, []int32{2}},
+		{"one directory, two names", raw(3, syscall.IN_CLOSE_WRITE, "policy.csv"), []event{{"/conf/policy.csv", opWritten}, {"/link/policy.csv", opWritten}}, nil},
+		{"truncated", raw(1, syscall.IN_CLOSE_WRITE, "policy.csv")[:20], nil, nil},
 	}
 	for _, tc := range tests {
 		got, gone := parseEvents(tc.buf, wds)

@@ -4,11 +4,15 @@ package filewatch
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/fsnotify/fsnotify"
 )
 
 // watchDirs watches dirs with fsnotify (see watch_linux.go for Linux).
+// fsnotify reports no close of a file elsewhere, and reports a file renamed
+// into a directory as created, so every file created anew waits until it
+// has been unchanged for a while before it is read (see Run).
 func watchDirs(dirs []string) (*dirWatcher, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -20,14 +24,33 @@ func watchDirs(dirs []string) (*dirWatcher, error) {
 			return nil, fmt.Errorf("watch %s: %w", dir, err)
 		}
 	}
-	names := make(chan string)
+	events := make(chan event)
+	done := make(chan struct{})
 	go func() {
-		defer close(names)
+		defer close(events)
 		for ev := range fw.Events {
-			if ev.Op != fsnotify.Chmod {
-				names <- ev.Name
+			o := opChanged
+			switch {
+			case ev.Op == fsnotify.Chmod:
+				continue
+			case ev.Has(fsnotify.Create):
+				o = opCreated
+			case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
+				o = opRemoved
+			}
+			select {
+			case events <- event{ev.Name, o}:
+			case <-done: // Run has stopped reading
+				return
 			}
 		}
 	}()
-	return &dirWatcher{names: names, errs: fw.Errors, close: fw.Close}, nil
+	return &dirWatcher{events: events, errs: fw.Errors, close: func() error {
+		close(done)
+		return fw.Close()
+	}}, nil
 }
+
+// links returns how many names the file has: not known here, so a hard
+// link made over a watched file waits like a file written anew.
+func links(os.FileInfo) uint64 { return 1 }
