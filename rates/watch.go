@@ -2,6 +2,7 @@ package rates
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,8 +27,12 @@ type Watcher struct {
 	Debounce time.Duration
 	// Record, when set, is called with new rates before they are swapped
 	// in (the database's record of the live rates); if it fails, the last
-	// good rates stay live.
+	// good rates stay live, and Run tries again after RetryRecord, as
+	// policy.Watcher does: rates nobody knows are live are never used.
 	Record func(*Table) error
+	// RetryRecord is how long Run waits to try a failed Record again; 0 is
+	// one second.
+	RetryRecord time.Duration
 
 	mu sync.Mutex // one reload at a time
 }
@@ -44,7 +49,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 		watch = filewatch.RunChecked
 	}
 	if err := watch(ctx, []string{w.Path}, w.Debounce, w.logger(), func() time.Duration {
-		_ = w.Reload() // Reload logs its own outcome
+		// Reload logs its own outcome. A broken file waits for the next
+		// edit; rates that could not be recorded are tried again.
+		var re *recordError
+		if err := w.Reload(); errors.As(err, &re) {
+			if w.RetryRecord > 0 {
+				return w.RetryRecord
+			}
+			return time.Second
+		}
 		return 0
 	}); err != nil {
 		return fmt.Errorf("rates watcher: %w", err)
@@ -85,14 +98,20 @@ func (w *Watcher) Reload() error {
 	}
 	if w.Record != nil {
 		if err := w.Record(t); err != nil {
-			log.Error("rates not reloaded; the last good rates stay live", "problem", "recording them as live: "+err.Error(), "version", old.Version)
-			return err
+			log.Error("rates not reloaded; the last good rates stay live: they could not be recorded as the live rates; will try again", "err", err, "version", t.Version, "live_here", old.Version)
+			return &recordError{err}
 		}
 	}
 	w.Live.Swap(t)
 	log.Info("rates reloaded", "version", t.Version, "previous", old.Version, "base", t.Base, "currencies", len(t.Currencies()))
 	return nil
 }
+
+// recordError is a Reload that failed because Record did.
+type recordError struct{ err error }
+
+func (e *recordError) Error() string { return "rates watcher: record the rates: " + e.err.Error() }
+func (e *recordError) Unwrap() error { return e.err }
 
 func (w *Watcher) logger() *slog.Logger {
 	if w.Logger == nil {

@@ -3,9 +3,11 @@ package rates_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -129,5 +131,77 @@ func TestReloadRecordsBeforeSwap(t *testing.T) {
 	want, _ := rates.Parse(path, next)
 	if got := w.Live.Table().Version; got != want.Version || len(recorded) != 1 || recorded[0] != want.Version+" "+string(next) {
 		t.Fatalf("live version %s, recorded %q; want %s recorded with its text, then live", got, recorded, want.Version)
+	}
+}
+
+// TestWatcherRetriesRecord: an edit whose Record fails (the database busy
+// or briefly unwritable) is not dropped: Run tries again every RetryRecord,
+// the last good rates stay live meanwhile, and the edit goes live once
+// Record works, as policy.Watcher does; each failure is logged.
+func TestWatcherRetriesRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rates.csv")
+	first := []byte("base, USD\nEUR, 1.0842\n")
+	if err := rates.WriteFile(path, first); err != nil {
+		t.Fatal(err)
+	}
+	tab, err := rates.Parse(path, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := []byte("base, USD\nEUR, 2.0000\n")
+	want, err := rates.Parse(path, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		failures int
+		recorded []string
+	)
+	logs := &syncBuf{}
+	w := &rates.Watcher{Live: rates.NewLive(tab), Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Debounce: 10 * time.Millisecond, RetryRecord: 10 * time.Millisecond,
+		Record: func(r *rates.Table) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if failures < 3 {
+				failures++
+				return errors.New("database is locked")
+			}
+			recorded = append(recorded, r.Version)
+			return nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// RunChecked reloads once the watch is in place, so this edit is seen
+	// even if it lands before the watch starts.
+	if err := rates.WriteFile(path, next); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute) // only stops a hung test
+	for w.Live.Table().Version != want.Version {
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("after %d failed Records the edit never went live; still %s\nlog:\n%s", failures, w.Live.Table().Version, logs)
+		}
+		live := w.Live.Table().Version // before failures: they only grow
+		mu.Lock()
+		failing := failures < 3
+		mu.Unlock()
+		if failing && live != tab.Version {
+			t.Fatal("the edit went live while Record was failing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failures != 3 || !slices.Equal(recorded, []string{want.Version}) {
+		t.Fatalf("%d failures, recorded %v; want 3 failures, then the edit recorded once", failures, recorded)
+	}
+	if n := strings.Count(logs.String(), "will try again"); n != 3 {
+		t.Fatalf("logged %d retries, want 3:\n%s", n, logs)
 	}
 }
