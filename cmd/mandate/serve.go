@@ -415,9 +415,11 @@ func (e *eofReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// maxLine bounds one line of input, as maxRequestBody bounds a request
-// over HTTP: far more than any call's arguments.
-const maxLine = maxRequestBody
+// maxLine bounds one line of input: far more than any call's arguments,
+// so a call with a 1 MB argument still gets its own answer (invalid,
+// naming the argument) rather than a parse error without its id, while
+// what one line can make mcp-go hold stays tens of megabytes.
+const maxLine = 4 << 20
 
 // cut keeps at most maxLine bytes of each input line and drops the rest up
 // to its newline: mcp-go reads a line whole, with no limit, and a line of
