@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -165,6 +166,26 @@ func TestAuditKeyEndToEnd(t *testing.T) {
 			}
 		}
 		call(t, c, "refund_order", map[string]any{"order_id": "ord_1002", "amount": "150.00", "reason": "late"}) // pending
+		// The second refund's outcome is a write-behind, committed in the
+		// server's next idle moment: wait for all 5 records before anyone
+		// tampers with the file, or the tampering races the commit.
+		db, err := storage.Open(context.Background(), dbPath, storage.AuditKeyFile(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			n := 0
+			if err := db.Records(context.Background(), storage.Filter{}, func(*storage.Record) error { n++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if n == 5 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the trail has %d records 10s after the calls, want 5", n)
+			}
+		}
 		return dbPath
 	}
 	verify := func(t *testing.T, dbPath string, args ...string) (string, int) {
