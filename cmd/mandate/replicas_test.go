@@ -467,6 +467,62 @@ func TestStorageMigrate(t *testing.T) {
 	}
 }
 
+// TestStorageMigrateKeyed moves a trail written with an audit key into
+// PostgreSQL and back. Without the key the copy is refused before anything
+// is written (the keyed records cannot be verified); with it (--audit-key,
+// or MANDATE_AUDIT_KEY) both ends verify intact, and the destination goes
+// on appending keyed records.
+func TestStorageMigrateKeyed(t *testing.T) {
+	pgtest.Get(t)
+	t.Setenv("MANDATE_AUDIT_KEY", "")
+	ctx := context.Background()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "audit.key")
+	if out, err := runCLI(t, "", "audit", "mackey", "--out", key); err != nil {
+		t.Fatalf("audit mackey: %v\n%s", err, out)
+	}
+	file := filepath.Join(dir, "mandate.db")
+	db, err := storage.Open(ctx, file, storage.AuditKeyFile(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := db.Append(ctx, &storage.Record{Agent: "demo-agent", Tool: "get_order", Args: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%d"}`, i)), Phase: storage.PhaseAttempt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	url := pgtest.URL(t)
+	if out, err := runCLI(t, "", "storage", "migrate", "--from", file, "--to", url); err == nil || !strings.Contains(out+err.Error(), "--audit-key") {
+		t.Fatalf("storage migrate of a keyed trail without the key: %v\n%s, want a refusal naming --audit-key", err, out)
+	}
+	out, err := runCLI(t, "", "storage", "migrate", "--audit-key", key, "--from", file, "--to", url)
+	if err != nil || !strings.Contains(out, "ok: 3 audit records") {
+		t.Fatalf("storage migrate --audit-key: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--audit-key", key, "--db", url); err != nil || !strings.HasPrefix(out, "intact (keyed from seq 1): 3 records") {
+		t.Fatalf("audit verify on the PostgreSQL copy: %v\n%s", err, out)
+	}
+	// The copy continues keyed.
+	pg, err := storage.Open(ctx, url, storage.AuditKeyFile(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Append(ctx, &storage.Record{Agent: "demo-agent", Tool: "get_order", Phase: storage.PhaseAttempt}); err != nil {
+		t.Fatal(err)
+	}
+	pg.Close()
+	// And back, with the key from the environment.
+	t.Setenv("MANDATE_AUDIT_KEY", key)
+	back := filepath.Join(dir, "back.db")
+	if out, err := runCLI(t, "", "storage", "migrate", "--from", url, "--to", back); err != nil || !strings.Contains(out, "ok: 4 audit records") {
+		t.Fatalf("storage migrate back with MANDATE_AUDIT_KEY: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "", "audit", "verify", "--db", back); err != nil || !strings.HasPrefix(out, "intact (keyed from seq 1): 4 records") {
+		t.Fatalf("audit verify on the SQLite copy: %v\n%s", err, out)
+	}
+}
+
 // cliDB is the database a CLI or end-to-end test uses: path on SQLite;
 // under TestPostgresCLI a fresh PostgreSQL database, so that the same tests
 // run on both engines.

@@ -11,10 +11,11 @@ import (
 )
 
 const storageUsage = `Usage:
-  mandate storage migrate --from FILE|URL --to URL|FILE
+  mandate storage migrate --from FILE|URL --to URL|FILE [--audit-key FILE]
       copy every table of one Mandate database into another, new one (a
       SQLite trail into PostgreSQL, or back), verifying the audit chain
-      before and after; stop the servers on --from first
+      before and after; stop the servers on --from first; a keyed trail
+      needs its audit key (or MANDATE_AUDIT_KEY)
 `
 
 // runStorage is the `mandate storage` command group: Mandate's own
@@ -38,6 +39,9 @@ func runStorageMigrate(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlags("storage migrate", "mandate storage migrate --from mandate.db --to postgres://USER@HOST/DB", stderr)
 	from := fs.String("from", "", "the database to copy: a SQLite file or a postgres:// URL")
 	to := fs.String("to", "", "the empty database to copy into: a postgres:// URL or a new SQLite file")
+	// Both ends with the key: the copy verifies keyed records at each end,
+	// and the destination refuses to be opened later without it.
+	auditKey := auditKeyFlag(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -47,7 +51,7 @@ func runStorageMigrate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *from == *to {
 		return usageError{"storage migrate: --from and --to name the same database"}
 	}
-	src, err := openExistingDB(ctx, *from)
+	src, err := openExistingDB(ctx, *from, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
@@ -57,7 +61,7 @@ func runStorageMigrate(ctx context.Context, args []string, stdout, stderr io.Wri
 			return fmt.Errorf("storage migrate: %s exists: copy into a new file", *to)
 		}
 	}
-	dst, err := storage.Open(ctx, *to)
+	dst, err := storage.Open(ctx, *to, storage.AuditKeyFile(*auditKey))
 	if err != nil {
 		return err
 	}
