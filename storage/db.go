@@ -59,6 +59,7 @@ type DB struct {
 	behind     behindLog                 // write-behinds not yet answered (behind.go)
 	hurry      chan struct{}             // settle asks the writer to commit patient writes now
 	journal    journal                   // this process's lookup journal (journal.go)
+	pairs      chan struct{}             // PostgreSQL: readers holding two connections (snapshotConns)
 
 	// postgres is set for a PostgreSQL database (postgres.go); Path is
 	// then its URL without the password.

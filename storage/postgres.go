@@ -95,9 +95,15 @@ func scrub(err error, secret string) error {
 // readers (the approval queue, audit export, lookups outside the write path)
 // take the others. A write transaction holds the chain-head lock, so more
 // connections do not make writes faster: they only let reads run beside it.
+//
+// A reader that needs two connections at once (snapshotConns) takes its
+// second while holding its first; pgPairs bounds how many do so at once,
+// so that with the writer's connection taken they cannot hold every
+// connection between them and each wait for another forever.
 const (
 	pgMaxOpen = 8
 	pgMaxIdle = 4
+	pgPairs   = (pgMaxOpen - 1) / 2
 )
 
 // openPostgres opens the database at the URL dsn (password in the URL,
@@ -122,7 +128,7 @@ func openPostgres(ctx context.Context, dsn string, opts []Option) (*DB, error) {
 	sdb := sql.OpenDB(&pgConnector{Connector: stdlib.GetConnector(*cfg)})
 	sdb.SetMaxOpenConns(pgMaxOpen)
 	sdb.SetMaxIdleConns(pgMaxIdle)
-	db := &DB{db: sdb, Path: Redact(dsn), Now: nowFunc, postgres: true}
+	db := &DB{db: sdb, Path: Redact(dsn), Now: nowFunc, postgres: true, pairs: make(chan struct{}, pgPairs)}
 	for _, o := range opts {
 		o(db)
 	}
@@ -421,19 +427,31 @@ func isIdent(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' 
 // snapshot per statement, and one connection cannot stream two result sets
 // at once, so there both are REPEATABLE READ transactions, the second
 // importing the first's snapshot (pg_export_snapshot, SET TRANSACTION
-// SNAPSHOT): both see exactly the same committed state.
+// SNAPSHOT): both see exactly the same committed state. At most pgPairs
+// callers hold or wait for a pair at once; the others wait their turn
+// (until ctx ends) without holding a connection.
 func (db *DB) snapshotConns(ctx context.Context) (conn, conn2 *sql.Conn, end func(), err error) {
-	conn, err = db.db.Conn(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	bg := context.WithoutCancel(ctx)
 	if !db.postgres {
+		conn, err = db.db.Conn(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
 		if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
 			conn.Close()
 			return nil, nil, nil, err
 		}
 		return conn, conn, func() { conn.ExecContext(bg, "ROLLBACK"); conn.Close() }, nil
+	}
+	select {
+	case db.pairs <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	}
+	conn, err = db.db.Conn(ctx)
+	if err != nil {
+		<-db.pairs
+		return nil, nil, nil, err
 	}
 	begin := db.snapshotBegin()
 	var snap string
@@ -455,6 +473,7 @@ func (db *DB) snapshotConns(ctx context.Context) (conn, conn2 *sql.Conn, end fun
 			conn2.ExecContext(bg, "ROLLBACK")
 			conn2.Close()
 		}
+		<-db.pairs
 	}
 	if err != nil {
 		end()
