@@ -455,6 +455,11 @@ const indexTail = `
 // the next try gets another or a new one, instead of the next batches
 // failing on each dead one in turn.
 func (db *DB) writerConn(ctx context.Context) (*sql.Conn, error) {
+	// The batch's context never ends (commitBatch): bound the wait for a
+	// connection when readers hold the whole pool, as lock_timeout bounds
+	// the wait for the lock, so the batch fails closed instead of hanging.
+	ctx, cancel := context.WithTimeout(ctx, writerConnWait)
+	defer cancel()
 	for try := 0; ; try++ {
 		c, err := db.db.Conn(ctx)
 		if err != nil || !db.postgres {
@@ -469,6 +474,10 @@ func (db *DB) writerConn(ctx context.Context) (*sql.Conn, error) {
 		}
 	}
 }
+
+// writerConnWait bounds the writer's wait for a connection from the pool;
+// a test shortens it.
+var writerConnWait = 10 * time.Second
 
 // begin starts a write transaction on the writer's connection with
 // synchronous set to sync (FULL or NORMAL), changing it only when the last
@@ -554,7 +563,10 @@ func (db *DB) enqueue(fn func(tx *Tx) error, lazy bool) error {
 
 // Tx is a write transaction whose statements are prepared once and reused:
 // preparing a statement costs more than running it, and the writer runs the
-// same few statements for every record.
+// same few statements for every record. On SQLite database/sql keeps them
+// (prepared); on PostgreSQL pgx does, per connection, on the writer's own:
+// preparing through the pool there would wait for a second connection
+// while holding the chain-head lock, which every replica's writes wait on.
 type Tx struct {
 	*sql.Tx
 	db   *DB
@@ -568,6 +580,9 @@ type chainHead struct {
 
 // ExecContext runs a cached prepared statement for query in the transaction.
 func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if t.db.postgres {
+		return t.Tx.ExecContext(ctx, query, args...)
+	}
 	st, err := t.db.prepared(ctx, query)
 	if err != nil {
 		return nil, err
@@ -578,6 +593,9 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 // QueryRowContext runs a cached prepared statement for query in the
 // transaction.
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if t.db.postgres {
+		return t.Tx.QueryRowContext(ctx, query, args...)
+	}
 	st, err := t.db.prepared(ctx, query)
 	if err != nil {
 		return t.Tx.QueryRowContext(ctx, query, args...) // reports the same error
@@ -586,7 +604,8 @@ func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 }
 
 // prepared returns the statement for query, preparing it on first use.
-// database/sql then prepares it once per connection and keeps it.
+// database/sql then prepares it once per connection and keeps it. SQLite
+// only (see Tx): its pool has no cap, so this never waits for a connection.
 func (db *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	db.stmtMu.Lock()
 	defer db.stmtMu.Unlock()
