@@ -110,6 +110,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			a.ExpiresAt = now
 		}
 		a.ArgsDigest = Digest(a.Args)
+		a.Error = cleanText(a.Error)
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,
@@ -165,7 +166,7 @@ func (db *DB) outcomeFn(ctx context.Context, a *Action, rec *Record) func(tx *Tx
 	ctx = context.WithoutCancel(ctx)
 	return func(tx *Tx) error {
 		now := db.Now()
-		a.UpdatedAt = now
+		a.UpdatedAt, a.Error = now, cleanText(a.Error)
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseOutcome
 		res, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ? AND status = ?`,
 			a.Status, string(a.Result), a.Error, timeText(now), a.ID, StatusExecuting)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -219,5 +220,59 @@ func TestActionNotFound(t *testing.T) {
 				t.Fatalf("Action(%q): ErrorCode = %q, want %q (err: %v)", id, got, mandate.ENOTFOUND, err)
 			}
 		})
+	}
+}
+
+// TestFreeTextWithNUL: free text from outside can hold NUL (a backend's
+// problem detail is JSON, where "\u0000" decodes to it; so can a person's
+// comment or reason). PostgreSQL's text cannot store NUL, so both engines
+// store U+FFFD in its place, in the rows and in the records before they are
+// hashed: a failed outcome is recorded (and gives the limits back), an
+// approval and a suspension go through, and the trail verifies.
+func TestFreeTextWithNUL(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	const nul, want = "card declined\x00 by issuer", "card declined\uFFFD by issuer"
+	a := &Action{ID: "act_nul", Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`),
+		Decision: "allow", Status: StatusExecuting, CustomerID: "cus_1", AmountMinor: 1000, Currency: "USD"}
+	if err := db.RecordAttempt(ctx, a, &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow"}); err != nil {
+		t.Fatal(err)
+	}
+	a.Status, a.Error = StatusFailed, nul
+	rec := &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow", Outcome: StatusFailed, Error: nul, Credential: "jwt:\x00"}
+	if err := db.RecordOutcome(ctx, a, rec); err != nil {
+		t.Fatalf("RecordOutcome with a NUL in the error: %v", err)
+	}
+	if got, err := db.Action(ctx, "act_nul"); err != nil || got.Status != StatusFailed || got.Error != want {
+		t.Fatalf("action after the outcome = %+v, %v; want failed with error %q", got, err, want)
+	}
+	if u, err := db.Usage(ctx, &Action{Agent: "demo-agent", Tool: "refund_order", CustomerID: "cus_1", Currency: "USD"}); err != nil || u.AgentRefundedMinor24h != 0 {
+		t.Fatalf("refunded in 24 h after the failed outcome = %d, %v; want 0 (given back)", u.AgentRefundedMinor24h, err)
+	}
+	recs := actionRecords(t, db, "act_nul")
+	if out := recs[len(recs)-1]; out.Error != want || out.Credential != "jwt:\uFFFD" {
+		t.Fatalf("outcome record error %q, credential %q; want %q, %q", out.Error, out.Credential, want, "jwt:\uFFFD")
+	}
+
+	p := addPending(t, db, "act_pending", time.Hour)
+	if _, err := db.Decide(ctx, p.ID, Review{Approver: "alice", Comment: "ok\x00", Decision: "allow", Rule: "approve rule"}, nil); err != nil {
+		t.Fatalf("Decide with a NUL in the comment: %v", err)
+	}
+	if ap, err := db.Approval(ctx, p.ID); err != nil || ap.Comment != "ok\uFFFD" {
+		t.Fatalf("approval = %+v, %v; want comment %q", ap, err, "ok\uFFFD")
+	}
+
+	recordLoad(t, db, "v1", "/p.csv")
+	s, err := db.Suspend(ctx, SuspendRequest{Agent: "demo-agent", By: "alice", Reason: "inject\x00ion",
+		Held:  PolicyRef{Version: "v1", PolicyFile: "/p.csv"},
+		Audit: &Record{Agent: "alice", Tool: "suspend_agent", Args: json.RawMessage(`{}`), Decision: "allow", Phase: PhaseAttempt, Outcome: StatusExecuted, Comment: "inject\x00ion"}})
+	if err != nil {
+		t.Fatalf("Suspend with a NUL in the reason: %v", err)
+	}
+	if cur, err := db.ActiveSuspension(ctx, "demo-agent"); err != nil || s.Reason != "inject\uFFFDion" || cur.Reason != s.Reason {
+		t.Fatalf("suspension reason %q, stored %+v, %v; want %q", s.Reason, cur, err, "inject\uFFFDion")
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatalf("Verify: %v", err)
 	}
 }

@@ -221,9 +221,9 @@ func (db *DB) Decide(ctx context.Context, id string, r Review, check func(*Actio
 			}
 			rv.Approver = r.Approver
 		}
-		comment := rv.Comment
+		comment := cleanText(rv.Comment)
 		if rv.Note != "" {
-			comment = rv.Note
+			comment = cleanText(rv.Note)
 		}
 		status := StatusDenied
 		if rv.Approve {
@@ -447,7 +447,7 @@ func (db *DB) ClaimApprovedUnder(ctx context.Context, id string, held *PolicyRef
 // tx: nothing was done, so the limits its approval debited are given back.
 func denyApproved(ctx context.Context, tx *Tx, a *Action, ap Approval, rv Review, now time.Time) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE actions SET status = ?, comment = ?, updated_at = ? WHERE id = ? AND status = ?`,
-		StatusDenied, rv.Note, timeText(now), a.ID, StatusApproved); err != nil {
+		StatusDenied, cleanText(rv.Note), timeText(now), a.ID, StatusApproved); err != nil {
 		return unavailable("deny action", err)
 	}
 	if err := count(ctx, tx, a, countedAt(a), -1); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"hash"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -156,10 +157,20 @@ func orEmptyObject(b json.RawMessage) json.RawMessage {
 	return b
 }
 
+// cleanText makes free text from outside (a backend's problem detail, a
+// person's comment or reason, a token's id) storable as the same text on
+// both engines before it is hashed: PostgreSQL's text cannot hold NUL,
+// which JSON can carry as \u0000, so each NUL becomes U+FFFD.
+func cleanText(s string) string {
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
 // appendRecord adds r at the head of the chain inside tx, which must be a
 // write (IMMEDIATE) transaction so the head cannot move under it, even from
-// another process. It sets r.Seq, r.PrevHash and r.Hash.
+// another process. It sets r.Seq, r.PrevHash and r.Hash, and cleans r's
+// free-text fields (cleanText).
 func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
+	r.Error, r.Comment, r.Credential, r.ConversationID = cleanText(r.Error), cleanText(r.Comment), cleanText(r.Credential), cleanText(r.ConversationID)
 	var seq int64
 	prev := genesis
 	if tx.head != nil {

@@ -87,6 +87,7 @@ var engineTests = []struct {
 	{"SuspendRefusesStalePolicy", TestSuspendRefusesStalePolicy},
 	{"ClaimRevert", TestClaimRevert},
 	{"MerkleRepair", TestMerkleRepair},
+	{"FreeTextWithNUL", TestFreeTextWithNUL},
 }
 
 // TestPostgres runs engineTests against PostgreSQL.

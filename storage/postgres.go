@@ -330,6 +330,8 @@ var pgTrace = func(query string, args []driver.NamedValue) {}
 // pgArgs sends a string holding a NUL byte as bytea: PostgreSQL's text
 // cannot hold NUL, and the limit counters' scopes ("agent_refunds\x00NAME")
 // separate their parts with it, so usage_totals.scope is bytea there.
+// Free text is cleaned of NUL before it gets here (cleanText): into a text
+// column the bytea would be refused.
 func pgArgs(args []driver.NamedValue) []driver.NamedValue {
 	for i, a := range args {
 		if s, ok := a.Value.(string); ok && strings.IndexByte(s, 0) >= 0 {

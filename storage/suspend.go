@@ -89,6 +89,7 @@ func (db *DB) Suspend(ctx context.Context, r SuspendRequest) (*Suspension, error
 	if r.Agent == "" || r.By == "" || r.Reason == "" {
 		return nil, mandate.Errorf(mandate.EINVALID, "a suspension needs an agent, who suspends it and a reason")
 	}
+	r.Reason = cleanText(r.Reason)
 	var out *Suspension
 	err := db.write(func(tx *Tx) error {
 		if err := checkLive(ctx, tx, r.Held); err != nil {
