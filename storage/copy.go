@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -99,6 +100,11 @@ func Copy(ctx context.Context, from, to *DB) (CopyReport, error) {
 				return rep, unavailable("savepoint", err)
 			}
 			n, err := copyTable(ctx, rtx, wtx, t, to.postgres)
+			var nul *nulError
+			if errors.As(err, &nul) {
+				// No order of the tables copies it.
+				return rep, mandate.Errorf(mandate.ECONFLICT, "%s", nul.Error())
+			}
 			if err != nil {
 				if _, rerr := wtx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT copy_table"); rerr != nil {
 					return rep, unavailable("rollback to savepoint", rerr)
@@ -229,21 +235,20 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 	defer st.Close()
 	// Which destination columns are text: bytes read from a bytea column
 	// (usage_totals.scope on PostgreSQL) go into SQLite's text column as
-	// text, into a BLOB column (merkle_nodes.hash) as bytes.
+	// text, into a BLOB column (merkle_nodes.hash) as bytes; and a string
+	// holding NUL cannot go into PostgreSQL's text at all.
 	text := map[string]bool{}
-	if !toPostgres {
-		drows, err := wtx.QueryContext(ctx, `SELECT * FROM `+table+` LIMIT 0`)
-		if err != nil {
-			return 0, err
-		}
-		types, err := drows.ColumnTypes()
-		drows.Close()
-		if err != nil {
-			return 0, err
-		}
-		for _, ct := range types {
-			text[ct.Name()] = strings.EqualFold(ct.DatabaseTypeName(), "TEXT")
-		}
+	drows, err := wtx.QueryContext(ctx, `SELECT * FROM `+table+` LIMIT 0`)
+	if err != nil {
+		return 0, err
+	}
+	types, err := drows.ColumnTypes()
+	drows.Close()
+	if err != nil {
+		return 0, err
+	}
+	for _, ct := range types {
+		text[ct.Name()] = strings.EqualFold(ct.DatabaseTypeName(), "TEXT")
 	}
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
@@ -256,8 +261,11 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 			return n, err
 		}
 		for i, v := range vals {
-			if b, ok := v.([]byte); ok && text[cols[i]] {
+			if b, ok := v.([]byte); ok && text[cols[i]] && !toPostgres {
 				vals[i] = string(b)
+			}
+			if s, ok := v.(string); ok && text[cols[i]] && toPostgres && strings.IndexByte(s, 0) >= 0 {
+				return n, &nulError{table: table, column: cols[i], key: cols[0], value: vals[0]}
 			}
 		}
 		if _, err := st.ExecContext(ctx, vals...); err != nil {
@@ -266,4 +274,21 @@ func copyTable(ctx context.Context, rtx, wtx *sql.Tx, table string, toPostgres b
 		n++
 	}
 	return n, rows.Err()
+}
+
+// nulError is Copy's refusal of a row PostgreSQL cannot store: a text
+// column holding NUL, which SQLite stores and Mandate wrote before it
+// replaced NUL in free text (cleanText). The record's hash covers the NUL,
+// so the copy cannot change it either.
+type nulError struct {
+	table, column, key string
+	value              any // the row's first column: its key
+}
+
+func (e *nulError) Error() string {
+	what := fmt.Sprintf("table %s, the row with %s = %v,", e.table, e.key, e.value)
+	if e.table == "audit" {
+		what = fmt.Sprintf("audit record %v", e.value)
+	}
+	return fmt.Sprintf("%s holds a NUL byte in %s, which PostgreSQL's text cannot store (and changing it would break the chain): this trail cannot be copied to PostgreSQL, so nothing was copied", what, e.column)
 }

@@ -689,3 +689,45 @@ func TestPGAppRoleWithoutGrants(t *testing.T) {
 		}
 	}
 }
+
+// TestPGCopyRefusesNUL: a SQLite trail written before free text was
+// cleaned (cleanText) can hold a record with NUL in a text column, which
+// PostgreSQL's text cannot store and which the record's hash covers. Copy
+// refuses it naming the record and the column, and copies nothing.
+func TestPGCopyRefusesNUL(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	lite := openTest(t)
+	if err := lite.Append(ctx, &Record{Agent: "demo-agent", Tool: "get_order", Phase: PhaseAttempt}); err != nil {
+		t.Fatal(err)
+	}
+	// Record 2 as an older version appended it, NUL and all.
+	_, prev, err := lite.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{Time: time.Now(), Agent: "demo-agent", Tool: "refund_order", Phase: PhaseOutcome, Outcome: StatusFailed, Error: "declined\x00", Seq: 2, PrevHash: prev}
+	f := r.fields()
+	r.Hash = hashRecord(prev, r.Seq, r.hashed())
+	if _, err := lite.db.ExecContext(ctx, `INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
+			action_id, phase, outcome, error, duration_us, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`,
+		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], r.PrevHash, r.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := lite.Verify(ctx); err != nil || res.Count != 2 {
+		t.Fatalf("the SQLite trail: Verify = %+v, %v; want 2 records intact", res, err)
+	}
+	pg, err := Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	_, err = Copy(ctx, lite, pg)
+	if mandate.ErrorCode(err) != mandate.ECONFLICT || !strings.Contains(err.Error(), "audit record 2 holds a NUL byte in error") {
+		t.Fatalf("Copy of a trail with NUL in record 2: %v, want a conflict naming audit record 2 and its column", err)
+	}
+	if res, err := pg.Verify(ctx); err != nil || res.Count != 0 {
+		t.Fatalf("after the refused copy the destination holds %d records (%v), want none", res.Count, err)
+	}
+}
