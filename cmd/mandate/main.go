@@ -96,11 +96,6 @@ Exit status: 0 success, 1 failure, 2 a mistake in how mandate was invoked.
 `
 
 func main() {
-	// A client that goes away closes the pipes of stdout and stderr; Go
-	// would then kill the process at its next write to either (SIGPIPE),
-	// before the outcome of a call in flight is recorded. Ignored, such a
-	// write fails with EPIPE instead, and serve finishes what it started.
-	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

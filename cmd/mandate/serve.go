@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -232,6 +234,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// A client closing stdin ends mcp-go's request contexts; that is not a
 	// cancel (tools.Deps.InputClosed), so a piped script's calls still run.
 	// Over HTTP stdin is never read, so this stays false.
+	// A client that goes away closes the pipes of stdout and stderr; Go
+	// would then kill the process at its next write to either (SIGPIPE),
+	// before the outcome of a call in flight is recorded. Ignored, such a
+	// write fails with EPIPE instead, and serve finishes what it started.
+	// Only here: a command piped into head (audit export | head) still
+	// ends quietly on SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
 	in := &eofReader{r: stdin, ctx: ctx, patience: 4**backendTimeout + 10*time.Second, log: log}
 	deps.InputClosed = in.closed.Load
 	if metrics != nil {

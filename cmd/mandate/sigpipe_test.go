@@ -122,3 +122,43 @@ func TestClientGoneMidCall(t *testing.T) {
 		t.Fatalf("the refund's records: %q; want its attempt and its executed outcome", got)
 	}
 }
+
+// TestPipedIntoHeadEndsQuietly: only serve ignores SIGPIPE. A command
+// piped into a reader that stops early (audit export | head) ends at once
+// and quietly, as Unix tools do, not with "write /dev/stdout: broken
+// pipe" and exit status 1.
+func TestPipedIntoHeadEndsQuietly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mandate.db")
+	db, err := storage.Open(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 {
+		if err := db.Append(context.Background(), &storage.Record{Agent: "demo-agent", Tool: "get_order", Phase: storage.PhaseAttempt,
+			Args: []byte(fmt.Sprintf(`{"order_id":"ord_%d"}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	cmd := exec.Command(bin, "audit", "export", "--db", dbPath)
+	cmd.Env = childEnv(nil)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	out.Close() // head has read its line
+	cmd.Wait()
+	if strings.Contains(errOut.String(), "broken pipe") {
+		t.Fatalf("audit export into a closed pipe complained:\n%s", errOut.String())
+	}
+}
