@@ -176,14 +176,44 @@ func ParseConfig(path string, buf []byte, getenv func(string) string) (*Config, 
 	// Refunds are made where payments point, and the embedded store
 	// refunds only the orders it holds. With the orders elsewhere, a refund
 	// would be made in a local file nobody reads and answered as done.
-	if cfg.Payments.Kind == KindStore && (cfg.Orders.Kind != KindStore || filepath.Clean(cfg.Orders.Store.Path) != filepath.Clean(cfg.Payments.Store.Path)) {
-		where := "another store file"
-		if cfg.Orders.Kind == KindHTTP {
-			where = cfg.Orders.HTTP.URL
-		}
-		return nil, fail("payments", "refunds would be made in the embedded store, which does not hold your orders (they are at %s): say where refunds are made, e.g. payments: { http: { url: ..., token_env: ... } } for the service that answers POST /orders/{id}/refunds, or payments: { stripe: { ... } }", where)
+	// A path left out is the command's --store, known only there
+	// (CheckStores); two given paths are compared here.
+	if err := cfg.CheckStores(""); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// CheckStores refuses payments on the embedded store when the orders are
+// not in the same store file: refunds are made where payments point, and
+// the store refunds only the orders it holds, so with the orders elsewhere
+// a refund would be made in a local file nobody reads and answered as
+// done. storePath is what a store entry without a path means (the
+// command's --store); "" leaves such an entry unjudged.
+func (c *Config) CheckStores(storePath string) error {
+	if c.Payments.Kind != KindStore {
+		return nil
+	}
+	where := ""
+	switch c.Orders.Kind {
+	case KindHTTP:
+		where = c.Orders.HTTP.URL
+	case KindStore:
+		o, p := c.Orders.Store.Path, c.Payments.Store.Path
+		if o == "" {
+			o = storePath
+		}
+		if p == "" {
+			p = storePath
+		}
+		if o != "" && p != "" && filepath.Clean(o) != filepath.Clean(p) {
+			where = o
+		}
+	}
+	if where == "" {
+		return nil
+	}
+	return fmt.Errorf("backend file %s: payments: refunds would be made in the embedded store, which does not hold your orders (they are at %s): say where refunds are made, e.g. payments: { http: { url: ..., token_env: ... } } for the service that answers POST /orders/{id}/refunds, or payments: { stripe: { ... } }", c.File, where)
 }
 
 // friendlyYAML rewrites yaml.v3's "field x not found in type backend.fileHTTP"

@@ -38,7 +38,9 @@ payments:  { stripe: { secret_key_env: "STRIPE_KEY", api_url: "http://127.0.0.1:
 		}
 	})
 	t.Run("empty file and absent capabilities are the embedded store", func(t *testing.T) {
-		for _, src := range []string{"", "orders: { store: { path: shop.db } }\npayments: { store: { path: shop.db } }\n"} {
+		// docs/backends.md's "the default, spelled out" too: a path left
+		// out is the command's --store, judged where it is known.
+		for _, src := range []string{"", "orders: { store: { path: shop.db } }\npayments: { store: { path: shop.db } }\n", "orders: { store: { path: shop.db } }\n"} {
 			cfg, err := backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte(src), getenv)
 			if err != nil {
 				t.Fatal(err)
@@ -69,7 +71,7 @@ payments:  { stripe: { secret_key_env: "STRIPE_KEY", api_url: "http://127.0.0.1:
 		{"stripe for orders", `orders: { stripe: { secret_key_env: STRIPE_KEY } }`, "orders.stripe: Stripe can serve payments only"},
 		{"not a stripe key", `payments: { stripe: { secret_key_env: ORDERS_TOKEN } }`, "payments.stripe.secret_key: the secret key does not start with sk_"},
 		{"refunds in a store without the orders", `orders: { http: { url: "http://127.0.0.1:9000", token_env: ORDERS_TOKEN } }`, "payments: refunds would be made in the embedded store, which does not hold your orders (they are at http://127.0.0.1:9000)"},
-		{"refunds in another store file", `orders: { store: { path: shop.db } }`, "payments: refunds would be made in the embedded store, which does not hold your orders (they are at another store file)"},
+		{"refunds in another store file", "orders: { store: { path: shop.db } }\npayments: { store: { path: other.db } }", "payments: refunds would be made in the embedded store, which does not hold your orders (they are at "},
 		{"bad timeout", `orders: { http: { url: "http://127.0.0.1:9000", token_env: ORDERS_TOKEN, timeout: soon } }`, "orders.http.timeout: \"soon\" is not a duration"},
 		{"half mTLS", `orders: { http: { url: "https://x.example", token_env: ORDERS_TOKEN, cert_file: c.pem } }`, "orders.http: set both cert_file and key_file"},
 		{"token file missing", `orders: { http: { url: "http://127.0.0.1:9000", token_file: nope } }`, "orders.http.token_file: open"},
@@ -80,5 +82,23 @@ payments:  { stripe: { secret_key_env: "STRIPE_KEY", api_url: "http://127.0.0.1:
 				t.Fatalf("err = %v\nwant it to name the file and contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckStores: payments on the embedded store only with the orders in
+// the same store file; a path left out is the command's --store, so
+// "orders in shop.db, payments left out" is refused with --store store.db
+// and accepted with --store shop.db.
+func TestCheckStores(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := backend.ParseConfig(filepath.Join(dir, "b.yaml"), []byte("orders: { store: { path: shop.db } }\n"), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.CheckStores(filepath.Join(dir, "store.db")); err == nil || !strings.Contains(err.Error(), "refunds would be made in the embedded store") {
+		t.Fatalf("orders in shop.db, payments in --store store.db: %v; want refused", err)
+	}
+	if err := cfg.CheckStores(filepath.Join(dir, "shop.db")); err != nil {
+		t.Fatalf("orders in shop.db, payments in --store shop.db: %v; want accepted", err)
 	}
 }

@@ -58,6 +58,9 @@ func openBackend(ctx context.Context, backendFile, storePath string, mustExist b
 
 // buildBackend opens the adapters a checked backend file names.
 func buildBackend(ctx context.Context, cfg *backend.Config, storePath string, mustExist bool) (closers, backend.Backend, bool, error) {
+	if err := cfg.CheckStores(storePath); err != nil {
+		return nil, backend.Backend{}, false, err
+	}
 	var cl closers
 	var be backend.Backend
 	var seeded bool
