@@ -110,7 +110,7 @@ func (db *DB) DecideAndRecord(ctx context.Context, a *Action, rec *Record, decid
 			a.ExpiresAt = now
 		}
 		a.ArgsDigest = Digest(a.Args)
-		a.Error = cleanText(a.Error)
+		a.Error, a.Rule = cleanText(a.Error), cleanText(a.Rule)
 		rec.Time, rec.ActionID, rec.Phase = now, a.ID, PhaseAttempt
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO actions (id, agent, tool, args, args_digest, decision, rule, policy_version,

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,6 +238,20 @@ func TestFreeTextWithNUL(t *testing.T) {
 		Decision: "allow", Status: StatusExecuting, CustomerID: "cus_1", AmountMinor: 1000, Currency: "USD"}
 	if err := db.RecordAttempt(ctx, a, &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow"}); err != nil {
 		t.Fatal(err)
+	}
+	// A refusal whose rule quotes a backend's failure (facts could not be
+	// loaded: its problem detail), NUL and all (a review of the first fix).
+	rule := "default deny: facts could not be loaded: the orders service failed: " + nul
+	ra := &Action{ID: "act_rule_nul", Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`)}
+	rr := &Record{Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`)}
+	if err := db.DecideAndRecord(ctx, ra, rr, func(Usage) {
+		ra.Decision, ra.Rule, ra.Status = "deny", rule, StatusDenied
+		rr.Decision, rr.Rule, rr.Outcome = "deny", rule, "refused"
+	}); err != nil {
+		t.Fatalf("a refusal whose rule holds a NUL: %v", err)
+	}
+	if got, err := db.Action(ctx, "act_rule_nul"); err != nil || strings.Contains(got.Rule, "\x00") || !strings.Contains(got.Rule, want) {
+		t.Fatalf("the refusal's rule as stored: %q, %v", got.Rule, err)
 	}
 	a.Status, a.Error = StatusFailed, nul
 	rec := &Record{Agent: "demo-agent", Tool: "refund_order", Decision: "allow", Outcome: StatusFailed, Error: nul, Credential: "jwt:\x00"}

@@ -171,6 +171,7 @@ func cleanText(s string) string {
 // free-text fields (cleanText).
 func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	r.Error, r.Comment, r.Credential, r.ConversationID = cleanText(r.Error), cleanText(r.Comment), cleanText(r.Credential), cleanText(r.ConversationID)
+	r.Rule = cleanText(r.Rule) // a refusal's rule may quote a backend's answer
 	var seq int64
 	prev := genesis
 	if tx.head != nil {
