@@ -115,13 +115,20 @@ func (w *Webhook) Start(ctx context.Context) {
 			// reached another replica, or this one after a restart, is
 			// not posted again. A claim that cannot be written posts
 			// anyway: a second message beats none.
-			if claimed, err := w.DB.ClaimNotification(ctx, id); err != nil {
+			claimed, err := w.DB.ClaimNotification(ctx, id)
+			if err != nil {
 				w.Logger.Warn("notification: claim not recorded; posting anyway", "action_id", id, "err", err)
 			} else if !claimed {
 				w.Logger.Debug("notification: already sent for this action", "action_id", id)
 				return
 			}
-			w.deliver(ctx, w.message(a))
+			if !w.deliver(ctx, w.message(a)) && claimed {
+				// Nobody was told: the claim is given back, so a retry of
+				// the action, here or on another replica, posts again.
+				if err := w.DB.ReleaseNotification(context.WithoutCancel(ctx), id); err != nil {
+					w.Logger.Warn("notification: claim not given back", "action_id", id, "err", err)
+				}
+			}
 		}
 		for {
 			select {
@@ -233,29 +240,30 @@ func slackText(s string) string {
 
 // deliver posts m, retrying with doubling backoff on errors and on 429 and
 // 5xx answers; a 4xx other than 429 will not improve and is not retried.
-func (w *Webhook) deliver(ctx context.Context, m Message) {
+// It reports whether the receiver took the message.
+func (w *Webhook) deliver(ctx context.Context, m Message) bool {
 	body, err := json.Marshal(m)
 	if err != nil {
 		w.Logger.Error("notification not encodable", "err", err)
-		return
+		return false
 	}
 	wait := w.Backoff
 	for attempt := 1; ; attempt++ {
 		retry, err := w.post(ctx, body)
 		if err == nil {
 			w.Logger.Debug("notified", "action_id", m.ActionID, "attempt", attempt)
-			return
+			return true
 		}
 		if !retry || attempt >= w.Attempts {
 			// The URL's path may be a credential (a Slack webhook's is):
 			// the error names its host only.
 			w.Logger.Warn("notification failed; giving up", "action_id", m.ActionID, "attempts", attempt, "err", mandate.WithoutURL(err))
-			return
+			return false
 		}
 		select {
 		case <-ctx.Done():
 			w.Logger.Warn("notification abandoned: the server stopped first", "action_id", m.ActionID, "attempts", attempt, "err", mandate.WithoutURL(err))
-			return
+			return false
 		case <-time.After(wait):
 		}
 		wait *= 2

@@ -286,6 +286,31 @@ func TestWebhookOncePerActionAcrossProcesses(t *testing.T) {
 	}
 }
 
+// TestFailedDeliveryGivesTheClaimBack: a message nobody received (the
+// receiver down) gives its claim back, so the next server to see the
+// action (a replica, or this one after a restart) posts it; a review found
+// the claim kept and nobody ever told.
+func TestFailedDeliveryGivesTheClaimBack(t *testing.T) {
+	down := newReceiver(t, 503, 503, 503)
+	first := &Webhook{URL: down.srv.URL, Attempts: 1}
+	c := agentClient(t, first)
+	out := refund(t, c, "ord_1002", "150.00")
+	if out.Status != storage.StatusPending {
+		t.Fatalf("refund: %+v", out)
+	}
+	waitFor(t, "the failed post", func() bool { return down.count() >= 1 })
+	first.Close() // its worker has finished with the failed post
+
+	up := newReceiver(t)
+	second := &Webhook{URL: up.srv.URL, Attempts: 1, DB: first.DB}
+	second.Start(context.Background())
+	second.Pending(out.ActionID)
+	second.Close()
+	if n := up.count(); n != 1 {
+		t.Fatalf("%d posts of a pending action whose only earlier post failed; want 1", n)
+	}
+}
+
 // TestWebhookDeliversQueuedOnClose: a message still queued when the server
 // stops (a piped stdio session ends with its input) is delivered by Close,
 // not dropped; one queued once Close has begun (a call still finishing

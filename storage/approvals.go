@@ -521,3 +521,15 @@ func (db *DB) ClaimNotification(ctx context.Context, id string) (bool, error) {
 	})
 	return claimed, err
 }
+
+// ReleaseNotification gives back the claim on telling people about action
+// id, when its message could not be delivered: whoever sees the action
+// next (a retry, here or on another replica) posts again.
+func (db *DB) ReleaseNotification(ctx context.Context, id string) error {
+	return db.writeLazy(func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE action_id = ?`, id); err != nil {
+			return unavailable("release notification", err)
+		}
+		return nil
+	})
+}
