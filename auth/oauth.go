@@ -32,11 +32,15 @@ const (
 	TokenWrongAudience     = "wrong_audience"     // aud does not name --oauth-audience
 	TokenNoExpiry          = "no_expiry"          // no exp: a token valid forever is refused
 	TokenExpired           = "expired"            // exp passed (beyond the skew)
+	TokenTooLongLived      = "too_long_lived"     // exp further ahead than MaxLifetime: a stolen token would last
 	TokenNotYetValid       = "not_yet_valid"      // nbf or iat in the future (beyond the skew)
 	TokenNoIdentity        = "no_identity"        // the identity claim is missing or not a string
 	TokenUnknownIdentity   = "unknown_identity"   // the identity is not an agent of the live policy
 	TokenInsufficientScope = "insufficient_scope" // valid, but lacks --oauth-scope
 )
+
+// DefaultMaxTokenLifetime is OAuthConfig.MaxLifetime's default.
+const DefaultMaxTokenLifetime = 24 * time.Hour
 
 const (
 	// tokenSkew is the clock difference allowed between us and the issuer
@@ -76,6 +80,10 @@ type OAuthConfig struct {
 	IdentityClaim string
 	// Scope, if set, must be among the token's scopes (scope or scp).
 	Scope string
+	// MaxLifetime bounds how far ahead a token's exp may be (default
+	// DefaultMaxTokenLifetime): an access token is short-lived, and one
+	// valid for months, if stolen, is a standing credential.
+	MaxLifetime time.Duration
 	// HTTPClient fetches the metadata and keys (default: 10 s timeout).
 	HTTPClient *http.Client
 }
@@ -96,6 +104,9 @@ func (c OAuthConfig) Check() error {
 	}
 	if c.Scope != "" && !scopeToken(c.Scope) {
 		return fmt.Errorf("--oauth-scope %q: give one scope, without spaces or quotes", c.Scope)
+	}
+	if c.MaxLifetime < 0 {
+		return fmt.Errorf("--oauth-max-lifetime %s: give a positive duration, e.g. 24h", c.MaxLifetime)
 	}
 	return nil
 }
@@ -159,6 +170,9 @@ func NewOAuth(ctx context.Context, cfg OAuthConfig, agents *Agents) (*OAuth, err
 	}
 	if err := cfg.Check(); err != nil {
 		return nil, err
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = DefaultMaxTokenLifetime
 	}
 	o := &OAuth{OAuthConfig: cfg, Agents: agents, client: cfg.HTTPClient}
 	if o.client == nil {
@@ -469,6 +483,9 @@ func (o *OAuth) verify(ctx context.Context, raw string) (*tokenClaims, string) {
 		return c, TokenExpired
 	case err != nil:
 		return c, TokenNotYetValid
+	}
+	if c.Expiry.Time().Sub(now) > o.MaxLifetime+tokenSkew {
+		return c, TokenTooLongLived
 	}
 	return c, ""
 }

@@ -164,6 +164,8 @@ func TestOAuthAuthenticate(t *testing.T) {
 		{"expired", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-61 * time.Second).Unix() })), TokenExpired, "jwt:tok-1", ""},
 		{"expired within skew", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-59 * time.Second).Unix() })), "", "jwt:tok-1", ""},
 		{"no exp", good.sign(t, claims(func(c map[string]any) { delete(c, "exp") })), TokenNoExpiry, "jwt:tok-1", ""},
+		{"valid for a year", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(365 * 24 * time.Hour).Unix() })), TokenTooLongLived, "jwt:tok-1", ""},
+		{"valid for a day", good.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(24 * time.Hour).Unix() })), "", "jwt:tok-1", ""},
 		{"not yet valid", good.sign(t, claims(func(c map[string]any) { c["nbf"] = now.Add(2 * time.Minute).Unix() })), TokenNotYetValid, "jwt:tok-1", ""},
 		{"alg none", b64([]byte(`{"alg":"none","kid":"k1"}`)) + "." + b64(payload) + ".", TokenAlgNotAllowed, "", ""},
 		{"HS256 with the public key", signer{"k1", jose.HS256, pubPEM}.sign(t, claims(nil)), TokenAlgNotAllowed, "", ""},

@@ -42,6 +42,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	oauthAudience := fs.String("oauth-audience", env("MANDATE_OAUTH_AUDIENCE", ""), "with --oauth-issuer, this server's /mcp URL as clients reach it: tokens must name it in aud (RFC 8707) (env MANDATE_OAUTH_AUDIENCE)")
 	identityClaim := fs.String("identity-claim", env("MANDATE_IDENTITY_CLAIM", "sub"), "with --oauth-issuer, the token claim naming the identity in policy.csv (env MANDATE_IDENTITY_CLAIM)")
 	oauthScope := fs.String("oauth-scope", env("MANDATE_OAUTH_SCOPE", ""), "with --oauth-issuer, a scope every token must hold; others get 403 insufficient_scope (env MANDATE_OAUTH_SCOPE)")
+	oauthMaxLifetime := durationFlag(fs, "oauth-max-lifetime", "MANDATE_OAUTH_MAX_LIFETIME", auth.DefaultMaxTokenLifetime, "with --oauth-issuer, how far ahead a token's exp may be; a token valid longer is refused (too_long_lived) (env MANDATE_OAUTH_MAX_LIFETIME)")
 	insecureHTTP := fs.Bool("insecure-http", false, "allow --http without TLS on a non-loopback address: API keys and customer data cross the network readable; only behind a TLS proxy on a trusted network")
 	dbPath := fs.String("db", env("MANDATE_DB", "mandate.db"), "Mandate's own database: audit trail and actions; a SQLite file, or a postgres:// URL shared by replicas (env MANDATE_DB)")
 	auditKey := auditKeyFlag(fs)
@@ -106,6 +107,9 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	oauthCfg, err := oauthConfig(*httpAddr, *oauthIssuer, *oauthAudience, *identityClaim, *oauthScope)
+	if oauthCfg != nil {
+		oauthCfg.MaxLifetime = *oauthMaxLifetime
+	}
 	if err != nil {
 		return err
 	}
