@@ -71,7 +71,54 @@ func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(rec
 		return errorResult(mandate.Errorf(mandate.EINVALID,
 			"idempotency_key %q was already used for a different action (%s %s); use a new key for a new action", key, act.Tool, act.ID)), true
 	}
+	if res := guardReplay(ctx, d, agent, key); res != nil {
+		return res, true
+	}
 	return actionResult(act), true
+}
+
+// guardReplay decides and records a retry's answer as what it is, a read
+// of the agent's own action, like get_action_status by key: under the live
+// policy, allowed by the rules for get_action_status, and in the audit
+// trail before it is shown (a review found retries answered, an updated
+// customer's details included, for an agent the live rules no longer let
+// read anything, and never recorded). It returns the refusal, or nil when
+// the answer may be shown.
+func guardReplay(ctx context.Context, d *Deps, agent, key string) *mcp.CallToolResult {
+	const tool = "get_action_status"
+	held := d.Policy.Policy()
+	_, live := lookupView(ctx, d, agent, held.Version)
+	var dec policy.Decision
+	stale := live != held.Version
+	if stale {
+		dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, live)}
+	} else {
+		dec = held.Decide(policy.Request{Agent: agent, Tool: tool})
+	}
+	args, _ := json.Marshal(map[string]string{"idempotency_key": key})
+	rec := &storage.Record{Agent: agent, Tool: tool, Args: args, Credential: callCredential(ctx, agent),
+		ActionID: newActionID(), Phase: storage.PhaseAttempt, Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version}
+	stamp(ctx, d, "", rec)
+	wctx := context.WithoutCancel(ctx)
+	if dec.Effect != policy.Allow {
+		rec.Outcome = "refused"
+		if err := d.DB.Append(wctx, rec); err != nil {
+			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+		}
+		if stale {
+			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "Not shown: this server's rules are not the live ones (they may have just changed), so the earlier answer under this key was not looked up. Ask again in a few seconds; if it is refused again, pass it to a human."))
+		}
+		return errorResult(mandate.Errorf(mandate.EDENIED, "the rules do not allow %s to read what was done under an idempotency key (%s)", agent, tool))
+	}
+	rec.Outcome = "read"
+	recorded, err := d.DB.AppendLookup(wctx, rec)
+	if err == nil {
+		err = recorded(wctx)
+	}
+	if err != nil {
+		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+	}
+	return nil
 }
 
 // actionResult describes a recorded action as a tool result, for retries.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/storage"
 )
 
@@ -204,5 +205,46 @@ func TestRefusedRevertLeavesNoClaim(t *testing.T) {
 	t.Logf("alice (supervisor): %s: %s", res[0].Status, res[0].Message)
 	if c, _ := e.st.Customer(ctx, "cus_ada"); c.Email != "ada@example.com" {
 		t.Fatalf("email still %q: a refused auditor's run blocked the supervisor's revert", c.Email)
+	}
+}
+
+// TestRetryIsAGuardedRead: a retry with a used idempotency key is answered
+// from the record, which may hold a customer's details, so it is decided
+// and recorded as a read of the agent's own action (get_action_status):
+// refused and audited once the live rules no longer let the agent read,
+// and recorded before it is shown while they do (a review found retries
+// answered, unrecorded, for an agent stripped of every right).
+func TestRetryIsAGuardedRead(t *testing.T) {
+	ctx := context.Background()
+	e := newApprovalEnv(t, mandate.DefaultPolicy)
+	upd := map[string]any{"customer_id": "cus_ada", "field": "phone", "value": "+441234000111", "reason": "asked", "idempotency_key": "k-upd"}
+	var first ActionResult
+	e.call(t, "demo-agent", "update_account", upd, &first)
+	if first.Status != storage.StatusExecuted {
+		t.Fatalf("first: %+v", first)
+	}
+	count := func() int {
+		n := 0
+		e.d.DB.Records(ctx, storage.Filter{Agent: "demo-agent", Tool: "get_action_status"}, func(*storage.Record) error { n++; return nil })
+		return n
+	}
+	var again ActionResult
+	e.call(t, "demo-agent", "update_account", upd, &again)
+	if again.ActionID != first.ActionID || count() != 1 {
+		t.Fatalf("a retry under rules that allow it: %+v, %d read records; want the first action's answer, recorded once", again, count())
+	}
+
+	revoked := strings.ReplaceAll(string(mandate.DefaultPolicy), "g, demo-agent, support_agent", "g, demo-agent, nobody_role\np, nobody_role, get_order, true, deny")
+	pol, err := policy.Load(policy.Source{Name: "model.conf", Data: mandate.DefaultModel}, policy.Source{Name: "policy.csv", Data: []byte(revoked)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d.Policy.Swap(pol)
+	if err := e.d.DB.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	res := e.raw(t, "demo-agent", "update_account", upd)
+	if !res.IsError || strings.Contains(resultText(res), "441234000111") || count() != 2 {
+		t.Fatalf("a retry after the agent's rights were revoked: isError %v, %s; %d read records, want a refusal, audited", res.IsError, resultText(res), count())
 	}
 }

@@ -97,6 +97,11 @@ func peerOf(t *testing.T, h *harness) *harness {
 		t.Fatalf("open the database a second time: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
+	// As serve does: a read's audit record (a retry's answer too) goes to
+	// the lookup journal, so it is not held up by h's write lock.
+	if err := db.OpenLookupJournal(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	p := &harness{t: t, db: db, path: h.path, be: h.be, tools: map[string]server.ServerTool{}}
 	p.deps = &tools.Deps{
 		Policy:  h.deps.Policy,
