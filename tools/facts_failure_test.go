@@ -128,3 +128,26 @@ func TestLogsCarryNoAgentValues(t *testing.T) {
 		t.Fatalf("the log lacks the refusals themselves:\n%s", logged.String())
 	}
 }
+
+// TestNoOracleForAToolNeverAllowed: an agent no rule could ever let use
+// update_account gets the same refusal whether the customer exists or not,
+// and the system of record is not asked on its behalf (a review saw
+// not_found for an unknown id and "the rules do not allow it" for a real
+// one: an oracle of which customers exist).
+func TestNoOracleForAToolNeverAllowed(t *testing.T) {
+	pol := policyFrom(t, string(mandate.DefaultPolicy)+"\ng, lookup-bot, lookup_role\np, lookup_role, get_order, true, allow\n")
+	h := newHarness(t, pol, nil)
+	ctx := tools.WithAgent(context.Background(), "lookup-bot")
+	var answers []string
+	for _, id := range []string{"cus_nope", "cus_ada"} {
+		res := h.call(ctx, "update_account", map[string]any{"customer_id": id, "field": "phone", "value": "+441234567890", "reason": "x"})
+		out := decode(t, res)
+		if !res.IsError || out.Decision != "deny" || out.Error != "" {
+			t.Fatalf("update_account of %s by lookup-bot: isError %v, %+v; want a plain refusal by the rules", id, res.IsError, out)
+		}
+		answers = append(answers, strings.ReplaceAll(out.Message, id, "ID"))
+	}
+	if answers[0] != answers[1] {
+		t.Fatalf("the refusals differ with the customer's existence:\n%s\n%s", answers[0], answers[1])
+	}
+}

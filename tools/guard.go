@@ -138,7 +138,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	}
 
 	attrs, loadErr := map[string]any{}, error(nil)
-	if s.load != nil {
+	// An identity no rule could ever let use this tool is refused without
+	// reading the facts: the system of record is not asked on its behalf,
+	// and its refusal is the same whether the id exists or not (else the
+	// tool would be an oracle of which orders and customers exist).
+	if s.load != nil && d.Policy.Policy().CanEverUse(agent, revertTool(ctx, name, nil)) {
 		fctx, fspan := telemetry.Start(ctx, telemetry.SpanFacts, telemetry.AttrTool, name)
 		attrs, loadErr = s.load(fctx, d, &a)
 		fspan.End(loadErr)
