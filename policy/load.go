@@ -228,7 +228,7 @@ func (p *parsed) checkRule(rule Rule) string {
 	case strings.ContainsAny(rule.Subject, " #"):
 		return fmt.Sprintf("subject %q cannot contain spaces or #", truncate(rule.Subject, 40))
 	}
-	_, ok := Tools[rule.Tool]
+	t, ok := Tools[rule.Tool]
 	if !ok {
 		return fmt.Sprintf("unknown tool %q; tools are %s", truncate(rule.Tool, 40), strings.Join(ToolNames(), ", "))
 	}
@@ -237,6 +237,11 @@ func (p *parsed) checkRule(rule Rule) string {
 			return fmt.Sprintf("text after the effect %q: a # comment must be on its own line, or this rule silently stops working", strings.TrimSpace(rule.Effect[:i]))
 		}
 		return fmt.Sprintf("unknown effect %q: use allow, deny or require_approval", truncate(rule.Effect, 40))
+	}
+	if rule.Effect == RequireApproval && !t.Action && !t.Approval && !t.Admin {
+		// A lookup keeps no action that a person could approve: it would
+		// answer "pending" with a reference to nothing.
+		return fmt.Sprintf("%s is a lookup, which cannot wait for a person's approval: use allow or deny", rule.Tool)
 	}
 	if rule.Cond == "" {
 		return "empty condition: write true for a rule without one"

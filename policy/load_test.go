@@ -41,6 +41,7 @@ var malformedCases = []malformedCase{
 	{file: "trailing_comment.csv", line: 3, want: `text after the effect "allow": a # comment must be on its own line`},
 	{file: "unknown_tool.csv", line: 2, want: `unknown tool "refund_orders"; tools are `},
 	{file: "unknown_attribute.csv", line: 3, want: `condition "amount > 100.00": unknown attribute "amount"; this tool has currency, `},
+	{file: "lookup_require_approval.csv", line: 2, want: `get_customer is a lookup, which cannot wait for a person's approval: use allow or deny`},
 	{file: "attribute_on_lookup.csv", line: 2, want: `condition "customer_age_days > 7": unknown attribute "customer_age_days": this tool has no attributes, use true`},
 	{file: "unbalanced_parenthesis.csv", line: 3, want: `condition "amount <= (50.00": Unbalanced parenthesis`},
 	{file: "incomplete_condition.csv", line: 1, want: `condition "amount <=": Unexpected end of expression`},
