@@ -213,9 +213,11 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// for the agent to try again with later.
 			act.Rule, act.IdempotencyKey = pendingCapRule(dec), ""
 		}
-		if stale || suspension != 0 || (agent != "" && loadErr != nil && transient(loadErr)) {
+		if stale || suspension != 0 || (agent != "" && loadErr != nil && uncertain(loadErr)) {
 			// Refused for now, like the cap: nothing was decided by a
-			// rule, so a retry with the key may act once it can be.
+			// rule, so a retry with the key may act once it can be (the
+			// facts could not be read: the system of record failed, not
+			// an unknown id or a refusal it gave).
 			act.IdempotencyKey = ""
 		}
 		if suspension != 0 {
@@ -284,7 +286,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	log = log.With("decision", dec.Effect)
 	if err != nil {
 		log.Error("audit write failed; refusing", "err", err)
-		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+		return auditFailedResult()
 	}
 	d.observer().Decision(name, dec.Effect)
 	log = log.With("action_id", act.ID)
@@ -325,7 +327,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		// is shown unless it was recorded.
 		if rerr := recorded(ctx); rerr != nil {
 			log.Error("audit write failed; refusing", "err", rerr)
-			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+			return auditFailedResult()
 		}
 		if err != nil {
 			return errorResult(err)
@@ -482,17 +484,6 @@ func send[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.Act
 // logText is err for the log: what it quotes (an agent's or a service's
 // values, which may be personal data) replaced by "…".
 func logText(err error) string { return mandate.Unquoted(err.Error()) }
-
-// transient reports whether err, a failure to read the facts, may pass:
-// the system of record unavailable or failing, not an unknown id or a
-// refusal it gave.
-func transient(err error) bool {
-	switch mandate.ErrorCode(err) {
-	case mandate.ENOTFOUND, mandate.EDENIED, mandate.EINVALID, mandate.ECONFLICT:
-		return false
-	}
-	return true
-}
 
 // execBudget bounds all of one execute's backend calls: the read before,
 // the call and its one repeat. It is twice the backend timeout, which

@@ -103,7 +103,7 @@ func guardReplay(ctx context.Context, d *Deps, agent, key string) *mcp.CallToolR
 	if dec.Effect != policy.Allow {
 		rec.Outcome = "refused"
 		if err := d.DB.Append(wctx, rec); err != nil {
-			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+			return auditFailedResult()
 		}
 		if stale {
 			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "Not shown: this server's rules are not the live ones (they may have just changed), so the earlier answer under this key was not looked up. Ask again in a few seconds; if it is refused again, pass it to a human."))
@@ -116,7 +116,7 @@ func guardReplay(ctx context.Context, d *Deps, agent, key string) *mcp.CallToolR
 		err = recorded(wctx)
 	}
 	if err != nil {
-		return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+		return auditFailedResult()
 	}
 	return nil
 }

@@ -64,6 +64,12 @@ func denyResult(act *storage.Action, what string, dec policy.Decision, loadErr e
 	return structuredError(res)
 }
 
+// auditFailedResult refuses a call whose audit record could not be
+// written: nothing was done or shown.
+func auditFailedResult() *mcp.CallToolResult {
+	return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "the audit trail could not be written, so nothing was done; try again later"))
+}
+
 func structuredError(res *ActionResult) *mcp.CallToolResult {
 	r := mcp.NewToolResultStructured(res, res.Message)
 	r.IsError = true
