@@ -60,8 +60,14 @@ func keyRecord(tool string, k APIKey, now time.Time) *Record {
 	if !k.ExpiresAt.IsZero() {
 		exp = k.ExpiresAt.UTC().Format(time.RFC3339)
 	}
-	args, _ := json.Marshal(map[string]string{"agent": k.Identity, "key_id": k.ID, "expires_at": exp})
-	return &Record{Time: now, Agent: KeyAdminAgent, Tool: tool, Args: args, Phase: PhaseAttempt, Outcome: StatusExecuted}
+	return adminRecord(tool, map[string]string{"agent": k.Identity, "key_id": k.ID, "expires_at": exp}, now)
+}
+
+// adminRecord is the audit record of a management change (a key, a user)
+// made at now: by KeyAdminAgent, done, its subject in args.
+func adminRecord(tool string, args map[string]string, now time.Time) *Record {
+	b, _ := json.Marshal(args)
+	return &Record{Time: now, Agent: KeyAdminAgent, Tool: tool, Args: b, Phase: PhaseAttempt, Outcome: StatusExecuted}
 }
 
 // CreateAPIKey makes a key for identity, expiring at expires (zero: never),

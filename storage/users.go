@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -39,11 +38,6 @@ const (
 	UserRemoveTool = "admin_user_remove"
 )
 
-func userRecord(tool, name string, now time.Time) *Record {
-	args, _ := json.Marshal(map[string]string{"user": name})
-	return &Record{Time: now, Agent: KeyAdminAgent, Tool: tool, Args: args, Phase: PhaseAttempt, Outcome: StatusExecuted}
-}
-
 // AddUser adds a user with a password hash (bcrypt or argon2, made by the
 // caller); a name that exists is a conflict. The user and its audit record
 // (UserAddTool) are written in one transaction: no record, no user.
@@ -64,7 +58,7 @@ func (db *DB) AddUser(ctx context.Context, name, passwordHash string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return mandate.Errorf(mandate.ECONFLICT, "user %q exists", name)
 		}
-		if err := appendRecord(ctx, tx, userRecord(UserAddTool, name, now)); err != nil {
+		if err := appendRecord(ctx, tx, adminRecord(UserAddTool, map[string]string{"user": name}, now)); err != nil {
 			return unavailable("append user addition", err)
 		}
 		return nil
@@ -255,7 +249,7 @@ func (db *DB) RemoveUser(ctx context.Context, name string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return mandate.Errorf(mandate.ENOTFOUND, "no user %q", name)
 		}
-		if err := appendRecord(ctx, tx, userRecord(UserRemoveTool, name, db.Now())); err != nil {
+		if err := appendRecord(ctx, tx, adminRecord(UserRemoveTool, map[string]string{"user": name}, db.Now())); err != nil {
 			return unavailable("append user removal", err)
 		}
 		return nil

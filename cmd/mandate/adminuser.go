@@ -387,7 +387,7 @@ func livePolicyOrFiles(ctx context.Context, db *storage.DB, pf *policyFlags) (po
 		return nil, "", false, err
 	}
 	if l != nil {
-		pol, err := policy.Load(policy.Source{Name: l.ModelFile, Data: []byte(l.Model)}, policy.Source{Name: l.PolicyFile, Data: []byte(l.Policy)})
+		pol, err := loadRecorded(l)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("the live policy %s recorded in the database does not load: %w", l.Version, err)
 		}
@@ -407,5 +407,10 @@ func recordedPolicy(ctx context.Context, db *storage.DB) (*policy.Policy, error)
 	if err != nil || live == nil {
 		return nil, err
 	}
-	return policy.Load(policy.Source{Name: live.ModelFile, Data: []byte(live.Model)}, policy.Source{Name: live.PolicyFile, Data: []byte(live.Policy)})
+	return loadRecorded(live)
+}
+
+// loadRecorded loads the policy texts of a recorded load.
+func loadRecorded(l *storage.PolicyLoad) (*policy.Policy, error) {
+	return policy.Load(policy.Source{Name: l.ModelFile, Data: []byte(l.Model)}, policy.Source{Name: l.PolicyFile, Data: []byte(l.Policy)})
 }
