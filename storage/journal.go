@@ -389,15 +389,11 @@ func (db *DB) emptyJournal() {
 	j := &db.journal
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	// Write-behinds are numbered in the order they were journaled, so a
-	// journal whose newest record is older than every write-behind still
-	// waiting holds only committed records.
-	oldest := db.behind.oldest()
 	if j.kept {
 		// Nothing is journaled while kept, and with no write-behind
 		// waiting none of the kept records can still commit on its own:
 		// the trail took this batch, so put them in it now.
-		if oldest == 0 && !j.importing && j.f != nil && db.BehindErr() == nil {
+		if !j.importing && j.f != nil && db.BehindErr() == nil && db.behind.oldest() == 0 {
 			j.importing = true
 			go db.importOwn()
 		}
@@ -406,6 +402,10 @@ func (db *DB) emptyJournal() {
 	if !j.dirty && len(j.full) == 0 {
 		return
 	}
+	// Write-behinds are numbered in the order they were journaled, so a
+	// journal whose newest record is older than every write-behind still
+	// waiting holds only committed records.
+	oldest := db.behind.oldest()
 	kept := j.full[:0]
 	for _, full := range j.full {
 		if oldest != 0 && oldest <= full.last {
