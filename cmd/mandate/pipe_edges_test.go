@@ -59,7 +59,7 @@ func TestPipedLastLineWithoutNewline(t *testing.T) {
 func TestServerRequestIsNotAnAnswer(t *testing.T) {
 	e := &eofReader{r: strings.NewReader(""), ctx: context.Background(), patience: time.Second, log: slog.New(slog.DiscardHandler)}
 	e.note([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_order"}}` + "\n"))
-	w := answerWriter{io.Discard, e}
+	w := newAnswerWriter(context.Background(), io.Discard, e)
 	w.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"roots/list"}` + "\n"))
 	e.mu.Lock()
 	left := len(e.calls)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -341,7 +342,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	server.WithQueueSize(256)(stdio)
 	// The identity is this server's configuration (Deps.Agent), never a
 	// tool argument or the session.
-	err = stdio.Listen(ctx, in, answerWriter{stdout, in})
+	err = stdio.Listen(ctx, in, newAnswerWriter(ctx, stdout, in))
 	if ctx.Err() != nil || err == io.EOF {
 		return nil
 	}
@@ -558,13 +559,33 @@ func requestKey(id []byte) string {
 // answerWriter is stdout, telling the eofReader of each response written.
 // A response is one JSON-RPC message per write, with its id before its
 // result (mcp-go's order), so only the first fields are decoded.
+//
+// A client that stops reading but keeps stdout open fills the pipe, and a
+// write blocks until it reads again. Each write therefore runs on a
+// goroutine of its own, and once serve is stopping (ctx) a write still
+// blocked stdoutGrace later is abandoned: stdout is marked stuck, every
+// later write fails at once, and serve can finish (outcomes are recorded
+// before their answers are written, and shown lookups are journaled).
 type answerWriter struct {
-	w io.Writer
-	e *eofReader
+	w     io.Writer
+	e     *eofReader
+	ctx   context.Context
+	stuck *atomic.Bool
+}
+
+// stdoutGrace is how long a stopping serve waits for a client to read an
+// answer: a client that is reading takes microseconds.
+const stdoutGrace = 5 * time.Second
+
+// errStdoutStuck is the write error once the client stopped reading.
+var errStdoutStuck = errors.New("stdout: the client stopped reading its answers")
+
+func newAnswerWriter(ctx context.Context, w io.Writer, e *eofReader) answerWriter {
+	return answerWriter{w: w, e: e, ctx: ctx, stuck: new(atomic.Bool)}
 }
 
 func (a answerWriter) Write(p []byte) (int, error) {
-	n, err := a.w.Write(p)
+	n, err := a.write(p)
 	a.e.mu.Lock()
 	waiting := len(a.e.calls) > 0
 	a.e.mu.Unlock()
@@ -574,6 +595,39 @@ func (a answerWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// write writes p to stdout unless serve is stopping and the client has
+// not read for stdoutGrace (answerWriter). An abandoned write keeps its own
+// copy of p; mcp-go holds its write lock across each write, so no two run
+// at once until one is abandoned, and none runs after.
+func (a answerWriter) write(p []byte) (int, error) {
+	if a.stuck.Load() {
+		return 0, errStdoutStuck
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	b := append([]byte(nil), p...)
+	go func() {
+		n, err := a.w.Write(b)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-a.ctx.Done():
+	}
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-time.After(stdoutGrace):
+		a.stuck.Store(true)
+		a.e.log.Warn("stopping with an answer unwritten: the client keeps stdout open but stopped reading", "waited", stdoutGrace)
+		return 0, errStdoutStuck
+	}
 }
 
 // responseID returns the id of the JSON-RPC response in p, reading only up
