@@ -7,8 +7,9 @@ package main
 // answer was lost), large refunds that wait for a person, cancellations and
 // account updates, while `mandate approvals approve` runs alongside. Each
 // round SIGKILLs one of the servers (sometimes both, sometimes the approval
-// too) at a random moment and restarts it; the survivor recovers what the
-// dead one left. At the end every action has settled and the store, the
+// too, and one round in four the store service, which comes back on the
+// same address) at a random moment and restarts it; the survivor recovers
+// what the dead one left. At the end every action has settled and the store, the
 // actions table, the limit counters and the trail say the same thing.
 
 import (
@@ -34,7 +35,7 @@ import (
 const (
 	mixRounds    = 12               // kills per run
 	mixBudget    = 40 * time.Second // rounds stop early past this, so the test ends by itself
-	mixCustomers = 200              // each with one large order for refunds and one small one to cancel
+	mixCustomers = 500              // each with one large order for refunds and one small one to cancel
 )
 
 // mixSeed is the run's seed: MANDATE_CRASH_SEED replays one.
@@ -66,6 +67,16 @@ type mixAgent struct {
 	answered int
 	retried  int
 	errs     []string
+	dups     []string // action ids two answers named for one key
+	db       *storage.DB
+}
+
+// freed reports whether the action id was refused for now (the pending
+// cap, a stale policy, facts that could not be read): its row keeps no
+// key, so the key is free for a later call to act (guard.go).
+func (a *mixAgent) freed(id string) bool {
+	act, err := a.db.Action(context.Background(), id)
+	return err == nil && act.Status == storage.StatusDenied && act.IdempotencyKey == ""
 }
 
 // startMixServer starts senior-bot's server on the shared database with
@@ -148,7 +159,7 @@ func (a *mixAgent) next(rng *rand.Rand) (string, *mixCall, bool) {
 	case p < 55:
 		c = mixCall{tool: "refund_order", args: map[string]any{"order_id": fmt.Sprintf("ord_r%03d", cus),
 			"amount": fmt.Sprintf("1.%02d", i%100), "reason": "crash mix"}}
-	case p < 62:
+	case p < 59:
 		c = mixCall{tool: "refund_order", args: map[string]any{"order_id": fmt.Sprintf("ord_r%03d", cus),
 			"amount": "600.00", "reason": "crash mix, needs a person"}}
 	case p < 80:
@@ -194,8 +205,9 @@ func (a *mixAgent) stream(ctx context.Context, c *client.Client, rng *rand.Rand)
 				a.errs = append(a.errs, fmt.Sprintf("%s %v: no action result: %s", call.tool, args, text(res)))
 			}
 		} else if key != "" {
-			if call.action != "" && call.action != got.ActionID {
+			if call.action != "" && call.action != got.ActionID && !a.freed(call.action) {
 				a.errs = append(a.errs, fmt.Sprintf("key %s named action %s, then %s: one key, two actions", key, call.action, got.ActionID))
+				a.dups = append(a.dups, call.action, got.ActionID)
 			}
 			call.action = got.ActionID
 		}
@@ -203,10 +215,10 @@ func (a *mixAgent) stream(ctx context.Context, c *client.Client, rng *rand.Rand)
 	}
 }
 
-// approveSome runs `mandate approvals approve` as alice on up to three
+// approveSome runs `mandate approvals approve` as alice on up to five
 // pending actions, killing the process at a random moment one time in three.
 func approveSome(t *testing.T, rng *rand.Rand, db *storage.DB, dbPath, backendFile string) {
-	pending, err := db.ActionsWithStatus(context.Background(), storage.StatusPending, 3)
+	pending, err := db.ActionsWithStatus(context.Background(), storage.StatusPending, 5)
 	if err != nil {
 		t.Errorf("pending actions: %v", err)
 		return
@@ -251,7 +263,9 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 	if _, stderr, err := runMandate(t, nil, "store", "import", "--store", storePath, shop); err != nil {
 		t.Fatalf("store import: %v\n%s", err, stderr)
 	}
-	svc := startStoreServe(t, storePath, writeToken(t, dir, "tok"), "127.0.0.1:0")
+	tokenFile := writeToken(t, dir, "tok")
+	svc := startStoreServe(t, storePath, tokenFile, "127.0.0.1:0")
+	storeKills := 0
 	backendFile := httpBackendFile(t, dir, "http://"+svc.addr)
 	addUsers(t, dbPath, "alice")
 	db, err := storage.Open(context.Background(), dbPath)
@@ -260,7 +274,7 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 	}
 	defer db.Close()
 
-	agent := &mixAgent{keys: map[string]*mixCall{}}
+	agent := &mixAgent{keys: map[string]*mixCall{}, db: db}
 	srvs := []*faultServer{startMixServer(t, dbPath, backendFile), startMixServer(t, dbPath, backendFile)}
 	start := time.Now()
 	round := 0
@@ -283,6 +297,14 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 		for _, v := range victims {
 			srvs[v].kill(t)
 		}
+		if rng.IntN(4) == 0 {
+			// The system of record dies too, perhaps mid-change, and comes
+			// back on the same address: calls in between fail uncertainly.
+			svc.kill(t)
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			svc = startStoreServe(t, storePath, tokenFile, svc.addr)
+			storeKills++
+		}
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond) // the survivor works on alone
 		cancel()
 		wg.Wait()
@@ -292,6 +314,13 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 		agent.mu.Lock()
 		errs := agent.errs
 		agent.mu.Unlock()
+		for _, id := range agent.dups {
+			if a, err := db.Action(context.Background(), id); err != nil {
+				t.Logf("%s: %v", id, err)
+			} else {
+				t.Logf("%s: %s %s key %q status %s decision %s created %s args %s", id, a.Agent, a.Tool, a.IdempotencyKey, a.Status, a.Decision, a.CreatedAt, a.Args)
+			}
+		}
 		if len(errs) > 0 {
 			t.Fatalf("round %d: %s", round, strings.Join(errs, "\n"))
 		}
@@ -323,8 +352,8 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 		s.checkRace(t)
 	}
 	st := checkMix(t, db, dbPath, storePath, agent)
-	t.Logf("%d rounds in %v: %d calls answered, %d retried by key, %d lost keys retried at the end; actions %v; reconciled %d, resumed approvals %d",
-		round, time.Since(start).Round(time.Millisecond), agent.answered, agent.retried, len(lost), st.status, st.reconciled, st.approved)
+	t.Logf("%d rounds (%d with the store killed too) in %v: %d calls answered, %d retried by key, %d lost keys retried at the end; actions %v; reconciled %d, resumed approvals %d",
+		round, storeKills, time.Since(start).Round(time.Millisecond), agent.answered, agent.retried, len(lost), st.status, st.reconciled, st.approved)
 }
 
 // waitMixSettled waits until recovery has left nothing executing and no
