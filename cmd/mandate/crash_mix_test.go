@@ -352,7 +352,7 @@ func TestCrashMixExactlyOnce(t *testing.T) {
 		s.checkRace(t)
 	}
 	st := checkMix(t, db, dbPath, storePath, agent)
-	t.Logf("%d rounds (%d with the store killed too) in %v: %d calls answered, %d retried by key, %d lost keys retried at the end; actions %v; reconciled %d, resumed approvals %d",
+	t.Logf("%d rounds (%d with the store killed too) in %v: %d calls answered, %d retried by key, %d lost keys retried at the end; actions %v; outcomes reconciled by recovery %d, approval records %d",
 		round, storeKills, time.Since(start).Round(time.Millisecond), agent.answered, agent.retried, len(lost), st.status, st.reconciled, st.approved)
 }
 
