@@ -116,7 +116,20 @@ type UpdateRequest struct {
 	Field          string
 	Value          string
 	IdempotencyKey string
+	// Expected, when not empty, is a precondition: the value Field must
+	// still hold for the change to apply, checked in the same transaction
+	// as the write, so that a change someone made after the caller read
+	// the account is never overwritten (a remediation's revert puts the
+	// earlier value back only while the field still holds what the agent
+	// set). When it does not hold, nothing changes and the error is a
+	// conflict with ErrChangedSince in its chain. A repeat by idempotency
+	// key returns the first result without checking it again.
+	Expected string
 }
+
+// ErrChangedSince is in the chain of an UpdateCustomer error when the
+// field no longer held UpdateRequest.Expected: nothing was changed.
+var ErrChangedSince = errors.New("the field no longer holds the expected value")
 
 // Payments moves money back to customers.
 type Payments interface {
@@ -169,7 +182,10 @@ type Orders interface {
 type Customers interface {
 	Customer(ctx context.Context, id string) (Customer, error)
 	CustomerByEmail(ctx context.Context, email string) (Customer, error)
-	// UpdateCustomer sets one field of UpdatableFields.
+	// UpdateCustomer sets one field of UpdatableFields. An implementation
+	// must check req.Expected inside the change, or refuse every request
+	// that carries one without changing anything: ignoring it would turn
+	// a guarded revert into a blind overwrite.
 	UpdateCustomer(ctx context.Context, req UpdateRequest) (Customer, error)
 	// UpdateByKey returns the customer as updated with an idempotency key,
 	// for reconciling after a crash; not_found means no update was made.

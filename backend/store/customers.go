@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/mail"
 	"regexp"
 	"slices"
@@ -32,7 +33,10 @@ func (s *Store) CustomerByEmail(ctx context.Context, email string) (backend.Cust
 
 // UpdateCustomer sets one field of backend.UpdatableFields. A repeat with the
 // same idempotency key returns the customer as the first call left it and
-// changes nothing, even if the account changed since.
+// changes nothing, even if the account changed since. With req.Expected,
+// the field's value is compared inside the write transaction (BEGIN
+// IMMEDIATE, so no other writer, in any process, can change it between
+// the comparison and the write) and a mismatch changes nothing.
 func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (backend.Customer, error) {
 	if err := requireKey(req.IdempotencyKey); err != nil {
 		return backend.Customer{}, err
@@ -42,6 +46,12 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 		return backend.Customer{}, err
 	}
 	dig := digest(kindUpdateCustomer, struct{ CustomerID, Field, Value string }{req.CustomerID, req.Field, value})
+	if req.Expected != "" {
+		// Only then, so that the keys recorded before preconditions existed
+		// keep their digests: a precondition is part of the request, and
+		// the same key with another one is another request.
+		dig = digest(kindUpdateCustomer, struct{ CustomerID, Field, Value, Expected string }{req.CustomerID, req.Field, value, req.Expected})
+	}
 
 	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
@@ -56,6 +66,11 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	if c, err = findCustomer(ctx, tx, "id", req.CustomerID); err != nil {
 		return backend.Customer{}, err
 	}
+	if cur, _ := customerField(c, req.Field); req.Expected != "" && cur != req.Expected {
+		// The value is personal data: the message quotes neither.
+		return backend.Customer{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.ECONFLICT,
+			"the %s is no longer the expected value: it was changed since, and this change would overwrite it", fieldName(req.Field)), backend.ErrChangedSince)
+	}
 	if req.Field == backend.FieldEmail {
 		if err := emailFree(ctx, tx, value, c.ID); err != nil {
 			return backend.Customer{}, err
@@ -65,7 +80,33 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	if _, err := tx.ExecContext(ctx, updateCustomerQuery(req.Field), value, c.ID); err != nil {
 		return backend.Customer{}, dbError(err)
 	}
-	switch req.Field {
+	setCustomerField(&c, req.Field, value)
+	if err := recordOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, c, s.now()); err != nil {
+		return backend.Customer{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return backend.Customer{}, dbError(err)
+	}
+	return c, nil
+}
+
+// customerField is field's value on c.
+func customerField(c backend.Customer, field string) (string, bool) {
+	switch field {
+	case backend.FieldEmail:
+		return c.Email, true
+	case backend.FieldPhone:
+		return c.Phone, true
+	case backend.FieldShippingAddress:
+		return c.ShippingAddress, true
+	case backend.FieldName:
+		return c.Name, true
+	}
+	return "", false
+}
+
+func setCustomerField(c *backend.Customer, field, value string) {
+	switch field {
 	case backend.FieldEmail:
 		c.Email = value
 	case backend.FieldPhone:
@@ -75,14 +116,9 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	case backend.FieldName:
 		c.Name = value
 	}
-	if err := recordOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, c, s.now()); err != nil {
-		return backend.Customer{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return backend.Customer{}, dbError(err)
-	}
-	return c, nil
 }
+
+func fieldName(field string) string { return strings.ReplaceAll(field, "_", " ") }
 
 // updateCustomerQuery sets one column of a customer. The column name comes
 // from backend.UpdatableFields, checked by validateField, never from input.
