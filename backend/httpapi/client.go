@@ -136,12 +136,45 @@ func (c *Client) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) 
 	if err := needKey(req.IdempotencyKey); err != nil {
 		return backend.Customer{}, err
 	}
+	body := CustomerPatch{req.Field: req.Value}
+	if req.Expected != "" {
+		if err := c.checksExpected(ctx, req.CustomerID); err != nil {
+			return backend.Customer{}, err
+		}
+		body[PatchExpected] = req.Expected
+	}
 	var cu Customer
 	if err := c.do(ctx, http.MethodPatch, "/customers/"+url.PathEscape(req.CustomerID), req.IdempotencyKey,
-		CustomerPatch{req.Field: req.Value}, &cu); err != nil {
+		body, &cu); err != nil {
 		return backend.Customer{}, err
 	}
 	return customerNamed(cu, req.CustomerID, "PATCH /customers/"+url.PathEscape(req.CustomerID))
+}
+
+// checksExpected asks the service, by reading the customer, whether it
+// says it checks a PATCH's precondition (HeaderPreconditions), and refuses
+// the change, unsent, when it does not: a service of the contract without
+// preconditions might set the field and ignore the rest, overwriting the
+// value the precondition protects. The refusal is a conflict, which says
+// nothing was done, so the action fails cleanly rather than waiting for
+// reconciliation. It is asked before every such change, not remembered,
+// so a service rolled back to an older version is not trusted on the
+// word of the newer one.
+func (c *Client) checksExpected(ctx context.Context, id string) error {
+	var cu Customer
+	h, err := c.doHeader(ctx, http.MethodGet, "/customers/"+url.PathEscape(id), "", nil, &cu)
+	if err != nil {
+		return err
+	}
+	for _, v := range h.Values(HeaderPreconditions) {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), PreconditionExpected) {
+				return nil
+			}
+		}
+	}
+	return mandate.Errorf(mandate.ECONFLICT, "%s does not say it checks a change's expected value (its GET /customers/{id} has no %s: %s header), so a change that must not overwrite a newer value was not sent",
+		c.name(), HeaderPreconditions, PreconditionExpected)
 }
 
 // UpdateByKey implements backend.Customers.
@@ -238,11 +271,17 @@ func (c *Client) name() string {
 // to honour. So transport failures, 429 and 5xx are retried, with backoff,
 // within the caller's deadline.
 func (c *Client) do(ctx context.Context, method, path, key string, in, out any) error {
+	_, err := c.doHeader(ctx, method, path, key, in, out)
+	return err
+}
+
+// doHeader is do that also returns the headers of the answer that ended it.
+func (c *Client) doHeader(ctx context.Context, method, path, key string, in, out any) (http.Header, error) {
 	var body []byte
 	if in != nil {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	retries := c.Retries
@@ -253,9 +292,10 @@ func (c *Client) do(ctx context.Context, method, path, key string, in, out any) 
 	for attempt := 0; ; attempt++ {
 		var retry bool
 		var wait time.Duration
-		retry, wait, err = c.once(ctx, method, path, key, body, out)
+		var h http.Header
+		retry, wait, h, err = c.once(ctx, method, path, key, body, out)
 		if !retry || attempt >= retries || ctx.Err() != nil {
-			return err
+			return h, err
 		}
 		if wait <= 0 {
 			wait = time.Duration(100<<attempt) * time.Millisecond
@@ -264,7 +304,7 @@ func (c *Client) do(ctx context.Context, method, path, key string, in, out any) 
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return nil, err
 		case <-t.C:
 		}
 	}
@@ -272,7 +312,7 @@ func (c *Client) do(ctx context.Context, method, path, key string, in, out any) 
 
 // once makes one attempt; it reports whether a retry may help and how long
 // the service asked to wait (Retry-After).
-func (c *Client) once(ctx context.Context, method, path, key string, body []byte, out any) (bool, time.Duration, error) {
+func (c *Client) once(ctx context.Context, method, path, key string, body []byte, out any) (bool, time.Duration, http.Header, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -287,7 +327,7 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, method, strings.TrimRight(c.BaseURL, "/")+path, bytes.NewReader(body))
 	if err != nil {
-		return false, 0, mandate.Errorf(mandate.EUNAVAILABLE, "%s: bad request URL", c.name())
+		return false, 0, nil, mandate.Errorf(mandate.EUNAVAILABLE, "%s: bad request URL", c.name())
 	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set(HeaderContract, ContractVersion)
@@ -311,24 +351,24 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 		// The request may or may not have reached the service: unavailable,
 		// which makes the guard ask by idempotency key rather than guess.
 		if errors.Is(err, context.DeadlineExceeded) {
-			return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s did not answer within %s", c.name(), roundLimit(limit)), err)
+			return true, 0, nil, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s did not answer within %s", c.name(), roundLimit(limit)), err)
 		}
-		return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s cannot be reached", c.name()), err)
+		return true, 0, nil, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s cannot be reached", c.name()), err)
 	}
 	defer resp.Body.Close()
 	buf, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return true, 0, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s broke off its answer", c.name()), err)
+		return true, 0, nil, fmt.Errorf("%w: %w", mandate.Errorf(mandate.EUNAVAILABLE, "%s broke off its answer", c.name()), err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if err := json.Unmarshal(buf, out); err != nil {
-			return false, 0, badAnswer("%s %s: the body is not the expected JSON", method, pathOnly(path))
+			return false, 0, resp.Header, badAnswer("%s %s: the body is not the expected JSON", method, pathOnly(path))
 		}
-		return false, 0, nil
+		return false, 0, resp.Header, nil
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		// Not followed (mandate.RefuseRedirects): not done by this request.
-		return false, 0, mandate.Errorf(mandate.EUNAVAILABLE, "%s answered HTTP %d, a redirect to %q, which Mandate does not follow: put the URL it should use in the backend file",
+		return false, 0, resp.Header, mandate.Errorf(mandate.EUNAVAILABLE, "%s answered HTTP %d, a redirect to %q, which Mandate does not follow: put the URL it should use in the backend file",
 			c.name(), resp.StatusCode, mandate.TruncateBytes(resp.Header.Get("Location"), 200))
 	}
 	perr := c.problem(resp, buf)
@@ -337,7 +377,7 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 	if s, err := time.ParseDuration(resp.Header.Get("Retry-After") + "s"); err == nil && s <= 30*time.Second {
 		wait = s
 	}
-	return retry, wait, perr
+	return retry, wait, resp.Header, perr
 }
 
 // problem turns an error response into a mandate error: the problem's code
@@ -370,6 +410,11 @@ func (c *Client) problem(resp *http.Response, buf []byte) error {
 	}
 	if detail == "" {
 		detail = fmt.Sprintf("%s answered HTTP %d", c.name(), resp.StatusCode)
+	}
+	if code == mandate.ECONFLICT && p.Type == ProblemChangedSince {
+		// A precondition that no longer held (CustomerPatch): nothing was
+		// changed, and a remediation reports it as changed since.
+		return fmt.Errorf("%w: %w", mandate.Errorf(code, "%s", mandate.TruncateBytes(detail, 500)), backend.ErrChangedSince)
 	}
 	return mandate.Errorf(code, "%s", mandate.TruncateBytes(detail, 500))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -142,6 +143,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.ctx(r, false)
 	defer cancel()
 	c, err := s.Backend.Customers.Customer(ctx, r.PathValue("id"))
+	w.Header().Set(HeaderPreconditions, PreconditionExpected) // see patchCustomer
 	s.answer(w, r, http.StatusOK, FromCustomer(c), err)
 }
 
@@ -173,6 +175,12 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &in) {
 		return
 	}
+	expected, hasExpected := in[PatchExpected]
+	delete(in, PatchExpected)
+	if hasExpected && expected == "" {
+		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID, "%q must not be empty; leave it out for a change without a precondition", PatchExpected))
+		return
+	}
 	if len(in) != 1 {
 		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID,
 			"the body must set exactly one of %s", strings.Join(backend.UpdatableFields, ", ")))
@@ -189,8 +197,12 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.ctx(r, true)
 	defer cancel()
+	// The precondition goes to the backend, whose Customers must check it
+	// inside the change (backend.Customers): so this server may say it
+	// honours it.
 	c, err := s.Backend.Customers.UpdateCustomer(ctx, backend.UpdateRequest{
-		CustomerID: r.PathValue("id"), Field: field, Value: value, IdempotencyKey: key})
+		CustomerID: r.PathValue("id"), Field: field, Value: value, Expected: expected, IdempotencyKey: key})
+	w.Header().Set(HeaderPreconditions, PreconditionExpected)
 	s.answer(w, r, http.StatusOK, FromCustomer(c), err)
 }
 
@@ -316,13 +328,21 @@ func routeOf(r *http.Request) string {
 // details out of the answer.
 func writeProblem(w http.ResponseWriter, err error) {
 	code := mandate.ErrorCode(err) // internal for an error without a code
-	writeProblemStatus(w, StatusForCode(code), code, mandate.ErrorMessage(err))
+	typ := ProblemType + code
+	if code == mandate.ECONFLICT && errors.Is(err, backend.ErrChangedSince) {
+		typ = ProblemChangedSince
+	}
+	writeProblemType(w, StatusForCode(code), typ, code, mandate.ErrorMessage(err))
 }
 
 func writeProblemStatus(w http.ResponseWriter, status int, code, detail string) {
+	writeProblemType(w, status, ProblemType+code, code, detail)
+}
+
+func writeProblemType(w http.ResponseWriter, status int, typ, code, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(Problem{
-		Type: ProblemType + code, Title: http.StatusText(status), Status: status, Detail: detail, Code: code,
+		Type: typ, Title: http.StatusText(status), Status: status, Detail: detail, Code: code,
 	})
 }

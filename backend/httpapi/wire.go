@@ -28,6 +28,14 @@ const ContractVersion = "1"
 const (
 	HeaderIdempotencyKey = "Idempotency-Key"
 	HeaderContract       = "Mandate-Contract"
+	// HeaderPreconditions is how a service says, on its answers to
+	// GET /customers/{id} and PATCH /customers/{id}, that it checks the
+	// PatchExpected member of a PATCH: a comma-separated list that holds
+	// PreconditionExpected. Mandate reads it before sending a change with
+	// a precondition and sends none to a service that does not say so: a
+	// service that ignored the member would overwrite blindly.
+	HeaderPreconditions  = "Mandate-Preconditions"
+	PreconditionExpected = "expected"
 )
 
 // InProgressDetail is the detail of the 409 that GET /operations/{key}
@@ -96,8 +104,22 @@ type CancelRequest struct {
 
 // CustomerPatch is the body of PATCH /customers/{id}: exactly one of the
 // updatable fields (email, phone, shipping_address, name), as a JSON object
-// with one member, e.g. {"phone": "+1 202 555 0100"}.
+// with one member, e.g. {"phone": "+1 202 555 0100"}, and optionally the
+// precondition PatchExpected: {"phone": "+1 202 555 0100", "expected":
+// "+1 202 555 0143"} applies only while the phone is still
+// "+1 202 555 0143", checked atomically with the write; otherwise the
+// answer is a 409 problem of type ProblemChangedSince and nothing changes.
+// It is a body member, not a header (If-Match), because the value is
+// personal data, which headers carry into proxies' logs, and may be any
+// Unicode text, which headers do not carry.
 type CustomerPatch map[string]string
+
+// PatchExpected is the CustomerPatch member holding the precondition.
+const PatchExpected = "expected"
+
+// ProblemChangedSince is the type of the 409 problem (code conflict)
+// answering a PATCH whose expected value the field no longer held.
+const ProblemChangedSince = ProblemType + "changed_since"
 
 // Operation kinds in GET /operations/{key}.
 const (
