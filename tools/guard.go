@@ -366,7 +366,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 	// call is made when it cannot be read.
 	changes, err := readBefore(ectx, d, a)
 	if err == nil {
-		err = revertStillDue(ectx, d, act, changes) // a person's revert of a value changed since is not sent
+		err = revertStillDue(ectx, d, act, changes, a) // a person's revert of a value changed since is not sent
 	}
 	late := ectx.Err() != nil
 	if late {
@@ -404,6 +404,7 @@ func execute[A any](ctx context.Context, d *Deps, s spec[A], a *A, act *storage.
 			lcancel()
 		}
 	}
+	err = revertRefused(act, changes, err)
 	if err != nil && ran && uncertain(err) {
 		// Still unknown: leave the action executing, its limits counted, for
 		// Recover to ask the backend by key once no call of ours can still

@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -364,13 +365,20 @@ func (c *accountChange) item(why string) PlanItem {
 // c the values read just then: the field must still hold the value the
 // reverted change set. Someone may have changed it since the plan was made
 // or while the revert waited for approval, and putting the earlier value
-// back would overwrite theirs; such a revert is not sent (a conflict).
-// Anything but a revert passes.
-func revertStillDue(ctx context.Context, d *Deps, act *storage.Action, c *storage.Changes) error {
+// back would overwrite theirs; such a revert is not sent (changedSince).
+// The read and the write are two steps, so the value is also sent as the
+// revert's precondition (backend.UpdateRequest.Expected): the system of
+// record refuses the write if the customer changed the field in between.
+// Anything but a revert passes, with no precondition.
+func revertStillDue(ctx context.Context, d *Deps, act *storage.Action, c *storage.Changes, args any) error {
 	if decidedAs(act) == act.Tool {
 		return nil
 	}
 	id := revertedID(act.IdempotencyKey)
+	p, ok := args.(preconditioned)
+	if !ok {
+		return mandate.Errorf(mandate.EINVALID, "the revert of %s cannot carry the value it expects, so it was not sent", id)
+	}
 	if c == nil || len(c.Fields) != 1 {
 		return mandate.Errorf(mandate.EUNAVAILABLE, "the current value could not be read before reverting %s", id)
 	}
@@ -381,10 +389,40 @@ func revertStillDue(ctx context.Context, d *Deps, act *storage.Action, c *storag
 		return mandate.Errorf(mandate.EUNAVAILABLE, "the reverted action %s could not be read: %s", id, mandate.ErrorMessage(err))
 	}
 	set, ok := valueSetBy(orig, field)
-	if !known || !ok || cur != set {
-		return mandate.Errorf(mandate.ECONFLICT, "the %s is no longer what %s set (it was changed since), so putting the earlier value back would overwrite a newer one", fieldLabel(field), id)
+	if !known || !ok {
+		return mandate.Errorf(mandate.ECONFLICT, "the %s that %s set, or the current one, is not known, so putting the earlier value back could overwrite a newer one", fieldLabel(field), id)
 	}
+	if cur != set {
+		return changedSince(field, id)
+	}
+	p.expect(set)
 	return nil
+}
+
+// preconditioned is implemented by the arguments of a tool a revert calls
+// (update_account's): expect makes its call carry the value the field must
+// still hold.
+type preconditioned interface{ expect(v string) }
+
+// RevertChangedSince begins the recorded error of a revert that was not
+// made because the field no longer held what the reverted change set:
+// found when read just before, or refused by the system of record's
+// precondition. ApplyRemediation reports it as skipped.
+const RevertChangedSince = "not reverted, changed since"
+
+func changedSince(field, id string) error {
+	return fmt.Errorf("%w: %w", mandate.Errorf(mandate.ECONFLICT, "%s: the %s is no longer what %s set (the customer or someone else changed it since), so putting the earlier value back would overwrite a newer one",
+		RevertChangedSince, fieldLabel(field), id), backend.ErrChangedSince)
+}
+
+// revertRefused is err, the outcome of sending a person's revert, worded
+// as changedSince when the system of record refused it by its
+// precondition, so the trail and remediation say so.
+func revertRefused(act *storage.Action, c *storage.Changes, err error) error {
+	if err == nil || !errors.Is(err, backend.ErrChangedSince) || decidedAs(act) == act.Tool || c == nil || len(c.Fields) != 1 {
+		return err
+	}
+	return changedSince(c.Fields[0].Field, revertedID(act.IdempotencyKey))
 }
 
 // valueSetBy is the value of field that the executed update_account act
@@ -468,10 +506,14 @@ type RevertResult struct {
 	PlanItem
 	// Status: "reverted", "in progress" (a concurrent run is carrying out
 	// the same revert), "pending" (a person must approve the revert),
-	// "skipped" (another person holds it) or "failed".
+	// "skipped" (another person holds it, or the field was changed since
+	// the plan: Why says which) or "failed".
 	Status   string `json:"status"`
 	RevertID string `json:"revert_action_id,omitempty"`
 	Message  string `json:"message"`
+	// changed: the revert was recorded as not made because the field was
+	// changed since (RevertChangedSince).
+	changed bool
 }
 
 // ApplyRemediation carries out p's reverts as the person by: each an
@@ -492,9 +534,9 @@ func ApplyRemediation(ctx context.Context, d *Deps, by string, p *Plan) []Revert
 			r.Status, r.Message = "skipped", claim.By+" is reverting it (or did): only one person reverts a change"
 		default:
 			r = revertOne(ctx, d, handler, by, p.Agent, it, revertIdempotencyKey(it.ActionID, claim))
-			if r.Status == "failed" {
+			if r.Status == "failed" || r.changed {
 				// Nothing was changed (refused by the rules, denied by a
-				// person, failed, or no longer due): the claim is given
+				// person, failed, or changed since): the claim is given
 				// back, so the next run, by anyone, tries again under a
 				// new key rather than being answered with this failure.
 				if err := d.DB.ReleaseRevert(ctx, it.ActionID, claim); err != nil {
@@ -530,6 +572,12 @@ func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.C
 		r.Status = "in progress" // a concurrent run holds it: it happens once
 	case storage.StatusPending:
 		r.Status = "pending"
+	case storage.StatusFailed:
+		r.Status = "failed"
+		if act, err := d.DB.Action(ctx, ar.ActionID); err == nil && strings.HasPrefix(act.Error, RevertChangedSince) {
+			// Not made, and recorded so: the customer's newer value stays.
+			r.Status, r.Why, r.changed = "skipped", "the customer changed it since", true
+		}
 	default:
 		r.Status = "failed"
 	}

@@ -21,7 +21,12 @@ type updateArgs struct {
 	Field      string `json:"field"`
 	Value      string `json:"value"`
 	Reason     string `json:"reason"`
+	// expected is a person's revert's precondition (revertStillDue), set
+	// just before it is sent; never bound from arguments.
+	expected string
 }
+
+func (a *updateArgs) expect(v string) { a.expected = v }
 
 // validate checks the new value by field before anything is decided or
 // recorded: a value the system of record would refuse must not wait in a
@@ -81,7 +86,7 @@ func updateAccount() entry {
 		describe: func(a *updateArgs) string { return "change of " + a.Field + " on customer " + a.CustomerID },
 		run: func(ctx context.Context, d *Deps, a *updateArgs, key string) (any, error) {
 			c, err := d.Backend.Customers.UpdateCustomer(ctx, backend.UpdateRequest{
-				CustomerID: a.CustomerID, Field: a.Field, Value: a.Value, IdempotencyKey: key,
+				CustomerID: a.CustomerID, Field: a.Field, Value: a.Value, Expected: a.expected, IdempotencyKey: key,
 			})
 			if err != nil {
 				return nil, err
