@@ -46,6 +46,7 @@ type wire struct {
 	status int
 	ctype  string
 	body   []byte
+	header http.Header
 }
 
 func (c *Conformance) send(ctx context.Context, method, path, token, key string, body any) (wire, error) {
@@ -82,7 +83,7 @@ func (c *Conformance) send(ctx context.Context, method, path, token, key string,
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return wire{status: resp.StatusCode, ctype: ct, body: b}, err
+	return wire{status: resp.StatusCode, ctype: ct, body: b, header: resp.Header}, err
 }
 
 // expectProblem checks an answer is problem+json with the status and code.
@@ -366,6 +367,7 @@ func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, cust
 			}
 			return expectProblem(w, http.StatusConflict, mandate.ECONFLICT)
 		})
+		c.preconditionCheck(ctx, customer, check, skip)
 	}
 	if order.Status != backend.StatusPending && order.Status != backend.StatusProcessing {
 		skip("cancel-idempotent", "the order is "+order.Status+", not cancellable")
@@ -391,5 +393,39 @@ func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, cust
 			return err
 		}
 		return expectProblem(w, http.StatusConflict, mandate.ECONFLICT)
+	})
+}
+
+// preconditionCheck checks, on a service that says it checks a PATCH's
+// "expected" (HeaderPreconditions), that a stale one is a 409 of type
+// ProblemChangedSince. The PATCH sets the name it already has, so a
+// service that ignores "expected" changes nothing visible either.
+func (c *Conformance) preconditionCheck(ctx context.Context, customer backend.Customer,
+	check func(name, detail string, f func() error), skip func(name, why string)) {
+	path := "/customers/" + url.PathEscape(customer.ID)
+	w, err := c.send(ctx, http.MethodGet, path, c.Token, "", nil)
+	if err == nil && !slices.ContainsFunc(strings.Split(w.header.Get(HeaderPreconditions), ","), func(v string) bool {
+		return strings.EqualFold(strings.TrimSpace(v), PreconditionExpected)
+	}) {
+		skip("update-precondition", "GET /customers/{id} has no "+HeaderPreconditions+": "+PreconditionExpected+" header: remediation sends this service no reverts")
+		return
+	}
+	check("update-precondition", "PATCH /customers/{id} with a stale \"expected\" is a 409 changed_since problem", func() error {
+		if err != nil {
+			return err
+		}
+		w, err := c.send(ctx, http.MethodPatch, path, c.Token, conformanceKey(),
+			CustomerPatch{backend.FieldName: customer.Name, PatchExpected: customer.Name + " (not the name)"})
+		if err != nil {
+			return err
+		}
+		if err := expectProblem(w, http.StatusConflict, mandate.ECONFLICT); err != nil {
+			return err
+		}
+		var p Problem
+		if json.Unmarshal(w.body, &p); p.Type != ProblemChangedSince {
+			return fmt.Errorf("problem type %q, want %q", p.Type, ProblemChangedSince)
+		}
+		return nil
 	})
 }

@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -51,6 +53,30 @@ func TestConformance(t *testing.T) {
 				next.ServeHTTP(w, r)
 			})
 		}, []string{"order-shape"}},
+		// Preconditions are optional: a service that does not say it checks
+		// them conforms (the check is skipped), one that says so but
+		// ignores "expected" does not.
+		{"no preconditions", "s3cret", func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPatch && r.Header.Get("Content-Type") == "application/json" && strings.Contains(readBody(r), `"expected"`) {
+					t.Errorf("a PATCH with a precondition was sent to a service that does not say it checks it")
+				}
+				next.ServeHTTP(hideHeader{w}, r)
+			})
+		}, nil},
+		{"says it checks preconditions but ignores them", "s3cret", func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPatch {
+					var m map[string]string
+					json.Unmarshal([]byte(readBody(r)), &m)
+					delete(m, "expected")
+					b, _ := json.Marshal(m)
+					r.Body = io.NopCloser(bytes.NewReader(b))
+					r.ContentLength = int64(len(b))
+				}
+				next.ServeHTTP(w, r)
+			})
+		}, []string{"update-precondition"}},
 		// The order with a refund is optional: a service without it
 		// conforms, one that reports a wrong one does not.
 		{"refund without its order", "s3cret", rewriteRefund(func(r map[string]any) { delete(r, "order") }), nil},
@@ -84,6 +110,12 @@ func TestConformance(t *testing.T) {
 				if !ran[name] {
 					t.Errorf("check %s did not run", name)
 				}
+			}
+			switch _, seen := ran["update-precondition"]; {
+			case tc.name == "reference" && !ran["update-precondition"]:
+				t.Errorf("check update-precondition did not run against the reference server")
+			case tc.name == "no preconditions" && (!seen || ran["update-precondition"]):
+				t.Errorf("check update-precondition was not skipped for a service that does not say it checks them")
 			}
 			switch _, seen := ran["refund-order"]; {
 			case tc.name == "reference" && !ran["refund-order"]:
@@ -123,4 +155,25 @@ func rewriteRefund(edit func(map[string]any)) func(http.Handler) http.Handler {
 			w.Write(body)
 		})
 	}
+}
+
+// readBody reads r's body and puts it back.
+func readBody(r *http.Request) string {
+	b, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return string(b)
+}
+
+// hideHeader drops Mandate-Preconditions from an answer, as a service
+// that does not check preconditions answers.
+type hideHeader struct{ http.ResponseWriter }
+
+func (h hideHeader) WriteHeader(status int) {
+	h.Header().Del(httpapi.HeaderPreconditions)
+	h.ResponseWriter.WriteHeader(status)
+}
+
+func (h hideHeader) Write(b []byte) (int, error) {
+	h.Header().Del(httpapi.HeaderPreconditions)
+	return h.ResponseWriter.Write(b)
 }
