@@ -92,6 +92,7 @@ func customerName(t *testing.T, storePath, id string) string {
 // service's Mandate-Preconditions header, as a service that would ignore
 // "expected" does: the revert fails without being sent.
 func TestRemediateOverHTTPNeverOverwrites(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath, storePath := filepath.Join(dir, "mandate.db"), filepath.Join(dir, "store.db")
 	svc := startStoreServe(t, storePath, writeToken(t, dir, "s3cret-token"), "127.0.0.1:0")
