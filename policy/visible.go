@@ -2,26 +2,56 @@ package policy
 
 // CanEverUse reports whether some rule could ever give agent allow or
 // require_approval on tool: a rule of the agent's scope for the tool with
-// either effect, or an allow for *, whatever its condition. It decides what
-// tools/list shows; the decision itself is always Decide.
+// either effect, or an allow for *, whatever its condition. Two kinds of
+// rule are judged by their condition, when it names no attribute and so is
+// the same for every call: a deny that applies to the agent and always
+// holds ("p, *, refund_order, true, deny") refuses every call, since the
+// most restrictive matching rule wins, so nothing can be used; a grant
+// that never holds ("false") grants nothing. Any other condition might
+// hold or not, so it hides nothing. It decides what tools/list shows; the
+// decision itself is always Decide.
 func (p *Policy) CanEverUse(agent, tool string) bool {
 	if !p.identities[agent] {
 		return false
 	}
 	tenant := p.tenantOf[agent]
-	for subject := range p.scopes[agent+"\x00"+tool] {
+	subjects := append(make([]string, 0, len(p.scopes[agent+"\x00"+tool])+1), "*")
+	for s := range p.scopes[agent+"\x00"+tool] {
+		subjects = append(subjects, s)
+	}
+	granted := false
+	for _, subject := range subjects {
 		for _, r := range p.byTool[tool][subject] {
-			if r.Effect != Deny && r.appliesIn(tenant) {
-				return true
+			if !r.appliesIn(tenant) {
+				continue
+			}
+			holds, constant := p.constant(r.Cond)
+			switch {
+			case r.Effect == Deny && constant && holds:
+				return false
+			case constant && !holds, r.Effect == Deny:
+			case subject != "*" || r.Effect == Allow:
+				granted = true
 			}
 		}
 	}
-	for _, r := range p.byTool[tool]["*"] {
-		if r.Effect == Allow && r.appliesIn(tenant) {
-			return true
-		}
+	return granted
+}
+
+// constant reports whether cond names no attribute, and if so whether it
+// holds. A condition that fails to evaluate is not constant: Decide denies
+// on it at request time, and CanEverUse leaves that to Decide.
+func (p *Policy) constant(cond string) (holds, constant bool) {
+	expr := p.conds[cond]
+	if expr == nil || len(expr.Vars()) > 0 {
+		return false, false
 	}
-	return false
+	out, err := expr.Evaluate(nil)
+	if err != nil {
+		return false, false
+	}
+	b, ok := out.(bool)
+	return b, ok
 }
 
 // Names returns every identity and role the policy names.
