@@ -20,6 +20,21 @@ const (
 	PhaseApproval = "approval"
 )
 
+// Outcomes of an allowed lookup's record (phase attempt): OutcomeRead when
+// the answer showed what was asked for, OutcomeNotFound when the system of
+// record (or the trail, for get_action_status) had nothing to show, so no
+// data was shown.
+const (
+	OutcomeRead     = "read"
+	OutcomeNotFound = "not_found"
+)
+
+// IsLookupOutcome reports whether outcome is one an allowed lookup's record
+// carries: such a record has no action row.
+func IsLookupOutcome(outcome string) bool {
+	return outcome == OutcomeRead || outcome == OutcomeNotFound
+}
+
 // Record is one audit record. The JSON field names are the export format.
 type Record struct {
 	Seq           int64           `json:"seq"`
@@ -56,6 +71,12 @@ type Record struct {
 	// KeyID names the audit key whose MAC is this record's hash; empty on
 	// plain records (mac.go).
 	KeyID string `json:"key_id,omitempty"`
+	// ShownCustomer is the customer whose data a lookup's answer showed
+	// (find_customer's match, get_order's order's customer, the customer of
+	// the action get_action_status reported), so a customer's lineage finds
+	// every record through which an agent saw them even when the
+	// arguments did not name them; empty on other records.
+	ShownCustomer string `json:"shown_customer,omitempty"`
 	// Duration is how long the step took, in microseconds in the export.
 	Duration time.Duration `json:"-"`
 	PrevHash string        `json:"prev_hash"`
@@ -128,13 +149,14 @@ func (r *Record) fields() []string {
 // split into fields unique).
 //
 // The columns added since (credential, changes, trace_id, conversation_id,
-// key_id)
+// key_id, shown_customer)
 // follow one rule: when any is set, approver and comment are appended even
 // if empty, then for each column that is set, in that fixed order, its name
 // and its value. A record with none set hashes as before.
 func (r *Record) hashed() []string {
 	f := r.fields()
-	later := []string{"credential", r.Credential, "changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID, "key_id", r.KeyID}
+	later := []string{"credential", r.Credential, "changes", string(r.Changes), "trace_id", r.TraceID, "conversation_id", r.ConversationID, "key_id", r.KeyID,
+		"shown_customer", r.ShownCustomer}
 	anyLater := false
 	for i := 1; i < len(later); i += 2 {
 		anyLater = anyLater || later[i] != ""
@@ -171,7 +193,8 @@ func cleanText(s string) string {
 // free-text fields (cleanText).
 func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	r.Error, r.Comment, r.Credential, r.ConversationID = cleanText(r.Error), cleanText(r.Comment), cleanText(r.Credential), cleanText(r.ConversationID)
-	r.Rule = cleanText(r.Rule) // a refusal's rule may quote a backend's answer
+	r.Rule = cleanText(r.Rule)                   // a refusal's rule may quote a backend's answer
+	r.ShownCustomer = cleanText(r.ShownCustomer) // an id a backend gave
 	var seq int64
 	prev := genesis
 	if tx.head != nil {
@@ -196,11 +219,11 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO audit (seq, time, agent, tool, args, attrs, decision, rule, policy_version,
 			action_id, phase, outcome, error, duration_us, prev_hash, hash, approver, comment,
-			credential, changes, trace_id, conversation_id, key_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			credential, changes, trace_id, conversation_id, key_id, shown_customer)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Seq, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
 		r.Duration.Microseconds(), r.PrevHash, r.Hash, r.Approver, r.Comment,
-		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID)
+		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID, r.ShownCustomer)
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func (s *trailState) apply(r *Record) {
 		s.attempt, s.agent, s.tool, s.decision, s.at = true, r.Agent, r.Tool, r.Decision, r.Time
 		s.args = Digest(r.Args)
 		switch {
-		case r.Outcome == "read":
+		case IsLookupOutcome(r.Outcome):
 			s.status = "read"
 		case r.Decision == "deny":
 			s.status = StatusDenied

@@ -107,7 +107,7 @@ func eachRecord(ctx context.Context, src queryer, what, q string, args []any, fn
 
 // recordColumns are the columns scanRecord reads, in its order.
 const recordColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
-	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential, changes, trace_id, conversation_id, key_id`
+	phase, outcome, error, duration_us, prev_hash, hash, approver, comment, credential, changes, trace_id, conversation_id, key_id, shown_customer`
 
 // scanRecord reads one row of recordColumns.
 func scanRecord(rows *sql.Rows) (*Record, error) {
@@ -116,7 +116,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 	var us int64
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &a, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
 		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &us, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
-		&r.Credential, &changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
+		&r.Credential, &changes, &r.TraceID, &r.ConversationID, &r.KeyID, &r.ShownCustomer); err != nil {
 		return nil, unavailable("scan audit", err)
 	}
 	r.Time, _ = time.Parse(time.RFC3339Nano, ts)
@@ -131,7 +131,7 @@ func scanRecord(rows *sql.Rows) (*Record, error) {
 // its fields.
 var CSVHeader = []string{"seq", "time", "agent", "tool", "args", "attrs", "decision", "rule", "policy_version",
 	"action_id", "phase", "outcome", "error", "duration", "prev_hash", "hash", "approver", "comment",
-	"credential", "changes", "trace_id", "conversation_id", "key_id", "leaf_index"}
+	"credential", "changes", "trace_id", "conversation_id", "key_id", "leaf_index", "shown_customer"}
 
 // CSVRow is r as one CSV row under CSVHeader, every cell made safe to open
 // in a spreadsheet (CSVCell). The new columns come last, so tools reading
@@ -141,7 +141,7 @@ func (r *Record) CSVRow() []string {
 		string(r.Args), string(r.Attrs), r.Decision, r.Rule, r.PolicyVersion, r.ActionID, r.Phase, r.Outcome, r.Error,
 		strconv.FormatInt(r.Duration.Microseconds(), 10), r.PrevHash, r.Hash, r.Approver, r.Comment,
 		r.Credential, string(r.Changes), r.TraceID, r.ConversationID, r.KeyID,
-		strconv.FormatUint(r.LeafIndex(), 10)}
+		strconv.FormatUint(r.LeafIndex(), 10), r.ShownCustomer}
 	for i, c := range row {
 		row[i] = CSVCell(c)
 	}

@@ -10,11 +10,13 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
-// The customer and order an audit record names in its arguments, as
-// audit_index keeps them (migration 0023; on PostgreSQL, as migration 0014
-// indexes them, which audit_keys repeats exactly).
+// The customer and order an audit record is about, as audit_index keeps
+// them (migrations 0023 and 0026; on PostgreSQL, as migrations 0014 and
+// 0026 index them, which audit_keys repeats exactly): the customer a
+// lookup's answer showed (shown_customer), else the one its arguments
+// name; the order its arguments name.
 const (
-	argsCustomer = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id')`
+	argsCustomer = `COALESCE(NULLIF(shown_customer, ''), json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id'))`
 	argsOrder    = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
 )
 
@@ -33,12 +35,14 @@ type LineageFilter struct {
 // filter's subject:
 //
 //   - a customer: records whose arguments name the customer
-//     (update_account, get_customer), every record of an action the system
-//     of record said was the customer's (refund_order, cancel_order: the
-//     action row's customer_id, read when the action was decided), and every
-//     record naming an order of such an action (get_order). An order counts
-//     for its customer once an action on it was decided; a lookup of an
-//     order no action touched is found under the order, not the customer.
+//     (update_account, get_customer), every lookup whose answer showed the
+//     customer (find_customer's match, get_order of the customer's order,
+//     get_action_status of an action on the customer: Record.ShownCustomer),
+//     every record of an action the system of record said was the
+//     customer's (refund_order, cancel_order: the action row's customer_id,
+//     read when the action was decided), and every record naming an order
+//     of such an action (a get_order refused, or recorded before lookups
+//     named the customer they showed).
 //   - an order: records whose arguments name the order.
 //   - an agent: every record the agent wrote, and every record (a person's
 //     approval, the outcome) of the actions it asked for, also of those

@@ -44,12 +44,13 @@ func lineageDB(t *testing.T, path string) (*DB, map[string][]int64, time.Time) {
 			t.Fatal(err)
 		}
 	}
-	read := func(id, agent, tool, args string) {
+	shown := func(id, agent, tool, args, customer, outcome string) {
 		t.Helper()
-		if err := db.Append(ctx, &Record{Agent: agent, Tool: tool, Args: []byte(args), ActionID: id, Phase: PhaseAttempt, Decision: "allow", Outcome: "read"}); err != nil {
+		if err := db.Append(ctx, &Record{Agent: agent, Tool: tool, Args: []byte(args), ActionID: id, Phase: PhaseAttempt, Decision: "allow", Outcome: outcome, ShownCustomer: customer}); err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}
+	read := func(id, agent, tool, args string) { t.Helper(); shown(id, agent, tool, args, "", OutcomeRead) }
 	// Old history, a day before the rest.
 	read("act_old", "agent-a", "get_customer", `{"customer_id":"cus_ada"}`)
 	clock.t = clock.t.Add(24 * time.Hour)
@@ -75,6 +76,13 @@ func lineageDB(t *testing.T, path string) (*DB, map[string][]int64, time.Time) {
 	read("act_bad", "agent-a", "get_order", `not json, as a record written by hand might be`)
 	trace := "4bf92f3577b34da6a3ce929d0e0e4736"
 	done(act("act_c1", "agent-b", "cancel_order", `{"order_id":"ord_3","reason":"r"}`, "cus_ada", StatusExecuting, trace), `{"tool":"cancel_order","fields":[],"source":"read_before_call"}`, trace)
+	// Lookups that showed a customer their arguments do not name, and
+	// lookups that found nothing and so showed nobody.
+	shown("act_f1", "agent-c", "find_customer", `{"email":"ada@example.com"}`, "cus_ada", OutcomeRead)
+	shown("act_s1", "agent-c", "get_action_status", `{"action_id":"act_r2"}`, "cus_bob", OutcomeRead)
+	shown("act_o9", "agent-c", "get_order", `{"order_id":"ord_9"}`, "cus_bob", OutcomeRead)
+	shown("act_nf", "agent-c", "find_customer", `{"email":"nobody@example.com"}`, "", OutcomeNotFound)
+	shown("act_n2", "agent-c", "get_customer", `{"customer_id":"cus_gone"}`, "", OutcomeNotFound)
 
 	seqs := map[string][]int64{}
 	if err := db.Records(ctx, Filter{}, func(r *Record) error {
@@ -127,10 +135,13 @@ func checkLineage(t *testing.T, db *DB, seqs map[string][]int64, cut time.Time) 
 		f       LineageFilter
 		actions []string
 	}{
-		{"customer: its account, its orders' actions and lookups", LineageFilter{CustomerID: "cus_ada"}, []string{"act_old", "act_u1", "act_r1", "act_g1", "act_c1"}},
-		{"customer since", LineageFilter{CustomerID: "cus_ada", Since: cut}, []string{"act_u1", "act_r1", "act_g1", "act_c1"}},
-		{"another customer", LineageFilter{CustomerID: "cus_bob"}, []string{"act_r2", "act_g2"}},
+		{"customer: its account, its orders' actions and lookups", LineageFilter{CustomerID: "cus_ada"}, []string{"act_old", "act_u1", "act_r1", "act_g1", "act_c1", "act_f1"}},
+		{"customer since", LineageFilter{CustomerID: "cus_ada", Since: cut}, []string{"act_u1", "act_r1", "act_g1", "act_c1", "act_f1"}},
+		{"another customer: shown by status and order lookups", LineageFilter{CustomerID: "cus_bob"}, []string{"act_r2", "act_g2", "act_s1", "act_o9"}},
+		{"a lookup that found nothing names its id only", LineageFilter{CustomerID: "cus_gone"}, []string{"act_n2"}},
 		{"order", LineageFilter{OrderID: "ord_1"}, []string{"act_r1", "act_g1"}},
+		{"order no action touched", LineageFilter{OrderID: "ord_9"}, []string{"act_o9"}},
+		{"agent of lookups", LineageFilter{Agent: "agent-c"}, []string{"act_f1", "act_s1", "act_o9", "act_nf", "act_n2"}},
 		{"agent: with the approval of its action", LineageFilter{Agent: "agent-a", Since: cut}, []string{"act_u1", "act_r1", "act_g2", "act_bad"}},
 		{"agent with no since", LineageFilter{Agent: "agent-b"}, []string{"act_r2", "act_g1", "act_c1"}},
 		{"trace alone", LineageFilter{TraceID: trace}, []string{"act_c1"}},
@@ -182,6 +193,36 @@ func checkLineage(t *testing.T, db *DB, seqs map[string][]int64, cut time.Time) 
 	if _, err := db.Verify(ctx); err != nil {
 		t.Fatalf("the chain with changes and traces does not verify: %v", err)
 	}
+	// Lookups, found or not, have no action row, and the cross-check
+	// knows it.
+	cc, err := db.CrossCheck(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.Disagreements) > 0 {
+		t.Fatalf("cross-check disagrees: %+v", cc.Disagreements)
+	}
+	t.Run("export carries the customer shown", func(t *testing.T) {
+		var got []string
+		if err := db.Records(ctx, Filter{Agent: "agent-c"}, func(r *Record) error {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			var back Record
+			if err := json.Unmarshal(b, &back); err != nil {
+				return err
+			}
+			got = append(got, back.Outcome+":"+back.ShownCustomer)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"read:cus_ada", "read:cus_bob", "read:cus_bob", "not_found:", "not_found:"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("exported %v, want %v", got, want)
+		}
+	})
 }
 
 // TestAgentLineageShowsApprovalOfOlderAttempt: an agent's action asked for
@@ -304,6 +345,9 @@ func TestNewColumnsHashed(t *testing.T) {
 		{"trace edited", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE trace_id != ''`},
 		{"trace added", `UPDATE audit SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE seq = 1`},
 		{"conversation added", `UPDATE audit SET conversation_id = 'conv-1' WHERE seq = 2`},
+		{"shown customer edited", `UPDATE audit SET shown_customer = 'cus_other' WHERE shown_customer != ''`},
+		{"shown customer removed", `UPDATE audit SET shown_customer = '' WHERE shown_customer != ''`},
+		{"shown customer added", `UPDATE audit SET shown_customer = 'cus_ada' WHERE seq = 2`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			db, _, _ := lineageDB(t, filepath.Join(t.TempDir(), "mandate.db"))

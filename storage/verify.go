@@ -136,7 +136,7 @@ func (db *DB) Head(ctx context.Context) (int64, string, error) {
 
 const chainColumns = `seq, time, agent, tool, args, attrs, decision, rule, policy_version, action_id,
 	phase, outcome, error, CAST(duration_us AS TEXT), prev_hash, hash, approver, comment,
-	credential, changes, trace_id, conversation_id, key_id`
+	credential, changes, trace_id, conversation_id, key_id, shown_customer`
 
 // scanChain reads one row as stored. The time and duration must be in the
 // exact form appendRecord writes, since Record.fields re-encodes them for
@@ -146,7 +146,7 @@ func scanChain(rows *sql.Rows, r *Record) error {
 	*r = Record{}
 	if err := rows.Scan(&r.Seq, &ts, &r.Agent, &r.Tool, &args, &attrs, &r.Decision, &r.Rule, &r.PolicyVersion,
 		&r.ActionID, &r.Phase, &r.Outcome, &r.Error, &dur, &r.PrevHash, &r.Hash, &r.Approver, &r.Comment,
-		&r.Credential, &changes, &r.TraceID, &r.ConversationID, &r.KeyID); err != nil {
+		&r.Credential, &changes, &r.TraceID, &r.ConversationID, &r.KeyID, &r.ShownCustomer); err != nil {
 		return unavailable("scan audit", err)
 	}
 	r.Args, r.Attrs, r.Changes = []byte(args), []byte(attrs), []byte(changes)
