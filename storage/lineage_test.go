@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/pgtest"
 )
 
 // lineageDB records a mixed history from two agents and a person: account
@@ -428,4 +430,26 @@ func TestAuditIndexOffTheAttempt(t *testing.T) {
 		t.Fatalf("after %d urgent appends audit_index holds %d records, want %d", indexEvery, n, before+indexEvery)
 	}
 	found(LineageFilter{OrderID: "ord_2"}, indexEvery)
+}
+
+// TestPGLineageByCustomerSearchesAnIndex: on PostgreSQL, a customer's
+// records (named in the arguments or shown by a lookup) are found through
+// the index on audit_keys.customer_id's expression (migration 0026), not by
+// reading the whole trail.
+func TestPGLineageByCustomerSearchesAnIndex(t *testing.T) {
+	pgtest.Get(t)
+	ctx := context.Background()
+	db, _, _ := lineageDB(t, pgtest.URL(t))
+	conn, err := db.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	plan, bad := pgScans(t, conn, `SELECT seq FROM audit_keys WHERE customer_id = $1`, "cus_ada")
+	if len(bad) > 0 || !strings.Contains(plan, "audit_customer") {
+		t.Fatalf("a customer's records are not found through audit_customer (%v):\n%s", bad, plan)
+	}
 }
