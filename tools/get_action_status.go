@@ -49,7 +49,12 @@ type ActionStatus struct {
 	DecidedBy string `json:"decided_by,omitempty"`
 	Comment   string `json:"comment,omitempty"`
 	Message   string `json:"message"`
+	// customer is the action's customer, whose data its arguments and
+	// result show; recorded, not sent (customerShown).
+	customer string
 }
+
+func (s ActionStatus) shownCustomer() string { return s.customer }
 
 var statusMessages = map[string]string{
 	storage.StatusPending:   "Waiting for a person to approve or deny it. Check back later.",
@@ -104,6 +109,7 @@ func getActionStatus() entry {
 			st := ActionStatus{
 				ActionID: act.ID, Tool: act.Tool, Status: act.Status, Decision: act.Decision, Rule: act.Rule,
 				Args: object(act.Args), Result: object(act.Result), Error: act.Error, CreatedAt: act.CreatedAt, UpdatedAt: act.UpdatedAt,
+				customer: act.CustomerID,
 			}
 			if act.Status == storage.StatusPending {
 				st.ExpiresAt = act.ExpiresAt.UTC().Format(time.RFC3339Nano)

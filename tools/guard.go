@@ -243,7 +243,6 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		}
 	}
 	_, aspan := telemetry.Start(ctx, telemetry.SpanAuditAppend, telemetry.AttrPhase, storage.PhaseAttempt)
-	var recorded storage.Wait // an allowed lookup's record, being committed
 	if action {
 		// DecideAndRecord is the commit point: it refuses with
 		// storage.ErrCancelled, recording nothing, if ctx is done when the
@@ -265,18 +264,10 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		suspended, live := lookupView(ctx, d, agent, d.Policy.Policy().Version)
 		decide(storage.Usage{Suspended: suspended, LivePolicy: live})
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
-		if dec.Effect == policy.Allow {
-			rec.Outcome = "read"
-		}
-		// A read is not cancelled once decided: its record is written whole.
-		wctx := context.WithoutCancel(ctx)
-		if dec.Effect == policy.Allow {
-			// Recorded in the lookup journal, or queued and committed while
-			// the data is read and shown only once committed (below):
-			// never shown unrecorded (storage/journal.go).
-			recorded, err = d.DB.AppendLookup(wctx, rec)
-		} else {
-			err = d.DB.Append(wctx, rec)
+		if dec.Effect != policy.Allow {
+			// A read is not cancelled once decided: its record is written
+			// whole. An allowed one is recorded once read (lookup, below).
+			err = d.DB.Append(context.WithoutCancel(ctx), rec)
 		}
 	}
 	aspan.End(err)
@@ -322,17 +313,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	}
 
 	if !action {
-		out, err := s.run(ctx, d, &a, act.ID)
-		// Reading overlapped with committing the lookup's record; nothing
-		// is shown unless it was recorded.
-		if rerr := recorded(ctx); rerr != nil {
-			log.Error("audit write failed; refusing", "err", rerr)
-			return auditFailedResult()
-		}
-		if err != nil {
-			return errorResult(err)
-		}
-		return mcp.NewToolResultStructuredOnly(out)
+		return read(ctx, d, s, &a, rec, start, log)
 	}
 	return execute(ctx, d, s, &a, act, log, true)
 }

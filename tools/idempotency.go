@@ -71,7 +71,7 @@ func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(rec
 		return errorResult(mandate.Errorf(mandate.EINVALID,
 			"idempotency_key %q was already used for a different action (%s %s); use a new key for a new action", key, act.Tool, act.ID)), true
 	}
-	if res := guardReplay(ctx, d, agent, key); res != nil {
+	if res := guardReplay(ctx, d, agent, key, act.CustomerID); res != nil {
 		return res, true
 	}
 	return actionResult(act), true
@@ -83,8 +83,9 @@ func replay(ctx context.Context, d *Deps, agent, tool, key string, args func(rec
 // trail before it is shown (a review found retries answered, an updated
 // customer's details included, for an agent the live rules no longer let
 // read anything, and never recorded). It returns the refusal, or nil when
-// the answer may be shown.
-func guardReplay(ctx context.Context, d *Deps, agent, key string) *mcp.CallToolResult {
+// the answer may be shown. customer is the action's customer, whose data
+// the answer shows (Record.ShownCustomer).
+func guardReplay(ctx context.Context, d *Deps, agent, key, customer string) *mcp.CallToolResult {
 	const tool = "get_action_status"
 	held := d.Policy.Policy()
 	_, live := lookupView(ctx, d, agent, held.Version)
@@ -110,7 +111,7 @@ func guardReplay(ctx context.Context, d *Deps, agent, key string) *mcp.CallToolR
 		}
 		return errorResult(mandate.Errorf(mandate.EDENIED, "the rules do not allow %s to read what was done under an idempotency key (%s)", agent, tool))
 	}
-	rec.Outcome = "read"
+	rec.Outcome, rec.ShownCustomer = storage.OutcomeRead, customer
 	recorded, err := d.DB.AppendLookup(wctx, rec)
 	if err == nil {
 		err = recorded(wctx)

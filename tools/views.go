@@ -20,6 +20,9 @@ type OrderView struct {
 	CreatedAt  time.Time `json:"created_at"`
 }
 
+// shownCustomer: an order shows whose it is, and what they paid.
+func (v OrderView) shownCustomer() string { return v.CustomerID }
+
 func orderView(o backend.Order) OrderView {
 	return OrderView{
 		ID: o.ID, CustomerID: o.CustomerID, Status: o.Status, Currency: o.Total.Currency,
@@ -37,6 +40,8 @@ type CustomerView struct {
 	ShippingAddress string    `json:"shipping_address"`
 	CreatedAt       time.Time `json:"created_at"`
 }
+
+func (v CustomerView) shownCustomer() string { return v.ID }
 
 func customerView(c backend.Customer) CustomerView {
 	return CustomerView{ID: c.ID, Name: c.Name, Email: c.Email, Phone: c.Phone, ShippingAddress: c.ShippingAddress, CreatedAt: c.CreatedAt}

@@ -370,7 +370,7 @@ func TestAuditExportFormats(t *testing.T) {
 			if u.Rule != r.Rule || u.PolicyVersion != r.PolicyVersion || u.ActionID != r.ActionID || u.Hash != r.Hash {
 				t.Fatalf("event %d: unmapped %+v, want the record's rule, policy version, action id and hash", i+1, u)
 			}
-			wantStatus := map[string]int{"executed": 1, "read": 1, "refused": 2, "pending": 99, "": 99}[r.Outcome]
+			wantStatus := map[string]int{"executed": 1, "read": 1, "refused": 2, "not_found": 2, "pending": 99, "": 99}[r.Outcome]
 			if ev.StatusID != wantStatus || ev.Status == "" {
 				t.Fatalf("event %d (decision %s, outcome %q): status %d %q, want %d", i+1, r.Decision, r.Outcome, ev.StatusID, ev.Status, wantStatus)
 			}

@@ -115,9 +115,11 @@ type ocsfUnmappedAudit struct {
 	// SIEM stays checkable (docs/attestation.md).
 	KeyID      string `json:"key_id,omitempty"`
 	DurationUS int64  `json:"duration_us"`
-	PrevHash   string `json:"prev_hash"`
-	Hash       string `json:"hash"`
-	LeafIndex  uint64 `json:"leaf_index"`
+	// ShownCustomer: see storage.Record.
+	ShownCustomer string `json:"shown_customer,omitempty"`
+	PrevHash      string `json:"prev_hash"`
+	Hash          string `json:"hash"`
+	LeafIndex     uint64 `json:"leaf_index"`
 }
 
 // ocsfActivities maps each tool to an API Activity activity_id: reads are
@@ -153,7 +155,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 			ActionID: r.ActionID, Phase: r.Phase, Outcome: r.Outcome, Approver: r.Approver, Comment: r.Comment,
 			Args: jsonOrNil(r.Args), Attrs: jsonOrNil(r.Attrs),
 			Changes: jsonOrNil(r.Changes), TraceID: r.TraceID, ConversationID: r.ConversationID,
-			KeyID: r.KeyID, DurationUS: r.Duration.Microseconds(),
+			KeyID: r.KeyID, DurationUS: r.Duration.Microseconds(), ShownCustomer: r.ShownCustomer,
 			PrevHash: r.PrevHash, Hash: r.Hash, LeafIndex: r.LeafIndex()},
 	}
 	e.Actor.User.Name = r.Agent
@@ -179,7 +181,7 @@ func ocsfEvent(r *storage.Record) ocsfAPIActivity {
 // failed, other while it is still under way or waiting for a person.
 func ocsfStatus(r *storage.Record) (int, string, string) {
 	switch r.Outcome {
-	case storage.StatusExecuted, "read", storage.StatusApproved:
+	case storage.StatusExecuted, storage.OutcomeRead, storage.StatusApproved:
 		return 1, "Success", r.Outcome
 	case storage.StatusFailed, "refused", storage.StatusDenied, storage.StatusExpired:
 		detail := r.Outcome
@@ -190,6 +192,10 @@ func ocsfStatus(r *storage.Record) (int, string, string) {
 			detail += ": " + r.Error
 		}
 		return 2, "Failure", detail
+	case storage.OutcomeNotFound:
+		// Allowed, but there was nothing to show, as an HTTP 404 is a
+		// failure: a run of them is someone guessing ids.
+		return 2, "Failure", "not_found: allowed, but nothing was found, so nothing was shown"
 	case storage.StatusPending:
 		return ocsfOther, "Pending approval", "a person must approve it: " + r.Rule
 	case "":

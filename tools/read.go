@@ -1,0 +1,47 @@
+package tools
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/storage"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// customerShown is a lookup's answer that shows a customer's data.
+type customerShown interface{ shownCustomer() string }
+
+// read runs an allowed lookup and records what it showed before showing
+// it: outcome read and the customer whose data the answer holds
+// (Record.ShownCustomer, so the customer's lineage finds it whatever the
+// arguments named), or not_found when there was nothing to show. The read
+// comes first because the record says what was shown; nothing is shown
+// unless the record is in the lookup journal or committed
+// (storage/journal.go).
+func read[A any](ctx context.Context, d *Deps, s spec[A], a *A, rec *storage.Record, start time.Time, log *slog.Logger) *mcp.CallToolResult {
+	out, err := s.run(ctx, d, a, rec.ActionID)
+	rec.Outcome = storage.OutcomeRead
+	switch {
+	case mandate.ErrorCode(err) == mandate.ENOTFOUND:
+		rec.Outcome, rec.Error = storage.OutcomeNotFound, mandate.ENOTFOUND
+	case err == nil:
+		if c, ok := out.(customerShown); ok {
+			rec.ShownCustomer = c.shownCustomer()
+		}
+	}
+	rec.Duration = d.Now().Sub(start)
+	recorded, rerr := d.DB.AppendLookup(ctx, rec)
+	if rerr == nil {
+		rerr = recorded(ctx)
+	}
+	if rerr != nil {
+		log.Error("audit write failed; refusing", "err", rerr)
+		return auditFailedResult()
+	}
+	if err != nil {
+		return errorResult(err)
+	}
+	return mcp.NewToolResultStructuredOnly(out)
+}
