@@ -266,7 +266,7 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 		rec.ActionID, rec.Phase = act.ID, storage.PhaseAttempt
 		if dec.Effect != policy.Allow {
 			// A read is not cancelled once decided: its record is written
-			// whole. An allowed one is recorded once read (lookup, below).
+			// whole. An allowed one is recorded once read (read.go).
 			err = d.DB.Append(context.WithoutCancel(ctx), rec)
 		}
 	}
