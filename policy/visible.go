@@ -2,15 +2,37 @@ package policy
 
 // CanEverUse reports whether some rule could ever give agent allow or
 // require_approval on tool: a rule of the agent's scope for the tool with
-// either effect, or an allow for *, whatever its condition. Two kinds of
-// rule are judged by their condition, when it names no attribute and so is
-// the same for every call: a deny that applies to the agent and always
-// holds ("p, *, refund_order, true, deny") refuses every call, since the
-// most restrictive matching rule wins, so nothing can be used; a grant
-// that never holds ("false") grants nothing. Any other condition might
-// hold or not, so it hides nothing. It decides what tools/list shows; the
-// decision itself is always Decide.
+// either effect, or an allow for *, whatever its condition. The guard
+// reads facts only for such a tool, so a refusal by an emergency deny
+// still names its rule; Offered is what tools/list shows.
 func (p *Policy) CanEverUse(agent, tool string) bool {
+	if !p.identities[agent] {
+		return false
+	}
+	tenant := p.tenantOf[agent]
+	for subject := range p.scopes[agent+"\x00"+tool] {
+		for _, r := range p.byTool[tool][subject] {
+			if r.Effect != Deny && r.appliesIn(tenant) {
+				return true
+			}
+		}
+	}
+	for _, r := range p.byTool[tool]["*"] {
+		if r.Effect == Allow && r.appliesIn(tenant) {
+			return true
+		}
+	}
+	return false
+}
+
+// Offered reports whether tools/list shows agent the tool: CanEverUse,
+// with two kinds of rule judged by their condition when it names no
+// attribute and so is the same for every call. A deny that applies to the
+// agent and always holds ("p, *, refund_order, true, deny") refuses every
+// call, since the most restrictive matching rule wins, so the tool is not
+// offered; a grant that never holds ("false") grants nothing. Any other
+// condition might hold or not, so it hides nothing.
+func (p *Policy) Offered(agent, tool string) bool {
 	if !p.identities[agent] {
 		return false
 	}

@@ -133,15 +133,15 @@ func NewServer(d *Deps, version string, opts ...server.ServerOption) *server.MCP
 	return s
 }
 
-// visible keeps the tools agent can ever get allow or require_approval on,
-// so an agent is not offered what it may never do. Listing is a courtesy,
+// visible keeps the tools agent can ever get allow or require_approval on
+// (policy.Offered), so an agent is not offered what it may never do. Listing is a courtesy,
 // not the check: a call to a hidden tool still goes through the guard,
 // which refuses and audits it.
 func visible(d *Deps, agent string, all []mcp.Tool) []mcp.Tool {
 	p := d.Policy.Policy()
 	out := make([]mcp.Tool, 0, len(all))
 	for _, t := range all {
-		if p.CanEverUse(agent, t.Name) {
+		if p.Offered(agent, t.Name) {
 			out = append(out, t)
 		}
 	}
