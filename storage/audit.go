@@ -22,17 +22,19 @@ const (
 
 // Outcomes of an allowed lookup's record (phase attempt): OutcomeRead when
 // the answer showed what was asked for, OutcomeNotFound when the system of
-// record (or the trail, for get_action_status) had nothing to show, so no
-// data was shown.
+// record (or the trail, for get_action_status) had nothing to show, and
+// OutcomeUnread when the read failed (the system of record unavailable, a
+// timeout, the call cancelled): in both, no data was shown.
 const (
 	OutcomeRead     = "read"
 	OutcomeNotFound = "not_found"
+	OutcomeUnread   = "unread"
 )
 
 // IsLookupOutcome reports whether outcome is one an allowed lookup's record
 // carries: such a record has no action row.
 func IsLookupOutcome(outcome string) bool {
-	return outcome == OutcomeRead || outcome == OutcomeNotFound
+	return outcome == OutcomeRead || outcome == OutcomeNotFound || outcome == OutcomeUnread
 }
 
 // Record is one audit record. The JSON field names are the export format.

@@ -151,3 +151,23 @@ func TestNoOracleForAToolNeverAllowed(t *testing.T) {
 		t.Fatalf("the refusals differ with the customer's existence:\n%s\n%s", answers[0], answers[1])
 	}
 }
+
+// TestFailedLookupIsRecordedUnread: a get_order allowed by the rules whose
+// read fails (the orders system unavailable) is in the trail as unread,
+// with the reason, never as read: nothing was shown.
+func TestFailedLookupIsRecordedUnread(t *testing.T) {
+	h := newHarness(t, shippedPolicy(t), nil)
+	fo := &flakyOrders{fakeBackend: h.be}
+	fo.fails.Store(1)
+	h.deps.Backend.Orders = fo
+	ctx := tools.WithAgent(context.Background(), "demo-agent")
+	got := decode(t, h.call(ctx, "get_order", map[string]any{"order_id": "ord_1001"}))
+	if got.Error != mandate.EUNAVAILABLE {
+		t.Fatalf("get_order during the outage: error %q, want unavailable", got.Error)
+	}
+	h.deps.DB.Settle(ctx)
+	recs := h.records()
+	if len(recs) != 1 || recs[0].Tool != "get_order" || recs[0].Outcome != "unread" || recs[0].Error != mandate.EUNAVAILABLE {
+		t.Fatalf("records of the failed lookup: %+v; want one get_order record, outcome unread, error unavailable", recs)
+	}
+}

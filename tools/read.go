@@ -22,19 +22,24 @@ type customerShown interface{ shownCustomer() string }
 // (storage/journal.go).
 func read[A any](ctx context.Context, d *Deps, s spec[A], a *A, rec *storage.Record, start time.Time, log *slog.Logger) *mcp.CallToolResult {
 	out, err := s.run(ctx, d, a, rec.ActionID)
-	rec.Outcome = storage.OutcomeRead
-	switch {
-	case mandate.ErrorCode(err) == mandate.ENOTFOUND:
-		rec.Outcome, rec.Error = storage.OutcomeNotFound, mandate.ENOTFOUND
+	switch code := mandate.ErrorCode(err); {
 	case err == nil:
+		rec.Outcome = storage.OutcomeRead
 		if c, ok := out.(customerShown); ok {
 			rec.ShownCustomer = c.shownCustomer()
 		}
+	case code == mandate.ENOTFOUND:
+		rec.Outcome, rec.Error = storage.OutcomeNotFound, code
+	default:
+		rec.Outcome, rec.Error = storage.OutcomeUnread, code
 	}
 	rec.Duration = d.Now().Sub(start)
-	recorded, rerr := d.DB.AppendLookup(ctx, rec)
+	// Decided and read, the record is written whole even if the caller
+	// has gone.
+	wctx := context.WithoutCancel(ctx)
+	recorded, rerr := d.DB.AppendLookup(wctx, rec)
 	if rerr == nil {
-		rerr = recorded(ctx)
+		rerr = recorded(wctx)
 	}
 	if rerr != nil {
 		log.Error("audit write failed; refusing", "err", rerr)

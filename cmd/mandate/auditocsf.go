@@ -196,6 +196,8 @@ func ocsfStatus(r *storage.Record) (int, string, string) {
 		// Allowed, but there was nothing to show, as an HTTP 404 is a
 		// failure: a run of them is someone guessing ids.
 		return 2, "Failure", "not_found: allowed, but nothing was found, so nothing was shown"
+	case storage.OutcomeUnread:
+		return 2, "Failure", "unread: allowed, but the read failed (" + r.Error + "), so nothing was shown"
 	case storage.StatusPending:
 		return ocsfOther, "Pending approval", "a person must approve it: " + r.Rule
 	case "":
