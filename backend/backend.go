@@ -13,6 +13,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -101,6 +102,9 @@ type RefundRequest struct {
 	// Agent is the identity that asked, for systems that record it (Stripe
 	// metadata); empty when unknown. Adapters must not decide on it.
 	Agent string
+	// NotAfter is the request's deadline (see ErrDeadlinePassed); zero
+	// means none.
+	NotAfter time.Time
 }
 
 // CancelRequest asks to cancel an order that has not shipped.
@@ -108,6 +112,7 @@ type CancelRequest struct {
 	OrderID        string
 	Reason         string
 	IdempotencyKey string
+	NotAfter       time.Time // the request's deadline (ErrDeadlinePassed); zero means none
 }
 
 // UpdateRequest asks to set one field of a customer's account.
@@ -125,6 +130,7 @@ type UpdateRequest struct {
 	// conflict with ErrChangedSince in its chain. A repeat by idempotency
 	// key returns the first result without checking it again.
 	Expected string
+	NotAfter time.Time // the request's deadline (ErrDeadlinePassed); zero means none
 }
 
 // ErrChangedSince is in the chain of an UpdateCustomer error when the
@@ -197,6 +203,31 @@ type Customers interface {
 // action is refused; `mandate backend check` reports it as not
 // authenticated.
 var ErrUnauthorized = errors.New("credentials refused")
+
+// ErrDeadlinePassed is in the chain of an adapter's refusal of a change
+// whose NotAfter had passed when it would have been made: nothing was
+// changed, and a change arriving that late under the same key never will
+// be. Its code is conflict. Recovery believes "nothing was done with this
+// key" only once every request it sent is past its deadline, so a request
+// held up on its way (a slow proxy, a starved server) cannot be applied
+// after recovery recorded the action failed and the agent tried again
+// under a new key. An adapter checks NotAfter, with its own clock, in the
+// transaction that makes the change, after finding a change already made
+// with the key: a repeat of a change that was made returns it, however
+// late. The embedded store and the HTTP contract do; Stripe has no such
+// field, so its adapter cannot.
+var ErrDeadlinePassed = errors.New("the change arrived after its deadline")
+
+// DeadlineError is the refusal of a change whose deadline had passed at
+// now: conflict, with ErrDeadlinePassed in its chain.
+func DeadlineError(notAfter, now time.Time) error {
+	return fmt.Errorf("%w: %w", mandate.Errorf(mandate.ECONFLICT,
+		"the change arrived after its deadline (%s, %s late) and was not made; nothing was changed",
+		notAfter.UTC().Format(time.RFC3339Nano), now.Sub(notAfter).Round(time.Millisecond)), ErrDeadlinePassed)
+}
+
+// Late reports whether a change with deadline notAfter is too late at now.
+func Late(notAfter, now time.Time) bool { return !notAfter.IsZero() && now.After(notAfter) }
 
 // Backend is the set of systems of record one deployment talks to. The
 // embedded store implements all three; a deployment may mix adapters.

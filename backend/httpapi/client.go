@@ -336,6 +336,12 @@ func (c *Client) once(ctx context.Context, method, path, key string, body []byte
 	}
 	if key != "" {
 		req.Header.Set(HeaderIdempotencyKey, key)
+		// The change's deadline is this attempt's: no later than the
+		// caller's (execute's budget from when the action was recorded as
+		// executing), so every request an action sends is past its
+		// deadline once recovery may ask about it (tools.Recover).
+		dl, _ := actx.Deadline()
+		req.Header.Set(HeaderNotAfter, dl.UTC().Format(time.RFC3339Nano))
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -397,6 +403,10 @@ func (c *Client) problem(resp *http.Response, buf []byte) error {
 	detail := strings.TrimSpace(p.Detail)
 	if detail == "" {
 		detail = strings.TrimSpace(p.Title)
+	}
+	if p.Code == CodeDeadlinePassed && code == mandate.ECONFLICT {
+		return fmt.Errorf("%w: %w", mandate.Errorf(mandate.ECONFLICT,
+			"%s refused the change: it arrived after its deadline, so nothing was changed", c.name()), backend.ErrDeadlinePassed)
 	}
 	switch code {
 	case CodeUnauthorized:

@@ -49,12 +49,14 @@ func lockStore(t *testing.T, path string) (release func()) {
 }
 
 // TestOperationInProgress: a refund the client gave up waiting for is still
-// carried out by the reference server. Until it is, GET /operations/{key}
-// must not say 404 (nothing was done): it answers 409, which the client
-// reports as unavailable (not known yet). Afterwards the lookup finds it,
-// and the same request again returns it without a second refund. The
-// timeout error names the deadline that ended the call, not the client's
-// default.
+// being carried out by the reference server (waiting for the write lock).
+// Until it is over, GET /operations/{key} must not say 404 (nothing was
+// done): it answers 409, which the client reports as unavailable (not
+// known yet). It reaches its transaction after its deadline, so it is
+// refused there and the lookup then says not_found; the same request sent
+// again in time is made once, and once more returns it without a second
+// refund. The timeout error names the deadline that ended the call, not
+// the client's default.
 func TestOperationInProgress(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "store.db")
@@ -96,20 +98,26 @@ func TestOperationInProgress(t *testing.T) {
 		t.Fatalf("lookup of an unused key: err = %v, want not_found", err)
 	}
 
+	// The held refund reaches its transaction only after its deadline
+	// (the client's 300ms): the store refuses it there, so once it is no
+	// longer in progress, the lookup rightly says nothing was done.
 	release()
-	var found backend.Refund
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		found, err = c.RefundByKey(ctx, "act_slow")
-		if err == nil {
+		_, err = c.RefundByKey(ctx, "act_slow")
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the abandoned refund never completed: %v", err)
+		if err == nil || time.Now().After(deadline) {
+			t.Fatalf("lookup after the held refund's deadline: %v; want not_found (refused in its transaction, made late never)", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	again, err := c.Refund(ctx, req)
-	if err != nil || again.ID != found.ID {
+	// The same request sent again in time is made, once.
+	found, err := c.Refund(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.Refund(ctx, req); err != nil || again.ID != found.ID {
 		t.Fatalf("the same request again = %+v, %v; want refund %s", again, err, found.ID)
 	}
 	after, err := st.Order(ctx, "ord_1001")

@@ -102,7 +102,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) postRefund(w http.ResponseWriter, r *http.Request) {
-	key, ok := s.key(w, r)
+	key, notAfter, ok := s.key(w, r)
 	if !ok {
 		return
 	}
@@ -119,12 +119,12 @@ func (s *Server) postRefund(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.ctx(r, true)
 	defer cancel()
 	ref, err := s.Backend.Payments.Refund(ctx, backend.RefundRequest{
-		OrderID: r.PathValue("id"), Amount: amount, Reason: in.Reason, IdempotencyKey: key})
+		OrderID: r.PathValue("id"), Amount: amount, Reason: in.Reason, IdempotencyKey: key, NotAfter: notAfter})
 	s.answer(w, r, http.StatusCreated, FromRefund(ref), err)
 }
 
 func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
-	key, ok := s.key(w, r)
+	key, notAfter, ok := s.key(w, r)
 	if !ok {
 		return
 	}
@@ -135,7 +135,7 @@ func (s *Server) postCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.ctx(r, true)
 	defer cancel()
-	o, err := s.Backend.Orders.CancelOrder(ctx, backend.CancelRequest{OrderID: r.PathValue("id"), Reason: in.Reason, IdempotencyKey: key})
+	o, err := s.Backend.Orders.CancelOrder(ctx, backend.CancelRequest{OrderID: r.PathValue("id"), Reason: in.Reason, IdempotencyKey: key, NotAfter: notAfter})
 	s.answer(w, r, http.StatusOK, FromOrder(o), err)
 }
 
@@ -166,7 +166,7 @@ func (s *Server) findCustomers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
-	key, ok := s.key(w, r)
+	key, notAfter, ok := s.key(w, r)
 	if !ok {
 		return
 	}
@@ -201,7 +201,7 @@ func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
 	// inside the change (backend.Customers): so this server may say it
 	// honours it.
 	c, err := s.Backend.Customers.UpdateCustomer(ctx, backend.UpdateRequest{
-		CustomerID: r.PathValue("id"), Field: field, Value: value, Expected: expected, IdempotencyKey: key})
+		CustomerID: r.PathValue("id"), Field: field, Value: value, Expected: expected, IdempotencyKey: key, NotAfter: notAfter})
 	w.Header().Set(HeaderPreconditions, PreconditionExpected)
 	s.answer(w, r, http.StatusOK, FromCustomer(c), err)
 }
@@ -279,14 +279,29 @@ func (s *Server) operation(ctx context.Context, key string) (Operation, error) {
 
 func ptr[T any](v T) *T { return &v }
 
-// key reads the Idempotency-Key header every change must carry.
-func (s *Server) key(w http.ResponseWriter, r *http.Request) (string, bool) {
+// key reads the Idempotency-Key header every change must carry, and its
+// Mandate-Not-After deadline if any. The deadline is not checked here but
+// by the backend, in the transaction that would make the change
+// (backend.ErrDeadlinePassed): a request that waits for the write lock
+// past its deadline must be refused too. A request without one (a client
+// older than the header) has none; a malformed one is refused, changing
+// nothing, rather than read as none.
+func (s *Server) key(w http.ResponseWriter, r *http.Request) (string, time.Time, bool) {
 	key := strings.TrimSpace(r.Header.Get(HeaderIdempotencyKey))
 	if key == "" || len(key) > 255 {
 		s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID, "an Idempotency-Key header of 1 to 255 characters is required"))
-		return "", false
+		return "", time.Time{}, false
 	}
-	return key, true
+	var notAfter time.Time
+	if v := strings.TrimSpace(r.Header.Get(HeaderNotAfter)); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.answer(w, r, 0, nil, mandate.Errorf(mandate.EINVALID, "the %s header must be an RFC 3339 time such as 2026-01-02T15:04:05.5Z", HeaderNotAfter))
+			return "", time.Time{}, false
+		}
+		notAfter = t
+	}
+	return key, notAfter, true
 }
 
 // decode reads a JSON body strictly: an unknown member is refused rather
@@ -328,11 +343,15 @@ func routeOf(r *http.Request) string {
 // details out of the answer.
 func writeProblem(w http.ResponseWriter, err error) {
 	code := mandate.ErrorCode(err) // internal for an error without a code
-	typ := ProblemType + code
-	if code == mandate.ECONFLICT && errors.Is(err, backend.ErrChangedSince) {
+	status, typ := StatusForCode(code), ProblemType+code
+	switch {
+	case code == mandate.ECONFLICT && errors.Is(err, backend.ErrChangedSince):
 		typ = ProblemChangedSince
+	case errors.Is(err, backend.ErrDeadlinePassed):
+		code = CodeDeadlinePassed // still a 409: clients that know only conflict read it right
+		typ = ProblemType + code
 	}
-	writeProblemType(w, StatusForCode(code), typ, code, mandate.ErrorMessage(err))
+	writeProblemType(w, status, typ, code, mandate.ErrorMessage(err))
 }
 
 func writeProblemStatus(w http.ResponseWriter, status int, code, detail string) {

@@ -36,6 +36,16 @@ const (
 	// service that ignored the member would overwrite blindly.
 	HeaderPreconditions  = "Mandate-Preconditions"
 	PreconditionExpected = "expected"
+	// HeaderNotAfter carries a change's deadline, an RFC 3339 instant
+	// (UTC, fractional seconds): a service must refuse the change, with
+	// a 409 deadline_passed problem and no change, if its own clock is
+	// past it when it would make the change. An instant, not a duration
+	// like "within 10s", because a duration would start when the service
+	// first sees the request, and the requests it protects against are
+	// the ones a slow proxy or a starved server held back: they would
+	// start their countdown late. The cost is clock skew between Mandate
+	// and the service, which recovery's margin absorbs (docs/backends.md).
+	HeaderNotAfter = "Mandate-Not-After"
 )
 
 // InProgressDetail is the detail of the 409 that GET /operations/{key}
@@ -153,6 +163,9 @@ type Problem struct {
 // Problem codes beyond the mandate error codes.
 const (
 	CodeUnauthorized = "unauthorized"
+	// CodeDeadlinePassed is the 409 for a change refused because it came
+	// after its Mandate-Not-After (backend.ErrDeadlinePassed).
+	CodeDeadlinePassed = "deadline_passed"
 )
 
 // FromOrder converts an order to its wire form.

@@ -63,6 +63,9 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	if done, err := findOperation(ctx, tx, req.IdempotencyKey, kindUpdateCustomer, dig, &c); err != nil || done {
 		return c, err
 	}
+	if err := s.checkDeadline(req.NotAfter); err != nil {
+		return backend.Customer{}, err
+	}
 	if c, err = findCustomer(ctx, tx, "id", req.CustomerID); err != nil {
 		return backend.Customer{}, err
 	}

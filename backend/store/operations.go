@@ -77,6 +77,19 @@ func recordOperation(ctx context.Context, tx writeTx, key, kind, dig string, res
 	return dbError(err)
 }
 
+// checkDeadline refuses a change whose deadline has passed by the store's
+// own clock (backend.ErrDeadlinePassed). Each change calls it inside its
+// write transaction, after finding no change already made with its key
+// (a repeat of a change that was made gets it back, however late) and
+// before making one, so a request that waited for the write lock past its
+// deadline is refused there, not just one that arrived late.
+func (s *Store) checkDeadline(notAfter time.Time) error {
+	if now := s.now(); backend.Late(notAfter, now) {
+		return backend.DeadlineError(notAfter, now)
+	}
+	return nil
+}
+
 // keyReused is the conflict for an idempotency key already spent on a
 // different request.
 func keyReused(key, what string) error {

@@ -33,6 +33,9 @@ func (s *Store) CancelOrder(ctx context.Context, req backend.CancelRequest) (bac
 	if done, err := findOperation(ctx, tx, req.IdempotencyKey, kindCancelOrder, dig, &o); err != nil || done {
 		return o, err
 	}
+	if err := s.checkDeadline(req.NotAfter); err != nil {
+		return backend.Order{}, err
+	}
 	if o, err = findOrder(ctx, tx, req.OrderID); err != nil {
 		return backend.Order{}, err
 	}

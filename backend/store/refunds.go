@@ -15,7 +15,9 @@ import (
 // Refund returns money on an order. The amount must be positive, in the
 // order's currency, and no more than the order still has refundable; the
 // check and the write share one BEGIN IMMEDIATE transaction so concurrent
-// refunds, from any process, cannot together exceed the order's total.
+// refunds, from any process, cannot together exceed the order's total. A
+// request past its NotAfter is refused in that transaction too
+// (checkDeadline).
 //
 // A new refund reports the order as it left it (Order). A repeat with the
 // same idempotency key, order and amount returns the first refund, without
@@ -48,6 +50,9 @@ func (s *Store) Refund(ctx context.Context, req backend.RefundRequest) (backend.
 		return backend.Refund{}, keyReused(req.IdempotencyKey, strings.ReplaceAll(kind, "_", " "))
 	} else if !errors.Is(err, sql.ErrNoRows) {
 		return backend.Refund{}, dbError(err)
+	}
+	if err := s.checkDeadline(req.NotAfter); err != nil {
+		return backend.Refund{}, err
 	}
 
 	o, err := findOrder(ctx, tx, req.OrderID)
