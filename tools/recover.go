@@ -37,7 +37,9 @@ type RecoverReport struct {
 // the action's idempotency key was used, and records an outcome saying what
 // happened. A backend still carrying out a change with the key says so
 // (the contract's 409 on GET /operations/{key}), which leaves the action
-// for the next pass. Nothing is retried: an action that did not happen is
+// for the next pass; so does "nothing was done" asked before the action's
+// requests are past their deadline and the clock-skew margin
+// (notDoneTrusted), whatever grace says. Nothing is retried: an action that did not happen is
 // recorded as failed, and the agent can ask again.
 func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, error) {
 	d = withDefaults(d)
@@ -70,6 +72,14 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 			rec.Outcome, rec.Error = storage.StatusExecuted, "reconciled after a restart: the system of record shows it was done"
 			rec.Changes = reconciledChanges(ctx, d, act, out) // before unknown: see changes.go
 		case mandate.ENOTFOUND:
+			if until := notDoneTrusted(d, act); d.Now().Before(until) {
+				// A request of its own may still be on its way, and the
+				// system of record would act on it until its deadline:
+				// "not done" is not known yet. Ask again on a later pass.
+				d.Logger.Info("action not done so far, but its request may still arrive until its deadline; asking again later", "action_id", act.ID, "until", until)
+				rep.Unknown++
+				continue
+			}
 			act.Status, act.Error = storage.StatusFailed, "not done: the system of record has no change made with this action's idempotency key; nothing was retried"
 			rec.Outcome, rec.Error = storage.StatusFailed, "reconciled after a restart: "+act.Error
 		default:
@@ -135,6 +145,15 @@ func Recover(ctx context.Context, d *Deps, grace time.Duration) (RecoverReport, 
 		}
 	}
 	return rep, nil
+}
+
+// notDoneTrusted is when a lookup by key that finds nothing says the
+// action was not done: every change it sent carried a deadline no later
+// than execute's budget after it was recorded as executing (UpdatedAt),
+// past which the system of record refuses it, and clocks may disagree by
+// ClockSkew.
+func notDoneTrusted(d *Deps, act *storage.Action) time.Time {
+	return act.UpdatedAt.Add(execBudget(d) + d.ClockSkew)
 }
 
 // resume claims an approved action and carries it out through the guard's

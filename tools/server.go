@@ -35,6 +35,15 @@ type Deps struct {
 	ApprovalTTL time.Duration
 	// BackendTimeout bounds each call to a system of record.
 	BackendTimeout time.Duration
+	// ClockSkew is how far apart the clocks of the processes sharing the
+	// database and of the systems of record may be. Every change an action
+	// sends carries a deadline no later than execute's budget after the
+	// action was recorded as executing, which the system of record must
+	// refuse to act after (backend.ErrDeadlinePassed); Recover believes
+	// "nothing was done" only once that deadline is ClockSkew past, by its
+	// own clock. `mandate serve` sets it to --recover-after minus twice
+	// --backend-timeout.
+	ClockSkew time.Duration
 	// ModelFile and PolicyFile name where Policy was read from, for the
 	// message that refuses to act under a policy that is not the live one.
 	ModelFile, PolicyFile string

@@ -105,28 +105,35 @@ func (s *slowShop) refunded(t *testing.T, id string) int64 {
 	return o.Refunded.Minor
 }
 
-// settle waits until the store has made the refund with key, which it does
-// once the lock is released.
-func (s *slowShop) settle(t *testing.T, key string) {
+// idle waits until the reference server is no longer carrying out a
+// change with key (its lookup stops answering 409 in progress), and
+// returns what the lookup says then.
+func (s *slowShop) idle(t *testing.T, key string) error {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := s.st.RefundByKey(context.Background(), key); err == nil {
-			return
+		_, err := s.d.Backend.Payments.RefundByKey(context.Background(), key)
+		if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+			return err
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the store never made the refund with key %s: %v", key, err)
+			t.Fatalf("the server is still carrying out the change with key %s: %v", key, err)
 		}
 	}
 }
 
 // TestTimeoutIsNotFailure: the system of record is slower than the backend
-// timeout and makes the refund after Mandate stopped waiting. Mandate must
-// not conclude from a lookup that nothing happened: the action was failed,
-// its limits given back and the agent invited to try again, and a new key
-// moved the money twice. Now the action stays executing with its limits
+// timeout: the refund waits for its write lock after Mandate stopped
+// waiting. Mandate must not conclude from a lookup that nothing happened
+// while the refund may still be made: the action would be failed, its
+// limits given back and the agent invited to try again, and a new key
+// could move the money twice. The action stays executing with its limits
 // counted, the agent is told not to retry, a retry with the same key moves
-// nothing, recovery waits while the server is still carrying the refund out
-// and then records it executed, and the store holds exactly one refund.
-// A person's approval runs through the same execute and is covered too.
+// nothing, and recovery waits while the server is still carrying the
+// refund out. The refund reaches its transaction after its deadline
+// (Mandate-Not-After), so the store refuses it there; recovery believes
+// the lookup's "not done" only once the action's deadline and the clock
+// skew margin are past (not at a grace of 0 alone), then records it
+// failed, and the store made no refund. A person's approval runs through
+// the same execute and is covered too.
 func TestTimeoutIsNotFailure(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	ctx := context.Background()
@@ -188,19 +195,39 @@ func TestTimeoutIsNotFailure(t *testing.T) {
 		}
 
 		release()
-		s.settle(t, got.ActionID)
-		if rep, err := tools.Recover(ctx, s.d, 0); err != nil || rep != (tools.RecoverReport{Executed: 1}) {
-			t.Fatalf("recover once done = %+v, %v; want it executed", rep, err)
+		if err := s.idle(t, got.ActionID); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+			t.Fatalf("lookup once the held refund is over: %v; want not_found (refused past its deadline)", err)
+		}
+		// Not done, but recovery asks too early: before the deadline the
+		// action's requests carried (execute's budget, twice the timeout,
+		// from when it was recorded executing), then within the skew
+		// margin after it. Both leave it executing, whatever the grace.
+		d := *s.d
+		d.Now = func() time.Time { return act.UpdatedAt.Add(timeout) }
+		if rep, err := tools.Recover(ctx, &d, 0); err != nil || rep != (tools.RecoverReport{Unknown: 1}) {
+			t.Fatalf("recover before the deadline = %+v, %v; want it left unknown", rep, err)
+		}
+		d.Now, d.ClockSkew = time.Now, time.Hour
+		if rep, err := tools.Recover(ctx, &d, 0); err != nil || rep != (tools.RecoverReport{Unknown: 1}) {
+			t.Fatalf("recover within the clock-skew margin = %+v, %v; want it left unknown", rep, err)
+		}
+		if act, err := s.db.Action(ctx, got.ActionID); err != nil || act.Status != storage.StatusExecuting {
+			t.Fatalf("after recovery before the deadline: %+v, %v; want executing", act, err)
+		}
+		d.ClockSkew = 50 * time.Millisecond
+		time.Sleep(time.Until(act.UpdatedAt.Add(2*timeout + d.ClockSkew)))
+		if rep, err := tools.Recover(ctx, &d, 0); err != nil || rep != (tools.RecoverReport{NotExecuted: 1}) {
+			t.Fatalf("recover past the deadline = %+v, %v; want it recorded not done", rep, err)
 		}
 		act, err = s.db.Action(ctx, got.ActionID)
-		if err != nil || act.Status != storage.StatusExecuted {
-			t.Fatalf("after recovery: %+v, %v; want executed", act, err)
+		if err != nil || act.Status != storage.StatusFailed {
+			t.Fatalf("after recovery: %+v, %v; want failed", act, err)
 		}
-		if again := call(); again.ActionID != got.ActionID || again.Status != storage.StatusExecuted {
-			t.Fatalf("retry with the same key after recovery: %+v, want action %s executed", again, got.ActionID)
+		if again := call(); again.ActionID != got.ActionID || again.Status != storage.StatusFailed {
+			t.Fatalf("retry with the same key after recovery: %+v, want action %s failed", again, got.ActionID)
 		}
-		if d := s.refunded(t, "ord_1001") - before; d != 3000 {
-			t.Fatalf("the store refunded %d more on ord_1001, want exactly one refund of 3000", d)
+		if d := s.refunded(t, "ord_1001") - before; d != 0 {
+			t.Fatalf("the store refunded %d more on ord_1001, want none: the refund came after its deadline", d)
 		}
 	})
 
@@ -229,12 +256,15 @@ func TestTimeoutIsNotFailure(t *testing.T) {
 			t.Fatalf("approved refund while the store is slow is %s (%s); want executing, not failed", act.Status, act.Error)
 		}
 		release()
-		s.settle(t, id)
-		if rep, err := tools.Recover(ctx, s.d, 0); err != nil || rep.Executed != 1 {
-			t.Fatalf("recover = %+v, %v; want the approved refund executed", rep, err)
+		if err := s.idle(t, id); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+			t.Fatalf("lookup once the held refund is over: %v; want not_found (refused past its deadline)", err)
 		}
-		if d := s.refunded(t, "ord_1002") - before; d != 15000 {
-			t.Fatalf("the store refunded %d more on ord_1002, want exactly one refund of 15000", d)
+		time.Sleep(time.Until(act.UpdatedAt.Add(2 * timeout)))
+		if rep, err := tools.Recover(ctx, s.d, 0); err != nil || rep.NotExecuted != 1 {
+			t.Fatalf("recover = %+v, %v; want the approved refund recorded not done", rep, err)
+		}
+		if d := s.refunded(t, "ord_1002") - before; d != 0 {
+			t.Fatalf("the store refunded %d more on ord_1002, want none: the refund came after its deadline", d)
 		}
 	})
 }

@@ -235,7 +235,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		be = metrics.Backend(be) // after the probe: probes are not calls
 	}
 	liveRates := rates.NewLive(pf.ratesTable)
-	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN}
+	deps := &tools.Deps{Agent: *agent, Policy: engine, DB: db, Backend: be, Logger: log, Rates: liveRates, ApprovalTTL: *ttl, BackendTimeout: *backendTimeout, MaxPending: capN,
+		ClockSkew: *recoverAfter - 2**backendTimeout} // the slack the check above keeps positive: see docs/scaling.md
 	// A client closing stdin ends mcp-go's request contexts; that is not a
 	// cancel (tools.Deps.InputClosed), so a piped script's calls still run.
 	// Over HTTP stdin is never read, so this stays false.
