@@ -50,6 +50,15 @@ type wire struct {
 }
 
 func (c *Conformance) send(ctx context.Context, method, path, token, key string, body any) (wire, error) {
+	notAfter := time.Time{}
+	if key != "" {
+		notAfter = time.Now().Add(time.Minute) // as Mandate sends every change, with room for skew
+	}
+	return c.sendBy(ctx, method, path, token, key, notAfter, body)
+}
+
+// sendBy is send with the change's Mandate-Not-After deadline.
+func (c *Conformance) sendBy(ctx context.Context, method, path, token, key string, notAfter time.Time, body any) (wire, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -71,6 +80,9 @@ func (c *Conformance) send(ctx context.Context, method, path, token, key string,
 	}
 	if key != "" {
 		req.Header.Set(HeaderIdempotencyKey, key)
+	}
+	if !notAfter.IsZero() {
+		req.Header.Set(HeaderNotAfter, notAfter.UTC().Format(time.RFC3339Nano))
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -278,6 +290,41 @@ func refundOrderMatches(got Order, before backend.Order, amount mandate.Money) e
 	return nil
 }
 
+// lateRefund sends a refund whose deadline passed an hour ago (more than
+// any clock skew) under a new key, and checks it is refused as
+// deadline_passed with nothing made: a service that ignores the header
+// would make it, and could then make a change Mandate's recovery has
+// already recorded as not done.
+func (c *Conformance) lateRefund(ctx context.Context, path string, body RefundRequest) error {
+	before, err := c.readOrder(ctx)
+	if err != nil {
+		return err
+	}
+	key := conformanceKey()
+	w, err := c.sendBy(ctx, http.MethodPost, path, c.Token, key, time.Now().Add(-time.Hour), body)
+	if err != nil {
+		return err
+	}
+	if err := expectProblem(w, http.StatusConflict, CodeDeadlinePassed); err != nil {
+		return fmt.Errorf("%w (a service that ignores %s makes changes after Mandate has recorded them not done)", err, HeaderNotAfter)
+	}
+	after, err := c.readOrder(ctx)
+	if err != nil {
+		return err
+	}
+	if after.Refunded != before.Refunded {
+		return fmt.Errorf("refused, yet refunded went from %s to %s", before.Refunded, after.Refunded)
+	}
+	w, err = c.send(ctx, http.MethodGet, "/operations/"+url.PathEscape(key), c.Token, "", nil)
+	if err != nil {
+		return err
+	}
+	if err := expectProblem(w, http.StatusNotFound, mandate.ENOTFOUND); err != nil {
+		return fmt.Errorf("GET /operations/{key} of the refused refund: %w", err)
+	}
+	return nil
+}
+
 func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, customer backend.Customer,
 	check func(name, detail string, f func() error), skip func(name, why string)) {
 	cent := mandate.Money{Minor: 1, Currency: order.Total.Currency} // the smallest amount there is
@@ -331,6 +378,23 @@ func (c *Conformance) writeChecks(ctx context.Context, order backend.Order, cust
 				return err
 			}
 			return expectProblem(w, http.StatusConflict, mandate.ECONFLICT)
+		})
+		check("refund-late-repeat", "the same refund again with its key, past its deadline, returns the refund made", func() error {
+			w, err := c.sendBy(ctx, http.MethodPost, path, c.Token, key, time.Now().Add(-time.Hour), body)
+			if err != nil {
+				return err
+			}
+			var r Refund
+			if err := expectJSON(w, &r); err != nil {
+				return err
+			}
+			if r.ID != first.ID {
+				return fmt.Errorf("the late repeat answered refund %q, want %s", r.ID, first.ID)
+			}
+			return nil
+		})
+		check("refund-deadline", "a refund past its "+HeaderNotAfter+" is a 409 deadline_passed and changes nothing", func() error {
+			return c.lateRefund(ctx, path, body)
 		})
 		check("operation-refund", "GET /operations/{key} returns the refund made with it", func() error {
 			w, err := c.send(ctx, http.MethodGet, "/operations/"+url.PathEscape(key), c.Token, "", nil)

@@ -42,7 +42,16 @@ func TestConformance(t *testing.T) {
 				}
 				next.ServeHTTP(w, r)
 			})
-		}, []string{"refund-idempotent", "refund-key-conflict", "operation-refund"}},
+		}, []string{"refund-idempotent", "refund-key-conflict", "refund-late-repeat", "operation-refund"}},
+		// A service older than Mandate-Not-After makes a late change: it
+		// does not conform, since it could make a change after Mandate's
+		// recovery recorded it not done.
+		{"ignores the deadline", "s3cret", func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.Header.Del(httpapi.HeaderNotAfter)
+				next.ServeHTTP(w, r)
+			})
+		}, []string{"refund-deadline"}},
 		{"money as JSON numbers", "s3cret", func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodGet && r.URL.Path == "/orders/ord_1004" {

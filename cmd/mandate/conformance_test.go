@@ -13,7 +13,8 @@ import (
 )
 
 // TestBackendCheckConformance: `mandate backend check --conformance
-// --writes` passes against `mandate store serve`, and fails, naming the
+// --writes` passes against `mandate store serve` (which refuses a change
+// past its deadline), and fails, naming the
 // check, against a server that skips authentication.
 func TestBackendCheckConformance(t *testing.T) {
 	t.Parallel()
@@ -22,7 +23,8 @@ func TestBackendCheckConformance(t *testing.T) {
 	env := []string{"ORDERS_TOKEN=tok"}
 	good := httpBackendFile(t, t.TempDir(), "http://"+svc.addr)
 	out, errOut, err := runMandate(t, env, "backend", "check", "--backend", good, "--order", "ord_1004", "--conformance", "--writes")
-	if err != nil || !strings.Contains(out, "ok    refund-idempotent") || !strings.Contains(out, "ok    cancel-idempotent") || !strings.Contains(out, "all checks passed") {
+	if err != nil || !strings.Contains(out, "ok    refund-idempotent") || !strings.Contains(out, "ok    cancel-idempotent") ||
+		!strings.Contains(out, "ok    refund-deadline") || !strings.Contains(out, "all checks passed") {
 		t.Fatalf("against store serve: %v\n%s%s", err, out, errOut)
 	}
 
