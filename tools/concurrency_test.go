@@ -698,6 +698,10 @@ func TestHangingBackend(t *testing.T) {
 				down.Lock()
 				lookupDown = false
 				down.Unlock()
+				// Recovery believes "not done" only once every request the
+				// action sent is past its deadline (execute's budget, twice
+				// the timeout, after it was recorded executing).
+				time.Sleep(time.Until(act.UpdatedAt.Add(2*timeout + 10*time.Millisecond)))
 				rep, err := tools.Recover(ctx, d, 0)
 				if err != nil {
 					t.Fatalf("recover: %v", err)
