@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -447,5 +448,28 @@ func TestClientRefundOrder(t *testing.T) {
 				t.Fatalf("order = %+v, want refunded %d EUR", r.Order, tc.wantRefunded)
 			}
 		})
+	}
+}
+
+// TestRefusedRequestLogsItsRoute: a request refused for its token is logged
+// with the route it asked for (the pattern, without ids), not only its
+// method: auth runs before the mux has matched a pattern.
+func TestRefusedRequestLogsItsRoute(t *testing.T) {
+	st, _, err := store.OpenSeeded(context.Background(), filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var logs strings.Builder
+	srv := &httpapi.Server{Backend: backend.Backend{Payments: st, Orders: st, Customers: st}, Token: "s3cret",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	c := &httpapi.Client{BaseURL: hs.URL, Token: "wrong"}
+	if _, err := c.Order(context.Background(), "ord_1001"); err == nil {
+		t.Fatal("a wrong token was accepted")
+	}
+	if !strings.Contains(logs.String(), `path="GET /orders/{id}"`) || strings.Contains(logs.String(), "ord_1001") {
+		t.Fatalf("the refusal's log names no route, or names the order:\n%s", logs.String())
 	}
 }

@@ -54,15 +54,17 @@ func (s *Server) Handler() http.Handler {
 
 // auth refuses a request without the bearer token before anything else
 // runs. Both sides are hashed first so the comparison takes the same time
-// whatever the token's length.
-func (s *Server) auth(next http.Handler) http.Handler {
+// whatever the token's length. The refusal is logged with the route the mux
+// would have chosen: before routing the request has no pattern yet.
+func (s *Server) auth(next *http.ServeMux) http.Handler {
 	want := sha256.Sum256([]byte(s.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.Token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
 			if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-				s.log().Warn("refused a request without a valid bearer token", "method", r.Method, "path", routeOf(r))
+				_, route := next.Handler(r)
+				s.log().Warn("refused a request without a valid bearer token", "method", r.Method, "path", route)
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-backend"`)
 				writeProblemStatus(w, http.StatusUnauthorized, CodeUnauthorized, "a valid bearer token is required")
 				return
