@@ -72,7 +72,7 @@ func isIPv6(s string) bool {
 }
 
 func (o *opsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.metricsListen, "metrics-listen", env("MANDATE_METRICS_LISTEN", ""), "serve /metrics (and /healthz, /readyz) on this HOST:PORT instead of the --http listener; also works with stdio (env MANDATE_METRICS_LISTEN)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", env("MANDATE_METRICS_LISTEN", ""), "serve /metrics on this HOST:PORT instead of the --http listener, with /healthz and /readyz (which --http keeps answering too); also works with stdio (env MANDATE_METRICS_LISTEN)")
 	fs.StringVar(&o.maxConcurrent, "max-concurrent-per-agent", env("MANDATE_MAX_CONCURRENT_PER_AGENT", strconv.Itoa(defaultMaxConcurrent)), "with --http, requests one agent may have in flight on this process; more get 429 (env MANDATE_MAX_CONCURRENT_PER_AGENT)")
 	_ = o.allowedHosts.Set(env("MANDATE_ALLOWED_HOSTS", ""))
 	fs.Var(&o.allowedHosts, "allowed-host", "with --http, a Host (and Origin) name /mcp answers to; repeatable; when set, any other Host is refused with 403 (env MANDATE_ALLOWED_HOSTS, comma-separated)")

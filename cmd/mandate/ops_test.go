@@ -246,6 +246,20 @@ func TestMetricsListen(t *testing.T) {
 	if res, err := http.Get(s.base + "/metrics"); err != nil || res.StatusCode != 404 {
 		t.Fatalf("/metrics on the MCP listener with --metrics-listen: %v %v, want 404", res.StatusCode, err)
 	}
+	// /healthz and /readyz stay on the MCP listener, as README.md and
+	// docs/deploy.md say, and are served on the metrics listener too.
+	for _, base := range []string{s.base, s.metrics} {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			res, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				t.Fatalf("%s%s with --metrics-listen: %d, want 200", base, path, res.StatusCode)
+			}
+		}
+	}
 	if m := scrape(t, s.metrics); metric(m, "mandate_policy_live", "") != 1 {
 		t.Fatalf("metrics listener: no mandate_policy_live 1:\n%.1000s", m)
 	}
