@@ -27,7 +27,7 @@ func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func runAdminServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("admin", "mandate admin [--listen 127.0.0.1:8080] [--tls-cert FILE --tls-key FILE] [--public-url URL]\n       [--db FILE --store FILE --model FILE --policy FILE]\n       mandate admin user add|remove|passwd|sessions|token NAME   (approvers: 'mandate admin user -h')", stderr)
+	fs := newFlags("admin", "mandate admin [--listen 127.0.0.1:8080] [--tls-cert FILE --tls-key FILE] [--public-url URL]\n       [--db FILE --store FILE --model FILE --policy FILE]\n       mandate admin user list | add|remove|passwd|sessions|token NAME   (approvers: 'mandate admin user -h')", stderr)
 	listen := fs.String("listen", env("MANDATE_ADMIN_LISTEN", "127.0.0.1:8080"), "address to serve the admin pages on (env MANDATE_ADMIN_LISTEN)")
 	dbPath := dbFlag(fs)
 	auditKey := auditKeyFlag(fs)

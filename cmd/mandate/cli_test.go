@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,18 +18,20 @@ import (
 // one belongs here, so that the table below checks how it answers.
 var (
 	commands = [][]string{
-		{"serve"}, {"demo"}, {"init"}, {"version"},
-		{"store", "import"},
+		{"serve"}, {"demo"}, {"init"}, {"version"}, {"lineage"}, {"remediate"},
+		{"store", "import"}, {"storage", "migrate"},
 		{"policy", "check"}, {"policy", "explain"}, {"policy", "test"}, {"policy", "replay"},
 		{"approvals", "list"}, {"approvals", "show"}, {"approvals", "approve"}, {"approvals", "deny"},
 		{"audit", "verify"}, {"audit", "export"}, {"audit", "tail"}, {"audit", "mackey"},
+		{"audit", "keygen"}, {"audit", "checkpoint"}, {"audit", "prove"}, {"audit", "verify-proof"},
 		{"admin"}, {"admin", "user", "add"}, {"admin", "user", "list"}, {"admin", "user", "remove"}, {"admin", "user", "passwd"},
 		{"admin", "user", "sessions"}, {"admin", "user", "token"},
 		{"rates", "show"}, {"rates", "set"},
 		{"store", "serve"}, {"backend", "check"},
 		{"agent", "key", "create"}, {"agent", "key", "list"}, {"agent", "key", "revoke"},
+		{"agent", "suspend"}, {"agent", "resume"}, {"agent", "suspensions"},
 	}
-	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"admin", "user"}, {"rates"}, {"backend"}, {"agent"}, {"agent", "key"}}
+	groups = [][]string{{"policy"}, {"approvals"}, {"audit"}, {"store"}, {"storage"}, {"admin", "user"}, {"rates"}, {"backend"}, {"agent"}, {"agent", "key"}}
 )
 
 // runInProcess runs mandate in process, as main does, and returns what it wrote
@@ -289,5 +292,60 @@ func TestUsageOnMistakes(t *testing.T) {
 		if n, want := strings.Count(stderr, "Usage:"), map[bool]int{true: 1, false: 0}[tt.withUsage]; n != want {
 			t.Errorf("mandate %s printed the usage %d times, want %d:\n%s", name, n, want, stderr)
 		}
+	}
+}
+
+// TestDocsNameRealFlags keeps the guides honest about flags: every --flag
+// written after a command in README.md or docs/*.md (on one line, or a
+// shell line continued with \) is one that command's -h lists.
+func TestDocsNameRealFlags(t *testing.T) {
+	help := map[string]string{}
+	for _, cmd := range commands {
+		stdout, _, _ := runInProcess(append(cmd[:len(cmd):len(cmd)], "-h")...)
+		help[strings.Join(cmd, " ")] = stdout
+	}
+	docs, err := filepath.Glob(filepath.Join("..", "..", "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs: %v", err)
+	}
+	// A command's words end at a code span's end, a comment, or a pipe
+	// into another program ("| jq"); "--a X | --b Y" is one synopsis.
+	end := regexp.MustCompile("`|\\s#|\\|\\s*[^-\\s]|>|;|&&")
+	flagRe := regexp.MustCompile(`(?:^|[\s\[(])--([a-z][a-z0-9-]*)`)
+	checked := 0
+	for _, doc := range append(docs, filepath.Join("..", "..", "README.md")) {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(b), "\n")
+		for n, line := range lines {
+			for i := n + 1; strings.HasSuffix(line, "\\") && i < len(lines); i++ {
+				line = strings.TrimSuffix(line, "\\") + " " + lines[i]
+			}
+			for _, seg := range strings.Split(line, "mandate ")[1:] {
+				if loc := end.FindStringIndex(seg); loc != nil {
+					seg = seg[:loc[0]]
+				}
+				cmd := ""
+				for name := range help {
+					if (seg == name || strings.HasPrefix(seg, name+" ")) && len(name) > len(cmd) {
+						cmd = name
+					}
+				}
+				if cmd == "" {
+					continue
+				}
+				for _, m := range flagRe.FindAllStringSubmatch(seg[len(cmd):], -1) {
+					checked++
+					if m[1] != "help" && !regexp.MustCompile(`(?m)^  -`+m[1]+`\b`).MatchString(help[cmd]) {
+						t.Errorf("%s:%d: mandate %s has no flag --%s: %s", filepath.Base(doc), n+1, cmd, m[1], strings.TrimSpace(line))
+					}
+				}
+			}
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("only %d flags checked in the docs; the test no longer finds them", checked)
 	}
 }

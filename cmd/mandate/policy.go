@@ -282,7 +282,7 @@ func backendOf(st *store.Store) backend.Backend {
 
 func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy test", "mandate policy test [--model F] [--policy F] [--store F] CASES.yaml", stderr)
-	storePath := fs.String("store", "", "read facts from this existing store instead of the case file's store:")
+	storePath := fs.String("store", "", "read facts from this existing store instead of the one the cases file names (its store: key, demo or a data file)")
 	verbose := fs.Bool("v", false, "print every case, not only failures")
 	var pf policyFlags
 	pf.register(fs)
