@@ -79,7 +79,7 @@ Usage:
   mandate admin [--listen 127.0.0.1:8080] [--tls-cert F --tls-key F] [--public-url URL]
                                          the approvals and audit web page
   mandate admin user add NAME            add an approver or auditor (password prompt, stdin or MANDATE_ADMIN_PASSWORD)
-  mandate admin user list               every user, their role under the live policy, token and sessions
+  mandate admin user list                every user, their role under the live policy, token and sessions
   mandate admin user remove NAME         remove one and end their sessions
   mandate admin user passwd NAME         set a new password and end their sessions
   mandate admin user sessions NAME [--revoke]
