@@ -25,8 +25,8 @@ import (
 const approvalsUsage = `Usage:
   mandate approvals list [--status pending] [--db FILE]
   mandate approvals show ID [--db FILE]
-  mandate approvals approve ID --as NAME [--comment TEXT]
-  mandate approvals deny ID --as NAME --comment TEXT
+  mandate approvals approve ID --as NAME [--comment TEXT] [--token-file FILE]
+  mandate approvals deny ID --as NAME --comment TEXT [--token-file FILE]
 Run 'mandate approvals SUBCOMMAND -h' for its flags.
 `
 
