@@ -65,6 +65,7 @@ var engineTests = []struct {
 	{"ClaimApprovedUnder", TestClaimApprovedUnder},
 	{"LiveRatesIsNewestLoad", TestLiveRatesIsNewestLoad},
 	{"DecideWithStaleRates", TestDecideWithStaleRates},
+	{"UsageReadsLiveRates", TestUsageReadsLiveRates},
 	{"PendingPages", TestPendingPages},
 	{"PendingBadFilter", TestPendingBadFilter},
 	{"AgentPendingCounted", TestAgentPendingCounted},

@@ -26,6 +26,12 @@ type Usage struct {
 	// recorded. Deciding under any other version is
 	// refused: one live policy, checked where nothing can overtake it.
 	LivePolicy string
+	// LiveRates is the version of the live exchange rates (the newest
+	// recorded load, see RecordRates) as this transaction reads it, "" when
+	// none is recorded. A decision that converted money into the base
+	// currency with any other rates is refused, as one under a policy that
+	// is not live: limits are judged on the same base amounts everywhere.
+	LiveRates string
 	// Suspended is the id of the agent's suspension in force, 0 when none
 	// (suspend.go): read in the transaction that decides, so a suspension
 	// stops the very next action on every process.
@@ -100,8 +106,8 @@ func (db *DB) Usage(ctx context.Context, a *Action) (Usage, error) {
 // statement reads the agent's suspension, its pending actions (an action
 // past its expiry waits for nobody, even before ExpirePending marks it;
 // timeText has fixed width, so the text comparison orders times) and the
-// live policy version: one statement for everything a decision needs from
-// the database.
+// live policy and rates versions: one statement for everything a decision
+// needs from the database.
 func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage, error) {
 	var u Usage
 	day, month, hour := minute(now.Add(-24*time.Hour)), minute(now.Add(-longestWindow)), minute(now.Add(-time.Hour))
@@ -115,7 +121,7 @@ func usage(ctx context.Context, tx queryRower, a *Action, now time.Time) (Usage,
 		"agent_cancels\x00"+a.Agent, hour, a.Agent,
 		StatusPending, timeText(now),
 	).Scan(&u.AgentRefundedMinor24h, &u.AgentRefunds24h, &u.CustomerRefunds30d, &u.AgentCancellations1h, &u.Suspended,
-		&u.AgentPending, &u.LivePolicy)
+		&u.AgentPending, &u.LivePolicy, &u.LiveRates)
 	return u, err
 }
 
@@ -128,7 +134,8 @@ var usageQuery = `
 		` + windowTotal("count", "?6", "?7") + `,
 		(SELECT COALESCE(MAX(id), 0) FROM suspensions WHERE agent = ?8 AND resumed_at = ''),
 		(SELECT COUNT(*) FROM actions WHERE status = ?9 AND agent = ?8 AND expires_at > ?10),
-		COALESCE((SELECT version FROM policy_loads ORDER BY seq DESC LIMIT 1), '')`
+		COALESCE((SELECT version FROM policy_loads ORDER BY seq DESC LIMIT 1), ''),
+		COALESCE((SELECT version FROM rates_loads ORDER BY seq DESC LIMIT 1), '')`
 
 // windowTotal is the SQL for what scope (a parameter) counted in column
 // from minute start (a parameter) on: its newest running total less its

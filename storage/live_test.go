@@ -215,6 +215,44 @@ func TestLiveRatesIsNewestLoad(t *testing.T) {
 	}
 }
 
+// TestUsageReadsLiveRates: the transaction that records an attempt reads
+// the live rates version in the same statement as the live policy, so a
+// load recorded by another process (another handle on the database) is
+// what the very next decision sees, and none recorded reads as "".
+func TestUsageReadsLiveRates(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, other := openPath(t, path), openPath(t, path)
+	decided := func(id string) Usage {
+		t.Helper()
+		var got Usage
+		a := &Action{ID: id, Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`), Currency: "USD", AmountMinor: 100}
+		r := &Record{Agent: "demo-agent", Tool: "refund_order", Args: json.RawMessage(`{}`)}
+		if err := db.DecideAndRecord(ctx, a, r, func(u Usage) {
+			got = u
+			a.Decision, a.Rule, a.Status = "deny", "default deny: test", StatusDenied
+			r.Decision, r.Rule, r.Outcome = "deny", a.Rule, "refused"
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if u := decided("act_none"); u.LiveRates != "" {
+		t.Fatalf("with no rates recorded, Usage.LiveRates = %q, want empty", u.LiveRates)
+	}
+	for i, v := range []string{"r1", "r2"} {
+		if err := other.RecordRates(ctx, &RatesLoad{Version: v, Base: "USD", File: "/srv/rates.csv", Command: "serve reload"}); err != nil {
+			t.Fatal(err)
+		}
+		if u := decided("act_" + v); u.LiveRates != v {
+			t.Fatalf("load %d: Usage.LiveRates = %q, want %q, the newest recorded by another process", i, u.LiveRates, v)
+		}
+	}
+	if u, err := db.Usage(ctx, &Action{Agent: "demo-agent", Tool: "refund_order", Currency: "USD"}); err != nil || u.LiveRates != "r2" {
+		t.Fatalf("Usage outside a write: %+v, %v; want live rates r2", u, err)
+	}
+}
+
 // TestClaimApprovedUnder: claiming re-checks the live policy and re-decides
 // in the claim's transaction. Stale: the action stays approved and one
 // refusal is recorded however often it is retried. Refused now: denied,

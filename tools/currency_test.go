@@ -234,9 +234,10 @@ func TestRefundWithoutRateIsRefusedAndAudited(t *testing.T) {
 	}
 }
 
-// TestRatesSwapChangesTheNextDecision: new rates swapped into the live
-// holder (as the watcher does) decide the next call; what was counted
-// stays as it was counted.
+// TestRatesSwapChangesTheNextDecision: new rates recorded as live and
+// swapped into the live holder (as the watcher does) decide the next call;
+// what was counted stays as it was counted. Between the two (recorded by
+// the other processes, not yet here), a refund is refused.
 func TestRatesSwapChangesTheNextDecision(t *testing.T) {
 	d := currencyFixture(t, nil)
 	if out := refundAs(t, d, "demo-agent", "ord_eur", "45.00"); out.Decision != policy.Allow { // 48.79 USD
@@ -249,6 +250,12 @@ func TestRatesSwapChangesTheNextDecision(t *testing.T) {
 	rt, err := rates.Parse("rates.csv", data)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := d.DB.RecordRates(context.Background(), &storage.RatesLoad{Version: rt.Version, Base: rt.Base, Command: "serve reload"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := refundAs(t, d, "demo-agent", "ord_eur", "45.00"); out.Decision != policy.Deny || !strings.Contains(out.Rule, tools.StaleRatesReason) {
+		t.Fatalf("45.00 EUR with the old rates after the new ones were recorded: %s by %s, want refused as not live", out.Decision, out.Rule)
 	}
 	d.Rates.Swap(rt)
 	out := refundAs(t, d, "demo-agent", "ord_eur", "45.00") // 54.00 USD

@@ -168,9 +168,9 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 	rec := &storage.Record{Agent: agent, Tool: name, Args: args, Credential: callCredential(ctx, agent)}
 	stamp(ctx, d, "", rec)
 	var dec policy.Decision
-	capped, stale := false, false
-	var suspension int64                       // the suspension that refused the call, if any
-	policyTool := revertTool(ctx, name, attrs) // a person's revert is decided as revert_update_account
+	capped, stale, staleRates := false, false, false // staleRates: stale for the exchange rates, not the policy
+	var suspension int64                             // the suspension that refused the call, if any
+	policyTool := revertTool(ctx, name, attrs)       // a person's revert is decided as revert_update_account
 	if policyTool != name {
 		act.PolicyTool = policyTool // and so is its approval (redecide)
 	}
@@ -200,6 +200,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			// SuspensionRefresh, like their view of suspensions).
 			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleReason(held.Version, u.LivePolicy)}
 			stale = true
+		case convertedWith(attrs) != "" && convertedWith(attrs) != u.LiveRates:
+			// One live set of exchange rates, checked the same way: the
+			// facts were converted into the base currency with rates that
+			// are not the newest recorded (limits.go).
+			dec = policy.Decision{Effect: policy.Deny, Version: held.Version, Reason: staleRatesReason(convertedWith(attrs), u.LiveRates)}
+			stale, staleRates = true, true
 		case loadErr != nil:
 			dec = policy.Decision{Effect: policy.Deny, Reason: "facts could not be loaded: " + mandate.ErrorMessage(loadErr), Version: held.Version}
 		default:
@@ -299,8 +305,12 @@ func guard[A any](ctx context.Context, d *Deps, s spec[A], req mcp.CallToolReque
 			return errorResult(mandate.Errorf(mandate.EUNAVAILABLE, "Not shown: this server's rules are not the live ones (they may have just changed), so nothing was looked up. Ask again in a few seconds; if it is refused again, pass it to a human."))
 		}
 		if stale {
+			what := "rules"
+			if staleRates {
+				what = "exchange rates"
+			}
 			res := &ActionResult{ActionID: act.ID, Decision: act.Decision, Rule: act.Rule, Status: act.Status,
-				Message: fmt.Sprintf("Not done: this server's rules are not the live ones (they may have just changed), so the %s was refused and nothing was changed. Send the same request again in a few seconds; if it is refused again, tell the customer it cannot be done now and pass it to a human.", s.describe(&a))}
+				Message: fmt.Sprintf("Not done: this server's %s are not the live ones (they may have just changed), so the %s was refused and nothing was changed. Send the same request again in a few seconds; if it is refused again, tell the customer it cannot be done now and pass it to a human.", what, s.describe(&a))}
 			return structuredError(res)
 		}
 		if !action {

@@ -301,11 +301,15 @@ func openAuditDB(t testing.TB) (*storage.DB, string) {
 	return db, path
 }
 
-// recordLive records pol as the live policy in db, as a server does when
-// it starts: the guard refuses actions under any other version.
+// recordLive records pol as the live policy in db, and the shipped rates
+// as the live rates, as a server does when it starts: the guard refuses
+// actions under any other version of either.
 func recordLive(t testing.TB, db *storage.DB, pol *policy.Policy) {
 	t.Helper()
 	if err := db.RecordPolicy(context.Background(), &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(context.Background(), &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "test"}); err != nil {
 		t.Fatal(err)
 	}
 }

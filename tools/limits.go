@@ -1,6 +1,8 @@
 package tools
 
 import (
+	"fmt"
+
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/policy"
@@ -30,6 +32,32 @@ func baseFacts(t *rates.Table, attrs map[string]any, o backend.Order) error {
 	attrs[policy.FactRatesVersion] = t.Version
 	attrs[policy.FactBaseCurrency] = t.Base
 	return nil
+}
+
+// StaleRatesReason begins the reason of an action refused because the
+// server converted its money with exchange rates that are not the live
+// ones; like StalePolicyReason, `policy replay` skips such records.
+const StaleRatesReason = "not the live exchange rates"
+
+// convertedWith is the version of the rates that converted facts into the
+// base currency (baseFacts), "" when nothing was converted.
+func convertedWith(facts map[string]any) string {
+	v, _ := facts[policy.FactRatesVersion].(string)
+	return v
+}
+
+// staleRatesReason says why an action was refused with exchange rates that
+// are not the live ones. The guard checks them in the transaction that
+// records the attempt (storage.Usage.LiveRates), as it checks the policy:
+// two servers with different rates files must not judge the same refund
+// against a limit on different base amounts. Every deciding process
+// records the rates it loads, so a correct deployment refuses only for the
+// moment between one server's reload and the others'.
+func staleRatesReason(held, live string) string {
+	if live == "" {
+		return fmt.Sprintf("%s: exchange rates version %s are not recorded as live in the database (no server recorded any), so no money is converted with them", StaleRatesReason, held)
+	}
+	return fmt.Sprintf("%s: this server converted with exchange rates version %s but the live rates are %s; it must load the same rates file as the process that recorded them", StaleRatesReason, held, live)
 }
 
 // usageAttrs turns counted usage into the limit attributes of

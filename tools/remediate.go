@@ -121,12 +121,13 @@ func RecordedPolicyTool(tool string, attrs map[string]any) string {
 
 // RefusedBeforeRules reports whether an attempt record's rule says the
 // guard refused the call before the rules were consulted: no identity,
-// facts that could not be loaded, the pending-approval cap, a policy that
-// was not live, a suspension, or suspensions that could not be read. Its
-// facts say nothing about what the rules would decide.
+// facts that could not be loaded, the pending-approval cap, a policy or
+// exchange rates that were not live, a suspension, or suspensions that
+// could not be read. Its facts say nothing about what the rules would
+// decide.
 func RefusedBeforeRules(rule string) bool {
 	for _, p := range []string{"default deny: facts could not be loaded", "default deny: no identity", PendingCapRule,
-		"default deny: " + StalePolicyReason, "agent suspended: ", "suspensions could not be read"} {
+		"default deny: " + StalePolicyReason, "default deny: " + StaleRatesReason, "agent suspended: ", "suspensions could not be read"} {
 		if strings.HasPrefix(rule, p) {
 			return true
 		}
