@@ -14,10 +14,14 @@ import (
 // that convert into it are part of what a decision is made under. Every
 // process that records its policy (serve, admin) also records the exchange
 // rates it loads (RecordRates), at start and on every reload, and the newest
-// load is the live rates (LiveRates). An approval, which decides in the
-// approving process with its own rates, is refused unless they are the live
-// ones (see PolicyRef.Rates): the approvals CLI records nothing, so an
-// approver's `--rates other.csv` cannot move an amount under their limit.
+// load is the live rates (LiveRates). An agent's action whose facts were
+// converted with other rates is refused by the guard, which reads the live
+// version in the statement that counts usage (Usage.LiveRates), so two
+// serve processes with different rates files never judge the same refund
+// differently. An approval, which decides in the approving process with
+// its own rates, is refused unless they are the live ones (see
+// PolicyRef.Rates): the approvals CLI records nothing, so an approver's
+// `--rates other.csv` cannot move an amount under their limit.
 
 // RatesLoad is one recorded load of the exchange rates by a process.
 type RatesLoad struct {

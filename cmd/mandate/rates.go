@@ -57,11 +57,18 @@ func ratesLoad(t *rates.Table, command, identity string) *storage.RatesLoad {
 // the last good rates. name is the subcommand, identity the agent a serve
 // process acts as. A failure to record at start is returned.
 //
-// Approvals are refused unless the rates they converted with are the live
-// ones (storage.RatesLoad), as they are refused under a policy that is not
-// live: every process that approves must judge limits on the same base
-// amounts. As with the policy, no process takes another's rates from the
-// database.
+// One live set of rates, as one live policy: an agent's refund or
+// cancellation (checked by the guard in the transaction that records the
+// attempt) and an approval are refused unless the rates they converted
+// with are the live ones (storage.RatesLoad), so every process that
+// decides judges limits on the same base amounts. A process that starts
+// records its own rates and so makes them live, even over different rates
+// recorded by another process: the others refuse money decisions until
+// their files say the same and their watchers reload them, which is what
+// an operator who started it with those rates asked for. As with the
+// policy, no process takes another's rates from the database: one started
+// with a wrong file can stop the others' money decisions, never change
+// what they convert with.
 func (p *policyFlags) keepRatesLive(ctx context.Context, db *storage.DB, live *rates.Live, name, identity string, log *slog.Logger) error {
 	t := live.Table()
 	prev, err := db.LiveRates(ctx)
@@ -72,7 +79,7 @@ func (p *policyFlags) keepRatesLive(ctx context.Context, db *storage.DB, live *r
 		return fmt.Errorf("%s: record the rates as live: %w", name, err)
 	}
 	if prev != nil && prev.Version != t.Version {
-		log.Warn("these exchange rates are now the live ones; approvals in processes sharing the database that hold other rates are refused until they load them",
+		log.Warn("these exchange rates are now the live ones; refunds, cancellations and approvals in processes sharing the database that hold other rates are refused until they load them",
 			"version", t.Version, "file", t.Name, "previous", prev.Version, "previous_from", prev.Where())
 	}
 	rw := &rates.Watcher{Live: live, Path: p.ratesWatchPath(), Logger: log,
