@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/client"
@@ -104,8 +105,11 @@ func agentClient(t *testing.T, hook *Webhook) *client.Client {
 	hook.DB = db
 	hook.Start(ctx)
 	t.Cleanup(hook.Close)
-	// As a server does before deciding: its policy is the live one.
+	// As a server does before deciding: its policy and rates are the live ones.
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, &storage.RatesLoad{Version: rates.Default().Version, Base: rates.Default().Base, Command: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	d := &tools.Deps{Agent: "demo-agent", Policy: policy.NewEngine(pol), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -73,8 +74,11 @@ func newAuditEnv(t *testing.T) *auditEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	// As a server does before deciding: its policy is the live one.
+	// As a server does before deciding: its policy and rates are the live ones.
 	if err := e.db.RecordPolicy(ctx, &storage.PolicyLoad{Version: pol.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.RecordRates(ctx, ratesLoad(rates.Default(), "test", "")); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range tools.ServerTools(&tools.Deps{Policy: policy.NewEngine(pol), DB: e.db, Backend: be, Now: e.clock}) {

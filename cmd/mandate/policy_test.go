@@ -12,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate/backend"
 	"github.com/mandatehq/mandate/backend/store"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/rates"
 	"github.com/mandatehq/mandate/storage"
 	"github.com/mandatehq/mandate/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -294,8 +295,11 @@ func shippedToolHandlers(t *testing.T, dbPath, storePath string) (handlers map[s
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As a server does before deciding: its policy is the live one.
+	// As a server does before deciding: its policy and rates are the live ones.
 	if err := db.RecordPolicy(ctx, &storage.PolicyLoad{Version: live.Version, Command: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordRates(ctx, ratesLoad(rates.Default(), "test", "")); err != nil {
 		t.Fatal(err)
 	}
 	deps := &tools.Deps{Policy: policy.NewEngine(live), DB: db, Backend: backend.Backend{Payments: st, Orders: st, Customers: st}}
