@@ -154,16 +154,21 @@ func childEnv(env []string) []string {
 func startServer(t *testing.T, proto string, env []string, args ...string) *client.Client {
 	t.Helper()
 	stderr := &syncBuffer{}
-	c, err := client.NewStdioMCPClientWithOptions(bin, env, append([]string{"serve"}, args...),
+	tr := transport.NewStdioWithOptions(bin, env, append([]string{"serve"}, args...),
 		transport.WithCommandFunc(func(ctx context.Context, command string, env, args []string) (*exec.Cmd, error) {
 			cmd := exec.CommandContext(ctx, command, args...)
 			cmd.Env = childEnv(env)
 			cmd.Stderr = stderr // complete once the process has been waited for
 			return cmd, nil
 		}))
-	if err != nil {
+	if err := tr.Start(context.Background()); err != nil {
 		t.Fatalf("start mandate serve: %v", err)
 	}
+	// mcp-go's client probes server/discover for 5 s and then falls back
+	// to the 2025-11-25 handshake: a serve slow to start (a race build on a
+	// loaded machine) would be tested in the wrong era. It gets the same
+	// 15 s as the handshake below.
+	c := client.NewClient(tr, client.WithDiscoverTimeout(15*time.Second))
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
 			t.Errorf("mandate serve %v did not exit cleanly when its client hung up: %v", args, err)
