@@ -332,7 +332,7 @@ func TestPostgresReplicas(t *testing.T) {
 	t.Run("a replica killed mid-stream: everything it left executing is reconciled once", func(t *testing.T) {
 		victim := startFaultServer(t, appURL, storePath) // senior-bot, on the same database
 		ctx, cancel := context.WithCancel(ctx)
-		var next atomic.Int64
+		var next, answered atomic.Int64
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Go(func() {
@@ -341,10 +341,17 @@ func TestPostgresReplicas(t *testing.T) {
 					if _, err := refundOn(victim.c, map[string]any{"order_id": fmt.Sprintf("ord_s%02d", i%40), "amount": fmt.Sprintf("1.%02d", i%100), "reason": "stream"}); err != nil {
 						return // killed
 					}
+					answered.Add(1)
 				}
 			})
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Killed mid-stream: once some refunds were answered (a race build
+		// on a loaded machine may take seconds for the first), and while
+		// more are in flight.
+		for start := time.Now(); answered.Load() < 3 && time.Since(start) < 30*time.Second; {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond)
 		victim.kill(t)
 		cancel()
 		wg.Wait()
