@@ -59,6 +59,7 @@ func main() {
 			TraceID                                                                           string `json:"trace_id"`
 			ConvID                                                                            string `json:"conversation_id"`
 			KeyID                                                                             string `json:"key_id"`
+			ShownCustomer                                                                     string `json:"shown_customer"`
 		}
 		check(json.Unmarshal(e.Record, &r))
 		exportKeys(e.Record)
@@ -70,8 +71,13 @@ func main() {
 			put(f)
 		}
 		// Columns added later: approver and comment when any is set, then name and value of each set one.
-		extra := [][2]string{{"credential", r.Credential}, {"changes", text(r.Changes)}, {"trace_id", r.TraceID}, {"conversation_id", r.ConvID}, {"key_id", r.KeyID}}
-		if r.Approver+r.Comment+extra[0][1]+extra[1][1]+extra[2][1]+extra[3][1]+extra[4][1] != "" {
+		extra := [][2]string{{"credential", r.Credential}, {"changes", text(r.Changes)}, {"trace_id", r.TraceID}, {"conversation_id", r.ConvID}, {"key_id", r.KeyID},
+			{"shown_customer", r.ShownCustomer}}
+		anyExtra := false
+		for _, kv := range extra {
+			anyExtra = anyExtra || kv[1] != ""
+		}
+		if r.Approver != "" || r.Comment != "" || anyExtra {
 			put(r.Approver)
 			put(r.Comment)
 		}
@@ -111,7 +117,7 @@ func main() {
 
 // exported lists the keys of a record as the export writes them.
 var exported = strings.Fields(`seq time agent tool args attrs decision rule policy_version action_id phase outcome
-	error approver comment credential changes trace_id conversation_id key_id prev_hash hash duration leaf_index`)
+	error approver comment credential changes trace_id conversation_id key_id shown_customer prev_hash hash duration leaf_index`)
 
 // exportKeys fails unless every key of the record is one the export writes,
 // spelled exactly so and given once. encoding/json matches keys in any
