@@ -127,20 +127,25 @@ func (b *behindLog) finish(id uint64, err error) {
 		err = nil
 	}
 	b.mu.Lock()
-	if req, ok := b.waiting[id]; ok {
-		req.err = err
-		close(req.done)
-		delete(b.waiting, id)
-	}
 	b.err = err
 	if err != nil {
 		b.failed++
 	}
 	onErr := b.onErr
 	b.mu.Unlock()
+	// The hook is told before the waiter wakes, so that whoever waited
+	// finds the failure reported (it was told after, and a test counting
+	// the reports after its Wait saw one of two under load).
 	if err != nil && onErr != nil {
 		onErr(err)
 	}
+	b.mu.Lock()
+	if req, ok := b.waiting[id]; ok {
+		req.err = err
+		close(req.done)
+		delete(b.waiting, id)
+	}
+	b.mu.Unlock()
 }
 
 // oldest returns the number of the oldest write-behind still waiting for
