@@ -57,6 +57,22 @@ type Customer struct {
 // LogValue logs a customer by id only.
 func (c Customer) LogValue() slog.Value { return slog.StringValue(c.ID) }
 
+// Field is the value of one updatable field (FieldEmail, FieldPhone,
+// FieldShippingAddress, FieldName), false for any other name.
+func (c Customer) Field(name string) (string, bool) {
+	switch name {
+	case FieldEmail:
+		return c.Email, true
+	case FieldPhone:
+		return c.Phone, true
+	case FieldShippingAddress:
+		return c.ShippingAddress, true
+	case FieldName:
+		return c.Name, true
+	}
+	return "", false
+}
+
 // Order is an order with what was paid and what has been refunded so far,
 // both in the order's currency.
 type Order struct {

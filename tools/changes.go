@@ -114,7 +114,7 @@ func (a *updateArgs) changesBefore(ctx context.Context, d *Deps, read bool) (*st
 	if err != nil {
 		return nil, err
 	}
-	v, ok := customerField(cust, a.Field)
+	v, ok := cust.Field(a.Field)
 	c.Fields[0].Before = storage.TextValue(v, ok)
 	return c, nil
 }
@@ -123,27 +123,12 @@ func (a *updateArgs) changesAfter(_ context.Context, _ *Deps, c *storage.Changes
 	cv, ok := out.(CustomerView)
 	v, known := "", false
 	if ok {
-		v, known = customerField(backend.Customer{Name: cv.Name, Email: cv.Email, Phone: cv.Phone, ShippingAddress: cv.ShippingAddress}, a.Field)
+		v, known = backend.Customer{Name: cv.Name, Email: cv.Email, Phone: cv.Phone, ShippingAddress: cv.ShippingAddress}.Field(a.Field)
 	}
 	c.Fields[0].After = storage.TextValue(v, known)
 	if !known {
 		addNote(c, "the value after was not in the system of record's answer")
 	}
-}
-
-// customerField is the value of one updatable field of a customer.
-func customerField(c backend.Customer, field string) (string, bool) {
-	switch field {
-	case backend.FieldEmail:
-		return c.Email, true
-	case backend.FieldPhone:
-		return c.Phone, true
-	case backend.FieldShippingAddress:
-		return c.ShippingAddress, true
-	case backend.FieldName:
-		return c.Name, true
-	}
-	return "", false
 }
 
 func (a *refundArgs) changesBefore(ctx context.Context, d *Deps, read bool) (*storage.Changes, error) {

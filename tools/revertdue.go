@@ -89,7 +89,7 @@ func valueSetBy(act *storage.Action, field string) (string, bool) {
 	}
 	var cv CustomerView
 	if json.Unmarshal(act.Result, &cv) == nil {
-		if v, ok := customerField(backend.Customer{Name: cv.Name, Email: cv.Email, Phone: cv.Phone, ShippingAddress: cv.ShippingAddress}, field); ok && v != "" {
+		if v, ok := (backend.Customer{Name: cv.Name, Email: cv.Email, Phone: cv.Phone, ShippingAddress: cv.ShippingAddress}).Field(field); ok && v != "" {
 			return v, true
 		}
 	}

@@ -69,7 +69,7 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 	if c, err = findCustomer(ctx, tx, "id", req.CustomerID); err != nil {
 		return backend.Customer{}, err
 	}
-	if cur, _ := customerField(c, req.Field); req.Expected != "" && cur != req.Expected {
+	if cur, _ := c.Field(req.Field); req.Expected != "" && cur != req.Expected {
 		// The value is personal data: the message quotes neither.
 		return backend.Customer{}, fmt.Errorf("%w: %w", mandate.Errorf(mandate.ECONFLICT,
 			"the %s is no longer the expected value: it was changed since, and this change would overwrite it", fieldName(req.Field)), backend.ErrChangedSince)
@@ -91,21 +91,6 @@ func (s *Store) UpdateCustomer(ctx context.Context, req backend.UpdateRequest) (
 		return backend.Customer{}, dbError(err)
 	}
 	return c, nil
-}
-
-// customerField is field's value on c.
-func customerField(c backend.Customer, field string) (string, bool) {
-	switch field {
-	case backend.FieldEmail:
-		return c.Email, true
-	case backend.FieldPhone:
-		return c.Phone, true
-	case backend.FieldShippingAddress:
-		return c.ShippingAddress, true
-	case backend.FieldName:
-		return c.Name, true
-	}
-	return "", false
 }
 
 func setCustomerField(c *backend.Customer, field, value string) {
