@@ -1,5 +1,7 @@
 package policy
 
+import "iter"
+
 // CanEverUse reports whether some rule could ever give agent allow or
 // require_approval on tool: a rule of the agent's scope for the tool with
 // either effect, or an allow for *, whatever its condition. The guard
@@ -9,20 +11,33 @@ func (p *Policy) CanEverUse(agent, tool string) bool {
 	if !p.identities[agent] {
 		return false
 	}
-	tenant := p.tenantOf[agent]
-	for subject := range p.scopes[agent+"\x00"+tool] {
-		for _, r := range p.byTool[tool][subject] {
-			if r.Effect != Deny && r.appliesIn(tenant) {
-				return true
-			}
-		}
-	}
-	for _, r := range p.byTool[tool]["*"] {
-		if r.Effect == Allow && r.appliesIn(tenant) {
+	for subject, r := range p.candidates(agent, tool) {
+		if r.Effect == Allow || (subject != "*" && r.Effect != Deny) {
 			return true
 		}
 	}
 	return false
+}
+
+// candidates yields each rule for tool that applies to agent in its
+// tenant, with its subject: those of the agent's scope, then those for *
+// (the rules Decide chooses among).
+func (p *Policy) candidates(agent, tool string) iter.Seq2[string, *Rule] {
+	return func(yield func(string, *Rule) bool) {
+		tenant := p.tenantOf[agent]
+		for subject := range p.scopes[agent+"\x00"+tool] {
+			for _, r := range p.byTool[tool][subject] {
+				if r.appliesIn(tenant) && !yield(subject, r) {
+					return
+				}
+			}
+		}
+		for _, r := range p.byTool[tool]["*"] {
+			if r.appliesIn(tenant) && !yield("*", r) {
+				return
+			}
+		}
+	}
 }
 
 // Offered reports whether tools/list shows agent the tool: CanEverUse,
@@ -36,25 +51,15 @@ func (p *Policy) Offered(agent, tool string) bool {
 	if !p.identities[agent] {
 		return false
 	}
-	tenant := p.tenantOf[agent]
-	subjects := append(make([]string, 0, len(p.scopes[agent+"\x00"+tool])+1), "*")
-	for s := range p.scopes[agent+"\x00"+tool] {
-		subjects = append(subjects, s)
-	}
 	granted := false
-	for _, subject := range subjects {
-		for _, r := range p.byTool[tool][subject] {
-			if !r.appliesIn(tenant) {
-				continue
-			}
-			holds, constant := p.constant(r.Cond)
-			switch {
-			case r.Effect == Deny && constant && holds:
-				return false
-			case constant && !holds, r.Effect == Deny:
-			case subject != "*" || r.Effect == Allow:
-				granted = true
-			}
+	for subject, r := range p.candidates(agent, tool) {
+		holds, constant := p.constant(r.Cond)
+		switch {
+		case r.Effect == Deny && constant && holds:
+			return false
+		case constant && !holds, r.Effect == Deny:
+		case subject != "*" || r.Effect == Allow:
+			granted = true
 		}
 	}
 	return granted
