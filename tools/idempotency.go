@@ -100,10 +100,9 @@ func guardReplay(ctx context.Context, d *Deps, agent, key, customer string) *mcp
 	rec := &storage.Record{Agent: agent, Tool: tool, Args: args, Credential: callCredential(ctx, agent),
 		ActionID: newActionID(), Phase: storage.PhaseAttempt, Decision: dec.Effect, Rule: dec.RuleText(), PolicyVersion: dec.Version}
 	stamp(ctx, d, "", rec)
-	wctx := context.WithoutCancel(ctx)
 	if dec.Effect != policy.Allow {
 		rec.Outcome = "refused"
-		if err := d.DB.Append(wctx, rec); err != nil {
+		if err := d.DB.Append(context.WithoutCancel(ctx), rec); err != nil {
 			return auditFailedResult()
 		}
 		if stale {
@@ -112,11 +111,7 @@ func guardReplay(ctx context.Context, d *Deps, agent, key, customer string) *mcp
 		return errorResult(mandate.Errorf(mandate.EDENIED, "the rules do not allow %s to read what was done under an idempotency key (%s)", agent, tool))
 	}
 	rec.Outcome, rec.ShownCustomer = storage.OutcomeRead, customer
-	recorded, err := d.DB.AppendLookup(wctx, rec)
-	if err == nil {
-		err = recorded(wctx)
-	}
-	if err != nil {
+	if err := recordShown(ctx, d, rec); err != nil {
 		return auditFailedResult()
 	}
 	return nil

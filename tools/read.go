@@ -34,14 +34,7 @@ func read[A any](ctx context.Context, d *Deps, s spec[A], a *A, rec *storage.Rec
 		rec.Outcome, rec.Error = storage.OutcomeUnread, code
 	}
 	rec.Duration = d.Now().Sub(start)
-	// Decided and read, the record is written whole even if the caller
-	// has gone.
-	wctx := context.WithoutCancel(ctx)
-	recorded, rerr := d.DB.AppendLookup(wctx, rec)
-	if rerr == nil {
-		rerr = recorded(wctx)
-	}
-	if rerr != nil {
+	if rerr := recordShown(ctx, d, rec); rerr != nil {
 		log.Error("audit write failed; refusing", "err", rerr)
 		return auditFailedResult()
 	}
@@ -49,4 +42,17 @@ func read[A any](ctx context.Context, d *Deps, s spec[A], a *A, rec *storage.Rec
 		return errorResult(err)
 	}
 	return mcp.NewToolResultStructuredOnly(out)
+}
+
+// recordShown puts an allowed read's record in the lookup journal (or
+// commits it, where there is none) and returns once it is there: only then
+// may the answer be shown. Decided and read, the record is written whole
+// even if the caller has gone.
+func recordShown(ctx context.Context, d *Deps, rec *storage.Record) error {
+	wctx := context.WithoutCancel(ctx)
+	recorded, err := d.DB.AppendLookup(wctx, rec)
+	if err == nil {
+		err = recorded(wctx)
+	}
+	return err
 }
