@@ -166,12 +166,8 @@ func (c *Client) checksExpected(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	for _, v := range h.Values(HeaderPreconditions) {
-		for p := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(p), PreconditionExpected) {
-				return nil
-			}
-		}
+	if ChecksExpected(h) {
+		return nil
 	}
 	return mandate.Errorf(mandate.ECONFLICT, "%s does not say it checks a change's expected value (its GET /customers/{id} has no %s: %s header), so a change that must not overwrite a newer value was not sent",
 		c.name(), HeaderPreconditions, PreconditionExpected)

@@ -468,9 +468,7 @@ func (c *Conformance) preconditionCheck(ctx context.Context, customer backend.Cu
 	check func(name, detail string, f func() error), skip func(name, why string)) {
 	path := "/customers/" + url.PathEscape(customer.ID)
 	w, err := c.send(ctx, http.MethodGet, path, c.Token, "", nil)
-	if err == nil && !slices.ContainsFunc(strings.Split(w.header.Get(HeaderPreconditions), ","), func(v string) bool {
-		return strings.EqualFold(strings.TrimSpace(v), PreconditionExpected)
-	}) {
+	if err == nil && !ChecksExpected(w.header) {
 		skip("update-precondition", "GET /customers/{id} has no "+HeaderPreconditions+": "+PreconditionExpected+" header: remediation sends this service no reverts")
 		return
 	}

@@ -13,6 +13,8 @@ package httpapi
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -47,6 +49,21 @@ const (
 	// and the service, which recovery's margin absorbs (docs/backends.md).
 	HeaderNotAfter = "Mandate-Not-After"
 )
+
+// ChecksExpected reports whether a service's answer says it checks a
+// PATCH's precondition: a HeaderPreconditions value, on any of its lines,
+// lists PreconditionExpected. The client and the conformance checks judge
+// a service by it alike.
+func ChecksExpected(h http.Header) bool {
+	for _, v := range h.Values(HeaderPreconditions) {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), PreconditionExpected) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // InProgressDetail is the detail of the 409 that GET /operations/{key}
 // answers while a change with key is still being made: not known yet, ask
