@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -110,9 +111,19 @@ func callLookup(i int) mcp.CallToolRequest {
 // not an allowed read.
 func trailLookups(t *testing.T, db *storage.DB) map[string]int {
 	t.Helper()
+	out, err := readTrailLookups(t, db)
+	if err != nil {
+		t.Fatalf("read the trail: %v", err)
+	}
+	return out
+}
+
+// readTrailLookups is trailLookups returning the error of the read.
+func readTrailLookups(t *testing.T, db *storage.DB) (map[string]int, error) {
+	t.Helper()
 	out := map[string]int{}
 	seen := map[string]int64{}
-	if err := db.Records(context.Background(), storage.Filter{}, func(r *storage.Record) error {
+	err := db.Records(context.Background(), storage.Filter{}, func(r *storage.Record) error {
 		id := r.ActionID + " " + r.Phase
 		if prev, ok := seen[id]; ok {
 			return fmt.Errorf("records %d and %d are both %s", prev, r.Seq, id)
@@ -125,10 +136,8 @@ func trailLookups(t *testing.T, db *storage.DB) map[string]int {
 			out[k]++
 		}
 		return nil
-	}); err != nil {
-		t.Fatalf("read the trail: %v", err)
-	}
-	return out
+	})
+	return out, err
 }
 
 // checkTrail fails the test unless the trail holds exactly one record of
@@ -342,6 +351,7 @@ func TestLookupJournalLiveProcessNotImported(t *testing.T) {
 	// Runs of lookups, A stopped after each, until one stops it with a
 	// lookup answered and not committed (in up to journalMaxRounds runs).
 	var before map[string]int
+	midCommit := 0 // runs whose stop left A inside a commit the trail could not be read past
 	for run := 0; ; run++ {
 		for j := range journalLookups {
 			var stop func()
@@ -360,7 +370,20 @@ func TestLookupJournalLiveProcessNotImported(t *testing.T) {
 			answered = append(answered, lookup(t, a, next, stop))
 			next++
 		}
-		before = trailLookups(t, db)
+		var err error
+		before, err = readTrailLookups(t, db)
+		if err != nil && strings.Contains(err.Error(), "locking protocol") && midCommit < journalMaxRounds {
+			// A was stopped inside a commit, holding the WAL index in a
+			// state no reader may take a snapshot of until A runs on
+			// (SQLITE_PROTOCOL, seen once in CI). Not what this test is
+			// about: resume A and stop it again.
+			midCommit++
+			run--
+			resume()
+			continue
+		} else if err != nil {
+			t.Fatalf("read the trail (A stopped): %v", err)
+		}
 		if len(before) < len(answered) || run == journalMaxRounds-1 {
 			break
 		}
