@@ -122,6 +122,19 @@ func checkTree(t testing.TB, db *DB, want int) [][]byte {
 	return leaves
 }
 
+// proveLeaf chooses the leaves of an n-leaf tree whose inclusion proofs
+// TestMerkleInclusionEveryRecord checks: every one up to 1,000 leaves; in
+// a bigger tree the first and last 64, those next to a power of two
+// (where a subtree ends) and every 61st, since under -race each proof
+// costs a few milliseconds and 4,097 of them took 22 s of CI.
+func proveLeaf(i, n int) bool {
+	if n <= 1000 || i < 64 || i >= n-64 || i%61 == 0 {
+		return true
+	}
+	pow2 := func(x int) bool { return x > 0 && x&(x-1) == 0 }
+	return pow2(i) || pow2(i+1) || pow2(i-1)
+}
+
 func TestMerkleInclusionEveryRecord(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 1000, 4097} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
@@ -131,6 +144,9 @@ func TestMerkleInclusionEveryRecord(t *testing.T) {
 			leaves := checkTree(t, db, n)
 			root := mth(leaves)
 			for i, l := range leaves {
+				if !proveLeaf(i, n) {
+					continue
+				}
 				p, err := db.InclusionProof(ctx, uint64(i), uint64(n))
 				if err != nil {
 					t.Fatal(err)
