@@ -338,7 +338,9 @@ func (db *DB) AppendLookup(ctx context.Context, rec *Record) (Wait, error) {
 		j.mu.Unlock()
 		return db.queueBehind(db.appendFn(ctx, rec), false), nil
 	}
-	line, err := json.Marshal(rec)
+	// MarshalJSON itself: json.Marshal would check and compact its
+	// (already compact) output again, a few percent of a lookup's CPU.
+	line, err := rec.MarshalJSON()
 	if err != nil {
 		j.mu.Unlock()
 		return nil, unavailable("journal lookup", err)
