@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -108,5 +109,28 @@ func TestPipedLongLineThenACall(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "input line longer than the limit") {
 		t.Fatalf("the cut is not logged:\n%s", errOut)
+	}
+}
+
+// TestRequestKeyShortcut: the ids requestKey takes as they are written
+// are exactly those the round trip through mcp-go's decoding leaves alone.
+func TestRequestKeyShortcut(t *testing.T) {
+	ids := []string{`1`, `7`, `42`, `123456789012345`, `1234567890123456`, `9007199254740993`, `0`, `01`, `-1`, `1.0`, `1e3`, ` 1`,
+		`"abc"`, `"a-b_C9"`, `""`, `"a<b"`, `"a&b"`, `"a\u0041"`, `"é"`, `"a b"`, `"a\"b"`, `null`, `true`, `{}`, `[1]`}
+	for n := range 2000 { // and every small number, as most clients count
+		ids = append(ids, strconv.Itoa(n), strconv.Quote("req-"+strconv.Itoa(n)))
+	}
+	shortcuts := 0
+	for _, id := range ids {
+		want := roundTripKey([]byte(id))
+		if got := requestKey([]byte(id)); got != want {
+			t.Errorf("requestKey(%s) = %s; the round trip gives %s", id, got, want)
+		}
+		if plainID([]byte(id)) {
+			shortcuts++
+		}
+	}
+	if shortcuts < 4000 {
+		t.Errorf("only %d of %d ids took the shortcut", shortcuts, len(ids))
 	}
 }

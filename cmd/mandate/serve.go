@@ -548,6 +548,14 @@ func (e *eofReader) drain() {
 // into an any (a number becomes a float64) and marshals that, so an id is
 // matched however the client spelled it (spaces, 1.0, escapes).
 func requestKey(id []byte) string {
+	if plainID(id) {
+		return string(id) // what roundTripKey would give
+	}
+	return roundTripKey(id)
+}
+
+// roundTripKey is requestKey the long way, for every id.
+func roundTripKey(id []byte) string {
 	var v any
 	if json.Unmarshal(id, &v) != nil {
 		return string(id)
@@ -557,6 +565,31 @@ func requestKey(id []byte) string {
 		return string(id)
 	}
 	return string(b)
+}
+
+// plainID reports whether id is written back byte for byte: a positive
+// integer of at most 15 digits without a leading zero (exact as a
+// float64), or a string of ASCII letters, digits, '-' and '_' (nothing to
+// escape). Most clients number their requests so; the others take
+// requestKey's round trip, twice per call.
+func plainID(id []byte) bool {
+	if n := len(id); n >= 2 && id[0] == '"' && id[n-1] == '"' {
+		for _, c := range id[1 : n-1] {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+		return true
+	}
+	if len(id) == 0 || len(id) > 15 || id[0] == '0' {
+		return false
+	}
+	for _, c := range id {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // answerWriter is stdout, telling the eofReader of each response written.
