@@ -93,3 +93,34 @@ func BenchmarkOrderParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFactsAfterRefund reads an order and its customer, as a guarded
+// refund does before deciding, right after a refund has changed the
+// store: the reads are timed, the refund is not. SQLite drops a
+// connection's page cache whenever another connection has written, so
+// this is what the guard's facts cost on a store that is being written
+// (Store.warm).
+func BenchmarkFactsAfterRefund(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	cent := mandate.Money{Minor: 1, Currency: "USD"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		if _, err := s.Refund(ctx, backend.RefundRequest{
+			OrderID: "ord_1", Amount: cent, Reason: "bench", IdempotencyKey: "k" + strconv.Itoa(i),
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		o, err := s.Order(ctx, "ord_1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Customer(ctx, o.CustomerID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -22,7 +22,9 @@ var phonePattern = regexp.MustCompile(`^\+?[0-9 ()-]{6,20}$`)
 
 // Customer returns the customer with id, or not_found.
 func (s *Store) Customer(ctx context.Context, id string) (backend.Customer, error) {
-	return findCustomer(ctx, s.rd, "id", id)
+	q, done := s.warm()
+	defer done()
+	return findCustomer(ctx, q, "id", id)
 }
 
 // CustomerByEmail returns the customer whose email matches, ignoring case, as

@@ -11,7 +11,9 @@ import (
 
 // Order returns the order with id, or not_found.
 func (s *Store) Order(ctx context.Context, id string) (backend.Order, error) {
-	return findOrder(ctx, s.rd, id)
+	q, done := s.warm()
+	defer done()
+	return findOrder(ctx, q, id)
 }
 
 // CancelOrder cancels an order that is pending or processing. A repeat with
