@@ -55,7 +55,7 @@ func (db *DB) CheckIndex(ctx context.Context) (IndexCheck, error) {
 	rows, err := tx.QueryContext(ctx, `
 		SELECT a.seq, CASE WHEN i.seq IS NULL THEN ', missing' ELSE `+strings.Join([]string{
 		differs("time", "a.time"), differs("agent", "a.agent"), differs("action_id", "a.action_id"),
-		differs("phase", "a.phase"), differs("customer_id", argsCustomer), differs("order_id", argsOrder)}, ` || `)+` END AS diff
+		differs("phase", "a.phase"), differs("customer_id", indexedCustomer("a")), differs("order_id", argsOrder)}, ` || `)+` END AS diff
 		FROM audit a LEFT JOIN audit_index i ON i.seq = a.seq
 		WHERE a.seq <= ? AND diff != ''
 		UNION ALL

@@ -11,14 +11,21 @@ import (
 )
 
 // The customer and order an audit record is about, as audit_index keeps
-// them (migrations 0023 and 0026; on PostgreSQL, as migrations 0014 and
-// 0026 index them, which audit_keys repeats exactly): the customer a
-// lookup's answer showed (shown_customer), else the one its arguments
-// name; the order its arguments name.
-const (
-	argsCustomer = `COALESCE(NULLIF(shown_customer, ''), json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id'))`
-	argsOrder    = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
-)
+// them on SQLite (migrations 0023, 0026 and 0027, whose view audit_keys
+// repeats these expressions exactly): the customer a lookup's answer
+// showed (shown_customer), else the one its arguments name, else the one
+// its action's row holds (a refund's or a cancellation's customer, read
+// from the system of record when it was decided); the order its arguments
+// name. indexedCustomer's t is the audit table's name or alias in the
+// statement. On PostgreSQL audit_keys holds only the first two (migrations
+// 0014 and 0026), and a lineage finds an action's customer through the
+// actions table's index instead.
+const argsOrder = `json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')`
+
+func indexedCustomer(t string) string {
+	return `COALESCE(NULLIF(` + t + `.shown_customer, ''), json_extract(CASE WHEN json_valid(` + t + `.args) THEN ` + t + `.args END, '$.customer_id'),
+		(SELECT NULLIF(customer_id, '') FROM actions WHERE actions.id = ` + t + `.action_id))`
+}
 
 // LineageFilter selects the records of one lineage: exactly one of
 // CustomerID, OrderID and Agent, or TraceID alone.
@@ -60,11 +67,20 @@ func (db *DB) Lineage(ctx context.Context, f LineageFilter, fn func(*Record) err
 		since = timeText(f.Since)
 	}
 	switch {
-	case f.CustomerID != "":
+	case f.CustomerID != "" && db.postgres:
 		sub = `SELECT seq FROM audit_keys WHERE customer_id = ?1
 			UNION SELECT seq FROM audit_keys WHERE action_id IN (SELECT id FROM actions WHERE customer_id = ?1 AND customer_id != '')
 			UNION SELECT seq FROM audit_keys WHERE order_id IN
 				(SELECT json_extract(args, '$.order_id') FROM actions WHERE customer_id = ?1 AND customer_id != '')`
+		args = append(args, f.CustomerID)
+	case f.CustomerID != "":
+		// SQLite: audit_keys.customer_id already names the customer of
+		// every record of the customer's actions (indexedCustomer), so the
+		// actions table needs no index by customer on the attempt's path.
+		// The orders are those the customer's records name.
+		sub = `SELECT seq FROM audit_keys WHERE customer_id = ?1
+			UNION SELECT seq FROM audit_keys WHERE order_id IN
+				(SELECT order_id FROM audit_keys WHERE customer_id = ?1 AND order_id IS NOT NULL)`
 		args = append(args, f.CustomerID)
 	case f.OrderID != "":
 		sub = `SELECT seq FROM audit_keys WHERE order_id = ?1`

@@ -453,3 +453,57 @@ func TestPGLineageByCustomerSearchesAnIndex(t *testing.T) {
 		t.Fatalf("a customer's records are not found through audit_customer (%v):\n%s", bad, plan)
 	}
 }
+
+// TestLineageAfterMigration0027: a trail indexed before migration 0027,
+// whose audit_index rows name no customer for a refund's or a
+// cancellation's records (their arguments name only the order), is found
+// by customer after the upgrade exactly as a new one, and audit verify's
+// index check agrees with every row.
+func TestLineageAfterMigration0027(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, seqs, cut := lineageDB(t, path)
+	if db.postgres {
+		t.Skip("SQLite's audit_index only")
+	}
+	indexAll(t, db)
+	ctx := context.Background()
+	// Back to what 0026 left: customer_id as the record shows or names it,
+	// the view without the action's customer, the actions index, and 0027
+	// not applied.
+	for _, q := range []string{
+		`UPDATE audit_index SET customer_id = (SELECT COALESCE(NULLIF(shown_customer, ''), json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id'))
+			FROM audit WHERE audit.seq = audit_index.seq)`,
+		`DROP VIEW audit_keys`,
+		`CREATE VIEW audit_keys AS
+			SELECT seq, time, agent, action_id, phase, customer_id, order_id FROM audit_index
+			UNION ALL
+			SELECT seq, time, agent, action_id, phase,
+				COALESCE(NULLIF(shown_customer, ''), json_extract(CASE WHEN json_valid(args) THEN args END, '$.customer_id')),
+				json_extract(CASE WHEN json_valid(args) THEN args END, '$.order_id')
+			FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`,
+		`CREATE INDEX actions_customer ON actions (customer_id) WHERE customer_id != ''`,
+		`DELETE FROM migrations WHERE name = 'migrations/0027_audit_index_action_customer.sql'`,
+	} {
+		if _, err := db.db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var unnamed int
+	if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_index WHERE action_id IN ('act_r1', 'act_c1') AND customer_id IS NULL`).Scan(&unnamed); err != nil || unnamed < 4 {
+		t.Fatalf("before the upgrade, %d index rows of act_r1 and act_c1 name no customer (%v); want their every record", unnamed, err)
+	}
+	if c, err := db.CheckIndex(ctx); err != nil || len(c.Mismatches) == 0 {
+		t.Fatalf("the index as 0026 left it should disagree with 0027's keys: %+v, %v", c, err)
+	}
+	db.Close()
+
+	db = openPath(t, path) // applies 0027
+	if c, err := db.CheckIndex(ctx); err != nil || len(c.Mismatches) != 0 || c.More != 0 {
+		t.Fatalf("after 0027, audit verify's index check: %+v, %v", c, err)
+	}
+	var idx int
+	if err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'actions_customer'`).Scan(&idx); err != nil || idx != 0 {
+		t.Fatalf("actions_customer still there (%d, %v)", idx, err)
+	}
+	checkLineage(t, db, seqs, cut)
+}

@@ -443,9 +443,9 @@ func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 
 // indexTail is the statement that adds the keys of every record after
 // audit_index's prefix.
-const indexTail = `
+var indexTail = `
 	INSERT INTO audit_index (seq, time, agent, action_id, phase, customer_id, order_id)
-	SELECT seq, time, agent, action_id, phase, ` + argsCustomer + `, ` + argsOrder + `
+	SELECT seq, time, agent, action_id, phase, ` + indexedCustomer("audit") + `, ` + argsOrder + `
 	FROM audit WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_index)`
 
 // writerConn takes a connection for the writer from the pool. On
