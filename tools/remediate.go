@@ -469,16 +469,33 @@ func revertOne(ctx context.Context, d *Deps, handler func(context.Context, mcp.C
 	r := RevertResult{PlanItem: it}
 	reason := fmt.Sprintf("Remediation by %s: revert of %s, the change of %s on %s by %s at %s", by, it.ActionID, fieldLabel(it.Field), it.CustomerID, agent, it.Time.UTC().Format(time.RFC3339))
 	args := map[string]any{"customer_id": it.CustomerID, "field": it.Field, "value": it.To, "reason": reason, "idempotency_key": key}
-	res, err := handler(WithAgent(withRevert(ctx, it.ActionID, it.To), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
-	if err != nil {
-		r.Status, r.Message = "failed", err.Error()
-		return r
+	// Another run of this person's, under the same claim and so the same
+	// key, may have made (or be making) this revert: it is reported from
+	// its action, not asked for again. A retry through the guard would be
+	// answered only if the rules let the person use get_action_status
+	// (guardReplay, meant for agents), and the revert, made once, would be
+	// reported failed and its claim given back.
+	made := func() (ActionResult, bool) {
+		act, err := d.DB.ActionByKey(ctx, by, key)
+		if err != nil {
+			return ActionResult{}, false
+		}
+		return ActionResult{ActionID: act.ID, Status: act.Status, Message: "made by another run of " + by + "'s under the same claim"}, true
 	}
-	var ar ActionResult
-	b, _ := json.Marshal(res.StructuredContent)
-	if res.StructuredContent == nil || json.Unmarshal(b, &ar) != nil || ar.ActionID == "" {
-		r.Status, r.Message = "failed", resultMessage(res)
-		return r
+	ar, done := made()
+	if !done {
+		res, err := handler(WithAgent(withRevert(ctx, it.ActionID, it.To), by), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "update_account", Arguments: args}})
+		if err != nil {
+			r.Status, r.Message = "failed", err.Error()
+			return r
+		}
+		b, _ := json.Marshal(res.StructuredContent)
+		if res.StructuredContent == nil || json.Unmarshal(b, &ar) != nil || ar.ActionID == "" {
+			if ar, done = made(); !done { // the other run won the race for the key
+				r.Status, r.Message = "failed", resultMessage(res)
+				return r
+			}
+		}
 	}
 	r.RevertID, r.Message = ar.ActionID, ar.Message
 	switch ar.Status {
