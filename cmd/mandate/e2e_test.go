@@ -30,8 +30,9 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
-// bin is the mandate binary TestMain builds.
-var bin string
+// bin is the mandate binary TestMain builds; cliBin is the one runMandate
+// runs its one-off commands with (see buildAndRun).
+var bin, cliBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -45,24 +46,37 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	bin = filepath.Join(dir, "mandate")
+	cliBin = bin
 	// go test puts its own GOROOT/bin first on PATH, so this is the
 	// toolchain that is running the tests. Under -race the servers are built
 	// with it too: the build reuses the test's cache, and a race in a server
-	// fails the test.
-	cmd := []string{"build", "-o", bin}
+	// fails the test. The one-off commands runMandate runs (approvals,
+	// lineage, audit, store import and the like, several hundred of them)
+	// are built without it: under -race each cost about twice the CPU,
+	// which on two cores put CI over its 20 minutes (2026-12-02), and
+	// their concurrency is the storage and tools packages', whose own
+	// tests run under -race in process.
+	race := false
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			if s.Key == "-race" && s.Value == "true" {
-				cmd = append(cmd, "-race")
+				race = true
 			}
 		}
 	}
-	build := exec.Command("go", append(cmd, "./cmd/mandate")...)
-	build.Dir = filepath.Join("..", "..")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building mandate:", err)
-		return 1
+	builds := [][]string{{"build", "-o", bin}}
+	if race {
+		cliBin = filepath.Join(dir, "mandate-cli")
+		builds = [][]string{{"build", "-race", "-o", bin}, {"build", "-o", cliBin}}
+	}
+	for _, args := range builds {
+		build := exec.Command("go", append(args, "./cmd/mandate")...)
+		build.Dir = filepath.Join("..", "..")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: building mandate:", err)
+			return 1
+		}
 	}
 	return pgtest.Main(m) // stops the PostgreSQL cluster if a test started one
 }
@@ -744,7 +758,7 @@ func runMandate(t *testing.T, env []string, args ...string) (stdout, stderr stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, cliBin, args...)
 	cmd.Env = childEnv(env)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
