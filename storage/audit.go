@@ -230,5 +230,8 @@ func appendRecord(ctx context.Context, tx *Tx, r *Record) error {
 		return err
 	}
 	tx.head = &chainHead{seq: r.Seq, hash: r.Hash}
-	return appendLeaf(ctx, tx, r) // the Merkle tree, in the same transaction (merkle.go)
+	if tx.db.postgres {
+		return appendLeaf(ctx, tx, r) // the Merkle tree, in the same transaction (merkle.go)
+	}
+	return tx.db.leaves.add(r) // the Merkle tree, in a later commit (merkle.go growTree)
 }

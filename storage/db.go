@@ -56,6 +56,7 @@ type DB struct {
 	auditKey   *AuditKey                 // chains appended records with its MAC (mac.go); nil: plain
 	optErr     error                     // an option that could not apply (AuditKeyFile): Open fails
 	tree       atomic.Pointer[treeState] // the Merkle tree's last range (merkle.go)
+	leaves     witnessed                 // SQLite: leaves appended, not yet in the stored tree (merkle.go)
 	behind     behindLog                 // write-behinds not yet answered (behind.go)
 	hurry      chan struct{}             // settle asks the writer to commit patient writes now
 	journal    journal                   // this process's lookup journal (journal.go)
@@ -141,6 +142,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 // Close finishes the queued writes and closes the database. Writes after
 // Close fail with an unavailable error.
 func (db *DB) Close() error {
+	db.flushLeaves() // the leaves this process appended, into the stored tree (merkle.go)
 	db.closeMu.Lock()
 	if !db.closed {
 		db.closed = true

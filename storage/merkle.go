@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate/attest"
@@ -17,12 +18,32 @@ import (
 
 // The Merkle tree over the audit trail (attest, docs/attestation.md). Leaf
 // i is record seq i+1; merkle_nodes holds every node rooting a perfect
-// subtree, written in the transaction that appends the record completing
-// it, and keyed by that record's seq (pos, nodePos) so that the nodes one
-// append writes share a page (migrations/sqlite/0019). Appending needs the compact range of the tree (the roots of its
-// perfect subtrees, at most one per level); the writer keeps the last one
-// in memory (DB.tree), keyed by the chain head it belongs to, so an append
-// normally reads nothing and writes two nodes on average.
+// subtree, keyed by the seq of the record that completes it (pos, nodePos)
+// so that the nodes of consecutive records share a page
+// (migrations/sqlite/0019).
+//
+// On SQLite the nodes are not written in the transaction that appends a
+// record: that is the attempt's, which the agent waits for, and the leaf
+// and its nodes cost it 1.4 of its 7.7 pages (TestPagesPerWrite). The
+// writer computes the leaf from the record as it appends it (the witness:
+// what was recorded, whatever the row says later) and keeps it in memory
+// (DB.leaves); growTree stores a run of them in a commit nobody waits for,
+// with audit_index's (writer.go indexAudit), or before anyone reads the
+// tree (treeUp). Records another process appended, or this one appended
+// and did not store before it died, are hashed from their rows, as a
+// database from before the tree always was. So the stored tree trails the
+// trail by at most indexEvery of this process's records, every reader of
+// roots and proofs sees it caught up, and it stays what it always was:
+// derived data that no check trusts alone.
+//
+// On PostgreSQL each append still writes its nodes in its own transaction
+// (appendLeaf): its replicas interleave appends record by record, so each
+// would mostly store the others' leaves from their rows, and its commits
+// were not measured to gain from it (like audit_index, SQLite only). Appending needs the compact
+// range of the tree (the roots of its perfect subtrees, at most one per
+// level); the writer keeps the last one in memory (DB.tree), keyed by the
+// chain head it belongs to, so an append normally reads nothing and writes
+// two nodes on average.
 
 var rangeFactory = &compact.RangeFactory{Hash: attest.Hasher.HashChildren}
 
@@ -115,7 +136,186 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// appendLeaf adds r, just inserted by appendRecord in tx, to the tree.
+// witnessed is what a SQLite writer appended and the stored tree does not
+// hold yet: each record's leaf, computed from the record as appended, under
+// its seq and with its chain hash (a record rolled back and another
+// appended at its seq has another hash, so its leaf is not taken). broken
+// is set once the tree cannot be built (a gap in the trail's seq): from
+// then on appends fail closed, as they did when each one grew the tree.
+type witnessed struct {
+	mu     sync.Mutex
+	leaves map[int64]witness
+	broken error
+}
+
+type witness struct {
+	hash string // the record's chain hash
+	leaf []byte
+}
+
+// add keeps r's leaf until growTree stores it; it refuses the append once
+// the tree is known to be broken.
+func (w *witnessed) add(r *Record) error {
+	leaf := attest.LeafHash(r.LeafData())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
+	if w.leaves == nil {
+		w.leaves = map[int64]witness{}
+	}
+	w.leaves[r.Seq] = witness{r.Hash, leaf}
+	return nil
+}
+
+// leaf is the leaf witnessed for the record at seq with chain hash hash,
+// nil if none was.
+func (w *witnessed) leaf(seq int64, hash string) []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if l, ok := w.leaves[seq]; ok && l.hash == hash {
+		return l.leaf
+	}
+	return nil
+}
+
+// stored forgets the leaves of the first size records: the tree holds them.
+func (w *witnessed) stored(size uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for seq := range w.leaves {
+		if seq <= int64(size) {
+			delete(w.leaves, seq)
+		}
+	}
+}
+
+func (w *witnessed) pending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.leaves) > 0
+}
+
+func (w *witnessed) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.broken = err
+}
+
+// growTree brings the stored tree up to the trail's head inside tx, a
+// write: from the leaves this process witnessed where it has them all,
+// else from the rows (catchUp). SQLite only.
+func (db *DB) growTree(ctx context.Context, tx *Tx) error {
+	var head int64
+	if tx.head != nil {
+		head = tx.head.seq
+	} else {
+		var err error
+		if head, err = auditHead(ctx, tx); err != nil {
+			return err
+		}
+	}
+	size, err := storedTreeSize(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if size >= uint64(head) {
+		db.leaves.stored(size) // more than head is repairTree's to mend
+		return nil
+	}
+	rng, err := loadRange(ctx, tx, size)
+	if err != nil {
+		return err
+	}
+	leaves, err := db.witnessedAfter(ctx, tx, size, head)
+	if err != nil {
+		return err
+	}
+	if rng == nil || leaves == nil {
+		_, err = catchUp(ctx, tx, head)
+	} else {
+		err = storeLeaves(ctx, tx, rng, leaves)
+	}
+	if err != nil {
+		var broken *treeBrokenError
+		if errors.As(err, &broken) {
+			db.leaves.fail(err)
+		}
+		return err
+	}
+	db.leaves.stored(uint64(head))
+	return nil
+}
+
+// witnessedAfter is the witnessed leaves of records size+1 to head, read
+// by their chain hashes alone; nil if one of them was not witnessed.
+func (db *DB) witnessedAfter(ctx context.Context, tx *Tx, size uint64, head int64) ([][]byte, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT seq, hash FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq`, int64(size), head)
+	if err != nil {
+		return nil, unavailable("read audit hashes", err)
+	}
+	defer rows.Close()
+	leaves := make([][]byte, 0, head-int64(size))
+	for rows.Next() {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return nil, unavailable("read audit hashes", err)
+		}
+		leaf := db.leaves.leaf(seq, hash)
+		if leaf == nil || seq != int64(size)+int64(len(leaves))+1 {
+			return nil, nil // catchUp reads the rows, and names a gap
+		}
+		leaves = append(leaves, leaf)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("read audit hashes", err)
+	}
+	if int64(len(leaves)) != head-int64(size) {
+		return nil, nil
+	}
+	return leaves, nil
+}
+
+// treeUp makes the stored tree hold every record before it is read: on
+// SQLite it trails the appends (growTree). A tree that cannot be built is
+// read as it is stored, as before the trail broke.
+func (db *DB) treeUp(ctx context.Context) error {
+	if db.postgres {
+		return nil
+	}
+	head, err := auditHead(ctx, db.db)
+	if err != nil {
+		return err
+	}
+	size, err := storedTreeSize(ctx, db.db)
+	if err != nil || size >= uint64(head) {
+		return err
+	}
+	err = db.writeLazy(func(tx *Tx) error { return db.growTree(ctx, tx) })
+	var broken *treeBrokenError
+	if errors.As(err, &broken) {
+		return nil
+	}
+	return err
+}
+
+// flushLeaves stores the leaves this process witnessed before it closes
+// the database, so the tree keeps them rather than hash the rows again at
+// the next open. A failure leaves that to the next open.
+func (db *DB) flushLeaves() {
+	db.closeMu.RLock()
+	closed := db.closed
+	db.closeMu.RUnlock()
+	if closed || db.postgres || !db.leaves.pending() {
+		return
+	}
+	_ = db.writeLazy(func(tx *Tx) error { return db.growTree(context.Background(), tx) })
+}
+
+// appendLeaf adds r, just inserted by appendRecord in tx, to the tree
+// (PostgreSQL; SQLite witnesses it and growTree stores it later).
 func appendLeaf(ctx context.Context, tx *Tx, r *Record) error {
 	rng, err := tx.db.rangeAt(ctx, tx, r.Seq-1, r.PrevHash)
 	if err != nil {
@@ -136,15 +336,36 @@ func appendLeaf(ctx context.Context, tx *Tx, r *Record) error {
 // (the leaf, and one more on average) in one statement: on the hot path
 // each statement costs about as much as the hashing.
 func appendHash(ctx context.Context, tx *Tx, rng *compact.Range, leaf []byte) error {
+	return storeLeaves(ctx, tx, rng, [][]byte{leaf})
+}
+
+// storeLeaves appends leaves to rng and stores the nodes they complete,
+// up to len(insertNodes)-1 in a statement.
+func storeLeaves(ctx context.Context, tx *Tx, rng *compact.Range, leaves [][]byte) error {
 	var args []any
-	err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
-		args = append(args, nodePos(id), int64(id.Level), h)
-	})
-	if err != nil {
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, insertNodes[len(args)/3], args...)
+		args = args[:0]
 		return err
 	}
-	_, err = tx.ExecContext(ctx, insertNodes[len(args)/3], args...)
-	return err
+	for _, leaf := range leaves {
+		err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
+			args = append(args, nodePos(id), int64(id.Level), h)
+		})
+		if err != nil {
+			return err
+		}
+		// A leaf completes at most one node per level (64).
+		if len(args)/3 > len(insertNodes)-1-64 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // insertNodes[n] inserts n nodes; an append completes at most one per level.
@@ -276,16 +497,18 @@ func catchUp(ctx context.Context, tx *Tx, seq int64) (*compact.Range, error) {
 		if uint64(r.Seq) != rng.End()+uint64(len(leaves))+1 {
 			return &treeBrokenError{fmt.Sprintf("audit record %d follows record %d: the chain is broken, so the Merkle tree cannot be built; run `mandate audit verify`", r.Seq, rng.End()+uint64(len(leaves)))}
 		}
-		leaves = append(leaves, attest.LeafHash(r.LeafData()))
+		leaf := tx.db.leaves.leaf(r.Seq, r.Hash) // as this process appended it
+		if leaf == nil {
+			leaf = attest.LeafHash(r.LeafData())
+		}
+		leaves = append(leaves, leaf)
 		return nil
 	}, tx.db.postgres)
 	if err != nil && !errors.Is(err, errStopWalk) {
 		return nil, err
 	}
-	for _, h := range leaves {
-		if err := appendHash(ctx, tx, rng, h); err != nil {
-			return nil, err
-		}
+	if err := storeLeaves(ctx, tx, rng, leaves); err != nil {
+		return nil, err
 	}
 	if rng.End() != uint64(seq) {
 		return nil, fmt.Errorf("the tree reached %d records, the audit trail has %d", rng.End(), seq)
@@ -345,7 +568,8 @@ func (db *DB) repairTree(ctx context.Context) error {
 	})
 	var broken *treeBrokenError
 	if errors.As(err, &broken) {
-		return nil // the repair is rolled back; see treeBrokenError
+		db.leaves.fail(err) // appends fail closed
+		return nil          // the repair is rolled back; see treeBrokenError
 	}
 	return err
 }
@@ -403,6 +627,9 @@ func lastLeafMatches(ctx context.Context, q queryer, size uint64) (bool, error) 
 // TreeSize is how many records the Merkle tree holds.
 func (db *DB) TreeSize(ctx context.Context) (uint64, error) {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
+	if err := db.treeUp(ctx); err != nil {
+		return 0, err
+	}
 	return storedTreeSize(ctx, db.db)
 }
 
@@ -410,6 +637,9 @@ func (db *DB) TreeSize(ctx context.Context) (uint64, error) {
 // the stored nodes: O(log size) reads.
 func (db *DB) TreeRoot(ctx context.Context, size uint64) ([]byte, error) {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
+	if err := db.treeUp(ctx); err != nil {
+		return nil, err
+	}
 	if size == 0 {
 		return attest.Hasher.EmptyRoot(), nil
 	}
@@ -427,6 +657,9 @@ func (db *DB) TreeRoot(ctx context.Context, size uint64) ([]byte, error) {
 // the first size records, from the stored nodes.
 func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
+	if err := db.treeUp(ctx); err != nil {
+		return nil, err
+	}
 	nodes, err := proof.Inclusion(index, size)
 	if err != nil {
 		return nil, err
@@ -438,6 +671,9 @@ func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 // records extends the tree of the first size1, from the stored nodes.
 func (db *DB) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
 	db.settle(ctx) // this process reads its own write-behinds (behind.go)
+	if err := db.treeUp(ctx); err != nil {
+		return nil, err
+	}
 	nodes, err := proof.Consistency(size1, size2)
 	if err != nil {
 		return nil, err

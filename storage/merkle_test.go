@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -652,5 +653,87 @@ func TestMerkleAppendOrderMigration(t *testing.T) {
 		if got[k] != h {
 			t.Fatalf("node at pos %d, level %d: %q after the migration, %q before", k[0], k[1], got[k], h)
 		}
+	}
+}
+
+// TestMerkleTreeTrailsAppends: on SQLite an append does not write its tree
+// nodes (the attempt's commit is the one an agent waits for); a later
+// commit stores them, from the leaves computed when the records were
+// appended where this process appended them and from the rows where
+// another did, and every reader of the tree sees it caught up.
+func TestMerkleTreeTrailsAppends(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	open := func() *DB {
+		t.Helper()
+		db, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	stored := func() uint64 {
+		t.Helper()
+		raw, err := sql.Open("sqlite", DSN(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		size, err := storedTreeSize(ctx, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return size
+	}
+	a := open()
+	appendN(t, a, 40) // urgent appends, fewer than indexEvery: nothing stores the tree
+	if got := stored(); got >= 40 {
+		t.Fatalf("the stored tree holds %d of 40 records right after they were appended: appends still write it", got)
+	}
+	checkTree(t, a, 40) // its readers catch it up first
+
+	// b opens the file as another process would, and both append; each
+	// stores the other's records from the rows.
+	b := open()
+	appendN(t, b, 12)
+	appendN(t, a, 12)
+	appendN(t, b, 12)
+	checkTree(t, a, 76)
+	appendN(t, b, 8)
+	if got := stored(); got != 76 {
+		t.Fatalf("the stored tree holds %d records, want 76 (b's last 8 not yet)", got)
+	}
+	// Closing stores what the process appended.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); got != 84 {
+		t.Fatalf("after b closed, the stored tree holds %d records, want 84", got)
+	}
+	checkTree(t, a, 84)
+
+	// A record rewritten before its leaf is stored, its chain hash left as
+	// it was: the tree keeps the leaf of the record as appended, so a check
+	// against it names the record.
+	appendN(t, a, 5)
+	var leaf []byte
+	err := a.Records(ctx, Filter{AfterSeq: 86}, func(r *Record) error {
+		leaf = attest.LeafHash(r.LeafData())
+		return errStopWalk
+	})
+	if err != nil && !errors.Is(err, errStopWalk) {
+		t.Fatal(err)
+	}
+	vtTamper(t, a, `UPDATE audit SET agent = 'mallory' WHERE seq = 87`)
+	if size, err := a.TreeSize(ctx); err != nil || size != 89 {
+		t.Fatalf("tree size %d (%v), want 89", size, err)
+	}
+	got, err := a.StoredLeaf(ctx, 86)
+	if err != nil || !bytes.Equal(got, leaf) {
+		t.Fatalf("stored leaf of record 87: %x (%v), want the appended record's %x", got, err, leaf)
+	}
+	if seq := a.firstRewritten(ctx, 89); seq != 87 {
+		t.Fatalf("firstRewritten named record %d, want 87", seq)
 	}
 }

@@ -438,6 +438,16 @@ func (db *DB) indexAudit(ctx context.Context, tx *Tx, batch []writeReq) int64 {
 		to = 0
 	}
 	tx.ExecContext(ctx, "RELEASE ix")
+	// The Merkle tree's nodes for the same run, from the leaves witnessed
+	// when they were appended (merkle.go growTree). A failure leaves the
+	// tree behind for its readers to catch up (treeUp).
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT tree"); err != nil {
+		return to
+	}
+	if err := db.growTree(ctx, tx); err != nil {
+		tx.ExecContext(ctx, "ROLLBACK TO tree")
+	}
+	tx.ExecContext(ctx, "RELEASE tree")
 	return to
 }
 
