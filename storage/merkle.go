@@ -340,17 +340,11 @@ func appendHash(ctx context.Context, tx *Tx, rng *compact.Range, leaf []byte) er
 }
 
 // storeLeaves appends leaves to rng and stores the nodes they complete,
-// up to len(insertNodes)-1 in a statement.
+// nodesPerInsert to a statement and the rest in one more: on SQLite each
+// statement costs about as much as the nodes it inserts, and the two
+// sizes a run mostly needs stay prepared.
 func storeLeaves(ctx context.Context, tx *Tx, rng *compact.Range, leaves [][]byte) error {
 	var args []any
-	flush := func() error {
-		if len(args) == 0 {
-			return nil
-		}
-		_, err := tx.ExecContext(ctx, insertNodes[len(args)/3], args...)
-		args = args[:0]
-		return err
-	}
 	for _, leaf := range leaves {
 		err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
 			args = append(args, nodePos(id), int64(id.Level), h)
@@ -358,19 +352,23 @@ func storeLeaves(ctx context.Context, tx *Tx, rng *compact.Range, leaves [][]byt
 		if err != nil {
 			return err
 		}
-		// A leaf completes at most one node per level (64).
-		if len(args)/3 > len(insertNodes)-1-64 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
 	}
-	return flush()
+	for len(args) > 0 {
+		n := min(len(args)/3, nodesPerInsert)
+		if _, err := tx.ExecContext(ctx, insertNodes[n], args[:3*n]...); err != nil {
+			return err
+		}
+		args = args[3*n:]
+	}
+	return nil
 }
 
-// insertNodes[n] inserts n nodes; an append completes at most one per level.
+// nodesPerInsert is the most nodes storeLeaves inserts in one statement.
+const nodesPerInsert = 64
+
+// insertNodes[n] inserts n nodes, up to nodesPerInsert.
 var insertNodes = func() []string {
-	q := make([]string, 65)
+	q := make([]string, nodesPerInsert+1)
 	for n := 1; n < len(q); n++ {
 		// ON CONFLICT rather than INSERT OR REPLACE: the same on both engines.
 		q[n] = `INSERT INTO merkle_nodes (pos, level, hash) VALUES (?, ?, ?)` + strings.Repeat(`, (?, ?, ?)`, n-1) +
