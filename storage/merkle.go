@@ -228,11 +228,13 @@ func (db *DB) growTree(ctx context.Context, tx *Tx) error {
 	if err != nil {
 		return err
 	}
-	leaves, err := db.witnessedAfter(ctx, tx, size, head)
-	if err != nil {
-		return err
+	var leaves [][]byte
+	if rng != nil { // else catchUp starts the tree over
+		if leaves, err = db.witnessedAfter(ctx, tx, size, head); err != nil {
+			return err
+		}
 	}
-	if rng == nil || leaves == nil {
+	if leaves == nil {
 		_, err = catchUp(ctx, tx, head)
 	} else {
 		err = storeLeaves(ctx, tx, rng, leaves)
@@ -325,18 +327,13 @@ func appendLeaf(ctx context.Context, tx *Tx, r *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := appendHash(ctx, tx, next, attest.LeafHash(r.LeafData())); err != nil {
+	// One leaf completes the leaf node and one more on average: one
+	// statement.
+	if err := storeLeaves(ctx, tx, next, [][]byte{attest.LeafHash(r.LeafData())}); err != nil {
 		return err
 	}
 	tx.db.tree.Store(&treeState{seq: r.Seq, hash: r.Hash, rng: next})
 	return nil
-}
-
-// appendHash appends one leaf hash to rng and stores the nodes it completes
-// (the leaf, and one more on average) in one statement: on the hot path
-// each statement costs about as much as the hashing.
-func appendHash(ctx context.Context, tx *Tx, rng *compact.Range, leaf []byte) error {
-	return storeLeaves(ctx, tx, rng, [][]byte{leaf})
 }
 
 // storeLeaves appends leaves to rng and stores the nodes they complete,
